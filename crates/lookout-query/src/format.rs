@@ -1,0 +1,232 @@
+//! Values in PostgreSQL's text form, as `psql`, drivers and `COPY` expect them.
+
+use std::fmt::Write as _;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, NaiveDate};
+
+/// The Postgres name of the type a column of `dt` is shown as.
+pub fn pg_type_name(dt: &DataType) -> &'static str {
+    match dt {
+        DataType::Boolean => "boolean",
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint",
+        DataType::Int32 | DataType::UInt16 => "integer",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint",
+        DataType::Float16 | DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => "numeric",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Timestamp(_, None) => "timestamp without time zone",
+        DataType::Interval(_) | DataType::Duration(_) => "interval",
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => "array",
+        _ => "text",
+    }
+}
+
+/// Appends the text form of `array[row]` to `out`; returns false for NULL.
+pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
+    if array.is_null(row) {
+        return false;
+    }
+    match array.data_type() {
+        DataType::Boolean => out.push(if array.as_boolean().value(row) {
+            't'
+        } else {
+            'f'
+        }),
+        DataType::Int8 => push_int(out, array.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => push_int(out, array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => push_int(out, array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => push_int(out, array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => push_int(out, array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => push_int(out, array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => push_int(out, array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => push_int(out, array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => push_float(
+            out,
+            f64::from(array.as_primitive::<Float32Type>().value(row)),
+        ),
+        DataType::Float64 => push_float(out, array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => out.push_str(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => out.push_str(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => out.push_str(array.as_string_view().value(row)),
+        DataType::Binary => push_hex(out, array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => push_hex(out, array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => push_hex(out, array.as_binary_view().value(row)),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(row);
+            match NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+                Some(d) => {
+                    let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+                }
+                None => push_int(out, days),
+            }
+        }
+        DataType::Timestamp(unit, tz) => {
+            let micros = match unit {
+                TimeUnit::Second => array
+                    .as_primitive::<TimestampSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
+                TimeUnit::Nanosecond => array
+                    .as_primitive::<TimestampNanosecondType>()
+                    .value(row)
+                    .div_euclid(1000),
+            };
+            push_timestamp(out, micros, tz.is_some());
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let values = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                DataType::LargeList(_) => array.as_list::<i64>().value(row),
+                _ => array.as_fixed_size_list().value(row),
+            };
+            out.push('{');
+            let mut item = String::new();
+            for i in 0..values.len() {
+                if i > 0 {
+                    out.push(',');
+                }
+                item.clear();
+                if write_value(values.as_ref(), i, &mut item) {
+                    let needs_quotes = item.is_empty()
+                        || item.eq_ignore_ascii_case("null")
+                        || item
+                            .chars()
+                            .any(|c| matches!(c, ',' | '{' | '}' | '"' | '\\' | ' '));
+                    if needs_quotes {
+                        out.push('"');
+                        for c in item.chars() {
+                            if c == '"' || c == '\\' {
+                                out.push('\\');
+                            }
+                            out.push(c);
+                        }
+                        out.push('"');
+                    } else {
+                        out.push_str(&item);
+                    }
+                } else {
+                    out.push_str("NULL");
+                }
+            }
+            out.push('}');
+        }
+        _ => {
+            let opts = FormatOptions::default();
+            match ArrayFormatter::try_new(array, &opts) {
+                Ok(f) => {
+                    let _ = write!(out, "{}", f.value(row));
+                }
+                Err(_) => out.push('?'),
+            }
+        }
+    }
+    true
+}
+
+fn push_int<T: itoa::Integer>(out: &mut String, v: T) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// Shortest text that reads back as the same float, in Postgres's spelling
+/// of the special values.
+fn push_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(v).trim_end_matches(".0"));
+    }
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.push_str("\\x");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// `2025-01-07 14:03:05.25+00`: ISO date style, the time zone is always UTC.
+pub fn push_timestamp(out: &mut String, micros: i64, with_zone: bool) {
+    let Some(dt) = DateTime::from_timestamp_micros(micros) else {
+        push_int(out, micros);
+        return;
+    };
+    let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
+    let frac = micros.rem_euclid(1_000_000);
+    if frac != 0 {
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    if with_zone {
+        out.push_str("+00");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, ListArray, TimestampMicrosecondArray};
+    use arrow::datatypes::Float64Type;
+
+    use super::*;
+
+    fn text(a: &dyn Array, row: usize) -> Option<String> {
+        let mut s = String::new();
+        write_value(a, row, &mut s).then_some(s)
+    }
+
+    #[test]
+    fn floats_and_timestamps_look_like_postgres() {
+        let f = Float64Array::from(vec![
+            Some(1.0),
+            Some(0.1),
+            Some(f64::NAN),
+            None,
+            Some(1234.5),
+        ]);
+        let shown: Vec<_> = (0..5).map(|i| text(&f, i)).collect();
+        assert_eq!(
+            shown,
+            vec![
+                Some("1".into()),
+                Some("0.1".into()),
+                Some("NaN".into()),
+                None,
+                Some("1234.5".into())
+            ]
+        );
+        let t = TimestampMicrosecondArray::from(vec![1_735_689_600_000_000, 1_735_689_600_250_000])
+            .with_timezone("UTC");
+        assert_eq!(text(&t, 0).as_deref(), Some("2025-01-01 00:00:00+00"));
+        assert_eq!(text(&t, 1).as_deref(), Some("2025-01-01 00:00:00.25+00"));
+    }
+
+    #[test]
+    fn arrays_use_braces() {
+        let l =
+            ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(vec![Some(1.5), None])]);
+        let l: Arc<dyn Array> = Arc::new(l);
+        assert_eq!(text(l.as_ref(), 0).as_deref(), Some("{1.5,NULL}"));
+    }
+}

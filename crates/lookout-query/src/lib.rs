@@ -1,0 +1,185 @@
+//! Lookout's SQL layer: a DataFusion session over the storage engine.
+//!
+//! [`Lookout`] is the embeddable database: open a data directory, write Arrow
+//! batches, run SQL. [`Session`] is one SQL conversation with its own
+//! settings (the server opens one per connection). This crate knows nothing
+//! of the wire protocol.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lookout_query::QueryError> {
+//! let db = lookout_query::Lookout::open("./lookout-data").await?;
+//! db.sql("CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, latency_ms DOUBLE PRECISION)").await?;
+//! let batches = db.sql("SELECT model, count(*) FROM events GROUP BY model").await?;
+//! # let _ = batches; Ok(()) }
+//! ```
+
+mod catalog;
+pub mod copy;
+mod error;
+pub mod format;
+mod functions;
+mod import;
+mod interval;
+mod provider;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use lookout_storage::{Storage, StorageOptions};
+
+pub use copy::{CopyFormat, CopyKind};
+pub use datafusion::common::ScalarValue;
+pub use error::{QueryError, Result};
+pub use import::ImportProgress;
+pub use interval::parse_duration;
+pub use session::{CopyIn, Output, Prepared, Session};
+
+/// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Any path the process can reach.
+    Anywhere,
+    /// Only below these directories.
+    Only(Vec<PathBuf>),
+    /// Server-side file COPY is refused.
+    Nowhere,
+}
+
+impl FileAccess {
+    /// Checks that `path` may be used; returns it made absolute.
+    pub fn check(&self, path: &str) -> Result<PathBuf> {
+        let p = Path::new(path);
+        if !p.is_absolute() {
+            return Err(QueryError::with_code(
+                "42602",
+                format!("relative path not allowed for COPY to or from a file: {path}"),
+            ));
+        }
+        match self {
+            FileAccess::Anywhere => Ok(p.to_path_buf()),
+            FileAccess::Nowhere => Err(QueryError::with_code(
+                "42501",
+                "server-side COPY to or from a file is not allowed on this server; use \\copy (COPY FROM STDIN / TO STDOUT)",
+            )),
+            FileAccess::Only(dirs) => {
+                // Resolve symlinks and `..` on the part that exists.
+                let parent = p.parent().unwrap_or(p);
+                let resolved = parent.canonicalize().map_err(|e| {
+                    QueryError::with_code("58P01", format!("could not access \"{path}\": {e}"))
+                })?;
+                let allowed = dirs
+                    .iter()
+                    .filter_map(|d| d.canonicalize().ok())
+                    .any(|d| resolved.starts_with(d));
+                if allowed {
+                    Ok(resolved.join(p.file_name().unwrap_or_default()))
+                } else {
+                    Err(QueryError::with_code(
+                        "42501",
+                        format!(
+                            "COPY file \"{path}\" is outside the configured import/export directories"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// How to open a [`Lookout`] database.
+#[derive(Debug, Clone)]
+pub struct LookoutOptions {
+    /// Storage engine tunables.
+    pub storage: StorageOptions,
+    /// Server-side file COPY policy.
+    pub file_access: FileAccess,
+    /// Threads a query may use (DataFusion target partitions); 0 = all cores.
+    pub query_threads: usize,
+}
+
+impl Default for LookoutOptions {
+    fn default() -> Self {
+        LookoutOptions {
+            storage: StorageOptions::default(),
+            file_access: FileAccess::Anywhere,
+            query_threads: 0,
+        }
+    }
+}
+
+/// An open Lookout database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Lookout {
+    storage: Storage,
+    runtime: Arc<RuntimeEnv>,
+    options: Arc<LookoutOptions>,
+}
+
+impl Lookout {
+    /// Opens the database in `dir` with default options.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Lookout> {
+        Self::open_with(dir, LookoutOptions::default()).await
+    }
+
+    /// Opens the database in `dir`.
+    pub async fn open_with(dir: impl AsRef<Path>, options: LookoutOptions) -> Result<Lookout> {
+        let storage = Storage::open(dir, options.storage.clone()).await?;
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let url = url::Url::parse(provider::STORE_URL)
+            .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+        runtime.register_object_store(&url, storage.object_store());
+        Ok(Lookout {
+            storage,
+            runtime,
+            options: Arc::new(options),
+        })
+    }
+
+    /// A new SQL session.
+    pub fn session(&self) -> Session {
+        Session::new(self.clone())
+    }
+
+    /// Runs SQL (one or more statements) in a fresh session and returns the
+    /// rows of the last one.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.session().query(sql).await
+    }
+
+    /// Writes a batch to a table: durable and visible when this returns.
+    pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
+        Ok(self.storage.write(table, batch).await?)
+    }
+
+    /// Imports Parquet files into `table`, creating it from the first file's
+    /// schema if it does not exist. Atomic: all rows or none.
+    pub async fn import_parquet(
+        &self,
+        table: &str,
+        files: &[PathBuf],
+        progress: Option<ImportProgress>,
+    ) -> Result<u64> {
+        import::import_parquet(self, table, files, progress).await
+    }
+
+    /// The storage engine.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Flushes buffered rows and stops background work.
+    pub async fn close(&self) -> Result<()> {
+        Ok(self.storage.close().await?)
+    }
+
+    pub(crate) fn runtime(&self) -> Arc<RuntimeEnv> {
+        Arc::clone(&self.runtime)
+    }
+
+    pub(crate) fn options(&self) -> &LookoutOptions {
+        &self.options
+    }
+}

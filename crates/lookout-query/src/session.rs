@@ -1,0 +1,1027 @@
+//! One SQL conversation: statements Lookout handles itself (DDL, COPY, SET,
+//! SHOW) and everything else planned and run by DataFusion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, AlterTableOperation, ColumnOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
+    CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, ObjectType, Set, SqlOption, Statement,
+    Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::StreamExt;
+use lookout_storage::{CreateTable, StorageError};
+
+use crate::Lookout;
+use crate::catalog::LookoutSchema;
+use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestamp_micros};
+use crate::error::{QueryError, Result};
+use crate::interval::parse_duration;
+
+/// Writes of more rows than this go straight to Parquet (one atomic manifest
+/// commit) instead of through the WAL.
+const BULK_ROWS: u64 = 256 * 1024;
+
+/// What a statement produced.
+pub enum Output {
+    /// Rows to send to the client.
+    Rows {
+        /// Result columns.
+        schema: SchemaRef,
+        /// The rows, computed as they are pulled.
+        stream: SendableRecordBatchStream,
+    },
+    /// A command that ran; Postgres's completion tag and affected rows.
+    Command {
+        /// The tag, e.g. `CREATE TABLE`, `INSERT`, `DELETE`, `SET`.
+        tag: &'static str,
+        /// Rows affected, for tags that carry a count.
+        rows: Option<u64>,
+    },
+    /// `COPY ... FROM STDIN`: the caller streams the data to [`Session::copy_in`].
+    CopyIn(CopyIn),
+    /// `COPY ... TO STDOUT`: rows to encode with [`CopyEncoder`](crate::copy::CopyEncoder).
+    CopyOut {
+        /// Data format.
+        format: CopyFormat,
+        /// Columns.
+        schema: SchemaRef,
+        /// The rows.
+        stream: SendableRecordBatchStream,
+    },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
+            Output::CopyOut { .. } => write!(f, "CopyOut"),
+        }
+    }
+}
+
+/// A pending `COPY ... FROM STDIN`.
+#[derive(Debug, Clone)]
+pub struct CopyIn {
+    /// Target table.
+    pub table: String,
+    /// The columns the data carries, in order.
+    pub schema: SchemaRef,
+    /// Data format.
+    pub format: CopyFormat,
+}
+
+/// A parsed statement ready to run with parameters (extended protocol).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    statement: Statement,
+    plan: Option<LogicalPlan>,
+    /// Types of `$1, $2, ...` as far as the planner could infer them.
+    pub param_types: Vec<Option<DataType>>,
+    /// Result columns, for statements that return rows.
+    pub schema: Option<SchemaRef>,
+}
+
+/// One SQL session with its own settings (`SET lookout.now`, ...).
+pub struct Session {
+    lookout: Lookout,
+    ctx: SessionContext,
+    fixed_now: Option<DateTime<Utc>>,
+    settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("fixed_now", &self.fixed_now)
+            .finish()
+    }
+}
+
+fn parse_error(e: impl std::fmt::Display) -> QueryError {
+    let msg = e.to_string();
+    QueryError::syntax(
+        msg.strip_prefix("sql parser error: ")
+            .unwrap_or(&msg)
+            .to_string(),
+    )
+}
+
+/// Name of a relation as Postgres folds it: unquoted identifiers lowercase.
+fn ident_name(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(ident_name))
+        .collect();
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == "public" => Ok(t.clone()),
+        [c, s, t] if (c == "lookout") && s == "public" => Ok(t.clone()),
+        _ => Err(QueryError::with_code(
+            "3F000",
+            format!("schema of \"{name}\" does not exist"),
+        )),
+    }
+}
+
+fn option_text(expr: &SqlExpr) -> Option<String> {
+    match expr {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            other => Some(other.to_string()),
+        },
+        SqlExpr::Identifier(i) => Some(i.value.clone()),
+        SqlExpr::UnaryOp { op, expr } => option_text(expr).map(|t| format!("{op}{t}")),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Arrow type for a SQL column type, as Lookout stores it.
+fn arrow_type(dt: &ast::DataType) -> Result<DataType> {
+    let text = dt.to_string().to_ascii_lowercase();
+    let base = text.split('(').next().unwrap_or("").trim();
+    Ok(match base {
+        "text" | "varchar" | "character varying" | "char" | "character" | "string" | "uuid"
+        | "json" | "jsonb" | "name" => DataType::Utf8,
+        "smallint" | "int2" => DataType::Int16,
+        "int" | "integer" | "int4" => DataType::Int32,
+        "bigint" | "int8" => DataType::Int64,
+        "tinyint" => DataType::Int8,
+        "real" | "float4" => DataType::Float32,
+        "double precision" | "double" | "float8" | "float" | "numeric" | "decimal" => {
+            DataType::Float64
+        }
+        "boolean" | "bool" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "bytea" => DataType::Binary,
+        b if b.starts_with("timestamp") => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        _ => {
+            return Err(QueryError::with_code(
+                "42704",
+                format!("type \"{text}\" is not supported"),
+            ));
+        }
+    })
+}
+
+fn column_field(col: &ast::ColumnDef) -> Result<Field> {
+    let not_null = col.options.iter().any(|o| {
+        matches!(o.option, ColumnOption::NotNull)
+            || matches!(&o.option, ColumnOption::PrimaryKey(_))
+    });
+    Ok(Field::new(
+        ident_name(&col.name),
+        arrow_type(&col.data_type)?,
+        !not_null,
+    ))
+}
+
+fn text_rows(name: &str, values: Vec<String>) -> Result<Output> {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(StringArray::from(values))],
+    )
+    .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        Arc::clone(&schema),
+        futures::stream::iter(vec![Ok(batch)]),
+    );
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
+}
+
+/// Settings every Postgres client may ask for, with the values Lookout has.
+const DEFAULT_SETTINGS: &[(&str, &str)] = &[
+    ("server_version", "16.6"),
+    ("server_version_num", "160006"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("intervalstyle", "postgres"),
+    ("timezone", "UTC"),
+    ("integer_datetimes", "on"),
+    ("standard_conforming_strings", "on"),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("application_name", ""),
+    ("extra_float_digits", "1"),
+    ("statement_timeout", "0"),
+];
+
+impl Session {
+    pub(crate) fn new(lookout: Lookout) -> Session {
+        let threads = match lookout.options().query_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("lookout", "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_target_partitions(threads);
+        let opts = config.options_mut();
+        opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        opts.execution.parquet.pushdown_filters = false;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(lookout.runtime())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let catalog = MemoryCatalogProvider::new();
+        // Registering a schema on a fresh in-memory catalog cannot fail.
+        let _ = catalog.register_schema(
+            "public",
+            Arc::new(LookoutSchema::new(lookout.storage().clone())),
+        );
+        ctx.register_catalog("lookout", Arc::new(catalog));
+        crate::functions::register(&ctx);
+        Session {
+            lookout,
+            ctx,
+            fixed_now: None,
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// The instant `now()` returns in this session, if fixed by `SET lookout.now`.
+    pub fn fixed_now(&self) -> Option<DateTime<Utc>> {
+        self.fixed_now
+    }
+
+    /// Splits SQL text into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(parse_error)
+    }
+
+    /// Runs every statement of `sql` and returns the rows of the last one.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for stmt in self.parse(sql)? {
+            last = match self.execute(stmt).await? {
+                Output::Rows { mut stream, .. } | Output::CopyOut { mut stream, .. } => {
+                    let mut batches = Vec::new();
+                    while let Some(b) = stream.next().await {
+                        batches.push(b?);
+                    }
+                    batches
+                }
+                Output::Command { .. } => Vec::new(),
+                Output::CopyIn(_) => {
+                    return Err(QueryError::unsupported(
+                        "COPY FROM STDIN needs a client connection",
+                    ));
+                }
+            };
+        }
+        Ok(last)
+    }
+
+    fn state(&self) -> datafusion::execution::SessionState {
+        let mut state = self.ctx.state();
+        if let Some(t) = self.fixed_now {
+            state.execution_props_mut().query_execution_start_time = Some(t);
+        }
+        state
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&mut self, stmt: Statement) -> Result<Output> {
+        match stmt {
+            Statement::CreateTable(ct) => self.create_table(ct).await,
+            Statement::AlterTable(at) => self.alter_table(at).await,
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
+                for name in &names {
+                    self.lookout
+                        .storage()
+                        .drop_table(&table_name(name)?, if_exists)
+                        .await?;
+                }
+                Ok(Output::Command {
+                    tag: "DROP TABLE",
+                    rows: None,
+                })
+            }
+            Statement::Set(set) => self.set(set),
+            Statement::ShowVariable { variable } => self.show(&variable),
+            Statement::Reset(r) => {
+                match r.reset {
+                    ast::Reset::ALL => {
+                        self.fixed_now = None;
+                        self.settings.clear();
+                    }
+                    ast::Reset::ConfigurationParameter(name) => {
+                        let key = name.to_string().to_lowercase();
+                        if key == "lookout.now" {
+                            self.fixed_now = None;
+                        }
+                        self.settings.remove(&key);
+                    }
+                }
+                Ok(Output::Command {
+                    tag: "RESET",
+                    rows: None,
+                })
+            }
+            Statement::StartTransaction { .. } => Ok(Output::Command {
+                tag: "BEGIN",
+                rows: None,
+            }),
+            Statement::Commit { .. } => Ok(Output::Command {
+                tag: "COMMIT",
+                rows: None,
+            }),
+            Statement::Rollback { .. } => Ok(Output::Command {
+                tag: "ROLLBACK",
+                rows: None,
+            }),
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.copy(source, to, target, &options, &legacy_options)
+                    .await
+            }
+            other => {
+                let prepared = self.plan(other).await?;
+                self.run_plan(&prepared, None).await
+            }
+        }
+    }
+
+    /// Parses and plans one statement for later execution with parameters.
+    pub async fn prepare(&self, sql: &str) -> Result<Option<Prepared>> {
+        let mut stmts = self.parse(sql)?;
+        if stmts.len() > 1 {
+            return Err(QueryError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        if handled_here(&stmt) {
+            let schema = match &stmt {
+                Statement::ShowVariable { variable } => {
+                    Some(Arc::new(Schema::new(vec![Field::new(
+                        show_column(variable),
+                        DataType::Utf8,
+                        true,
+                    )])))
+                }
+                _ => None,
+            };
+            return Ok(Some(Prepared {
+                statement: stmt,
+                plan: None,
+                param_types: Vec::new(),
+                schema,
+            }));
+        }
+        self.plan(stmt).await.map(Some)
+    }
+
+    async fn plan(&self, stmt: Statement) -> Result<Prepared> {
+        let state = self.state();
+        let plan = state
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
+            .await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .verify_plan(&plan)
+            .map_err(|_| {
+                QueryError::unsupported(format!("statement not supported by Lookout: {stmt}"))
+            })?;
+        let types = plan.get_parameter_types()?;
+        let mut param_types: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .map(|i| (i, v))
+            })
+            .collect();
+        param_types.sort_by_key(|(i, _)| *i);
+        let count = param_types.last().map_or(0, |(i, _)| *i);
+        let mut ordered = vec![None; count];
+        for (i, t) in param_types {
+            ordered[i - 1] = t;
+        }
+        let schema = match &plan {
+            LogicalPlan::Dml(_) => None,
+            p => Some(Arc::new(p.schema().as_arrow().clone())),
+        };
+        Ok(Prepared {
+            statement: stmt,
+            plan: Some(plan),
+            param_types: ordered,
+            schema,
+        })
+    }
+
+    /// Runs a prepared statement with parameter values.
+    pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<Output> {
+        match &prepared.plan {
+            None => self.execute(prepared.statement.clone()).await,
+            Some(_) => self.run_plan(prepared, Some(params)).await,
+        }
+    }
+
+    async fn run_plan(
+        &self,
+        prepared: &Prepared,
+        params: Option<Vec<ScalarValue>>,
+    ) -> Result<Output> {
+        let Some(plan) = prepared.plan.clone() else {
+            return Err(QueryError::with_code("XX000", "statement has no plan"));
+        };
+        let plan = match params {
+            Some(p) if !p.is_empty() => {
+                plan.with_param_values(ParamValues::List(p.into_iter().map(Into::into).collect()))?
+            }
+            _ => plan,
+        };
+        let dml = match &plan {
+            LogicalPlan::Dml(DmlStatement { op, .. }) => Some(match op {
+                WriteOp::Insert(_) => "INSERT",
+                WriteOp::Delete => "DELETE",
+                WriteOp::Update => "UPDATE",
+                _ => "MERGE",
+            }),
+            _ => None,
+        };
+        let df = DataFrame::new(self.state(), plan);
+        if let Some(tag) = dml {
+            let batches = df.collect().await?;
+            let rows = batches
+                .first()
+                .and_then(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::UInt64Array>()
+                        .map(|a| a.value(0))
+                })
+                .unwrap_or(0);
+            return Ok(Output::Command {
+                tag,
+                rows: Some(rows),
+            });
+        }
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        Ok(Output::Rows { schema, stream })
+    }
+
+    async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {
+        if ct.query.is_some() {
+            return Err(QueryError::unsupported(
+                "CREATE TABLE AS is not supported; create the table, then INSERT INTO ... SELECT",
+            ));
+        }
+        let name = table_name(&ct.name)?;
+        let fields = ct
+            .columns
+            .iter()
+            .map(column_field)
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Schema::new(fields);
+        let mut request = CreateTable::default();
+        let options: &[SqlOption] = match &ct.table_options {
+            CreateTableOptions::With(o) | CreateTableOptions::Options(o) => o,
+            _ => &[],
+        };
+        for opt in options {
+            let SqlOption::KeyValue { key, value } = opt else {
+                return Err(QueryError::syntax(format!(
+                    "unsupported table option {opt}"
+                )));
+            };
+            let v = option_text(value).unwrap_or_default();
+            match key.value.to_lowercase().as_str() {
+                "time_column" => request.time_column = Some(v.to_lowercase()),
+                "partition_column" => {
+                    request.partition_column = Some(match v.to_lowercase().as_str() {
+                        "" | "none" => None,
+                        p => Some(p.to_string()),
+                    })
+                }
+                "bucket" => request.bucket_micros = Some(parse_duration(&v)?),
+                "ttl" => {
+                    request.ttl_micros = match v.to_lowercase().as_str() {
+                        "" | "none" => None,
+                        t => Some(parse_duration(t)?),
+                    }
+                }
+                other => {
+                    return Err(QueryError::with_code(
+                        "22023",
+                        format!(
+                            "unrecognized table option \"{other}\" (known: time_column, partition_column, bucket, ttl)"
+                        ),
+                    ));
+                }
+            }
+        }
+        self.lookout
+            .storage()
+            .create_table(&name, &schema, request, ct.if_not_exists)
+            .await?;
+        Ok(Output::Command {
+            tag: "CREATE TABLE",
+            rows: None,
+        })
+    }
+
+    async fn alter_table(&mut self, at: ast::AlterTable) -> Result<Output> {
+        let name = table_name(&at.name)?;
+        for op in at.operations {
+            match op {
+                AlterTableOperation::AddColumn {
+                    if_not_exists,
+                    column_def,
+                    ..
+                } => {
+                    let field = column_field(&column_def)?;
+                    match self
+                        .lookout
+                        .storage()
+                        .add_column(&name, &field, if_not_exists)
+                        .await
+                    {
+                        Err(StorageError::TableNotFound(_)) if at.if_exists => {}
+                        other => {
+                            other?;
+                        }
+                    }
+                }
+                other => {
+                    return Err(QueryError::unsupported(format!(
+                        "ALTER TABLE {other} is not supported (ADD COLUMN is)"
+                    )));
+                }
+            }
+        }
+        Ok(Output::Command {
+            tag: "ALTER TABLE",
+            rows: None,
+        })
+    }
+
+    fn set(&mut self, set: Set) -> Result<Output> {
+        match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let key = variable.to_string().to_lowercase();
+                let value = values.first().and_then(option_text).unwrap_or_default();
+                self.set_variable(&key, &value)?;
+            }
+            Set::SetTimeZone { value, .. } => {
+                let v = option_text(&value).unwrap_or_default();
+                self.set_variable("timezone", &v)?;
+            }
+            _ => {}
+        }
+        Ok(Output::Command {
+            tag: "SET",
+            rows: None,
+        })
+    }
+
+    fn set_variable(&mut self, key: &str, value: &str) -> Result<()> {
+        let is_default = value.eq_ignore_ascii_case("default");
+        match key {
+            "lookout.now" => {
+                self.fixed_now = if is_default || value.is_empty() {
+                    None
+                } else {
+                    let micros = parse_timestamp_micros(value).ok_or_else(|| {
+                        QueryError::with_code(
+                            "22007",
+                            format!(
+                                "invalid value for lookout.now: \"{value}\" (expected a timestamp)"
+                            ),
+                        )
+                    })?;
+                    DateTime::from_timestamp_micros(micros)
+                };
+            }
+            "time zone" | "timezone" => {
+                let utc = [
+                    "utc",
+                    "etc/utc",
+                    "gmt",
+                    "z",
+                    "+00",
+                    "+00:00",
+                    "0",
+                    "zulu",
+                    "universal",
+                    "default",
+                ];
+                if !utc.contains(&value.to_ascii_lowercase().as_str()) {
+                    return Err(QueryError::with_code(
+                        "22023",
+                        format!(
+                            "Lookout shows every timestamp in UTC; time zone \"{value}\" is not supported"
+                        ),
+                    ));
+                }
+            }
+            k if k.starts_with("datafusion.") => {
+                let state = self.ctx.state_ref();
+                let mut state = state.write();
+                state
+                    .config_mut()
+                    .options_mut()
+                    .set(k, value)
+                    .map_err(|e| QueryError::with_code("22023", e.to_string()))?;
+            }
+            _ => {}
+        }
+        let key = if key == "time zone" { "timezone" } else { key };
+        if is_default {
+            self.settings.remove(key);
+        } else {
+            self.settings.insert(key.to_string(), value.to_string());
+        }
+        Ok(())
+    }
+
+    /// The current value of a setting, as `SHOW` and `current_setting` give it.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        let key = key.to_lowercase();
+        if key == "lookout.now" {
+            return Some(self.fixed_now.map_or_else(String::new, |t| {
+                let mut s = String::new();
+                crate::format::push_timestamp(&mut s, t.timestamp_micros(), true);
+                s
+            }));
+        }
+        if key == "timezone" {
+            return Some("UTC".to_string());
+        }
+        self.settings.get(&key).cloned().or_else(|| {
+            DEFAULT_SETTINGS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn show(&self, variable: &[Ident]) -> Result<Output> {
+        let key = variable
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+            .join(".");
+        if key.eq_ignore_ascii_case("all") {
+            let mut names: Vec<String> = DEFAULT_SETTINGS
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect();
+            names.extend(self.settings.keys().cloned());
+            names.push("lookout.now".into());
+            names.sort();
+            names.dedup();
+            let values = names
+                .iter()
+                .map(|n| format!("{n} = {}", self.setting(n).unwrap_or_default()))
+                .collect();
+            return text_rows("setting", values);
+        }
+        let key = if key.eq_ignore_ascii_case("time zone") {
+            "timezone".to_string()
+        } else {
+            key
+        };
+        match self.setting(&key) {
+            Some(v) => text_rows(&show_column(variable), vec![v]),
+            None => Err(QueryError::with_code(
+                "42704",
+                format!("unrecognized configuration parameter \"{key}\""),
+            )),
+        }
+    }
+
+    async fn copy(
+        &mut self,
+        source: CopySource,
+        to: bool,
+        target: CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<Output> {
+        let format = copy_format(options, legacy)?;
+        if to {
+            let sql = match &source {
+                CopySource::Table {
+                    table_name: t,
+                    columns,
+                } => {
+                    let cols = if columns.is_empty() {
+                        "*".to_string()
+                    } else {
+                        columns
+                            .iter()
+                            .map(|c| format!("\"{}\"", ident_name(c)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    format!("SELECT {cols} FROM \"{}\"", table_name(t)?)
+                }
+                CopySource::Query(q) => q.to_string(),
+            };
+            let stmt = self
+                .parse(&sql)?
+                .pop()
+                .ok_or_else(|| QueryError::syntax("empty COPY query"))?;
+            let prepared = self.plan(stmt).await?;
+            let Output::Rows { schema, stream } = self.run_plan(&prepared, None).await? else {
+                return Err(QueryError::syntax(
+                    "COPY (...) TO needs a query that returns rows",
+                ));
+            };
+            return match target {
+                CopyTarget::Stdout => {
+                    if format.kind == CopyKind::Parquet {
+                        return Err(QueryError::unsupported(
+                            "COPY TO STDOUT supports text and csv; write Parquet to a server-side file",
+                        ));
+                    }
+                    Ok(Output::CopyOut {
+                        format,
+                        schema,
+                        stream,
+                    })
+                }
+                CopyTarget::File { filename } => {
+                    let path = self.lookout.options().file_access.check(&filename)?;
+                    let rows = crate::import::export_file(&path, &format, schema, stream).await?;
+                    Ok(Output::Command {
+                        tag: "COPY",
+                        rows: Some(rows),
+                    })
+                }
+                _ => Err(QueryError::unsupported("COPY TO PROGRAM is not supported")),
+            };
+        }
+        let CopySource::Table {
+            table_name: t,
+            columns,
+        } = source
+        else {
+            return Err(QueryError::syntax("COPY FROM needs a table"));
+        };
+        let table = table_name(&t)?;
+        let def = self.lookout.storage().table(&table)?;
+        let full = def.schema()?;
+        let schema = if columns.is_empty() {
+            full
+        } else {
+            let fields = columns
+                .iter()
+                .map(|c| {
+                    let n = ident_name(c);
+                    full.field_with_name(&n).cloned().map_err(|_| {
+                        QueryError::with_code(
+                            "42703",
+                            format!("column \"{n}\" of relation \"{table}\" does not exist"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Arc::new(Schema::new(fields))
+        };
+        match target {
+            CopyTarget::Stdin => {
+                if format.kind == CopyKind::Parquet {
+                    return Err(QueryError::unsupported(
+                        "COPY FROM STDIN supports text and csv; load Parquet from a server-side file",
+                    ));
+                }
+                Ok(Output::CopyIn(CopyIn {
+                    table,
+                    schema,
+                    format,
+                }))
+            }
+            CopyTarget::File { filename } => {
+                let path = self.lookout.options().file_access.check(&filename)?;
+                let rows = if format.kind == CopyKind::Parquet {
+                    crate::import::import_parquet(&self.lookout, &table, &[path], None).await?
+                } else {
+                    let copy = CopyIn {
+                        table: table.clone(),
+                        schema,
+                        format,
+                    };
+                    let mut decoder = CopyDecoder::new(
+                        &copy.table,
+                        Arc::clone(&copy.schema),
+                        copy.format.clone(),
+                    )?;
+                    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                        QueryError::with_code(
+                            "58P01",
+                            format!("could not open file \"{filename}\": {e}"),
+                        )
+                    })?;
+                    decoder.push(&bytes)?;
+                    self.write_batches(&table, decoder.finish()?).await?
+                };
+                Ok(Output::Command {
+                    tag: "COPY",
+                    rows: Some(rows),
+                })
+            }
+            _ => Err(QueryError::unsupported(
+                "COPY FROM PROGRAM is not supported",
+            )),
+        }
+    }
+
+    /// Starts decoding the data of a `COPY ... FROM STDIN`.
+    pub fn copy_decoder(&self, copy: &CopyIn) -> Result<CopyDecoder> {
+        CopyDecoder::new(&copy.table, Arc::clone(&copy.schema), copy.format.clone())
+    }
+
+    /// Commits decoded rows as one unit: small loads through the WAL, large
+    /// ones straight to Parquet. Returns the row count.
+    pub async fn write_batches(&self, table: &str, batches: Vec<RecordBatch>) -> Result<u64> {
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let storage = self.lookout.storage();
+        if rows <= BULK_ROWS {
+            let schema = batches[0].schema();
+            let all = arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+            Ok(storage.write(table, all).await?)
+        } else {
+            let stream = futures::stream::iter(batches.into_iter().map(Ok));
+            Ok(storage.bulk_load(table, stream).await?)
+        }
+    }
+
+    /// An encoder for `COPY ... TO STDOUT` rows.
+    pub fn copy_encoder(format: &CopyFormat) -> CopyEncoder {
+        CopyEncoder::new(format.clone())
+    }
+}
+
+fn show_column(variable: &[Ident]) -> String {
+    variable
+        .iter()
+        .map(|i| i.value.clone())
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_lowercase()
+}
+
+/// Statements Lookout runs itself rather than through DataFusion.
+fn handled_here(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::CreateTable(_)
+            | Statement::AlterTable(_)
+            | Statement::Drop {
+                object_type: ObjectType::Table,
+                ..
+            }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::Reset(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Copy { .. }
+    )
+}
+
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat> {
+    let mut kind = CopyKind::Text;
+    for o in options {
+        if let CopyOption::Format(f) = o {
+            kind = match f.value.to_lowercase().as_str() {
+                "text" => CopyKind::Text,
+                "csv" => CopyKind::Csv,
+                "parquet" => CopyKind::Parquet,
+                "binary" => {
+                    return Err(QueryError::unsupported(
+                        "COPY binary format is not supported; use text, csv or parquet",
+                    ));
+                }
+                other => {
+                    return Err(QueryError::with_code(
+                        "22023",
+                        format!("COPY format \"{other}\" not recognized"),
+                    ));
+                }
+            };
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Csv(_) => kind = CopyKind::Csv,
+            CopyLegacyOption::Binary => {
+                return Err(QueryError::unsupported(
+                    "COPY binary format is not supported; use text, csv or parquet",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut format = CopyFormat::new(kind);
+    for o in options {
+        match o {
+            CopyOption::Header(h) => format.header = *h,
+            CopyOption::Delimiter(c) => format.delimiter = single_byte(*c)?,
+            CopyOption::Null(n) => format.null = n.clone(),
+            CopyOption::Quote(c) => format.quote = single_byte(*c)?,
+            CopyOption::Escape(c) => format.escape = single_byte(*c)?,
+            _ => {}
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Delimiter(c) => format.delimiter = single_byte(*c)?,
+            CopyLegacyOption::Null(n) => format.null = n.clone(),
+            CopyLegacyOption::Header => format.header = true,
+            CopyLegacyOption::Csv(opts) => {
+                for co in opts {
+                    match co {
+                        ast::CopyLegacyCsvOption::Header => format.header = true,
+                        ast::CopyLegacyCsvOption::Quote(c) => format.quote = single_byte(*c)?,
+                        ast::CopyLegacyCsvOption::Escape(c) => format.escape = single_byte(*c)?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(format)
+}
+
+fn single_byte(c: char) -> Result<u8> {
+    u8::try_from(c as u32)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| {
+            QueryError::with_code(
+                "22023",
+                "COPY delimiter, quote and escape must be single ASCII characters",
+            )
+        })
+}

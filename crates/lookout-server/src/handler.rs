@@ -1,0 +1,441 @@
+//! The Postgres protocol handlers of one client connection.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use lookout_query::copy::CopyDecoder;
+use lookout_query::{CopyIn, Lookout, Output, Prepared, QueryError, Session};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use tokio::sync::Mutex;
+
+use crate::types::{arrow_type_of, decode_param, encode_rows, fields, pg_type};
+
+/// A `COPY ... FROM STDIN` in progress.
+struct CopyState {
+    target: CopyIn,
+    decoder: Option<CopyDecoder>,
+    /// The first error; later data is discarded until the client ends the copy.
+    error: Option<QueryError>,
+}
+
+/// The state of one client connection.
+pub(crate) struct Connection {
+    session: Arc<Mutex<Session>>,
+    copy: Mutex<Option<CopyState>>,
+    planner: Arc<Planner>,
+}
+
+impl Connection {
+    pub(crate) fn new(lookout: &Lookout) -> Arc<Connection> {
+        let session = Arc::new(Mutex::new(lookout.session()));
+        Arc::new(Connection {
+            planner: Arc::new(Planner {
+                session: Arc::clone(&session),
+            }),
+            session,
+            copy: Mutex::new(None),
+        })
+    }
+}
+
+pub(crate) fn user_error(e: &QueryError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+fn error_info(e: &QueryError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.to_string())
+}
+
+fn command_tag(tag: &str, rows: Option<u64>) -> Tag {
+    let t = Tag::new(tag);
+    match (tag, rows) {
+        ("INSERT", Some(n)) => t.with_oid(0).with_rows(n as usize),
+        (_, Some(n)) => t.with_rows(n as usize),
+        (_, None) => t,
+    }
+}
+
+impl Connection {
+    /// Turns an `Output` into a pgwire response; `format` applies to rows.
+    async fn respond(&self, output: Output, format: &Format) -> PgWireResult<Response> {
+        match output {
+            Output::Command { tag, rows } => Ok(Response::Execution(command_tag(tag, rows))),
+            Output::Rows { schema, stream } => {
+                let fields = Arc::new(fields(&schema, format));
+                let row_fields = Arc::clone(&fields);
+                let rows = stream
+                    .map(move |batch| match batch {
+                        Ok(b) => {
+                            let mut out = Vec::with_capacity(b.num_rows());
+                            encode_rows(&b, &row_fields, &mut out);
+                            stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
+                        }
+                        Err(e) => stream::iter(vec![Err(user_error(&QueryError::from(e)))]),
+                    })
+                    .flatten();
+                Ok(Response::Query(QueryResponse::new(fields, rows)))
+            }
+            Output::CopyIn(target) => {
+                let columns = target.schema.fields().len();
+                let decoder = {
+                    let session = self.session.lock().await;
+                    session.copy_decoder(&target).map_err(|e| user_error(&e))?
+                };
+                *self.copy.lock().await = Some(CopyState {
+                    target,
+                    decoder: Some(decoder),
+                    error: None,
+                });
+                Ok(Response::CopyIn(CopyResponse::new(
+                    0,
+                    columns,
+                    stream::empty(),
+                )))
+            }
+            Output::CopyOut {
+                format: copy_format,
+                schema,
+                stream: rows,
+            } => {
+                let columns = schema.fields().len();
+                let mut encoder = Session::copy_encoder(&copy_format);
+                let header = encoder
+                    .header(&schema)
+                    .map(|h| Ok(CopyData::new(h.into_bytes().into())));
+                let body = rows
+                    .map(move |batch| match batch {
+                        Ok(b) => {
+                            let mut out = Vec::with_capacity(b.num_rows());
+                            for row in 0..b.num_rows() {
+                                let mut line = String::new();
+                                encoder.encode_row(&b, row, &mut line);
+                                out.push(Ok(CopyData::new(line.into_bytes().into())));
+                            }
+                            stream::iter(out)
+                        }
+                        Err(e) => stream::iter(vec![Err(user_error(&QueryError::from(e)))]),
+                    })
+                    .flatten();
+                let all = stream::iter(header).chain(body);
+                Ok(Response::CopyOut(CopyResponse::new(0, columns, all)))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = {
+            let session = self.session.lock().await;
+            match session.parse(query) {
+                Ok(s) => s,
+                Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+            }
+        };
+        let mut responses = Vec::with_capacity(statements.len());
+        for stmt in statements {
+            let output = {
+                let mut session = self.session.lock().await;
+                session.execute(stmt).await
+            };
+            let is_copy_in = matches!(output, Ok(Output::CopyIn(_)));
+            match output {
+                Ok(out) => responses.push(self.respond(out, &Format::UnifiedText).await?),
+                Err(e) => {
+                    // Like Postgres: the rest of a multi-statement string is skipped.
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+            if is_copy_in {
+                break;
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut copy = self.copy.lock().await;
+        if let Some(state) = copy.as_mut()
+            && state.error.is_none()
+            && let Some(decoder) = state.decoder.as_mut()
+            && let Err(e) = decoder.push(&copy_data.data)
+        {
+            state.error = Some(e);
+            state.decoder = None;
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(state) = self.copy.lock().await.take() else {
+            return Err(user_error(&QueryError::with_code(
+                "08P01",
+                "no COPY in progress",
+            )));
+        };
+        if let Some(e) = state.error {
+            return Err(user_error(&e));
+        }
+        let Some(decoder) = state.decoder else {
+            return Err(user_error(&QueryError::with_code(
+                "08P01",
+                "no COPY in progress",
+            )));
+        };
+        let batches = decoder.finish().map_err(|e| user_error(&e))?;
+        let rows = {
+            let session = self.session.lock().await;
+            session
+                .write_batches(&state.target.table, batches)
+                .await
+                .map_err(|e| user_error(&e))?
+        };
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        *self.copy.lock().await = None;
+        user_error(&QueryError::with_code(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
+}
+
+/// Plans statements for the extended protocol in the connection's session.
+pub(crate) struct Planner {
+    session: Arc<Mutex<Session>>,
+}
+
+#[async_trait]
+impl QueryParser for Planner {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = self.session.lock().await;
+        session
+            .prepare(sql)
+            .await
+            .map(|p| p.map(Arc::new))
+            .map_err(|e| user_error(&e))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt
+            .param_types
+            .iter()
+            .map(|t| t.as_ref().map_or(Type::UNKNOWN, pg_type))
+            .collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.schema {
+            Some(schema) => fields(schema, column_format.unwrap_or(&Format::UnifiedText)),
+            None => Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Arc<Prepared>;
+    type QueryParser = Planner;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.planner)
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmt = &target.statement;
+        let params = (0..stmt.param_types.len().max(target.parameter_types.len()))
+            .map(|i| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .filter(|t| *t != Type::UNKNOWN)
+                    .or_else(|| {
+                        stmt.param_types
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .map(|t| pg_type(&t))
+                    })
+                    .unwrap_or(Type::TEXT)
+            })
+            .collect();
+        let fields = match &stmt.schema {
+            Some(schema) => fields(schema, &Format::UnifiedText),
+            None => Vec::new(),
+        };
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields = match &portal.statement.statement.schema {
+            Some(schema) => fields(schema, &portal.result_column_format),
+            None => Vec::new(),
+        };
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let mut params = Vec::with_capacity(portal.parameters.len());
+        for (i, raw) in portal.parameters.iter().enumerate() {
+            let wire = portal
+                .statement
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN);
+            let planned = prepared.param_types.get(i).cloned().flatten();
+            let target = planned
+                .or_else(|| wire.as_ref().and_then(arrow_type_of))
+                .unwrap_or(arrow::datatypes::DataType::Utf8);
+            let wire = wire.unwrap_or_else(|| pg_type(&target));
+            let value = decode_param(
+                raw.as_deref(),
+                portal.parameter_format.is_binary(i),
+                &wire,
+                &target,
+            )
+            .map_err(|m| {
+                user_error(&QueryError::with_code(
+                    "22P02",
+                    format!("parameter ${}: {m}", i + 1),
+                ))
+            })?;
+            params.push(value);
+        }
+        let output = {
+            let mut session = self.session.lock().await;
+            session
+                .execute_prepared(prepared, params)
+                .await
+                .map_err(|e| user_error(&e))?
+        };
+        if matches!(output, Output::CopyIn(_)) {
+            return Err(user_error(&QueryError::unsupported(
+                "COPY FROM STDIN through the extended protocol is not supported; use a simple query",
+            )));
+        }
+        self.respond(output, &portal.result_column_format).await
+    }
+}
+
+impl NoopStartupHandler for Connection {}
+
+/// Hands pgwire the handlers of one connection.
+pub(crate) struct ConnectionHandlers {
+    pub(crate) conn: Arc<Connection>,
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.conn)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.conn)
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.conn)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.conn)
+    }
+}

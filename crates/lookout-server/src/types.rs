@@ -1,0 +1,284 @@
+//! Arrow values on the wire: type OIDs, text and binary encodings, and
+//! parameter decoding.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use bytes::{BufMut, BytesMut};
+use lookout_query::ScalarValue;
+use lookout_query::format::write_value;
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::messages::data::DataRow;
+
+/// Microseconds between the Unix epoch and Postgres's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// The Postgres type a column of `dt` is sent as.
+pub(crate) fn pg_type(dt: &DataType) -> Type {
+    match dt {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
+        DataType::Int32 | DataType::UInt16 => Type::INT4,
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
+        DataType::Float16 | DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => Type::NUMERIC,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Type::BYTEA,
+        DataType::Date32 | DataType::Date64 => Type::DATE,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            match pg_type(f.data_type()) {
+                Type::BOOL => Type::BOOL_ARRAY,
+                Type::INT2 => Type::INT2_ARRAY,
+                Type::INT4 => Type::INT4_ARRAY,
+                Type::INT8 => Type::INT8_ARRAY,
+                Type::FLOAT4 => Type::FLOAT4_ARRAY,
+                Type::FLOAT8 => Type::FLOAT8_ARRAY,
+                Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+                Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+                Type::DATE => Type::DATE_ARRAY,
+                Type::NUMERIC => Type::NUMERIC_ARRAY,
+                _ => Type::TEXT_ARRAY,
+            }
+        }
+        _ => Type::TEXT,
+    }
+}
+
+/// Whether we can send a column of `dt` in binary; others go as text.
+fn binary_capable(dt: &DataType) -> bool {
+    match dt {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            binary_capable(f.data_type()) && !matches!(f.data_type(), DataType::List(_))
+        }
+        DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _)
+        | DataType::Interval(_)
+        | DataType::Duration(_) => false,
+        _ => true,
+    }
+}
+
+/// Row description for a result schema in the requested formats.
+pub(crate) fn fields(schema: &arrow::datatypes::Schema, format: &Format) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let wanted = format.format_for(i);
+            let fmt = if wanted == FieldFormat::Binary && binary_capable(f.data_type()) {
+                FieldFormat::Binary
+            } else {
+                FieldFormat::Text
+            };
+            FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), fmt)
+        })
+        .collect()
+}
+
+/// Encodes every row of `batch` as a `DataRow`.
+pub(crate) fn encode_rows(batch: &RecordBatch, fields: &[FieldInfo], out: &mut Vec<DataRow>) {
+    let mut text = String::new();
+    for row in 0..batch.num_rows() {
+        let mut buf = BytesMut::with_capacity(16 * batch.num_columns());
+        for (col, field) in batch.columns().iter().zip(fields) {
+            if col.is_null(row) {
+                buf.put_i32(-1);
+                continue;
+            }
+            let len_at = buf.len();
+            buf.put_i32(0);
+            if field.format() == FieldFormat::Binary {
+                write_binary(col.as_ref(), row, &mut buf);
+            } else {
+                text.clear();
+                write_value(col.as_ref(), row, &mut text);
+                buf.put_slice(text.as_bytes());
+            }
+            let len = (buf.len() - len_at - 4) as i32;
+            buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        out.push(DataRow::new(buf, batch.num_columns() as i16));
+    }
+}
+
+fn timestamp_micros(array: &dyn Array, unit: &TimeUnit, row: usize) -> i64 {
+    match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1000),
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1000),
+    }
+}
+
+/// Postgres binary encoding of a non-null value.
+fn write_binary(array: &dyn Array, row: usize, buf: &mut BytesMut) {
+    match array.data_type() {
+        DataType::Boolean => buf.put_u8(u8::from(array.as_boolean().value(row))),
+        DataType::Int8 => buf.put_i16(i16::from(array.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => buf.put_i16(array.as_primitive::<Int16Type>().value(row)),
+        DataType::UInt8 => buf.put_i16(i16::from(array.as_primitive::<UInt8Type>().value(row))),
+        DataType::Int32 => buf.put_i32(array.as_primitive::<Int32Type>().value(row)),
+        DataType::UInt16 => buf.put_i32(i32::from(array.as_primitive::<UInt16Type>().value(row))),
+        DataType::Int64 => buf.put_i64(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt32 => buf.put_i64(i64::from(array.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => buf.put_i64(array.as_primitive::<UInt64Type>().value(row) as i64),
+        DataType::Float32 => buf.put_f32(array.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => buf.put_f64(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Date32 => {
+            buf.put_i32(array.as_primitive::<Date32Type>().value(row) - PG_EPOCH_DAYS)
+        }
+        DataType::Timestamp(unit, _) => {
+            buf.put_i64(timestamp_micros(array, unit, row) - PG_EPOCH_MICROS)
+        }
+        DataType::Binary => buf.put_slice(array.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => buf.put_slice(array.as_binary::<i64>().value(row)),
+        DataType::BinaryView => buf.put_slice(array.as_binary_view().value(row)),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let values: ArrayRef = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                DataType::LargeList(_) => array.as_list::<i64>().value(row),
+                _ => array.as_fixed_size_list().value(row),
+            };
+            let elem = pg_type(values.data_type());
+            buf.put_i32(1);
+            buf.put_i32(i32::from(values.null_count() > 0));
+            buf.put_u32(elem.oid());
+            buf.put_i32(values.len() as i32);
+            buf.put_i32(1);
+            for i in 0..values.len() {
+                if values.is_null(i) {
+                    buf.put_i32(-1);
+                    continue;
+                }
+                let at = buf.len();
+                buf.put_i32(0);
+                write_binary(values.as_ref(), i, buf);
+                let len = (buf.len() - at - 4) as i32;
+                buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        _ => {
+            let mut s = String::new();
+            write_value(array, row, &mut s);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
+/// The Arrow type a parameter of Postgres type `ty` is decoded as.
+pub(crate) fn arrow_type_of(ty: &Type) -> Option<DataType> {
+    Some(match *ty {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 => DataType::Int16,
+        Type::INT4 => DataType::Int32,
+        Type::INT8 => DataType::Int64,
+        Type::FLOAT4 => DataType::Float32,
+        Type::FLOAT8 | Type::NUMERIC => DataType::Float64,
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::UNKNOWN
+        | Type::JSON
+        | Type::JSONB => DataType::Utf8,
+        Type::BYTEA => DataType::Binary,
+        Type::DATE => DataType::Date32,
+        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => return None,
+    })
+}
+
+fn be<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("binary parameter of {} bytes, expected {N}", bytes.len()))
+}
+
+/// Decodes one bound parameter into a value of `target` (the type the
+/// planner wants), given the wire type the client declared.
+pub(crate) fn decode_param(
+    bytes: Option<&[u8]>,
+    binary: bool,
+    wire: &Type,
+    target: &DataType,
+) -> Result<ScalarValue, String> {
+    let Some(bytes) = bytes else {
+        return ScalarValue::try_from(target).map_err(|e| e.to_string());
+    };
+    let value = if binary {
+        match *wire {
+            Type::BOOL => ScalarValue::Boolean(Some(bytes.first().copied().unwrap_or(0) != 0)),
+            Type::INT2 => ScalarValue::Int16(Some(i16::from_be_bytes(be(bytes)?))),
+            Type::INT4 => ScalarValue::Int32(Some(i32::from_be_bytes(be(bytes)?))),
+            Type::INT8 => ScalarValue::Int64(Some(i64::from_be_bytes(be(bytes)?))),
+            Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_be_bytes(be(bytes)?))),
+            Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_be_bytes(be(bytes)?))),
+            Type::DATE => ScalarValue::Date32(Some(i32::from_be_bytes(be(bytes)?) + PG_EPOCH_DAYS)),
+            Type::TIMESTAMPTZ => ScalarValue::TimestampMicrosecond(
+                Some(i64::from_be_bytes(be(bytes)?) + PG_EPOCH_MICROS),
+                Some(Arc::from("UTC")),
+            ),
+            Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
+                Some(i64::from_be_bytes(be(bytes)?) + PG_EPOCH_MICROS),
+                None,
+            ),
+            Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
+            _ => ScalarValue::Utf8(Some(
+                String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())?,
+            )),
+        }
+    } else {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        if matches!(target, DataType::Timestamp(_, _)) {
+            let micros = lookout_query::copy::parse_timestamp_micros(text)
+                .ok_or_else(|| format!("invalid input syntax for type timestamp: \"{text}\""))?;
+            let tz = match target {
+                DataType::Timestamp(_, tz) => tz.clone(),
+                _ => None,
+            };
+            return ScalarValue::TimestampMicrosecond(Some(micros), tz)
+                .cast_to(target)
+                .map_err(|e| e.to_string());
+        }
+        if matches!(target, DataType::Boolean) {
+            return match text.to_ascii_lowercase().as_str() {
+                "t" | "true" | "1" | "yes" | "on" | "y" => Ok(ScalarValue::Boolean(Some(true))),
+                "f" | "false" | "0" | "no" | "off" | "n" => Ok(ScalarValue::Boolean(Some(false))),
+                _ => Err(format!("invalid input syntax for type boolean: \"{text}\"")),
+            };
+        }
+        ScalarValue::Utf8(Some(text.to_string()))
+    };
+    if &value.data_type() == target || matches!(target, DataType::Null) {
+        return Ok(value);
+    }
+    value.cast_to(target).map_err(|_| {
+        format!(
+            "invalid input syntax for type {}: parameter does not fit",
+            lookout_query::format::pg_type_name(target)
+        )
+    })
+}

@@ -1,0 +1,421 @@
+//! Row-level work on Arrow batches: fitting input to a table's schema,
+//! splitting by partition and time bucket, encoding Parquet, file statistics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    new_null_array,
+};
+use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
+use arrow::compute::{self, SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
+use arrow::util::display::FormatOptions;
+use bytes::Bytes;
+use chrono::DateTime;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::error::{Result, StorageError};
+use crate::manifest::{ColumnStats, StatValue};
+use crate::schema::TableDef;
+
+/// Rows per Parquet row group (the same as the bench generator and DuckDB).
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Fits `batch` to the table: columns matched by name, missing nullable
+/// columns filled with NULL, values cast to the column types. Errors name the
+/// column and the first offending row (1-based).
+pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Result<RecordBatch> {
+    let input = batch.schema();
+    for f in input.fields() {
+        if schema.field_with_name(f.name()).is_err() {
+            return Err(StorageError::Column(format!(
+                "column \"{}\" of relation \"{}\" does not exist",
+                f.name(),
+                def.name
+            )));
+        }
+    }
+    let cast_opts = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match input.index_of(field.name()) {
+            Ok(i) => {
+                let col = batch.column(i);
+                if col.data_type() == field.data_type() {
+                    Arc::clone(col)
+                } else {
+                    cast_with_options(col, field.data_type(), &cast_opts).map_err(|e| {
+                        let row = first_bad_cast_row(col, field.data_type());
+                        StorageError::InvalidData(format!(
+                            "invalid value for column \"{}\" ({}){}: {e}",
+                            field.name(),
+                            field.data_type(),
+                            row.map(|r| format!(" at row {r}")).unwrap_or_default()
+                        ))
+                    })?
+                }
+            }
+            Err(_) => new_null_array(field.data_type(), batch.num_rows()),
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or(0) + 1;
+            return Err(StorageError::NotNull(format!(
+                "null value in column \"{}\" of relation \"{}\" violates not-null constraint (row {row})",
+                field.name(),
+                def.name
+            )));
+        }
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+fn first_bad_cast_row(col: &ArrayRef, to: &DataType) -> Option<usize> {
+    let opts = CastOptions {
+        safe: true,
+        format_options: FormatOptions::default(),
+    };
+    let lenient = cast_with_options(col, to, &opts).ok()?;
+    (0..col.len())
+        .find(|i| col.is_valid(*i) && lenient.is_null(*i))
+        .map(|i| i + 1)
+}
+
+/// Fits an older batch (written before `ALTER TABLE ADD COLUMN`) to the
+/// current schema by adding NULL columns. Never fails on valid data.
+pub fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.schema().index_of(f.name()) {
+            Ok(i) => Arc::clone(batch.column(i)),
+            Err(_) => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The time column of a conformed batch.
+pub fn time_values<'a>(
+    batch: &'a RecordBatch,
+    def: &TableDef,
+) -> Result<&'a TimestampMicrosecondArray> {
+    let col = batch
+        .column_by_name(&def.options.time_column)
+        .ok_or_else(|| StorageError::Corrupt("time column missing from batch".into()))?;
+    col.as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| StorageError::Corrupt("time column is not µs timestamps".into()))
+}
+
+/// Start of the bucket holding `t` (µs), for buckets aligned to the epoch.
+pub fn bucket_start(t: i64, bucket: i64) -> i64 {
+    t.div_euclid(bucket) * bucket
+}
+
+/// One partition's share of a batch.
+pub struct PartitionSlice {
+    /// Partition column value, if the table has a partition column.
+    pub partition: Option<String>,
+    /// Start of the time bucket (µs).
+    pub bucket_start: i64,
+    /// The rows, sorted by time.
+    pub batch: RecordBatch,
+}
+
+/// Splits a conformed batch by (partition value, time bucket), each slice
+/// sorted by time.
+pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<PartitionSlice>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let bucket = def.options.bucket_micros;
+    let times = time_values(batch, def)?;
+    let buckets: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(
+        times.values().iter().map(|t| bucket_start(*t, bucket)),
+    ));
+    let partition_col = match &def.options.partition_column {
+        Some(p) => Some(
+            batch
+                .column_by_name(p)
+                .ok_or_else(|| StorageError::Corrupt("partition column missing".into()))?
+                .clone(),
+        ),
+        None => None,
+    };
+    let mut sort = Vec::with_capacity(3);
+    if let Some(p) = &partition_col {
+        sort.push(SortColumn {
+            values: Arc::clone(p),
+            options: None,
+        });
+    }
+    sort.push(SortColumn {
+        values: Arc::clone(&buckets),
+        options: None,
+    });
+    sort.push(SortColumn {
+        values: Arc::new(times.clone()),
+        options: None,
+    });
+    let indices = lexsort_to_indices(&sort, None)?;
+    let sorted = take_record_batch(batch, &indices)?;
+    let sorted_buckets = compute::take(&buckets, &indices, None)?;
+    let sorted_buckets = sorted_buckets.as_primitive::<Int64Type>();
+    let sorted_parts = match &def.options.partition_column {
+        Some(p) => Some(
+            sorted
+                .column_by_name(p)
+                .ok_or_else(|| StorageError::Corrupt("partition column missing".into()))?
+                .as_string::<i32>()
+                .clone(),
+        ),
+        None => None,
+    };
+    let key = |i: usize| -> (Option<&str>, i64) {
+        let p = sorted_parts
+            .as_ref()
+            .and_then(|a| a.is_valid(i).then(|| a.value(i)));
+        (p, sorted_buckets.value(i))
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.num_rows() {
+        if i == sorted.num_rows() || key(i) != key(start) {
+            let (p, b) = key(start);
+            out.push(PartitionSlice {
+                partition: p.map(str::to_string),
+                bucket_start: b,
+                batch: sorted.slice(start, i - start),
+            });
+            start = i;
+        }
+    }
+    Ok(out)
+}
+
+const PATH_UNSAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+/// `<table>/<partition column>=<value>/date=<YYYY-MM-DD>/<file>.parquet`,
+/// the Hive layout DuckDB and Spark read directly.
+/// `run` tells apart processes, so a file left by a crashed one (written,
+/// never committed) never collides with a new name.
+pub fn file_path(
+    def: &TableDef,
+    partition: Option<&str>,
+    bucket_start: i64,
+    run: &str,
+    file_id: u64,
+) -> String {
+    let table = utf8_percent_encode(&def.name, PATH_UNSAFE);
+    let date = DateTime::from_timestamp_micros(bucket_start)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "invalid".to_string());
+    let file = format!("{bucket_start}-{run}-{file_id:06}.parquet");
+    match (&def.options.partition_column, partition) {
+        (Some(col), Some(v)) => format!(
+            "{table}/{}={}/date={date}/{file}",
+            utf8_percent_encode(col, PATH_UNSAFE),
+            utf8_percent_encode(v, PATH_UNSAFE)
+        ),
+        (Some(col), None) => format!(
+            "{table}/{}=__NULL__/date={date}/{file}",
+            utf8_percent_encode(col, PATH_UNSAFE)
+        ),
+        (None, _) => format!("{table}/date={date}/{file}"),
+    }
+}
+
+/// Encodes rows as a zstd Parquet file with page statistics.
+pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(buf)
+}
+
+/// Decodes a whole Parquet file.
+pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Longest text kept as a statistic; longer values are not recorded, since a
+/// truncated maximum would be wrong.
+const MAX_STAT_TEXT: usize = 64;
+
+/// Minimum, maximum and null count of each column.
+pub fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>> {
+    let mut out = BTreeMap::new();
+    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let mut stats = ColumnStats {
+            null_count: col.null_count() as u64,
+            ..ColumnStats::default()
+        };
+        let (min, max) = match col.data_type() {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Timestamp(_, _)
+            | DataType::Date32 => {
+                let c = compute::cast(col, &DataType::Int64)?;
+                let c = c.as_primitive::<Int64Type>();
+                (
+                    compute::min(c).map(StatValue::Int),
+                    compute::max(c).map(StatValue::Int),
+                )
+            }
+            DataType::Float32 | DataType::Float64 => {
+                let c = compute::cast(col, &DataType::Float64)?;
+                let c = c.as_primitive::<Float64Type>();
+                // NaN makes min/max meaningless for pruning; leave them out.
+                if c.iter().flatten().any(f64::is_nan) {
+                    (None, None)
+                } else {
+                    (
+                        compute::min(c).map(StatValue::Float),
+                        compute::max(c).map(StatValue::Float),
+                    )
+                }
+            }
+            DataType::Utf8 => {
+                let c: &StringArray = col.as_string::<i32>();
+                let keep = |v: Option<&str>| {
+                    v.filter(|s| s.len() <= MAX_STAT_TEXT)
+                        .map(|s| StatValue::Str(s.to_string()))
+                };
+                let (min, max) = (compute::min_string(c), compute::max_string(c));
+                match (keep(min), keep(max)) {
+                    (Some(a), Some(b)) => (Some(a), Some(b)),
+                    _ => (None, None),
+                }
+            }
+            DataType::Boolean => {
+                let c: &BooleanArray = col.as_boolean();
+                (
+                    compute::min_boolean(c).map(StatValue::Bool),
+                    compute::max_boolean(c).map(StatValue::Bool),
+                )
+            }
+            _ => (None, None),
+        };
+        stats.min = min;
+        stats.max = max;
+        out.insert(field.name().clone(), stats);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::schema::DAY_MICROS;
+
+    fn def() -> TableDef {
+        let schema = Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("model", DataType::Utf8, false),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        TableDef::new(1, "events", &schema, None, None, None, None).expect("def")
+    }
+
+    fn batch(def: &TableDef, ts: Vec<i64>, models: Vec<&str>) -> RecordBatch {
+        let n = ts.len();
+        RecordBatch::try_new(
+            def.schema().expect("schema"),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+                Arc::new(StringArray::from(models)),
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn splits_by_model_and_day_sorted_by_time() {
+        let def = def();
+        let b = batch(
+            &def,
+            vec![DAY_MICROS + 5, 3, 1, 2],
+            vec!["a", "b", "a", "a"],
+        );
+        let parts = split_partitions(&b, &def).expect("split");
+        let keys: Vec<_> = parts
+            .iter()
+            .map(|p| (p.partition.clone(), p.bucket_start, p.batch.num_rows()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Some("a".into()), 0, 2),
+                (Some("a".into()), DAY_MICROS, 1),
+                (Some("b".into()), 0, 1)
+            ]
+        );
+        let first = time_values(&parts[0].batch, &def).expect("times");
+        assert_eq!(first.values().to_vec(), vec![1, 2]);
+    }
+
+    #[test]
+    fn paths_are_hive_style_and_percent_encoded() {
+        let def = def();
+        let p = file_path(&def, Some("orion/large=1"), 0, "r1", 3);
+        assert_eq!(
+            p,
+            "events/model=orion%2Flarge%3D1/date=1970-01-01/0-r1-000003.parquet"
+        );
+    }
+
+    #[test]
+    fn conform_names_the_null_row() {
+        let def = def();
+        let input = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new(
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true,
+                ),
+                Field::new("model", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(vec![1, 2]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+            ],
+        )
+        .expect("batch");
+        let err = conform(&input, &def, &def.schema().expect("schema")).unwrap_err();
+        assert!(err.to_string().contains("\"model\""), "{err}");
+        assert!(err.to_string().contains("row 2"), "{err}");
+    }
+}

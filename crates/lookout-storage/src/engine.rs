@@ -1,0 +1,1094 @@
+//! The storage engine: write path, flushes, snapshots for scans, DDL,
+//! deletes, compaction, retention and garbage collection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Field, SchemaRef};
+use futures::{Stream, StreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use roaring::RoaringBitmap;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+use crate::batch::{self, PartitionSlice};
+use crate::error::{Result, StorageError};
+use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
+use crate::schema::{ColumnDef, TableDef, normalize_type};
+use crate::wal::{self, Wal};
+
+/// Tunables of the storage engine. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Flush a table's buffer to Parquet once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Flush buffered rows at the latest this long after the first arrived.
+    pub flush_age: Duration,
+    /// Reject rows whose time is further than this in the future.
+    pub future_horizon: Duration,
+    /// Superseded files are deleted this long after they stop being live.
+    pub gc_grace: Duration,
+    /// A partition with at least this many files is compacted.
+    pub compaction_min_files: usize,
+    /// Rows per file written by compaction and bulk loads.
+    pub target_file_rows: usize,
+    /// How often background maintenance (compaction, retention, GC) runs.
+    pub maintenance_interval: Duration,
+    /// Run the background flush and maintenance task.
+    pub background: bool,
+    /// Where Parquet files and manifests go; `None` is `<dir>/data` on the local disk.
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            flush_bytes: 128 * 1024 * 1024,
+            flush_age: Duration::from_secs(300),
+            future_horizon: Duration::from_secs(86_400),
+            gc_grace: Duration::from_secs(3600),
+            compaction_min_files: 4,
+            target_file_rows: 1_000_000,
+            maintenance_interval: Duration::from_secs(60),
+            background: true,
+            object_store: None,
+        }
+    }
+}
+
+/// Everything a scan needs of a table, taken at one instant.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    /// The table definition.
+    pub def: TableDef,
+    /// Its Arrow schema.
+    pub schema: SchemaRef,
+    /// Live Parquet files.
+    pub files: Vec<FileMeta>,
+    /// Acknowledged rows not yet in Parquet, already fitted to `schema`.
+    pub buffered: Vec<RecordBatch>,
+}
+
+/// What `CREATE TABLE` asks for, before defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTable {
+    /// Time column; default the first non-null timestamp column.
+    pub time_column: Option<String>,
+    /// Partition column: `None` = default (`model` if present), `Some(None)` = none.
+    pub partition_column: Option<Option<String>>,
+    /// Bucket width in µs; default a day.
+    pub bucket_micros: Option<i64>,
+    /// Time to live in µs; default none.
+    pub ttl_micros: Option<i64>,
+}
+
+struct WriteRequest {
+    table_id: u64,
+    frame: Vec<u8>,
+    batch: RecordBatch,
+    ack: oneshot::Sender<Result<()>>,
+}
+
+#[derive(Default)]
+struct TableBuffer {
+    batches: Vec<RecordBatch>,
+    /// Rows taken by a flush that has not committed yet; still visible to scans.
+    flushing: Vec<RecordBatch>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+struct State {
+    manifest: Arc<Manifest>,
+    buffers: HashMap<u64, TableBuffer>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    options: StorageOptions,
+    state: RwLock<State>,
+    /// Lock order: `wal`, then `state`.
+    wal: Mutex<Wal>,
+    /// Serialises everything that commits a manifest.
+    commit: tokio::sync::Mutex<()>,
+    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flush_wanted: Notify,
+    shutdown: Notify,
+    background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Distinguishes this process's file names from a crashed one's.
+    run: String,
+    _lock: File,
+}
+
+/// A handle to an open data directory. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn poisoned<T>(_: T) -> StorageError {
+    StorageError::Corrupt("internal lock poisoned by an earlier panic".into())
+}
+
+impl Storage {
+    /// Opens (or creates) a data directory: takes its lock, loads the
+    /// manifest, replays the WAL and starts the writer.
+    pub async fn open(dir: impl AsRef<FsPath>, options: StorageOptions) -> Result<Storage> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        if lock.try_lock().is_err() {
+            return Err(StorageError::Locked {
+                path: dir.display().to_string(),
+                lock: lock_path.display().to_string(),
+            });
+        }
+        let store: Arc<dyn ObjectStore> = match &options.object_store {
+            Some(s) => Arc::clone(s),
+            None => {
+                let data = dir.join("data");
+                std::fs::create_dir_all(&data)?;
+                Arc::new(LocalFileSystem::new_with_prefix(&data)?)
+            }
+        };
+        let manifest = Manifest::load_latest(store.as_ref()).await?;
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)?;
+        let replayed = wal::replay(&wal_dir, manifest.wal_flushed_segment)?;
+        let mut buffers: HashMap<u64, TableBuffer> = HashMap::new();
+        let mut replayed_rows = 0usize;
+        for write in replayed {
+            let Some(entry) = manifest.table_by_id(write.table_id) else {
+                continue; // the table was dropped after the write
+            };
+            let schema = entry.def.schema()?;
+            let buffer = buffers.entry(write.table_id).or_default();
+            for b in write.batches {
+                let b = batch::widen(&b, &schema)?;
+                replayed_rows += b.num_rows();
+                buffer.bytes += b.get_array_memory_size();
+                buffer.since.get_or_insert_with(Instant::now);
+                buffer.batches.push(b);
+            }
+        }
+        if replayed_rows > 0 {
+            tracing::info!(rows = replayed_rows, "replayed write-ahead log");
+        }
+        let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
+        let inner = Arc::new(Inner {
+            dir,
+            store,
+            options,
+            state: RwLock::new(State {
+                manifest: Arc::new(manifest),
+                buffers,
+            }),
+            wal: Mutex::new(wal),
+            commit: tokio::sync::Mutex::new(()),
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
+            flush_wanted: Notify::new(),
+            shutdown: Notify::new(),
+            background: Mutex::new(None),
+            run: format!("{:x}", now_micros()),
+            _lock: lock,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("lookout-wal".into())
+            .spawn(move || writer_loop(&writer_inner, &rx))?;
+        *inner.writer.lock().map_err(poisoned)? = Some(tx);
+        *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
+        let storage = Storage { inner };
+        if storage.inner.options.background {
+            let bg = storage.clone();
+            let handle = tokio::spawn(async move { bg.background_loop().await });
+            *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
+        }
+        Ok(storage)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &FsPath {
+        &self.inner.dir
+    }
+
+    /// The object store holding Parquet files and manifests.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// The manifest in force.
+    pub fn manifest(&self) -> Result<Arc<Manifest>> {
+        Ok(Arc::clone(
+            &self.inner.state.read().map_err(poisoned)?.manifest,
+        ))
+    }
+
+    /// Names of all tables.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        Ok(self.manifest()?.tables.keys().cloned().collect())
+    }
+
+    /// The definition of a table.
+    pub fn table(&self, name: &str) -> Result<TableDef> {
+        Ok(self.manifest()?.table(name)?.def.clone())
+    }
+
+    /// A consistent view of a table's files and buffered rows.
+    pub fn snapshot(&self, name: &str) -> Result<TableSnapshot> {
+        let state = self.inner.state.read().map_err(poisoned)?;
+        let entry = state.manifest.table(name)?;
+        let schema = entry.def.schema()?;
+        let mut buffered = Vec::new();
+        if let Some(buf) = state.buffers.get(&entry.def.id) {
+            for b in buf.flushing.iter().chain(&buf.batches) {
+                buffered.push(batch::widen(b, &schema)?);
+            }
+        }
+        Ok(TableSnapshot {
+            def: entry.def.clone(),
+            schema,
+            files: entry.files.clone(),
+            buffered,
+        })
+    }
+
+    /// Creates a table from an Arrow schema.
+    pub async fn create_table(
+        &self,
+        name: &str,
+        schema: &arrow::datatypes::Schema,
+        request: CreateTable,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        self.commit(|m| {
+            if m.tables.contains_key(name) {
+                return if if_not_exists {
+                    Ok(false)
+                } else {
+                    Err(StorageError::TableExists(name.to_string()))
+                };
+            }
+            let def = TableDef::new(
+                m.next_table_id,
+                name,
+                schema,
+                request.time_column.as_deref(),
+                request.partition_column.as_ref().map(|p| p.as_deref()),
+                request.bucket_micros,
+                request.ttl_micros,
+            )?;
+            m.next_table_id += 1;
+            m.tables.insert(
+                name.to_string(),
+                TableEntry {
+                    def,
+                    files: Vec::new(),
+                },
+            );
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Drops a table; its files are collected after the grace period.
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let dropped = self
+            .commit(|m| {
+                let Some(entry) = m.tables.remove(name) else {
+                    return if if_exists {
+                        Ok(None)
+                    } else {
+                        Err(StorageError::TableNotFound(name.to_string()))
+                    };
+                };
+                let since = now_micros();
+                m.garbage.extend(entry.files.iter().map(|f| Garbage {
+                    path: f.path.clone(),
+                    since,
+                }));
+                Ok(Some(entry.def.id))
+            })
+            .await?;
+        if let Some(id) = dropped {
+            self.inner
+                .state
+                .write()
+                .map_err(poisoned)?
+                .buffers
+                .remove(&id);
+        }
+        Ok(dropped.is_some())
+    }
+
+    /// Adds a nullable column; existing files are not rewritten (they read as NULL).
+    pub async fn add_column(
+        &self,
+        table: &str,
+        field: &Field,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        self.commit(|m| {
+            let entry = m.table_mut(table)?;
+            if entry.def.columns.iter().any(|c| c.name == *field.name()) {
+                return if if_not_exists {
+                    Ok(false)
+                } else {
+                    Err(StorageError::Column(format!(
+                        "column \"{}\" of relation \"{table}\" already exists",
+                        field.name()
+                    )))
+                };
+            }
+            if !field.is_nullable() {
+                return Err(StorageError::InvalidDefinition(format!(
+                    "column \"{}\" cannot be NOT NULL: existing rows have no value for it",
+                    field.name()
+                )));
+            }
+            entry.def.columns.push(ColumnDef {
+                name: field.name().clone(),
+                data_type: normalize_type(field.data_type()).to_string(),
+                nullable: true,
+            });
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Applies `change` to a copy of the manifest and commits it.
+    async fn commit<T>(&self, change: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+        let _guard = self.inner.commit.lock().await;
+        self.commit_locked(change).await
+    }
+
+    async fn commit_locked<T>(&self, change: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+        let mut m = (*self.manifest()?).clone();
+        let out = change(&mut m)?;
+        m.commit(self.inner.store.as_ref()).await?;
+        self.inner.state.write().map_err(poisoned)?.manifest = Arc::new(m);
+        Ok(out)
+    }
+
+    fn check_horizon(&self, def: &TableDef, b: &RecordBatch) -> Result<()> {
+        let times = batch::time_values(b, def)?;
+        let horizon = now_micros() + self.inner.options.future_horizon.as_micros() as i64;
+        if let Some(i) = times.values().iter().position(|t| *t > horizon) {
+            let shown = chrono::DateTime::from_timestamp_micros(times.value(i))
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default();
+            return Err(StorageError::InvalidData(format!(
+                "row {}: \"{}\" = {shown} is beyond the future horizon ({}s from now); fix the clock of the writer or raise future_horizon",
+                i + 1,
+                def.options.time_column,
+                self.inner.options.future_horizon.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a batch: validated, appended to the WAL, fsynced (shared with
+    /// concurrent writers) and buffered. Returns once the rows are durable and
+    /// visible to queries. The batch is atomic.
+    pub async fn write(&self, table: &str, input: RecordBatch) -> Result<u64> {
+        let (def, schema) = {
+            let m = self.manifest()?;
+            let def = m.table(table)?.def.clone();
+            let schema = def.schema()?;
+            (def, schema)
+        };
+        let rows = input.num_rows() as u64;
+        if rows == 0 {
+            return Ok(0);
+        }
+        let (batch, frame) = tokio::task::spawn_blocking({
+            let def = def.clone();
+            let this = self.clone();
+            move || -> Result<(RecordBatch, Vec<u8>)> {
+                let b = batch::conform(&input, &def, &schema)?;
+                this.check_horizon(&def, &b)?;
+                let frame = wal::encode_frame(def.id, &b)?;
+                Ok((b, frame))
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))??;
+        let (ack, done) = oneshot::channel();
+        {
+            let writer = self.inner.writer.lock().map_err(poisoned)?;
+            let tx = writer.as_ref().ok_or(StorageError::ShuttingDown)?;
+            tx.send(WriteRequest {
+                table_id: def.id,
+                frame,
+                batch,
+                ack,
+            })
+            .map_err(|_| StorageError::ShuttingDown)?;
+        }
+        done.await.map_err(|_| StorageError::ShuttingDown)??;
+        let over = {
+            let state = self.inner.state.read().map_err(poisoned)?;
+            state
+                .buffers
+                .get(&def.id)
+                .is_some_and(|b| b.bytes >= self.inner.options.flush_bytes)
+        };
+        if over {
+            self.inner.flush_wanted.notify_one();
+        }
+        Ok(rows)
+    }
+
+    /// Loads many rows at once, bypassing the WAL: rows are partitioned,
+    /// written as Parquet files and committed in one manifest version, so the
+    /// whole load is atomic. Returns the row count.
+    pub async fn bulk_load<S>(&self, table: &str, mut batches: S) -> Result<u64>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Unpin,
+    {
+        let (def, schema) = {
+            let m = self.manifest()?;
+            let def = m.table(table)?.def.clone();
+            let schema = def.schema()?;
+            (def, schema)
+        };
+        let target = self.inner.options.target_file_rows;
+        let max_pending_rows = target * 8;
+        let mut pending: BTreeMap<(Option<String>, i64), Vec<RecordBatch>> = BTreeMap::new();
+        let mut pending_rows: BTreeMap<(Option<String>, i64), usize> = BTreeMap::new();
+        let mut total_pending = 0usize;
+        let mut writes = JoinSet::new();
+        let mut written: Vec<FileMeta> = Vec::new();
+        let mut rows = 0u64;
+        let mut row_offset = 0u64;
+        while let Some(next) = batches.next().await {
+            let input = next?;
+            let b =
+                batch::conform(&input, &def, &schema).map_err(|e| offset_error(e, row_offset))?;
+            self.check_horizon(&def, &b)
+                .map_err(|e| offset_error(e, row_offset))?;
+            row_offset += b.num_rows() as u64;
+            rows += b.num_rows() as u64;
+            for slice in batch::split_partitions(&b, &def)? {
+                let key = (slice.partition, slice.bucket_start);
+                let n = slice.batch.num_rows();
+                pending.entry(key.clone()).or_default().push(slice.batch);
+                *pending_rows.entry(key).or_default() += n;
+                total_pending += n;
+            }
+            // Write out full partitions, and the largest ones while memory is tight.
+            loop {
+                let pick = pending_rows
+                    .iter()
+                    .filter(|(_, n)| **n >= target || total_pending > max_pending_rows)
+                    .max_by_key(|(_, n)| **n)
+                    .map(|(k, _)| k.clone());
+                let Some(key) = pick else { break };
+                let n = pending_rows.remove(&key).unwrap_or(0);
+                total_pending -= n;
+                let parts = pending.remove(&key).unwrap_or_default();
+                while writes.len() >= 2 {
+                    if let Some(done) = writes.join_next().await {
+                        written.extend(join_result(done)?);
+                    }
+                }
+                let file_ids = self.reserve_file_ids(1).await?;
+                writes.spawn(
+                    self.clone()
+                        .write_slices(def.clone(), key, parts, file_ids, true),
+                );
+            }
+        }
+        for (key, parts) in std::mem::take(&mut pending) {
+            while writes.len() >= 2 {
+                if let Some(done) = writes.join_next().await {
+                    written.extend(join_result(done)?);
+                }
+            }
+            let file_ids = self.reserve_file_ids(1).await?;
+            writes.spawn(
+                self.clone()
+                    .write_slices(def.clone(), key, parts, file_ids, true),
+            );
+        }
+        while let Some(done) = writes.join_next().await {
+            written.extend(join_result(done)?);
+        }
+        if written.is_empty() {
+            return Ok(0);
+        }
+        let table_id = def.id;
+        let orphaned = written.clone();
+        let committed = self
+            .commit(move |m| {
+                let entry = m.table_mut(table)?;
+                if entry.def.id != table_id {
+                    return Err(StorageError::TableNotFound(table.to_string()));
+                }
+                entry.files.extend(written);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = committed {
+            for f in orphaned {
+                let _ = self.inner.store.delete(&Path::from(f.path.as_str())).await;
+            }
+            return Err(e);
+        }
+        Ok(rows)
+    }
+
+    /// Hands out file numbers without committing; gaps are harmless.
+    async fn reserve_file_ids(&self, n: u64) -> Result<u64> {
+        let mut state = self.inner.state.write().map_err(poisoned)?;
+        let mut m = (*state.manifest).clone();
+        let first = m.next_file_id;
+        m.next_file_id += n;
+        // File ids must never repeat, also across restarts: the next committed
+        // manifest carries the raised counter; until then, uncommitted files of
+        // a crashed process are never referenced, and a name clash fails the
+        // create-if-absent put instead of overwriting.
+        state.manifest = Arc::new(m);
+        Ok(first)
+    }
+
+    /// Concatenates one partition's rows, sorts them by time and writes them
+    /// as one or more Parquet files (not yet committed).
+    async fn write_slices(
+        self,
+        def: TableDef,
+        key: (Option<String>, i64),
+        parts: Vec<RecordBatch>,
+        first_id: u64,
+        resort: bool,
+    ) -> Result<Vec<FileMeta>> {
+        let run = self.inner.run.clone();
+        let encoded =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>, FileMeta)>> {
+                let schema = def.schema()?;
+                let mut all = concat_batches(&schema, &parts)?;
+                drop(parts);
+                if resort {
+                    let mut slices = batch::split_partitions(&all, &def)?;
+                    if slices.len() == 1 {
+                        all = slices.remove(0).batch;
+                    }
+                }
+                let path = batch::file_path(&def, key.0.as_deref(), key.1, &run, first_id);
+                let bytes = batch::encode_parquet(&all)?;
+                let times = batch::time_values(&all, &def)?;
+                let meta = FileMeta {
+                    path: path.clone(),
+                    partition: key.0.clone(),
+                    bucket_start: key.1,
+                    min_time: arrow::compute::min(times).unwrap_or(0),
+                    max_time: arrow::compute::max(times).unwrap_or(0),
+                    rows: all.num_rows() as u64,
+                    size: bytes.len() as u64,
+                    stats: batch::column_stats(&all)?,
+                    deletes: None,
+                };
+                Ok(vec![(path, bytes, meta)])
+            })
+            .await
+            .map_err(|e| StorageError::Corrupt(format!("encode task failed: {e}")))??;
+        let mut out = Vec::new();
+        for (path, bytes, meta) in encoded {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.inner
+                .store
+                .put_opts(&Path::from(path.as_str()), PutPayload::from(bytes), opts)
+                .await?;
+            out.push(meta);
+        }
+        Ok(out)
+    }
+
+    /// Writes every buffered row to Parquet, commits, truncates the WAL.
+    pub async fn flush(&self) -> Result<()> {
+        let _guard = self.inner.commit.lock().await;
+        self.flush_locked().await
+    }
+
+    async fn flush_locked(&self) -> Result<()> {
+        let (closed, work, manifest) = {
+            let mut wal = self.inner.wal.lock().map_err(poisoned)?;
+            let closed = wal.rotate()?;
+            let mut state = self.inner.state.write().map_err(poisoned)?;
+            let mut work = Vec::new();
+            for (id, buf) in state.buffers.iter_mut() {
+                buf.flushing.append(&mut buf.batches);
+                buf.bytes = 0;
+                buf.since = None;
+                if !buf.flushing.is_empty() {
+                    work.push((*id, buf.flushing.clone()));
+                }
+            }
+            (closed, work, Arc::clone(&state.manifest))
+        };
+        let mut new_files: Vec<(u64, Vec<FileMeta>)> = Vec::new();
+        let mut tasks = JoinSet::new();
+        for (table_id, batches) in work {
+            let Some(entry) = manifest.table_by_id(table_id) else {
+                continue;
+            };
+            let def = entry.def.clone();
+            let schema = def.schema()?;
+            let widened = batches
+                .iter()
+                .map(|b| batch::widen(b, &schema))
+                .collect::<Result<Vec<_>>>()?;
+            let all = concat_batches(&schema, &widened)?;
+            let slices = batch::split_partitions(&all, &def)?;
+            let first = self.reserve_file_ids(slices.len() as u64).await?;
+            for (
+                i,
+                PartitionSlice {
+                    partition,
+                    bucket_start,
+                    batch,
+                },
+            ) in slices.into_iter().enumerate()
+            {
+                while tasks.len() >= 2 {
+                    if let Some(done) = tasks.join_next().await {
+                        let (id, files) = join_result_tagged(done)?;
+                        new_files.push((id, files));
+                    }
+                }
+                let this = self.clone();
+                let def = def.clone();
+                tasks.spawn(async move {
+                    let files = this
+                        .write_slices(
+                            def,
+                            (partition, bucket_start),
+                            vec![batch],
+                            first + i as u64,
+                            false,
+                        )
+                        .await;
+                    (table_id, files)
+                });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            new_files.push(join_result_tagged(done)?);
+        }
+        let flushed_ids: Vec<u64> = new_files.iter().map(|(id, _)| *id).collect();
+        self.commit_locked(|m| {
+            for (table_id, files) in new_files {
+                if let Some(entry) = m.tables.values_mut().find(|t| t.def.id == table_id) {
+                    entry.files.extend(files);
+                } else {
+                    let since = now_micros();
+                    m.garbage.extend(files.into_iter().map(|f| Garbage {
+                        path: f.path,
+                        since,
+                    }));
+                }
+            }
+            m.wal_flushed_segment = closed;
+            Ok(())
+        })
+        .await?;
+        {
+            let mut state = self.inner.state.write().map_err(poisoned)?;
+            for id in flushed_ids {
+                if let Some(buf) = state.buffers.get_mut(&id) {
+                    buf.flushing.clear();
+                }
+            }
+            state
+                .buffers
+                .retain(|_, b| !b.batches.is_empty() || !b.flushing.is_empty());
+        }
+        self.inner
+            .wal
+            .lock()
+            .map_err(poisoned)?
+            .remove_through(closed)?;
+        Ok(())
+    }
+
+    /// Marks rows deleted. `select` returns, for a batch of a file's live rows
+    /// in file order, which rows to delete; `prune` may skip whole files.
+    /// Buffered rows are flushed first so every row has a file position.
+    pub async fn delete_rows<P, S>(&self, table: &str, prune: P, select: S) -> Result<u64>
+    where
+        P: Fn(&FileMeta) -> bool,
+        S: Fn(&RecordBatch) -> Result<BooleanArray>,
+    {
+        let _guard = self.inner.commit.lock().await;
+        self.flush_locked().await?;
+        let entry = self.manifest()?.table(table)?.clone();
+        let schema = entry.def.schema()?;
+        let mut changed: Vec<(String, RoaringBitmap)> = Vec::new();
+        let mut deleted = 0u64;
+        for file in entry.files.iter().filter(|f| prune(f)) {
+            let existing = file.deletion_vector()?.unwrap_or_default();
+            let bytes = self
+                .inner
+                .store
+                .get(&Path::from(file.path.as_str()))
+                .await?
+                .bytes()
+                .await?;
+            let mut bitmap = existing.clone();
+            let mut position = 0u32;
+            for b in batch::decode_parquet(bytes)? {
+                let b = batch::widen(&b, &schema)?;
+                let hits = select(&b)?;
+                for i in 0..b.num_rows() {
+                    let pos = position + i as u32;
+                    if hits.is_valid(i) && hits.value(i) && !existing.contains(pos) {
+                        bitmap.insert(pos);
+                    }
+                }
+                position += b.num_rows() as u32;
+            }
+            let added = bitmap.len() - existing.len();
+            if added > 0 {
+                deleted += added;
+                changed.push((file.path.clone(), bitmap));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        self.commit_locked(|m| {
+            let entry = m.table_mut(table)?;
+            for (path, bitmap) in &changed {
+                if let Some(f) = entry.files.iter_mut().find(|f| &f.path == path) {
+                    f.set_deletion_vector(bitmap)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(deleted)
+    }
+
+    /// Merges small files of a partition into time-sorted files and purges
+    /// deleted rows. Returns the number of files replaced.
+    pub async fn compact(&self) -> Result<usize> {
+        let _guard = self.inner.commit.lock().await;
+        let manifest = self.manifest()?;
+        let mut replaced = 0;
+        for (name, entry) in &manifest.tables {
+            let mut groups: BTreeMap<(Option<String>, i64), Vec<&FileMeta>> = BTreeMap::new();
+            for f in &entry.files {
+                groups
+                    .entry((f.partition.clone(), f.bucket_start))
+                    .or_default()
+                    .push(f);
+            }
+            let target = self.inner.options.target_file_rows as u64;
+            for (key, files) in groups {
+                let small: Vec<&FileMeta> =
+                    files.iter().copied().filter(|f| f.rows < target).collect();
+                let with_deletes = files.iter().any(|f| f.deletes.is_some());
+                let inputs: Vec<&FileMeta> =
+                    if small.len() >= self.inner.options.compaction_min_files {
+                        small
+                    } else if with_deletes {
+                        files
+                            .iter()
+                            .copied()
+                            .filter(|f| f.deletes.is_some())
+                            .collect()
+                    } else {
+                        continue;
+                    };
+                let outputs = self.rewrite(&entry.def, &key, &inputs).await?;
+                let old: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
+                replaced += old.len();
+                self.commit_locked(|m| {
+                    let e = m.table_mut(name)?;
+                    e.files.retain(|f| !old.contains(&f.path));
+                    e.files.extend(outputs);
+                    let since = now_micros();
+                    m.garbage.extend(old.iter().map(|p| Garbage {
+                        path: p.clone(),
+                        since,
+                    }));
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(replaced)
+    }
+
+    async fn rewrite(
+        &self,
+        def: &TableDef,
+        key: &(Option<String>, i64),
+        inputs: &[&FileMeta],
+    ) -> Result<Vec<FileMeta>> {
+        let schema = def.schema()?;
+        let mut live = Vec::new();
+        for f in inputs {
+            let bytes = self
+                .inner
+                .store
+                .get(&Path::from(f.path.as_str()))
+                .await?
+                .bytes()
+                .await?;
+            let deletes = f.deletion_vector()?;
+            let mut position = 0u32;
+            for b in batch::decode_parquet(bytes)? {
+                let b = batch::widen(&b, &schema)?;
+                let n = b.num_rows();
+                let b = match &deletes {
+                    Some(d) => {
+                        let keep = BooleanArray::from_iter(
+                            (0..n).map(|i| Some(!d.contains(position + i as u32))),
+                        );
+                        arrow::compute::filter_record_batch(&b, &keep)?
+                    }
+                    None => b,
+                };
+                position += n as u32;
+                if b.num_rows() > 0 {
+                    live.push(b);
+                }
+            }
+        }
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.reserve_file_ids(1).await?;
+        self.clone()
+            .write_slices(def.clone(), key.clone(), live, first, true)
+            .await
+    }
+
+    /// Drops files whose whole bucket is older than the table's TTL.
+    /// Returns the number of files dropped.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let now = now_micros();
+        self.commit_if(|m| {
+            let mut dropped = Vec::new();
+            for entry in m.tables.values_mut() {
+                let Some(ttl) = entry.def.options.ttl_micros else {
+                    continue;
+                };
+                let bucket = entry.def.options.bucket_micros;
+                let cutoff = now - ttl;
+                entry.files.retain(|f| {
+                    let expired = f.bucket_start + bucket <= cutoff;
+                    if expired {
+                        dropped.push(f.path.clone());
+                    }
+                    !expired
+                });
+            }
+            m.garbage.extend(dropped.iter().map(|p| Garbage {
+                path: p.clone(),
+                since: now,
+            }));
+            dropped.len()
+        })
+        .await
+    }
+
+    /// Deletes superseded files whose grace period has passed.
+    pub async fn collect_garbage(&self) -> Result<usize> {
+        let cutoff = now_micros() - self.inner.options.gc_grace.as_micros() as i64;
+        let due: Vec<Garbage> = self
+            .manifest()?
+            .garbage
+            .iter()
+            .filter(|g| g.since <= cutoff)
+            .cloned()
+            .collect();
+        for g in &due {
+            match self.inner.store.delete(&Path::from(g.path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.commit_if(|m| {
+            let before = m.garbage.len();
+            m.garbage.retain(|g| !due.iter().any(|d| d.path == g.path));
+            before - m.garbage.len()
+        })
+        .await
+    }
+
+    /// Commits only if `change` reports that it changed something.
+    async fn commit_if(&self, change: impl FnOnce(&mut Manifest) -> usize) -> Result<usize> {
+        let _guard = self.inner.commit.lock().await;
+        let mut m = (*self.manifest()?).clone();
+        let n = change(&mut m);
+        if n > 0 {
+            m.commit(self.inner.store.as_ref()).await?;
+            self.inner.state.write().map_err(poisoned)?.manifest = Arc::new(m);
+        }
+        Ok(n)
+    }
+
+    fn flush_due(&self) -> bool {
+        let Ok(state) = self.inner.state.read() else {
+            return false;
+        };
+        let opts = &self.inner.options;
+        state.buffers.values().any(|b| {
+            b.bytes >= opts.flush_bytes || b.since.is_some_and(|s| s.elapsed() >= opts.flush_age)
+        })
+    }
+
+    async fn background_loop(&self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_maintenance = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.notified() => return,
+                _ = tick.tick() => {}
+                _ = self.inner.flush_wanted.notified() => {}
+            }
+            if self.flush_due()
+                && let Err(e) = self.flush().await
+            {
+                tracing::error!(error = %e, "flush failed; rows stay in the WAL and are retried");
+            }
+            if last_maintenance.elapsed() >= self.inner.options.maintenance_interval {
+                last_maintenance = Instant::now();
+                if let Err(e) = self.maintain().await {
+                    tracing::error!(error = %e, "maintenance failed");
+                }
+            }
+        }
+    }
+
+    /// Runs retention, compaction and garbage collection once.
+    pub async fn maintain(&self) -> Result<()> {
+        let dropped = self.enforce_retention().await?;
+        let compacted = self.compact().await?;
+        let collected = self.collect_garbage().await?;
+        if dropped + compacted + collected > 0 {
+            tracing::info!(dropped, compacted, collected, "maintenance");
+        }
+        Ok(())
+    }
+
+    /// Stops background work, flushes every buffered row and stops the writer.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.shutdown.notify_one();
+        let bg = self.inner.background.lock().map_err(poisoned)?.take();
+        if let Some(handle) = bg {
+            let _ = handle.await;
+        }
+        self.flush().await?;
+        let tx = self.inner.writer.lock().map_err(poisoned)?.take();
+        drop(tx);
+        let thread = self.inner.writer_thread.lock().map_err(poisoned)?.take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        Ok(())
+    }
+}
+
+fn offset_error(e: StorageError, offset: u64) -> StorageError {
+    match e {
+        StorageError::InvalidData(m) if offset > 0 => StorageError::InvalidData(format!(
+            "{m} (rows counted from {} in this load)",
+            offset + 1
+        )),
+        StorageError::NotNull(m) if offset > 0 => StorageError::NotNull(format!(
+            "{m} (rows counted from {} in this load)",
+            offset + 1
+        )),
+        other => other,
+    }
+}
+
+fn join_result(
+    done: std::result::Result<Result<Vec<FileMeta>>, tokio::task::JoinError>,
+) -> Result<Vec<FileMeta>> {
+    done.map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?
+}
+
+fn join_result_tagged(
+    done: std::result::Result<(u64, Result<Vec<FileMeta>>), tokio::task::JoinError>,
+) -> Result<(u64, Vec<FileMeta>)> {
+    let (id, files) = done.map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?;
+    Ok((id, files?))
+}
+
+/// The group-commit loop: takes every queued write, appends them all, fsyncs
+/// once, makes the rows visible, then acknowledges each.
+fn writer_loop(inner: &Inner, rx: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].frame.len();
+        while bytes < 64 * 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.frame.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(inner, &mut group);
+        for req in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::Io(std::io::Error::other(e.to_string()))),
+            };
+            let _ = req.ack.send(r);
+        }
+    }
+}
+
+fn commit_group(inner: &Inner, group: &mut [WriteRequest]) -> Result<()> {
+    let frames: Vec<Vec<u8>> = group
+        .iter_mut()
+        .map(|r| std::mem::take(&mut r.frame))
+        .collect();
+    let mut wal = inner.wal.lock().map_err(poisoned)?;
+    wal.append(&frames)?;
+    let mut state = inner.state.write().map_err(poisoned)?;
+    for req in group.iter() {
+        let buf = state.buffers.entry(req.table_id).or_default();
+        buf.bytes += req.batch.get_array_memory_size();
+        buf.since.get_or_insert_with(Instant::now);
+        buf.batches.push(req.batch.clone());
+    }
+    Ok(())
+}

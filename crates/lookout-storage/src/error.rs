@@ -1,0 +1,58 @@
+use thiserror::Error;
+
+/// Errors raised by the storage engine.
+///
+/// The variants are coarse on purpose: callers map them to user-facing error
+/// classes (SQLSTATEs in the server), so each one names a kind of failure,
+/// not a code path.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The table named does not exist.
+    #[error("table \"{0}\" does not exist")]
+    TableNotFound(String),
+    /// A table of that name exists already.
+    #[error("table \"{0}\" already exists")]
+    TableExists(String),
+    /// A column named in a statement does not exist, or exists already.
+    #[error("{0}")]
+    Column(String),
+    /// A NULL in a NOT NULL column.
+    #[error("{0}")]
+    NotNull(String),
+    /// Rows that do not fit the table: wrong type, NULL in a NOT NULL column,
+    /// a timestamp beyond the future horizon.
+    #[error("{0}")]
+    InvalidData(String),
+    /// A table definition that cannot be stored (bad option, bad time column).
+    #[error("{0}")]
+    InvalidDefinition(String),
+    /// Another process owns the data directory.
+    #[error("data directory {path} is locked by another Lookout process (lock file {lock})")]
+    Locked {
+        /// The data directory.
+        path: String,
+        /// The lock file that could not be taken.
+        lock: String,
+    },
+    /// The engine is shutting down and takes no more writes.
+    #[error("the storage engine is shutting down")]
+    ShuttingDown,
+    /// Stored data that does not decode: a damaged manifest or file.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Local filesystem error (WAL, lock file).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Object store error (Parquet files, manifest).
+    #[error("object store error: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Arrow error while converting or validating batches.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet encoding or decoding error.
+    #[error("parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+/// Result type of the storage engine.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,121 @@
+//! Configuration: defaults, then the TOML file, then environment variables
+//! and command-line flags (clap merges the last two).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use lookout_query::{FileAccess, LookoutOptions, parse_duration};
+use lookout_storage::StorageOptions;
+use serde::Deserialize;
+
+/// The `lookout.toml` file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) data: Option<PathBuf>,
+    pub(crate) listen: Option<String>,
+    pub(crate) log_format: Option<String>,
+    #[serde(default)]
+    pub(crate) storage: StorageSection,
+    #[serde(default)]
+    pub(crate) copy: CopySection,
+    #[serde(default)]
+    pub(crate) server: ServerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StorageSection {
+    pub(crate) flush_bytes: Option<usize>,
+    pub(crate) flush_age: Option<String>,
+    pub(crate) future_horizon: Option<String>,
+    pub(crate) gc_grace: Option<String>,
+    pub(crate) compaction_min_files: Option<usize>,
+    pub(crate) target_file_rows: Option<usize>,
+    pub(crate) maintenance_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CopySection {
+    /// Directories server-side COPY may read and write; unset = anywhere
+    /// (only allowed while listening on loopback).
+    pub(crate) allowed_dirs: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    pub(crate) shutdown_grace: Option<String>,
+    pub(crate) query_threads: Option<usize>,
+}
+
+impl FileConfig {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Database options; `loopback` says whether the server only listens on loopback.
+    pub(crate) fn lookout_options(&self, loopback: bool) -> anyhow::Result<LookoutOptions> {
+        let mut storage = StorageOptions::default();
+        let s = &self.storage;
+        let dur = |v: &Option<String>, key: &str| -> anyhow::Result<Option<Duration>> {
+            v.as_deref()
+                .map(|t| {
+                    parse_duration(t)
+                        .map(|us| Duration::from_micros(us as u64))
+                        .map_err(|e| anyhow::anyhow!("storage.{key}: {e}"))
+                })
+                .transpose()
+        };
+        if let Some(v) = s.flush_bytes {
+            storage.flush_bytes = v;
+        }
+        if let Some(v) = dur(&s.flush_age, "flush_age")? {
+            storage.flush_age = v;
+        }
+        if let Some(v) = dur(&s.future_horizon, "future_horizon")? {
+            storage.future_horizon = v;
+        }
+        if let Some(v) = dur(&s.gc_grace, "gc_grace")? {
+            storage.gc_grace = v;
+        }
+        if let Some(v) = s.compaction_min_files {
+            storage.compaction_min_files = v;
+        }
+        if let Some(v) = s.target_file_rows {
+            storage.target_file_rows = v;
+        }
+        if let Some(v) = dur(&s.maintenance_interval, "maintenance_interval")? {
+            storage.maintenance_interval = v;
+        }
+        let file_access = match &self.copy.allowed_dirs {
+            Some(dirs) => FileAccess::Only(dirs.clone()),
+            None if loopback => FileAccess::Anywhere,
+            None => FileAccess::Nowhere,
+        };
+        Ok(LookoutOptions {
+            storage,
+            file_access,
+            query_threads: self.server.query_threads.unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn shutdown_grace(&self) -> anyhow::Result<Option<Duration>> {
+        self.server
+            .shutdown_grace
+            .as_deref()
+            .map(|t| {
+                parse_duration(t)
+                    .map(|us| Duration::from_micros(us as u64))
+                    .map_err(|e| anyhow::anyhow!("server.shutdown_grace: {e}"))
+            })
+            .transpose()
+    }
+}

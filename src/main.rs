@@ -1,0 +1,228 @@
+//! The `lookout` command: server, SQL shell one-shots, Parquet import, demo.
+
+mod config;
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use lookout_query::{Lookout, Session};
+use lookout_server::ServerOptions;
+
+use crate::config::FileConfig;
+
+/// Lookout: an embedded time-series database for monitoring ML and LLM
+/// models, queried with SQL over the Postgres protocol.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML); flags and environment variables override it.
+    #[arg(long, short = 'c', global = true, env = "LOOKOUT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./lookout-data).
+    #[arg(long, global = true, env = "LOOKOUT_DATA")]
+    data: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "LOOKOUT_LOG_FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Postgres protocol.
+    Serve(ServeArgs),
+    /// Generate 7 days of demo events ending now (with injected incidents), then serve.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Rows of demo events to generate.
+        #[arg(long, default_value_t = 500_000)]
+        rows: usize,
+    },
+    /// Run SQL statements and print the result of the last one.
+    Sql {
+        /// The SQL text.
+        sql: String,
+    },
+    /// Import Parquet files into a table (created from the first file's schema if missing).
+    Import {
+        /// Target table.
+        table: String,
+        /// Parquet files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:5433).
+    #[arg(long, env = "LOOKOUT_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+fn init_logs(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOOKOUT_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("unknown log format {other:?} (text or json)"),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = FileConfig::load(cli.config.as_deref())?;
+    init_logs(
+        cli.log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text"),
+    )?;
+    let data = cli
+        .data
+        .clone()
+        .or_else(|| file.data.clone())
+        .unwrap_or_else(|| PathBuf::from("./lookout-data"));
+    match cli.command {
+        Command::Serve(args) => serve(&file, &data, &args, None).await,
+        Command::Demo { serve: args, rows } => serve(&file, &data, &args, Some(rows)).await,
+        Command::Sql { sql } => {
+            let db = open(&file, &data, true).await?;
+            let result = run_sql(&db, &sql).await;
+            db.close().await?;
+            result
+        }
+        Command::Import { table, files } => {
+            let db = open(&file, &data, true).await?;
+            let result = import(&db, &table, &files).await;
+            db.close().await?;
+            result
+        }
+    }
+}
+
+async fn open(
+    file: &FileConfig,
+    data: &std::path::Path,
+    loopback: bool,
+) -> anyhow::Result<Lookout> {
+    let options = file.lookout_options(loopback)?;
+    Lookout::open_with(data, options)
+        .await
+        .with_context(|| format!("opening data directory {}", data.display()))
+}
+
+async fn run_sql(db: &Lookout, sql: &str) -> anyhow::Result<()> {
+    let mut session: Session = db.session();
+    let batches = session.query(sql).await?;
+    if !batches.is_empty() {
+        println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    }
+    Ok(())
+}
+
+async fn import(db: &Lookout, table: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| {
+            let file = std::fs::File::open(f).ok()?;
+            let reader = parquet::file::reader::SerializedFileReader::new(file).ok()?;
+            use parquet::file::reader::FileReader;
+            Some(reader.metadata().file_metadata().num_rows() as u64)
+        })
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} rows ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress_bar = bar.clone();
+    let started = std::time::Instant::now();
+    let rows = db
+        .import_parquet(
+            table,
+            files,
+            Some(Arc::new(move |n| progress_bar.set_position(n))),
+        )
+        .await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {rows} rows into {table} in {secs:.1} s ({:.0} rows/s)",
+        rows as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+async fn serve(
+    file: &FileConfig,
+    data: &std::path::Path,
+    args: &ServeArgs,
+    demo_rows: Option<usize>,
+) -> anyhow::Result<()> {
+    let listen: SocketAddr = match (args.listen, &file.listen) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l.parse().with_context(|| format!("listen address {l:?}"))?,
+        (None, None) => "127.0.0.1:5433".parse()?,
+    };
+    let loopback = listen.ip().is_loopback();
+    if !loopback {
+        bail!(
+            "refusing to listen on {listen} without authentication; Lookout has no authentication yet, so it only listens on loopback (127.0.0.1 or ::1)"
+        );
+    }
+    let db = open(file, data, loopback).await?;
+    if let Some(rows) = demo_rows {
+        demo::load(&db, rows).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, data = %data.display(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
+    let mut options = ServerOptions::default();
+    if let Some(grace) = file.shutdown_grace()? {
+        options.shutdown_grace = grace;
+    }
+    lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
+    tracing::info!("shutting down: flushing buffered rows");
+    db.close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,155 @@
+//! COPY in and out, atomic rejection of bad rows, extended-protocol parameters.
+
+use bytes::Bytes;
+use futures::{SinkExt, TryStreamExt};
+
+use crate::harness::{TestServer, error_code, rows};
+
+const CREATE: &str = "CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, latency_ms DOUBLE PRECISION)";
+
+async fn copy_in(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in(sql).await?;
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(data.to_string())).await?;
+    sink.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_csv_and_text_then_out() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.simple_query(CREATE).await.expect("create");
+    let csv =
+        "ts,model,latency_ms\n2025-01-01 00:00:00+00,a,1.5\n2025-01-01 00:00:01+00,\"b,c\",\n";
+    let n = copy_in(
+        &client,
+        "COPY events FROM STDIN WITH (FORMAT csv, HEADER true)",
+        csv,
+    )
+    .await
+    .expect("csv copy");
+    assert_eq!(n, 2);
+    let text = "2025-01-01 00:00:02+00\ta\t2.5\n2025-01-01 00:00:03+00\ta\t\\N\n";
+    let n = copy_in(&client, "COPY events FROM STDIN", text)
+        .await
+        .expect("text copy");
+    assert_eq!(n, 2);
+    let got = rows(
+        &client,
+        "SELECT model, count(*), sum(latency_ms) FROM events GROUP BY model ORDER BY model",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            vec![Some("a".into()), Some("3".into()), Some("4".into())],
+            vec![Some("b,c".into()), Some("1".into()), None]
+        ]
+    );
+    let out = client
+        .copy_out(
+            "COPY (SELECT * FROM events ORDER BY ts) TO STDOUT WITH (FORMAT csv, HEADER true)",
+        )
+        .await
+        .expect("copy out");
+    let chunks: Vec<Bytes> = out.try_collect().await.expect("copy data");
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect();
+    assert_eq!(
+        text,
+        "ts,model,latency_ms\n2025-01-01 00:00:00+00,a,1.5\n2025-01-01 00:00:01+00,\"b,c\",\n2025-01-01 00:00:02+00,a,2.5\n2025-01-01 00:00:03+00,a,\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_copy_rows_reject_the_whole_copy() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.simple_query(CREATE).await.expect("create");
+    let bad_type = "2025-01-01 00:00:00+00,a,1\n2025-01-01 00:00:00+00,a,fast\n";
+    let err = copy_in(
+        &client,
+        "COPY events FROM STDIN WITH (FORMAT csv)",
+        bad_type,
+    )
+    .await
+    .unwrap_err();
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "22P02");
+    assert!(
+        db.message().contains("line 2") && db.message().contains("latency_ms"),
+        "{}",
+        db.message()
+    );
+    let null = "2025-01-01 00:00:00+00,,1\n";
+    let err = copy_in(&client, "COPY events FROM STDIN WITH (FORMAT csv)", null)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().expect("db").code().code(), "23502");
+    let bad_ts = "yesterday,a,1\n";
+    let err = copy_in(&client, "COPY events FROM STDIN WITH (FORMAT csv)", bad_ts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().expect("db").code().code(), "22007");
+    // The connection survives and nothing of the failed copies is visible.
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM events").await,
+        vec![vec![Some("0".into())]]
+    );
+    assert_eq!(
+        error_code(&client, "INSERT INTO events VALUES ('2025-01-01', NULL, 1)").await,
+        "23502"
+    );
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM events").await,
+        vec![vec![Some("0".into())]]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_parameters_and_binary_results() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.simple_query(CREATE).await.expect("create");
+    client
+        .simple_query("INSERT INTO events VALUES ('2025-01-01 00:00:00+00', 'a', 10), ('2025-01-01 01:00:00+00', 'b', 20)")
+        .await
+        .expect("insert");
+    // tokio-postgres prepares, binds typed parameters and reads binary results.
+    let ts: std::time::SystemTime =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_600);
+    let rows = client
+        .query(
+            "SELECT model, latency_ms, ts FROM events WHERE model = $1 AND ts >= $2",
+            &[&"a", &ts],
+        )
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, &str>(0), "a");
+    assert_eq!(rows[0].get::<_, f64>(1), 10.0);
+    assert_eq!(rows[0].get::<_, std::time::SystemTime>(2), ts);
+    let n = client
+        .execute(
+            "INSERT INTO events VALUES ($1, $2, $3)",
+            &[&ts, &"c", &30.5f64],
+        )
+        .await
+        .expect("insert with params");
+    assert_eq!(n, 1);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 3);
+    server.stop().await;
+}

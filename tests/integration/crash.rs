@@ -1,0 +1,132 @@
+//! kill -9 of the server during concurrent INSERT and COPY loops: after a
+//! restart every acknowledged row is there and no batch is torn.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio::sync::Mutex;
+
+use crate::harness::{connect, rows};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(dir)
+        .env("LOOKOUT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn lookout")
+}
+
+async fn wait_ready(port: u16) -> tokio_postgres::Client {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return connect(addr).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start on port {port}");
+}
+
+const BATCH: i64 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    client
+        .simple_query("CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, writer INT NOT NULL, batch BIGINT NOT NULL, i INT NOT NULL)")
+        .await
+        .expect("create");
+    let acked: Arc<Mutex<Vec<(i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..4i32 {
+        let acked = Arc::clone(&acked);
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        writers.push(tokio::spawn(async move {
+            let client = connect(addr).await;
+            for batch in 0.. {
+                let values: Vec<String> = (0..BATCH)
+                    .map(|i| format!("('2025-01-01 00:00:00+00', {writer}, {batch}, {i})"))
+                    .collect();
+                let ok = if writer % 2 == 0 {
+                    client
+                        .simple_query(&format!("INSERT INTO t VALUES {}", values.join(",")))
+                        .await
+                        .is_ok()
+                } else {
+                    let data: String = (0..BATCH)
+                        .map(|i| format!("2025-01-01 00:00:00+00\t{writer}\t{batch}\t{i}\n"))
+                        .collect();
+                    async {
+                        let sink = client.copy_in("COPY t FROM STDIN").await?;
+                        futures::pin_mut!(sink);
+                        sink.send(Bytes::from(data)).await?;
+                        sink.finish().await
+                    }
+                    .await
+                    .is_ok()
+                };
+                if !ok {
+                    return;
+                }
+                acked.lock().await.push((writer, batch));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(
+        acked.len() > 20,
+        "writers made too little progress: {}",
+        acked.len()
+    );
+
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    let counts = rows(
+        &client,
+        "SELECT writer, batch, count(*) FROM t GROUP BY writer, batch",
+    )
+    .await;
+    let mut present = std::collections::HashMap::new();
+    for r in counts {
+        let parse = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|s| s.parse::<i64>().ok())
+                .expect("number")
+        };
+        let (w, b, n) = (parse(&r[0]), parse(&r[1]), parse(&r[2]));
+        assert_eq!(n, BATCH, "batch {b} of writer {w} is torn: {n} rows");
+        present.insert((w as i32, b), n);
+    }
+    for (w, b) in &acked {
+        assert!(
+            present.contains_key(&(*w, *b)),
+            "acknowledged batch {b} of writer {w} was lost"
+        );
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

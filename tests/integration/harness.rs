@@ -1,0 +1,144 @@
+//! Starting servers and connecting to them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use lookout_query::{Lookout, LookoutOptions};
+use lookout_server::ServerOptions;
+use tokio::sync::oneshot;
+
+/// An in-process server on a free loopback port, over a temporary data directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub lookout: Lookout,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+        let lookout = Lookout::open_with(dir.path(), LookoutOptions::default())
+            .await
+            .expect("open");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = lookout.clone();
+        let options = ServerOptions {
+            shutdown_grace: Duration::from_millis(200),
+        };
+        let task = tokio::spawn(async move {
+            let _ = lookout_server::serve(served, listener, options, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestServer {
+            addr,
+            lookout,
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(self.addr).await
+    }
+
+    /// Stops serving and closes the database; returns the data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.lookout.close().await.expect("close");
+        self.dir
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
+    let conn_str = format!(
+        "host={} port={} user=lookout dbname=lookout",
+        addr.ip(),
+        addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Rows of a simple query as text (NULL as None).
+pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let msgs = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The SQLSTATE of a failing statement.
+pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.simple_query(sql).await {
+        Ok(_) => panic!("expected an error from {sql}"),
+        Err(e) => e
+            .code()
+            .map(|c| c.code().to_string())
+            .unwrap_or_else(|| format!("no code: {e:?}")),
+    }
+}
+
+/// Generates bench events with the shared generator; returns the Parquet files.
+pub fn generate_events(dir: &Path, rows: usize, files: usize) -> Vec<std::path::PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gen_events.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "--rows",
+            &rows.to_string(),
+            "--files",
+            &files.to_string(),
+            "--seed",
+            "7",
+            "--jobs",
+            "1",
+        ])
+        .arg("--out")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("python3 (install tests/requirements.txt)");
+    assert!(
+        status.success(),
+        "gen_events.py failed; pip install -r tests/requirements.txt"
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    files
+}

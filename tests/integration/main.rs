@@ -1,0 +1,11 @@
+//! End-to-end tests: a real Lookout server, real Postgres clients.
+//!
+//! One test binary (each `tests/*.rs` links separately, and linking
+//! DataFusion is slow); the modules group the concerns.
+
+mod answers;
+mod copy;
+mod crash;
+mod harness;
+mod psql;
+mod slt;

@@ -1,0 +1,98 @@
+//! sqllogictest files (`tests/slt/*.slt`) run over a Postgres connection.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+use crate::harness::{TestServer, connect};
+
+#[derive(Debug)]
+struct SqlError(String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+struct Postgres {
+    client: tokio_postgres::Client,
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Postgres {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let messages = self.client.simple_query(sql).await.map_err(|e| {
+            SqlError(match e.as_db_error() {
+                // Errors read "<SQLSTATE>: <message>" so files can match either.
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            })
+        })?;
+        let mut rows = Vec::new();
+        let mut columns = None;
+        let mut affected = 0;
+        for m in messages {
+            match m {
+                tokio_postgres::SimpleQueryMessage::RowDescription(d) => columns = Some(d.len()),
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    columns = Some(r.len());
+                    rows.push(
+                        (0..r.len())
+                            .map(|i| match r.get(i) {
+                                None => "NULL".to_string(),
+                                Some("") => "(empty)".to_string(),
+                                Some(v) => v.to_string(),
+                            })
+                            .collect(),
+                    );
+                }
+                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => affected = n,
+                _ => {}
+            }
+        }
+        match columns {
+            Some(n) => Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            }),
+            None => Ok(DBOutput::StatementComplete(affected)),
+        }
+    }
+
+    fn engine_name(&self) -> &str {
+        "lookout"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqllogictest_files() {
+    let server = TestServer::start().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/slt")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let addr = server.addr;
+        let mut runner = sqllogictest::Runner::new(move || async move {
+            Ok(Postgres {
+                client: connect(addr).await,
+            })
+        });
+        runner
+            .run_file_async(&file)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    server.stop().await;
+}
