@@ -9,21 +9,21 @@ use lookout_server::ServerOptions;
 use tokio::sync::oneshot;
 
 /// An in-process server on a free loopback port, over a temporary data directory.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub lookout: Lookout,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) lookout: Lookout,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    pub dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> TestServer {
         let lookout = Lookout::open_with(dir.path(), LookoutOptions::default())
             .await
             .expect("open");
@@ -51,12 +51,12 @@ impl TestServer {
         }
     }
 
-    pub async fn client(&self) -> tokio_postgres::Client {
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
         connect(self.addr).await
     }
 
     /// Stops serving and closes the database; returns the data directory.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -68,7 +68,7 @@ impl TestServer {
     }
 }
 
-pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
+pub(crate) async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
     let conn_str = format!(
         "host={} port={} user=lookout dbname=lookout",
         addr.ip(),
@@ -84,7 +84,7 @@ pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
 }
 
 /// Rows of a simple query as text (NULL as None).
-pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     let msgs = client
         .simple_query(sql)
         .await
@@ -100,7 +100,7 @@ pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<
 }
 
 /// The SQLSTATE of a failing statement.
-pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
+pub(crate) async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
     match client.simple_query(sql).await {
         Ok(_) => panic!("expected an error from {sql}"),
         Err(e) => e
@@ -111,7 +111,7 @@ pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
 }
 
 /// Generates bench events with the shared generator; returns the Parquet files.
-pub fn generate_events(dir: &Path, rows: usize, files: usize) -> Vec<std::path::PathBuf> {
+pub(crate) fn generate_events(dir: &Path, rows: usize, files: usize) -> Vec<std::path::PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gen_events.py");
     let status = std::process::Command::new("python3")
         .arg(script)

@@ -69,6 +69,8 @@ impl sqllogictest::AsyncDB for Postgres {
     fn engine_name(&self) -> &str {
         "lookout"
     }
+
+    async fn shutdown(&mut self) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

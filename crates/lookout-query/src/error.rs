@@ -67,6 +67,11 @@ fn strip_datafusion_prefix(e: &DataFusionError) -> String {
         return s.to_string();
     }
     let text = root.to_string();
+    if let DataFusionError::Plan(m) = root
+        && let Some(name) = missing_table(m)
+    {
+        return format!("relation \"{name}\" does not exist");
+    }
     for prefix in [
         "Error during planning: ",
         "Execution error: ",
@@ -84,6 +89,13 @@ fn strip_datafusion_prefix(e: &DataFusionError) -> String {
         }
     }
     text
+}
+
+/// The table named in DataFusion's "table 'c.s.t' not found".
+fn missing_table(m: &str) -> Option<&str> {
+    let rest = m.split("table '").nth(1)?;
+    let name = rest.split("' not found").next()?;
+    name.rsplit('.').next()
 }
 
 fn strip_nested(s: &str) -> String {
@@ -142,6 +154,7 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             ArrowError::DivideByZero => "22012",
             ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
             ArrowError::ArithmeticOverflow(_) => "22003",
+            ArrowError::InvalidArgumentError(m) if m.contains("non-nullable") => "23502",
             _ => "22000",
         },
         DataFusionError::Plan(m) => {
@@ -158,7 +171,9 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             }
         }
         DataFusionError::Execution(m) => {
-            if m.contains("Divide by zero") || m.contains("division by zero") {
+            if m.contains("non-nullable but contains null") {
+                "23502"
+            } else if m.contains("Divide by zero") || m.contains("division by zero") {
                 "22012"
             } else if m.contains("Cannot cast")
                 || m.contains("Cast error")

@@ -1,10 +1,220 @@
 //! Functions Lookout adds to DataFusion's.
 
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::error::Result;
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
 
 /// Registers Lookout's functions in a session.
 pub(crate) fn register(ctx: &SessionContext) {
     // TimescaleDB's name for date_bin, with the same arguments.
     let date_bin = datafusion::functions::datetime::date_bin();
     ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
+    ctx.register_udaf(AggregateUDF::from(PercentileCont::new()));
+}
+
+/// `percentile_cont(f) WITHIN GROUP (ORDER BY x)` exactly as PostgreSQL
+/// computes it (linear interpolation between the two nearest ranks), also
+/// with an array of fractions, which returns an array.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PercentileCont {
+    signature: Signature,
+}
+
+impl PercentileCont {
+    fn new() -> Self {
+        PercentileCont {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+fn fractions(args: &AccumulatorArgs) -> Result<(Vec<f64>, bool)> {
+    let bad = || {
+        DataFusionError::Plan(
+            "percentile_cont needs a constant fraction or array of fractions between 0 and 1"
+                .into(),
+        )
+    };
+    let lit = args
+        .exprs
+        .get(1)
+        .and_then(|e| e.downcast_ref::<Literal>())
+        .ok_or_else(bad)?;
+    let (values, is_list): (Vec<f64>, bool) = match lit.value() {
+        ScalarValue::List(list) => {
+            let inner = arrow::compute::cast(&list.value(0), &DataType::Float64)?;
+            (
+                inner
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| v.unwrap_or(f64::NAN))
+                    .collect(),
+                true,
+            )
+        }
+        v => match v.cast_to(&DataType::Float64)? {
+            ScalarValue::Float64(Some(f)) => (vec![f], false),
+            _ => return Err(bad()),
+        },
+    };
+    if values.iter().any(|f| !(0.0..=1.0).contains(f)) {
+        return Err(DataFusionError::Execution(
+            "percentile value must be between 0 and 1".into(),
+        ));
+    }
+    Ok((values, is_list))
+}
+
+impl AggregateUDFImpl for PercentileCont {
+    fn name(&self) -> &str {
+        "percentile_cont"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match arg_types.get(1) {
+            Some(DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)) => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+            }
+            _ => DataType::Float64,
+        })
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let item = Arc::new(Field::new_list_field(DataType::Float64, true));
+        Ok(vec![Arc::new(Field::new(
+            format!("{}_values", args.name),
+            DataType::List(item),
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let (fractions, as_list) = fractions(&args)?;
+        Ok(Box::new(PercentileAccumulator {
+            values: Vec::new(),
+            fractions,
+            as_list,
+        }))
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+struct PercentileAccumulator {
+    values: Vec<f64>,
+    fractions: Vec<f64>,
+    as_list: bool,
+}
+
+impl PercentileAccumulator {
+    fn push(&mut self, array: &ArrayRef) -> Result<()> {
+        let floats = arrow::compute::cast(array, &DataType::Float64)?;
+        self.values
+            .extend(floats.as_primitive::<Float64Type>().iter().flatten());
+        Ok(())
+    }
+}
+
+/// The q-quantile of sorted values with Postgres's interpolation.
+fn interpolate(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    if lo == hi {
+        sorted[lo]
+    } else {
+        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    }
+}
+
+impl Accumulator for PercentileAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.push(&values[0])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let lists = states[0].as_list::<i32>();
+        for i in 0..lists.len() {
+            if lists.is_valid(i) {
+                self.push(&lists.value(i))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let values: ArrayRef = Arc::new(Float64Array::from(std::mem::take(&mut self.values)));
+        Ok(vec![ScalarValue::List(Arc::new(
+            arrow::array::ListArray::new(
+                Arc::new(Field::new_list_field(DataType::Float64, true)),
+                arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+                values,
+                None,
+            ),
+        ))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.values.is_empty() {
+            return Ok(if self.as_list {
+                ScalarValue::try_from(&DataType::List(Arc::new(Field::new_list_field(
+                    DataType::Float64,
+                    true,
+                ))))?
+            } else {
+                ScalarValue::Float64(None)
+            });
+        }
+        self.values.sort_unstable_by(f64::total_cmp);
+        let results: Vec<f64> = self
+            .fractions
+            .iter()
+            .map(|q| interpolate(&self.values, *q))
+            .collect();
+        if self.as_list {
+            let values: ArrayRef = Arc::new(Float64Array::from(results));
+            Ok(ScalarValue::List(Arc::new(arrow::array::ListArray::new(
+                Arc::new(Field::new_list_field(DataType::Float64, true)),
+                arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+                values,
+                None,
+            ))))
+        } else {
+            Ok(ScalarValue::Float64(results.first().copied()))
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.capacity() * 8 + self.fractions.capacity() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_like_postgres() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(interpolate(&v, 0.5), 2.5);
+        assert_eq!(interpolate(&v, 0.0), 1.0);
+        assert_eq!(interpolate(&v, 1.0), 4.0);
+        assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
+    }
 }

@@ -161,11 +161,30 @@ impl TableProvider for LookoutTable {
             None => None,
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !self.snapshot.files.is_empty() {
+        // Files ruled out by their manifest statistics are never planned.
+        let set = FileSet {
+            stats: self
+                .snapshot
+                .files
+                .iter()
+                .map(|f| file_statistics(f, &schema))
+                .collect(),
+            schema: &schema,
+        };
+        let keep = set.keep(predicate.as_ref());
+        let live: Vec<&FileMeta> = self
+            .snapshot
+            .files
+            .iter()
+            .zip(keep)
+            .filter_map(|(f, k)| k.then_some(f))
+            .collect();
+        tracing::debug!(table = %self.snapshot.def.name, files = self.snapshot.files.len(), scanned = live.len(), "file pruning");
+        if !live.is_empty() {
             let groups_wanted = state.config().target_partitions().max(1);
             let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
             let mut sizes = vec![0u64; groups_wanted];
-            let mut files: Vec<&FileMeta> = self.snapshot.files.iter().collect();
+            let mut files = live;
             files.sort_by_key(|f| std::cmp::Reverse(f.size));
             for f in files {
                 let (i, _) = sizes
@@ -236,24 +255,14 @@ impl TableProvider for LookoutTable {
         let predicate = conjunction(filters)
             .map(|e| state.create_physical_expr(e, &df_schema))
             .transpose()?;
-        // The builder that replaces try_new takes the same two inputs; kept simple here.
-        #[allow(deprecated)]
-        let pruning = predicate.as_ref().and_then(|p| {
-            datafusion::physical_optimizer::pruning::PruningPredicate::try_new(
-                Arc::clone(p),
-                Arc::clone(&schema),
-            )
-            .ok()
-        });
         let prune = |file: &FileMeta| -> bool {
-            let Some(pp) = &pruning else { return true };
-            let stats = file_statistics(file, &schema);
-            let one = SingleFile {
-                stats: &stats,
+            let one = FileSet {
+                stats: vec![file_statistics(file, &schema)],
                 schema: &schema,
             };
-            pp.prune(&one)
-                .map(|v| v.first().copied().unwrap_or(true))
+            one.keep(predicate.as_ref())
+                .first()
+                .copied()
                 .unwrap_or(true)
         };
         let select = |batch: &RecordBatch| -> lookout_storage::Result<arrow::array::BooleanArray> {
@@ -298,31 +307,56 @@ pub(crate) fn count_plan(count: u64) -> Result<Arc<dyn ExecutionPlan>> {
     ))
 }
 
-/// Pruning statistics of one file, for `DELETE`.
-struct SingleFile<'a> {
-    stats: &'a Statistics,
+/// Manifest statistics of a set of files, for pruning before planning.
+struct FileSet<'a> {
+    stats: Vec<Statistics>,
     schema: &'a Schema,
 }
 
-impl datafusion::common::pruning::PruningStatistics for SingleFile<'_> {
-    fn min_values(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
+impl FileSet<'_> {
+    fn bound(
+        &self,
+        column: &datafusion::common::Column,
+        max: bool,
+    ) -> Option<arrow::array::ArrayRef> {
         let i = self.schema.index_of(&column.name).ok()?;
-        match &self.stats.column_statistics[i].min_value {
-            Precision::Exact(v) | Precision::Inexact(v) => v.to_array().ok(),
-            Precision::Absent => None,
-        }
+        let dt = self.schema.field(i).data_type();
+        let values = self.stats.iter().map(|s| {
+            let c = &s.column_statistics[i];
+            match if max { &c.max_value } else { &c.min_value } {
+                Precision::Exact(v) | Precision::Inexact(v) => v.clone(),
+                Precision::Absent => ScalarValue::try_from(dt).unwrap_or(ScalarValue::Null),
+            }
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+
+    /// Which files may hold rows matching `predicate`.
+    fn keep(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<bool> {
+        let all = vec![true; self.stats.len()];
+        let Some(p) = predicate else { return all };
+        #[allow(deprecated)]
+        let Ok(pp) = datafusion::physical_optimizer::pruning::PruningPredicate::try_new(
+            Arc::clone(p),
+            Arc::new(self.schema.clone()),
+        ) else {
+            return all;
+        };
+        pp.prune(self).unwrap_or(all)
+    }
+}
+
+impl datafusion::common::pruning::PruningStatistics for FileSet<'_> {
+    fn min_values(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
+        self.bound(column, false)
     }
 
     fn max_values(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
-        let i = self.schema.index_of(&column.name).ok()?;
-        match &self.stats.column_statistics[i].max_value {
-            Precision::Exact(v) | Precision::Inexact(v) => v.to_array().ok(),
-            Precision::Absent => None,
-        }
+        self.bound(column, true)
     }
 
     fn num_containers(&self) -> usize {
-        1
+        self.stats.len()
     }
 
     fn null_counts(&self, _column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {

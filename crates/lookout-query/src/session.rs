@@ -257,6 +257,8 @@ impl Session {
         let opts = config.options_mut();
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         opts.execution.parquet.pushdown_filters = false;
+        // now() and casts to timestamptz are in UTC, the zone every timestamp is shown in.
+        opts.execution.time_zone = Some("UTC".to_string());
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(lookout.runtime())
@@ -823,6 +825,15 @@ impl Session {
             return Err(QueryError::syntax("COPY FROM needs a table"));
         };
         let table = table_name(&t)?;
+        if let (CopyTarget::File { filename }, CopyKind::Parquet) = (&target, format.kind) {
+            // Parquet carries its schema: a missing table is created from it.
+            let path = self.lookout.options().file_access.check(filename)?;
+            let rows = crate::import::import_parquet(&self.lookout, &table, &[path], None).await?;
+            return Ok(Output::Command {
+                tag: "COPY",
+                rows: Some(rows),
+            });
+        }
         let def = self.lookout.storage().table(&table)?;
         let full = def.schema()?;
         let schema = if columns.is_empty() {
@@ -857,9 +868,7 @@ impl Session {
             }
             CopyTarget::File { filename } => {
                 let path = self.lookout.options().file_access.check(&filename)?;
-                let rows = if format.kind == CopyKind::Parquet {
-                    crate::import::import_parquet(&self.lookout, &table, &[path], None).await?
-                } else {
+                let rows = {
                     let copy = CopyIn {
                         table: table.clone(),
                         schema,

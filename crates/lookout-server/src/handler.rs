@@ -406,11 +406,6 @@ impl ExtendedQueryHandler for Connection {
                 .await
                 .map_err(|e| user_error(&e))?
         };
-        if matches!(output, Output::CopyIn(_)) {
-            return Err(user_error(&QueryError::unsupported(
-                "COPY FROM STDIN through the extended protocol is not supported; use a simple query",
-            )));
-        }
         self.respond(output, &portal.result_column_format).await
     }
 }
