@@ -19,7 +19,7 @@ pub fn parse_duration(text: &str) -> Result<i64> {
             None => tokens.push(word.to_string()),
         }
     }
-    if tokens.is_empty() || tokens.len() % 2 != 0 {
+    if tokens.is_empty() || !tokens.len().is_multiple_of(2) {
         return Err(bad());
     }
     let mut total: i64 = 0;

@@ -216,7 +216,7 @@ impl TableProvider for LookoutTable {
         }
         if !self.snapshot.buffered.is_empty() || inputs.is_empty() {
             let memory = MemorySourceConfig::try_new(
-                &[self.snapshot.buffered.clone()],
+                std::slice::from_ref(&self.snapshot.buffered),
                 Arc::clone(&schema),
                 projection.cloned(),
             )?
