@@ -114,9 +114,9 @@ struct Inner {
     dir: PathBuf,
     store: Arc<dyn ObjectStore>,
     options: StorageOptions,
-    state: RwLock<State>,
+    state: Arc<RwLock<State>>,
     /// Lock order: `wal`, then `state`.
-    wal: Mutex<Wal>,
+    wal: Arc<Mutex<Wal>>,
     /// Serialises everything that commits a manifest.
     commit: tokio::sync::Mutex<()>,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
@@ -126,7 +126,8 @@ struct Inner {
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Distinguishes this process's file names from a crashed one's.
     run: String,
-    _lock: File,
+    /// Held while the directory is open; released by `close`.
+    lock: Mutex<Option<File>>,
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -205,11 +206,11 @@ impl Storage {
             dir,
             store,
             options,
-            state: RwLock::new(State {
+            state: Arc::new(RwLock::new(State {
                 manifest: Arc::new(manifest),
                 buffers,
-            }),
-            wal: Mutex::new(wal),
+            })),
+            wal: Arc::new(Mutex::new(wal)),
             commit: tokio::sync::Mutex::new(()),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
@@ -217,19 +218,20 @@ impl Storage {
             shutdown: Notify::new(),
             background: Mutex::new(None),
             run: format!("{:x}", now_micros()),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         let (tx, rx) = mpsc::channel();
-        let writer_inner = Arc::clone(&inner);
+        // The writer holds only the WAL and the state, not the engine, so
+        // dropping the last handle ends it (and releases the lock file).
+        let (wal, state) = (Arc::clone(&inner.wal), Arc::clone(&inner.state));
         let thread = std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || writer_loop(&writer_inner, &rx))?;
+            .spawn(move || writer_loop(&wal, &state, &rx))?;
         *inner.writer.lock().map_err(poisoned)? = Some(tx);
         *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
         let storage = Storage { inner };
         if storage.inner.options.background {
-            let bg = storage.clone();
-            let handle = tokio::spawn(async move { bg.background_loop().await });
+            let handle = tokio::spawn(background_loop(Arc::downgrade(&storage.inner)));
             *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
         }
         Ok(storage)
@@ -971,29 +973,6 @@ impl Storage {
         })
     }
 
-    async fn background_loop(&self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last_maintenance = Instant::now();
-        loop {
-            tokio::select! {
-                _ = self.inner.shutdown.notified() => return,
-                _ = tick.tick() => {}
-                _ = self.inner.flush_wanted.notified() => {}
-            }
-            if self.flush_due()
-                && let Err(e) = self.flush().await
-            {
-                tracing::error!(error = %e, "flush failed; rows stay in the WAL and are retried");
-            }
-            if last_maintenance.elapsed() >= self.inner.options.maintenance_interval {
-                last_maintenance = Instant::now();
-                if let Err(e) = self.maintain().await {
-                    tracing::error!(error = %e, "maintenance failed");
-                }
-            }
-        }
-    }
-
     /// Runs retention, compaction and garbage collection once.
     pub async fn maintain(&self) -> Result<()> {
         let dropped = self.enforce_retention().await?;
@@ -1019,7 +998,37 @@ impl Storage {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        // Closed: another process (or a new handle) may open the directory.
+        self.inner.lock.lock().map_err(poisoned)?.take();
         Ok(())
+    }
+}
+
+/// Flushes when due and runs maintenance, for as long as the engine exists.
+async fn background_loop(engine: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_maintenance = Instant::now();
+    loop {
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let storage = Storage { inner };
+        tokio::select! {
+            _ = storage.inner.shutdown.notified() => return,
+            _ = tick.tick() => {}
+            _ = storage.inner.flush_wanted.notified() => {}
+        }
+        if storage.flush_due()
+            && let Err(e) = storage.flush().await
+        {
+            tracing::error!(error = %e, "flush failed; rows stay in the WAL and are retried");
+        }
+        if last_maintenance.elapsed() >= storage.inner.options.maintenance_interval {
+            last_maintenance = Instant::now();
+            if let Err(e) = storage.maintain().await {
+                tracing::error!(error = %e, "maintenance failed");
+            }
+        }
     }
 }
 
@@ -1052,7 +1061,7 @@ fn join_result_tagged(
 
 /// The group-commit loop: takes every queued write, appends them all, fsyncs
 /// once, makes the rows visible, then acknowledges each.
-fn writer_loop(inner: &Inner, rx: &mpsc::Receiver<WriteRequest>) {
+fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<WriteRequest>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         let mut bytes = group[0].frame.len();
@@ -1065,7 +1074,7 @@ fn writer_loop(inner: &Inner, rx: &mpsc::Receiver<WriteRequest>) {
                 Err(_) => break,
             }
         }
-        let result = commit_group(inner, &mut group);
+        let result = commit_group(wal, state, &mut group);
         for req in group {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -1076,14 +1085,14 @@ fn writer_loop(inner: &Inner, rx: &mpsc::Receiver<WriteRequest>) {
     }
 }
 
-fn commit_group(inner: &Inner, group: &mut [WriteRequest]) -> Result<()> {
+fn commit_group(wal: &Mutex<Wal>, state: &RwLock<State>, group: &mut [WriteRequest]) -> Result<()> {
     let frames: Vec<Vec<u8>> = group
         .iter_mut()
         .map(|r| std::mem::take(&mut r.frame))
         .collect();
-    let mut wal = inner.wal.lock().map_err(poisoned)?;
+    let mut wal = wal.lock().map_err(poisoned)?;
     wal.append(&frames)?;
-    let mut state = inner.state.write().map_err(poisoned)?;
+    let mut state = state.write().map_err(poisoned)?;
     for req in group.iter() {
         let buf = state.buffers.entry(req.table_id).or_default();
         buf.bytes += req.batch.get_array_memory_size();
@@ -1091,4 +1100,262 @@ fn commit_group(inner: &Inner, group: &mut [WriteRequest]) -> Result<()> {
         buf.batches.push(req.batch.clone());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Schema, TimeUnit};
+
+    use super::*;
+    use crate::schema::DAY_MICROS;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("model", DataType::Utf8, false),
+            Field::new("x", DataType::Float64, true),
+        ])
+    }
+
+    fn batch(ts: &[i64], model: &str) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(schema()),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![model; ts.len()])),
+                Arc::new(Float64Array::from_iter_values(ts.iter().map(|t| *t as f64))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn quiet() -> StorageOptions {
+        StorageOptions {
+            background: false,
+            ..StorageOptions::default()
+        }
+    }
+
+    fn live_rows(s: &Storage, table: &str) -> u64 {
+        let snap = s.snapshot(table).expect("snapshot");
+        let files: u64 = snap
+            .files
+            .iter()
+            .map(|f| f.live_rows().expect("rows"))
+            .sum();
+        files
+            + snap
+                .buffered
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>()
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_reopen_without_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Storage::open(dir.path(), quiet()).await.expect("open");
+            s.create_table("t", &schema(), CreateTable::default(), false)
+                .await
+                .expect("create");
+            s.write("t", batch(&[1, 2, 3], "a")).await.expect("write");
+            s.write("t", batch(&[4], "b")).await.expect("write");
+            // Dropped without close: as after a crash, only the WAL has the rows.
+        }
+        let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
+        assert_eq!(live_rows(&s, "t"), 4);
+        assert!(s.snapshot("t").expect("snap").files.is_empty());
+        s.flush().await.expect("flush");
+        let snap = s.snapshot("t").expect("snap");
+        assert!(snap.buffered.is_empty());
+        assert_eq!(snap.files.len(), 2, "one file per model");
+        s.close().await.expect("close");
+        let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
+        assert_eq!(live_rows(&s, "t"), 4, "flushed rows are not replayed twice");
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _s = Storage::open(dir.path(), quiet()).await.expect("open");
+        let err = Storage::open(dir.path(), quiet()).await.unwrap_err();
+        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn future_timestamps_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let far = now_micros() + 30 * DAY_MICROS;
+        let err = s.write("t", batch(&[1, far], "a")).await.unwrap_err();
+        assert!(
+            err.to_string().contains("row 2") && err.to_string().contains("future horizon"),
+            "{err}"
+        );
+        assert_eq!(live_rows(&s, "t"), 0);
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_small_files_and_purges_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            // Late data too: later flushes carry earlier times.
+            s.write("t", batch(&[100 - i, 200 - i], "a"))
+                .await
+                .expect("write");
+            s.flush().await.expect("flush");
+        }
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 4);
+        let deleted = s
+            .delete_rows(
+                "t",
+                |_| true,
+                |b| {
+                    let x = b
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .expect("x");
+                    Ok(BooleanArray::from_iter(
+                        x.iter().map(|v| Some(v == Some(100.0))),
+                    ))
+                },
+            )
+            .await
+            .expect("delete");
+        assert_eq!(deleted, 1);
+        assert_eq!(live_rows(&s, "t"), 7);
+        let replaced = s.compact().await.expect("compact");
+        assert_eq!(replaced, 4);
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.files.len(), 1);
+        assert_eq!(snap.files[0].rows, 7, "deleted row purged");
+        assert!(snap.files[0].deletes.is_none());
+        assert_eq!(snap.files[0].min_time, 97);
+        let garbage = s.manifest().expect("manifest").garbage.len();
+        assert_eq!(garbage, 4, "superseded files wait for the grace period");
+    }
+
+    #[tokio::test]
+    async fn retention_drops_expired_buckets_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StorageOptions {
+            gc_grace: Duration::ZERO,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        let request = CreateTable {
+            ttl_micros: Some(7 * DAY_MICROS),
+            ..CreateTable::default()
+        };
+        s.create_table("t", &schema(), request, false)
+            .await
+            .expect("create");
+        let now = now_micros();
+        s.write(
+            "t",
+            batch(&[now - 30 * DAY_MICROS, now - 3_600_000_000], "a"),
+        )
+        .await
+        .expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.files.len(), 1);
+        assert!(snap.files[0].max_time > now - DAY_MICROS);
+        assert_eq!(s.collect_garbage().await.expect("gc"), 1);
+        let parquet_files = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .count();
+        assert_eq!(parquet_files, 1, "the expired file is deleted");
+    }
+
+    #[tokio::test]
+    async fn added_columns_read_as_null_in_old_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        s.write("t", batch(&[1], "a")).await.expect("write");
+        s.add_column("t", &Field::new("n", DataType::Int64, true), false)
+            .await
+            .expect("add");
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.buffered[0].num_columns(), 4);
+        assert!(snap.buffered[0].column(3).is_null(0));
+        let with_n = RecordBatch::try_from_iter(vec![
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![2]).with_timezone("UTC")) as _,
+            ),
+            ("model", Arc::new(StringArray::from(vec!["a"])) as _),
+            ("n", Arc::new(Int64Array::from(vec![5])) as _),
+        ])
+        .expect("batch");
+        s.write("t", with_n).await.expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(live_rows(&s, "t"), 2);
+        let err = s
+            .add_column("t", &Field::new("m", DataType::Int64, false), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be NOT NULL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bulk_load_is_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let bad = RecordBatch::try_from_iter(vec![
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![3]).with_timezone("UTC")) as _,
+            ),
+            (
+                "model",
+                Arc::new(StringArray::from(vec![None::<&str>])) as _,
+            ),
+        ])
+        .expect("batch");
+        let input = futures::stream::iter(vec![Ok(batch(&[1, 2], "a")), Ok(bad)]);
+        let err = s.bulk_load("t", input).await.unwrap_err();
+        assert!(matches!(err, StorageError::NotNull(_)), "{err}");
+        assert_eq!(live_rows(&s, "t"), 0);
+        let ok =
+            futures::stream::iter(vec![Ok(batch(&[1, 2], "a")), Ok(batch(&[DAY_MICROS], "b"))]);
+        assert_eq!(s.bulk_load("t", ok).await.expect("load"), 3);
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
+    }
+
+    fn walk(dir: &FsPath) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out
+    }
 }
