@@ -69,5 +69,20 @@ async fn monitoring_queries_match_duckdb() {
             }
         }
     }
+    // Files of other models and days are never opened, and EXPLAIN says so.
+    let plan: String = rows(
+        &client,
+        "EXPLAIN SELECT count(*) FROM events WHERE model = 'vega-8b' AND ts >= TIMESTAMPTZ '2025-01-07 00:00:00+00'",
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .flatten()
+    .collect();
+    let scan = plan
+        .split('\n')
+        .find(|l| l.contains("LookoutScan: table=events"))
+        .unwrap_or_else(|| panic!("no LookoutScan in {plan}"));
+    assert!(scan.contains("files=1 of "), "{scan}");
     server.stop().await;
 }

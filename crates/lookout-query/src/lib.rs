@@ -21,6 +21,7 @@ mod functions;
 mod import;
 mod interval;
 mod provider;
+mod scan_exec;
 mod session;
 
 use std::path::{Path, PathBuf};

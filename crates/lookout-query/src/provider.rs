@@ -30,6 +30,8 @@ use futures::StreamExt;
 use lookout_storage::{FileMeta, StatValue, Storage, StorageError, TableSnapshot};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
+use crate::scan_exec::{LookoutScanExec, ScanSummary};
+
 /// The object store URL Lookout's files are registered under.
 pub(crate) const STORE_URL: &str = "lookout://data/";
 
@@ -180,6 +182,7 @@ impl TableProvider for LookoutTable {
             .filter_map(|(f, k)| k.then_some(f))
             .collect();
         tracing::debug!(table = %self.snapshot.def.name, files = self.snapshot.files.len(), scanned = live.len(), "file pruning");
+        let files_scanned = live.len();
         if !live.is_empty() {
             let groups_wanted = state.config().target_partitions().max(1);
             let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
@@ -223,7 +226,21 @@ impl TableProvider for LookoutTable {
             .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(memory));
         }
-        UnionExec::try_new(inputs)
+        let summary = ScanSummary {
+            table: self.snapshot.def.name.clone(),
+            files_total: self.snapshot.files.len(),
+            files_scanned,
+            buffered_rows: self
+                .snapshot
+                .buffered
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum(),
+        };
+        Ok(Arc::new(LookoutScanExec::new(
+            summary,
+            UnionExec::try_new(inputs)?,
+        )))
     }
 
     async fn insert_into(
