@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,8 @@ struct Inner {
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Distinguishes this process's file names from a crashed one's.
     run: String,
+    /// File numbers within this run; with `run` they make names unique.
+    next_file: AtomicU64,
     /// Held while the directory is open; released by `close`.
     lock: Mutex<Option<File>>,
 }
@@ -218,6 +221,7 @@ impl Storage {
             shutdown: Notify::new(),
             background: Mutex::new(None),
             run: format!("{:x}", now_micros()),
+            next_file: AtomicU64::new(1),
             lock: Mutex::new(Some(lock)),
         });
         let (tx, rx) = mpsc::channel();
@@ -393,10 +397,23 @@ impl Storage {
     }
 
     async fn commit_locked<T>(&self, change: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+        self.commit_and_install(change, |_| {}).await
+    }
+
+    /// Commits a changed manifest, then installs it together with `install`'s
+    /// change to the in-memory state, under one lock: a scan sees either the
+    /// old manifest and buffers or the new ones, never a mix.
+    async fn commit_and_install<T>(
+        &self,
+        change: impl FnOnce(&mut Manifest) -> Result<T>,
+        install: impl FnOnce(&mut State),
+    ) -> Result<T> {
         let mut m = (*self.manifest()?).clone();
         let out = change(&mut m)?;
         m.commit(self.inner.store.as_ref()).await?;
-        self.inner.state.write().map_err(poisoned)?.manifest = Arc::new(m);
+        let mut state = self.inner.state.write().map_err(poisoned)?;
+        state.manifest = Arc::new(m);
+        install(&mut state);
         Ok(out)
     }
 
@@ -570,16 +587,7 @@ impl Storage {
 
     /// Hands out file numbers without committing; gaps are harmless.
     async fn reserve_file_ids(&self, n: u64) -> Result<u64> {
-        let mut state = self.inner.state.write().map_err(poisoned)?;
-        let mut m = (*state.manifest).clone();
-        let first = m.next_file_id;
-        m.next_file_id += n;
-        // File ids must never repeat, also across restarts: the next committed
-        // manifest carries the raised counter; until then, uncommitted files of
-        // a crashed process are never referenced, and a name clash fails the
-        // create-if-absent put instead of overwriting.
-        state.manifest = Arc::new(m);
-        Ok(first)
+        Ok(self.inner.next_file.fetch_add(n, Ordering::Relaxed))
     }
 
     /// Concatenates one partition's rows, sorts them by time and writes them
@@ -709,33 +717,34 @@ impl Storage {
             new_files.push(join_result_tagged(done)?);
         }
         let flushed_ids: Vec<u64> = new_files.iter().map(|(id, _)| *id).collect();
-        self.commit_locked(|m| {
-            for (table_id, files) in new_files {
-                if let Some(entry) = m.tables.values_mut().find(|t| t.def.id == table_id) {
-                    entry.files.extend(files);
-                } else {
-                    let since = now_micros();
-                    m.garbage.extend(files.into_iter().map(|f| Garbage {
-                        path: f.path,
-                        since,
-                    }));
+        self.commit_and_install(
+            |m| {
+                for (table_id, files) in new_files {
+                    if let Some(entry) = m.tables.values_mut().find(|t| t.def.id == table_id) {
+                        entry.files.extend(files);
+                    } else {
+                        let since = now_micros();
+                        m.garbage.extend(files.into_iter().map(|f| Garbage {
+                            path: f.path,
+                            since,
+                        }));
+                    }
                 }
-            }
-            m.wal_flushed_segment = closed;
-            Ok(())
-        })
+                m.wal_flushed_segment = closed;
+                Ok(())
+            },
+            |state| {
+                for id in flushed_ids {
+                    if let Some(buf) = state.buffers.get_mut(&id) {
+                        buf.flushing.clear();
+                    }
+                }
+                state
+                    .buffers
+                    .retain(|_, b| !b.batches.is_empty() || !b.flushing.is_empty());
+            },
+        )
         .await?;
-        {
-            let mut state = self.inner.state.write().map_err(poisoned)?;
-            for id in flushed_ids {
-                if let Some(buf) = state.buffers.get_mut(&id) {
-                    buf.flushing.clear();
-                }
-            }
-            state
-                .buffers
-                .retain(|_, b| !b.batches.is_empty() || !b.flushing.is_empty());
-        }
         self.inner
             .wal
             .lock()

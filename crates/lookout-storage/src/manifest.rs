@@ -124,8 +124,6 @@ pub struct Manifest {
     pub version: u64,
     /// Next table id to hand out.
     pub next_table_id: u64,
-    /// Next file number to hand out.
-    pub next_file_id: u64,
     /// WAL segments numbered up to this one are fully in Parquet files.
     pub wal_flushed_segment: u64,
     /// Tables by name.
@@ -161,7 +159,6 @@ impl Manifest {
         if latest == 0 {
             return Ok(Manifest {
                 next_table_id: 1,
-                next_file_id: 1,
                 ..Manifest::default()
             });
         }

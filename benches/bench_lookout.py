@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Lookout side of the comparison: import, Parquet COPY, COPY FROM STDIN (CSV)
+and the monitoring queries over one persistent connection, timed the way the
+anchor scripts time DuckDB and PostgreSQL (client wall time, warm-up + median).
+
+    python3 benches/bench_lookout.py --bin target/quick-release/lookout \
+        --data /tmp/lookout-bench/data/events_10m --queries tests/queries/postgres \
+        --work /tmp/lookout-bench/lookout --out /tmp/lookout-bench/results/10m/lookout.json
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import duckdb
+import psycopg
+
+RUNS = 5
+INGEST_DDL = """CREATE TABLE events_ingest (
+    ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, model_version TEXT, segment TEXT, region TEXT,
+    request_id TEXT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, prompt_tokens INT,
+    completion_tokens INT, cost_usd DOUBLE PRECISION, status TEXT, feature_x DOUBLE PRECISION,
+    feature_cat TEXT, score_relevance DOUBLE PRECISION, score_groundedness DOUBLE PRECISION,
+    score_safety DOUBLE PRECISION, feedback SMALLINT)"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(binary, data_dir, port):
+    proc = subprocess.Popen([binary, "serve", "--data", data_dir, "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "LOOKOUT_LOG": "warn"})
+    for _ in range(600):
+        try:
+            return proc, psycopg.connect(f"host=127.0.0.1 port={port} user=lookout dbname=lookout", autocommit=True)
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait(timeout=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--data", required=True, help="directory with events_*.parquet")
+    ap.add_argument("--queries", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    files = sorted(glob.glob(os.path.join(os.path.abspath(a.data), "*.parquet")))
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    res = {"system": "lookout", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    # 1. `lookout import` (the CLI, a fresh data directory).
+    db_dir = os.path.join(a.work, "db")
+    t = time.perf_counter()
+    subprocess.run([a.bin, "import", "--data", db_dir, "events", *files], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "LOOKOUT_LOG": "warn"})
+    el = time.perf_counter() - t
+    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
+    res["import"] = {"seconds": el, "rows": rows, "rows_per_s": rows / el}
+    print(f"[lookout] import {rows:,} rows in {el:.2f}s ({rows / el / 1e6:.2f} M rows/s)", file=sys.stderr)
+
+    # 2. Queries over one persistent connection.
+    port = free_port()
+    proc, con = serve(a.bin, db_dir, port)
+    res["queries"] = {}
+    for path in sorted(glob.glob(os.path.join(a.queries, "*.sql"))):
+        sql = open(path).read()
+        times, n = [], 0
+        for run in range(RUNS + 1):
+            t = time.perf_counter()
+            n = len(con.execute(sql).fetchall())
+            el = time.perf_counter() - t
+            if run:
+                times.append(el * 1000)
+        name = os.path.basename(path)
+        res["queries"][name] = {"median_ms": statistics.median(times), "runs_ms": times, "rows": n}
+        print(f"[lookout server] {name}: median {statistics.median(times):.1f} ms, {n} rows", file=sys.stderr)
+
+    # 3. Parquet COPY through the server into a new table.
+    t = time.perf_counter()
+    for f in files:
+        con.execute(f"COPY events_copy FROM '{f}' WITH (FORMAT parquet)")
+    el = time.perf_counter() - t
+    res["parquet_copy"] = {"seconds": el, "rows": rows, "rows_per_s": rows / el}
+    print(f"[lookout] parquet COPY {rows / el / 1e6:.2f} M rows/s", file=sys.stderr)
+
+    # 4. COPY FROM STDIN of 1M CSV rows with psql's \copy, as the PostgreSQL anchor does.
+    csv = os.path.join(a.work, "ingest_1m.csv")
+    c = duckdb.connect()
+    c.execute("SET TimeZone = 'UTC'")
+    c.execute(f"COPY (SELECT * FROM read_parquet({files!r}) LIMIT 1000000) TO '{csv}' (FORMAT csv, HEADER false)")
+    times = []
+    for rep in range(3):
+        con.execute("DROP TABLE IF EXISTS events_ingest")
+        con.execute(INGEST_DDL)
+        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "lookout",
+               "-d", "lookout", "-c", f"\\copy events_ingest FROM '{csv}' WITH (FORMAT csv)"]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        times.append(time.perf_counter() - t)
+    n = con.execute("SELECT count(*) FROM events_ingest").fetchone()[0]
+    med = statistics.median(times)
+    res["copy_stdin_csv"] = {"median_s": med, "rows": n, "rows_per_s": n / med}
+    print(f"[lookout] COPY FROM STDIN csv {n / med:,.0f} rows/s", file=sys.stderr)
+    con.close()
+    stop(proc)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    json.dump(res, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
