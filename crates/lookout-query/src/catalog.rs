@@ -33,7 +33,7 @@ impl SchemaProvider for LookoutSchema {
             Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(
                 self.storage.clone(),
                 snapshot,
-            )))),
+            )?))),
             Err(StorageError::TableNotFound(_)) => Ok(None),
             Err(e) => Err(storage_err(e)),
         }

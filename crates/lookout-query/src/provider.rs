@@ -44,11 +44,34 @@ pub(crate) fn storage_err(e: StorageError) -> DataFusionError {
 pub(crate) struct LookoutTable {
     storage: Storage,
     snapshot: TableSnapshot,
+    /// The table's columns, all nullable: NOT NULL is enforced by the
+    /// storage engine on write, with an error that names the column and
+    /// row, rather than by DataFusion's generic batch check.
+    schema: SchemaRef,
+    /// Buffered rows under `schema`.
+    buffered: Vec<RecordBatch>,
 }
 
 impl LookoutTable {
-    pub(crate) fn new(storage: Storage, snapshot: TableSnapshot) -> Self {
-        LookoutTable { storage, snapshot }
+    pub(crate) fn new(storage: Storage, snapshot: TableSnapshot) -> Result<Self> {
+        let fields: Vec<Field> = snapshot
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let buffered = snapshot
+            .buffered
+            .iter()
+            .map(|b| b.clone().with_schema(Arc::clone(&schema)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(LookoutTable {
+            storage,
+            snapshot,
+            schema,
+            buffered,
+        })
     }
 }
 
@@ -133,7 +156,7 @@ fn partitioned_file(file: &FileMeta, schema: &Schema) -> Result<PartitionedFile>
 #[async_trait]
 impl TableProvider for LookoutTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.snapshot.schema)
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -217,9 +240,9 @@ impl TableProvider for LookoutTable {
                     .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        if !self.snapshot.buffered.is_empty() || inputs.is_empty() {
+        if !self.buffered.is_empty() || inputs.is_empty() {
             let memory = MemorySourceConfig::try_new(
-                std::slice::from_ref(&self.snapshot.buffered),
+                std::slice::from_ref(&self.buffered),
                 Arc::clone(&schema),
                 projection.cloned(),
             )?
