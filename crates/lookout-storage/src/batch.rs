@@ -9,7 +9,7 @@ use arrow::array::{
     new_null_array,
 };
 use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
-use arrow::compute::{self, SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::{self, take_record_batch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use arrow::util::display::FormatOptions;
 use bytes::Bytes;
@@ -136,74 +136,56 @@ pub struct PartitionSlice {
 }
 
 /// Splits a conformed batch by (partition value, time bucket), each slice
-/// sorted by time.
+/// sorted by time. Rows are grouped by hashing, so only each slice's time
+/// column is sorted. Slices come in (partition, bucket) order.
 pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<PartitionSlice>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
     let bucket = def.options.bucket_micros;
     let times = time_values(batch, def)?;
-    let buckets: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(
-        times.values().iter().map(|t| bucket_start(*t, bucket)),
-    ));
-    let partition_col = match &def.options.partition_column {
+    let parts = match &def.options.partition_column {
         Some(p) => Some(
             batch
                 .column_by_name(p)
                 .ok_or_else(|| StorageError::Corrupt("partition column missing".into()))?
-                .clone(),
+                .as_string::<i32>(),
         ),
         None => None,
     };
-    let mut sort = Vec::with_capacity(3);
-    if let Some(p) = &partition_col {
-        sort.push(SortColumn {
-            values: Arc::clone(p),
-            options: None,
+    let mut groups: BTreeMap<(Option<&str>, i64), Vec<u32>> = BTreeMap::new();
+    for (i, t) in times.values().iter().enumerate() {
+        let p = parts.and_then(|a| a.is_valid(i).then(|| a.value(i)));
+        groups
+            .entry((p, bucket_start(*t, bucket)))
+            .or_default()
+            .push(i as u32);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    let whole = groups.len() == 1;
+    for ((p, b), rows) in groups {
+        let slice = if whole {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?
+        };
+        out.push(PartitionSlice {
+            partition: p.map(str::to_string),
+            bucket_start: b,
+            batch: sort_by_time(&slice, def)?,
         });
     }
-    sort.push(SortColumn {
-        values: Arc::clone(&buckets),
-        options: None,
-    });
-    sort.push(SortColumn {
-        values: Arc::new(times.clone()),
-        options: None,
-    });
-    let indices = lexsort_to_indices(&sort, None)?;
-    let sorted = take_record_batch(batch, &indices)?;
-    let sorted_buckets = compute::take(&buckets, &indices, None)?;
-    let sorted_buckets = sorted_buckets.as_primitive::<Int64Type>();
-    let sorted_parts = match &def.options.partition_column {
-        Some(p) => Some(
-            sorted
-                .column_by_name(p)
-                .ok_or_else(|| StorageError::Corrupt("partition column missing".into()))?
-                .as_string::<i32>()
-                .clone(),
-        ),
-        None => None,
-    };
-    let key = |i: usize| -> (Option<&str>, i64) {
-        let p = sorted_parts
-            .as_ref()
-            .and_then(|a| a.is_valid(i).then(|| a.value(i)));
-        (p, sorted_buckets.value(i))
-    };
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=sorted.num_rows() {
-        if i == sorted.num_rows() || key(i) != key(start) {
-            let (p, b) = key(start);
-            out.push(PartitionSlice {
-                partition: p.map(str::to_string),
-                bucket_start: b,
-                batch: sorted.slice(start, i - start),
-            });
-            start = i;
-        }
-    }
     Ok(out)
+}
+
+/// The rows ordered by the time column (stable; a no-op when already sorted).
+pub fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
+    let times = time_values(batch, def)?;
+    if times.values().windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(batch.clone());
+    }
+    let indices = compute::sort_to_indices(times, None, None)?;
+    Ok(take_record_batch(batch, &indices)?)
 }
 
 const PATH_UNSAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');

@@ -607,10 +607,7 @@ impl Storage {
                 let mut all = concat_batches(&schema, &parts)?;
                 drop(parts);
                 if resort {
-                    let mut slices = batch::split_partitions(&all, &def)?;
-                    if slices.len() == 1 {
-                        all = slices.remove(0).batch;
-                    }
+                    all = batch::sort_by_time(&all, &def)?;
                 }
                 let path = batch::file_path(&def, key.0.as_deref(), key.1, &run, first_id);
                 let bytes = batch::encode_parquet(&all)?;
