@@ -17,7 +17,14 @@ use crate::config::FileConfig;
 /// Lookout: an embedded time-series database for monitoring ML and LLM
 /// models, queried with SQL over the Postgres protocol.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Storage tuning (flush, horizon, compaction, GC), COPY directories and the shutdown grace \
+                  are set in the TOML file given with --config; see docs/operations.md.\n\
+                  Logs: LOOKOUT_LOG sets the filter (e.g. LOOKOUT_LOG=debug)."
+)]
 struct Cli {
     /// Configuration file (TOML); flags and environment variables override it.
     #[arg(long, short = 'c', global = true, env = "LOOKOUT_CONFIG")]
