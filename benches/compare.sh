@@ -12,7 +12,6 @@ anchors="${ANCHORS:-../shared/bench/anchors.sh}"
 export BENCH_WORK="$work"
 
 cargo build --profile quick-release --bin lookout
-cargo bench --profile quick-release --bench queries --no-run
 
 if [ "${SKIP_ANCHORS:-0}" != 1 ]; then
   SCALES="$scale" "$anchors"
@@ -22,6 +21,6 @@ results="$work/results/$scale"
 mkdir -p "$results"
 "$work/.venv/bin/python" benches/bench_lookout.py --bin target/quick-release/lookout --data "$data" \
   --queries tests/queries/postgres --work "$work/lookout" --out "$results/lookout.json"
-cargo bench --profile quick-release --bench queries -- "$work/lookout/db" tests/queries/postgres/*.sql \
-  > "$results/lookout_lib.json"
+"$work/.venv/bin/python" benches/bench_library.py --bin target/quick-release/lookout --db "$work/lookout/db" \
+  --queries tests/queries/postgres --out "$results/lookout_lib.json"
 python3 benches/ratios.py "$results"

@@ -53,8 +53,16 @@ enum Command {
     },
     /// Run SQL statements and print the result of the last one.
     Sql {
-        /// The SQL text.
-        sql: String,
+        /// The SQL text (or use --file).
+        #[arg(required_unless_present = "file")]
+        sql: Option<String>,
+        /// Read the SQL from a file.
+        #[arg(long, short = 'f', conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// Run the SQL this many more times after a warm-up run and print the
+        /// median wall time (ms) of those runs to stderr, like psql's \timing.
+        #[arg(long, default_value_t = 0)]
+        repeat: usize,
     },
     /// Import Parquet files into a table (created from the first file's schema if missing).
     Import {
@@ -105,9 +113,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&file, &data, &args, None).await,
         Command::Demo { serve: args, rows } => serve(&file, &data, &args, Some(rows)).await,
-        Command::Sql { sql } => {
+        Command::Sql {
+            sql,
+            file: sql_file,
+            repeat,
+        } => {
+            let sql = match (sql, sql_file) {
+                (Some(s), _) => s,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => bail!("give the SQL text or --file"),
+            };
             let db = open(&file, &data, true).await?;
-            let result = run_sql(&db, &sql).await;
+            let result = run_sql(&db, &sql, repeat).await;
             db.close().await?;
             result
         }
@@ -131,9 +149,25 @@ async fn open(
         .with_context(|| format!("opening data directory {}", data.display()))
 }
 
-async fn run_sql(db: &Lookout, sql: &str) -> anyhow::Result<()> {
+async fn run_sql(db: &Lookout, sql: &str, repeat: usize) -> anyhow::Result<()> {
     let mut session: Session = db.session();
-    let batches = session.query(sql).await?;
+    let mut batches = session.query(sql).await?;
+    if repeat > 0 {
+        let mut times = Vec::with_capacity(repeat);
+        for _ in 0..repeat {
+            let started = std::time::Instant::now();
+            batches = session.query(sql).await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let shown: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+        eprintln!(
+            "time: median {:.1} ms over {repeat} runs ({})",
+            sorted[repeat / 2],
+            shown.join(", ")
+        );
+    }
     if !batches.is_empty() {
         println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     }
