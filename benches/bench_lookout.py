@@ -72,7 +72,7 @@ def main():
     subprocess.run([a.bin, "import", "--data", db_dir, "events", *files], check=True,
                    stdout=subprocess.DEVNULL, env={**os.environ, "LOOKOUT_LOG": "warn"})
     el = time.perf_counter() - t
-    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
+    rows = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
     res["import"] = {"seconds": el, "rows": rows, "rows_per_s": rows / el}
     print(f"[lookout] import {rows:,} rows in {el:.2f}s ({rows / el / 1e6:.2f} M rows/s)", file=sys.stderr)
 

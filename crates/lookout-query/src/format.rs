@@ -72,23 +72,7 @@ pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
             }
         }
         DataType::Timestamp(unit, tz) => {
-            let micros = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<TimestampSecondType>()
-                    .value(row)
-                    .saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(row)
-                    .saturating_mul(1000),
-                TimeUnit::Microsecond => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                TimeUnit::Nanosecond => array
-                    .as_primitive::<TimestampNanosecondType>()
-                    .value(row)
-                    .div_euclid(1000),
-            };
+            let micros = timestamp_micros(array, unit, row);
             push_timestamp(out, micros, tz.is_some());
         }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
@@ -139,6 +123,25 @@ pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
         }
     }
     true
+}
+
+/// A timestamp value of any unit in microseconds since the Unix epoch.
+pub fn timestamp_micros(array: &dyn Array, unit: &TimeUnit, row: usize) -> i64 {
+    match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1000),
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1000),
+    }
 }
 
 fn push_int<T: itoa::Integer>(out: &mut String, v: T) {

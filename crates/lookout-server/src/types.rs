@@ -6,12 +6,11 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use bytes::{BufMut, BytesMut};
 use lookout_query::ScalarValue;
-use lookout_query::format::write_value;
+use lookout_query::format::{timestamp_micros, write_value};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo};
@@ -111,24 +110,6 @@ pub(crate) fn encode_rows(batch: &RecordBatch, fields: &[FieldInfo], out: &mut V
             buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
         }
         out.push(DataRow::new(buf, batch.num_columns() as i16));
-    }
-}
-
-fn timestamp_micros(array: &dyn Array, unit: &TimeUnit, row: usize) -> i64 {
-    match unit {
-        TimeUnit::Second => array
-            .as_primitive::<TimestampSecondType>()
-            .value(row)
-            .saturating_mul(1_000_000),
-        TimeUnit::Millisecond => array
-            .as_primitive::<TimestampMillisecondType>()
-            .value(row)
-            .saturating_mul(1000),
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-        TimeUnit::Nanosecond => array
-            .as_primitive::<TimestampNanosecondType>()
-            .value(row)
-            .div_euclid(1000),
     }
 }
 

@@ -534,29 +534,13 @@ impl Storage {
                 let n = pending_rows.remove(&key).unwrap_or(0);
                 total_pending -= n;
                 let parts = pending.remove(&key).unwrap_or_default();
-                while writes.len() >= 2 {
-                    if let Some(done) = writes.join_next().await {
-                        written.extend(join_result(done)?);
-                    }
-                }
-                let file_ids = self.reserve_file_ids(1).await?;
-                writes.spawn(
-                    self.clone()
-                        .write_slices(def.clone(), key, parts, file_ids, true),
-                );
+                self.spawn_file_write(&mut writes, &mut written, &def, key, parts)
+                    .await?;
             }
         }
         for (key, parts) in std::mem::take(&mut pending) {
-            while writes.len() >= 2 {
-                if let Some(done) = writes.join_next().await {
-                    written.extend(join_result(done)?);
-                }
-            }
-            let file_ids = self.reserve_file_ids(1).await?;
-            writes.spawn(
-                self.clone()
-                    .write_slices(def.clone(), key, parts, file_ids, true),
-            );
+            self.spawn_file_write(&mut writes, &mut written, &def, key, parts)
+                .await?;
         }
         while let Some(done) = writes.join_next().await {
             written.extend(join_result(done)?);
@@ -583,6 +567,29 @@ impl Storage {
             return Err(e);
         }
         Ok(rows)
+    }
+
+    /// Starts writing one partition's rows as a file, with at most two
+    /// encodes in flight (one per core); finished writes land in `written`.
+    async fn spawn_file_write(
+        &self,
+        writes: &mut JoinSet<Result<Vec<FileMeta>>>,
+        written: &mut Vec<FileMeta>,
+        def: &TableDef,
+        key: (Option<String>, i64),
+        parts: Vec<RecordBatch>,
+    ) -> Result<()> {
+        while writes.len() >= 2 {
+            if let Some(done) = writes.join_next().await {
+                written.extend(join_result(done)?);
+            }
+        }
+        let file_id = self.reserve_file_ids(1).await?;
+        writes.spawn(
+            self.clone()
+                .write_slices(def.clone(), key, parts, file_id, true),
+        );
+        Ok(())
     }
 
     /// Hands out file numbers without committing; gaps are harmless.
