@@ -79,6 +79,16 @@ def main():
     # 2. Queries over one persistent connection.
     port = free_port()
     proc, con = serve(a.bin, db_dir, port)
+    try:
+        measure_server(a, files, rows, res, con, port)
+    finally:
+        con.close()
+        stop(proc)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    json.dump(res, open(a.out, "w"), indent=1)
+
+
+def measure_server(a, files, rows, res, con, port):
     res["queries"] = {}
     for path in sorted(glob.glob(os.path.join(a.queries, "*.sql"))):
         sql = open(path).read()
@@ -119,10 +129,6 @@ def main():
     med = statistics.median(times)
     res["copy_stdin_csv"] = {"median_s": med, "rows": n, "rows_per_s": n / med}
     print(f"[lookout] COPY FROM STDIN csv {n / med:,.0f} rows/s", file=sys.stderr)
-    con.close()
-    stop(proc)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    json.dump(res, open(a.out, "w"), indent=1)
 
 
 if __name__ == "__main__":

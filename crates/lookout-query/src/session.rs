@@ -365,6 +365,16 @@ impl Session {
                     rows: None,
                 })
             }
+            // Drivers (psycopg, pgjdbc) clean up with these; prepared
+            // statements live in the protocol layer, so there is nothing to drop.
+            Statement::Deallocate { .. } => Ok(Output::Command {
+                tag: "DEALLOCATE",
+                rows: None,
+            }),
+            Statement::Discard { .. } => Ok(Output::Command {
+                tag: "DISCARD ALL",
+                rows: None,
+            }),
             Statement::StartTransaction { .. } => Ok(Output::Command {
                 tag: "BEGIN",
                 rows: None,
@@ -952,6 +962,8 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::ShowVariable { .. }
             | Statement::Reset(_)
             | Statement::StartTransaction { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Discard { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
             | Statement::Copy { .. }

@@ -500,7 +500,9 @@ impl Storage {
             (def, schema)
         };
         let target = self.inner.options.target_file_rows;
-        let max_pending_rows = target * 8;
+        // Rows held back to fill whole files before the largest partition is
+        // written early (about 1.5 GiB of the bench schema).
+        let max_pending_rows = target * 16;
         let mut pending: BTreeMap<(Option<String>, i64), Vec<RecordBatch>> = BTreeMap::new();
         let mut pending_rows: BTreeMap<(Option<String>, i64), usize> = BTreeMap::new();
         let mut total_pending = 0usize;
