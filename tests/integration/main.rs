@@ -8,4 +8,5 @@ mod copy;
 mod crash;
 mod harness;
 mod psql;
+mod restart;
 mod slt;
