@@ -674,9 +674,12 @@ impl Storage {
             (closed, work, Arc::clone(&state.manifest))
         };
         let mut new_files: Vec<(u64, Vec<FileMeta>)> = Vec::new();
+        // Rows of tables dropped since they were written: nothing to flush.
+        let mut dropped_tables: Vec<u64> = Vec::new();
         let mut tasks = JoinSet::new();
         for (table_id, batches) in work {
             let Some(entry) = manifest.table_by_id(table_id) else {
+                dropped_tables.push(table_id);
                 continue;
             };
             let def = entry.def.clone();
@@ -722,7 +725,11 @@ impl Storage {
         while let Some(done) = tasks.join_next().await {
             new_files.push(join_result_tagged(done)?);
         }
-        let flushed_ids: Vec<u64> = new_files.iter().map(|(id, _)| *id).collect();
+        let flushed_ids: Vec<u64> = new_files
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(dropped_tables)
+            .collect();
         self.commit_and_install(
             |m| {
                 for (table_id, files) in new_files {
