@@ -10,7 +10,8 @@ async fn added_columns_and_deletes_over_parquet_files() {
     client
         .simple_query(
             "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, v DOUBLE PRECISION);
-             INSERT INTO t VALUES ('2025-01-01 00:00:00+00', 'a', 1), ('2025-01-01 00:00:01+00', 'b', 2)",
+             INSERT INTO t VALUES ('2025-01-01 00:00:00+00', 'a', 1), ('2025-01-01 00:00:01+00', 'b', 2),
+                                  ('2025-01-01 00:00:02+00', 'a', 4)",
         )
         .await
         .expect("setup");
@@ -36,8 +37,25 @@ async fn added_columns_and_deletes_over_parquet_files() {
         vec![
             vec![Some("a".into()), Some("1".into()), None],
             vec![Some("b".into()), Some("2".into()), None],
+            vec![Some("a".into()), Some("4".into()), None],
             vec![Some("a".into()), Some("3".into()), Some("eu".into())],
         ]
+    );
+    // A time range that covers one file, cuts through another and the
+    // buffered rows: only the rows inside count, with or without the time
+    // column in the output.
+    let since = "ts >= TIMESTAMPTZ '2025-01-01 00:00:01+00'";
+    assert_eq!(
+        rows(
+            &client,
+            &format!("SELECT count(*), sum(v) FROM t WHERE {since}")
+        )
+        .await,
+        vec![vec![Some("3".into()), Some("9".into())]]
+    );
+    assert_eq!(
+        rows(&client, &format!("SELECT model FROM t WHERE {since} AND ts < TIMESTAMPTZ '2025-01-02 00:00:00+00' ORDER BY model")).await,
+        vec![vec![Some("a".into())], vec![Some("b".into())]]
     );
     let deleted = client
         .simple_query("DELETE FROM t WHERE region IS NULL AND model = 'a'")
@@ -47,7 +65,7 @@ async fn added_columns_and_deletes_over_parquet_files() {
         tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
         _ => None,
     });
-    assert_eq!(affected, Some(1));
+    assert_eq!(affected, Some(2));
     assert_eq!(
         rows(&client, "SELECT model, v FROM t ORDER BY ts").await,
         vec![

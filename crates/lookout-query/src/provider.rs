@@ -20,8 +20,11 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
@@ -167,7 +170,14 @@ impl TableProvider for LookoutTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        let time_column = &self.snapshot.def.options.time_column;
+        Ok(filters
+            .iter()
+            .map(|f| match time_bounds(f, time_column) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -185,7 +195,6 @@ impl TableProvider for LookoutTable {
             }
             None => None,
         };
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         // Files ruled out by their manifest statistics are never planned.
         let set = FileSet {
             stats: self
@@ -204,61 +213,67 @@ impl TableProvider for LookoutTable {
             .zip(keep)
             .filter_map(|(f, k)| k.then_some(f))
             .collect();
-        tracing::debug!(table = %self.snapshot.def.name, files = self.snapshot.files.len(), scanned = live.len(), "file pruning");
         let files_scanned = live.len();
-        if !live.is_empty() {
-            let groups_wanted = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
-            let mut sizes = vec![0u64; groups_wanted];
-            let mut files = live;
-            files.sort_by_key(|f| std::cmp::Reverse(f.size));
-            for f in files {
-                let (i, _) = sizes
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| **s)
-                    .unwrap_or((0, &0));
-                sizes[i] += f.size;
-                groups[i].push(partitioned_file(f, &schema)?);
+
+        // Time-range filters were declared exact: files wholly inside the
+        // range are read without them (the time column need not even be
+        // decoded); files that straddle a bound, and buffered rows, are
+        // filtered here.
+        let time_column = &self.snapshot.def.options.time_column;
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|f| time_bounds(f, time_column).is_some())
+            .cloned()
+            .collect();
+        let bounds: Vec<(Operator, i64)> = exact
+            .iter()
+            .filter_map(|f| time_bounds(f, time_column))
+            .flatten()
+            .collect();
+        let (covered, straddling): (Vec<&FileMeta>, Vec<&FileMeta>) = live
+            .into_iter()
+            .partition(|f| bounds.iter().all(|b| inside(f, *b)));
+
+        let scan = |files: &[&FileMeta], proj: Option<Vec<usize>>, limit: Option<usize>| {
+            self.parquet_exec(state, files, proj, predicate.as_ref(), limit)
+        };
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !covered.is_empty() {
+            inputs.push(scan(&covered, projection.cloned(), limit)?);
+        }
+        let exact_filter = conjunction(exact);
+        let needs_filter = |plan: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+            match &exact_filter {
+                Some(f) => filter_then_project(state, plan, f, &schema, projection, time_column),
+                None => Ok(plan),
             }
-            let mut source = ParquetSource::new(Arc::clone(&schema))
-                .with_table_parquet_options(state.table_options().parquet.clone());
-            if let Some(p) = &predicate {
-                source = source.with_predicate(Arc::clone(p));
-            }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
-                    .with_file_groups(
-                        groups
-                            .into_iter()
-                            .filter(|g| !g.is_empty())
-                            .map(FileGroup::new)
-                            .collect(),
-                    )
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+        };
+        let widened = exact_filter
+            .as_ref()
+            .map(|_| with_column(projection, &schema, time_column));
+        let inner_projection = widened.clone().unwrap_or_else(|| projection.cloned());
+        let inner_limit = if exact_filter.is_some() { None } else { limit };
+        if !straddling.is_empty() {
+            inputs.push(needs_filter(scan(
+                &straddling,
+                inner_projection.clone(),
+                inner_limit,
+            )?)?);
         }
         if !self.buffered.is_empty() || inputs.is_empty() {
             let memory = MemorySourceConfig::try_new(
                 std::slice::from_ref(&self.buffered),
                 Arc::clone(&schema),
-                projection.cloned(),
+                inner_projection,
             )?
-            .with_limit(limit);
-            inputs.push(DataSourceExec::from_data_source(memory));
+            .with_limit(inner_limit);
+            inputs.push(needs_filter(DataSourceExec::from_data_source(memory))?);
         }
         let summary = ScanSummary {
             table: self.snapshot.def.name.clone(),
             files_total: self.snapshot.files.len(),
             files_scanned,
-            buffered_rows: self
-                .snapshot
-                .buffered
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum(),
+            buffered_rows: self.buffered.iter().map(RecordBatch::num_rows).sum(),
         };
         Ok(Arc::new(LookoutScanExec::new(
             summary,
@@ -329,6 +344,158 @@ impl TableProvider for LookoutTable {
             .map_err(storage_err)?;
         count_plan(deleted)
     }
+}
+
+impl LookoutTable {
+    /// A Parquet scan of `files`, balanced over the session's partitions.
+    fn parquet_exec(
+        &self,
+        state: &dyn Session,
+        files: &[&FileMeta],
+        projection: Option<Vec<usize>>,
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let groups_wanted = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
+        let mut sizes = vec![0u64; groups_wanted];
+        let mut files = files.to_vec();
+        files.sort_by_key(|f| std::cmp::Reverse(f.size));
+        for f in files {
+            let (i, _) = sizes
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| **s)
+                .unwrap_or((0, &0));
+            sizes[i] += f.size;
+            groups[i].push(partitioned_file(f, &schema)?);
+        }
+        let mut source = ParquetSource::new(Arc::clone(&schema))
+            .with_table_parquet_options(state.table_options().parquet.clone());
+        if let Some(p) = predicate {
+            source = source.with_predicate(Arc::clone(p));
+        }
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
+                .with_file_groups(
+                    groups
+                        .into_iter()
+                        .filter(|g| !g.is_empty())
+                        .map(FileGroup::new)
+                        .collect(),
+                )
+                .with_projection_indices(projection)?
+                .with_limit(limit)
+                .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// Microseconds of a timestamp literal, if exactly representable.
+fn literal_micros(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampSecond(Some(x), _) => x.checked_mul(1_000_000),
+        ScalarValue::TimestampMillisecond(Some(x), _) => x.checked_mul(1000),
+        ScalarValue::TimestampMicrosecond(Some(x), _) => Some(*x),
+        ScalarValue::TimestampNanosecond(Some(x), _) if x % 1000 == 0 => Some(x / 1000),
+        _ => None,
+    }
+}
+
+/// The bounds a filter puts on the time column, if it is nothing but a
+/// comparison of that column with a timestamp literal (or a BETWEEN).
+fn time_bounds(expr: &Expr, time_column: &str) -> Option<Vec<(Operator, i64)>> {
+    let is_time = |e: &Expr| matches!(e, Expr::Column(c) if c.name == time_column);
+    match expr {
+        Expr::BinaryExpr(b) => {
+            let op = match b.op {
+                Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq => b.op,
+                _ => return None,
+            };
+            match (b.left.as_ref(), b.right.as_ref()) {
+                (l, Expr::Literal(v, _)) if is_time(l) => Some(vec![(op, literal_micros(v)?)]),
+                (Expr::Literal(v, _), r) if is_time(r) => {
+                    Some(vec![(op.swap()?, literal_micros(v)?)])
+                }
+                _ => None,
+            }
+        }
+        Expr::Between(b) if !b.negated && is_time(&b.expr) => {
+            match (b.low.as_ref(), b.high.as_ref()) {
+                (Expr::Literal(lo, _), Expr::Literal(hi, _)) => Some(vec![
+                    (Operator::GtEq, literal_micros(lo)?),
+                    (Operator::LtEq, literal_micros(hi)?),
+                ]),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Whether every row of `file` satisfies `time <op> bound`.
+fn inside(file: &FileMeta, (op, bound): (Operator, i64)) -> bool {
+    match op {
+        Operator::GtEq => file.min_time >= bound,
+        Operator::Gt => file.min_time > bound,
+        Operator::Lt => file.max_time < bound,
+        Operator::LtEq => file.max_time <= bound,
+        _ => false,
+    }
+}
+
+/// The projection plus the time column (needed to filter on it).
+fn with_column(
+    projection: Option<&Vec<usize>>,
+    schema: &Schema,
+    column: &str,
+) -> Option<Vec<usize>> {
+    let mut p = projection?.clone();
+    if let Ok(i) = schema.index_of(column)
+        && !p.contains(&i)
+    {
+        p.push(i);
+    }
+    Some(p)
+}
+
+/// Applies the exact time filter to `plan` (whose columns are the projection
+/// plus the time column), then narrows back to the projection.
+fn filter_then_project(
+    state: &dyn Session,
+    plan: Arc<dyn ExecutionPlan>,
+    filter: &Expr,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    time_column: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input_schema = plan.schema();
+    let df_schema = DFSchema::try_from(Arc::clone(&input_schema))?;
+    let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
+    let wanted = match projection {
+        Some(p) => p.len(),
+        None => schema.fields().len(),
+    };
+    if input_schema.fields().len() == wanted {
+        return Ok(filtered);
+    }
+    // The time column was appended last; keep the others.
+    debug_assert_eq!(input_schema.field(wanted).name(), time_column);
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = input_schema
+        .fields()
+        .iter()
+        .take(wanted)
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                f.name().clone(),
+            )
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
 }
 
 /// A one-row, one-column `count` result, as DataFusion's DML plans return.
