@@ -318,15 +318,7 @@ mod tests {
     use crate::schema::DAY_MICROS;
 
     fn def() -> TableDef {
-        let schema = Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("model", DataType::Utf8, false),
-            Field::new("x", DataType::Float64, true),
-        ]);
+        let schema = crate::schema::test_schema();
         TableDef::new(1, "events", &schema, None, None, None, None).expect("def")
     }
 

@@ -1127,21 +1127,13 @@ fn commit_group(wal: &Mutex<Wal>, state: &RwLock<State>, group: &mut [WriteReque
 #[cfg(test)]
 mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Schema, TimeUnit};
+    use arrow::datatypes::{DataType, Schema};
 
     use super::*;
     use crate::schema::DAY_MICROS;
 
     fn schema() -> Schema {
-        Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("model", DataType::Utf8, false),
-            Field::new("x", DataType::Float64, true),
-        ])
+        crate::schema::test_schema()
     }
 
     fn batch(ts: &[i64], model: &str) -> RecordBatch {

@@ -176,6 +176,16 @@ pub fn normalize_type(dt: &DataType) -> DataType {
     }
 }
 
+/// The schema unit tests use: time, model, one measure.
+#[cfg(test)]
+pub(crate) fn test_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("ts", time_type(), false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("x", DataType::Float64, true),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
