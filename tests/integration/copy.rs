@@ -145,11 +145,21 @@ async fn extended_protocol_parameters_and_binary_results() {
         .await
         .expect("insert with params");
     assert_eq!(n, 1);
+    // A driver-side transaction (BEGIN ... COMMIT) works; statements autocommit.
+    let mut client = client;
+    let tx = client.transaction().await.expect("begin");
+    tx.execute(
+        "INSERT INTO events VALUES ($1, $2, $3)",
+        &[&ts, &"d", &1.0f64],
+    )
+    .await
+    .expect("insert in transaction");
+    tx.commit().await.expect("commit");
     let count: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await
         .expect("count")
         .get(0);
-    assert_eq!(count, 3);
+    assert_eq!(count, 4);
     server.stop().await;
 }

@@ -74,6 +74,15 @@ impl Connection {
     /// Turns an `Output` into a pgwire response; `format` applies to rows.
     async fn respond(&self, output: Output, format: &Format) -> PgWireResult<Response> {
         match output {
+            // Statements run in autocommit; the transaction status is still
+            // reported, since drivers track it from ReadyForQuery.
+            Output::Command { tag: "BEGIN", .. } => {
+                Ok(Response::TransactionStart(Tag::new("BEGIN")))
+            }
+            Output::Command {
+                tag: tag @ ("COMMIT" | "ROLLBACK"),
+                ..
+            } => Ok(Response::TransactionEnd(Tag::new(tag))),
             Output::Command { tag, rows } => Ok(Response::Execution(command_tag(tag, rows))),
             Output::Rows { schema, stream } => {
                 let fields = Arc::new(fields(&schema, format));
