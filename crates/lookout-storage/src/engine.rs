@@ -129,6 +129,8 @@ struct Inner {
     run: String,
     /// File numbers within this run; with `run` they make names unique.
     next_file: AtomicU64,
+    /// Flushes and bulk loads under way: their files are not orphans yet.
+    loads_in_flight: AtomicU64,
     /// Held while the directory is open; released by `close`.
     lock: Mutex<Option<File>>,
 }
@@ -222,6 +224,7 @@ impl Storage {
             background: Mutex::new(None),
             run: format!("{:x}", now_micros()),
             next_file: AtomicU64::new(1),
+            loads_in_flight: AtomicU64::new(0),
             lock: Mutex::new(Some(lock)),
         });
         let (tx, rx) = mpsc::channel();
@@ -493,6 +496,7 @@ impl Storage {
     where
         S: Stream<Item = Result<RecordBatch>> + Unpin,
     {
+        let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let (def, schema) = {
             let m = self.manifest()?;
             let def = m.table(table)?.def.clone();
@@ -658,6 +662,7 @@ impl Storage {
     }
 
     async fn flush_locked(&self) -> Result<()> {
+        let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let (closed, work, manifest) = {
             let mut wal = self.inner.wal.lock().map_err(poisoned)?;
             let closed = wal.rotate()?;
@@ -828,6 +833,7 @@ impl Storage {
     /// deleted rows. Returns the number of files replaced.
     pub async fn compact(&self) -> Result<usize> {
         let _guard = self.inner.commit.lock().await;
+        let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let manifest = self.manifest()?;
         let mut replaced = 0;
         for (name, entry) in &manifest.tables {
@@ -965,12 +971,55 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.commit_if(|m| {
-            let before = m.garbage.len();
-            m.garbage.retain(|g| !due.iter().any(|d| d.path == g.path));
-            before - m.garbage.len()
-        })
-        .await
+        let collected = self
+            .commit_if(|m| {
+                let before = m.garbage.len();
+                m.garbage.retain(|g| !due.iter().any(|d| d.path == g.path));
+                before - m.garbage.len()
+            })
+            .await?;
+        Ok(collected + self.remove_orphans(cutoff).await?)
+    }
+
+    /// Deletes Parquet files no manifest references (written by a flush or
+    /// bulk load that crashed before its commit), once older than the grace
+    /// period, so that a load still in progress is never touched.
+    async fn remove_orphans(&self, cutoff_micros: i64) -> Result<usize> {
+        if self.inner.loads_in_flight.load(Ordering::SeqCst) > 0 {
+            return Ok(0);
+        }
+        let manifest = self.manifest()?;
+        let known: std::collections::HashSet<&str> = manifest
+            .tables
+            .values()
+            .flat_map(|t| t.files.iter().map(|f| f.path.as_str()))
+            .chain(manifest.garbage.iter().map(|g| g.path.as_str()))
+            .collect();
+        let mut listing = self.inner.store.list(None);
+        let mut orphans = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let path = meta.location.as_ref();
+            if path.ends_with(".parquet")
+                && !known.contains(path)
+                && meta.last_modified.timestamp_micros() <= cutoff_micros
+            {
+                orphans.push(meta.location);
+            }
+        }
+        for path in &orphans {
+            match self.inner.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !orphans.is_empty() {
+            tracing::info!(
+                files = orphans.len(),
+                "removed files of an interrupted write"
+            );
+        }
+        Ok(orphans.len())
     }
 
     /// Commits only if `change` reports that it changed something.
@@ -1051,6 +1100,22 @@ async fn background_loop(engine: std::sync::Weak<Inner>) {
                 tracing::error!(error = %e, "maintenance failed");
             }
         }
+    }
+}
+
+/// Counts a flush or bulk load as under way for as long as it lives.
+struct LoadGuard<'a>(&'a AtomicU64);
+
+impl<'a> LoadGuard<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        LoadGuard(counter)
+    }
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1291,7 +1356,11 @@ mod tests {
         let snap = s.snapshot("t").expect("snap");
         assert_eq!(snap.files.len(), 1);
         assert!(snap.files[0].max_time > now - DAY_MICROS);
-        assert_eq!(s.collect_garbage().await.expect("gc"), 1);
+        // A file left by a load that never committed is an orphan.
+        let orphan = dir.path().join("data/t/model=a/orphan.parquet");
+        std::fs::write(&orphan, b"PAR1").expect("orphan");
+        assert_eq!(s.collect_garbage().await.expect("gc"), 2);
+        assert!(!orphan.exists());
         let parquet_files = walk(dir.path())
             .into_iter()
             .filter(|p| p.ends_with(".parquet"))
