@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::error::Result;
@@ -11,6 +12,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::expressions::Literal;
 
 /// Registers Lookout's functions in a session.
@@ -112,6 +114,159 @@ impl AggregateUDFImpl for PercentileCont {
 
     fn supports_within_group_clause(&self) -> bool {
         true
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        !args.is_distinct
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        let (fractions, as_list) = fractions(&args)?;
+        Ok(Box::new(PercentileGroups {
+            groups: Vec::new(),
+            fractions,
+            as_list,
+        }))
+    }
+}
+
+fn float_list_field() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Float64, true))
+}
+
+/// One list per group (`None` for a NULL list).
+fn lists(values: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
+    let mut lengths = Vec::new();
+    let mut flat = Vec::new();
+    let mut valid = Vec::new();
+    for v in values {
+        valid.push(v.is_some());
+        let v = v.unwrap_or_default();
+        lengths.push(v.len());
+        flat.extend(v);
+    }
+    let nulls = valid
+        .iter()
+        .any(|v| !v)
+        .then(|| arrow::buffer::NullBuffer::from(valid));
+    Arc::new(ListArray::new(
+        float_list_field(),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(Float64Array::from(flat)),
+        nulls,
+    ))
+}
+
+/// All groups' values in one place: rows are appended straight to their
+/// group, without the per-group slicing of the generic adapter.
+#[derive(Debug)]
+struct PercentileGroups {
+    groups: Vec<Vec<f64>>,
+    fractions: Vec<f64>,
+    as_list: bool,
+}
+
+impl GroupsAccumulator for PercentileGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let floats = arrow::compute::cast(&values[0], &DataType::Float64)?;
+        let floats = floats.as_primitive::<Float64Type>();
+        for (row, group) in group_indices.iter().enumerate() {
+            let selected = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            if selected && floats.is_valid(row) {
+                self.groups[*group].push(floats.value(row));
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut taken = emit_to.take_needed(&mut self.groups);
+        let results = taken.iter_mut().map(|values| {
+            if values.is_empty() {
+                return None;
+            }
+            values.sort_unstable_by(f64::total_cmp);
+            Some(
+                self.fractions
+                    .iter()
+                    .map(|q| interpolate(values, *q))
+                    .collect::<Vec<f64>>(),
+            )
+        });
+        if self.as_list {
+            Ok(lists(results))
+        } else {
+            Ok(Arc::new(Float64Array::from_iter(
+                results.map(|r| r.and_then(|v| v.first().copied())),
+            )))
+        }
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        Ok(vec![lists(taken.into_iter().map(Some))])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let states = values[0].as_list::<i32>();
+        let inner = states.values().as_primitive::<Float64Type>();
+        let offsets = states.value_offsets();
+        for (row, group) in group_indices.iter().enumerate() {
+            if states.is_null(row) {
+                continue;
+            }
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            let target = &mut self.groups[*group];
+            target.extend(
+                (start..end)
+                    .filter(|i| inner.is_valid(*i))
+                    .map(|i| inner.value(i)),
+            );
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let floats = arrow::compute::cast(&values[0], &DataType::Float64)?;
+        let floats = floats.as_primitive::<Float64Type>();
+        let rows = (0..floats.len()).map(|row| {
+            let selected = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
+            Some(if selected && floats.is_valid(row) {
+                vec![floats.value(row)]
+            } else {
+                Vec::new()
+            })
+        });
+        Ok(vec![lists(rows)])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self
+                .groups
+                .iter()
+                .map(|g| g.capacity() * 8 + 24)
+                .sum::<usize>()
     }
 }
 
