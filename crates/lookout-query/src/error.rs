@@ -154,7 +154,6 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             ArrowError::DivideByZero => "22012",
             ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
             ArrowError::ArithmeticOverflow(_) => "22003",
-            ArrowError::InvalidArgumentError(m) if m.contains("non-nullable") => "23502",
             _ => "22000",
         },
         DataFusionError::Plan(m) => {
@@ -171,9 +170,7 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             }
         }
         DataFusionError::Execution(m) => {
-            if m.contains("non-nullable but contains null") {
-                "23502"
-            } else if m.contains("Divide by zero") || m.contains("division by zero") {
+            if m.contains("Divide by zero") || m.contains("division by zero") {
                 "22012"
             } else if m.contains("Cannot cast")
                 || m.contains("Cast error")

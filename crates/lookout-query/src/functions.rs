@@ -88,17 +88,16 @@ impl AggregateUDFImpl for PercentileCont {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         Ok(match arg_types.get(1) {
             Some(DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _)) => {
-                DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+                DataType::List(float_list_field())
             }
             _ => DataType::Float64,
         })
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let item = Arc::new(Field::new_list_field(DataType::Float64, true));
         Ok(vec![Arc::new(Field::new(
             format!("{}_values", args.name),
-            DataType::List(item),
+            DataType::List(float_list_field()),
             true,
         ))])
     }
@@ -160,6 +159,26 @@ fn lists(values: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
     ))
 }
 
+/// The percentiles of `values` (sorted in place); `None` when there are none.
+fn percentiles(values: &mut [f64], fractions: &[f64]) -> Option<Vec<f64>> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    Some(fractions.iter().map(|q| interpolate(values, *q)).collect())
+}
+
+/// One result per group: an array of percentiles, or the single one.
+fn result_array(results: impl Iterator<Item = Option<Vec<f64>>>, as_list: bool) -> ArrayRef {
+    if as_list {
+        lists(results)
+    } else {
+        Arc::new(Float64Array::from_iter(
+            results.map(|r| r.and_then(|v| v.first().copied())),
+        ))
+    }
+}
+
 /// All groups' values in one place: rows are appended straight to their
 /// group, without the per-group slicing of the generic adapter.
 #[derive(Debug)]
@@ -191,25 +210,10 @@ impl GroupsAccumulator for PercentileGroups {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let mut taken = emit_to.take_needed(&mut self.groups);
-        let results = taken.iter_mut().map(|values| {
-            if values.is_empty() {
-                return None;
-            }
-            values.sort_unstable_by(f64::total_cmp);
-            Some(
-                self.fractions
-                    .iter()
-                    .map(|q| interpolate(values, *q))
-                    .collect::<Vec<f64>>(),
-            )
-        });
-        if self.as_list {
-            Ok(lists(results))
-        } else {
-            Ok(Arc::new(Float64Array::from_iter(
-                results.map(|r| r.and_then(|v| v.first().copied())),
-            )))
-        }
+        let results = taken
+            .iter_mut()
+            .map(|values| percentiles(values, &self.fractions));
+        Ok(result_array(results, self.as_list))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -314,45 +318,13 @@ impl Accumulator for PercentileAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values: ArrayRef = Arc::new(Float64Array::from(std::mem::take(&mut self.values)));
-        Ok(vec![ScalarValue::List(Arc::new(
-            arrow::array::ListArray::new(
-                Arc::new(Field::new_list_field(DataType::Float64, true)),
-                arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
-                values,
-                None,
-            ),
-        ))])
+        let values = lists(std::iter::once(Some(std::mem::take(&mut self.values))));
+        Ok(vec![ScalarValue::try_from_array(&values, 0)?])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        if self.values.is_empty() {
-            return Ok(if self.as_list {
-                ScalarValue::try_from(&DataType::List(Arc::new(Field::new_list_field(
-                    DataType::Float64,
-                    true,
-                ))))?
-            } else {
-                ScalarValue::Float64(None)
-            });
-        }
-        self.values.sort_unstable_by(f64::total_cmp);
-        let results: Vec<f64> = self
-            .fractions
-            .iter()
-            .map(|q| interpolate(&self.values, *q))
-            .collect();
-        if self.as_list {
-            let values: ArrayRef = Arc::new(Float64Array::from(results));
-            Ok(ScalarValue::List(Arc::new(arrow::array::ListArray::new(
-                Arc::new(Field::new_list_field(DataType::Float64, true)),
-                arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
-                values,
-                None,
-            ))))
-        } else {
-            Ok(ScalarValue::Float64(results.first().copied()))
-        }
+        let result = percentiles(&mut self.values, &self.fractions);
+        ScalarValue::try_from_array(&result_array(std::iter::once(result), self.as_list), 0)
     }
 
     fn size(&self) -> usize {

@@ -23,6 +23,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -147,9 +148,9 @@ fn row_selection(deleted: &roaring::RoaringBitmap, rows: u64) -> RowSelection {
     RowSelection::from(selectors)
 }
 
-fn partitioned_file(file: &FileMeta, schema: &Schema) -> Result<PartitionedFile> {
-    let mut pf = PartitionedFile::new(file.path.clone(), file.size)
-        .with_statistics(Arc::new(file_statistics(file, schema)));
+fn partitioned_file(file: &FileMeta, stats: Statistics) -> Result<PartitionedFile> {
+    let mut pf =
+        PartitionedFile::new(file.path.clone(), file.size).with_statistics(Arc::new(stats));
     if let Some(deleted) = file.deletion_vector().map_err(storage_err)? {
         pf = pf.with_extension(ParquetRowSelection::new(row_selection(&deleted, file.rows)));
     }
@@ -195,7 +196,8 @@ impl TableProvider for LookoutTable {
             }
             None => None,
         };
-        // Files ruled out by their manifest statistics are never planned.
+        // Files ruled out by their manifest statistics are never planned;
+        // the statistics computed for that go on to the Parquet scan.
         let set = FileSet {
             stats: self
                 .snapshot
@@ -206,10 +208,11 @@ impl TableProvider for LookoutTable {
             schema: &schema,
         };
         let keep = set.keep(predicate.as_ref());
-        let live: Vec<&FileMeta> = self
+        let live: Vec<(&FileMeta, Statistics)> = self
             .snapshot
             .files
             .iter()
+            .zip(set.stats)
             .zip(keep)
             .filter_map(|(f, k)| k.then_some(f))
             .collect();
@@ -220,26 +223,26 @@ impl TableProvider for LookoutTable {
         // decoded); files that straddle a bound, and buffered rows, are
         // filtered here.
         let time_column = &self.snapshot.def.options.time_column;
-        let exact: Vec<Expr> = filters
-            .iter()
-            .filter(|f| time_bounds(f, time_column).is_some())
-            .cloned()
-            .collect();
-        let bounds: Vec<(Operator, i64)> = exact
-            .iter()
-            .filter_map(|f| time_bounds(f, time_column))
-            .flatten()
-            .collect();
-        let (covered, straddling): (Vec<&FileMeta>, Vec<&FileMeta>) = live
+        let mut exact = Vec::new();
+        let mut bounds: Vec<(Operator, i64)> = Vec::new();
+        for f in filters {
+            if let Some(b) = time_bounds(f, time_column) {
+                exact.push(f.clone());
+                bounds.extend(b);
+            }
+        }
+        let (covered, straddling): (Vec<_>, Vec<_>) = live
             .into_iter()
-            .partition(|f| bounds.iter().all(|b| inside(f, *b)));
+            .partition(|(f, _)| bounds.iter().all(|b| inside(f, *b)));
 
-        let scan = |files: &[&FileMeta], proj: Option<Vec<usize>>, limit: Option<usize>| {
+        let scan = |files: Vec<(&FileMeta, Statistics)>,
+                    proj: Option<Vec<usize>>,
+                    limit: Option<usize>| {
             self.parquet_exec(state, files, proj, predicate.as_ref(), limit)
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !covered.is_empty() {
-            inputs.push(scan(&covered, projection.cloned(), limit)?);
+            inputs.push(scan(covered, projection.cloned(), limit)?);
         }
         let exact_filter = conjunction(exact);
         let needs_filter = |plan: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
@@ -248,14 +251,14 @@ impl TableProvider for LookoutTable {
                 None => Ok(plan),
             }
         };
-        let widened = exact_filter
-            .as_ref()
-            .map(|_| with_column(projection, &schema, time_column));
-        let inner_projection = widened.clone().unwrap_or_else(|| projection.cloned());
+        let inner_projection = match exact_filter {
+            Some(_) => with_column(projection, &schema, time_column),
+            None => projection.cloned(),
+        };
         let inner_limit = if exact_filter.is_some() { None } else { limit };
         if !straddling.is_empty() {
             inputs.push(needs_filter(scan(
-                &straddling,
+                straddling,
                 inner_projection.clone(),
                 inner_limit,
             )?)?);
@@ -351,7 +354,7 @@ impl LookoutTable {
     fn parquet_exec(
         &self,
         state: &dyn Session,
-        files: &[&FileMeta],
+        mut files: Vec<(&FileMeta, Statistics)>,
         projection: Option<Vec<usize>>,
         predicate: Option<&Arc<dyn PhysicalExpr>>,
         limit: Option<usize>,
@@ -360,16 +363,15 @@ impl LookoutTable {
         let groups_wanted = state.config().target_partitions().max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
         let mut sizes = vec![0u64; groups_wanted];
-        let mut files = files.to_vec();
-        files.sort_by_key(|f| std::cmp::Reverse(f.size));
-        for f in files {
+        files.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
+        for (f, stats) in files {
             let (i, _) = sizes
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, s)| **s)
                 .unwrap_or((0, &0));
             sizes[i] += f.size;
-            groups[i].push(partitioned_file(f, &schema)?);
+            groups[i].push(partitioned_file(f, stats)?);
         }
         let mut source = ParquetSource::new(Arc::clone(&schema))
             .with_table_parquet_options(state.table_options().parquet.clone());
@@ -541,15 +543,15 @@ impl FileSet<'_> {
     /// Which files may hold rows matching `predicate`.
     fn keep(&self, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Vec<bool> {
         let all = vec![true; self.stats.len()];
-        let Some(p) = predicate else { return all };
-        #[allow(deprecated)]
-        let Ok(pp) = datafusion::physical_optimizer::pruning::PruningPredicate::try_new(
-            Arc::clone(p),
-            Arc::new(self.schema.clone()),
-        ) else {
-            return all;
-        };
-        pp.prune(self).unwrap_or(all)
+        let pruning = predicate.and_then(|p| {
+            PruningPredicateBuilder::new()
+                .with_file_schema(Arc::new(self.schema.clone()))
+                .build(Arc::clone(p))
+        });
+        match pruning {
+            Some(pp) => pp.prune(self).unwrap_or(all),
+            None => all,
+        }
     }
 }
 

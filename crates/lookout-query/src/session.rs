@@ -878,26 +878,15 @@ impl Session {
             }
             CopyTarget::File { filename } => {
                 let path = self.lookout.options().file_access.check(&filename)?;
-                let rows = {
-                    let copy = CopyIn {
-                        table: table.clone(),
-                        schema,
-                        format,
-                    };
-                    let mut decoder = CopyDecoder::new(
-                        &copy.table,
-                        Arc::clone(&copy.schema),
-                        copy.format.clone(),
-                    )?;
-                    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                        QueryError::with_code(
-                            "58P01",
-                            format!("could not open file \"{filename}\": {e}"),
-                        )
-                    })?;
-                    decoder.push(&bytes)?;
-                    self.write_batches(&table, decoder.finish()?).await?
-                };
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    QueryError::with_code(
+                        "58P01",
+                        format!("could not open file \"{filename}\": {e}"),
+                    )
+                })?;
+                let mut decoder = CopyDecoder::new(&table, schema, format)?;
+                decoder.push(&bytes)?;
+                let rows = self.write_batches(&table, decoder.finish()?).await?;
                 Ok(Output::Command {
                     tag: "COPY",
                     rows: Some(rows),

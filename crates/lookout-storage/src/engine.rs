@@ -122,8 +122,10 @@ struct Inner {
     commit: tokio::sync::Mutex<()>,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    flush_wanted: Notify,
-    shutdown: Notify,
+    /// Shared with the background task, which waits on them without
+    /// keeping the engine alive.
+    flush_wanted: Arc<Notify>,
+    shutdown: Arc<Notify>,
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Distinguishes this process's file names from a crashed one's.
     run: String,
@@ -219,8 +221,8 @@ impl Storage {
             commit: tokio::sync::Mutex::new(()),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
-            flush_wanted: Notify::new(),
-            shutdown: Notify::new(),
+            flush_wanted: Arc::new(Notify::new()),
+            shutdown: Arc::new(Notify::new()),
             background: Mutex::new(None),
             run: format!("{:x}", now_micros()),
             next_file: AtomicU64::new(1),
@@ -590,7 +592,7 @@ impl Storage {
                 written.extend(join_result(done)?);
             }
         }
-        let file_id = self.reserve_file_ids(1).await?;
+        let file_id = self.reserve_file_ids(1);
         writes.spawn(
             self.clone()
                 .write_slices(def.clone(), key, parts, file_id, true),
@@ -599,8 +601,8 @@ impl Storage {
     }
 
     /// Hands out file numbers without committing; gaps are harmless.
-    async fn reserve_file_ids(&self, n: u64) -> Result<u64> {
-        Ok(self.inner.next_file.fetch_add(n, Ordering::Relaxed))
+    fn reserve_file_ids(&self, n: u64) -> u64 {
+        self.inner.next_file.fetch_add(n, Ordering::Relaxed)
     }
 
     /// Concatenates one partition's rows, sorts them by time and writes them
@@ -695,7 +697,7 @@ impl Storage {
                 .collect::<Result<Vec<_>>>()?;
             let all = concat_batches(&schema, &widened)?;
             let slices = batch::split_partitions(&all, &def)?;
-            let first = self.reserve_file_ids(slices.len() as u64).await?;
+            let first = self.reserve_file_ids(slices.len() as u64);
             for (
                 i,
                 PartitionSlice {
@@ -920,7 +922,7 @@ impl Storage {
         if live.is_empty() {
             return Ok(Vec::new());
         }
-        let first = self.reserve_file_ids(1).await?;
+        let first = self.reserve_file_ids(1);
         self.clone()
             .write_slices(def.clone(), key.clone(), live, first, true)
             .await
@@ -1077,18 +1079,24 @@ impl Storage {
 
 /// Flushes when due and runs maintenance, for as long as the engine exists.
 async fn background_loop(engine: std::sync::Weak<Inner>) {
+    let (shutdown, flush_wanted) = match engine.upgrade() {
+        Some(inner) => (Arc::clone(&inner.shutdown), Arc::clone(&inner.flush_wanted)),
+        None => return,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_maintenance = Instant::now();
     loop {
+        // Only a weak reference is held while waiting, so dropping the last
+        // handle releases the engine (and its lock file) at once.
+        tokio::select! {
+            _ = shutdown.notified() => return,
+            _ = tick.tick() => {}
+            _ = flush_wanted.notified() => {}
+        }
         let Some(inner) = engine.upgrade() else {
             return;
         };
         let storage = Storage { inner };
-        tokio::select! {
-            _ = storage.inner.shutdown.notified() => return,
-            _ = tick.tick() => {}
-            _ = storage.inner.flush_wanted.notified() => {}
-        }
         if storage.flush_due()
             && let Err(e) = storage.flush().await
         {
