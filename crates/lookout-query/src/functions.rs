@@ -21,6 +21,7 @@ pub(crate) fn register(ctx: &SessionContext) {
     let date_bin = datafusion::functions::datetime::date_bin();
     ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
     ctx.register_udaf(AggregateUDF::from(PercentileCont::new()));
+    lookout_monitor::register(ctx);
 }
 
 /// `percentile_cont(f) WITHIN GROUP (ORDER BY x)` exactly as PostgreSQL

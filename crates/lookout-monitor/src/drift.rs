@@ -1,0 +1,262 @@
+//! Drift aggregates: a baseline and a current window inside one GROUP BY,
+//! told apart by a boolean expression.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::AccumulatorArgs;
+
+use crate::stats;
+use crate::udf::{Accumulators, Aggregate, Spec, float, selected};
+
+/// What a numeric drift aggregate reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measure {
+    Psi,
+    Kl,
+    Js,
+    Ks,
+    KsPvalue,
+    Wasserstein,
+    Chi2Pvalue,
+    NewCategoryShare,
+}
+
+/// Builds the numeric or the categorical form, by the value's type.
+pub(crate) fn build(measure: Measure, spec: &Spec, args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+    let bins = match measure {
+        Measure::Psi | Measure::Kl | Measure::Js => spec.bins(args, 2)?,
+        _ => 0,
+    };
+    let value_type = args.expr_fields.first().map(|f| f.data_type().clone());
+    Ok(match value_type {
+        Some(DataType::Utf8) => Box::new(CategoricalDrift { measure }),
+        _ => Box::new(NumericDrift { measure, bins }),
+    })
+}
+
+fn windows<'a>(args: &'a [ArrayRef]) -> Result<&'a BooleanArray> {
+    args.get(1)
+        .and_then(|a| a.as_any().downcast_ref::<BooleanArray>())
+        .ok_or_else(|| DataFusionError::Internal("is_current must be BOOLEAN".into()))
+}
+
+/// The finite values of each window, collected per group.
+#[derive(Debug, Default)]
+pub(crate) struct Samples {
+    base: Vec<f64>,
+    cur: Vec<f64>,
+}
+
+#[derive(Debug)]
+struct NumericDrift {
+    measure: Measure,
+    bins: usize,
+}
+
+impl Aggregate for NumericDrift {
+    type State = Samples;
+
+    fn new_state(&self) -> Samples {
+        Samples::default()
+    }
+
+    fn update(&self, states: &mut [Samples], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+        let values = args[0].as_primitive::<Float64Type>();
+        let current = windows(args)?;
+        for (row, group) in groups.iter().enumerate() {
+            if !selected(filter, row) || values.is_null(row) || current.is_null(row) {
+                continue;
+            }
+            let v = values.value(row);
+            if v.is_finite() {
+                let state = &mut states[*group];
+                if current.value(row) { state.cur.push(v) } else { state.base.push(v) }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&self, state: &mut Samples, encoded: &[u8]) -> Result<()> {
+        let mut reader = Bytes(encoded);
+        for target in [&mut state.base, &mut state.cur] {
+            let n = reader.u64()? as usize;
+            target.reserve(n);
+            for _ in 0..n {
+                target.push(reader.f64()?);
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&self, state: &Samples) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 8 * (state.base.len() + state.cur.len()));
+        for values in [&state.base, &state.cur] {
+            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+            for v in values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn evaluate(&self, state: &mut Samples) -> Result<ScalarValue> {
+        if state.base.is_empty() || state.cur.is_empty() {
+            return Ok(ScalarValue::Float64(None));
+        }
+        state.base.sort_unstable_by(f64::total_cmp);
+        state.cur.sort_unstable_by(f64::total_cmp);
+        let (base, cur) = (&state.base, &state.cur);
+        let histograms = || {
+            let edges = stats::quantile_edges(base, self.bins);
+            (stats::bin_counts(base, &edges), stats::bin_counts(cur, &edges))
+        };
+        let value = match self.measure {
+            Measure::Psi => {
+                let (b, c) = histograms();
+                stats::psi(&b, &c)
+            }
+            Measure::Kl => {
+                let (b, c) = histograms();
+                stats::kl(&b, &c)
+            }
+            Measure::Js => {
+                let (b, c) = histograms();
+                stats::js_distance(&b, &c)
+            }
+            Measure::Ks => stats::ks_statistic(base, cur),
+            Measure::KsPvalue => stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len()),
+            Measure::Wasserstein => stats::wasserstein(base, cur),
+            Measure::Chi2Pvalue | Measure::NewCategoryShare => {
+                return Err(DataFusionError::Internal("categorical measure on numbers".into()));
+            }
+        };
+        Ok(float(Some(value)))
+    }
+
+    fn size(&self, state: &Samples) -> usize {
+        std::mem::size_of_val(state) + 8 * (state.base.capacity() + state.cur.capacity())
+    }
+}
+
+/// Row counts per category, [baseline, current].
+pub(crate) type CategoryCounts = HashMap<String, [f64; 2]>;
+
+#[derive(Debug)]
+struct CategoricalDrift {
+    measure: Measure,
+}
+
+impl Aggregate for CategoricalDrift {
+    type State = CategoryCounts;
+
+    fn new_state(&self) -> CategoryCounts {
+        CategoryCounts::new()
+    }
+
+    fn update(&self, states: &mut [CategoryCounts], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+        let values = args[0].as_string::<i32>();
+        let current = windows(args)?;
+        for (row, group) in groups.iter().enumerate() {
+            if !selected(filter, row) || values.is_null(row) || current.is_null(row) {
+                continue;
+            }
+            let side = usize::from(current.value(row));
+            let category = values.value(row);
+            let counts = &mut states[*group];
+            match counts.get_mut(category) {
+                Some(c) => c[side] += 1.0,
+                None => {
+                    let mut c = [0.0; 2];
+                    c[side] = 1.0;
+                    counts.insert(category.to_owned(), c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&self, state: &mut CategoryCounts, encoded: &[u8]) -> Result<()> {
+        let mut reader = Bytes(encoded);
+        let n = reader.u64()?;
+        for _ in 0..n {
+            let len = reader.u64()? as usize;
+            let name = String::from_utf8(reader.take(len)?.to_vec())
+                .map_err(|_| DataFusionError::Internal("category state is not UTF-8".into()))?;
+            let (b, c) = (reader.f64()?, reader.f64()?);
+            let entry = state.entry(name).or_default();
+            entry[0] += b;
+            entry[1] += c;
+        }
+        Ok(())
+    }
+
+    fn encode(&self, state: &CategoryCounts) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        for (name, [b, c]) in state {
+            out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    fn evaluate(&self, state: &mut CategoryCounts) -> Result<ScalarValue> {
+        // Sorted, so the sums do not depend on how rows reached the groups.
+        let mut categories: Vec<(&String, &[f64; 2])> = state.iter().collect();
+        categories.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let base: Vec<f64> = categories.iter().map(|(_, c)| c[0]).collect();
+        let cur: Vec<f64> = categories.iter().map(|(_, c)| c[1]).collect();
+        let (base_total, cur_total) = (base.iter().sum::<f64>(), cur.iter().sum::<f64>());
+        if base_total == 0.0 || cur_total == 0.0 {
+            return Ok(ScalarValue::Float64(None));
+        }
+        let value = match self.measure {
+            Measure::Psi => stats::psi(&base, &cur),
+            Measure::Kl => stats::kl(&base, &cur),
+            Measure::Js => stats::js_distance(&base, &cur),
+            Measure::Chi2Pvalue => stats::chi2_homogeneity_pvalue(&base, &cur),
+            Measure::NewCategoryShare => {
+                let unseen: f64 = base.iter().zip(&cur).filter(|(b, _)| **b == 0.0).map(|(_, c)| c).sum();
+                unseen / cur_total
+            }
+            Measure::Ks | Measure::KsPvalue | Measure::Wasserstein => {
+                return Err(DataFusionError::Internal("numeric measure on categories".into()));
+            }
+        };
+        Ok(float(Some(value)))
+    }
+
+    fn size(&self, state: &CategoryCounts) -> usize {
+        state.iter().map(|(k, _)| k.capacity() + 48).sum::<usize>() + 48
+    }
+}
+
+/// A cursor over a serialised state.
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Bytes<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(DataFusionError::Execution("truncated aggregate state".into()));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    pub(crate) fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+}
