@@ -7,6 +7,7 @@ mod answers;
 mod copy;
 mod crash;
 mod harness;
+mod monitor;
 mod psql;
 mod restart;
 mod slt;

@@ -26,7 +26,11 @@ pub(crate) enum Measure {
 }
 
 /// Builds the numeric or the categorical form, by the value's type.
-pub(crate) fn build(measure: Measure, spec: &Spec, args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+pub(crate) fn build(
+    measure: Measure,
+    spec: &Spec,
+    args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
     let bins = match measure {
         Measure::Psi | Measure::Kl | Measure::Js => spec.bins(args, 2)?,
         _ => 0,
@@ -38,7 +42,7 @@ pub(crate) fn build(measure: Measure, spec: &Spec, args: &AccumulatorArgs) -> Re
     })
 }
 
-fn windows<'a>(args: &'a [ArrayRef]) -> Result<&'a BooleanArray> {
+fn windows(args: &[ArrayRef]) -> Result<&BooleanArray> {
     args.get(1)
         .and_then(|a| a.as_any().downcast_ref::<BooleanArray>())
         .ok_or_else(|| DataFusionError::Internal("is_current must be BOOLEAN".into()))
@@ -64,7 +68,13 @@ impl Aggregate for NumericDrift {
         Samples::default()
     }
 
-    fn update(&self, states: &mut [Samples], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+    fn update(
+        &self,
+        states: &mut [Samples],
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
         let values = args[0].as_primitive::<Float64Type>();
         let current = windows(args)?;
         for (row, group) in groups.iter().enumerate() {
@@ -74,7 +84,11 @@ impl Aggregate for NumericDrift {
             let v = values.value(row);
             if v.is_finite() {
                 let state = &mut states[*group];
-                if current.value(row) { state.cur.push(v) } else { state.base.push(v) }
+                if current.value(row) {
+                    state.cur.push(v)
+                } else {
+                    state.base.push(v)
+                }
             }
         }
         Ok(())
@@ -112,7 +126,10 @@ impl Aggregate for NumericDrift {
         let (base, cur) = (&state.base, &state.cur);
         let histograms = || {
             let edges = stats::quantile_edges(base, self.bins);
-            (stats::bin_counts(base, &edges), stats::bin_counts(cur, &edges))
+            (
+                stats::bin_counts(base, &edges),
+                stats::bin_counts(cur, &edges),
+            )
         };
         let value = match self.measure {
             Measure::Psi => {
@@ -128,10 +145,14 @@ impl Aggregate for NumericDrift {
                 stats::js_distance(&b, &c)
             }
             Measure::Ks => stats::ks_statistic(base, cur),
-            Measure::KsPvalue => stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len()),
+            Measure::KsPvalue => {
+                stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len())
+            }
             Measure::Wasserstein => stats::wasserstein(base, cur),
             Measure::Chi2Pvalue | Measure::NewCategoryShare => {
-                return Err(DataFusionError::Internal("categorical measure on numbers".into()));
+                return Err(DataFusionError::Internal(
+                    "categorical measure on numbers".into(),
+                ));
             }
         };
         Ok(float(Some(value)))
@@ -157,7 +178,13 @@ impl Aggregate for CategoricalDrift {
         CategoryCounts::new()
     }
 
-    fn update(&self, states: &mut [CategoryCounts], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+    fn update(
+        &self,
+        states: &mut [CategoryCounts],
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
         let values = args[0].as_string::<i32>();
         let current = windows(args)?;
         for (row, group) in groups.iter().enumerate() {
@@ -222,18 +249,25 @@ impl Aggregate for CategoricalDrift {
             Measure::Js => stats::js_distance(&base, &cur),
             Measure::Chi2Pvalue => stats::chi2_homogeneity_pvalue(&base, &cur),
             Measure::NewCategoryShare => {
-                let unseen: f64 = base.iter().zip(&cur).filter(|(b, _)| **b == 0.0).map(|(_, c)| c).sum();
+                let unseen: f64 = base
+                    .iter()
+                    .zip(&cur)
+                    .filter(|(b, _)| **b == 0.0)
+                    .map(|(_, c)| c)
+                    .sum();
                 unseen / cur_total
             }
             Measure::Ks | Measure::KsPvalue | Measure::Wasserstein => {
-                return Err(DataFusionError::Internal("numeric measure on categories".into()));
+                return Err(DataFusionError::Internal(
+                    "numeric measure on categories".into(),
+                ));
             }
         };
         Ok(float(Some(value)))
     }
 
     fn size(&self, state: &CategoryCounts) -> usize {
-        state.iter().map(|(k, _)| k.capacity() + 48).sum::<usize>() + 48
+        state.keys().map(|k| k.capacity() + 48).sum::<usize>() + 48
     }
 }
 
@@ -243,7 +277,9 @@ pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
 impl<'a> Bytes<'a> {
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.0.len() < n {
-            return Err(DataFusionError::Execution("truncated aggregate state".into()));
+            return Err(DataFusionError::Execution(
+                "truncated aggregate state".into(),
+            ));
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;

@@ -186,7 +186,9 @@ fn pelz_good_sf(n: u64, x: f64) -> f64 {
         let e = (q_ln * m2).exp();
         k0 += e;
         k1 += (pi2 / 4.0 * m2 - z2) * e;
-        k2 += (6.0 * z6 + 2.0 * z4 + pi2 / 4.0 * (2.0 * z4 - 5.0 * z2) * m2
+        k2 += (6.0 * z6
+            + 2.0 * z4
+            + pi2 / 4.0 * (2.0 * z4 - 5.0 * z2) * m2
             + pi4 / 16.0 * (1.0 - 2.0 * z2) * m4)
             * e;
         k3 += (pi6 / 64.0 * (5.0 - 30.0 * z2) * m6
@@ -246,6 +248,5 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
-
     }
 }

@@ -33,8 +33,18 @@ use drift::Measure;
 use rollups::{BYTES, ScoreOutput};
 use udf::{Arg, MonitorAggregate, MonitorScalar, Spec};
 
-const fn spec(name: &'static str, required: &'static [Arg], optional: &'static [Arg], usage: &'static str) -> Spec {
-    Spec { name, required, optional, usage }
+const fn spec(
+    name: &'static str,
+    required: &'static [Arg],
+    optional: &'static [Arg],
+    usage: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        required,
+        optional,
+        usage,
+    }
 }
 
 const DRIFT_BINNED: &[Arg] = &[Arg::NumberOrText, Arg::Boolean];
@@ -62,7 +72,9 @@ fn aggregates() -> Vec<MonitorAggregate> {
         let build: udf::Build = match output {
             ScoreOutput::PassRate => |s, a| rollups::build_score(ScoreOutput::PassRate, s, a),
             ScoreOutput::PassRateLow => |s, a| rollups::build_score(ScoreOutput::PassRateLow, s, a),
-            ScoreOutput::PassRateHigh => |s, a| rollups::build_score(ScoreOutput::PassRateHigh, s, a),
+            ScoreOutput::PassRateHigh => {
+                |s, a| rollups::build_score(ScoreOutput::PassRateHigh, s, a)
+            }
             ScoreOutput::Coverage => |s, a| rollups::build_score(ScoreOutput::Coverage, s, a),
             ScoreOutput::State => |s, a| rollups::build_score(ScoreOutput::State, s, a),
         };
@@ -74,13 +86,55 @@ fn aggregates() -> Vec<MonitorAggregate> {
         MonitorAggregate::new(spec(name, required, optional, usage), returns, build)
     };
     vec![
-        drift("drift_psi", DRIFT_BINNED, BINS, "drift_psi(value numeric|text, is_current boolean [, bins integer])", Psi),
-        drift("drift_kl", DRIFT_BINNED, BINS, "drift_kl(value numeric|text, is_current boolean [, bins integer])", Kl),
-        drift("drift_js", DRIFT_BINNED, BINS, "drift_js(value numeric|text, is_current boolean [, bins integer])", Js),
-        drift("drift_ks", DRIFT_NUMERIC, &[], "drift_ks(value numeric, is_current boolean)", Ks),
-        drift("drift_ks_pvalue", DRIFT_NUMERIC, &[], "drift_ks_pvalue(value numeric, is_current boolean)", KsPvalue),
-        drift("drift_wasserstein", DRIFT_NUMERIC, &[], "drift_wasserstein(value numeric, is_current boolean)", Wasserstein),
-        drift("drift_chi2_pvalue", DRIFT_CATEGORY, &[], "drift_chi2_pvalue(category text, is_current boolean)", Chi2Pvalue),
+        drift(
+            "drift_psi",
+            DRIFT_BINNED,
+            BINS,
+            "drift_psi(value numeric|text, is_current boolean [, bins integer])",
+            Psi,
+        ),
+        drift(
+            "drift_kl",
+            DRIFT_BINNED,
+            BINS,
+            "drift_kl(value numeric|text, is_current boolean [, bins integer])",
+            Kl,
+        ),
+        drift(
+            "drift_js",
+            DRIFT_BINNED,
+            BINS,
+            "drift_js(value numeric|text, is_current boolean [, bins integer])",
+            Js,
+        ),
+        drift(
+            "drift_ks",
+            DRIFT_NUMERIC,
+            &[],
+            "drift_ks(value numeric, is_current boolean)",
+            Ks,
+        ),
+        drift(
+            "drift_ks_pvalue",
+            DRIFT_NUMERIC,
+            &[],
+            "drift_ks_pvalue(value numeric, is_current boolean)",
+            KsPvalue,
+        ),
+        drift(
+            "drift_wasserstein",
+            DRIFT_NUMERIC,
+            &[],
+            "drift_wasserstein(value numeric, is_current boolean)",
+            Wasserstein,
+        ),
+        drift(
+            "drift_chi2_pvalue",
+            DRIFT_CATEGORY,
+            &[],
+            "drift_chi2_pvalue(category text, is_current boolean)",
+            Chi2Pvalue,
+        ),
         drift(
             "drift_new_category_share",
             DRIFT_CATEGORY,
@@ -89,12 +143,22 @@ fn aggregates() -> Vec<MonitorAggregate> {
             NewCategoryShare,
         ),
         MonitorAggregate::new(
-            spec("quantile_sketch", &[Arg::Number], &[], "quantile_sketch(value numeric)"),
+            spec(
+                "quantile_sketch",
+                &[Arg::Number],
+                &[],
+                "quantile_sketch(value numeric)",
+            ),
             BYTES,
             rollups::build_sketch,
         ),
         MonitorAggregate::new(
-            spec("sketch_merge", &[Arg::Bytes], &[], "sketch_merge(sketch bytea)"),
+            spec(
+                "sketch_merge",
+                &[Arg::Bytes],
+                &[],
+                "sketch_merge(sketch bytea)",
+            ),
             BYTES,
             rollups::build_sketch_merge,
         ),
@@ -108,7 +172,12 @@ fn aggregates() -> Vec<MonitorAggregate> {
             DataType::Float64,
             rollups::build_latency_quantile,
         ),
-        score("score_pass_rate", &[], "score_pass_rate(score numeric|boolean, threshold constant)", ScoreOutput::PassRate),
+        score(
+            "score_pass_rate",
+            &[],
+            "score_pass_rate(score numeric|boolean, threshold constant)",
+            ScoreOutput::PassRate,
+        ),
         score(
             "score_pass_rate_low",
             &[],
@@ -121,7 +190,12 @@ fn aggregates() -> Vec<MonitorAggregate> {
             "score_pass_rate_high(score numeric|boolean, threshold constant)",
             ScoreOutput::PassRateHigh,
         ),
-        score("score_coverage", &[], "score_coverage(score numeric|boolean)", ScoreOutput::Coverage),
+        score(
+            "score_coverage",
+            &[],
+            "score_coverage(score numeric|boolean)",
+            ScoreOutput::Coverage,
+        ),
         score(
             "score_state",
             &[Arg::ConstNumber],
@@ -129,7 +203,12 @@ fn aggregates() -> Vec<MonitorAggregate> {
             ScoreOutput::State,
         ),
         MonitorAggregate::new(
-            spec("score_merge", &[Arg::Bytes], &[], "score_merge(state bytea)"),
+            spec(
+                "score_merge",
+                &[Arg::Bytes],
+                &[],
+                "score_merge(state bytea)",
+            ),
             BYTES,
             rollups::build_score_merge,
         ),
@@ -138,30 +217,61 @@ fn aggregates() -> Vec<MonitorAggregate> {
 
 fn scalars() -> Vec<MonitorScalar> {
     let f64 = DataType::Float64;
-    let state = |name, eval| MonitorScalar::new(spec(name, &[Arg::Bytes], &[], "(state bytea)"), DataType::Float64, eval);
+    let state = |name, eval| {
+        MonitorScalar::new(
+            spec(name, &[Arg::Bytes], &[], "(state bytea)"),
+            DataType::Float64,
+            eval,
+        )
+    };
     vec![
         MonitorScalar::new(
-            spec("sketch_quantile", &[Arg::Bytes, Arg::Number], &[], "sketch_quantile(sketch bytea, q double precision)"),
+            spec(
+                "sketch_quantile",
+                &[Arg::Bytes, Arg::Number],
+                &[],
+                "sketch_quantile(sketch bytea, q double precision)",
+            ),
             f64.clone(),
             rollups::sketch_quantile,
         ),
         MonitorScalar::new(
-            spec("sketch_count", &[Arg::Bytes], &[], "sketch_count(sketch bytea)"),
+            spec(
+                "sketch_count",
+                &[Arg::Bytes],
+                &[],
+                "sketch_count(sketch bytea)",
+            ),
             f64.clone(),
             rollups::sketch_count,
         ),
         MonitorScalar::new(
-            spec("sketch_psi", &[Arg::Bytes, Arg::Bytes], BINS, "sketch_psi(baseline bytea, current bytea [, bins integer])"),
+            spec(
+                "sketch_psi",
+                &[Arg::Bytes, Arg::Bytes],
+                BINS,
+                "sketch_psi(baseline bytea, current bytea [, bins integer])",
+            ),
             f64.clone(),
             rollups::sketch_psi,
         ),
         MonitorScalar::new(
-            spec("sketch_js", &[Arg::Bytes, Arg::Bytes], BINS, "sketch_js(baseline bytea, current bytea [, bins integer])"),
+            spec(
+                "sketch_js",
+                &[Arg::Bytes, Arg::Bytes],
+                BINS,
+                "sketch_js(baseline bytea, current bytea [, bins integer])",
+            ),
             f64.clone(),
             rollups::sketch_js,
         ),
         MonitorScalar::new(
-            spec("sketch_ks", &[Arg::Bytes, Arg::Bytes], &[], "sketch_ks(baseline bytea, current bytea)"),
+            spec(
+                "sketch_ks",
+                &[Arg::Bytes, Arg::Bytes],
+                &[],
+                "sketch_ks(baseline bytea, current bytea)",
+            ),
             f64,
             rollups::sketch_ks,
         ),
@@ -170,8 +280,14 @@ fn scalars() -> Vec<MonitorScalar> {
         state("score_state_count", rollups::score_state_count),
         state("score_state_coverage", rollups::score_state_coverage),
         state("score_state_pass_rate", rollups::score_state_pass_rate),
-        state("score_state_pass_rate_low", rollups::score_state_pass_rate_low),
-        state("score_state_pass_rate_high", rollups::score_state_pass_rate_high),
+        state(
+            "score_state_pass_rate_low",
+            rollups::score_state_pass_rate_low,
+        ),
+        state(
+            "score_state_pass_rate_high",
+            rollups::score_state_pass_rate_high,
+        ),
     ]
 }
 
@@ -188,5 +304,10 @@ pub fn register(ctx: &SessionContext) {
 /// Names of every function [`register`] adds.
 pub fn function_names() -> Vec<&'static str> {
     let aggregates = aggregates().into_iter().map(|a| a.spec_name());
-    aggregates.chain(scalars().into_iter().map(|s| s.spec_name())).collect()
+    aggregates
+        .chain(scalars().into_iter().map(|s| s.spec_name()))
+        .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,19 +35,34 @@ pub(crate) struct SketchAggregate {
 }
 
 pub(crate) fn build_sketch(_spec: &Spec, _args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
-    Ok(Box::new(SketchAggregate { output: SketchOutput::Sketch, input_is_sketch: false }))
+    Ok(Box::new(SketchAggregate {
+        output: SketchOutput::Sketch,
+        input_is_sketch: false,
+    }))
 }
 
-pub(crate) fn build_sketch_merge(_spec: &Spec, _args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
-    Ok(Box::new(SketchAggregate { output: SketchOutput::Sketch, input_is_sketch: true }))
+pub(crate) fn build_sketch_merge(
+    _spec: &Spec,
+    _args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
+    Ok(Box::new(SketchAggregate {
+        output: SketchOutput::Sketch,
+        input_is_sketch: true,
+    }))
 }
 
-pub(crate) fn build_latency_quantile(spec: &Spec, args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+pub(crate) fn build_latency_quantile(
+    spec: &Spec,
+    args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
     let q = spec.constant(args, 1, None)?;
     if !(0.0..=1.0).contains(&q) {
         return Err(spec.error(format!("q must be between 0 and 1, got {q}")));
     }
-    Ok(Box::new(SketchAggregate { output: SketchOutput::Quantile(q), input_is_sketch: false }))
+    Ok(Box::new(SketchAggregate {
+        output: SketchOutput::Quantile(q),
+        input_is_sketch: false,
+    }))
 }
 
 impl Aggregate for SketchAggregate {
@@ -57,7 +72,13 @@ impl Aggregate for SketchAggregate {
         QuantileSketch::default()
     }
 
-    fn update(&self, states: &mut [QuantileSketch], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+    fn update(
+        &self,
+        states: &mut [QuantileSketch],
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
         if self.input_is_sketch {
             let sketches = binary(&args[0])?;
             for (row, group) in groups.iter().enumerate() {
@@ -87,7 +108,9 @@ impl Aggregate for SketchAggregate {
 
     fn evaluate(&self, state: &mut QuantileSketch) -> Result<ScalarValue> {
         Ok(match self.output {
-            SketchOutput::Sketch => ScalarValue::Binary((state.count() > 0.0).then(|| state.encode())),
+            SketchOutput::Sketch => {
+                ScalarValue::Binary((state.count() > 0.0).then(|| state.encode()))
+            }
             SketchOutput::Quantile(q) => float(state.quantile(q)),
         })
     }
@@ -118,16 +141,27 @@ pub(crate) struct ScoreAggregate {
 /// Default pass threshold of `score_state` and `score_coverage`.
 const DEFAULT_THRESHOLD: f64 = 0.5;
 
-pub(crate) fn build_score(output: ScoreOutput, spec: &Spec, args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+pub(crate) fn build_score(
+    output: ScoreOutput,
+    spec: &Spec,
+    args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
     let threshold = match output {
         ScoreOutput::Coverage => DEFAULT_THRESHOLD,
         ScoreOutput::State => spec.constant(args, 1, Some(DEFAULT_THRESHOLD))?,
         _ => spec.constant(args, 1, None)?,
     };
-    Ok(Box::new(ScoreAggregate { output, threshold, input_is_state: false }))
+    Ok(Box::new(ScoreAggregate {
+        output,
+        threshold,
+        input_is_state: false,
+    }))
 }
 
-pub(crate) fn build_score_merge(_spec: &Spec, _args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+pub(crate) fn build_score_merge(
+    _spec: &Spec,
+    _args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
     Ok(Box::new(ScoreAggregate {
         output: ScoreOutput::State,
         threshold: DEFAULT_THRESHOLD,
@@ -142,7 +176,13 @@ impl Aggregate for ScoreAggregate {
         ScoreState::new(self.threshold)
     }
 
-    fn update(&self, states: &mut [ScoreState], args: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>) -> Result<()> {
+    fn update(
+        &self,
+        states: &mut [ScoreState],
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
         if self.input_is_state {
             let encoded = binary(&args[0])?;
             for (row, group) in groups.iter().enumerate() {
@@ -258,7 +298,9 @@ fn sketch_drift(spec: &Spec, args: &[ArrayRef], measure: SketchDrift) -> Result<
             None => 10,
         };
         if !(2..=1000).contains(&bins) {
-            return Err(spec.error(format!("bins must be an integer from 2 to 1000, got {bins}")));
+            return Err(spec.error(format!(
+                "bins must be an integer from 2 to 1000, got {bins}"
+            )));
         }
         let value = match measure {
             SketchDrift::Psi => sketch::psi(&b, &c, bins as usize),

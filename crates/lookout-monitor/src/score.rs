@@ -29,7 +29,14 @@ pub struct ScoreState {
 impl ScoreState {
     /// An empty state counting passes at `threshold`.
     pub fn new(threshold: f64) -> Self {
-        ScoreState { threshold, rows: 0.0, scored: 0.0, mean: 0.0, m2: 0.0, passed: 0.0 }
+        ScoreState {
+            threshold,
+            rows: 0.0,
+            scored: 0.0,
+            mean: 0.0,
+            m2: 0.0,
+            passed: 0.0,
+        }
     }
 
     /// Adds a row (`None` for a row the judge did not score).
@@ -49,7 +56,10 @@ impl ScoreState {
 
     /// Adds another state with the same threshold.
     pub fn merge(&mut self, other: &ScoreState) -> Result<()> {
-        if other.threshold.to_bits() != self.threshold.to_bits() && other.rows > 0.0 && self.rows > 0.0 {
+        if other.threshold.to_bits() != self.threshold.to_bits()
+            && other.rows > 0.0
+            && self.rows > 0.0
+        {
             return Err(DataFusionError::Execution(format!(
                 "cannot merge score states with thresholds {} and {}",
                 self.threshold, other.threshold
@@ -99,7 +109,14 @@ impl ScoreState {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(49);
         out.push(FORMAT_VERSION);
-        for v in [self.threshold, self.rows, self.scored, self.mean, self.m2, self.passed] {
+        for v in [
+            self.threshold,
+            self.rows,
+            self.scored,
+            self.mean,
+            self.m2,
+            self.passed,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
@@ -134,23 +151,33 @@ mod tests {
             .map(|i| (i % 7 != 0).then(|| ((i * 37) % 101) as f64 / 100.0))
             .collect();
         let mut whole = ScoreState::new(0.5);
-        let mut parts = [ScoreState::new(0.5), ScoreState::new(0.5), ScoreState::new(0.5)];
+        let mut parts = [
+            ScoreState::new(0.5),
+            ScoreState::new(0.5),
+            ScoreState::new(0.5),
+        ];
         for (i, s) in scores.iter().enumerate() {
             whole.add(*s);
             parts[i % 3].add(*s);
         }
         let mut merged = ScoreState::new(0.5);
         for p in &parts {
-            merged.merge(&ScoreState::decode(&p.encode()).expect("decodes")).expect("same threshold");
+            merged
+                .merge(&ScoreState::decode(&p.encode()).expect("decodes"))
+                .expect("same threshold");
         }
         assert_eq!(merged.rows, whole.rows);
         assert_eq!(merged.passed, whole.passed);
         assert!((merged.mean().unwrap() - whole.mean().unwrap()).abs() < 1e-12);
         assert!((merged.stddev().unwrap() - whole.stddev().unwrap()).abs() < 1e-12);
-        assert!(merged.merge(&{
-            let mut other = ScoreState::new(0.7);
-            other.add(Some(1.0));
-            other
-        }).is_err());
+        assert!(
+            merged
+                .merge(&{
+                    let mut other = ScoreState::new(0.7);
+                    other.add(Some(1.0));
+                    other
+                })
+                .is_err()
+        );
     }
 }

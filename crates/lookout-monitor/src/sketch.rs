@@ -136,7 +136,7 @@ impl QuantileSketch {
 
     /// Adds a value standing for `weight` rows.
     pub fn add_weighted(&mut self, value: f64, weight: f64) {
-        if !value.is_finite() || !(weight > 0.0) {
+        if !value.is_finite() || weight.is_nan() || weight <= 0.0 {
             return;
         }
         if value > ZERO_MAGNITUDE {
@@ -239,7 +239,14 @@ impl QuantileSketch {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48 + 10 * (self.positive.counts.len() + 2));
         out.push(FORMAT_VERSION);
-        for v in [RELATIVE_ACCURACY, self.count, self.sum, self.min, self.max, self.zero] {
+        for v in [
+            RELATIVE_ACCURACY,
+            self.count,
+            self.sum,
+            self.min,
+            self.max,
+            self.zero,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         for buckets in [&self.positive, &self.negative] {
@@ -277,7 +284,8 @@ impl QuantileSketch {
             let mut key = 0i64;
             for _ in 0..n {
                 key += unzigzag(reader.varint()?);
-                let key = i32::try_from(key).map_err(|_| SketchDecodeError("bucket key out of range"))?;
+                let key =
+                    i32::try_from(key).map_err(|_| SketchDecodeError("bucket key out of range"))?;
                 let count = reader.f64()?;
                 if !(count.is_finite() && count > 0.0) {
                     return Err(SketchDecodeError("bucket count is not positive"));
@@ -373,7 +381,11 @@ pub fn aligned_edges(base: &QuantileSketch, bins: usize) -> Vec<Ordinal> {
 
 /// Histograms of two sketches over `bins` bins whose edges are aligned to
 /// buckets ([`aligned_edges`]); `None` when either sketch is empty.
-pub fn binned(base: &QuantileSketch, cur: &QuantileSketch, bins: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+pub fn binned(
+    base: &QuantileSketch,
+    cur: &QuantileSketch,
+    bins: usize,
+) -> Option<(Vec<f64>, Vec<f64>)> {
     if base.count <= 0.0 || cur.count <= 0.0 {
         return None;
     }
@@ -424,10 +436,18 @@ mod tests {
         let mut state = seed;
         (0..n)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let u = (state >> 11) as f64 / (1u64 << 53) as f64;
                 let v = (u * 12.0).exp() / 10.0;
-                if state % 7 == 0 { -v } else if state % 11 == 0 { 0.0 } else { v.round() }
+                if state.is_multiple_of(7) {
+                    -v
+                } else if state.is_multiple_of(11) {
+                    0.0
+                } else {
+                    v.round()
+                }
             })
             .collect()
     }
@@ -470,7 +490,12 @@ mod tests {
             assert_eq!(merged.quantile(q), whole.quantile(q));
         }
         assert_eq!(merged.count(), whole.count());
-        assert_eq!(QuantileSketch::decode(&whole.encode()).expect("decodes").encode(), whole.encode());
+        assert_eq!(
+            QuantileSketch::decode(&whole.encode())
+                .expect("decodes")
+                .encode(),
+            whole.encode()
+        );
         assert!(QuantileSketch::decode(&[1, 2, 3]).is_err());
         assert!(QuantileSketch::decode(&[]).is_err());
     }
@@ -496,6 +521,9 @@ mod tests {
         cs.sort_by(f64::total_cmp);
         let exact = stats::ks_statistic(&bs, &cs);
         let (d, widest) = ks_statistic(&sb, &sc).expect("not empty");
-        assert!(d <= exact + 1e-12 && exact <= d + widest + 1e-12, "{d} {widest} {exact}");
+        assert!(
+            d <= exact + 1e-12 && exact <= d + widest + 1e-12,
+            "{d} {widest} {exact}"
+        );
     }
 }

@@ -58,10 +58,7 @@ fn with_empty_bin_share(shares: Vec<f64>) -> Vec<f64> {
 pub fn psi(base_counts: &[f64], cur_counts: &[f64]) -> f64 {
     let b = with_empty_bin_share(shares(base_counts));
     let c = with_empty_bin_share(shares(cur_counts));
-    b.iter()
-        .zip(&c)
-        .map(|(b, c)| (c - b) * (c / b).ln())
-        .sum()
+    b.iter().zip(&c).map(|(b, c)| (c - b) * (c / b).ln()).sum()
 }
 
 /// KL(baseline ‖ current) in nats: empty bins as [`EMPTY_BIN_SHARE`], then
@@ -148,7 +145,8 @@ fn ks_exact_pvalue(d: f64, n: usize, m: usize) -> Option<f64> {
     }
     // Inside the band: |i·m − j·n| < h·g.
     let bound = (h * g) as i128;
-    let inside = |i: usize, j: usize| ((i as i128) * (m as i128) - (j as i128) * (n as i128)).abs() < bound;
+    let inside =
+        |i: usize, j: usize| ((i as i128) * (m as i128) - (j as i128) * (n as i128)).abs() < bound;
     let mut row = vec![0.0f64; m + 1];
     // Row i = 0: only (0, j) with j·n < bound.
     row[0] = 1.0;
@@ -167,14 +165,14 @@ fn ks_exact_pvalue(d: f64, n: usize, m: usize) -> Option<f64> {
             *cell = 0.0;
         }
         let mut left = 0.0;
-        for j in lo..=hi {
+        for (j, cell) in row.iter_mut().enumerate().take(hi + 1).skip(lo) {
             let value = if inside(i, j) {
                 let fj = j as f64;
-                (fi * row[j] + fj * left) / (fi + fj)
+                (fi * *cell + fj * left) / (fi + fj)
             } else {
                 0.0
             };
-            row[j] = value;
+            *cell = value;
             left = value;
         }
         for cell in row.iter_mut().skip(hi + 1) {
@@ -220,7 +218,10 @@ pub fn chi2_homogeneity_pvalue(base_counts: &[f64], cur_counts: &[f64]) -> f64 {
     if k < 2 {
         return 1.0;
     }
-    let row_totals = [base_counts.iter().sum::<f64>(), cur_counts.iter().sum::<f64>()];
+    let row_totals = [
+        base_counts.iter().sum::<f64>(),
+        cur_counts.iter().sum::<f64>(),
+    ];
     let total = row_totals[0] + row_totals[1];
     let mut statistic = 0.0;
     for (row, counts) in [base_counts, cur_counts].iter().enumerate() {

@@ -53,12 +53,41 @@ impl Arg {
             Arg::Category if t.is_integer() || t == &DataType::Boolean || t.is_null() => {
                 Some(DataType::Utf8)
             }
-            Arg::Bytes if matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView) || t.is_null() => {
+            Arg::Bytes
+                if matches!(
+                    t,
+                    DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+                ) || t.is_null() =>
+            {
                 Some(DataType::Binary)
             }
             Arg::ConstInteger if t.is_integer() || t.is_null() => Some(DataType::Int64),
             _ => None,
         }
+    }
+}
+
+/// The Postgres name of an Arrow type, for messages.
+fn sql_type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Null => "unknown",
+        DataType::Boolean => "boolean",
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint",
+        DataType::Int32 | DataType::UInt16 => "integer",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint",
+        DataType::Float16 | DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "numeric",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..) => {
+            "text"
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Timestamp(_, None) => "timestamp without time zone",
+        DataType::Interval(_) | DataType::Duration(_) => "interval",
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => "array",
+        _ => "an unsupported type",
     }
 }
 
@@ -74,9 +103,20 @@ pub(crate) struct Spec {
 
 impl Spec {
     fn coerce(&self, types: &[DataType]) -> Result<Vec<DataType>> {
+        // Postgres reports a call that matches no signature as a function
+        // that does not exist (SQLSTATE 42883), naming the argument types.
+        let no_match = |problem: String| {
+            let given: Vec<&str> = types.iter().map(sql_type_name).collect();
+            DataFusionError::Plan(format!(
+                "function {}({}) does not exist: {problem}; expected {}",
+                self.name,
+                given.join(", "),
+                self.usage
+            ))
+        };
         let max = self.required.len() + self.optional.len();
         if types.len() < self.required.len() || types.len() > max {
-            return Err(self.error(format!("takes {} arguments, got {}", self.arity(), types.len())));
+            return Err(no_match(format!("it takes {} arguments", self.arity())));
         }
         self.required
             .iter()
@@ -84,8 +124,9 @@ impl Spec {
             .zip(types)
             .enumerate()
             .map(|(i, (arg, t))| {
-                arg.accepts(t)
-                    .ok_or_else(|| self.error(format!("argument {} cannot be {t}", i + 1)))
+                arg.accepts(t).ok_or_else(|| {
+                    no_match(format!("argument {} cannot be {}", i + 1, sql_type_name(t)))
+                })
             })
             .collect()
     }
@@ -103,7 +144,12 @@ impl Spec {
     }
 
     /// The constant value of argument `index`, or `default` when absent.
-    pub(crate) fn constant(&self, args: &AccumulatorArgs, index: usize, default: Option<f64>) -> Result<f64> {
+    pub(crate) fn constant(
+        &self,
+        args: &AccumulatorArgs,
+        index: usize,
+        default: Option<f64>,
+    ) -> Result<f64> {
         let Some(expr) = args.exprs.get(index) else {
             return default.ok_or_else(|| self.error(format!("needs argument {}", index + 1)));
         };
@@ -120,7 +166,9 @@ impl Spec {
     pub(crate) fn bins(&self, args: &AccumulatorArgs, index: usize) -> Result<usize> {
         let bins = self.constant(args, index, Some(10.0))?;
         if bins.fract() != 0.0 || !(2.0..=1000.0).contains(&bins) {
-            return Err(self.error(format!("bins must be an integer from 2 to 1000, got {bins}")));
+            return Err(self.error(format!(
+                "bins must be an integer from 2 to 1000, got {bins}"
+            )));
         }
         Ok(bins as usize)
     }
@@ -169,11 +217,17 @@ pub(crate) trait Accumulators: Send {
 impl<A: Aggregate> Accumulators for A {
     fn single(self: Box<Self>) -> Box<dyn Accumulator> {
         let state = self.new_state();
-        Box::new(Single { aggregate: *self, state })
+        Box::new(Single {
+            aggregate: *self,
+            state,
+        })
     }
 
     fn grouped(self: Box<Self>) -> Box<dyn GroupsAccumulator> {
-        Box::new(Grouped { aggregate: *self, states: Vec::new() })
+        Box::new(Grouped {
+            aggregate: *self,
+            states: Vec::new(),
+        })
     }
 }
 
@@ -250,7 +304,10 @@ impl AggregateUDFImpl for MonitorAggregate {
         !args.is_distinct
     }
 
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok((self.build)(&self.spec, &args)?.grouped())
     }
 }
@@ -278,7 +335,9 @@ impl<A: Aggregate> Accumulator for Single<A> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(Some(self.aggregate.encode(&self.state)))])
+        Ok(vec![ScalarValue::Binary(Some(
+            self.aggregate.encode(&self.state),
+        ))])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
@@ -327,7 +386,8 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
         let encoded = binary(&values[0])?;
         for (row, group) in group_indices.iter().enumerate() {
             if encoded.is_valid(row) {
-                self.aggregate.merge(&mut self.states[*group], encoded.value(row))?;
+                self.aggregate
+                    .merge(&mut self.states[*group], encoded.value(row))?;
             }
         }
         Ok(())
@@ -347,38 +407,55 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = emit_to.take_needed(&mut self.states);
-        let encoded: BinaryArray = taken.iter().map(|s| Some(self.aggregate.encode(s))).collect();
+        let encoded: BinaryArray = taken
+            .iter()
+            .map(|s| Some(self.aggregate.encode(s)))
+            .collect();
         Ok(vec![Arc::new(encoded)])
     }
 
-    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
         let rows = values.first().map_or(0, |a| a.len());
         let mut states: Vec<A::State> = (0..rows).map(|_| self.aggregate.new_state()).collect();
         let groups: Vec<usize> = (0..rows).collect();
-        self.aggregate.update(&mut states, values, &groups, opt_filter)?;
-        let encoded: BinaryArray = states.iter().map(|s| Some(self.aggregate.encode(s))).collect();
+        self.aggregate
+            .update(&mut states, values, &groups, opt_filter)?;
+        let encoded: BinaryArray = states
+            .iter()
+            .map(|s| Some(self.aggregate.encode(s)))
+            .collect();
         Ok(vec![Arc::new(encoded)])
     }
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
-            + self.states.iter().map(|s| self.aggregate.size(s)).sum::<usize>()
+            + self
+                .states
+                .iter()
+                .map(|s| self.aggregate.size(s))
+                .sum::<usize>()
     }
 }
 
 impl<A: Aggregate> Grouped<A> {
     /// The result type, read off an empty state (for an empty emit).
     fn aggregate_type(&self) -> Result<DataType> {
-        Ok(self.aggregate.evaluate(&mut self.aggregate.new_state())?.data_type())
+        Ok(self
+            .aggregate
+            .evaluate(&mut self.aggregate.new_state())?
+            .data_type())
     }
 }
 
 /// The argument as a BYTEA array.
 pub(crate) fn binary(array: &ArrayRef) -> Result<&BinaryArray> {
-    array
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(|| DataFusionError::Internal(format!("expected BYTEA, got {}", array.data_type())))
+    array.as_any().downcast_ref::<BinaryArray>().ok_or_else(|| {
+        DataFusionError::Internal(format!("expected BYTEA, got {}", array.data_type()))
+    })
 }
 
 /// A NULL instead of NaN, so a failed computation never passes a threshold.

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Reference values for Lookout's monitoring functions, from scipy, numpy and
+statsmodels, exactly as docs/monitoring.md defines each function.
+
+    monitor_references.py fixtures OUT.json
+        small data sets (up to 10 k rows) with their expected outputs; the
+        output is checked in (crates/lookout-monitor/fixtures/references.json)
+    monitor_references.py large SEED ROWS OUT.parquet OUT.json
+        a large data set (regenerated at test time) as Parquet with columns
+        ts, dataset, value, category, score, is_current, and expected outputs
+"""
+import json
+import sys
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2_contingency, entropy, ks_2samp, wasserstein_distance
+from statsmodels.stats.proportion import proportion_confint
+
+EPS = 1e-4
+QUANTILES = [0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999]
+
+
+def numeric_expected(base, cur, bins=10):
+    base, cur = np.asarray(base, float), np.asarray(cur, float)
+    if len(base) == 0 or len(cur) == 0:
+        return {k: None for k in ["psi", "kl", "js", "ks", "ks_pvalue", "wasserstein"]}
+    edges = np.quantile(base, [k / bins for k in range(1, bins)])
+    b = np.bincount(np.searchsorted(edges, base, side="right"), minlength=bins) / len(base)
+    c = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=bins) / len(cur)
+    return binned_expected(b, c) | {
+        "ks": float(ks_2samp(base, cur).statistic),
+        "ks_pvalue": float(ks_2samp(base, cur, method="auto").pvalue),
+        "wasserstein": float(wasserstein_distance(base, cur)),
+    }
+
+
+def binned_expected(b, c):
+    b0, c0 = np.where(b == 0, EPS, b), np.where(c == 0, EPS, c)
+    return {
+        "psi": float(np.sum((c0 - b0) * np.log(c0 / b0))),
+        "kl": float(entropy(b0, c0)),
+        "js": float(jensenshannon(b, c, base=2)),
+    }
+
+
+def categorical_expected(base, cur):
+    if len(base) == 0 or len(cur) == 0:
+        return {k: None for k in ["psi", "kl", "js", "chi2_pvalue", "new_category_share"]}
+    cats = sorted(set(base) | set(cur))
+    bc = np.array([base.count(k) for k in cats], float)
+    cc = np.array([cur.count(k) for k in cats], float)
+    out = binned_expected(bc / bc.sum(), cc / cc.sum())
+    out["chi2_pvalue"] = 1.0 if len(cats) < 2 else float(chi2_contingency(np.array([bc, cc])).pvalue)
+    seen = set(base)
+    out["new_category_share"] = sum(1 for x in cur if x not in seen) / len(cur)
+    return out
+
+
+def score_expected(scores, threshold):
+    x = np.array([s for s in scores if s is not None], float)
+    passed = int(np.sum(x >= threshold))
+    lo, hi = proportion_confint(passed, len(x), method="wilson")
+    return {
+        "threshold": threshold,
+        "pass_rate": passed / len(x),
+        "pass_rate_low": float(lo),
+        "pass_rate_high": float(hi),
+        "coverage": len(x) / len(scores),
+        "mean": float(np.mean(x)),
+        "stddev": float(np.std(x, ddof=1)),
+    }
+
+
+def quantiles_expected(values):
+    x = np.asarray(values, float)
+    return {str(q): float(np.quantile(x, q, method="inverted_cdf")) for q in QUANTILES}
+
+
+def fixtures():
+    rng = np.random.default_rng(20261127)
+    numeric = {
+        "golden": ([0.1 * i for i in range(200)], [0.1 * i + 2.0 for i in range(150)]),
+        "normal_shift": (rng.normal(0, 1, 5000), rng.normal(0.1, 1.1, 4000)),
+        "normal_same": (rng.normal(0, 1, 3000), rng.normal(0, 1, 3000)),
+        "lognormal_tail": (rng.lognormal(3, 1, 8000), rng.lognormal(3.1, 1.2, 10000)),
+        "ties": (rng.poisson(5, 3000).astype(float), rng.poisson(5.5, 2500).astype(float)),
+        "tiny": (rng.normal(0, 1, 5), rng.normal(1, 1, 3)),
+        "empty_current": (rng.normal(0, 1, 100), []),
+    }
+    letters = list("abcdef")
+    categorical = {
+        "golden": (["a"] * 50 + ["b"] * 30 + ["c"] * 20, ["a"] * 35 + ["b"] * 40 + ["c"] * 25),
+        "golden_new": (["a"] * 60 + ["b"] * 40, ["a"] * 50 + ["b"] * 40 + ["z"] * 10),
+        "shifted": (
+            list(rng.choice(letters, 4000, p=[0.3, 0.25, 0.2, 0.15, 0.07, 0.03])),
+            list(rng.choice(letters + ["g"], 3000, p=[0.25, 0.25, 0.2, 0.15, 0.08, 0.04, 0.03])),
+        ),
+        "two_categories": (["ok"] * 70 + ["error"] * 30, ["ok"] * 55 + ["error"] * 45),
+        "one_category": (["ok"] * 10, ["ok"] * 12),
+    }
+    scores = [None if rng.random() < 0.2 else float(round(s, 3)) for s in rng.beta(5, 2, 3000)]
+    latency = rng.lognormal(6, 0.8, 10000)
+    out = {"numeric": {}, "categorical": {}}
+    for name, (b, c) in numeric.items():
+        b, c = [float(v) for v in b], [float(v) for v in c]
+        out["numeric"][name] = {"base": b, "cur": c, "expected": numeric_expected(b, c)}
+    for name, (b, c) in categorical.items():
+        b, c = [str(v) for v in b], [str(v) for v in c]
+        out["categorical"][name] = {"base": b, "cur": c, "expected": categorical_expected(b, c)}
+    out["scores"] = {"values": scores, "expected": score_expected(scores, 0.7)}
+    latency = [float(v) for v in latency]
+    out["latency"] = {"values": latency, "expected": quantiles_expected(latency)}
+    return out
+
+
+def large(seed, rows, parquet_path, json_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    half = rows // 2
+    datasets = {
+        "lognormal": (rng.lognormal(5, 1, half), rng.lognormal(5.02, 1.01, rows - half)),
+        "normal": (rng.normal(0, 1, half), rng.normal(0, 1, rows - half)),
+    }
+    cats = list("abcdefghij")
+    p = np.arange(10, 0, -1, dtype=float)
+    p /= p.sum()
+    q = p.copy()
+    q[0] -= 0.002
+    q[9] += 0.002
+    base_cat = rng.choice(cats, half, p=p)
+    cur_cat = rng.choice(cats + ["k"], rows - half, p=np.append(q * 0.999, 0.001))
+    scores = rng.beta(5, 2, rows)
+    scores = np.where(rng.random(rows) < 0.1, np.nan, np.round(scores, 4))
+    table = {"dataset": [], "value": [], "category": [], "score": [], "is_current": []}
+    expected = {}
+    for name, (b, c) in datasets.items():
+        n = len(b) + len(c)
+        table["dataset"] += [name] * n
+        table["value"] += list(b) + list(c)
+        table["category"] += list(base_cat) + list(cur_cat)
+        table["score"] += [None if np.isnan(s) else float(s) for s in scores]
+        table["is_current"] += [False] * len(b) + [True] * len(c)
+        expected[name] = numeric_expected(b, c) | {
+            "quantiles": quantiles_expected(np.concatenate([b, c]))
+        }
+    expected["categories"] = categorical_expected(list(base_cat), list(cur_cat))
+    expected["scores"] = score_expected([None if np.isnan(s) else s for s in scores], 0.7)
+    n = len(table["value"])
+    start = np.datetime64("2025-01-01T00:00:00", "us")
+    table["ts"] = pa.array(start + np.arange(n) * np.timedelta64(1, "s"), pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table(table), parquet_path)
+    with open(json_path, "w") as f:
+        json.dump(expected, f)
+
+
+def main():
+    if sys.argv[1] == "fixtures":
+        with open(sys.argv[2], "w") as f:
+            json.dump(fixtures(), f)
+    elif sys.argv[1] == "large":
+        large(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
