@@ -249,12 +249,12 @@ impl Aggregate for CategoricalDrift {
             Measure::Js => stats::js_distance(&base, &cur),
             Measure::Chi2Pvalue => stats::chi2_homogeneity_pvalue(&base, &cur),
             Measure::NewCategoryShare => {
-                let unseen: f64 = base
+                // Folded from +0.0: an empty f64 sum is -0.0.
+                let unseen = base
                     .iter()
                     .zip(&cur)
                     .filter(|(b, _)| **b == 0.0)
-                    .map(|(_, c)| c)
-                    .sum();
+                    .fold(0.0, |sum, (_, c)| sum + c);
                 unseen / cur_total
             }
             Measure::Ks | Measure::KsPvalue | Measure::Wasserstein => {
