@@ -49,7 +49,8 @@ async fn psql_quickstart_and_copy() {
          \\copy (SELECT model, count(*) AS n FROM events GROUP BY model ORDER BY model) TO '{out}' WITH (FORMAT csv, HEADER true)\n\
          SET lookout.now = '2025-01-01 02:00:00+00';\n\
          SELECT model, date_bin(INTERVAL '1 hour', ts) AS hour, avg(latency_ms) FROM events \
-         WHERE ts >= now() - INTERVAL '1 day' GROUP BY 1, 2 ORDER BY 1, 2;\n",
+         WHERE ts >= now() - INTERVAL '1 day' GROUP BY 1, 2 ORDER BY 1, 2;\n\
+         SELECT 'drift', round(drift_psi(latency_ms, model = 'b'), 6), round(latency_quantile(latency_ms, 0.5)) FROM events;\n",
         csv = csv.display(),
         parquet = out_parquet.display(),
         out = out_csv.display()
@@ -64,6 +65,8 @@ async fn psql_quickstart_and_copy() {
     assert!(stdout.contains("a|2025-01-01 00:00:00+00|100"), "{stdout}");
     assert!(stdout.contains("a|2025-01-01 01:00:00+00|200"), "{stdout}");
     assert!(stdout.contains("b|2025-01-01 00:00:00+00|300"), "{stdout}");
+    // Monitoring functions from psql: baseline a = {100, 200, 100, 200}, current b = {300}.
+    assert!(stdout.contains("drift|4.604318|"), "{stdout}");
     assert_eq!(
         std::fs::read_to_string(&out_csv).expect("out.csv"),
         "model,n\na,4\nb,1\n"

@@ -121,34 +121,31 @@ impl Aggregate for NumericDrift {
         if state.base.is_empty() || state.cur.is_empty() {
             return Ok(ScalarValue::Float64(None));
         }
-        state.base.sort_unstable_by(f64::total_cmp);
-        state.cur.sort_unstable_by(f64::total_cmp);
-        let (base, cur) = (&state.base, &state.cur);
-        let histograms = || {
-            let edges = stats::quantile_edges(base, self.bins);
-            (
-                stats::bin_counts(base, &edges),
-                stats::bin_counts(cur, &edges),
-            )
-        };
         let value = match self.measure {
-            Measure::Psi => {
-                let (b, c) = histograms();
-                stats::psi(&b, &c)
+            Measure::Psi | Measure::Kl | Measure::Js => {
+                // Binned measures need only the baseline's quantiles, found by
+                // selection in linear time rather than by sorting.
+                let edges = stats::quantile_edges_unsorted(&mut state.base, self.bins);
+                let b = stats::bin_counts(&state.base, &edges);
+                let c = stats::bin_counts(&state.cur, &edges);
+                match self.measure {
+                    Measure::Psi => stats::psi(&b, &c),
+                    Measure::Kl => stats::kl(&b, &c),
+                    _ => stats::js_distance(&b, &c),
+                }
             }
-            Measure::Kl => {
-                let (b, c) = histograms();
-                stats::kl(&b, &c)
+            Measure::Ks | Measure::KsPvalue | Measure::Wasserstein => {
+                state.base.sort_unstable_by(f64::total_cmp);
+                state.cur.sort_unstable_by(f64::total_cmp);
+                let (base, cur) = (&state.base, &state.cur);
+                match self.measure {
+                    Measure::Ks => stats::ks_statistic(base, cur),
+                    Measure::KsPvalue => {
+                        stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len())
+                    }
+                    _ => stats::wasserstein(base, cur),
+                }
             }
-            Measure::Js => {
-                let (b, c) = histograms();
-                stats::js_distance(&b, &c)
-            }
-            Measure::Ks => stats::ks_statistic(base, cur),
-            Measure::KsPvalue => {
-                stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len())
-            }
-            Measure::Wasserstein => stats::wasserstein(base, cur),
             Measure::Chi2Pvalue | Measure::NewCategoryShare => {
                 return Err(DataFusionError::Internal(
                     "categorical measure on numbers".into(),
