@@ -77,11 +77,14 @@ impl Aggregate for NumericDrift {
     ) -> Result<()> {
         let values = args[0].as_primitive::<Float64Type>();
         let current = windows(args)?;
+        let raw = values.values();
+        let all_valid = filter.is_none() && values.null_count() == 0 && current.null_count() == 0;
         for (row, group) in groups.iter().enumerate() {
-            if !selected(filter, row) || values.is_null(row) || current.is_null(row) {
+            if !all_valid && (!selected(filter, row) || values.is_null(row) || current.is_null(row))
+            {
                 continue;
             }
-            let v = values.value(row);
+            let v = raw[row];
             if v.is_finite() {
                 let state = &mut states[*group];
                 if current.value(row) {
@@ -98,10 +101,12 @@ impl Aggregate for NumericDrift {
         let mut reader = Bytes(encoded);
         for target in [&mut state.base, &mut state.cur] {
             let n = reader.u64()? as usize;
-            target.reserve(n);
-            for _ in 0..n {
-                target.push(reader.f64()?);
-            }
+            let bytes = reader.take(n.saturating_mul(8))?;
+            target.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
+            );
         }
         Ok(())
     }
@@ -110,9 +115,7 @@ impl Aggregate for NumericDrift {
         let mut out = Vec::with_capacity(16 + 8 * (state.base.len() + state.cur.len()));
         for values in [&state.base, &state.cur] {
             out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-            for v in values {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         }
         out
     }

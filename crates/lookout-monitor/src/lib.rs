@@ -217,9 +217,9 @@ fn aggregates() -> Vec<MonitorAggregate> {
 
 fn scalars() -> Vec<MonitorScalar> {
     let f64 = DataType::Float64;
-    let state = |name, eval| {
+    let state = |name, usage, eval| {
         MonitorScalar::new(
-            spec(name, &[Arg::Bytes], &[], "(state bytea)"),
+            spec(name, &[Arg::Bytes], &[], usage),
             DataType::Float64,
             eval,
         )
@@ -275,17 +275,39 @@ fn scalars() -> Vec<MonitorScalar> {
             f64,
             rollups::sketch_ks,
         ),
-        state("score_state_mean", rollups::score_state_mean),
-        state("score_state_stddev", rollups::score_state_stddev),
-        state("score_state_count", rollups::score_state_count),
-        state("score_state_coverage", rollups::score_state_coverage),
-        state("score_state_pass_rate", rollups::score_state_pass_rate),
+        state(
+            "score_state_mean",
+            "score_state_mean(state bytea)",
+            rollups::score_state_mean,
+        ),
+        state(
+            "score_state_stddev",
+            "score_state_stddev(state bytea)",
+            rollups::score_state_stddev,
+        ),
+        state(
+            "score_state_count",
+            "score_state_count(state bytea)",
+            rollups::score_state_count,
+        ),
+        state(
+            "score_state_coverage",
+            "score_state_coverage(state bytea)",
+            rollups::score_state_coverage,
+        ),
+        state(
+            "score_state_pass_rate",
+            "score_state_pass_rate(state bytea)",
+            rollups::score_state_pass_rate,
+        ),
         state(
             "score_state_pass_rate_low",
+            "score_state_pass_rate_low(state bytea)",
             rollups::score_state_pass_rate_low,
         ),
         state(
             "score_state_pass_rate_high",
+            "score_state_pass_rate_high(state bytea)",
             rollups::score_state_pass_rate_high,
         ),
     ]
@@ -299,14 +321,6 @@ pub fn register(ctx: &SessionContext) {
     for scalar in scalars() {
         ctx.register_udf(ScalarUDF::from(scalar));
     }
-}
-
-/// Names of every function [`register`] adds.
-pub fn function_names() -> Vec<&'static str> {
-    let aggregates = aggregates().into_iter().map(|a| a.spec_name());
-    aggregates
-        .chain(scalars().into_iter().map(|s| s.spec_name()))
-        .collect()
 }
 
 #[cfg(test)]

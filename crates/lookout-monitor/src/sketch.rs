@@ -42,6 +42,11 @@ fn key(magnitude: f64) -> i32 {
     (magnitude.ln() / gamma().ln()).ceil() as i32
 }
 
+/// Keys that finite magnitudes above [`ZERO_MAGNITUDE`] map to.
+fn key_range() -> std::ops::RangeInclusive<i32> {
+    key(ZERO_MAGNITUDE)..=key(f64::MAX)
+}
+
 fn upper_bound(key: i32) -> f64 {
     gamma().powi(key)
 }
@@ -284,8 +289,12 @@ impl QuantileSketch {
             let mut key = 0i64;
             for _ in 0..n {
                 key += unzigzag(reader.varint()?);
-                let key =
-                    i32::try_from(key).map_err(|_| SketchDecodeError("bucket key out of range"))?;
+                // Keys outside what finite values map to would make the
+                // dense store allocate without bound.
+                let key = i32::try_from(key)
+                    .ok()
+                    .filter(|k| key_range().contains(k))
+                    .ok_or(SketchDecodeError("bucket key out of range"))?;
                 let count = reader.f64()?;
                 if !(count.is_finite() && count > 0.0) {
                     return Err(SketchDecodeError("bucket count is not positive"));
@@ -497,6 +506,17 @@ mod tests {
             whole.encode()
         );
         assert!(QuantileSketch::decode(&[1, 2, 3]).is_err());
+        // A far-off bucket key is refused, not allocated for.
+        let mut bytes = QuantileSketch::default().encode();
+        bytes.truncate(bytes.len() - 2);
+        bytes.push(1);
+        bytes.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        bytes.extend_from_slice(&1.0f64.to_le_bytes());
+        bytes.push(0);
+        assert_eq!(
+            QuantileSketch::decode(&bytes),
+            Err(SketchDecodeError("bucket key out of range"))
+        );
         assert!(QuantileSketch::decode(&[]).is_err());
     }
 

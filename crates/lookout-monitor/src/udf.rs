@@ -251,12 +251,6 @@ impl MonitorAggregate {
     }
 }
 
-impl MonitorAggregate {
-    pub(crate) fn spec_name(&self) -> &'static str {
-        self.spec.name
-    }
-}
-
 impl PartialEq for MonitorAggregate {
     fn eq(&self, other: &Self) -> bool {
         self.spec == other.spec
@@ -483,12 +477,6 @@ impl MonitorScalar {
             returns,
             eval,
         }
-    }
-}
-
-impl MonitorScalar {
-    pub(crate) fn spec_name(&self) -> &'static str {
-        self.spec.name
     }
 }
 
