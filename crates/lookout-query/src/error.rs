@@ -172,6 +172,8 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
         DataFusionError::Execution(m) => {
             if m.contains("Divide by zero") || m.contains("division by zero") {
                 "22012"
+            } else if m.contains("unrecognized configuration parameter") {
+                "42704"
             } else if m.contains("Cannot cast")
                 || m.contains("Cast error")
                 || m.contains("cannot be cast")

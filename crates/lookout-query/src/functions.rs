@@ -24,6 +24,116 @@ pub(crate) fn register(ctx: &SessionContext) {
     lookout_monitor::register(ctx);
 }
 
+/// The session's settings by lower-case name, shared with `current_setting()`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SettingValues(Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>);
+
+impl SettingValues {
+    pub(crate) fn replace(&self, values: std::collections::BTreeMap<String, String>) {
+        match self.0.write() {
+            Ok(mut guard) => *guard = values,
+            Err(poisoned) => *poisoned.into_inner() = values,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let name = match name.to_lowercase() {
+            n if n == "time zone" => "timezone".to_string(),
+            n => n,
+        };
+        match self.0.read() {
+            Ok(guard) => guard.get(&name).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(&name).cloned(),
+        }
+    }
+}
+
+/// `current_setting(name [, missing_ok])`: a setting's value as `SHOW` gives
+/// it, as in PostgreSQL (an unknown name is an error unless `missing_ok`).
+pub(crate) fn current_setting(values: SettingValues) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::from(CurrentSetting {
+        values,
+        signature: Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8]),
+                datafusion::logical_expr::TypeSignature::Exact(vec![
+                    DataType::Utf8,
+                    DataType::Boolean,
+                ]),
+            ],
+            Volatility::Stable,
+        ),
+    })
+}
+
+#[derive(Debug)]
+struct CurrentSetting {
+    values: SettingValues,
+    signature: Signature,
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, _other: &Self) -> bool {
+        // One per session; sessions never share a function registry.
+        true
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "current_setting".hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<datafusion::logical_expr::ColumnarValue> {
+        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+        let names = arrays[0].as_string::<i32>();
+        let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
+        let mut out = Vec::with_capacity(names.len());
+        for row in 0..names.len() {
+            if names.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let name = names.value(row);
+            match self.values.get(name) {
+                Some(v) => out.push(Some(v)),
+                None if missing_ok
+                    .as_ref()
+                    .is_some_and(|m| m.is_valid(row) && m.value(row)) =>
+                {
+                    out.push(None)
+                }
+                None => {
+                    return Err(DataFusionError::Execution(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            }
+        }
+        let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
+        Ok(datafusion::logical_expr::ColumnarValue::Array(array))
+    }
+}
+
 /// `percentile_cont(f) WITHIN GROUP (ORDER BY x)` exactly as PostgreSQL
 /// computes it (linear interpolation between the two nearest ranks), also
 /// with an array of fractions, which returns an array.

@@ -104,6 +104,8 @@ pub struct Session {
     ctx: SessionContext,
     fixed_now: Option<DateTime<Utc>>,
     settings: BTreeMap<String, String>,
+    /// Every setting's current value, as `current_setting()` reads it.
+    published: crate::functions::SettingValues,
 }
 
 impl std::fmt::Debug for Session {
@@ -273,12 +275,32 @@ impl Session {
         );
         ctx.register_catalog("lookout", Arc::new(catalog));
         crate::functions::register(&ctx);
-        Session {
+        let published = crate::functions::SettingValues::default();
+        ctx.register_udf(crate::functions::current_setting(published.clone()));
+        let session = Session {
             lookout,
             ctx,
             fixed_now: None,
             settings: BTreeMap::new(),
-        }
+            published,
+        };
+        session.publish();
+        session
+    }
+
+    /// Makes the settings as they now are visible to `current_setting()`.
+    fn publish(&self) {
+        let mut names: Vec<String> = DEFAULT_SETTINGS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        names.extend(self.settings.keys().cloned());
+        names.push("lookout.now".into());
+        let values = names
+            .into_iter()
+            .filter_map(|n| self.setting(&n).map(|v| (n, v)))
+            .collect();
+        self.published.replace(values);
     }
 
     /// The instant `now()` returns in this session, if fixed by `SET lookout.now`.
@@ -360,6 +382,7 @@ impl Session {
                         self.settings.remove(&key);
                     }
                 }
+                self.publish();
                 Ok(Output::Command {
                     tag: "RESET",
                     rows: None,
@@ -706,6 +729,7 @@ impl Session {
         } else {
             self.settings.insert(key.to_string(), value.to_string());
         }
+        self.publish();
         Ok(())
     }
 
