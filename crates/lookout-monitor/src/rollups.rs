@@ -116,7 +116,7 @@ impl Aggregate for SketchAggregate {
     }
 
     fn size(&self, state: &QuantileSketch) -> usize {
-        state.encode().len() + 64
+        state.heap_size()
     }
 }
 

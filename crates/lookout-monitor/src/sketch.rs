@@ -187,6 +187,12 @@ impl QuantileSketch {
         (self.count > 0.0).then_some((self.min, self.max))
     }
 
+    /// Bytes held, for memory accounting (cheap: no encoding).
+    pub fn heap_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + 8 * (self.positive.counts.capacity() + self.negative.counts.capacity())
+    }
+
     /// Buckets in value order: (ordinal, representative value, count).
     fn ordered(&self) -> impl Iterator<Item = (Ordinal, f64, f64)> + '_ {
         let g = gamma();

@@ -290,13 +290,8 @@ impl Session {
 
     /// Makes the settings as they now are visible to `current_setting()`.
     fn publish(&self) {
-        let mut names: Vec<String> = DEFAULT_SETTINGS
-            .iter()
-            .map(|(k, _)| k.to_string())
-            .collect();
-        names.extend(self.settings.keys().cloned());
-        names.push("lookout.now".into());
-        let values = names
+        let values = self
+            .setting_names()
             .into_iter()
             .filter_map(|n| self.setting(&n).map(|v| (n, v)))
             .collect();
@@ -733,6 +728,19 @@ impl Session {
         Ok(())
     }
 
+    /// Every setting `SHOW ALL` lists, sorted.
+    fn setting_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = DEFAULT_SETTINGS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        names.extend(self.settings.keys().cloned());
+        names.push("lookout.now".into());
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The current value of a setting, as `SHOW` and `current_setting` give it.
     pub fn setting(&self, key: &str) -> Option<String> {
         let key = key.to_lowercase();
@@ -761,15 +769,8 @@ impl Session {
             .collect::<Vec<_>>()
             .join(".");
         if key.eq_ignore_ascii_case("all") {
-            let mut names: Vec<String> = DEFAULT_SETTINGS
-                .iter()
-                .map(|(k, _)| k.to_string())
-                .collect();
-            names.extend(self.settings.keys().cloned());
-            names.push("lookout.now".into());
-            names.sort();
-            names.dedup();
-            let values = names
+            let values = self
+                .setting_names()
                 .iter()
                 .map(|n| format!("{n} = {}", self.setting(n).unwrap_or_default()))
                 .collect();
