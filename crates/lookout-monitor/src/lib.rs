@@ -1,7 +1,8 @@
 //! Lookout's monitoring functions: drift divergences, latency quantile
 //! sketches and LLM-evaluator score rollups, as DataFusion functions.
 //!
-//! This crate depends on DataFusion and Arrow only; [`register`] adds every
+//! This crate depends on DataFusion, Arrow and statrs (the χ² and gamma
+//! functions) only, not on storage or the server; [`register`] adds every
 //! function to a session. `docs/monitoring.md` documents each one, with its
 //! reference implementation and error bound.
 //!
