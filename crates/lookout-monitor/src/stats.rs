@@ -172,17 +172,19 @@ fn ks_exact_pvalue(d: f64, n: usize, m: usize) -> Option<f64> {
     for j in 1..=m {
         row[j] = if inside(0, j) { row[j - 1] } else { 0.0 };
     }
+    // The band [lo, hi] only moves right as i grows, so cells right of it
+    // are still zero and only those it leaves on the left need clearing.
+    let mut previous_lo = 0;
     for i in 1..=n {
         let fi = i as f64;
-        // Columns outside the band are zero; only visit the band.
         let center = i as f64 * m as f64 / n as f64;
         let half = bound as f64 / n as f64;
         let lo = ((center - half).floor().max(0.0)) as usize;
         let hi = (((center + half).ceil()) as usize).min(m);
-        // Zero what the band left behind on the previous row.
-        for cell in row.iter_mut().take(lo) {
+        for cell in &mut row[previous_lo.min(lo)..lo] {
             *cell = 0.0;
         }
+        previous_lo = lo;
         let mut left = 0.0;
         for (j, cell) in row.iter_mut().enumerate().take(hi + 1).skip(lo) {
             let value = if inside(i, j) {
@@ -193,9 +195,6 @@ fn ks_exact_pvalue(d: f64, n: usize, m: usize) -> Option<f64> {
             };
             *cell = value;
             left = value;
-        }
-        for cell in row.iter_mut().skip(hi + 1) {
-            *cell = 0.0;
         }
     }
     let p = 1.0 - row[m];
