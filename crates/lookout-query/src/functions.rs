@@ -1,6 +1,7 @@
 //! Functions Lookout adds to DataFusion's.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray};
 use arrow::buffer::OffsetBuffer;
@@ -10,9 +11,9 @@ use datafusion::error::Result;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
-use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::expressions::Literal;
 
 /// Registers Lookout's functions in a session.
@@ -26,10 +27,10 @@ pub(crate) fn register(ctx: &SessionContext) {
 
 /// The session's settings by lower-case name, shared with `current_setting()`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SettingValues(Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>);
+pub(crate) struct SettingValues(Arc<RwLock<BTreeMap<String, String>>>);
 
 impl SettingValues {
-    pub(crate) fn replace(&self, values: std::collections::BTreeMap<String, String>) {
+    pub(crate) fn replace(&self, values: BTreeMap<String, String>) {
         match self.0.write() {
             Ok(mut guard) => *guard = values,
             Err(poisoned) => *poisoned.into_inner() = values,
@@ -50,16 +51,13 @@ impl SettingValues {
 
 /// `current_setting(name [, missing_ok])`: a setting's value as `SHOW` gives
 /// it, as in PostgreSQL (an unknown name is an error unless `missing_ok`).
-pub(crate) fn current_setting(values: SettingValues) -> datafusion::logical_expr::ScalarUDF {
-    datafusion::logical_expr::ScalarUDF::from(CurrentSetting {
+pub(crate) fn current_setting(values: SettingValues) -> ScalarUDF {
+    ScalarUDF::from(CurrentSetting {
         values,
         signature: Signature::one_of(
             vec![
-                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8]),
-                datafusion::logical_expr::TypeSignature::Exact(vec![
-                    DataType::Utf8,
-                    DataType::Boolean,
-                ]),
+                TypeSignature::Exact(vec![DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
             ],
             Volatility::Stable,
         ),
@@ -87,7 +85,7 @@ impl std::hash::Hash for CurrentSetting {
     }
 }
 
-impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
+impl ScalarUDFImpl for CurrentSetting {
     fn name(&self) -> &str {
         "current_setting"
     }
@@ -100,11 +98,8 @@ impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
         Ok(DataType::Utf8)
     }
 
-    fn invoke_with_args(
-        &self,
-        args: datafusion::logical_expr::ScalarFunctionArgs,
-    ) -> Result<datafusion::logical_expr::ColumnarValue> {
-        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let names = arrays[0].as_string::<i32>();
         let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
         let mut out = Vec::with_capacity(names.len());
@@ -130,7 +125,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
             }
         }
         let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
-        Ok(datafusion::logical_expr::ColumnarValue::Array(array))
+        Ok(ColumnarValue::Array(array))
     }
 }
 
