@@ -128,7 +128,7 @@ impl Aggregate for NumericDrift {
             Measure::Psi | Measure::Kl | Measure::Js => {
                 // Binned measures need only the baseline's quantiles, found by
                 // selection in linear time rather than by sorting.
-                let edges = stats::quantile_edges_unsorted(&mut state.base, self.bins);
+                let edges = stats::quantile_edges(&mut state.base, self.bins);
                 let b = stats::bin_counts(&state.base, &edges);
                 let c = stats::bin_counts(&state.cur, &edges);
                 match self.measure {

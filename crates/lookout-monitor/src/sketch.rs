@@ -97,7 +97,8 @@ fn negative_ordinal(key: i32) -> Ordinal {
 }
 
 /// The bucket a value falls in, as an ordinal.
-pub fn ordinal_of(value: f64) -> Ordinal {
+#[cfg(test)]
+fn ordinal_of(value: f64) -> Ordinal {
     if value > ZERO_MAGNITUDE {
         positive_ordinal(key(value))
     } else if value < -ZERO_MAGNITUDE {
@@ -180,11 +181,6 @@ impl QuantileSketch {
     /// Sum of the values, exact up to floating point.
     pub fn sum(&self) -> f64 {
         self.sum
-    }
-
-    /// Smallest and largest value, exact; `None` when empty.
-    pub fn min_max(&self) -> Option<(f64, f64)> {
-        (self.count > 0.0).then_some((self.min, self.max))
     }
 
     /// Bytes held, for memory accounting (cheap: no encoding).
