@@ -16,6 +16,7 @@
 mod catalog;
 pub mod copy;
 mod error;
+mod extension;
 pub mod format;
 mod functions;
 mod import;
@@ -25,7 +26,8 @@ mod scan_exec;
 mod session;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use arrow::array::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -34,6 +36,7 @@ use lookout_storage::{Storage, StorageOptions};
 pub use copy::{CopyFormat, CopyKind};
 pub use datafusion::common::ScalarValue;
 pub use error::{QueryError, Result};
+pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::parse_duration;
 pub use session::{CopyIn, Output, Prepared, Session};
@@ -117,6 +120,8 @@ pub struct Lookout {
     storage: Storage,
     runtime: Arc<RuntimeEnv>,
     options: Arc<LookoutOptions>,
+    extensions: Arc<RwLock<Vec<Arc<dyn SqlExtension>>>>,
+    views: Arc<RwLock<BTreeMap<String, String>>>,
 }
 
 impl Lookout {
@@ -136,6 +141,8 @@ impl Lookout {
             storage,
             runtime,
             options: Arc::new(options),
+            extensions: Arc::default(),
+            views: Arc::default(),
         })
     }
 
@@ -164,6 +171,37 @@ impl Lookout {
         progress: Option<ImportProgress>,
     ) -> Result<u64> {
         import::import_parquet(self, table, files, progress).await
+    }
+
+    /// Adds statements handled by `extension` to every session, present and future.
+    pub fn register_extension(&self, extension: Arc<dyn SqlExtension>) {
+        if let Ok(mut list) = self.extensions.write() {
+            list.push(extension);
+        }
+    }
+
+    /// Defines `lookout.<name>` as a view over `sql`, planned afresh at each
+    /// query that reads it. Views live as long as this handle; whoever
+    /// defines them does so at each open.
+    pub fn register_view(&self, name: &str, sql: &str) {
+        if let Ok(mut views) = self.views.write() {
+            views.insert(name.to_lowercase(), sql.to_string());
+        }
+    }
+
+    pub(crate) fn extensions(&self) -> Vec<Arc<dyn SqlExtension>> {
+        self.extensions.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn view(&self, name: &str) -> Option<String> {
+        self.views.read().ok().and_then(|v| v.get(name).cloned())
+    }
+
+    pub(crate) fn view_names(&self) -> Vec<String> {
+        self.views
+            .read()
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The storage engine.

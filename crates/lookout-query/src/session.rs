@@ -27,7 +27,8 @@ use futures::StreamExt;
 use lookout_storage::{CreateTable, StorageError};
 
 use crate::Lookout;
-use crate::catalog::LookoutSchema;
+use crate::catalog::{LookoutSchema, SYSTEM_PREFIX, SystemSchema};
+use crate::extension::{Command, split_statements};
 use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestamp_micros};
 use crate::error::{QueryError, Result};
 use crate::interval::parse_duration;
@@ -90,7 +91,7 @@ pub struct CopyIn {
 /// A parsed statement ready to run with parameters (extended protocol).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    statement: Statement,
+    statement: Command,
     plan: Option<LogicalPlan>,
     /// Types of `$1, $2, ...` as far as the planner could infer them.
     pub param_types: Vec<Option<DataType>>,
@@ -144,10 +145,23 @@ fn table_name(name: &ObjectName) -> Result<String> {
         [t] => Ok(t.clone()),
         [s, t] if s == "public" => Ok(t.clone()),
         [c, s, t] if (c == "lookout") && s == "public" => Ok(t.clone()),
+        [s, t] | [_, s, t] if s == "lookout" => Ok(format!("{SYSTEM_PREFIX}{t}")),
         _ => Err(QueryError::with_code(
             "3F000",
             format!("schema of \"{name}\" does not exist"),
         )),
+    }
+}
+
+fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(parse_error)
+}
+
+/// A storage table name as SQL that resolves to it.
+fn quoted_table(name: &str) -> String {
+    match name.strip_prefix(SYSTEM_PREFIX) {
+        Some(t) => format!("lookout.\"{t}\""),
+        None => format!("\"{name}\""),
     }
 }
 
@@ -273,6 +287,7 @@ impl Session {
             "public",
             Arc::new(LookoutSchema::new(lookout.storage().clone())),
         );
+        let _ = catalog.register_schema("lookout", Arc::new(SystemSchema::new(lookout.clone())));
         ctx.register_catalog("lookout", Arc::new(catalog));
         crate::functions::register(&ctx);
         let published = crate::functions::SettingValues::default();
@@ -303,9 +318,34 @@ impl Session {
         self.fixed_now
     }
 
-    /// Splits SQL text into statements.
-    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(parse_error)
+    /// Splits SQL text into statements, Lookout's own and those extensions claim.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Command>> {
+        let extensions = self.lookout.extensions();
+        if extensions.is_empty() {
+            return Ok(parse_sql(sql)?.into_iter().map(Command::Sql).collect());
+        }
+        let mut commands = Vec::new();
+        for piece in split_statements(sql) {
+            match extensions.iter().find(|e| e.claims(piece)) {
+                Some(extension) => commands.push(Command::Extension {
+                    sql: piece.to_string(),
+                    extension: Arc::clone(extension),
+                }),
+                None => commands.extend(parse_sql(piece)?.into_iter().map(Command::Sql)),
+            }
+        }
+        Ok(commands)
+    }
+
+    /// Plans a query without running it (views are planned this way).
+    pub(crate) async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+        let stmt = parse_sql(sql)?
+            .pop()
+            .ok_or_else(|| QueryError::syntax("empty view definition"))?;
+        Ok(self
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+            .await?)
     }
 
     /// Runs every statement of `sql` and returns the rows of the last one.
@@ -340,7 +380,14 @@ impl Session {
     }
 
     /// Runs one statement.
-    pub async fn execute(&mut self, stmt: Statement) -> Result<Output> {
+    pub async fn execute(&mut self, command: Command) -> Result<Output> {
+        match command {
+            Command::Sql(stmt) => self.execute_statement(stmt).await,
+            Command::Extension { sql, extension } => extension.execute(&sql, self).await,
+        }
+    }
+
+    async fn execute_statement(&mut self, stmt: Statement) -> Result<Output> {
         match stmt {
             Statement::CreateTable(ct) => self.create_table(ct).await,
             Statement::AlterTable(at) => self.alter_table(at).await,
@@ -431,8 +478,18 @@ impl Session {
                 "cannot insert multiple commands into a prepared statement",
             ));
         }
-        let Some(stmt) = stmts.pop() else {
-            return Ok(None);
+        let stmt = match stmts.pop() {
+            None => return Ok(None),
+            Some(Command::Sql(stmt)) => stmt,
+            Some(Command::Extension { sql, extension }) => {
+                let schema = extension.describe(&sql)?;
+                return Ok(Some(Prepared {
+                    statement: Command::Extension { sql, extension },
+                    plan: None,
+                    param_types: Vec::new(),
+                    schema,
+                }));
+            }
         };
         if handled_here(&stmt) {
             let schema = match &stmt {
@@ -446,7 +503,7 @@ impl Session {
                 _ => None,
             };
             return Ok(Some(Prepared {
-                statement: stmt,
+                statement: Command::Sql(stmt),
                 plan: None,
                 param_types: Vec::new(),
                 schema,
@@ -487,7 +544,7 @@ impl Session {
             p => Some(Arc::new(p.schema().as_arrow().clone())),
         };
         Ok(Prepared {
-            statement: stmt,
+            statement: Command::Sql(stmt),
             plan: Some(plan),
             param_types: ordered,
             schema,
@@ -814,12 +871,11 @@ impl Session {
                             .collect::<Vec<_>>()
                             .join(", ")
                     };
-                    format!("SELECT {cols} FROM \"{}\"", table_name(t)?)
+                    format!("SELECT {cols} FROM {}", quoted_table(&table_name(t)?))
                 }
                 CopySource::Query(q) => q.to_string(),
             };
-            let stmt = self
-                .parse(&sql)?
+            let stmt = parse_sql(&sql)?
                 .pop()
                 .ok_or_else(|| QueryError::syntax("empty COPY query"))?;
             let prepared = self.plan(stmt).await?;
