@@ -22,6 +22,8 @@ pub(crate) struct FileConfig {
     pub(crate) copy: CopySection,
     #[serde(default)]
     pub(crate) server: ServerSection,
+    #[serde(default)]
+    pub(crate) alerts: AlertsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +44,15 @@ pub(crate) struct CopySection {
     /// Directories server-side COPY may read and write; unset = anywhere
     /// (only allowed while listening on loopback).
     pub(crate) allowed_dirs: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsSection {
+    /// Rules evaluated at once.
+    pub(crate) concurrency: Option<usize>,
+    /// Period of the P2 digest, e.g. "7 days".
+    pub(crate) digest_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,5 +128,20 @@ impl FileConfig {
                     .map_err(|e| anyhow::anyhow!("server.shutdown_grace: {e}"))
             })
             .transpose()
+    }
+
+    pub(crate) fn alert_options(&self, schedule: bool) -> anyhow::Result<lookout_alerts::AlertOptions> {
+        let mut options = lookout_alerts::AlertOptions {
+            schedule,
+            ..Default::default()
+        };
+        if let Some(c) = self.alerts.concurrency {
+            options.concurrency = c.max(1);
+        }
+        if let Some(d) = &self.alerts.digest_every {
+            options.digest_every =
+                parse_duration(d).map_err(|e| anyhow::anyhow!("alerts.digest_every: {e}"))?;
+        }
+        Ok(options)
     }
 }

@@ -125,7 +125,9 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => bail!("give the SQL text or --file"),
             };
             let db = open(&file, &data, true).await?;
+            let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
             let result = run_sql(&db, &sql, repeat).await;
+            alerts.shutdown().await;
             db.close().await?;
             result
         }
@@ -238,7 +240,12 @@ async fn serve(
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
     }
+    let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(true)?)
+        .await
+        .context("starting the alert engine")?;
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
+    tracing::info!("shutting down: finishing alert evaluations and deliveries");
+    alerts.shutdown().await;
     tracing::info!("shutting down: flushing buffered rows");
     db.close().await?;
     tracing::info!("stopped");

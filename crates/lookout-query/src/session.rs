@@ -66,6 +66,20 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// Rows already computed.
+    pub fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Output {
+        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        );
+        Output::Rows {
+            schema,
+            stream: Box::pin(stream),
+        }
+    }
+}
+
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

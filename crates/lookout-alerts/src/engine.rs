@@ -1,0 +1,1340 @@
+//! The alert engine: keeps the rules, evaluates them on schedule through
+//! SQL, persists every evaluation, delivers notifications.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use futures::StreamExt;
+use lookout_query::Lookout;
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{info, warn};
+
+use crate::error::{AlertError, Result};
+use crate::notify::{self, AlertMessage, Target, fingerprint};
+use crate::rule::{Micros, RuleDef, Severity, Threshold, format_duration};
+use crate::state::{Calibrated, Event, Instance, Observation, State, step};
+use crate::store::{self, Rows, float, int, opt_text, opt_timestamp, text, timestamp};
+
+/// How long a resolved alert keeps being re-sent to Alertmanager.
+const RESOLVED_RETENTION: Micros = 15 * 60_000_000;
+/// Minimum gap between re-posts of firing alerts to Alertmanager.
+const ALERTMANAGER_RESEND: Micros = 60_000_000;
+/// Most points a baseline is computed from.
+const MAX_BASELINE_POINTS: i64 = 1_000;
+/// Fewer baseline points than this gives a warning (as NannyML does).
+const MIN_BASELINE_POINTS: usize = 6;
+
+/// Tunables of the alert engine.
+#[derive(Debug, Clone)]
+pub struct AlertOptions {
+    /// Rules evaluated at the same time.
+    pub concurrency: usize,
+    /// Period of the P2 digest.
+    pub digest_every: Micros,
+    /// Whether to evaluate on schedule (off for one-shot commands).
+    pub schedule: bool,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        AlertOptions {
+            concurrency: 2,
+            digest_every: 7 * 86_400_000_000,
+            schedule: true,
+        }
+    }
+}
+
+/// One row of a rule's result.
+#[derive(Debug, Clone)]
+pub(crate) struct ResultRow {
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) value: Option<f64>,
+    pub(crate) n: Option<i64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RuleState {
+    pub(crate) def: RuleDef,
+    pub(crate) version: Micros,
+    pub(crate) paused: bool,
+    pub(crate) instances: BTreeMap<String, Instance>,
+    pub(crate) calibrated: Calibrated,
+    next_due: Micros,
+    running: bool,
+    last_alertmanager_post: Micros,
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    target: String,
+    body: String,
+    attempts: u32,
+    next_at: tokio::time::Instant,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Silence {
+    pub(crate) id: i64,
+    pub(crate) ends_at: Micros,
+    pub(crate) matchers: Vec<(String, String)>,
+}
+
+impl Silence {
+    fn mutes(&self, labels: &[(String, String)], at: Micros) -> bool {
+        at < self.ends_at
+            && self
+                .matchers
+                .iter()
+                .all(|m| labels.iter().any(|l| l == m))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) db: Lookout,
+    pub(crate) options: AlertOptions,
+    pub(crate) rules: Mutex<BTreeMap<String, RuleState>>,
+    pub(crate) silences: Mutex<Vec<Silence>>,
+    outbox: Mutex<VecDeque<Delivery>>,
+    outbox_wake: Notify,
+    stop: watch::Sender<bool>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    last_version: AtomicI64,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The alert engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AlertEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn now_micros() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The first multiple of `every` after `after`: rules run at aligned instants.
+fn next_instant(every: Micros, after: Micros) -> Micros {
+    (after.div_euclid(every) + 1) * every
+}
+
+/// Runs a rule's query with `now()` fixed to `at`.
+pub(crate) async fn run_rule_query(db: &Lookout, def: &RuleDef, at: Micros) -> Result<Vec<ResultRow>> {
+    let mut session = db.session();
+    session
+        .query(&format!("SET lookout.now = {}", timestamp(at)))
+        .await?;
+    let batches = session.query(&def.query).await?;
+    result_rows(&batches)
+}
+
+fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let value_idx = schema
+            .fields()
+            .iter()
+            .position(|f| f.name() == "value")
+            .ok_or_else(|| {
+                AlertError::InvalidQuery("the rule's query must return a column named value".into())
+            })?;
+        let value = cast(batch.column(value_idx), &DataType::Float64).map_err(|e| {
+            AlertError::InvalidQuery(format!("column value must be numeric: {e}"))
+        })?;
+        let value = value.as_primitive::<Float64Type>();
+        let n = match schema.fields().iter().position(|f| f.name() == "n") {
+            Some(i) => Some(
+                cast(batch.column(i), &DataType::Int64)
+                    .map_err(|e| AlertError::InvalidQuery(format!("column n must be an integer: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut labels = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if f.name() == "value" || f.name() == "n" {
+                continue;
+            }
+            let col = cast(batch.column(i), &DataType::Utf8).map_err(store::arrow_err)?;
+            labels.push((f.name().clone(), col));
+        }
+        for row in 0..batch.num_rows() {
+            let v = value.is_valid(row).then(|| value.value(row)).filter(|v| v.is_finite());
+            let count = n.as_ref().and_then(|c| {
+                let c = c.as_primitive::<Int64Type>();
+                c.is_valid(row).then(|| c.value(row))
+            });
+            let row_labels = labels
+                .iter()
+                .map(|(name, col)| {
+                    let col = col.as_string::<i32>();
+                    let v = if col.is_valid(row) { col.value(row) } else { "" };
+                    (name.clone(), v.to_string())
+                })
+                .collect();
+            out.push(ResultRow {
+                labels: row_labels,
+                value: v,
+                n: count,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// All labels of an instance: alertname, the rule's labels, the query's.
+fn full_labels(def: &RuleDef, labels: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = vec![("alertname".to_string(), def.name.clone())];
+    all.extend(def.labels.iter().cloned());
+    all.extend(labels.iter().cloned());
+    all
+}
+
+/// One instance's part of an evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub(crate) fingerprint: String,
+    pub(crate) from: State,
+    pub(crate) from_severity: Option<Severity>,
+    pub(crate) event: Option<Event>,
+}
+
+/// Feeds one evaluation's rows to the instances; forgets instances that are
+/// inactive and absent.
+pub(crate) fn apply(
+    def: &RuleDef,
+    calibrated: &Calibrated,
+    instances: &mut BTreeMap<String, Instance>,
+    rows: Vec<ResultRow>,
+    ts: Micros,
+) -> Result<Vec<Change>> {
+    let mut seen: HashMap<String, ResultRow> = HashMap::new();
+    for row in rows {
+        let fp = fingerprint(&full_labels(def, &row.labels));
+        if seen.contains_key(&fp) {
+            return Err(AlertError::InvalidQuery(format!(
+                "the query returned two rows with the same labels {}; every label set must be unique",
+                store::labels_json(&row.labels)
+            )));
+        }
+        seen.insert(fp, row);
+    }
+    let mut changes = Vec::new();
+    for (fp, row) in &seen {
+        instances
+            .entry(fp.clone())
+            .or_insert_with(|| Instance::new(row.labels.clone()));
+    }
+    for (fp, inst) in instances.iter_mut() {
+        let obs = seen.get(fp).and_then(|r| {
+            r.value.map(|value| Observation { value, n: r.n })
+        });
+        let s = step(def, calibrated, fp, inst, obs, ts);
+        changes.push(Change {
+            fingerprint: fp.clone(),
+            from: s.from,
+            from_severity: s.from_severity,
+            event: s.event,
+        });
+    }
+    instances.retain(|fp, inst| inst.state != State::Inactive || seen.contains_key(fp));
+    Ok(changes)
+}
+
+impl AlertEngine {
+    /// Creates the alert tables if missing, restores rules and state, adds
+    /// the alert statements to `db`'s SQL, and (with `options.schedule`)
+    /// starts evaluating.
+    pub async fn start(db: Lookout, options: AlertOptions) -> Result<AlertEngine> {
+        store::install(&db).await?;
+        let (stop, _) = watch::channel(false);
+        let engine = AlertEngine {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                options,
+                rules: Mutex::default(),
+                silences: Mutex::default(),
+                outbox: Mutex::default(),
+                outbox_wake: Notify::new(),
+                stop,
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+                last_version: AtomicI64::new(0),
+                tasks: Mutex::default(),
+            }),
+        };
+        engine.restore().await?;
+        db.register_extension(Arc::new(crate::extension::AlertStatements::new(engine.clone())));
+        if engine.inner.options.schedule {
+            let scheduler = tokio::spawn(engine.clone().schedule_loop());
+            let deliverer = tokio::spawn(engine.clone().delivery_loop());
+            let digests = tokio::spawn(engine.clone().digest_loop());
+            lock(&engine.inner.tasks).extend([scheduler, deliverer, digests]);
+        }
+        Ok(engine)
+    }
+
+    /// Stops evaluating; waits for evaluations and the delivery in progress.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        self.inner.outbox_wake.notify_waiters();
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), idle).await;
+        }
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// A rule version: the creation instant, strictly increasing.
+    pub(crate) fn new_version(&self) -> Micros {
+        let now = now_micros();
+        let prev = self.inner.last_version.fetch_max(now, Ordering::SeqCst);
+        if prev >= now {
+            self.inner.last_version.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
+    }
+
+    async fn restore(&self) -> Result<()> {
+        let db = &self.inner.db;
+        let rows = Rows::query(
+            db,
+            "SELECT name, version, action, paused, definition FROM lookout.alert_rules ORDER BY version",
+        )
+        .await?;
+        let mut rules: BTreeMap<String, RuleState> = BTreeMap::new();
+        let now = now_micros();
+        for (b, i) in rows.iter() {
+            let name = store::get_text(b, i, "name")?.unwrap_or_default();
+            let version = store::get_i64(b, i, "version")?.unwrap_or_default();
+            self.inner.last_version.fetch_max(version, Ordering::SeqCst);
+            let action = store::get_text(b, i, "action")?.unwrap_or_default();
+            if action == "drop" {
+                rules.remove(&name);
+                continue;
+            }
+            let definition = store::get_text(b, i, "definition")?.unwrap_or_default();
+            let paused = store::get_bool(b, i, "paused")?.unwrap_or(false);
+            let def = match crate::grammar::parse(&definition) {
+                Ok(crate::grammar::AlertStatement::Create { rule, .. }) => rule,
+                other => {
+                    warn!(rule = %name, "stored alert definition does not parse: {other:?}");
+                    continue;
+                }
+            };
+            let keep = rules.get(&name).filter(|r| r.version == version);
+            let (instances, calibrated) = match keep {
+                Some(r) => (r.instances.clone(), r.calibrated.clone()),
+                None => (BTreeMap::new(), Calibrated::new()),
+            };
+            rules.insert(
+                name,
+                RuleState {
+                    next_due: next_instant(def.every, now),
+                    def,
+                    version,
+                    paused,
+                    instances,
+                    calibrated,
+                    running: false,
+                    last_alertmanager_post: 0,
+                },
+            );
+        }
+        let thresholds = Rows::query(
+            db,
+            "SELECT t.rule, t.rule_version, t.fingerprint, t.severity, t.threshold
+             FROM lookout.alert_thresholds t
+             JOIN (SELECT rule, rule_version, max(ts) AS ts FROM lookout.alert_thresholds
+                   GROUP BY rule, rule_version) l
+               ON t.rule = l.rule AND t.rule_version = l.rule_version AND t.ts = l.ts",
+        )
+        .await?;
+        for (b, i) in thresholds.iter() {
+            let name = store::get_text(b, i, "rule")?.unwrap_or_default();
+            let version = store::get_i64(b, i, "rule_version")?;
+            if let Some(r) = rules.get_mut(&name).filter(|r| Some(r.version) == version)
+                && let (Some(fp), Some(sev), Some(t)) = (
+                    store::get_text(b, i, "fingerprint")?,
+                    store::get_text(b, i, "severity")?.and_then(|s| Severity::parse(&s)),
+                    store::get_f64(b, i, "threshold")?,
+                )
+            {
+                r.calibrated.insert((fp, sev), t);
+            }
+        }
+        let states = Rows::query(
+            db,
+            "SELECT s.* FROM lookout.alert_log s
+             JOIN (SELECT rule, rule_version, max(ts) AS ts FROM lookout.alert_log
+                   WHERE kind = 'evaluation' GROUP BY rule, rule_version) e
+               ON s.rule = e.rule AND s.rule_version = e.rule_version AND s.ts = e.ts
+             WHERE s.kind = 'state'",
+        )
+        .await?;
+        for (b, i) in states.iter() {
+            let name = store::get_text(b, i, "rule")?.unwrap_or_default();
+            let version = store::get_i64(b, i, "rule_version")?;
+            let Some(r) = rules.get_mut(&name).filter(|r| Some(r.version) == version) else {
+                continue;
+            };
+            let Some(fp) = store::get_text(b, i, "fingerprint")? else {
+                continue;
+            };
+            let labels = store::parse_labels(&store::get_text(b, i, "labels")?.unwrap_or_default());
+            let mut inst = Instance::new(labels);
+            inst.state = store::get_text(b, i, "state")?
+                .and_then(|s| State::parse(&s))
+                .unwrap_or(State::Inactive);
+            inst.severity = store::get_text(b, i, "severity")?.and_then(|s| Severity::parse(&s));
+            inst.value = store::get_f64(b, i, "value")?;
+            inst.n = store::get_i64(b, i, "n")?;
+            inst.threshold = store::get_f64(b, i, "threshold")?;
+            inst.active_at = store::get_ts(b, i, "active_at")?;
+            inst.fired_at = store::get_ts(b, i, "fired_at")?;
+            inst.keep_firing_since = store::get_ts(b, i, "keep_firing_since")?;
+            inst.resolved_at = store::get_ts(b, i, "resolved_at")?;
+            inst.last_sent_at = store::get_ts(b, i, "last_sent_at")?;
+            inst.missed = store::get_i64(b, i, "missed")?.unwrap_or(0).clamp(0, 1 << 20) as u32;
+            r.instances.insert(fp, inst);
+        }
+        let pending = Rows::query(
+            db,
+            "SELECT detail AS id, target, payload FROM lookout.alert_log
+             WHERE kind = 'notification'
+               AND detail NOT IN (SELECT detail FROM lookout.alert_log WHERE kind = 'delivery')
+             ORDER BY recorded_at, detail",
+        )
+        .await?;
+        let mut outbox = VecDeque::new();
+        for (b, i) in pending.iter() {
+            if let (Some(id), Some(target), Some(body)) = (
+                store::get_text(b, i, "id")?,
+                store::get_text(b, i, "target")?,
+                store::get_text(b, i, "payload")?,
+            ) {
+                outbox.push_back(Delivery {
+                    id,
+                    target,
+                    body,
+                    attempts: 0,
+                    next_at: tokio::time::Instant::now(),
+                });
+            }
+        }
+        let silences = Rows::query(
+            db,
+            "SELECT id, action, ends_at, matchers FROM lookout.alert_silences ORDER BY ts, id",
+        )
+        .await?;
+        let mut active: Vec<Silence> = Vec::new();
+        for (b, i) in silences.iter() {
+            let id = store::get_i64(b, i, "id")?.unwrap_or_default();
+            if store::get_text(b, i, "action")?.as_deref() == Some("drop") {
+                active.retain(|s| s.id != id);
+                continue;
+            }
+            active.push(Silence {
+                id,
+                ends_at: store::get_ts(b, i, "ends_at")?.unwrap_or_default(),
+                matchers: store::parse_labels(&store::get_text(b, i, "matchers")?.unwrap_or_default()),
+            });
+        }
+        if !rules.is_empty() || !outbox.is_empty() {
+            info!(
+                rules = rules.len(),
+                undelivered = outbox.len(),
+                "alert rules restored"
+            );
+        }
+        *lock(&self.inner.rules) = rules;
+        *lock(&self.inner.outbox) = outbox;
+        *lock(&self.inner.silences) = active;
+        Ok(())
+    }
+
+    pub(crate) fn add_rule(&self, def: RuleDef, version: Micros) {
+        let next_due = next_instant(def.every, now_micros());
+        lock(&self.inner.rules).insert(
+            def.name.clone(),
+            RuleState {
+                def,
+                version,
+                paused: false,
+                instances: BTreeMap::new(),
+                calibrated: Calibrated::new(),
+                next_due,
+                running: false,
+                last_alertmanager_post: 0,
+            },
+        );
+    }
+
+    async fn schedule_loop(self) {
+        let permits = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            if self.stopped() {
+                break;
+            }
+            let now = now_micros();
+            let mut due = Vec::new();
+            let mut next_wake = now + 1_000_000;
+            {
+                let mut rules = lock(&self.inner.rules);
+                for (name, r) in rules.iter_mut() {
+                    if r.paused || r.running {
+                        continue;
+                    }
+                    if r.next_due <= now {
+                        due.push((name.clone(), r.next_due));
+                        r.running = true;
+                        // Instants missed while busy or down are skipped, as Prometheus does.
+                        r.next_due = next_instant(r.def.every, now);
+                    }
+                    next_wake = next_wake.min(r.next_due);
+                }
+            }
+            for (name, at) in due {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    break;
+                };
+                self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = engine.evaluate(&name, at).await {
+                        warn!(rule = %name, "alert evaluation not recorded: {e}");
+                    }
+                    if let Some(r) = lock(&engine.inner.rules).get_mut(&name) {
+                        r.running = false;
+                    }
+                    drop(permit);
+                    engine.done_in_flight();
+                });
+            }
+            let wait = (next_wake - now_micros()).clamp(1_000, 1_000_000);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    fn done_in_flight(&self) {
+        if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    /// Evaluates rule `name` at instant `ts`: runs its query with `now()` =
+    /// `ts − DELAY`, advances every instance, records the evaluation in one
+    /// write and queues the notifications. Returns the number of instances.
+    pub async fn evaluate(&self, name: &str, ts: Micros) -> Result<usize> {
+        let (def, version, mut instances, calibrated) = {
+            let rules = lock(&self.inner.rules);
+            let r = rules
+                .get(name)
+                .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
+            (r.def.clone(), r.version, r.instances.clone(), r.calibrated.clone())
+        };
+        let started = std::time::Instant::now();
+        let outcome = match run_rule_query(&self.inner.db, &def, ts - def.delay).await {
+            Ok(rows) => apply(&def, &calibrated, &mut instances, rows, ts),
+            Err(e) => Err(e),
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let recorded = now_micros();
+        let mut values: Vec<String> = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut alertmanager: Vec<(String, Vec<AlertMessage>)> = Vec::new();
+        let (health, error, changes) = match outcome {
+            Ok(changes) if instances.is_empty() => ("nodata", None, changes),
+            Ok(changes) => ("ok", None, changes),
+            Err(e) => ("error", Some(e.to_string()), Vec::new()),
+        };
+        let silences = lock(&self.inner.silences).clone();
+        let mut by_fp: HashMap<&str, &Change> = HashMap::new();
+        for c in &changes {
+            by_fp.insert(&c.fingerprint, c);
+        }
+        // Webhook alerts per target, for this evaluation's events.
+        let mut webhook: BTreeMap<String, Vec<AlertMessage>> = BTreeMap::new();
+        let mut digest: Vec<(String, AlertMessage)> = Vec::new();
+        let mut notified: HashMap<String, &'static str> = HashMap::new();
+        for (fp, inst) in instances.iter_mut() {
+            let Some(change) = by_fp.get(fp.as_str()) else {
+                continue;
+            };
+            let Some(event) = change.event else {
+                continue;
+            };
+            let labels = full_labels(&def, &inst.labels);
+            if silences.iter().any(|s| s.mutes(&labels, ts)) {
+                notified.insert(fp.clone(), "silenced");
+                continue;
+            }
+            let severity = inst.severity.unwrap_or(Severity::P2);
+            let message = message(&def, inst, fp, ts, None);
+            for url in def.targets(severity) {
+                if let Ok(Target::Webhook(url)) = Target::parse(url) {
+                    if severity == Severity::P2 && event != Event::Resolved {
+                        digest.push((url, message.clone()));
+                    } else if severity != Severity::P2 {
+                        webhook.entry(url).or_default().push(message.clone());
+                    }
+                }
+            }
+            inst.last_sent_at = Some(ts);
+            notified.insert(fp.clone(), event.as_str());
+        }
+        // Alertmanager: every active alert, re-posted at most once a minute.
+        let am_targets: Vec<String> = all_targets(&def)
+            .into_iter()
+            .filter_map(|t| match Target::parse(&t) {
+                Ok(Target::Alertmanager(url)) => Some(url),
+                _ => None,
+            })
+            .collect();
+        if !am_targets.is_empty() {
+            let last_post = lock(&self.inner.rules)
+                .get(name)
+                .map_or(0, |r| r.last_alertmanager_post);
+            if !notified.is_empty() || ts - last_post >= ALERTMANAGER_RESEND {
+                let valid_until = ts + 4 * def.every.max(ALERTMANAGER_RESEND);
+                let mut alerts = Vec::new();
+                for (fp, inst) in &instances {
+                    let labels = full_labels(&def, &inst.labels);
+                    if silences.iter().any(|s| s.mutes(&labels, ts)) {
+                        continue;
+                    }
+                    if inst.state.is_active() {
+                        alerts.push(message(&def, inst, fp, ts, Some(valid_until)));
+                    } else if inst.resolved_at.is_some_and(|r| ts - r <= RESOLVED_RETENTION) {
+                        alerts.push(message(&def, inst, fp, ts, None));
+                    }
+                    // The alert of a tier left behind ends now.
+                    if let Some(c) = by_fp.get(fp.as_str())
+                        && c.from.is_active()
+                        && c.from_severity.is_some()
+                        && c.from_severity != inst.severity
+                    {
+                        let mut old = inst.clone();
+                        old.severity = c.from_severity;
+                        old.state = State::Resolved;
+                        old.resolved_at = Some(ts);
+                        alerts.push(message(&def, &old, fp, ts, None));
+                    }
+                }
+                if !alerts.is_empty() {
+                    for url in &am_targets {
+                        alertmanager.push((url.clone(), alerts.clone()));
+                    }
+                }
+                if let Some(r) = lock(&self.inner.rules).get_mut(name) {
+                    r.last_alertmanager_post = ts;
+                }
+            }
+        }
+        for (fp, inst) in &instances {
+            let change = by_fp.get(fp.as_str());
+            values.push(format!(
+                "({ts}, 'state', {rule}, {version}, {fp}, {labels}, {prev}, {state}, {sev}, {value}, {n}, {thr}, {active}, {fired}, {kfs}, {resolved}, {sent}, {missed}, {notification}, NULL, NULL, NULL, {rec})",
+                ts = timestamp(ts),
+                rule = text(&def.name),
+                fp = text(fp),
+                labels = text(&store::labels_json(&inst.labels)),
+                prev = text(change.map_or(inst.state, |c| c.from).as_str()),
+                state = text(inst.state.as_str()),
+                sev = opt_text(inst.severity.map(Severity::as_str)),
+                value = float(inst.value),
+                n = int(inst.n),
+                thr = float(inst.threshold),
+                active = opt_timestamp(inst.active_at),
+                fired = opt_timestamp(inst.fired_at),
+                kfs = opt_timestamp(inst.keep_firing_since),
+                resolved = opt_timestamp(inst.resolved_at),
+                sent = opt_timestamp(inst.last_sent_at),
+                missed = inst.missed,
+                notification = opt_text(notified.get(fp).copied()),
+                rec = timestamp(recorded),
+            ));
+        }
+        for (url, alerts) in webhook {
+            let id = format!("{}:{version}:{ts}:{}", def.name, fingerprint(&[("target".into(), url.clone())]));
+            let body = notify::webhook_body(&def.name, &alerts);
+            let kind = if alerts.iter().any(|a| a.status == "firing") { "firing" } else { "resolved" };
+            values.push(format!(
+                "({}, 'notification', {}, {version}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {}, {}, {}, {})",
+                timestamp(ts),
+                text(&def.name),
+                text(kind),
+                text(&url),
+                text(&body),
+                text(&id),
+                timestamp(recorded),
+            ));
+            deliveries.push(Delivery {
+                id,
+                target: url,
+                body,
+                attempts: 0,
+                next_at: tokio::time::Instant::now(),
+            });
+        }
+        for (url, alert) in digest {
+            values.push(format!(
+                "({}, 'digest', {}, {version}, {}, NULL, NULL, NULL, 'P2', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {}, NULL, {})",
+                timestamp(ts),
+                text(&def.name),
+                text(&alert.fingerprint),
+                text(&url),
+                text(&digest_entry(&alert)),
+                timestamp(recorded),
+            ));
+        }
+        values.push(format!(
+            "({}, 'evaluation', {}, {version}, NULL, NULL, NULL, {}, NULL, {}, {}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {})",
+            timestamp(ts),
+            text(&def.name),
+            text(health),
+            float(Some(elapsed_ms)),
+            instances.len(),
+            opt_text(error.as_deref()),
+            timestamp(recorded),
+        ));
+        let count = instances.len();
+        // A rule dropped or replaced meanwhile keeps its new state.
+        let current = lock(&self.inner.rules)
+            .get(name)
+            .is_some_and(|r| r.version == version);
+        if !current {
+            return Ok(count);
+        }
+        self.inner
+            .db
+            .sql(&format!("INSERT INTO lookout.alert_log VALUES {}", values.join(", ")))
+            .await?;
+        if let Some(r) = lock(&self.inner.rules).get_mut(name)
+            && r.version == version
+        {
+            r.instances = instances;
+        }
+        if !deliveries.is_empty() {
+            lock(&self.inner.outbox).extend(deliveries);
+            self.inner.outbox_wake.notify_one();
+        }
+        for (url, alerts) in alertmanager {
+            let body = notify::alertmanager_body(&alerts);
+            tokio::spawn(async move {
+                if let Err(e) = notify::post(url, body).await {
+                    warn!("alertmanager push failed (re-sent at the next evaluation): {e}");
+                }
+            });
+        }
+        if let Some(e) = error {
+            warn!(rule = %name, "alert rule evaluation failed: {e}");
+        }
+        Ok(count)
+    }
+
+    async fn delivery_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let next = {
+                let outbox = lock(&self.inner.outbox);
+                outbox.iter().map(|d| d.next_at).min()
+            };
+            if self.stopped() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            match next {
+                Some(at) if at <= now => {
+                    self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+                    self.deliver_due().await;
+                    self.done_in_flight();
+                }
+                other => {
+                    let wait = other.map_or(Duration::from_secs(3600), |at| at - now);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.inner.outbox_wake.notified() => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the first due delivery, in queue order per target.
+    async fn deliver_due(&self) {
+        let now = tokio::time::Instant::now();
+        let item = {
+            let outbox = lock(&self.inner.outbox);
+            let mut blocked: Vec<&str> = Vec::new();
+            let mut found = None;
+            for d in outbox.iter() {
+                if blocked.contains(&d.target.as_str()) {
+                    continue;
+                }
+                if d.next_at <= now {
+                    found = Some(d.clone());
+                    break;
+                }
+                // A later message to the same target waits for this one.
+                blocked.push(&d.target);
+            }
+            found
+        };
+        let Some(item) = item else {
+            return;
+        };
+        let result = notify::post(item.target.clone(), item.body.clone()).await;
+        if result.is_ok() && std::env::var("LOOKOUT_FAILPOINT").as_deref() == Ok("crash-after-delivery") {
+            // For the at-least-once test: die between delivery and its record.
+            std::process::abort();
+        }
+        let state = match &result {
+            Ok(()) => Some("delivered"),
+            Err(e) if item.attempts + 1 >= 12 => {
+                warn!(target = %item.target, "notification dropped after 12 attempts: {e}");
+                Some("failed")
+            }
+            Err(e) => {
+                warn!(target = %item.target, attempt = item.attempts + 1, "notification not delivered, will retry: {e}");
+                None
+            }
+        };
+        match state {
+            Some(state) => {
+                let detail = result.err().map(|e| e.to_string());
+                let now = now_micros();
+                let sql = format!(
+                    "INSERT INTO lookout.alert_log (ts, kind, rule, rule_version, state, detail, target, payload, recorded_at) VALUES ({}, 'delivery', '', 0, {}, {}, {}, {}, {})",
+                    timestamp(now),
+                    text(state),
+                    text(&item.id),
+                    text(&item.target),
+                    opt_text(detail.as_deref()),
+                    timestamp(now),
+                );
+                if let Err(e) = self.inner.db.sql(&sql).await {
+                    warn!("delivery of {} not recorded: {e}", item.id);
+                }
+                lock(&self.inner.outbox).retain(|d| d.id != item.id);
+            }
+            None => {
+                let mut outbox = lock(&self.inner.outbox);
+                if let Some(d) = outbox.iter_mut().find(|d| d.id == item.id) {
+                    d.attempts += 1;
+                    // 1 s, 2 s, 4 s ... at most 5 minutes apart.
+                    let backoff = Duration::from_secs((1u64 << d.attempts.min(9)).min(300));
+                    d.next_at = tokio::time::Instant::now() + backoff;
+                }
+            }
+        }
+    }
+
+    /// Sends the P2 digest at every multiple of `digest_every`.
+    async fn digest_loop(self) {
+        let every = self.inner.options.digest_every.max(1_000_000);
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let now = now_micros();
+            let at = next_instant(every, now);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_micros((at - now).max(0) as u64)) => {}
+                _ = stop.changed() => break,
+            }
+            self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            if let Err(e) = self.send_digest(at).await {
+                warn!("P2 digest not sent: {e}");
+            }
+            self.done_in_flight();
+        }
+    }
+
+    /// Queues one digest per target with the P2 alerts recorded since the
+    /// previous digest.
+    pub async fn send_digest(&self, at: Micros) -> Result<usize> {
+        let rows = Rows::query(
+            &self.inner.db,
+            &format!(
+                "SELECT target, payload FROM lookout.alert_log
+                 WHERE kind = 'digest' AND ts <= {at}
+                   AND ts > (SELECT coalesce(max(ts), TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                             FROM lookout.alert_log WHERE kind = 'digest_sent')
+                 ORDER BY ts, rule",
+                at = timestamp(at)
+            ),
+        )
+        .await?;
+        let mut per_target: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for (b, i) in rows.iter() {
+            if let (Some(t), Some(p)) = (store::get_text(b, i, "target")?, store::get_text(b, i, "payload")?)
+                && let Ok(v) = serde_json::from_str(&p)
+            {
+                per_target.entry(t).or_default().push(v);
+            }
+        }
+        let recorded = now_micros();
+        let mut values = vec![format!(
+            "({}, 'digest_sent', '', 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {})",
+            timestamp(at),
+            timestamp(recorded)
+        )];
+        let mut deliveries = Vec::new();
+        for (url, alerts) in &per_target {
+            let id = format!("digest:{at}:{}", fingerprint(&[("target".into(), url.clone())]));
+            let body = serde_json::json!({
+                "version": "4",
+                "groupKey": "{}:{severity=\"P2\"}",
+                "truncatedAlerts": 0,
+                "status": "firing",
+                "receiver": "lookout-digest",
+                "groupLabels": {"severity": "P2"},
+                "commonLabels": {"severity": "P2"},
+                "commonAnnotations": {"summary": format!("Lookout P2 digest: {} alerts for review", alerts.len())},
+                "externalURL": "",
+                "alerts": alerts,
+            })
+            .to_string();
+            values.push(format!(
+                "({}, 'notification', '', 0, NULL, NULL, NULL, NULL, 'P2', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'digest', {}, {}, {}, {})",
+                timestamp(at),
+                text(url),
+                text(&body),
+                text(&id),
+                timestamp(recorded)
+            ));
+            deliveries.push(Delivery {
+                id,
+                target: url.clone(),
+                body,
+                attempts: 0,
+                next_at: tokio::time::Instant::now(),
+            });
+        }
+        if per_target.is_empty() {
+            return Ok(0);
+        }
+        self.inner
+            .db
+            .sql(&format!("INSERT INTO lookout.alert_log VALUES {}", values.join(", ")))
+            .await?;
+        let sent = deliveries.len();
+        lock(&self.inner.outbox).extend(deliveries);
+        self.inner.outbox_wake.notify_one();
+        Ok(sent)
+    }
+
+    /// Calibrates the rule's BASELINE thresholds from its own query run at
+    /// past instants ending at `anchor`; records progress and results.
+    pub async fn calibrate(&self, name: &str, anchor: Micros) -> Result<()> {
+        let (def, version) = {
+            let rules = lock(&self.inner.rules);
+            let r = rules
+                .get(name)
+                .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
+            (r.def.clone(), r.version)
+        };
+        let mut plans: Vec<(Micros, Micros)> = Vec::new();
+        for tier in &def.tiers {
+            if let Threshold::Baseline { over, step, .. } = tier.threshold {
+                let step = step
+                    .unwrap_or_else(|| def.every.max(query_window(&def.query)))
+                    .max(over / MAX_BASELINE_POINTS)
+                    .max(1);
+                if !plans.contains(&(over, step)) {
+                    plans.push((over, step));
+                }
+            }
+        }
+        let total: i64 = plans.iter().map(|(over, step)| (over / step).max(1)).sum();
+        self.record_calibration(&def.name, version, "running", 0.0, None).await?;
+        let mut done = 0i64;
+        let mut series: HashMap<(Micros, Micros), HashMap<String, (Vec<(String, String)>, Vec<f64>)>> =
+            HashMap::new();
+        let mut last_report = std::time::Instant::now();
+        for &(over, step) in &plans {
+            let points = (over / step).max(1);
+            let instants: Vec<Micros> = (0..points).map(|i| anchor - over + step * (i + 1)).collect();
+            let db = self.inner.db.clone();
+            let mut results = futures::stream::iter(instants.into_iter().map(|t| {
+                let db = db.clone();
+                let def = def.clone();
+                async move { run_rule_query(&db, &def, t - def.delay).await }
+            }))
+            .buffered(self.inner.options.concurrency.max(1));
+            let entry = series.entry((over, step)).or_default();
+            while let Some(rows) = results.next().await {
+                match rows {
+                    Ok(rows) => {
+                        for row in rows {
+                            let fp = fingerprint(&full_labels(&def, &row.labels));
+                            let e = entry.entry(fp).or_insert_with(|| (row.labels.clone(), Vec::new()));
+                            if let Some(v) = row.value
+                                && def.min_samples.is_none_or(|m| row.n.is_some_and(|n| n >= m))
+                            {
+                                e.1.push(v);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.record_calibration(&def.name, version, "failed", done as f64 / total as f64, Some(&e.to_string()))
+                            .await?;
+                        return Err(e);
+                    }
+                }
+                done += 1;
+                if last_report.elapsed() > Duration::from_secs(2) {
+                    last_report = std::time::Instant::now();
+                    self.record_calibration(&def.name, version, "running", done as f64 / total as f64, None)
+                        .await?;
+                }
+            }
+        }
+        let mut calibrated = Calibrated::new();
+        let mut values = Vec::new();
+        let mut fewest = usize::MAX;
+        let now = now_micros();
+        for tier in &def.tiers {
+            let Threshold::Baseline { sigmas, over, step, margin } = tier.threshold else {
+                continue;
+            };
+            let step = step
+                .unwrap_or_else(|| def.every.max(query_window(&def.query)))
+                .max(over / MAX_BASELINE_POINTS)
+                .max(1);
+            let Some(per_fp) = series.get(&(over, step)) else {
+                continue;
+            };
+            for (fp, (labels, points)) in per_fp {
+                fewest = fewest.min(points.len());
+                let (mean, sd) = mean_stddev(points);
+                let threshold = mean.map(|m| {
+                    let distance = (sigmas * sd.unwrap_or(0.0)).max(margin * m.abs());
+                    if tier.op.is_upper() { m + distance } else { m - distance }
+                });
+                if let Some(t) = threshold {
+                    calibrated.insert((fp.clone(), tier.severity), t);
+                }
+                values.push(format!(
+                    "({}, {}, {version}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    timestamp(now),
+                    text(&def.name),
+                    text(fp),
+                    text(&store::labels_json(labels)),
+                    text(tier.severity.as_str()),
+                    float(threshold),
+                    float(mean),
+                    float(sd),
+                    points.len(),
+                    timestamp(anchor - over),
+                    timestamp(anchor),
+                ));
+            }
+        }
+        if !values.is_empty() {
+            self.inner
+                .db
+                .sql(&format!("INSERT INTO lookout.alert_thresholds VALUES {}", values.join(", ")))
+                .await?;
+        }
+        let warning = if values.is_empty() {
+            Some("the baseline window returned no rows: BASELINE tiers cannot fire".to_string())
+        } else if fewest < MIN_BASELINE_POINTS {
+            Some(format!(
+                "only {fewest} baseline points for some instances (fewer than {MIN_BASELINE_POINTS}): thresholds are unreliable"
+            ))
+        } else {
+            None
+        };
+        if let Some(w) = &warning {
+            warn!(rule = %def.name, "{w}");
+        }
+        if let Some(r) = lock(&self.inner.rules).get_mut(name)
+            && r.version == version
+        {
+            r.calibrated = calibrated;
+        }
+        self.record_calibration(&def.name, version, "done", 1.0, warning.as_deref()).await
+    }
+
+    async fn record_calibration(
+        &self,
+        rule: &str,
+        version: Micros,
+        state: &str,
+        progress: f64,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let now = now_micros();
+        self.inner
+            .db
+            .sql(&format!(
+                "INSERT INTO lookout.alert_log (ts, kind, rule, rule_version, state, value, detail, recorded_at) VALUES ({}, 'calibration', {}, {version}, {}, {}, {}, {})",
+                timestamp(now),
+                text(rule),
+                text(state),
+                float(Some(progress)),
+                opt_text(detail),
+                timestamp(now)
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Replays rule `name` over `[from, to]` with fresh state and returns
+    /// every transition and notification it would have produced.
+    pub async fn backtest(
+        &self,
+        name: &str,
+        from: Micros,
+        to: Micros,
+        step_by: Option<Micros>,
+    ) -> Result<Vec<BacktestRow>> {
+        let (def, calibrated) = {
+            let rules = lock(&self.inner.rules);
+            let r = rules
+                .get(name)
+                .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
+            (r.def.clone(), r.calibrated.clone())
+        };
+        let step_by = step_by.unwrap_or(def.every);
+        let count = (to - from) / step_by + 1;
+        if count > 1_000_000 {
+            return Err(AlertError::InvalidValue(format!(
+                "BACKTEST would evaluate {count} instants; use a larger STEP (at most 1,000,000)"
+            )));
+        }
+        let db = self.inner.db.clone();
+        let mut results = futures::stream::iter((0..count).map(|i| {
+            let db = db.clone();
+            let def = def.clone();
+            let ts = from + i * step_by;
+            async move { (ts, run_rule_query(&db, &def, ts - def.delay).await) }
+        }))
+        .buffered(self.inner.options.concurrency.max(1));
+        let mut instances = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut sent = 0i64;
+        while let Some((ts, rows)) = results.next().await {
+            let changes = apply(&def, &calibrated, &mut instances, rows?, ts)?;
+            for c in changes {
+                let inst = instances.get_mut(&c.fingerprint);
+                let (state, severity, value, n, threshold, labels) = match &inst {
+                    Some(i) => (i.state, i.severity, i.value, i.n, i.threshold, i.labels.clone()),
+                    None => (State::Inactive, None, None, None, None, Vec::new()),
+                };
+                if let (Some(_), Some(i)) = (c.event, inst) {
+                    i.last_sent_at = Some(ts);
+                    sent += 1;
+                }
+                if c.from != state || c.event.is_some() || c.from_severity != severity && state.is_active() {
+                    out.push(BacktestRow {
+                        ts,
+                        labels,
+                        from: c.from,
+                        to: state,
+                        severity,
+                        value,
+                        n,
+                        threshold,
+                        notification: c.event,
+                        notifications: sent,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One line of a back-test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestRow {
+    /// Evaluation instant.
+    pub ts: Micros,
+    /// The instance's labels.
+    pub labels: Vec<(String, String)>,
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// Severity after.
+    pub severity: Option<Severity>,
+    /// Value.
+    pub value: Option<f64>,
+    /// Row count.
+    pub n: Option<i64>,
+    /// Threshold compared with.
+    pub threshold: Option<f64>,
+    /// Notification this step sent.
+    pub notification: Option<Event>,
+    /// Notifications sent so far in the back-test.
+    pub notifications: i64,
+}
+
+fn all_targets(def: &RuleDef) -> Vec<String> {
+    let mut all: Vec<String> = def.notify.clone();
+    for t in &def.tiers {
+        all.extend(t.notify.iter().cloned());
+    }
+    all.sort();
+    all.dedup();
+    all
+}
+
+fn message(def: &RuleDef, inst: &Instance, fp: &str, ts: Micros, valid_until: Option<Micros>) -> AlertMessage {
+    let mut labels = full_labels(def, &inst.labels);
+    let severity = inst.severity.map_or("none", Severity::as_str);
+    labels.insert(1, ("severity".to_string(), severity.to_string()));
+    let firing = inst.state.is_active();
+    let mut annotations = vec![(
+        "summary".to_string(),
+        format!(
+            "{}: value {} (threshold {}, n = {})",
+            def.name,
+            inst.value.map_or("-".to_string(), |v| format!("{v}")),
+            inst.threshold.map_or("-".to_string(), |v| format!("{v}")),
+            inst.n.map_or("-".to_string(), |v| v.to_string()),
+        ),
+    )];
+    if let Some(v) = inst.value {
+        annotations.push(("value".to_string(), format!("{v}")));
+    }
+    if let Some(t) = inst.threshold {
+        annotations.push(("threshold".to_string(), format!("{t}")));
+    }
+    if let Some(n) = inst.n {
+        annotations.push(("n".to_string(), n.to_string()));
+    }
+    AlertMessage {
+        status: if firing { "firing" } else { "resolved" },
+        labels,
+        annotations,
+        starts_at: inst.fired_at.unwrap_or(ts),
+        ends_at: if firing { valid_until } else { inst.resolved_at.or(Some(ts)) },
+        fingerprint: fp.to_string(),
+    }
+}
+
+fn digest_entry(a: &AlertMessage) -> String {
+    let pairs = |p: &[(String, String)]| {
+        serde_json::Value::Object(
+            p.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    serde_json::json!({
+        "status": a.status,
+        "labels": pairs(&a.labels),
+        "annotations": pairs(&a.annotations),
+        "startsAt": notify::rfc3339(a.starts_at),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": a.fingerprint,
+    })
+    .to_string()
+}
+
+fn mean_stddev(points: &[f64]) -> (Option<f64>, Option<f64>) {
+    if points.is_empty() {
+        return (None, None);
+    }
+    let n = points.len() as f64;
+    let mean = points.iter().fold(0.0, |a, b| a + b) / n;
+    if points.len() < 2 {
+        return (Some(mean), None);
+    }
+    let var = points.iter().fold(0.0, |a, v| a + (v - mean).powi(2)) / (n - 1.0);
+    (Some(mean), Some(var.sqrt()))
+}
+
+/// The query's window: its longest `INTERVAL '...'` literal (0 if none).
+pub(crate) fn query_window(query: &str) -> Micros {
+    let lower = query.to_ascii_lowercase();
+    let mut longest = 0;
+    let mut rest = lower.as_str();
+    while let Some(at) = rest.find("interval") {
+        rest = &rest[at + "interval".len()..];
+        let trimmed = rest.trim_start();
+        if let Some(body) = trimmed.strip_prefix('\'')
+            && let Some(end) = body.find('\'')
+            && let Ok(micros) = lookout_query::parse_duration(&body[..end])
+        {
+            longest = longest.max(micros);
+        }
+    }
+    longest
+}
+
+/// Displayed form of a tier list.
+pub(crate) fn describe_tiers(def: &RuleDef) -> String {
+    def.tiers
+        .iter()
+        .map(|t| {
+            let threshold = match &t.threshold {
+                Threshold::Fixed(v) => format!("{v}"),
+                Threshold::Baseline { sigmas, over, step, margin } => {
+                    let mut s = format!("BASELINE({sigmas} SIGMA OVER '{}'", format_duration(*over));
+                    if let Some(step) = step {
+                        s.push_str(&format!(" STEP '{}'", format_duration(*step)));
+                    }
+                    if *margin > 0.0 {
+                        s.push_str(&format!(" MARGIN {margin}"));
+                    }
+                    s.push(')');
+                    s
+                }
+            };
+            format!("{} WHEN value {} {threshold}", t.severity.as_str(), t.op.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_and_instants() {
+        assert_eq!(
+            query_window("SELECT 1 WHERE ts >= now() - INTERVAL '15 minutes' AND x > now() - interval '1 hour'"),
+            3_600_000_000
+        );
+        assert_eq!(query_window("SELECT 1"), 0);
+        assert_eq!(next_instant(60, 0), 60);
+        assert_eq!(next_instant(60, 59), 60);
+        assert_eq!(next_instant(60, 60), 120);
+        let (m, s) = mean_stddev(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, Some(2.5));
+        assert!((s.unwrap_or_default() - 1.290_994_448_735_805_6).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,792 @@
+//! The alert statements: `CREATE ALERT`, `DROP ALERT`, `ALTER ALERT`,
+//! `SHOW ALERTS`, `RECALIBRATE ALERT`, `BACKTEST ALERT`, and silences.
+//!
+//! Clauses are parsed here; the query after `AS` is kept as written and
+//! checked by planning it.
+
+use lookout_query::copy::parse_timestamp_micros;
+use lookout_query::parse_duration;
+
+use crate::error::{AlertError, Result};
+use crate::rule::{DEFAULT_REPEAT, Micros, Op, Recover, RuleDef, Severity, Threshold, Tier};
+
+/// A parsed alert statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertStatement {
+    /// `CREATE ALERT`.
+    Create {
+        /// The rule.
+        rule: RuleDef,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+    },
+    /// `DROP ALERT [IF EXISTS] name`.
+    Drop {
+        /// Rule name.
+        name: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `ALTER ALERT name PAUSE | RESUME`.
+    SetPaused {
+        /// Rule name.
+        name: String,
+        /// Pause (true) or resume.
+        paused: bool,
+    },
+    /// `SHOW ALERTS`.
+    Show,
+    /// `RECALIBRATE ALERT name`.
+    Recalibrate {
+        /// Rule name.
+        name: String,
+    },
+    /// `BACKTEST ALERT name FROM 'ts' TO 'ts' [STEP 'interval']`.
+    Backtest {
+        /// Rule name.
+        name: String,
+        /// First instant.
+        from: Micros,
+        /// Last instant (inclusive).
+        to: Micros,
+        /// Spacing; default the rule's EVERY.
+        step: Option<Micros>,
+    },
+    /// `CREATE SILENCE FOR 'interval' WHERE label = 'v' [AND ...] [COMMENT 'text']`.
+    CreateSilence {
+        /// How long from now.
+        duration: Micros,
+        /// Label equalities that all must hold.
+        matchers: Vec<(String, String)>,
+        /// Why.
+        comment: String,
+    },
+    /// `DROP SILENCE id`.
+    DropSilence {
+        /// The silence id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Word(String),
+    Str(String),
+    Num(f64),
+    Sym(&'static str),
+}
+
+struct Lexed {
+    tokens: Vec<(Token, usize)>,
+}
+
+fn lex(sql: &str) -> Result<Lexed> {
+    let bytes = sql.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'-' && bytes.get(i + 1) == Some(&b'-') {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            match sql[i + 2..].find("*/") {
+                Some(end) => i += end + 4,
+                None => return Err(AlertError::syntax("unterminated comment")),
+            }
+        } else if c == b'\'' {
+            let mut text = String::new();
+            i += 1;
+            loop {
+                match sql[i..].find('\'') {
+                    None => return Err(AlertError::syntax("unterminated quoted string")),
+                    Some(q) => {
+                        text.push_str(&sql[i..i + q]);
+                        i += q + 1;
+                        if bytes.get(i) == Some(&b'\'') {
+                            text.push('\'');
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            tokens.push((Token::Str(text), start));
+        } else if c == b'"' {
+            match sql[i + 1..].find('"') {
+                Some(q) => {
+                    tokens.push((Token::Word(format!("\"{}\"", &sql[i + 1..i + 1 + q])), start));
+                    i += q + 2;
+                }
+                None => return Err(AlertError::syntax("unterminated quoted identifier")),
+            }
+        } else if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+        {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_')
+            {
+                // An exponent's sign belongs to the number.
+                if (bytes[i] == b'e' || bytes[i] == b'E')
+                    && matches!(bytes.get(i + 1), Some(b'-') | Some(b'+'))
+                {
+                    i += 1;
+                }
+                i += 1;
+            }
+            let text = &sql[start..i];
+            let n = text
+                .replace('_', "")
+                .parse::<f64>()
+                .map_err(|_| AlertError::syntax(format!("invalid number \"{text}\"")))?;
+            tokens.push((Token::Num(n), start));
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let word = &sql[start..i];
+            tokens.push((Token::Word(word.to_string()), start));
+            // The query after AS is SQL, not ours to lex.
+            if word.eq_ignore_ascii_case("AS") {
+                break;
+            }
+        } else {
+            let two = sql.get(i..i + 2).unwrap_or("");
+            let sym = match two {
+                ">=" => Some(">="),
+                "<=" => Some("<="),
+                _ => None,
+            };
+            let sym = match sym {
+                Some(s) => {
+                    i += 2;
+                    s
+                }
+                None => {
+                    i += 1;
+                    match c {
+                        b'>' => ">",
+                        b'<' => "<",
+                        b'=' => "=",
+                        b',' => ",",
+                        b'(' => "(",
+                        b')' => ")",
+                        b'-' => "-",
+                        b'%' => "%",
+                        _ => {
+                            let ch = sql[start..].chars().next().unwrap_or('?');
+                            return Err(AlertError::syntax(format!(
+                                "unexpected character \"{ch}\" in alert statement"
+                            )));
+                        }
+                    }
+                }
+            };
+            tokens.push((Token::Sym(sym), start));
+        }
+    }
+    Ok(Lexed { tokens })
+}
+
+/// Whether `sql` is an alert statement (so Lookout's SQL parser never sees it).
+pub fn is_alert_statement(sql: &str) -> bool {
+    let words: Vec<String> = leading_words(sql, 4);
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        w.as_slice(),
+        ["CREATE", "ALERT", ..]
+            | ["DROP", "ALERT", ..]
+            | ["ALTER", "ALERT", ..]
+            | ["SHOW", "ALERTS"]
+            | ["RECALIBRATE", "ALERT", ..]
+            | ["BACKTEST", "ALERT", ..]
+            | ["CREATE", "SILENCE", ..]
+            | ["DROP", "SILENCE", ..]
+            | ["SHOW", "SILENCES"]
+    )
+}
+
+fn leading_words(sql: &str, max: usize) -> Vec<String> {
+    let Ok(lexed) = lex_prefix(sql) else {
+        return Vec::new();
+    };
+    lexed
+        .into_iter()
+        .take(max)
+        .map(|t| match t {
+            Token::Word(w) => w.to_ascii_uppercase(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// Lexes only as far as needed to read the leading keywords.
+fn lex_prefix(sql: &str) -> Result<Vec<Token>> {
+    let end = sql
+        .char_indices()
+        .filter(|(_, c)| c.is_whitespace())
+        .nth(8)
+        .map_or(sql.len(), |(i, _)| i);
+    // Comments may hold anything, so fall back to the full lexer for them.
+    let text = if sql.contains("--") || sql.contains("/*") {
+        sql
+    } else {
+        &sql[..end]
+    };
+    Ok(lex(text)?.tokens.into_iter().map(|(t, _)| t).collect())
+}
+
+struct Parser<'a> {
+    sql: &'a str,
+    tokens: Vec<(Token, usize)>,
+    pos: usize,
+}
+
+/// Parses one alert statement.
+pub fn parse(sql: &str) -> Result<AlertStatement> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let mut p = Parser {
+        sql,
+        tokens: lex(sql)?.tokens,
+        pos: 0,
+    };
+    let stmt = p.statement()?;
+    if let Some((t, _)) = p.tokens.get(p.pos) {
+        return Err(AlertError::syntax(format!(
+            "unexpected {} at the end of the statement",
+            describe(t)
+        )));
+    }
+    Ok(stmt)
+}
+
+fn describe(t: &Token) -> String {
+    match t {
+        Token::Word(w) => format!("\"{w}\""),
+        Token::Str(s) => format!("'{s}'"),
+        Token::Num(n) => n.to_string(),
+        Token::Sym(s) => format!("\"{s}\""),
+    }
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(t, _)| t)
+    }
+
+    fn peek_word(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn peek_words(&self, words: &[&str]) -> bool {
+        words.iter().enumerate().all(|(k, word)| {
+            matches!(self.tokens.get(self.pos + k), Some((Token::Word(w), _)) if w.eq_ignore_ascii_case(word))
+        })
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        if self.peek_word(word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_words(&mut self, words: &[&str]) -> bool {
+        if self.peek_words(words) {
+            self.pos += words.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_word(&mut self, word: &str) -> Result<()> {
+        if self.eat_word(word) {
+            Ok(())
+        } else {
+            Err(self.unexpected(word))
+        }
+    }
+
+    fn eat_sym(&mut self, sym: &str) -> bool {
+        if matches!(self.peek(), Some(Token::Sym(s)) if *s == sym) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_sym(&mut self, sym: &str) -> Result<()> {
+        if self.eat_sym(sym) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("\"{sym}\"")))
+        }
+    }
+
+    fn unexpected(&self, wanted: &str) -> AlertError {
+        match self.peek() {
+            Some(t) => AlertError::syntax(format!("expected {wanted}, found {}", describe(t))),
+            None => AlertError::syntax(format!("expected {wanted} at the end of the statement")),
+        }
+    }
+
+    fn name(&mut self) -> Result<String> {
+        match self.peek().cloned() {
+            Some(Token::Word(w)) => {
+                self.pos += 1;
+                Ok(match w.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(quoted) => quoted.to_string(),
+                    None => w.to_lowercase(),
+                })
+            }
+            _ => Err(self.unexpected("a name")),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<String> {
+        match self.peek().cloned() {
+            Some(Token::Str(s)) => {
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn duration(&mut self, clause: &str) -> Result<Micros> {
+        let text = self.string(&format!("an interval in quotes after {clause}"))?;
+        let micros = parse_duration(&text).map_err(|e| AlertError::InvalidValue(e.to_string()))?;
+        if micros < 0 {
+            return Err(AlertError::InvalidValue(format!(
+                "{clause} must not be negative"
+            )));
+        }
+        Ok(micros)
+    }
+
+    fn timestamp(&mut self, clause: &str) -> Result<Micros> {
+        let text = self.string(&format!("a timestamp in quotes after {clause}"))?;
+        parse_timestamp_micros(&text).ok_or_else(|| {
+            AlertError::InvalidDatetime(format!("invalid timestamp after {clause}: \"{text}\""))
+        })
+    }
+
+    fn number(&mut self, what: &str) -> Result<f64> {
+        let negative = self.eat_sym("-");
+        match self.peek().cloned() {
+            Some(Token::Num(n)) => {
+                self.pos += 1;
+                Ok(if negative { -n } else { n })
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn op(&mut self) -> Result<Op> {
+        let op = match self.peek() {
+            Some(Token::Sym(">")) => Op::Gt,
+            Some(Token::Sym(">=")) => Op::Ge,
+            Some(Token::Sym("<")) => Op::Lt,
+            Some(Token::Sym("<=")) => Op::Le,
+            _ => return Err(self.unexpected("a comparison (>, >=, <, <=)")),
+        };
+        self.pos += 1;
+        Ok(op)
+    }
+
+    fn targets(&mut self) -> Result<Vec<String>> {
+        let mut targets = vec![self.string("a notification URL in quotes")?];
+        while matches!(self.tokens.get(self.pos + 1), Some((Token::Str(_), _)))
+            && self.eat_sym(",")
+        {
+            targets.push(self.string("a notification URL")?);
+        }
+        for t in &targets {
+            crate::notify::Target::parse(t)?;
+        }
+        Ok(targets)
+    }
+
+    fn statement(&mut self) -> Result<AlertStatement> {
+        if self.eat_words(&["CREATE", "ALERT"]) {
+            let if_not_exists = self.eat_words(&["IF", "NOT", "EXISTS"]);
+            let rule = self.create_body()?;
+            return Ok(AlertStatement::Create {
+                rule,
+                if_not_exists,
+            });
+        }
+        if self.eat_words(&["DROP", "ALERT"]) {
+            let if_exists = self.eat_words(&["IF", "EXISTS"]);
+            let name = self.name()?;
+            return Ok(AlertStatement::Drop { name, if_exists });
+        }
+        if self.eat_words(&["ALTER", "ALERT"]) {
+            let name = self.name()?;
+            let paused = if self.eat_word("PAUSE") {
+                true
+            } else if self.eat_word("RESUME") {
+                false
+            } else {
+                return Err(self.unexpected("PAUSE or RESUME"));
+            };
+            return Ok(AlertStatement::SetPaused { name, paused });
+        }
+        if self.eat_words(&["SHOW", "ALERTS"]) {
+            return Ok(AlertStatement::Show);
+        }
+        if self.eat_words(&["RECALIBRATE", "ALERT"]) {
+            let name = self.name()?;
+            return Ok(AlertStatement::Recalibrate { name });
+        }
+        if self.eat_words(&["BACKTEST", "ALERT"]) {
+            let name = self.name()?;
+            self.expect_word("FROM")?;
+            let from = self.timestamp("FROM")?;
+            self.expect_word("TO")?;
+            let to = self.timestamp("TO")?;
+            let step = if self.eat_word("STEP") {
+                Some(self.duration("STEP")?)
+            } else {
+                None
+            };
+            if to < from {
+                return Err(AlertError::InvalidValue(
+                    "BACKTEST: TO is before FROM".into(),
+                ));
+            }
+            if step == Some(0) {
+                return Err(AlertError::InvalidValue("BACKTEST: STEP must be positive".into()));
+            }
+            return Ok(AlertStatement::Backtest {
+                name,
+                from,
+                to,
+                step,
+            });
+        }
+        if self.eat_words(&["CREATE", "SILENCE"]) {
+            self.expect_word("FOR")?;
+            let duration = self.duration("FOR")?;
+            self.expect_word("WHERE")?;
+            let mut matchers = Vec::new();
+            loop {
+                let label = self.name()?;
+                self.expect_sym("=")?;
+                let value = self.string("a label value in quotes")?;
+                matchers.push((label, value));
+                if !self.eat_word("AND") {
+                    break;
+                }
+            }
+            let comment = if self.eat_word("COMMENT") {
+                self.string("a comment in quotes")?
+            } else {
+                String::new()
+            };
+            return Ok(AlertStatement::CreateSilence {
+                duration,
+                matchers,
+                comment,
+            });
+        }
+        if self.eat_words(&["DROP", "SILENCE"]) {
+            let id = self.number("a silence id")?;
+            if id.fract() != 0.0 || id < 0.0 {
+                return Err(AlertError::InvalidValue(format!("invalid silence id {id}")));
+            }
+            return Ok(AlertStatement::DropSilence { id: id as i64 });
+        }
+        Err(AlertError::syntax("not an alert statement"))
+    }
+
+    fn create_body(&mut self) -> Result<RuleDef> {
+        let name = self.name()?;
+        let mut rule = RuleDef {
+            name,
+            every: 0,
+            for_: 0,
+            keep_firing_for: 0,
+            tiers: Vec::new(),
+            recover: None,
+            min_samples: None,
+            labels: Vec::new(),
+            delay: 0,
+            repeat_every: DEFAULT_REPEAT,
+            notify: Vec::new(),
+            query: String::new(),
+        };
+        let mut every = None;
+        loop {
+            if self.eat_word("EVERY") {
+                every = Some(self.duration("EVERY")?);
+            } else if self.eat_words(&["KEEP", "FIRING", "FOR"]) {
+                rule.keep_firing_for = self.duration("KEEP FIRING FOR")?;
+            } else if self.eat_word("FOR") {
+                rule.for_ = self.duration("FOR")?;
+            } else if self.eat_word("SEVERITY") {
+                loop {
+                    rule.tiers.push(self.tier()?);
+                    if !(self.peek_words(&["SEVERITY"])
+                        || (matches!(self.peek(), Some(Token::Sym(",")))
+                            && matches!(self.tokens.get(self.pos + 1), Some((Token::Word(w), _)) if w.eq_ignore_ascii_case("SEVERITY"))))
+                    {
+                        break;
+                    }
+                    self.eat_sym(",");
+                    self.expect_word("SEVERITY")?;
+                }
+            } else if self.eat_words(&["RECOVER", "WHEN"]) {
+                self.expect_word("value")?;
+                let op = self.op()?;
+                let value = self.number("a number")?;
+                rule.recover = Some(Recover { op, value });
+            } else if self.eat_words(&["MIN", "SAMPLES"]) {
+                let n = self.number("a row count")?;
+                if n < 0.0 || n.fract() != 0.0 {
+                    return Err(AlertError::InvalidValue(format!(
+                        "MIN SAMPLES must be a whole number, not {n}"
+                    )));
+                }
+                rule.min_samples = Some(n as i64);
+            } else if self.eat_word("LABELS") {
+                self.expect_sym("(")?;
+                loop {
+                    let key = self.name()?;
+                    self.expect_sym("=")?;
+                    let value = self.string("a label value in quotes")?;
+                    if key == "alertname" || key == "severity" {
+                        return Err(AlertError::InvalidValue(format!(
+                            "label \"{key}\" is set by Lookout"
+                        )));
+                    }
+                    rule.labels.push((key, value));
+                    if !self.eat_sym(",") {
+                        break;
+                    }
+                }
+                self.expect_sym(")")?;
+            } else if self.eat_word("DELAY") {
+                rule.delay = self.duration("DELAY")?;
+            } else if self.eat_words(&["REPEAT", "EVERY"]) {
+                rule.repeat_every = self.duration("REPEAT EVERY")?;
+            } else if self.eat_word("NOTIFY") {
+                rule.notify.extend(self.targets()?);
+            } else if self.peek_word("AS") {
+                let (_, at) = self.tokens[self.pos];
+                rule.query = self.sql[at + 2..].trim().to_string();
+                self.pos = self.tokens.len();
+                break;
+            } else {
+                return Err(self.unexpected(
+                    "EVERY, FOR, KEEP FIRING FOR, SEVERITY, RECOVER WHEN, MIN SAMPLES, LABELS, DELAY, REPEAT EVERY, NOTIFY or AS",
+                ));
+            }
+        }
+        rule.every = every
+            .ok_or_else(|| AlertError::syntax("CREATE ALERT needs EVERY '<interval>'"))?;
+        if rule.every < 1_000_000 {
+            return Err(AlertError::InvalidValue(
+                "EVERY must be at least 1 second".into(),
+            ));
+        }
+        if rule.tiers.is_empty() {
+            return Err(AlertError::syntax(
+                "CREATE ALERT needs at least one SEVERITY Px WHEN value <op> <threshold>",
+            ));
+        }
+        if rule.query.is_empty() {
+            return Err(AlertError::syntax("CREATE ALERT needs AS <query>"));
+        }
+        rule.tiers.sort_by_key(|t| t.severity);
+        if rule.tiers.windows(2).any(|w| w[0].severity == w[1].severity) {
+            return Err(AlertError::InvalidValue(
+                "each severity may appear once".into(),
+            ));
+        }
+        Ok(rule)
+    }
+
+    fn tier(&mut self) -> Result<Tier> {
+        let severity = match self.peek().cloned() {
+            Some(Token::Word(w)) => Severity::parse(&w),
+            _ => None,
+        }
+        .ok_or_else(|| self.unexpected("P0, P1 or P2"))?;
+        self.pos += 1;
+        self.expect_word("WHEN")?;
+        self.expect_word("value")?;
+        let op = self.op()?;
+        let threshold = if self.eat_word("BASELINE") {
+            self.expect_sym("(")?;
+            let sigmas = self.number("a number of standard deviations")?;
+            self.expect_word("SIGMA")?;
+            self.expect_word("OVER")?;
+            let over = self.duration("OVER")?;
+            let step = if self.eat_word("STEP") {
+                Some(self.duration("STEP")?)
+            } else {
+                None
+            };
+            let margin = if self.eat_word("MARGIN") {
+                let m = self.number("a relative margin")?;
+                if self.eat_sym("%") { m / 100.0 } else { m }
+            } else {
+                0.0
+            };
+            self.expect_sym(")")?;
+            if over <= 0 || sigmas < 0.0 || margin < 0.0 || step == Some(0) {
+                return Err(AlertError::InvalidValue(
+                    "BASELINE needs k >= 0 SIGMA OVER a positive window (and a positive STEP)"
+                        .into(),
+                ));
+            }
+            Threshold::Baseline {
+                sigmas,
+                over,
+                step,
+                margin,
+            }
+        } else {
+            Threshold::Fixed(self.number("a number or BASELINE(...)")?)
+        };
+        let notify = if self.eat_word("NOTIFY") {
+            self.targets()?
+        } else {
+            Vec::new()
+        };
+        Ok(Tier {
+            severity,
+            op,
+            threshold,
+            notify,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let sql = "CREATE ALERT IF NOT EXISTS p99_latency
+  EVERY '1 minute' FOR '5 minutes' KEEP FIRING FOR '10 minutes'
+  SEVERITY P0 WHEN value > 8000,
+  SEVERITY P1 WHEN value > 4000
+  RECOVER WHEN value < 3500
+  MIN SAMPLES 50
+  LABELS (team = 'llm-platform')
+  DELAY '1 minute'
+  REPEAT EVERY '4 hours'
+  NOTIFY 'http://127.0.0.1:9000/hook', 'alertmanager://127.0.0.1:9093'
+AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
+   FROM events WHERE ts >= now() - INTERVAL '15 minutes' GROUP BY model;";
+        assert!(is_alert_statement(sql));
+        let AlertStatement::Create {
+            rule,
+            if_not_exists,
+        } = parse(sql).expect("parses")
+        else {
+            panic!("not a CREATE");
+        };
+        assert!(if_not_exists);
+        assert_eq!(rule.name, "p99_latency");
+        assert_eq!(rule.every, 60_000_000);
+        assert_eq!(rule.for_, 300_000_000);
+        assert_eq!(rule.keep_firing_for, 600_000_000);
+        assert_eq!(rule.tiers.len(), 2);
+        assert_eq!(rule.tiers[0].severity, Severity::P0);
+        assert_eq!(rule.tiers[1].threshold, Threshold::Fixed(4000.0));
+        assert_eq!(rule.recover, Some(Recover { op: Op::Lt, value: 3500.0 }));
+        assert_eq!(rule.min_samples, Some(50));
+        assert_eq!(rule.labels, vec![("team".into(), "llm-platform".into())]);
+        assert_eq!(rule.delay, 60_000_000);
+        assert_eq!(rule.notify.len(), 2);
+        assert!(rule.query.starts_with("SELECT model, latency_quantile"));
+        assert!(rule.query.ends_with("GROUP BY model"));
+    }
+
+    #[test]
+    fn parses_baselines_and_per_tier_targets() {
+        let sql = "CREATE ALERT drift EVERY '1 hour'
+            SEVERITY P1 WHEN value > 0.25 NOTIFY 'http://a/b'
+            SEVERITY P2 WHEN value > BASELINE(3 SIGMA OVER '14 days' STEP '1 day' MARGIN 10%)
+            AS SELECT 1 AS value";
+        let AlertStatement::Create { rule, .. } = parse(sql).expect("parses") else {
+            panic!("not a CREATE");
+        };
+        assert_eq!(rule.tiers[0].notify, vec!["http://a/b".to_string()]);
+        assert_eq!(
+            rule.tiers[1].threshold,
+            Threshold::Baseline {
+                sigmas: 3.0,
+                over: 14 * 86_400_000_000,
+                step: Some(86_400_000_000),
+                margin: 0.1
+            }
+        );
+    }
+
+    #[test]
+    fn other_statements() {
+        assert_eq!(
+            parse("drop alert if exists X").expect("drop"),
+            AlertStatement::Drop {
+                name: "x".into(),
+                if_exists: true
+            }
+        );
+        assert_eq!(
+            parse("ALTER ALERT a PAUSE").expect("pause"),
+            AlertStatement::SetPaused {
+                name: "a".into(),
+                paused: true
+            }
+        );
+        assert_eq!(
+            parse("BACKTEST ALERT a FROM '2025-01-01' TO '2025-01-02' STEP '5 minutes'")
+                .expect("backtest"),
+            AlertStatement::Backtest {
+                name: "a".into(),
+                from: 1_735_689_600_000_000,
+                to: 1_735_776_000_000_000,
+                step: Some(300_000_000)
+            }
+        );
+        assert_eq!(
+            parse("CREATE SILENCE FOR '2 hours' WHERE model = 'x' AND alertname = 'a' COMMENT 'deploy'")
+                .expect("silence"),
+            AlertStatement::CreateSilence {
+                duration: 7_200_000_000,
+                matchers: vec![("model".into(), "x".into()), ("alertname".into(), "a".into())],
+                comment: "deploy".into()
+            }
+        );
+        assert!(!is_alert_statement("SELECT 1"));
+        assert!(!is_alert_statement("CREATE TABLE alert (x int)"));
+        assert!(is_alert_statement("-- note\nshow alerts"));
+    }
+
+    #[test]
+    fn errors_name_what_was_expected() {
+        let err = |sql: &str| parse(sql).expect_err("must fail").to_string();
+        assert!(err("CREATE ALERT a SEVERITY P0 WHEN value > 1 AS SELECT 1").contains("EVERY"));
+        assert!(err("CREATE ALERT a EVERY '1 minute' AS SELECT 1").contains("SEVERITY"));
+        assert!(err("CREATE ALERT a EVERY 'soon' SEVERITY P0 WHEN value > 1 AS SELECT 1")
+            .contains("invalid interval"));
+        assert!(err("CREATE ALERT a EVERY '1 minute' SEVERITY P5 WHEN value > 1 AS SELECT 1")
+            .contains("P0, P1 or P2"));
+        assert!(err("CREATE ALERT a EVERY '1 minute' SEVERITY P0 WHEN value > 1 NOTIFY 'ftp://x' AS SELECT 1")
+            .contains("notification target"));
+        assert!(err("BACKTEST ALERT a FROM '2025-01-02' TO '2025-01-01'").contains("before"));
+    }
+}

@@ -1,0 +1,234 @@
+//! Where the alert engine keeps its state: ordinary Lookout tables in the
+//! `lookout` schema, written and read with SQL only.
+//!
+//! Everything is appended, never updated. One evaluation of one rule is one
+//! `INSERT` into `lookout.alert_log` (the state of every instance, the
+//! evaluation's outcome and the notifications it queued), so a crash keeps
+//! all of it or none of it. The views the users query are defined here.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use lookout_query::Lookout;
+
+use crate::error::{AlertError, Result};
+use crate::rule::Micros;
+
+/// Tables, created at start if missing.
+pub(crate) const TABLES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS lookout.alert_rules (
+        ts TIMESTAMPTZ NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL,
+        action TEXT NOT NULL, paused BOOLEAN NOT NULL, definition TEXT NOT NULL,
+        every TEXT, for_duration TEXT, keep_firing_for TEXT, severities TEXT,
+        recover TEXT, min_samples BIGINT, labels TEXT, delay TEXT, repeat_every TEXT,
+        notify TEXT, query TEXT
+    ) WITH (time_column = 'ts', partition_column = 'none', bucket = '30 days')",
+    "CREATE TABLE IF NOT EXISTS lookout.alert_log (
+        ts TIMESTAMPTZ NOT NULL, kind TEXT NOT NULL, rule TEXT NOT NULL,
+        rule_version BIGINT NOT NULL, fingerprint TEXT, labels TEXT,
+        previous_state TEXT, state TEXT, severity TEXT, value DOUBLE PRECISION,
+        n BIGINT, threshold DOUBLE PRECISION, active_at TIMESTAMPTZ,
+        fired_at TIMESTAMPTZ, keep_firing_since TIMESTAMPTZ, resolved_at TIMESTAMPTZ,
+        last_sent_at TIMESTAMPTZ, missed BIGINT, notification TEXT, target TEXT,
+        payload TEXT, detail TEXT, recorded_at TIMESTAMPTZ NOT NULL
+    ) WITH (time_column = 'ts', partition_column = 'kind', bucket = '1 day')",
+    "CREATE TABLE IF NOT EXISTS lookout.alert_thresholds (
+        ts TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL, rule_version BIGINT NOT NULL,
+        fingerprint TEXT NOT NULL, labels TEXT NOT NULL, severity TEXT NOT NULL,
+        threshold DOUBLE PRECISION, mean DOUBLE PRECISION, stddev DOUBLE PRECISION,
+        points BIGINT NOT NULL, baseline_from TIMESTAMPTZ, baseline_to TIMESTAMPTZ
+    ) WITH (time_column = 'ts', partition_column = 'none', bucket = '30 days')",
+    "CREATE TABLE IF NOT EXISTS lookout.alert_silences (
+        ts TIMESTAMPTZ NOT NULL, id BIGINT NOT NULL, action TEXT NOT NULL,
+        ends_at TIMESTAMPTZ NOT NULL, matchers TEXT NOT NULL, comment TEXT
+    ) WITH (time_column = 'ts', partition_column = 'none', bucket = '30 days')",
+];
+
+/// Views over the tables: (name, query).
+pub(crate) const VIEWS: &[(&str, &str)] = &[
+    (
+        "alerts",
+        "SELECT r.name, r.paused, r.every, r.for_duration, r.keep_firing_for, r.severities,
+                r.recover, r.min_samples, r.labels, r.delay, r.repeat_every, r.notify,
+                r.query, r.ts AS created_at,
+                e.ts AS last_evaluation, e.state AS health, e.detail AS last_error,
+                e.value AS last_duration_ms,
+                c.state AS calibration, c.value AS calibration_progress,
+                c.detail AS calibration_warning
+         FROM (SELECT *, row_number() OVER (PARTITION BY name ORDER BY version DESC) AS rn
+               FROM lookout.alert_rules) r
+         LEFT JOIN (SELECT rule, rule_version, ts, state, detail, value,
+                           row_number() OVER (PARTITION BY rule, rule_version ORDER BY ts DESC, recorded_at DESC) AS rn
+                    FROM lookout.alert_log WHERE kind = 'evaluation') e
+           ON e.rule = r.name AND e.rule_version = r.version AND e.rn = 1
+         LEFT JOIN (SELECT rule, rule_version, state, detail, value,
+                           row_number() OVER (PARTITION BY rule, rule_version ORDER BY recorded_at DESC) AS rn
+                    FROM lookout.alert_log WHERE kind = 'calibration') c
+           ON c.rule = r.name AND c.rule_version = r.version AND c.rn = 1
+         WHERE r.rn = 1 AND r.action <> 'drop'",
+    ),
+    (
+        "alert_instances",
+        "SELECT s.rule, s.fingerprint, s.labels, s.state, s.severity, s.value, s.n,
+                s.threshold, s.active_at, s.fired_at, s.resolved_at, s.last_sent_at,
+                s.ts AS evaluated_at,
+                CASE WHEN s.state IN ('firing', 'recovering') THEN s.fired_at
+                     WHEN s.state = 'pending' THEN s.active_at END AS since
+         FROM lookout.alert_log s
+         JOIN (SELECT rule, rule_version, max(ts) AS ts FROM lookout.alert_log
+               WHERE kind = 'evaluation' GROUP BY rule, rule_version) e
+           ON s.rule = e.rule AND s.rule_version = e.rule_version AND s.ts = e.ts
+         JOIN (SELECT name, version, action,
+                      row_number() OVER (PARTITION BY name ORDER BY version DESC) AS rn
+               FROM lookout.alert_rules) r
+           ON r.name = s.rule AND r.version = s.rule_version AND r.rn = 1 AND r.action <> 'drop'
+         WHERE s.kind = 'state'",
+    ),
+    (
+        "alert_history",
+        "SELECT ts, rule, fingerprint, labels, previous_state, state, severity, value, n,
+                threshold, notification, recorded_at
+         FROM lookout.alert_log WHERE kind = 'state'",
+    ),
+    (
+        "alert_notifications",
+        "SELECT q.ts, q.rule, q.target, q.notification, q.payload, q.detail AS id,
+                d.recorded_at AS delivered_at, d.state AS delivery
+         FROM lookout.alert_log q
+         LEFT JOIN (SELECT detail, state, recorded_at FROM lookout.alert_log WHERE kind = 'delivery') d
+           ON d.detail = q.detail
+         WHERE q.kind = 'notification'",
+    ),
+];
+
+/// Creates the tables and registers the views.
+pub(crate) async fn install(db: &Lookout) -> Result<()> {
+    let mut session = db.session();
+    for sql in TABLES {
+        session.query(sql).await?;
+    }
+    for (name, sql) in VIEWS {
+        db.register_view(name, sql);
+    }
+    Ok(())
+}
+
+/// A SQL string literal.
+pub(crate) fn text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL string literal or NULL.
+pub(crate) fn opt_text(s: Option<&str>) -> String {
+    s.map_or_else(|| "NULL".into(), text)
+}
+
+/// A timestamptz literal.
+pub(crate) fn timestamp(micros: Micros) -> String {
+    let mut s = String::new();
+    lookout_query::format::push_timestamp(&mut s, micros, true);
+    format!("'{s}'")
+}
+
+/// A timestamptz literal or NULL.
+pub(crate) fn opt_timestamp(micros: Option<Micros>) -> String {
+    micros.map_or_else(|| "NULL".into(), timestamp)
+}
+
+/// A float literal, or NULL for NULL, NaN and infinities.
+pub(crate) fn float(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:?}"),
+        _ => "NULL".into(),
+    }
+}
+
+/// An integer literal or NULL.
+pub(crate) fn int(v: Option<i64>) -> String {
+    v.map_or_else(|| "NULL".into(), |v| v.to_string())
+}
+
+/// Labels as a JSON object, keys in the query's order.
+pub(crate) fn labels_json(labels: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Labels back from [`labels_json`].
+pub(crate) fn parse_labels(json: &str) -> Vec<(String, String)> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Column access by name over query results, NULL-aware.
+pub(crate) struct Rows {
+    batches: Vec<RecordBatch>,
+}
+
+impl Rows {
+    pub(crate) async fn query(db: &Lookout, sql: &str) -> Result<Rows> {
+        Ok(Rows {
+            batches: db.sql(sql).await?,
+        })
+    }
+
+    /// Every row as (batch, index).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&RecordBatch, usize)> {
+        self.batches
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).map(move |i| (b, i)))
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| AlertError::InvalidQuery(format!("missing column {name}")))
+}
+
+pub(crate) fn get_text(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<String>> {
+    let col = cast(column(batch, name)?, &DataType::Utf8).map_err(arrow_err)?;
+    let col = col.as_string::<i32>();
+    Ok(col.is_valid(i).then(|| col.value(i).to_string()))
+}
+
+pub(crate) fn get_f64(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<f64>> {
+    let col = cast(column(batch, name)?, &DataType::Float64).map_err(arrow_err)?;
+    let col = col.as_primitive::<Float64Type>();
+    Ok(col.is_valid(i).then(|| col.value(i)))
+}
+
+pub(crate) fn get_i64(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<i64>> {
+    let col = cast(column(batch, name)?, &DataType::Int64).map_err(arrow_err)?;
+    let col = col.as_primitive::<Int64Type>();
+    Ok(col.is_valid(i).then(|| col.value(i)))
+}
+
+pub(crate) fn get_bool(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<bool>> {
+    let col = cast(column(batch, name)?, &DataType::Boolean).map_err(arrow_err)?;
+    let col = col.as_boolean();
+    Ok(col.is_valid(i).then(|| col.value(i)))
+}
+
+pub(crate) fn get_ts(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<Micros>> {
+    let col = cast(
+        column(batch, name)?,
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    )
+    .map_err(arrow_err)?;
+    let col = col.as_primitive::<TimestampMicrosecondType>();
+    Ok(col.is_valid(i).then(|| col.value(i)))
+}
+
+pub(crate) fn arrow_err(e: arrow::error::ArrowError) -> AlertError {
+    AlertError::InvalidQuery(e.to_string())
+}
