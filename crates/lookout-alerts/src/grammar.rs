@@ -210,34 +210,28 @@ pub fn is_alert_statement(sql: &str) -> bool {
     )
 }
 
+/// The first `max` words of `sql` in upper case, after comments.
 fn leading_words(sql: &str, max: usize) -> Vec<String> {
-    let Ok(lexed) = lex_prefix(sql) else {
-        return Vec::new();
-    };
-    lexed
-        .into_iter()
-        .take(max)
-        .map(|t| match t {
-            Token::Word(w) => w.to_ascii_uppercase(),
-            _ => String::new(),
-        })
-        .collect()
-}
-
-/// Lexes only as far as needed to read the leading keywords.
-fn lex_prefix(sql: &str) -> Result<Vec<Token>> {
-    let end = sql
-        .char_indices()
-        .filter(|(_, c)| c.is_whitespace())
-        .nth(8)
-        .map_or(sql.len(), |(i, _)| i);
-    // Comments may hold anything, so fall back to the full lexer for them.
-    let text = if sql.contains("--") || sql.contains("/*") {
-        sql
-    } else {
-        &sql[..end]
-    };
-    Ok(lex(text)?.tokens.into_iter().map(|(t, _)| t).collect())
+    let mut words = Vec::new();
+    let mut rest = sql;
+    while words.len() < max {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            words.push(rest[..end].to_ascii_uppercase());
+            rest = &rest[end..];
+        }
+    }
+    words
 }
 
 struct Parser<'a> {
