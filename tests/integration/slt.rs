@@ -76,6 +76,16 @@ impl sqllogictest::AsyncDB for Postgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
     let server = TestServer::start().await;
+    // Alert statements; evaluation on schedule is tested with the real binary.
+    let alerts = lookout_alerts::AlertEngine::start(
+        server.lookout.clone(),
+        lookout_alerts::AlertOptions {
+            schedule: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("alert engine");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt")
@@ -96,5 +106,6 @@ async fn sqllogictest_files() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
+    alerts.shutdown().await;
     server.stop().await;
 }

@@ -307,7 +307,7 @@ impl AlertEngine {
         *self.inner.stop.borrow()
     }
 
-    /// A rule version: the creation instant, strictly increasing.
+    /// A strictly increasing clock (µs): rule versions and the order of rule changes.
     pub(crate) fn new_version(&self) -> Micros {
         let now = now_micros();
         let prev = self.inner.last_version.fetch_max(now, Ordering::SeqCst);
@@ -322,7 +322,7 @@ impl AlertEngine {
         let db = &self.inner.db;
         let rows = Rows::query(
             db,
-            "SELECT name, version, action, paused, definition FROM lookout.alert_rules ORDER BY version",
+            "SELECT name, version, action, paused, definition FROM lookout.alert_rules ORDER BY ts",
         )
         .await?;
         let mut rules: BTreeMap<String, RuleState> = BTreeMap::new();
@@ -1143,12 +1143,24 @@ impl AlertEngine {
         let mut out = Vec::new();
         let mut sent = 0i64;
         while let Some((ts, rows)) = results.next().await {
+            // Instances that go quiet are forgotten by `apply`; keep their labels.
+            let before: HashMap<String, Vec<(String, String)>> = instances
+                .iter()
+                .map(|(fp, i): (&String, &Instance)| (fp.clone(), i.labels.clone()))
+                .collect();
             let changes = apply(&def, &calibrated, &mut instances, rows?, ts)?;
             for c in changes {
                 let inst = instances.get_mut(&c.fingerprint);
                 let (state, severity, value, n, threshold, labels) = match &inst {
                     Some(i) => (i.state, i.severity, i.value, i.n, i.threshold, i.labels.clone()),
-                    None => (State::Inactive, None, None, None, None, Vec::new()),
+                    None => (
+                        State::Inactive,
+                        None,
+                        None,
+                        None,
+                        None,
+                        before.get(&c.fingerprint).cloned().unwrap_or_default(),
+                    ),
                 };
                 if let (Some(_), Some(i)) = (c.event, inst) {
                     i.last_sent_at = Some(ts);

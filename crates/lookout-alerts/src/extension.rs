@@ -287,7 +287,7 @@ impl AlertStatements {
             .map(|r| format!("value {} {}", r.op.as_str(), r.value));
         let sql = format!(
             "INSERT INTO lookout.alert_rules VALUES ({}, {}, {version}, {}, {paused}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-            timestamp(now_micros()),
+            timestamp(self.engine.new_version()),
             text(&def.name),
             text(action),
             text(definition),

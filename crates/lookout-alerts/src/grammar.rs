@@ -357,7 +357,7 @@ impl Parser<'_> {
 
     fn duration(&mut self, clause: &str) -> Result<Micros> {
         let text = self.string(&format!("an interval in quotes after {clause}"))?;
-        let micros = parse_duration(&text).map_err(|e| AlertError::InvalidValue(e.to_string()))?;
+        let micros = parse_duration(&text)?;
         if micros < 0 {
             return Err(AlertError::InvalidValue(format!(
                 "{clause} must not be negative"

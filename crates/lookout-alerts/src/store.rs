@@ -55,7 +55,7 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
                 e.value AS last_duration_ms,
                 c.state AS calibration, c.value AS calibration_progress,
                 c.detail AS calibration_warning
-         FROM (SELECT *, row_number() OVER (PARTITION BY name ORDER BY version DESC) AS rn
+         FROM (SELECT *, row_number() OVER (PARTITION BY name ORDER BY ts DESC) AS rn
                FROM lookout.alert_rules) r
          LEFT JOIN (SELECT rule, rule_version, ts, state, detail, value,
                            row_number() OVER (PARTITION BY rule, rule_version ORDER BY ts DESC, recorded_at DESC) AS rn
@@ -79,7 +79,7 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
                WHERE kind = 'evaluation' GROUP BY rule, rule_version) e
            ON s.rule = e.rule AND s.rule_version = e.rule_version AND s.ts = e.ts
          JOIN (SELECT name, version, action,
-                      row_number() OVER (PARTITION BY name ORDER BY version DESC) AS rn
+                      row_number() OVER (PARTITION BY name ORDER BY ts DESC) AS rn
                FROM lookout.alert_rules) r
            ON r.name = s.rule AND r.version = s.rule_version AND r.rn = 1 AND r.action <> 'drop'
          WHERE s.kind = 'state'",
