@@ -1,7 +1,6 @@
 //! kill -9 of the server during concurrent INSERT and COPY loops: after a
 //! restart every acknowledged row is there and no batch is torn.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,38 +8,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio::sync::Mutex;
 
-use crate::harness::{connect, rows};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(dir)
-        .env("LOOKOUT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn lookout")
-}
-
-async fn wait_ready(port: u16) -> tokio_postgres::Client {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return connect(addr).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not start on port {port}");
-}
+use crate::harness::{connect, free_port, rows, spawn_server, wait_ready};
 
 const BATCH: i64 = 5;
 

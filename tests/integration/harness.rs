@@ -142,3 +142,45 @@ pub(crate) fn generate_events(dir: &Path, rows: usize, files: usize) -> Vec<std:
     files.sort();
     files
 }
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The `lookout` binary serving `dir` on `port`.
+pub(crate) fn spawn_server(dir: &Path, port: u16) -> std::process::Child {
+    spawn_server_with(dir, port, &[])
+}
+
+/// The `lookout` binary with extra environment variables.
+pub(crate) fn spawn_server_with(
+    dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(dir)
+        .env("LOOKOUT_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn lookout")
+}
+
+pub(crate) async fn wait_ready(port: u16) -> tokio_postgres::Client {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return connect(addr).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start on port {port}");
+}

@@ -3,6 +3,7 @@
 //! One test binary (each `tests/*.rs` links separately, and linking
 //! DataFusion is slow); the modules group the concerns.
 
+mod alerts;
 mod answers;
 mod copy;
 mod crash;

@@ -357,7 +357,10 @@ impl Parser<'_> {
 
     fn duration(&mut self, clause: &str) -> Result<Micros> {
         let text = self.string(&format!("an interval in quotes after {clause}"))?;
-        let micros = parse_duration(&text)?;
+        // Timers may be zero ('0', '0 seconds'); storage intervals may not.
+        let zero = text.trim() == "0"
+            || (text.trim().starts_with("0 ") && parse_duration(&text.replacen('0', "1", 1)).is_ok());
+        let micros = if zero { 0 } else { parse_duration(&text)? };
         if micros < 0 {
             return Err(AlertError::InvalidValue(format!(
                 "{clause} must not be negative"
