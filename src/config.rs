@@ -130,7 +130,10 @@ impl FileConfig {
             .transpose()
     }
 
-    pub(crate) fn alert_options(&self, schedule: bool) -> anyhow::Result<lookout_alerts::AlertOptions> {
+    pub(crate) fn alert_options(
+        &self,
+        schedule: bool,
+    ) -> anyhow::Result<lookout_alerts::AlertOptions> {
         let mut options = lookout_alerts::AlertOptions {
             schedule,
             ..Default::default()

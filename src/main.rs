@@ -125,7 +125,8 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => bail!("give the SQL text or --file"),
             };
             let db = open(&file, &data, true).await?;
-            let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
+            let alerts =
+                lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
             let result = run_sql(&db, &sql, repeat).await;
             alerts.shutdown().await;
             db.close().await?;

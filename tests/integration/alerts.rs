@@ -21,6 +21,11 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Self::start_failing(0)
+    }
+
+    /// A receiver whose first `fail_first` requests get HTTP 500.
+    fn start_failing(fail_first: usize) -> Receiver {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
         let out = dir.path().join("hooks.jsonl");
@@ -29,6 +34,7 @@ impl Receiver {
             .arg(script)
             .arg(&port_file)
             .arg(&out)
+            .arg(fail_first.to_string())
             .stdout(Stdio::null())
             .spawn()
             .expect("python3");
@@ -37,7 +43,10 @@ impl Receiver {
             if let Ok(p) = std::fs::read_to_string(&port_file) {
                 break p.trim().parse().expect("port");
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "receiver did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "receiver did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Receiver {
@@ -98,7 +107,8 @@ fn stop_cleanly(child: &mut Child) {
     assert!(code.success(), "clean shutdown exits 0, got {code:?}");
 }
 
-const SIGNAL_TABLE: &str = "CREATE TABLE sig (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, v DOUBLE PRECISION)";
+const SIGNAL_TABLE: &str =
+    "CREATE TABLE sig (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, v DOUBLE PRECISION)";
 
 fn live_rule(target: &str, for_: &str) -> String {
     format!(
@@ -116,7 +126,10 @@ async fn insert(client: &tokio_postgres::Client, model: &str, v: f64) {
         .expect("insert");
 }
 
-async fn instance_state(client: &tokio_postgres::Client, model: &str) -> Option<(String, Option<String>)> {
+async fn instance_state(
+    client: &tokio_postgres::Client,
+    model: &str,
+) -> Option<(String, Option<String>)> {
     rows(
         client,
         &format!(
@@ -153,7 +166,10 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
         {
             seen.push(state);
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "states seen: {seen:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "states seen: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen, ["pending", "firing"]);
@@ -280,7 +296,10 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
         if let Some(s) = server.try_wait().expect("try_wait") {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "failpoint never hit");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "failpoint never hit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success(), "the server aborted");
@@ -296,6 +315,63 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
     assert_eq!(alert(&m[1])["status"], "firing");
     let (state, _) = instance_state(&client, "a").await.expect("instance");
     assert_eq!(state, "firing");
+    stop_cleanly(&mut server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_retried_and_p2_goes_to_the_digest() {
+    let receiver = Receiver::start_failing(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[alerts]\ndigest_every = '2 seconds'\n").expect("config");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let mut server = spawn_server_with(
+        &data,
+        port,
+        &[("LOOKOUT_CONFIG", config.to_str().expect("utf-8 path"))],
+    );
+    let client = wait_ready(port).await;
+    client.simple_query(SIGNAL_TABLE).await.expect("table");
+    let url = receiver.url();
+    client
+        .batch_execute(&format!(
+            "CREATE ALERT pages EVERY '1 second' SEVERITY P1 WHEN value > 40 NOTIFY '{url}'
+               AS SELECT model, v AS value FROM sig;
+             CREATE ALERT review EVERY '1 second' SEVERITY P2 WHEN value > 40 NOTIFY '{url}'
+               AS SELECT model, v AS value FROM sig;"
+        ))
+        .await
+        .expect("rules");
+    insert(&client, "a", 50.0).await;
+    let m = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let page: Vec<&Value> = m.iter().filter(|x| x["receiver"] == "lookout").collect();
+    let digest: Vec<&Value> = m
+        .iter()
+        .filter(|x| x["receiver"] == "lookout-digest")
+        .collect();
+    assert_eq!(page.len(), 1, "{m:?}");
+    assert_eq!(alert(page[0])["labels"]["alertname"], "pages");
+    assert_eq!(digest.len(), 1, "{m:?}");
+    assert_eq!(alert(digest[0])["labels"]["alertname"], "review");
+    assert_eq!(alert(digest[0])["labels"]["severity"], "P2");
+    // The P2 rule never paged on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = receiver.messages();
+    assert!(
+        !m.iter()
+            .any(|x| x["receiver"] == "lookout" && alert(x)["labels"]["alertname"] == "review"),
+        "{m:?}"
+    );
+    let delivered = rows(
+        &client,
+        "SELECT count(*) FROM lookout.alert_notifications WHERE delivery = 'delivered'",
+    )
+    .await;
+    assert_eq!(
+        delivered[0][0].as_deref(),
+        Some(m.len().to_string().as_str())
+    );
     stop_cleanly(&mut server);
 }
 
@@ -316,7 +392,9 @@ impl Alertmanager {
         let binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
             .into_iter()
             .find(|p| Path::new(p).exists())
-            .expect("Alertmanager is installed (apt-get install prometheus-alertmanager; .ci/run does)");
+            .expect(
+                "Alertmanager is installed (apt-get install prometheus-alertmanager; .ci/run does)",
+            );
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(
@@ -335,12 +413,17 @@ impl Alertmanager {
             .spawn()
             .expect("alertmanager");
         let started = Instant::now();
-        while tokio::task::spawn_blocking(move || http_get(&format!("http://127.0.0.1:{port}/-/ready")))
-            .await
-            .expect("join")
-            .is_none()
+        while tokio::task::spawn_blocking(move || {
+            http_get(&format!("http://127.0.0.1:{port}/-/ready"))
+        })
+        .await
+        .expect("join")
+        .is_none()
         {
-            assert!(started.elapsed() < Duration::from_secs(20), "alertmanager did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "alertmanager did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Alertmanager {
@@ -398,13 +481,17 @@ async fn alertmanager_receives_firing_escalation_and_resolution() {
     let client = wait_ready(port).await;
     client.simple_query(SIGNAL_TABLE).await.expect("table");
     client
-        .simple_query(&live_rule(&format!("alertmanager://127.0.0.1:{}", am.port), "0"))
+        .simple_query(&live_rule(
+            &format!("alertmanager://127.0.0.1:{}", am.port),
+            "0",
+        ))
         .await
         .expect("create alert");
     insert(&client, "a", 50.0).await;
     let alerts = am
         .wait_until("a P1 alert", |a| {
-            a.iter().any(|x| x["labels"]["severity"] == "P1" && x["status"]["state"] == "active")
+            a.iter()
+                .any(|x| x["labels"]["severity"] == "P1" && x["status"]["state"] == "active")
         })
         .await;
     let p1 = &alerts[0];
@@ -412,9 +499,13 @@ async fn alertmanager_receives_firing_escalation_and_resolution() {
     assert_eq!(p1["labels"]["team"], "llm");
     // endsAt = evaluation + 4·max(EVERY, 1 minute): Alertmanager will not
     // time it out between re-posts.
-    let ends = chrono::DateTime::parse_from_rfc3339(p1["endsAt"].as_str().expect("endsAt")).expect("time");
+    let ends =
+        chrono::DateTime::parse_from_rfc3339(p1["endsAt"].as_str().expect("endsAt")).expect("time");
     let left = ends.signed_duration_since(chrono::Utc::now());
-    assert!(left > chrono::Duration::seconds(200), "endsAt only {left} ahead");
+    assert!(
+        left > chrono::Duration::seconds(200),
+        "endsAt only {left} ahead"
+    );
 
     insert(&client, "a", 100.0).await;
     am.wait_until("only the P0 alert", |a| {
@@ -483,7 +574,10 @@ async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
             assert_eq!(r[0][2], None, "no warning with 8 points per model");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "calibration: {r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "calibration: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let thresholds = rows(
@@ -491,10 +585,24 @@ async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
         "SELECT count(*), min(points), max(points), min(threshold / mean) FROM lookout.alert_thresholds WHERE rule = 'latency_p50'",
     )
     .await;
-    assert_eq!(thresholds[0][0].as_deref(), Some("8"), "one threshold per model");
-    assert_eq!(thresholds[0][1].as_deref(), Some("8"), "2 days / 6-hour window");
-    let floor: f64 = thresholds[0][3].as_deref().and_then(|v| v.parse().ok()).expect("ratio");
-    assert!(floor >= 1.15 - 1e-9, "MARGIN 15% floors every threshold: {floor}");
+    assert_eq!(
+        thresholds[0][0].as_deref(),
+        Some("8"),
+        "one threshold per model"
+    );
+    assert_eq!(
+        thresholds[0][1].as_deref(),
+        Some("8"),
+        "2 days / 6-hour window"
+    );
+    let floor: f64 = thresholds[0][3]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("ratio");
+    assert!(
+        floor >= 1.15 - 1e-9,
+        "MARGIN 15% floors every threshold: {floor}"
+    );
 
     let mut fired = Vec::new();
     for (rule, step) in [
@@ -524,20 +632,43 @@ async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
     let within = |ts: &str, from: &str, to: &str| ts >= from && ts <= to;
     assert_eq!(fired.len(), 5, "exactly five anomalies fire: {fired:?}");
     let expect = [
-        ("latency_p50", "{\"model\":\"orion-mini\"}", "2025-01-06 09:00", "2025-01-06 18:00"),
-        ("feature_drift", "{\"model\":\"vega-70b\"}", "2025-01-07 00:00", "2025-01-08 00:00:00+00"),
-        ("category_drift", "{}", "2025-01-07 00:00", "2025-01-08 00:00:00+00"),
+        (
+            "latency_p50",
+            "{\"model\":\"orion-mini\"}",
+            "2025-01-06 09:00",
+            "2025-01-06 18:00",
+        ),
+        (
+            "feature_drift",
+            "{\"model\":\"vega-70b\"}",
+            "2025-01-07 00:00",
+            "2025-01-08 00:00:00+00",
+        ),
+        (
+            "category_drift",
+            "{}",
+            "2025-01-07 00:00",
+            "2025-01-08 00:00:00+00",
+        ),
         (
             "groundedness",
             "{\"model_version\":\"orion-large@3.1\"}",
             "2025-01-07 00:00",
             "2025-01-08 00:00:00+00",
         ),
-        ("rate_limited", "{\"model\":\"vega-8b\"}", "2025-01-07 14:00", "2025-01-07 14:45"),
+        (
+            "rate_limited",
+            "{\"model\":\"vega-8b\"}",
+            "2025-01-07 14:00",
+            "2025-01-07 14:45",
+        ),
     ];
     for ((rule, labels, ts), (want_rule, want_labels, from, to)) in fired.iter().zip(expect) {
         assert_eq!((*rule, labels.as_str()), (want_rule, want_labels));
-        assert!(within(ts, from, to), "{rule} fired at {ts}, expected in [{from}, {to}]");
+        assert!(
+            within(ts, from, to),
+            "{rule} fired at {ts}, expected in [{from}, {to}]"
+        );
     }
     alerts.shutdown().await;
     server.stop().await;

@@ -88,11 +88,7 @@ pub(crate) struct Silence {
 
 impl Silence {
     fn mutes(&self, labels: &[(String, String)], at: Micros) -> bool {
-        at < self.ends_at
-            && self
-                .matchers
-                .iter()
-                .all(|m| labels.iter().any(|l| l == m))
+        at < self.ends_at && self.matchers.iter().all(|m| labels.iter().any(|l| l == m))
     }
 }
 
@@ -131,7 +127,11 @@ fn next_instant(every: Micros, after: Micros) -> Micros {
 }
 
 /// Runs a rule's query with `now()` fixed to `at`.
-pub(crate) async fn run_rule_query(db: &Lookout, def: &RuleDef, at: Micros) -> Result<Vec<ResultRow>> {
+pub(crate) async fn run_rule_query(
+    db: &Lookout,
+    def: &RuleDef,
+    at: Micros,
+) -> Result<Vec<ResultRow>> {
     let mut session = db.session();
     session
         .query(&format!("SET lookout.now = {}", timestamp(at)))
@@ -151,15 +151,13 @@ fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
             .ok_or_else(|| {
                 AlertError::InvalidQuery("the rule's query must return a column named value".into())
             })?;
-        let value = cast(batch.column(value_idx), &DataType::Float64).map_err(|e| {
-            AlertError::InvalidQuery(format!("column value must be numeric: {e}"))
-        })?;
+        let value = cast(batch.column(value_idx), &DataType::Float64)
+            .map_err(|e| AlertError::InvalidQuery(format!("column value must be numeric: {e}")))?;
         let value = value.as_primitive::<Float64Type>();
         let n = match schema.fields().iter().position(|f| f.name() == "n") {
-            Some(i) => Some(
-                cast(batch.column(i), &DataType::Int64)
-                    .map_err(|e| AlertError::InvalidQuery(format!("column n must be an integer: {e}")))?,
-            ),
+            Some(i) => Some(cast(batch.column(i), &DataType::Int64).map_err(|e| {
+                AlertError::InvalidQuery(format!("column n must be an integer: {e}"))
+            })?),
             None => None,
         };
         let mut labels = Vec::new();
@@ -171,7 +169,10 @@ fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
             labels.push((f.name().clone(), col));
         }
         for row in 0..batch.num_rows() {
-            let v = value.is_valid(row).then(|| value.value(row)).filter(|v| v.is_finite());
+            let v = value
+                .is_valid(row)
+                .then(|| value.value(row))
+                .filter(|v| v.is_finite());
             let count = n.as_ref().and_then(|c| {
                 let c = c.as_primitive::<Int64Type>();
                 c.is_valid(row).then(|| c.value(row))
@@ -180,7 +181,11 @@ fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
                 .iter()
                 .map(|(name, col)| {
                     let col = col.as_string::<i32>();
-                    let v = if col.is_valid(row) { col.value(row) } else { "" };
+                    let v = if col.is_valid(row) {
+                        col.value(row)
+                    } else {
+                        ""
+                    };
                     (name.clone(), v.to_string())
                 })
                 .collect();
@@ -238,9 +243,9 @@ pub(crate) fn apply(
             .or_insert_with(|| Instance::new(row.labels.clone()));
     }
     for (fp, inst) in instances.iter_mut() {
-        let obs = seen.get(fp).and_then(|r| {
-            r.value.map(|value| Observation { value, n: r.n })
-        });
+        let obs = seen
+            .get(fp)
+            .and_then(|r| r.value.map(|value| Observation { value, n: r.n }));
         let s = step(def, calibrated, fp, inst, obs, ts);
         changes.push(Change {
             fingerprint: fp.clone(),
@@ -276,7 +281,9 @@ impl AlertEngine {
             }),
         };
         engine.restore().await?;
-        db.register_extension(Arc::new(crate::extension::AlertStatements::new(engine.clone())));
+        db.register_extension(Arc::new(crate::extension::AlertStatements::new(
+            engine.clone(),
+        )));
         if engine.inner.options.schedule {
             let scheduler = tokio::spawn(engine.clone().schedule_loop());
             let deliverer = tokio::spawn(engine.clone().delivery_loop());
@@ -418,7 +425,9 @@ impl AlertEngine {
             inst.keep_firing_since = store::get_ts(b, i, "keep_firing_since")?;
             inst.resolved_at = store::get_ts(b, i, "resolved_at")?;
             inst.last_sent_at = store::get_ts(b, i, "last_sent_at")?;
-            inst.missed = store::get_i64(b, i, "missed")?.unwrap_or(0).clamp(0, 1 << 20) as u32;
+            inst.missed = store::get_i64(b, i, "missed")?
+                .unwrap_or(0)
+                .clamp(0, 1 << 20) as u32;
             r.instances.insert(fp, inst);
         }
         let pending = Rows::query(
@@ -445,6 +454,38 @@ impl AlertEngine {
                 });
             }
         }
+        let calibrations = Rows::query(
+            db,
+            "SELECT rule, rule_version, state, ts FROM (
+                SELECT rule, rule_version, state, ts,
+                       row_number() OVER (PARTITION BY rule, rule_version ORDER BY recorded_at DESC) AS rn
+                FROM lookout.alert_log WHERE kind = 'calibration') c
+             WHERE rn = 1",
+        )
+        .await?;
+        let mut resume: Vec<(String, Micros)> = rules
+            .iter()
+            .filter(|(_, r)| r.def.has_baseline())
+            .map(|(name, _)| (name.clone(), now))
+            .collect();
+        for (b, i) in calibrations.iter() {
+            let name = store::get_text(b, i, "rule")?.unwrap_or_default();
+            let version = store::get_i64(b, i, "rule_version")?;
+            if rules.get(&name).is_none_or(|r| Some(r.version) != version) {
+                continue;
+            }
+            let state = store::get_text(b, i, "state")?.unwrap_or_default();
+            let anchor = store::get_ts(b, i, "ts")?.unwrap_or(now);
+            match state.as_str() {
+                "running" => {
+                    if let Some(entry) = resume.iter_mut().find(|(n, _)| *n == name) {
+                        entry.1 = anchor;
+                    }
+                }
+                // Done, or failed (RECALIBRATE retries): nothing to resume.
+                _ => resume.retain(|(n, _)| *n != name),
+            }
+        }
         let silences = Rows::query(
             db,
             "SELECT id, action, ends_at, matchers FROM lookout.alert_silences ORDER BY ts, id",
@@ -460,7 +501,9 @@ impl AlertEngine {
             active.push(Silence {
                 id,
                 ends_at: store::get_ts(b, i, "ends_at")?.unwrap_or_default(),
-                matchers: store::parse_labels(&store::get_text(b, i, "matchers")?.unwrap_or_default()),
+                matchers: store::parse_labels(
+                    &store::get_text(b, i, "matchers")?.unwrap_or_default(),
+                ),
             });
         }
         if !rules.is_empty() || !outbox.is_empty() {
@@ -473,7 +516,23 @@ impl AlertEngine {
         *lock(&self.inner.rules) = rules;
         *lock(&self.inner.outbox) = outbox;
         *lock(&self.inner.silences) = active;
+        for (name, anchor) in resume {
+            info!(rule = %name, "resuming baseline calibration");
+            self.spawn_calibration(name, anchor);
+        }
         Ok(())
+    }
+
+    /// Calibrates in the background (progress in `lookout.alerts`).
+    pub(crate) fn spawn_calibration(&self, name: String, anchor: Micros) {
+        let engine = self.clone();
+        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = engine.calibrate(&name, anchor).await {
+                warn!(rule = %name, "baseline calibration failed: {e}");
+            }
+            engine.done_in_flight();
+        });
     }
 
     pub(crate) fn add_rule(&self, def: RuleDef, version: Micros) {
@@ -558,7 +617,12 @@ impl AlertEngine {
             let r = rules
                 .get(name)
                 .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
-            (r.def.clone(), r.version, r.instances.clone(), r.calibrated.clone())
+            (
+                r.def.clone(),
+                r.version,
+                r.instances.clone(),
+                r.calibrated.clone(),
+            )
         };
         let started = std::time::Instant::now();
         let outcome = match run_rule_query(&self.inner.db, &def, ts - def.delay).await {
@@ -632,7 +696,10 @@ impl AlertEngine {
                     }
                     if inst.state.is_active() {
                         alerts.push(message(&def, inst, fp, ts, Some(valid_until)));
-                    } else if inst.resolved_at.is_some_and(|r| ts - r <= RESOLVED_RETENTION) {
+                    } else if inst
+                        .resolved_at
+                        .is_some_and(|r| ts - r <= RESOLVED_RETENTION)
+                    {
                         alerts.push(message(&def, inst, fp, ts, None));
                     }
                     // The alert of a tier left behind ends now.
@@ -683,9 +750,17 @@ impl AlertEngine {
             ));
         }
         for (url, alerts) in webhook {
-            let id = format!("{}:{version}:{ts}:{}", def.name, fingerprint(&[("target".into(), url.clone())]));
+            let id = format!(
+                "{}:{version}:{ts}:{}",
+                def.name,
+                fingerprint(&[("target".into(), url.clone())])
+            );
             let body = notify::webhook_body(&def.name, &alerts);
-            let kind = if alerts.iter().any(|a| a.status == "firing") { "firing" } else { "resolved" };
+            let kind = if alerts.iter().any(|a| a.status == "firing") {
+                "firing"
+            } else {
+                "resolved"
+            };
             values.push(format!(
                 "({}, 'notification', {}, {version}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {}, {}, {}, {})",
                 timestamp(ts),
@@ -735,7 +810,10 @@ impl AlertEngine {
         }
         self.inner
             .db
-            .sql(&format!("INSERT INTO lookout.alert_log VALUES {}", values.join(", ")))
+            .sql(&format!(
+                "INSERT INTO lookout.alert_log VALUES {}",
+                values.join(", ")
+            ))
             .await?;
         if let Some(r) = lock(&self.inner.rules).get_mut(name)
             && r.version == version
@@ -813,7 +891,9 @@ impl AlertEngine {
             return;
         };
         let result = notify::post(item.target.clone(), item.body.clone()).await;
-        if result.is_ok() && std::env::var("LOOKOUT_FAILPOINT").as_deref() == Ok("crash-after-delivery") {
+        if result.is_ok()
+            && std::env::var("LOOKOUT_FAILPOINT").as_deref() == Ok("crash-after-delivery")
+        {
             // For the at-least-once test: die between delivery and its record.
             std::process::abort();
         }
@@ -894,8 +974,10 @@ impl AlertEngine {
         .await?;
         let mut per_target: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
         for (b, i) in rows.iter() {
-            if let (Some(t), Some(p)) = (store::get_text(b, i, "target")?, store::get_text(b, i, "payload")?)
-                && let Ok(v) = serde_json::from_str(&p)
+            if let (Some(t), Some(p)) = (
+                store::get_text(b, i, "target")?,
+                store::get_text(b, i, "payload")?,
+            ) && let Ok(v) = serde_json::from_str(&p)
             {
                 per_target.entry(t).or_default().push(v);
             }
@@ -908,7 +990,10 @@ impl AlertEngine {
         )];
         let mut deliveries = Vec::new();
         for (url, alerts) in &per_target {
-            let id = format!("digest:{at}:{}", fingerprint(&[("target".into(), url.clone())]));
+            let id = format!(
+                "digest:{at}:{}",
+                fingerprint(&[("target".into(), url.clone())])
+            );
             let body = serde_json::json!({
                 "version": "4",
                 "groupKey": "{}:{severity=\"P2\"}",
@@ -943,7 +1028,10 @@ impl AlertEngine {
         }
         self.inner
             .db
-            .sql(&format!("INSERT INTO lookout.alert_log VALUES {}", values.join(", ")))
+            .sql(&format!(
+                "INSERT INTO lookout.alert_log VALUES {}",
+                values.join(", ")
+            ))
             .await?;
         let sent = deliveries.len();
         lock(&self.inner.outbox).extend(deliveries);
@@ -974,14 +1062,19 @@ impl AlertEngine {
             }
         }
         let total: i64 = plans.iter().map(|(over, step)| (over / step).max(1)).sum();
-        self.record_calibration(&def.name, version, "running", 0.0, None).await?;
+        self.record_calibration(&def.name, version, anchor, "running", 0.0, None)
+            .await?;
         let mut done = 0i64;
-        let mut series: HashMap<(Micros, Micros), HashMap<String, (Vec<(String, String)>, Vec<f64>)>> =
-            HashMap::new();
+        let mut series: HashMap<
+            (Micros, Micros),
+            HashMap<String, (Vec<(String, String)>, Vec<f64>)>,
+        > = HashMap::new();
         let mut last_report = std::time::Instant::now();
         for &(over, step) in &plans {
             let points = (over / step).max(1);
-            let instants: Vec<Micros> = (0..points).map(|i| anchor - over + step * (i + 1)).collect();
+            let instants: Vec<Micros> = (0..points)
+                .map(|i| anchor - over + step * (i + 1))
+                .collect();
             let db = self.inner.db.clone();
             let mut results = futures::stream::iter(instants.into_iter().map(|t| {
                 let db = db.clone();
@@ -991,29 +1084,51 @@ impl AlertEngine {
             .buffered(self.inner.options.concurrency.max(1));
             let entry = series.entry((over, step)).or_default();
             while let Some(rows) = results.next().await {
+                if self.stopped() {
+                    // Recorded as running: the next start resumes it.
+                    return Ok(());
+                }
                 match rows {
                     Ok(rows) => {
                         for row in rows {
                             let fp = fingerprint(&full_labels(&def, &row.labels));
-                            let e = entry.entry(fp).or_insert_with(|| (row.labels.clone(), Vec::new()));
+                            let e = entry
+                                .entry(fp)
+                                .or_insert_with(|| (row.labels.clone(), Vec::new()));
                             if let Some(v) = row.value
-                                && def.min_samples.is_none_or(|m| row.n.is_some_and(|n| n >= m))
+                                && def
+                                    .min_samples
+                                    .is_none_or(|m| row.n.is_some_and(|n| n >= m))
                             {
                                 e.1.push(v);
                             }
                         }
                     }
                     Err(e) => {
-                        self.record_calibration(&def.name, version, "failed", done as f64 / total as f64, Some(&e.to_string()))
-                            .await?;
+                        self.record_calibration(
+                            &def.name,
+                            version,
+                            anchor,
+                            "failed",
+                            done as f64 / total as f64,
+                            Some(&e.to_string()),
+                        )
+                        .await?;
                         return Err(e);
                     }
                 }
                 done += 1;
                 if last_report.elapsed() > Duration::from_secs(2) {
                     last_report = std::time::Instant::now();
-                    self.record_calibration(&def.name, version, "running", done as f64 / total as f64, None)
-                        .await?;
+                    self.record_calibration(
+                        &def.name,
+                        version,
+                        anchor,
+                        "running",
+                        done as f64 / total as f64,
+                        None,
+                    )
+                    .await?;
                 }
             }
         }
@@ -1022,7 +1137,13 @@ impl AlertEngine {
         let mut fewest = usize::MAX;
         let now = now_micros();
         for tier in &def.tiers {
-            let Threshold::Baseline { sigmas, over, step, margin } = tier.threshold else {
+            let Threshold::Baseline {
+                sigmas,
+                over,
+                step,
+                margin,
+            } = tier.threshold
+            else {
                 continue;
             };
             let step = step
@@ -1037,7 +1158,11 @@ impl AlertEngine {
                 let (mean, sd) = mean_stddev(points);
                 let threshold = mean.map(|m| {
                     let distance = (sigmas * sd.unwrap_or(0.0)).max(margin * m.abs());
-                    if tier.op.is_upper() { m + distance } else { m - distance }
+                    if tier.op.is_upper() {
+                        m + distance
+                    } else {
+                        m - distance
+                    }
                 });
                 if let Some(t) = threshold {
                     calibrated.insert((fp.clone(), tier.severity), t);
@@ -1061,7 +1186,10 @@ impl AlertEngine {
         if !values.is_empty() {
             self.inner
                 .db
-                .sql(&format!("INSERT INTO lookout.alert_thresholds VALUES {}", values.join(", ")))
+                .sql(&format!(
+                    "INSERT INTO lookout.alert_thresholds VALUES {}",
+                    values.join(", ")
+                ))
                 .await?;
         }
         let warning = if values.is_empty() {
@@ -1081,13 +1209,17 @@ impl AlertEngine {
         {
             r.calibrated = calibrated;
         }
-        self.record_calibration(&def.name, version, "done", 1.0, warning.as_deref()).await
+        self.record_calibration(&def.name, version, anchor, "done", 1.0, warning.as_deref())
+            .await
     }
 
+    /// Records calibration progress; `ts` is the baseline's end (`anchor`),
+    /// so a calibration cut short by a restart resumes with the same one.
     async fn record_calibration(
         &self,
         rule: &str,
         version: Micros,
+        anchor: Micros,
         state: &str,
         progress: f64,
         detail: Option<&str>,
@@ -1097,7 +1229,7 @@ impl AlertEngine {
             .db
             .sql(&format!(
                 "INSERT INTO lookout.alert_log (ts, kind, rule, rule_version, state, value, detail, recorded_at) VALUES ({}, 'calibration', {}, {version}, {}, {}, {}, {})",
-                timestamp(now),
+                timestamp(anchor),
                 text(rule),
                 text(state),
                 float(Some(progress)),
@@ -1152,7 +1284,14 @@ impl AlertEngine {
             for c in changes {
                 let inst = instances.get_mut(&c.fingerprint);
                 let (state, severity, value, n, threshold, labels) = match &inst {
-                    Some(i) => (i.state, i.severity, i.value, i.n, i.threshold, i.labels.clone()),
+                    Some(i) => (
+                        i.state,
+                        i.severity,
+                        i.value,
+                        i.n,
+                        i.threshold,
+                        i.labels.clone(),
+                    ),
                     None => (
                         State::Inactive,
                         None,
@@ -1166,7 +1305,10 @@ impl AlertEngine {
                     i.last_sent_at = Some(ts);
                     sent += 1;
                 }
-                if c.from != state || c.event.is_some() || c.from_severity != severity && state.is_active() {
+                if c.from != state
+                    || c.event.is_some()
+                    || c.from_severity != severity && state.is_active()
+                {
                     out.push(BacktestRow {
                         ts,
                         labels,
@@ -1221,7 +1363,13 @@ fn all_targets(def: &RuleDef) -> Vec<String> {
     all
 }
 
-fn message(def: &RuleDef, inst: &Instance, fp: &str, ts: Micros, valid_until: Option<Micros>) -> AlertMessage {
+fn message(
+    def: &RuleDef,
+    inst: &Instance,
+    fp: &str,
+    ts: Micros,
+    valid_until: Option<Micros>,
+) -> AlertMessage {
     let mut labels = full_labels(def, &inst.labels);
     let severity = inst.severity.map_or("none", Severity::as_str);
     labels.insert(1, ("severity".to_string(), severity.to_string()));
@@ -1250,7 +1398,11 @@ fn message(def: &RuleDef, inst: &Instance, fp: &str, ts: Micros, valid_until: Op
         labels,
         annotations,
         starts_at: inst.fired_at.unwrap_or(ts),
-        ends_at: if firing { valid_until } else { inst.resolved_at.or(Some(ts)) },
+        ends_at: if firing {
+            valid_until
+        } else {
+            inst.resolved_at.or(Some(ts))
+        },
         fingerprint: fp.to_string(),
     }
 }
@@ -1313,8 +1465,14 @@ pub(crate) fn describe_tiers(def: &RuleDef) -> String {
         .map(|t| {
             let threshold = match &t.threshold {
                 Threshold::Fixed(v) => format!("{v}"),
-                Threshold::Baseline { sigmas, over, step, margin } => {
-                    let mut s = format!("BASELINE({sigmas} SIGMA OVER '{}'", format_duration(*over));
+                Threshold::Baseline {
+                    sigmas,
+                    over,
+                    step,
+                    margin,
+                } => {
+                    let mut s =
+                        format!("BASELINE({sigmas} SIGMA OVER '{}'", format_duration(*over));
                     if let Some(step) = step {
                         s.push_str(&format!(" STEP '{}'", format_duration(*step)));
                     }
@@ -1325,7 +1483,11 @@ pub(crate) fn describe_tiers(def: &RuleDef) -> String {
                     s
                 }
             };
-            format!("{} WHEN value {} {threshold}", t.severity.as_str(), t.op.as_str())
+            format!(
+                "{} WHEN value {} {threshold}",
+                t.severity.as_str(),
+                t.op.as_str()
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -1338,7 +1500,9 @@ mod tests {
     #[test]
     fn windows_and_instants() {
         assert_eq!(
-            query_window("SELECT 1 WHERE ts >= now() - INTERVAL '15 minutes' AND x > now() - interval '1 hour'"),
+            query_window(
+                "SELECT 1 WHERE ts >= now() - INTERVAL '15 minutes' AND x > now() - interval '1 hour'"
+            ),
             3_600_000_000
         );
         assert_eq!(query_window("SELECT 1"), 0);

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use lookout_query::{Output, QueryError, Session, SqlExtension};
-use tracing::warn;
 
 use crate::engine::{AlertEngine, BacktestRow, Silence, describe_tiers, lock, now_micros};
 use crate::error::{AlertError, Result};
@@ -44,16 +45,31 @@ fn backtest_schema() -> SchemaRef {
 
 fn backtest_batch(rows: &[BacktestRow]) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts)).with_timezone("UTC")),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| labels_json(&r.labels)))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.from.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.to.as_str()))),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.severity.map(|s| s.as_str())))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| labels_json(&r.labels)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.from.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.to.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.severity.map(|s| s.as_str())),
+        )),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.n))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.threshold))),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.notification.map(|e| e.as_str())))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.notifications))),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.notification.map(|e| e.as_str())),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.notifications),
+        )),
     ];
     RecordBatch::try_new(backtest_schema(), columns).map_err(crate::store::arrow_err)
 }
@@ -99,7 +115,10 @@ impl AlertStatements {
             .fixed_now()
             .map_or_else(now_micros, |t| t.timestamp_micros());
         match parse(sql)? {
-            AlertStatement::Create { rule, if_not_exists } => {
+            AlertStatement::Create {
+                rule,
+                if_not_exists,
+            } => {
                 if lock(&engine.inner.rules).contains_key(&rule.name) {
                     return if if_not_exists {
                         Ok(command("CREATE ALERT"))
@@ -109,12 +128,13 @@ impl AlertStatements {
                 }
                 self.check_query(&rule, session).await?;
                 let version = engine.new_version();
-                self.record_rule(&rule, version, "create", false, sql).await?;
+                self.record_rule(&rule, version, "create", false, sql)
+                    .await?;
                 let calibrate = rule.has_baseline();
                 let name = rule.name.clone();
                 engine.add_rule(rule, version);
                 if calibrate {
-                    spawn_calibration(engine.clone(), name, anchor);
+                    engine.spawn_calibration(name, anchor);
                 }
                 Ok(command("CREATE ALERT"))
             }
@@ -132,10 +152,18 @@ impl AlertStatements {
                 Ok(command("DROP ALERT"))
             }
             AlertStatement::SetPaused { name, paused } => {
-                let (def, version) = self.rule(&name).ok_or_else(|| AlertError::NotFound(name.clone()))?;
+                let (def, version) = self
+                    .rule(&name)
+                    .ok_or_else(|| AlertError::NotFound(name.clone()))?;
                 let definition = self.definition(&name).await?;
-                self.record_rule(&def, version, if paused { "pause" } else { "resume" }, paused, &definition)
-                    .await?;
+                self.record_rule(
+                    &def,
+                    version,
+                    if paused { "pause" } else { "resume" },
+                    paused,
+                    &definition,
+                )
+                .await?;
                 if let Some(r) = lock(&engine.inner.rules).get_mut(&name) {
                     r.paused = paused;
                 }
@@ -154,14 +182,26 @@ impl AlertStatements {
                 if self.rule(&name).is_none() {
                     return Err(AlertError::NotFound(name));
                 }
-                spawn_calibration(engine.clone(), name, anchor);
+                engine.spawn_calibration(name, anchor);
                 Ok(command("RECALIBRATE ALERT"))
             }
-            AlertStatement::Backtest { name, from, to, step } => {
+            AlertStatement::Backtest {
+                name,
+                from,
+                to,
+                step,
+            } => {
                 let rows = engine.backtest(&name, from, to, step).await?;
-                Ok(Output::from_batches(backtest_schema(), vec![backtest_batch(&rows)?]))
+                Ok(Output::from_batches(
+                    backtest_schema(),
+                    vec![backtest_batch(&rows)?],
+                ))
             }
-            AlertStatement::CreateSilence { duration, matchers, comment } => {
+            AlertStatement::CreateSilence {
+                duration,
+                matchers,
+                comment,
+            } => {
                 let ends_at = now_micros() + duration;
                 let id = {
                     let silences = lock(&engine.inner.silences);
@@ -179,12 +219,18 @@ impl AlertStatements {
                         text(&comment)
                     ))
                     .await?;
-                lock(&engine.inner.silences).push(Silence { id, ends_at, matchers });
+                lock(&engine.inner.silences).push(Silence {
+                    id,
+                    ends_at,
+                    matchers,
+                });
                 let batch = RecordBatch::try_new(
                     silence_schema(),
                     vec![
                         Arc::new(Int64Array::from(vec![id])),
-                        Arc::new(TimestampMicrosecondArray::from(vec![ends_at]).with_timezone("UTC")),
+                        Arc::new(
+                            TimestampMicrosecondArray::from(vec![ends_at]).with_timezone("UTC"),
+                        ),
                     ],
                 )
                 .map_err(crate::store::arrow_err)?;
@@ -243,14 +289,21 @@ impl AlertStatements {
                 format!("the query of alert \"{}\" does not plan: {e}", rule.name),
             ))
         })?;
-        let schema = prepared
-            .and_then(|p| p.schema)
-            .ok_or_else(|| AlertError::InvalidQuery("the alert's AS clause must be a query that returns rows".into()))?;
+        let schema = prepared.and_then(|p| p.schema).ok_or_else(|| {
+            AlertError::InvalidQuery(
+                "the alert's AS clause must be a query that returns rows".into(),
+            )
+        })?;
         let value = schema.field_with_name("value").map_err(|_| {
             AlertError::InvalidQuery(format!(
                 "the query of alert \"{}\" must return a column named value (got {})",
                 rule.name,
-                schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         if !value.data_type().is_numeric() {
@@ -306,12 +359,4 @@ impl AlertStatements {
         self.engine.inner.db.sql(&sql).await?;
         Ok(())
     }
-}
-
-fn spawn_calibration(engine: AlertEngine, name: String, anchor: i64) {
-    tokio::spawn(async move {
-        if let Err(e) = engine.calibrate(&name, anchor).await {
-            warn!(rule = %name, "baseline calibration failed: {e}");
-        }
-    });
 }

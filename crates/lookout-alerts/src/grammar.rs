@@ -120,12 +120,16 @@ fn lex(sql: &str) -> Result<Lexed> {
         } else if c == b'"' {
             match sql[i + 1..].find('"') {
                 Some(q) => {
-                    tokens.push((Token::Word(format!("\"{}\"", &sql[i + 1..i + 1 + q])), start));
+                    tokens.push((
+                        Token::Word(format!("\"{}\"", &sql[i + 1..i + 1 + q])),
+                        start,
+                    ));
                     i += q + 2;
                 }
                 None => return Err(AlertError::syntax("unterminated quoted identifier")),
             }
-        } else if c.is_ascii_digit() || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+        } else if c.is_ascii_digit()
+            || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
         {
             while i < bytes.len()
                 && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_')
@@ -336,10 +340,12 @@ impl Parser<'_> {
         match self.peek().cloned() {
             Some(Token::Word(w)) => {
                 self.pos += 1;
-                Ok(match w.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                    Some(quoted) => quoted.to_string(),
-                    None => w.to_lowercase(),
-                })
+                Ok(
+                    match w.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                        Some(quoted) => quoted.to_string(),
+                        None => w.to_lowercase(),
+                    },
+                )
             }
             _ => Err(self.unexpected("a name")),
         }
@@ -359,7 +365,8 @@ impl Parser<'_> {
         let text = self.string(&format!("an interval in quotes after {clause}"))?;
         // Timers may be zero ('0', '0 seconds'); storage intervals may not.
         let zero = text.trim() == "0"
-            || (text.trim().starts_with("0 ") && parse_duration(&text.replacen('0', "1", 1)).is_ok());
+            || (text.trim().starts_with("0 ")
+                && parse_duration(&text.replacen('0', "1", 1)).is_ok());
         let micros = if zero { 0 } else { parse_duration(&text)? };
         if micros < 0 {
             return Err(AlertError::InvalidValue(format!(
@@ -401,8 +408,7 @@ impl Parser<'_> {
 
     fn targets(&mut self) -> Result<Vec<String>> {
         let mut targets = vec![self.string("a notification URL in quotes")?];
-        while matches!(self.tokens.get(self.pos + 1), Some((Token::Str(_), _)))
-            && self.eat_sym(",")
+        while matches!(self.tokens.get(self.pos + 1), Some((Token::Str(_), _))) && self.eat_sym(",")
         {
             targets.push(self.string("a notification URL")?);
         }
@@ -461,7 +467,9 @@ impl Parser<'_> {
                 ));
             }
             if step == Some(0) {
-                return Err(AlertError::InvalidValue("BACKTEST: STEP must be positive".into()));
+                return Err(AlertError::InvalidValue(
+                    "BACKTEST: STEP must be positive".into(),
+                ));
             }
             return Ok(AlertStatement::Backtest {
                 name,
@@ -588,8 +596,8 @@ impl Parser<'_> {
                 ));
             }
         }
-        rule.every = every
-            .ok_or_else(|| AlertError::syntax("CREATE ALERT needs EVERY '<interval>'"))?;
+        rule.every =
+            every.ok_or_else(|| AlertError::syntax("CREATE ALERT needs EVERY '<interval>'"))?;
         if rule.every < 1_000_000 {
             return Err(AlertError::InvalidValue(
                 "EVERY must be at least 1 second".into(),
@@ -604,7 +612,11 @@ impl Parser<'_> {
             return Err(AlertError::syntax("CREATE ALERT needs AS <query>"));
         }
         rule.tiers.sort_by_key(|t| t.severity);
-        if rule.tiers.windows(2).any(|w| w[0].severity == w[1].severity) {
+        if rule
+            .tiers
+            .windows(2)
+            .any(|w| w[0].severity == w[1].severity)
+        {
             return Err(AlertError::InvalidValue(
                 "each severity may appear once".into(),
             ));
@@ -703,7 +715,13 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
         assert_eq!(rule.tiers.len(), 2);
         assert_eq!(rule.tiers[0].severity, Severity::P0);
         assert_eq!(rule.tiers[1].threshold, Threshold::Fixed(4000.0));
-        assert_eq!(rule.recover, Some(Recover { op: Op::Lt, value: 3500.0 }));
+        assert_eq!(
+            rule.recover,
+            Some(Recover {
+                op: Op::Lt,
+                value: 3500.0
+            })
+        );
         assert_eq!(rule.min_samples, Some(50));
         assert_eq!(rule.labels, vec![("team".into(), "llm-platform".into())]);
         assert_eq!(rule.delay, 60_000_000);
@@ -778,10 +796,14 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
         let err = |sql: &str| parse(sql).expect_err("must fail").to_string();
         assert!(err("CREATE ALERT a SEVERITY P0 WHEN value > 1 AS SELECT 1").contains("EVERY"));
         assert!(err("CREATE ALERT a EVERY '1 minute' AS SELECT 1").contains("SEVERITY"));
-        assert!(err("CREATE ALERT a EVERY 'soon' SEVERITY P0 WHEN value > 1 AS SELECT 1")
-            .contains("invalid interval"));
-        assert!(err("CREATE ALERT a EVERY '1 minute' SEVERITY P5 WHEN value > 1 AS SELECT 1")
-            .contains("P0, P1 or P2"));
+        assert!(
+            err("CREATE ALERT a EVERY 'soon' SEVERITY P0 WHEN value > 1 AS SELECT 1")
+                .contains("invalid interval")
+        );
+        assert!(
+            err("CREATE ALERT a EVERY '1 minute' SEVERITY P5 WHEN value > 1 AS SELECT 1")
+                .contains("P0, P1 or P2")
+        );
         assert!(err("CREATE ALERT a EVERY '1 minute' SEVERITY P0 WHEN value > 1 NOTIFY 'ftp://x' AS SELECT 1")
             .contains("notification target"));
         assert!(err("BACKTEST ALERT a FROM '2025-01-02' TO '2025-01-01'").contains("before"));

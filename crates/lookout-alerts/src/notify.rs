@@ -198,7 +198,10 @@ mod tests {
     fn webhook_body_has_the_alertmanager_fields() {
         let alert = AlertMessage {
             status: "firing",
-            labels: vec![("alertname".into(), "p99".into()), ("model".into(), "m".into())],
+            labels: vec![
+                ("alertname".into(), "p99".into()),
+                ("model".into(), "m".into()),
+            ],
             annotations: vec![("value".into(), "9000".into())],
             starts_at: 1_735_689_600_000_000,
             ends_at: None,

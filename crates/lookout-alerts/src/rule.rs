@@ -191,7 +191,10 @@ pub fn format_duration(micros: Micros) -> String {
     for (name, size) in units {
         let count = rest / size;
         if count > 0 {
-            parts.push(format!("{count} {name}{}", if count == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{count} {name}{}",
+                if count == 1 { "" } else { "s" }
+            ));
             rest -= count * size;
         }
     }

@@ -331,7 +331,10 @@ mod tests {
     const MIN: Micros = 60_000_000;
 
     /// Feeds values one minute apart; returns (state, severity, event) per step.
-    fn run(rule: &RuleDef, values: &[Option<f64>]) -> Vec<(State, Option<Severity>, Option<Event>)> {
+    fn run(
+        rule: &RuleDef,
+        values: &[Option<f64>],
+    ) -> Vec<(State, Option<Severity>, Option<Event>)> {
         let mut inst = Instance::new(vec![]);
         let cal = Calibrated::new();
         values
@@ -344,7 +347,10 @@ mod tests {
                     &cal,
                     "f",
                     &mut inst,
-                    v.map(|value| Observation { value, n: Some(100) }),
+                    v.map(|value| Observation {
+                        value,
+                        n: Some(100),
+                    }),
                     ts,
                 );
                 if s.event.is_some() {
@@ -358,7 +364,10 @@ mod tests {
     #[test]
     fn pending_then_firing_then_resolved() {
         let r = rule("FOR '2 minutes' SEVERITY P1 WHEN value > 10");
-        let got = run(&r, &[Some(1.0), Some(11.0), Some(12.0), Some(13.0), Some(5.0)]);
+        let got = run(
+            &r,
+            &[Some(1.0), Some(11.0), Some(12.0), Some(13.0), Some(5.0)],
+        );
         assert_eq!(
             got,
             vec![
@@ -410,7 +419,14 @@ mod tests {
         let r = rule("KEEP FIRING FOR '2 minutes' SEVERITY P1 WHEN value > 10");
         let got = run(
             &r,
-            &[Some(11.0), Some(1.0), Some(12.0), Some(1.0), Some(1.0), Some(1.0)],
+            &[
+                Some(11.0),
+                Some(1.0),
+                Some(12.0),
+                Some(1.0),
+                Some(1.0),
+                Some(1.0),
+            ],
         );
         assert_eq!(
             got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(),
@@ -430,7 +446,10 @@ mod tests {
         let r = rule("SEVERITY P1 WHEN value > 10");
         let got = run(&r, &[Some(11.0), None, None]);
         assert_eq!(got[1].0, State::Firing);
-        assert_eq!(got[2], (State::Resolved, Some(Severity::P1), Some(Event::Resolved)));
+        assert_eq!(
+            got[2],
+            (State::Resolved, Some(Severity::P1), Some(Event::Resolved))
+        );
     }
 
     #[test]

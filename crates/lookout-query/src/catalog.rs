@@ -43,14 +43,14 @@ impl SchemaProvider for LookoutSchema {
 }
 
 fn open_table(storage: &Storage, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match storage.snapshot(name) {
-            Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(
-                storage.clone(),
-                snapshot,
-            )?))),
-            Err(StorageError::TableNotFound(_)) => Ok(None),
-            Err(e) => Err(storage_err(e)),
-        }
+    match storage.snapshot(name) {
+        Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(
+            storage.clone(),
+            snapshot,
+        )?))),
+        Err(StorageError::TableNotFound(_)) => Ok(None),
+        Err(e) => Err(storage_err(e)),
+    }
 }
 
 /// Prefix of the storage names of tables in the `lookout` schema.

@@ -25,8 +25,8 @@ mod provider;
 mod scan_exec;
 mod session;
 
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::RecordBatch;
@@ -190,7 +190,10 @@ impl Lookout {
     }
 
     pub(crate) fn extensions(&self) -> Vec<Arc<dyn SqlExtension>> {
-        self.extensions.read().map(|l| l.clone()).unwrap_or_default()
+        self.extensions
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn view(&self, name: &str) -> Option<String> {

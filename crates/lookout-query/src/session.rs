@@ -28,9 +28,9 @@ use lookout_storage::{CreateTable, StorageError};
 
 use crate::Lookout;
 use crate::catalog::{LookoutSchema, SYSTEM_PREFIX, SystemSchema};
-use crate::extension::{Command, split_statements};
 use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestamp_micros};
 use crate::error::{QueryError, Result};
+use crate::extension::{Command, split_statements};
 use crate::interval::parse_duration;
 
 /// Writes of more rows than this go straight to Parquet (one atomic manifest
