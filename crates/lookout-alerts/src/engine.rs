@@ -1065,10 +1065,7 @@ impl AlertEngine {
         self.record_calibration(&def.name, version, anchor, "running", 0.0, None)
             .await?;
         let mut done = 0i64;
-        let mut series: HashMap<
-            (Micros, Micros),
-            HashMap<String, (Vec<(String, String)>, Vec<f64>)>,
-        > = HashMap::new();
+        let mut series: HashMap<(Micros, Micros), BaselineSeries> = HashMap::new();
         let mut last_report = std::time::Instant::now();
         for &(over, step) in &plans {
             let points = (over / step).max(1);
@@ -1327,6 +1324,9 @@ impl AlertEngine {
         Ok(out)
     }
 }
+
+/// Baseline values per instance: fingerprint → (labels, values).
+type BaselineSeries = HashMap<String, (Vec<(String, String)>, Vec<f64>)>;
 
 /// One line of a back-test.
 #[derive(Debug, Clone, PartialEq)]

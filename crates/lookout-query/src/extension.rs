@@ -31,6 +31,7 @@ pub trait SqlExtension: Send + Sync + Debug {
 
 /// One statement of a query string, ready to run.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Statements are many and short-lived; boxing each buys nothing.
 pub enum Command {
     /// A statement of Lookout's SQL dialect.
     Sql(Statement),
