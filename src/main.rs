@@ -1,5 +1,6 @@
 //! The `lookout` command: server, SQL shell one-shots, Parquet import, demo.
 
+mod bench_alerts;
 mod config;
 mod demo;
 
@@ -63,6 +64,19 @@ enum Command {
         /// median wall time (ms) of those runs to stderr, like psql's \timing.
         #[arg(long, default_value_t = 0)]
         repeat: usize,
+    },
+    /// Time the evaluation of many alert rules over the bench events (see benches/alerts.sh).
+    #[command(hide = true)]
+    BenchAlerts {
+        /// Number of rules.
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        /// The instant evaluated.
+        #[arg(long, default_value = "2025-01-08 00:00:00+00")]
+        at: String,
+        /// Rules evaluated at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
     },
     /// Import Parquet files into a table (created from the first file's schema if missing).
     Import {
@@ -129,6 +143,16 @@ async fn main() -> anyhow::Result<()> {
                 lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
             let result = run_sql(&db, &sql, repeat).await;
             alerts.shutdown().await;
+            db.close().await?;
+            result
+        }
+        Command::BenchAlerts {
+            rules,
+            at,
+            concurrency,
+        } => {
+            let db = open(&file, &data, true).await?;
+            let result = bench_alerts::run(&db, rules, &at, concurrency).await;
             db.close().await?;
             result
         }

@@ -97,7 +97,18 @@ fn alert(message: &Value) -> &Value {
     &message["alerts"][0]
 }
 
-fn stop_cleanly(child: &mut Child) {
+/// A server process killed when the test ends, even by a panic.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop_cleanly(process: &mut Process) {
+    let child = &mut process.0;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -147,7 +158,7 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
     client.simple_query(SIGNAL_TABLE).await.expect("table");
     client
@@ -186,7 +197,7 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
 
     // A clean restart between evaluations sends nothing again.
     stop_cleanly(&mut server);
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(receiver.messages().len(), 1, "{:?}", receiver.messages());
@@ -279,11 +290,11 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
     let port = free_port();
     // The failpoint aborts the process right after a delivery succeeds and
     // before it is recorded: the worst moment for a crash.
-    let mut server = spawn_server_with(
+    let mut server = Process(spawn_server_with(
         dir.path(),
         port,
         &[("LOOKOUT_FAILPOINT", "crash-after-delivery")],
-    );
+    ));
     let client = wait_ready(port).await;
     client.simple_query(SIGNAL_TABLE).await.expect("table");
     client
@@ -293,7 +304,7 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
     insert(&client, "a", 50.0).await;
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = server.try_wait().expect("try_wait") {
+        if let Some(s) = server.0.try_wait().expect("try_wait") {
             break s;
         }
         assert!(
@@ -305,7 +316,7 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
     assert!(!status.success(), "the server aborted");
     assert_eq!(receiver.messages().len(), 1);
 
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
     let m = receiver.wait_for(2, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -326,11 +337,11 @@ async fn failed_deliveries_are_retried_and_p2_goes_to_the_digest() {
     std::fs::write(&config, "[alerts]\ndigest_every = '2 seconds'\n").expect("config");
     let port = free_port();
     let data = dir.path().join("data");
-    let mut server = spawn_server_with(
+    let mut server = Process(spawn_server_with(
         &data,
         port,
         &[("LOOKOUT_CONFIG", config.to_str().expect("utf-8 path"))],
-    );
+    ));
     let client = wait_ready(port).await;
     client.simple_query(SIGNAL_TABLE).await.expect("table");
     let url = receiver.url();
@@ -477,7 +488,7 @@ async fn alertmanager_receives_firing_escalation_and_resolution() {
     let am = Alertmanager::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
     client.simple_query(SIGNAL_TABLE).await.expect("table");
     client
