@@ -80,7 +80,12 @@ fn rule_query(i: usize) -> (String, String) {
     }
 }
 
-pub(crate) async fn run(db: &Lookout, rules: usize, at: &str, concurrency: usize) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    db: &Lookout,
+    rules: usize,
+    at: &str,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let at_micros = lookout_query::copy::parse_timestamp_micros(at)
         .with_context(|| format!("--at {at:?} is not a timestamp"))?;
     let engine = AlertEngine::start(
@@ -154,7 +159,9 @@ pub(crate) async fn run(db: &Lookout, rules: usize, at: &str, concurrency: usize
             .trim_matches(|c| c == '|' || c == ' '),
     );
     for name in &names {
-        session.query(&format!("DROP ALERT IF EXISTS {name}")).await?;
+        session
+            .query(&format!("DROP ALERT IF EXISTS {name}"))
+            .await?;
     }
     engine.shutdown().await;
     Ok(())

@@ -245,6 +245,30 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     .await;
     assert_eq!(silenced[0][0].as_deref(), Some("1"));
 
+    // A query that fails: the rule reports error, firing instances show it
+    // and keep firing (no resolution is sent).
+    client.simple_query("DROP TABLE sig").await.expect("drop");
+    let started = Instant::now();
+    loop {
+        let health = rows(
+            &client,
+            "SELECT health, last_error FROM lookout.alerts WHERE name = 'lat'",
+        )
+        .await;
+        if health[0][0].as_deref() == Some("error") {
+            assert!(
+                health[0][1].as_deref().unwrap_or("").contains("sig"),
+                "{health:?}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (state, _) = instance_state(&client, "b").await.expect("instance b");
+    assert_eq!(state, "error");
+    assert_eq!(receiver.messages().len(), 3);
+
     // Every notification is recorded as delivered; history has each transition.
     let delivered = rows(
         &client,

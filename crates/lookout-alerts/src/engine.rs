@@ -637,7 +637,21 @@ impl AlertEngine {
         let (health, error, changes) = match outcome {
             Ok(changes) if instances.is_empty() => ("nodata", None, changes),
             Ok(changes) => ("ok", None, changes),
-            Err(e) => ("error", Some(e.to_string()), Vec::new()),
+            Err(e) => {
+                let changes = instances
+                    .iter_mut()
+                    .map(|(fp, inst)| {
+                        let s = crate::state::query_failed(inst);
+                        Change {
+                            fingerprint: fp.clone(),
+                            from: s.from,
+                            from_severity: s.from_severity,
+                            event: None,
+                        }
+                    })
+                    .collect();
+                ("error", Some(e.to_string()), changes)
+            }
         };
         let silences = lock(&self.inner.silences).clone();
         let mut by_fp: HashMap<&str, &Change> = HashMap::new();

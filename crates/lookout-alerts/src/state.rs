@@ -20,6 +20,11 @@ pub enum State {
     Firing,
     /// Recovered, kept firing for `KEEP FIRING FOR`.
     Recovering,
+    /// Was firing; its last evaluation had no usable row. Still firing to
+    /// receivers (keep last state) until it resolves as stale.
+    NoData,
+    /// Was firing; the rule's query failed. Still firing to receivers.
+    Error,
     /// Just resolved: shown once, then inactive.
     Resolved,
 }
@@ -32,6 +37,8 @@ impl State {
             State::Pending => "pending",
             State::Firing => "firing",
             State::Recovering => "recovering",
+            State::NoData => "nodata",
+            State::Error => "error",
             State::Resolved => "resolved",
         }
     }
@@ -43,6 +50,8 @@ impl State {
             "pending" => State::Pending,
             "firing" => State::Firing,
             "recovering" => State::Recovering,
+            "nodata" => State::NoData,
+            "error" => State::Error,
             "resolved" => State::Resolved,
             _ => return None,
         })
@@ -50,7 +59,10 @@ impl State {
 
     /// Whether the outside world sees the alert as firing.
     pub fn is_active(self) -> bool {
-        matches!(self, State::Firing | State::Recovering)
+        matches!(
+            self,
+            State::Firing | State::Recovering | State::NoData | State::Error
+        )
     }
 }
 
@@ -218,15 +230,24 @@ pub fn step(
                     inst.severity = None;
                     inst.active_at = None;
                 }
-                State::Firing | State::Recovering if inst.missed >= STALE_AFTER => {
+                s if s.is_active() && inst.missed >= STALE_AFTER => {
                     resolve(inst, ts);
                     event = Some(Event::Resolved);
                 }
+                s if s.is_active() => inst.state = State::NoData,
                 _ => {}
             }
         }
         Some(o) => {
             inst.missed = 0;
+            // Data again: carry on from where the alert was.
+            if matches!(inst.state, State::NoData | State::Error) {
+                inst.state = if inst.keep_firing_since.is_some() {
+                    State::Recovering
+                } else {
+                    State::Firing
+                };
+            }
             let (breached, threshold) = breach(rule, calibrated, fingerprint, o.value);
             inst.threshold = threshold;
             let recovered = match rule.recover {
@@ -282,7 +303,7 @@ pub fn step(
                 }
                 // Inside the hysteresis band, or still inside KEEP FIRING FOR.
                 (State::Firing | State::Recovering, None) => {}
-                (State::Resolved, _) => {}
+                (State::NoData | State::Error | State::Resolved, _) => {}
             }
         }
     }
@@ -298,6 +319,20 @@ pub fn step(
         from,
         from_severity,
         event,
+    }
+}
+
+/// The rule's query failed at `ts`: firing instances show `error` and keep
+/// firing (Grafana's keep-last-state); the others are left as they are.
+pub fn query_failed(inst: &mut Instance) -> Step {
+    let from = inst.state;
+    if inst.state.is_active() {
+        inst.state = State::Error;
+    }
+    Step {
+        from,
+        from_severity: inst.severity,
+        event: None,
     }
 }
 
@@ -442,14 +477,39 @@ mod tests {
     }
 
     #[test]
-    fn missing_series_resolves_after_two_evaluations() {
+    fn missing_series_is_nodata_then_resolves_after_two_evaluations() {
         let r = rule("SEVERITY P1 WHEN value > 10");
         let got = run(&r, &[Some(11.0), None, None]);
-        assert_eq!(got[1].0, State::Firing);
+        assert_eq!(got[1], (State::NoData, Some(Severity::P1), None));
         assert_eq!(
             got[2],
             (State::Resolved, Some(Severity::P1), Some(Event::Resolved))
         );
+        // Data back in time: firing again, without a new notification.
+        let got = run(&r, &[Some(11.0), None, Some(12.0)]);
+        assert_eq!(got[2], (State::Firing, Some(Severity::P1), None));
+    }
+
+    #[test]
+    fn a_failed_query_keeps_firing_instances_firing_as_error() {
+        let r = rule("SEVERITY P1 WHEN value > 10");
+        let mut inst = Instance::new(vec![]);
+        let cal = Calibrated::new();
+        let obs = |value| Some(Observation { value, n: None });
+        step(&r, &cal, "f", &mut inst, obs(11.0), 0);
+        query_failed(&mut inst);
+        assert_eq!(inst.state, State::Error);
+        assert!(inst.state.is_active());
+        let s = step(&r, &cal, "f", &mut inst, obs(11.0), MIN);
+        assert_eq!((inst.state, s.event), (State::Firing, None));
+        let s = step(&r, &cal, "f", &mut inst, obs(1.0), 2 * MIN);
+        assert_eq!(
+            (inst.state, s.event),
+            (State::Resolved, Some(Event::Resolved))
+        );
+        let mut quiet = Instance::new(vec![]);
+        query_failed(&mut quiet);
+        assert_eq!(quiet.state, State::Inactive);
     }
 
     #[test]
