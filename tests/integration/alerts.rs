@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{TestServer, free_port, rows, spawn_server, spawn_server_with, wait_ready};
+use crate::harness::{
+    TestServer, alert_statements, free_port, rows, spawn_server, spawn_server_with, wait_for_rows,
+    wait_ready,
+};
 
 /// `tests/data/webhook_receiver.py`, appending each POSTed body to a file.
 struct Receiver {
@@ -231,11 +234,13 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
         .await
         .expect("silence");
     insert(&client, "b", 50.0).await;
-    let started = Instant::now();
-    while instance_state(&client, "b").await.map(|s| s.0).as_deref() != Some("firing") {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_rows(
+        &client,
+        "SELECT state FROM lookout.alert_instances WHERE rule = 'lat' AND labels = '{\"model\":\"b\"}'",
+        Duration::from_secs(20),
+        |r| r.first().and_then(|r| r[0].as_deref()) == Some("firing"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.messages().len(), 3);
     let silenced = rows(
@@ -248,23 +253,17 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     // A query that fails: the rule reports error, firing instances show it
     // and keep firing (no resolution is sent).
     client.simple_query("DROP TABLE sig").await.expect("drop");
-    let started = Instant::now();
-    loop {
-        let health = rows(
-            &client,
-            "SELECT health, last_error FROM lookout.alerts WHERE name = 'lat'",
-        )
-        .await;
-        if health[0][0].as_deref() == Some("error") {
-            assert!(
-                health[0][1].as_deref().unwrap_or("").contains("sig"),
-                "{health:?}"
-            );
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "{health:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let health = wait_for_rows(
+        &client,
+        "SELECT health, last_error FROM lookout.alerts WHERE name = 'lat'",
+        Duration::from_secs(20),
+        |r| r[0][0].as_deref() == Some("error"),
+    )
+    .await;
+    assert!(
+        health[0][1].as_deref().unwrap_or("").contains("sig"),
+        "{health:?}"
+    );
     let (state, _) = instance_state(&client, "b").await.expect("instance b");
     assert_eq!(state, "error");
     assert_eq!(receiver.messages().len(), 3);
@@ -577,15 +576,7 @@ AS SELECT model, avg(CASE WHEN status = 'rate_limited' THEN 1.0 ELSE 0.0 END) AS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
     let server = TestServer::start().await;
-    let alerts = lookout_alerts::AlertEngine::start(
-        server.lookout.clone(),
-        lookout_alerts::AlertOptions {
-            schedule: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("alert engine");
+    let alerts = alert_statements(&server.lookout).await;
     let data = tempfile::tempdir().expect("tempdir");
     let files = crate::harness::generate_events(data.path(), 1_000_000, 4);
     server
@@ -597,24 +588,15 @@ async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
     client.batch_execute(BENCH_RULES).await.expect("rules");
 
     // The latency baseline is calibrated in the background over days 1-2.
-    let started = Instant::now();
-    loop {
-        let r = rows(
-            &client,
-            "SELECT calibration, calibration_progress, calibration_warning FROM lookout.alerts WHERE name = 'latency_p50'",
-        )
-        .await;
-        if r[0][0].as_deref() == Some("done") {
-            assert_eq!(r[0][1].as_deref(), Some("1"));
-            assert_eq!(r[0][2], None, "no warning with 8 points per model");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "calibration: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let r = wait_for_rows(
+        &client,
+        "SELECT calibration, calibration_progress, calibration_warning FROM lookout.alerts WHERE name = 'latency_p50'",
+        Duration::from_secs(120),
+        |r| r[0][0].as_deref() == Some("done"),
+    )
+    .await;
+    assert_eq!(r[0][1].as_deref(), Some("1"));
+    assert_eq!(r[0][2], None, "no warning with 8 points per model");
     let thresholds = rows(
         &client,
         "SELECT count(*), min(points), max(points), min(threshold / mean) FROM lookout.alert_thresholds WHERE rule = 'latency_p50'",

@@ -184,3 +184,34 @@ pub(crate) async fn wait_ready(port: u16) -> tokio_postgres::Client {
     }
     panic!("server did not start on port {port}");
 }
+
+/// The alert statements on `lookout`, without scheduled evaluation.
+pub(crate) async fn alert_statements(lookout: &Lookout) -> lookout_alerts::AlertEngine {
+    lookout_alerts::AlertEngine::start(
+        lookout.clone(),
+        lookout_alerts::AlertOptions {
+            schedule: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("alert engine")
+}
+
+/// Polls `sql` until `done` accepts its rows; panics after `timeout`.
+pub(crate) async fn wait_for_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    timeout: Duration,
+    done: impl Fn(&[Vec<Option<String>>]) -> bool,
+) -> Vec<Vec<Option<String>>> {
+    let started = std::time::Instant::now();
+    loop {
+        let r = rows(client, sql).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(started.elapsed() < timeout, "{sql}: still {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
-use crate::harness::{TestServer, connect};
+use crate::harness::{TestServer, alert_statements, connect};
 
 #[derive(Debug)]
 struct SqlError(String);
@@ -77,15 +77,7 @@ impl sqllogictest::AsyncDB for Postgres {
 async fn sqllogictest_files() {
     let server = TestServer::start().await;
     // Alert statements; evaluation on schedule is tested with the real binary.
-    let alerts = lookout_alerts::AlertEngine::start(
-        server.lookout.clone(),
-        lookout_alerts::AlertOptions {
-            schedule: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("alert engine");
+    let alerts = alert_statements(&server.lookout).await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt")

@@ -18,7 +18,7 @@ use crate::error::{AlertError, Result};
 use crate::notify::{self, AlertMessage, Target, fingerprint};
 use crate::rule::{Micros, RuleDef, Severity, Threshold, format_duration};
 use crate::state::{Calibrated, Event, Instance, Observation, State, step};
-use crate::store::{self, Rows, float, int, opt_text, opt_timestamp, text, timestamp};
+use crate::store::{self, LogRow, Rows, float, text, timestamp};
 
 /// How long a resolved alert keeps being re-sent to Alertmanager.
 const RESOLVED_RETENTION: Micros = 15 * 60_000_000;
@@ -631,8 +631,8 @@ impl AlertEngine {
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let recorded = now_micros();
-        let mut values: Vec<String> = Vec::new();
-        let mut deliveries = Vec::new();
+        let mut log: Vec<LogRow> = Vec::new();
+        let mut deliveries: Vec<(&str, Delivery)> = Vec::new();
         let mut alertmanager: Vec<(String, Vec<AlertMessage>)> = Vec::new();
         let (health, error, changes) = match outcome {
             Ok(changes) if instances.is_empty() => ("nodata", None, changes),
@@ -739,29 +739,35 @@ impl AlertEngine {
                 }
             }
         }
-        for (fp, inst) in &instances {
+        let labels_text: Vec<String> = instances
+            .values()
+            .map(|inst| store::labels_json(&inst.labels))
+            .collect();
+        for ((fp, inst), labels) in instances.iter().zip(labels_text) {
             let change = by_fp.get(fp.as_str());
-            values.push(format!(
-                "({ts}, 'state', {rule}, {version}, {fp}, {labels}, {prev}, {state}, {sev}, {value}, {n}, {thr}, {active}, {fired}, {kfs}, {resolved}, {sent}, {missed}, {notification}, NULL, NULL, NULL, {rec})",
-                ts = timestamp(ts),
-                rule = text(&def.name),
-                fp = text(fp),
-                labels = text(&store::labels_json(&inst.labels)),
-                prev = text(change.map_or(inst.state, |c| c.from).as_str()),
-                state = text(inst.state.as_str()),
-                sev = opt_text(inst.severity.map(Severity::as_str)),
-                value = float(inst.value),
-                n = int(inst.n),
-                thr = float(inst.threshold),
-                active = opt_timestamp(inst.active_at),
-                fired = opt_timestamp(inst.fired_at),
-                kfs = opt_timestamp(inst.keep_firing_since),
-                resolved = opt_timestamp(inst.resolved_at),
-                sent = opt_timestamp(inst.last_sent_at),
-                missed = inst.missed,
-                notification = opt_text(notified.get(fp).copied()),
-                rec = timestamp(recorded),
-            ));
+            log.push(LogRow {
+                ts,
+                kind: "state",
+                rule: &def.name,
+                rule_version: version,
+                fingerprint: Some(fp),
+                labels: Some(labels),
+                previous_state: Some(change.map_or(inst.state, |c| c.from).as_str()),
+                state: Some(inst.state.as_str()),
+                severity: inst.severity.map(Severity::as_str),
+                value: inst.value,
+                n: inst.n,
+                threshold: inst.threshold,
+                active_at: inst.active_at,
+                fired_at: inst.fired_at,
+                keep_firing_since: inst.keep_firing_since,
+                resolved_at: inst.resolved_at,
+                last_sent_at: inst.last_sent_at,
+                missed: Some(i64::from(inst.missed)),
+                notification: notified.get(fp).copied(),
+                recorded_at: recorded,
+                ..Default::default()
+            });
         }
         for (url, alerts) in webhook {
             let id = format!(
@@ -770,50 +776,62 @@ impl AlertEngine {
                 fingerprint(&[("target".into(), url.clone())])
             );
             let body = notify::webhook_body(&def.name, &alerts);
-            let kind = if alerts.iter().any(|a| a.status == "firing") {
-                "firing"
-            } else {
-                "resolved"
-            };
-            values.push(format!(
-                "({}, 'notification', {}, {version}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {}, {}, {}, {})",
-                timestamp(ts),
-                text(&def.name),
-                text(kind),
-                text(&url),
-                text(&body),
-                text(&id),
-                timestamp(recorded),
+            let firing = alerts.iter().any(|a| a.status == "firing");
+            deliveries.push((
+                if firing { "firing" } else { "resolved" },
+                Delivery {
+                    id,
+                    target: url,
+                    body,
+                    attempts: 0,
+                    next_at: tokio::time::Instant::now(),
+                },
             ));
-            deliveries.push(Delivery {
-                id,
-                target: url,
-                body,
-                attempts: 0,
-                next_at: tokio::time::Instant::now(),
+        }
+        for (kind, d) in &deliveries {
+            log.push(LogRow {
+                ts,
+                kind: "notification",
+                rule: &def.name,
+                rule_version: version,
+                notification: Some(kind),
+                target: Some(&d.target),
+                payload: Some(&d.body),
+                detail: Some(&d.id),
+                recorded_at: recorded,
+                ..Default::default()
             });
         }
-        for (url, alert) in digest {
-            values.push(format!(
-                "({}, 'digest', {}, {version}, {}, NULL, NULL, NULL, 'P2', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {}, NULL, {})",
-                timestamp(ts),
-                text(&def.name),
-                text(&alert.fingerprint),
-                text(&url),
-                text(&digest_entry(&alert)),
-                timestamp(recorded),
-            ));
+        let digest: Vec<(String, String, String)> = digest
+            .into_iter()
+            .map(|(url, alert)| (url, digest_entry(&alert), alert.fingerprint))
+            .collect();
+        for (url, entry, fp) in &digest {
+            log.push(LogRow {
+                ts,
+                kind: "digest",
+                rule: &def.name,
+                rule_version: version,
+                fingerprint: Some(fp),
+                severity: Some("P2"),
+                target: Some(url),
+                payload: Some(entry),
+                recorded_at: recorded,
+                ..Default::default()
+            });
         }
-        values.push(format!(
-            "({}, 'evaluation', {}, {version}, NULL, NULL, NULL, {}, NULL, {}, {}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {}, {})",
-            timestamp(ts),
-            text(&def.name),
-            text(health),
-            float(Some(elapsed_ms)),
-            instances.len(),
-            opt_text(error.as_deref()),
-            timestamp(recorded),
-        ));
+        log.push(LogRow {
+            ts,
+            kind: "evaluation",
+            rule: &def.name,
+            rule_version: version,
+            state: Some(health),
+            value: Some(elapsed_ms),
+            n: Some(instances.len() as i64),
+            detail: error.as_deref(),
+            recorded_at: recorded,
+            ..Default::default()
+        });
         let count = instances.len();
         // A rule dropped or replaced meanwhile keeps its new state.
         let current = lock(&self.inner.rules)
@@ -822,20 +840,15 @@ impl AlertEngine {
         if !current {
             return Ok(count);
         }
-        self.inner
-            .db
-            .sql(&format!(
-                "INSERT INTO lookout.alert_log VALUES {}",
-                values.join(", ")
-            ))
-            .await?;
+        store::append_log(&self.inner.db, &log).await?;
+        drop(log);
         if let Some(r) = lock(&self.inner.rules).get_mut(name)
             && r.version == version
         {
             r.instances = instances;
         }
         if !deliveries.is_empty() {
-            lock(&self.inner.outbox).extend(deliveries);
+            lock(&self.inner.outbox).extend(deliveries.into_iter().map(|(_, d)| d));
             self.inner.outbox_wake.notify_one();
         }
         for (url, alerts) in alertmanager {
@@ -926,16 +939,17 @@ impl AlertEngine {
             Some(state) => {
                 let detail = result.err().map(|e| e.to_string());
                 let now = now_micros();
-                let sql = format!(
-                    "INSERT INTO lookout.alert_log (ts, kind, rule, rule_version, state, detail, target, payload, recorded_at) VALUES ({}, 'delivery', '', 0, {}, {}, {}, {}, {})",
-                    timestamp(now),
-                    text(state),
-                    text(&item.id),
-                    text(&item.target),
-                    opt_text(detail.as_deref()),
-                    timestamp(now),
-                );
-                if let Err(e) = self.inner.db.sql(&sql).await {
+                let row = LogRow {
+                    ts: now,
+                    kind: "delivery",
+                    state: Some(state),
+                    target: Some(&item.target),
+                    payload: detail.as_deref(),
+                    detail: Some(&item.id),
+                    recorded_at: now,
+                    ..Default::default()
+                };
+                if let Err(e) = store::append_log(&self.inner.db, &[row]).await {
                     warn!("delivery of {} not recorded: {e}", item.id);
                 }
                 lock(&self.inner.outbox).retain(|d| d.id != item.id);
@@ -997,11 +1011,6 @@ impl AlertEngine {
             }
         }
         let recorded = now_micros();
-        let mut values = vec![format!(
-            "({}, 'digest_sent', '', 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {})",
-            timestamp(at),
-            timestamp(recorded)
-        )];
         let mut deliveries = Vec::new();
         for (url, alerts) in &per_target {
             let id = format!(
@@ -1021,14 +1030,6 @@ impl AlertEngine {
                 "alerts": alerts,
             })
             .to_string();
-            values.push(format!(
-                "({}, 'notification', '', 0, NULL, NULL, NULL, NULL, 'P2', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'digest', {}, {}, {}, {})",
-                timestamp(at),
-                text(url),
-                text(&body),
-                text(&id),
-                timestamp(recorded)
-            ));
             deliveries.push(Delivery {
                 id,
                 target: url.clone(),
@@ -1040,13 +1041,25 @@ impl AlertEngine {
         if per_target.is_empty() {
             return Ok(0);
         }
-        self.inner
-            .db
-            .sql(&format!(
-                "INSERT INTO lookout.alert_log VALUES {}",
-                values.join(", ")
-            ))
-            .await?;
+        let mut log = vec![LogRow {
+            ts: at,
+            kind: "digest_sent",
+            recorded_at: recorded,
+            ..Default::default()
+        }];
+        log.extend(deliveries.iter().map(|d| LogRow {
+            ts: at,
+            kind: "notification",
+            severity: Some("P2"),
+            notification: Some("digest"),
+            target: Some(&d.target),
+            payload: Some(&d.body),
+            detail: Some(&d.id),
+            recorded_at: recorded,
+            ..Default::default()
+        }));
+        store::append_log(&self.inner.db, &log).await?;
+        drop(log);
         let sent = deliveries.len();
         lock(&self.inner.outbox).extend(deliveries);
         self.inner.outbox_wake.notify_one();
@@ -1235,20 +1248,18 @@ impl AlertEngine {
         progress: f64,
         detail: Option<&str>,
     ) -> Result<()> {
-        let now = now_micros();
-        self.inner
-            .db
-            .sql(&format!(
-                "INSERT INTO lookout.alert_log (ts, kind, rule, rule_version, state, value, detail, recorded_at) VALUES ({}, 'calibration', {}, {version}, {}, {}, {}, {})",
-                timestamp(anchor),
-                text(rule),
-                text(state),
-                float(Some(progress)),
-                opt_text(detail),
-                timestamp(now)
-            ))
-            .await?;
-        Ok(())
+        let row = LogRow {
+            ts: anchor,
+            kind: "calibration",
+            rule,
+            rule_version: version,
+            state: Some(state),
+            value: Some(progress),
+            detail,
+            recorded_at: now_micros(),
+            ..Default::default()
+        };
+        store::append_log(&self.inner.db, &[row]).await
     }
 
     /// Replays rule `name` over `[from, to]` with fresh state and returns

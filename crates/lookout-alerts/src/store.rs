@@ -101,6 +101,81 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// One row of `lookout.alert_log`; fields left at their default are NULL
+/// (empty text) or 0.
+#[derive(Debug, Default)]
+pub(crate) struct LogRow<'a> {
+    pub(crate) ts: Micros,
+    pub(crate) kind: &'a str,
+    pub(crate) rule: &'a str,
+    pub(crate) rule_version: Micros,
+    pub(crate) fingerprint: Option<&'a str>,
+    pub(crate) labels: Option<String>,
+    pub(crate) previous_state: Option<&'a str>,
+    pub(crate) state: Option<&'a str>,
+    pub(crate) severity: Option<&'a str>,
+    pub(crate) value: Option<f64>,
+    pub(crate) n: Option<i64>,
+    pub(crate) threshold: Option<f64>,
+    pub(crate) active_at: Option<Micros>,
+    pub(crate) fired_at: Option<Micros>,
+    pub(crate) keep_firing_since: Option<Micros>,
+    pub(crate) resolved_at: Option<Micros>,
+    pub(crate) last_sent_at: Option<Micros>,
+    pub(crate) missed: Option<i64>,
+    pub(crate) notification: Option<&'a str>,
+    pub(crate) target: Option<&'a str>,
+    pub(crate) payload: Option<&'a str>,
+    pub(crate) detail: Option<&'a str>,
+    pub(crate) recorded_at: Micros,
+}
+
+impl LogRow<'_> {
+    /// The row as a VALUES tuple, in the table's column order.
+    fn tuple(&self) -> String {
+        [
+            timestamp(self.ts),
+            text(self.kind),
+            text(self.rule),
+            self.rule_version.to_string(),
+            opt_text(self.fingerprint),
+            opt_text(self.labels.as_deref()),
+            opt_text(self.previous_state),
+            opt_text(self.state),
+            opt_text(self.severity),
+            float(self.value),
+            int(self.n),
+            float(self.threshold),
+            opt_timestamp(self.active_at),
+            opt_timestamp(self.fired_at),
+            opt_timestamp(self.keep_firing_since),
+            opt_timestamp(self.resolved_at),
+            opt_timestamp(self.last_sent_at),
+            int(self.missed),
+            opt_text(self.notification),
+            opt_text(self.target),
+            opt_text(self.payload),
+            opt_text(self.detail),
+            timestamp(self.recorded_at),
+        ]
+        .join(", ")
+    }
+}
+
+/// Appends rows to `lookout.alert_log` in one write: all or none survive a crash.
+pub(crate) async fn append_log(db: &Lookout, rows: &[LogRow<'_>]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tuples: Vec<String> = rows.iter().map(|r| format!("({})", r.tuple())).collect();
+    db.sql(&format!(
+        "INSERT INTO lookout.alert_log VALUES {}",
+        tuples.join(", ")
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Creates the tables and registers the views.
 pub(crate) async fn install(db: &Lookout) -> Result<()> {
     let mut session = db.session();
