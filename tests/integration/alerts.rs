@@ -133,6 +133,15 @@ fn live_rule(target: &str, for_: &str) -> String {
     )
 }
 
+/// The table `sig` and rule `lat` over it (P0 above 90, P1 above 40).
+async fn create_signal_rule(client: &tokio_postgres::Client, target: &str, for_: &str) {
+    client.simple_query(SIGNAL_TABLE).await.expect("table");
+    client
+        .simple_query(&live_rule(target, for_))
+        .await
+        .expect("create alert");
+}
+
 async fn insert(client: &tokio_postgres::Client, model: &str, v: f64) {
     client
         .simple_query(&format!("INSERT INTO sig VALUES (now(), '{model}', {v})"))
@@ -163,11 +172,7 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     let port = free_port();
     let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
-    client.simple_query(SIGNAL_TABLE).await.expect("table");
-    client
-        .simple_query(&live_rule(&receiver.url(), "2 seconds"))
-        .await
-        .expect("create alert");
+    create_signal_rule(&client, &receiver.url(), "2 seconds").await;
     insert(&client, "a", 50.0).await;
     insert(&client, "b", 1.0).await;
 
@@ -319,11 +324,7 @@ async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
         &[("LOOKOUT_FAILPOINT", "crash-after-delivery")],
     ));
     let client = wait_ready(port).await;
-    client.simple_query(SIGNAL_TABLE).await.expect("table");
-    client
-        .simple_query(&live_rule(&receiver.url(), "0"))
-        .await
-        .expect("create alert");
+    create_signal_rule(&client, &receiver.url(), "0").await;
     insert(&client, "a", 50.0).await;
     let started = Instant::now();
     let status = loop {
@@ -513,14 +514,12 @@ async fn alertmanager_receives_firing_escalation_and_resolution() {
     let port = free_port();
     let mut server = Process(spawn_server(dir.path(), port));
     let client = wait_ready(port).await;
-    client.simple_query(SIGNAL_TABLE).await.expect("table");
-    client
-        .simple_query(&live_rule(
-            &format!("alertmanager://127.0.0.1:{}", am.port),
-            "0",
-        ))
-        .await
-        .expect("create alert");
+    create_signal_rule(
+        &client,
+        &format!("alertmanager://127.0.0.1:{}", am.port),
+        "0",
+    )
+    .await;
     insert(&client, "a", 50.0).await;
     let alerts = am
         .wait_until("a P1 alert", |a| {
