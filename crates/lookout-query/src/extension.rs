@@ -64,8 +64,17 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
         match bytes[i] {
             b'\'' | b'"' => {
                 let quote = bytes[i];
+                // E'...' strings escape with backslashes.
+                let escapes = quote == b'\''
+                    && i > 0
+                    && matches!(bytes[i - 1], b'e' | b'E')
+                    && (i < 2 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
                 i += 1;
                 while i < bytes.len() {
+                    if escapes && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
                     if bytes[i] == quote {
                         // A doubled quote is an escaped one.
                         if bytes.get(i + 1) == Some(&quote) {
@@ -142,5 +151,9 @@ mod tests {
         );
         assert_eq!(split_statements("  ;  "), Vec::<&str>::new());
         assert_eq!(split_statements("SELECT 'it''s;'"), vec!["SELECT 'it''s;'"]);
+        assert_eq!(
+            split_statements("SELECT E'it\\'s;'; SELECT 1"),
+            vec!["SELECT E'it\\'s;'", "SELECT 1"]
+        );
     }
 }

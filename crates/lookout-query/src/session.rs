@@ -242,14 +242,7 @@ fn text_rows(name: &str, values: Vec<String>) -> Result<Output> {
         vec![Arc::new(StringArray::from(values))],
     )
     .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
-    let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-        Arc::clone(&schema),
-        futures::stream::iter(vec![Ok(batch)]),
-    );
-    Ok(Output::Rows {
-        schema,
-        stream: Box::pin(stream),
-    })
+    Ok(Output::from_batches(schema, vec![batch]))
 }
 
 /// Settings every Postgres client may ask for, with the values Lookout has.
