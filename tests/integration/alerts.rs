@@ -213,6 +213,15 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     assert_eq!(state, "firing");
     assert!(since.is_some());
 
+    // The extended protocol describes and runs alert statements too.
+    let shown = client.query("SHOW ALERTS", &[]).await.expect("SHOW ALERTS");
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].get::<_, String>("name"), "lat");
+    assert_eq!(
+        shown[0].get::<_, Option<String>>("health").as_deref(),
+        Some("ok")
+    );
+
     // Escalation notifies, with the same fingerprint and startsAt.
     insert(&client, "a", 100.0).await;
     let m = receiver.wait_for(2, Duration::from_secs(10)).await;

@@ -552,6 +552,15 @@ impl AlertEngine {
         );
     }
 
+    /// Pauses or resumes a rule; a resumed rule starts at its next instant
+    /// (instants missed while paused are not caught up).
+    pub(crate) fn set_paused(&self, name: &str, paused: bool) {
+        if let Some(r) = lock(&self.inner.rules).get_mut(name) {
+            r.paused = paused;
+            r.next_due = next_instant(r.def.every, now_micros());
+        }
+    }
+
     async fn schedule_loop(self) {
         let permits = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
         let mut stop = self.inner.stop.subscribe();

@@ -85,6 +85,28 @@ fn silence_schema() -> SchemaRef {
     ]))
 }
 
+/// The columns of `SHOW ALERTS`, as `lookout.alerts` has them.
+const SHOW_COLUMNS: &str =
+    "name, paused, every, severities, health, last_evaluation, calibration, calibration_warning";
+
+fn show_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        text("name"),
+        Field::new("paused", DataType::Boolean, true),
+        text("every"),
+        text("severities"),
+        text("health"),
+        Field::new(
+            "last_evaluation",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        text("calibration"),
+        text("calibration_warning"),
+    ]))
+}
+
 fn command(tag: &'static str) -> Output {
     Output::Command { tag, rows: None }
 }
@@ -99,6 +121,7 @@ impl SqlExtension for AlertStatements {
         Ok(match parse(sql)? {
             AlertStatement::Backtest { .. } => Some(backtest_schema()),
             AlertStatement::CreateSilence { .. } => Some(silence_schema()),
+            AlertStatement::Show => Some(show_schema()),
             _ => None,
         })
     }
@@ -164,15 +187,13 @@ impl AlertStatements {
                     &definition,
                 )
                 .await?;
-                if let Some(r) = lock(&engine.inner.rules).get_mut(&name) {
-                    r.paused = paused;
-                }
+                engine.set_paused(&name, paused);
                 Ok(command("ALTER ALERT"))
             }
             AlertStatement::Show => {
-                let mut commands = session.parse(
-                    "SELECT name, paused, every, severities, health, last_evaluation, calibration, calibration_warning FROM lookout.alerts ORDER BY name",
-                )?;
+                let mut commands = session.parse(&format!(
+                    "SELECT {SHOW_COLUMNS} FROM lookout.alerts ORDER BY name"
+                ))?;
                 let select = commands
                     .pop()
                     .ok_or_else(|| AlertError::syntax("SHOW ALERTS"))?;
