@@ -629,6 +629,47 @@ async fn backtests_on_bench_data_find_exactly_the_injected_anomalies() {
         "MARGIN 15% floors every threshold: {floor}"
     );
 
+    // Too short a baseline warns; RECALIBRATE records a new calibration.
+    client
+        .batch_execute(
+            "CREATE ALERT short_baseline EVERY '1 hour'
+               SEVERITY P2 WHEN value > BASELINE(3 SIGMA OVER '3 hours')
+             AS SELECT model, count(*) AS value FROM events
+                WHERE ts >= now() - INTERVAL '1 hour' AND ts < now() GROUP BY model",
+        )
+        .await
+        .expect("short baseline rule");
+    let calibrated = |r: &[Vec<Option<String>>]| r[0][0].as_deref() == Some("done");
+    let r = wait_for_rows(
+        &client,
+        "SELECT calibration, calibration_warning FROM lookout.alerts WHERE name = 'short_baseline'",
+        Duration::from_secs(60),
+        calibrated,
+    )
+    .await;
+    let warning = r[0][1].clone().unwrap_or_default();
+    assert!(warning.contains("only 3 baseline points"), "{warning}");
+    client
+        .batch_execute(
+            "SET lookout.now = '2025-01-04 00:00:00+00'; RECALIBRATE ALERT short_baseline",
+        )
+        .await
+        .expect("recalibrate");
+    wait_for_rows(
+        &client,
+        "SELECT count(DISTINCT ts) FROM lookout.alert_thresholds WHERE rule = 'short_baseline'",
+        Duration::from_secs(60),
+        |r| r[0][0].as_deref() == Some("2"),
+    )
+    .await;
+    let latest = rows(
+        &client,
+        "SELECT min(baseline_to) FROM lookout.alert_thresholds WHERE rule = 'short_baseline'
+         AND ts = (SELECT max(ts) FROM lookout.alert_thresholds WHERE rule = 'short_baseline')",
+    )
+    .await;
+    assert_eq!(latest[0][0].as_deref(), Some("2025-01-04 00:00:00+00"));
+
     let mut fired = Vec::new();
     for (rule, step) in [
         ("latency_p50", "1 hour"),
