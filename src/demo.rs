@@ -290,3 +290,26 @@ fn to_batch(rows: &[DemoRow]) -> anyhow::Result<RecordBatch> {
     ];
     Ok(RecordBatch::try_from_iter(columns)?)
 }
+
+/// Alert rules over the demo events (states in `lookout.alert_instances`;
+/// no notification targets).
+const ALERTS: &str = "
+CREATE ALERT IF NOT EXISTS feature_drift EVERY '5 minutes'
+  SEVERITY P2 WHEN value > 0.1 MIN SAMPLES 500
+AS SELECT model, drift_psi(feature_x, ts >= now() - INTERVAL '1 day') AS value, count(*) AS n
+   FROM events WHERE ts >= now() - INTERVAL '2 days' AND ts < now() GROUP BY model;
+CREATE ALERT IF NOT EXISTS groundedness EVERY '1 minute' FOR '5 minutes'
+  SEVERITY P1 WHEN value < 0.7 RECOVER WHEN value > 0.75 MIN SAMPLES 30
+AS SELECT model_version, avg(score_groundedness) AS value, count(score_groundedness) AS n
+   FROM events WHERE ts >= now() - INTERVAL '6 hours' AND ts < now() GROUP BY model_version;
+CREATE ALERT IF NOT EXISTS rate_limited EVERY '1 minute'
+  SEVERITY P0 WHEN value > 0.1 MIN SAMPLES 20
+AS SELECT model, avg(CASE WHEN status = 'rate_limited' THEN 1.0 ELSE 0.0 END) AS value, count(*) AS n
+   FROM events WHERE ts >= now() - INTERVAL '15 minutes' AND ts < now() GROUP BY model;
+";
+
+/// Creates the demo's alert rules (once).
+pub(crate) async fn create_alerts(db: &Lookout) -> anyhow::Result<()> {
+    db.sql(ALERTS).await?;
+    Ok(())
+}

@@ -268,6 +268,9 @@ async fn serve(
     let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(true)?)
         .await
         .context("starting the alert engine")?;
+    if demo_rows.is_some() {
+        demo::create_alerts(&db).await?;
+    }
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing alert evaluations and deliveries");
     alerts.shutdown().await;
