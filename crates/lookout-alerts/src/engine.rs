@@ -297,16 +297,17 @@ impl AlertEngine {
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
         self.inner.outbox_wake.notify_waiters();
+        // The loops first: once they have exited, nothing new starts.
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
         loop {
             let idle = self.inner.idle.notified();
             if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), idle).await;
-        }
-        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
-        for t in tasks {
-            let _ = t.await;
         }
     }
 
