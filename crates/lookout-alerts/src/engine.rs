@@ -1,5 +1,7 @@
-//! The alert engine: keeps the rules, evaluates them on schedule through
-//! SQL, persists every evaluation, delivers notifications.
+//! The alert engine: keeps the rules, restores them at start, evaluates
+//! them on schedule through SQL and records each evaluation in one write.
+//! Delivery is in `delivery.rs`, baselines in `baseline.rs`, back-tests in
+//! `backtest.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -9,25 +11,21 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use futures::StreamExt;
 use lookout_query::Lookout;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
+use crate::delivery::{Delivery, digest_entry};
 use crate::error::{AlertError, Result};
 use crate::notify::{self, AlertMessage, Target, fingerprint};
 use crate::rule::{Micros, RuleDef, Severity, Threshold, format_duration};
 use crate::state::{Calibrated, Event, Instance, Observation, State, step};
-use crate::store::{self, LogRow, Rows, float, text, timestamp};
+use crate::store::{self, LogRow, Rows, timestamp};
 
 /// How long a resolved alert keeps being re-sent to Alertmanager.
 const RESOLVED_RETENTION: Micros = 15 * 60_000_000;
 /// Minimum gap between re-posts of firing alerts to Alertmanager.
 const ALERTMANAGER_RESEND: Micros = 60_000_000;
-/// Most points a baseline is computed from.
-const MAX_BASELINE_POINTS: i64 = 1_000;
-/// Fewer baseline points than this gives a warning (as NannyML does).
-const MIN_BASELINE_POINTS: usize = 6;
 
 /// Tunables of the alert engine.
 #[derive(Debug, Clone)]
@@ -71,15 +69,6 @@ pub(crate) struct RuleState {
 }
 
 #[derive(Debug, Clone)]
-struct Delivery {
-    id: String,
-    target: String,
-    body: String,
-    attempts: u32,
-    next_at: tokio::time::Instant,
-}
-
-#[derive(Debug, Clone)]
 pub(crate) struct Silence {
     pub(crate) id: i64,
     pub(crate) ends_at: Micros,
@@ -98,13 +87,13 @@ pub(crate) struct Inner {
     pub(crate) options: AlertOptions,
     pub(crate) rules: Mutex<BTreeMap<String, RuleState>>,
     pub(crate) silences: Mutex<Vec<Silence>>,
-    outbox: Mutex<VecDeque<Delivery>>,
-    outbox_wake: Notify,
-    stop: watch::Sender<bool>,
-    in_flight: AtomicUsize,
-    idle: Notify,
-    last_version: AtomicI64,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) outbox: Mutex<VecDeque<Delivery>>,
+    pub(crate) outbox_wake: Notify,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) idle: Notify,
+    pub(crate) last_version: AtomicI64,
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The alert engine. Cheap to clone.
@@ -122,7 +111,7 @@ pub(crate) fn now_micros() -> Micros {
 }
 
 /// The first multiple of `every` after `after`: rules run at aligned instants.
-fn next_instant(every: Micros, after: Micros) -> Micros {
+pub(crate) fn next_instant(every: Micros, after: Micros) -> Micros {
     (after.div_euclid(every) + 1) * every
 }
 
@@ -200,7 +189,7 @@ fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
 }
 
 /// All labels of an instance: alertname, the rule's labels, the query's.
-fn full_labels(def: &RuleDef, labels: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn full_labels(def: &RuleDef, labels: &[(String, String)]) -> Vec<(String, String)> {
     let mut all = vec![("alertname".to_string(), def.name.clone())];
     all.extend(def.labels.iter().cloned());
     all.extend(labels.iter().cloned());
@@ -311,7 +300,7 @@ impl AlertEngine {
         }
     }
 
-    fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         *self.inner.stop.borrow()
     }
 
@@ -524,18 +513,6 @@ impl AlertEngine {
         Ok(())
     }
 
-    /// Calibrates in the background (progress in `lookout.alerts`).
-    pub(crate) fn spawn_calibration(&self, name: String, anchor: Micros) {
-        let engine = self.clone();
-        self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            if let Err(e) = engine.calibrate(&name, anchor).await {
-                warn!(rule = %name, "baseline calibration failed: {e}");
-            }
-            engine.done_in_flight();
-        });
-    }
-
     pub(crate) fn add_rule(&self, def: RuleDef, version: Micros) {
         let next_due = next_instant(def.every, now_micros());
         lock(&self.inner.rules).insert(
@@ -612,7 +589,7 @@ impl AlertEngine {
         }
     }
 
-    fn done_in_flight(&self) {
+    pub(crate) fn done_in_flight(&self) {
         if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.inner.idle.notify_waiters();
         }
@@ -874,518 +851,6 @@ impl AlertEngine {
         }
         Ok(count)
     }
-
-    async fn delivery_loop(self) {
-        let mut stop = self.inner.stop.subscribe();
-        loop {
-            let next = {
-                let outbox = lock(&self.inner.outbox);
-                outbox.iter().map(|d| d.next_at).min()
-            };
-            if self.stopped() {
-                break;
-            }
-            let now = tokio::time::Instant::now();
-            match next {
-                Some(at) if at <= now => {
-                    self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-                    self.deliver_due().await;
-                    self.done_in_flight();
-                }
-                other => {
-                    let wait = other.map_or(Duration::from_secs(3600), |at| at - now);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.inner.outbox_wake.notified() => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends the first due delivery, in queue order per target.
-    async fn deliver_due(&self) {
-        let now = tokio::time::Instant::now();
-        let item = {
-            let outbox = lock(&self.inner.outbox);
-            let mut blocked: Vec<&str> = Vec::new();
-            let mut found = None;
-            for d in outbox.iter() {
-                if blocked.contains(&d.target.as_str()) {
-                    continue;
-                }
-                if d.next_at <= now {
-                    found = Some(d.clone());
-                    break;
-                }
-                // A later message to the same target waits for this one.
-                blocked.push(&d.target);
-            }
-            found
-        };
-        let Some(item) = item else {
-            return;
-        };
-        let result = notify::post(item.target.clone(), item.body.clone()).await;
-        if result.is_ok()
-            && std::env::var("LOOKOUT_FAILPOINT").as_deref() == Ok("crash-after-delivery")
-        {
-            // For the at-least-once test: die between delivery and its record.
-            std::process::abort();
-        }
-        let state = match &result {
-            Ok(()) => Some("delivered"),
-            Err(e) if item.attempts + 1 >= 12 => {
-                warn!(target = %item.target, "notification dropped after 12 attempts: {e}");
-                Some("failed")
-            }
-            Err(e) => {
-                warn!(target = %item.target, attempt = item.attempts + 1, "notification not delivered, will retry: {e}");
-                None
-            }
-        };
-        match state {
-            Some(state) => {
-                let detail = result.err().map(|e| e.to_string());
-                let now = now_micros();
-                let row = LogRow {
-                    ts: now,
-                    kind: "delivery",
-                    state: Some(state),
-                    target: Some(&item.target),
-                    payload: detail.as_deref(),
-                    detail: Some(&item.id),
-                    recorded_at: now,
-                    ..Default::default()
-                };
-                if let Err(e) = store::append_log(&self.inner.db, &[row]).await {
-                    warn!("delivery of {} not recorded: {e}", item.id);
-                }
-                lock(&self.inner.outbox).retain(|d| d.id != item.id);
-            }
-            None => {
-                let mut outbox = lock(&self.inner.outbox);
-                if let Some(d) = outbox.iter_mut().find(|d| d.id == item.id) {
-                    d.attempts += 1;
-                    // 1 s, 2 s, 4 s ... at most 5 minutes apart.
-                    let backoff = Duration::from_secs((1u64 << d.attempts.min(9)).min(300));
-                    d.next_at = tokio::time::Instant::now() + backoff;
-                }
-            }
-        }
-    }
-
-    /// Sends the P2 digest at every multiple of `digest_every`.
-    async fn digest_loop(self) {
-        let every = self.inner.options.digest_every.max(1_000_000);
-        let mut stop = self.inner.stop.subscribe();
-        loop {
-            let now = now_micros();
-            let at = next_instant(every, now);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_micros((at - now).max(0) as u64)) => {}
-                _ = stop.changed() => break,
-            }
-            self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
-            if let Err(e) = self.send_digest(at).await {
-                warn!("P2 digest not sent: {e}");
-            }
-            self.done_in_flight();
-        }
-    }
-
-    /// Queues one digest per target with the P2 alerts recorded since the
-    /// previous digest.
-    pub async fn send_digest(&self, at: Micros) -> Result<usize> {
-        let rows = Rows::query(
-            &self.inner.db,
-            &format!(
-                "SELECT target, payload FROM lookout.alert_log
-                 WHERE kind = 'digest' AND ts <= {at}
-                   AND ts > (SELECT coalesce(max(ts), TIMESTAMPTZ '1970-01-01 00:00:00+00')
-                             FROM lookout.alert_log WHERE kind = 'digest_sent')
-                 ORDER BY ts, rule",
-                at = timestamp(at)
-            ),
-        )
-        .await?;
-        let mut per_target: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-        for (b, i) in rows.iter() {
-            if let (Some(t), Some(p)) = (
-                store::get_text(b, i, "target")?,
-                store::get_text(b, i, "payload")?,
-            ) && let Ok(v) = serde_json::from_str(&p)
-            {
-                per_target.entry(t).or_default().push(v);
-            }
-        }
-        let recorded = now_micros();
-        let mut deliveries = Vec::new();
-        for (url, alerts) in &per_target {
-            let id = format!(
-                "digest:{at}:{}",
-                fingerprint(&[("target".into(), url.clone())])
-            );
-            let body = serde_json::json!({
-                "version": "4",
-                "groupKey": "{}:{severity=\"P2\"}",
-                "truncatedAlerts": 0,
-                "status": "firing",
-                "receiver": "lookout-digest",
-                "groupLabels": {"severity": "P2"},
-                "commonLabels": {"severity": "P2"},
-                "commonAnnotations": {"summary": format!("Lookout P2 digest: {} alerts for review", alerts.len())},
-                "externalURL": "",
-                "alerts": alerts,
-            })
-            .to_string();
-            deliveries.push(Delivery {
-                id,
-                target: url.clone(),
-                body,
-                attempts: 0,
-                next_at: tokio::time::Instant::now(),
-            });
-        }
-        if per_target.is_empty() {
-            return Ok(0);
-        }
-        let mut log = vec![LogRow {
-            ts: at,
-            kind: "digest_sent",
-            recorded_at: recorded,
-            ..Default::default()
-        }];
-        log.extend(deliveries.iter().map(|d| LogRow {
-            ts: at,
-            kind: "notification",
-            severity: Some("P2"),
-            notification: Some("digest"),
-            target: Some(&d.target),
-            payload: Some(&d.body),
-            detail: Some(&d.id),
-            recorded_at: recorded,
-            ..Default::default()
-        }));
-        store::append_log(&self.inner.db, &log).await?;
-        drop(log);
-        let sent = deliveries.len();
-        lock(&self.inner.outbox).extend(deliveries);
-        self.inner.outbox_wake.notify_one();
-        Ok(sent)
-    }
-
-    /// Calibrates the rule's BASELINE thresholds from its own query run at
-    /// past instants ending at `anchor`; records progress and results.
-    pub async fn calibrate(&self, name: &str, anchor: Micros) -> Result<()> {
-        let (def, version) = {
-            let rules = lock(&self.inner.rules);
-            let r = rules
-                .get(name)
-                .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
-            (r.def.clone(), r.version)
-        };
-        let mut plans: Vec<(Micros, Micros)> = Vec::new();
-        for tier in &def.tiers {
-            if let Threshold::Baseline { over, step, .. } = tier.threshold {
-                let step = step
-                    .unwrap_or_else(|| def.every.max(query_window(&def.query)))
-                    .max(over / MAX_BASELINE_POINTS)
-                    .max(1);
-                if !plans.contains(&(over, step)) {
-                    plans.push((over, step));
-                }
-            }
-        }
-        let total: i64 = plans.iter().map(|(over, step)| (over / step).max(1)).sum();
-        self.record_calibration(&def.name, version, anchor, "running", 0.0, None)
-            .await?;
-        let mut done = 0i64;
-        let mut series: HashMap<(Micros, Micros), BaselineSeries> = HashMap::new();
-        let mut last_report = std::time::Instant::now();
-        for &(over, step) in &plans {
-            let points = (over / step).max(1);
-            let instants: Vec<Micros> = (0..points)
-                .map(|i| anchor - over + step * (i + 1))
-                .collect();
-            let db = self.inner.db.clone();
-            let mut results = futures::stream::iter(instants.into_iter().map(|t| {
-                let db = db.clone();
-                let def = def.clone();
-                async move { run_rule_query(&db, &def, t - def.delay).await }
-            }))
-            .buffered(self.inner.options.concurrency.max(1));
-            let entry = series.entry((over, step)).or_default();
-            while let Some(rows) = results.next().await {
-                if self.stopped() {
-                    // Recorded as running: the next start resumes it.
-                    return Ok(());
-                }
-                match rows {
-                    Ok(rows) => {
-                        for row in rows {
-                            let fp = fingerprint(&full_labels(&def, &row.labels));
-                            let e = entry
-                                .entry(fp)
-                                .or_insert_with(|| (row.labels.clone(), Vec::new()));
-                            if let Some(v) = row.value
-                                && def
-                                    .min_samples
-                                    .is_none_or(|m| row.n.is_some_and(|n| n >= m))
-                            {
-                                e.1.push(v);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.record_calibration(
-                            &def.name,
-                            version,
-                            anchor,
-                            "failed",
-                            done as f64 / total as f64,
-                            Some(&e.to_string()),
-                        )
-                        .await?;
-                        return Err(e);
-                    }
-                }
-                done += 1;
-                if last_report.elapsed() > Duration::from_secs(2) {
-                    last_report = std::time::Instant::now();
-                    self.record_calibration(
-                        &def.name,
-                        version,
-                        anchor,
-                        "running",
-                        done as f64 / total as f64,
-                        None,
-                    )
-                    .await?;
-                }
-            }
-        }
-        let mut calibrated = Calibrated::new();
-        let mut values = Vec::new();
-        let mut fewest = usize::MAX;
-        let now = now_micros();
-        for tier in &def.tiers {
-            let Threshold::Baseline {
-                sigmas,
-                over,
-                step,
-                margin,
-            } = tier.threshold
-            else {
-                continue;
-            };
-            let step = step
-                .unwrap_or_else(|| def.every.max(query_window(&def.query)))
-                .max(over / MAX_BASELINE_POINTS)
-                .max(1);
-            let Some(per_fp) = series.get(&(over, step)) else {
-                continue;
-            };
-            for (fp, (labels, points)) in per_fp {
-                fewest = fewest.min(points.len());
-                let (mean, sd) = mean_stddev(points);
-                let threshold = mean.map(|m| {
-                    let distance = (sigmas * sd.unwrap_or(0.0)).max(margin * m.abs());
-                    if tier.op.is_upper() {
-                        m + distance
-                    } else {
-                        m - distance
-                    }
-                });
-                if let Some(t) = threshold {
-                    calibrated.insert((fp.clone(), tier.severity), t);
-                }
-                values.push(format!(
-                    "({}, {}, {version}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                    timestamp(now),
-                    text(&def.name),
-                    text(fp),
-                    text(&store::labels_json(labels)),
-                    text(tier.severity.as_str()),
-                    float(threshold),
-                    float(mean),
-                    float(sd),
-                    points.len(),
-                    timestamp(anchor - over),
-                    timestamp(anchor),
-                ));
-            }
-        }
-        if !values.is_empty() {
-            self.inner
-                .db
-                .sql(&format!(
-                    "INSERT INTO lookout.alert_thresholds VALUES {}",
-                    values.join(", ")
-                ))
-                .await?;
-        }
-        let warning = if values.is_empty() {
-            Some("the baseline window returned no rows: BASELINE tiers cannot fire".to_string())
-        } else if fewest < MIN_BASELINE_POINTS {
-            Some(format!(
-                "only {fewest} baseline points for some instances (fewer than {MIN_BASELINE_POINTS}): thresholds are unreliable"
-            ))
-        } else {
-            None
-        };
-        if let Some(w) = &warning {
-            warn!(rule = %def.name, "{w}");
-        }
-        if let Some(r) = lock(&self.inner.rules).get_mut(name)
-            && r.version == version
-        {
-            r.calibrated = calibrated;
-        }
-        self.record_calibration(&def.name, version, anchor, "done", 1.0, warning.as_deref())
-            .await
-    }
-
-    /// Records calibration progress; `ts` is the baseline's end (`anchor`),
-    /// so a calibration cut short by a restart resumes with the same one.
-    async fn record_calibration(
-        &self,
-        rule: &str,
-        version: Micros,
-        anchor: Micros,
-        state: &str,
-        progress: f64,
-        detail: Option<&str>,
-    ) -> Result<()> {
-        let row = LogRow {
-            ts: anchor,
-            kind: "calibration",
-            rule,
-            rule_version: version,
-            state: Some(state),
-            value: Some(progress),
-            detail,
-            recorded_at: now_micros(),
-            ..Default::default()
-        };
-        store::append_log(&self.inner.db, &[row]).await
-    }
-
-    /// Replays rule `name` over `[from, to]` with fresh state and returns
-    /// every transition and notification it would have produced.
-    pub async fn backtest(
-        &self,
-        name: &str,
-        from: Micros,
-        to: Micros,
-        step_by: Option<Micros>,
-    ) -> Result<Vec<BacktestRow>> {
-        let (def, calibrated) = {
-            let rules = lock(&self.inner.rules);
-            let r = rules
-                .get(name)
-                .ok_or_else(|| AlertError::NotFound(name.to_string()))?;
-            (r.def.clone(), r.calibrated.clone())
-        };
-        let step_by = step_by.unwrap_or(def.every);
-        let count = (to - from) / step_by + 1;
-        if count > 1_000_000 {
-            return Err(AlertError::InvalidValue(format!(
-                "BACKTEST would evaluate {count} instants; use a larger STEP (at most 1,000,000)"
-            )));
-        }
-        let db = self.inner.db.clone();
-        let mut results = futures::stream::iter((0..count).map(|i| {
-            let db = db.clone();
-            let def = def.clone();
-            let ts = from + i * step_by;
-            async move { (ts, run_rule_query(&db, &def, ts - def.delay).await) }
-        }))
-        .buffered(self.inner.options.concurrency.max(1));
-        let mut instances = BTreeMap::new();
-        let mut out = Vec::new();
-        let mut sent = 0i64;
-        while let Some((ts, rows)) = results.next().await {
-            // Instances that go quiet are forgotten by `apply`; keep their labels.
-            let before: HashMap<String, Vec<(String, String)>> = instances
-                .iter()
-                .map(|(fp, i): (&String, &Instance)| (fp.clone(), i.labels.clone()))
-                .collect();
-            let changes = apply(&def, &calibrated, &mut instances, rows?, ts)?;
-            for c in changes {
-                let inst = instances.get_mut(&c.fingerprint);
-                let (state, severity, value, n, threshold, labels) = match &inst {
-                    Some(i) => (
-                        i.state,
-                        i.severity,
-                        i.value,
-                        i.n,
-                        i.threshold,
-                        i.labels.clone(),
-                    ),
-                    None => (
-                        State::Inactive,
-                        None,
-                        None,
-                        None,
-                        None,
-                        before.get(&c.fingerprint).cloned().unwrap_or_default(),
-                    ),
-                };
-                if let (Some(_), Some(i)) = (c.event, inst) {
-                    i.last_sent_at = Some(ts);
-                    sent += 1;
-                }
-                if c.from != state
-                    || c.event.is_some()
-                    || c.from_severity != severity && state.is_active()
-                {
-                    out.push(BacktestRow {
-                        ts,
-                        labels,
-                        from: c.from,
-                        to: state,
-                        severity,
-                        value,
-                        n,
-                        threshold,
-                        notification: c.event,
-                        notifications: sent,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Baseline values per instance: fingerprint → (labels, values).
-type BaselineSeries = HashMap<String, (Vec<(String, String)>, Vec<f64>)>;
-
-/// One line of a back-test.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BacktestRow {
-    /// Evaluation instant.
-    pub ts: Micros,
-    /// The instance's labels.
-    pub labels: Vec<(String, String)>,
-    /// State before.
-    pub from: State,
-    /// State after.
-    pub to: State,
-    /// Severity after.
-    pub severity: Option<Severity>,
-    /// Value.
-    pub value: Option<f64>,
-    /// Row count.
-    pub n: Option<i64>,
-    /// Threshold compared with.
-    pub threshold: Option<f64>,
-    /// Notification this step sent.
-    pub notification: Option<Event>,
-    /// Notifications sent so far in the back-test.
-    pub notifications: i64,
 }
 
 fn all_targets(def: &RuleDef) -> Vec<String> {
@@ -1398,7 +863,7 @@ fn all_targets(def: &RuleDef) -> Vec<String> {
     all
 }
 
-fn message(
+pub(crate) fn message(
     def: &RuleDef,
     inst: &Instance,
     fp: &str,
@@ -1442,57 +907,6 @@ fn message(
     }
 }
 
-fn digest_entry(a: &AlertMessage) -> String {
-    let pairs = |p: &[(String, String)]| {
-        serde_json::Value::Object(
-            p.iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-    };
-    serde_json::json!({
-        "status": a.status,
-        "labels": pairs(&a.labels),
-        "annotations": pairs(&a.annotations),
-        "startsAt": notify::rfc3339(a.starts_at),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": a.fingerprint,
-    })
-    .to_string()
-}
-
-fn mean_stddev(points: &[f64]) -> (Option<f64>, Option<f64>) {
-    if points.is_empty() {
-        return (None, None);
-    }
-    let n = points.len() as f64;
-    let mean = points.iter().fold(0.0, |a, b| a + b) / n;
-    if points.len() < 2 {
-        return (Some(mean), None);
-    }
-    let var = points.iter().fold(0.0, |a, v| a + (v - mean).powi(2)) / (n - 1.0);
-    (Some(mean), Some(var.sqrt()))
-}
-
-/// The query's window: its longest `INTERVAL '...'` literal (0 if none).
-pub(crate) fn query_window(query: &str) -> Micros {
-    let lower = query.to_ascii_lowercase();
-    let mut longest = 0;
-    let mut rest = lower.as_str();
-    while let Some(at) = rest.find("interval") {
-        rest = &rest[at + "interval".len()..];
-        let trimmed = rest.trim_start();
-        if let Some(body) = trimmed.strip_prefix('\'')
-            && let Some(end) = body.find('\'')
-            && let Ok(micros) = lookout_query::parse_duration(&body[..end])
-        {
-            longest = longest.max(micros);
-        }
-    }
-    longest
-}
-
 /// Displayed form of a tier list.
 pub(crate) fn describe_tiers(def: &RuleDef) -> String {
     def.tiers
@@ -1526,26 +940,4 @@ pub(crate) fn describe_tiers(def: &RuleDef) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_and_instants() {
-        assert_eq!(
-            query_window(
-                "SELECT 1 WHERE ts >= now() - INTERVAL '15 minutes' AND x > now() - interval '1 hour'"
-            ),
-            3_600_000_000
-        );
-        assert_eq!(query_window("SELECT 1"), 0);
-        assert_eq!(next_instant(60, 0), 60);
-        assert_eq!(next_instant(60, 59), 60);
-        assert_eq!(next_instant(60, 60), 120);
-        let (m, s) = mean_stddev(&[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(m, Some(2.5));
-        assert!((s.unwrap_or_default() - 1.290_994_448_735_805_6).abs() < 1e-12);
-    }
 }

@@ -9,7 +9,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use lookout_query::{Output, QueryError, Session, SqlExtension};
 
-use crate::engine::{AlertEngine, BacktestRow, Silence, describe_tiers, lock, now_micros};
+use crate::backtest::BacktestRow;
+use crate::engine::{AlertEngine, Silence, describe_tiers, lock, now_micros};
 use crate::error::{AlertError, Result};
 use crate::grammar::{AlertStatement, is_alert_statement, parse};
 use crate::rule::{RuleDef, format_duration};

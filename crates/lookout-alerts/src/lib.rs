@@ -14,6 +14,9 @@
 //! (`CREATE ALERT`, `BACKTEST ALERT`, ...) to Lookout's SQL as an extension.
 //! See `docs/alerts.md`.
 
+mod backtest;
+mod baseline;
+mod delivery;
 mod engine;
 mod error;
 mod extension;
@@ -23,5 +26,6 @@ pub mod rule;
 pub mod state;
 mod store;
 
-pub use engine::{AlertEngine, AlertOptions, BacktestRow};
+pub use backtest::BacktestRow;
+pub use engine::{AlertEngine, AlertOptions};
 pub use error::{AlertError, Result};
