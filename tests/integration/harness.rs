@@ -168,6 +168,8 @@ pub(crate) fn spawn_server_with(
         .arg(dir)
         .env("LOOKOUT_LOG", "warn")
         .envs(env.iter().copied())
+        // Anything the process leaves behind (a core dump) stays out of the repository.
+        .current_dir(std::env::temp_dir())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
