@@ -125,6 +125,7 @@ impl AlertEngine {
         for tier in &def.tiers {
             let Threshold::Baseline {
                 sigmas,
+                robust,
                 over,
                 step,
                 margin,
@@ -141,7 +142,11 @@ impl AlertEngine {
             };
             for (fp, (labels, points)) in per_fp {
                 fewest = fewest.min(points.len());
-                let (mean, sd) = mean_stddev(points);
+                let (mean, sd) = if robust {
+                    median_mad(points)
+                } else {
+                    mean_stddev(points)
+                };
                 let threshold = mean.map(|m| {
                     let distance = (sigmas * sd.unwrap_or(0.0)).max(margin * m.abs());
                     if tier.op.is_upper() {
@@ -234,6 +239,30 @@ const MIN_BASELINE_POINTS: usize = 6;
 /// Baseline values per instance: fingerprint → (labels, values).
 type BaselineSeries = HashMap<String, (Vec<(String, String)>, Vec<f64>)>;
 
+/// The median and 1.4826·MAD (the standard deviation's robust estimate).
+fn median_mad(points: &[f64]) -> (Option<f64>, Option<f64>) {
+    fn median(sorted: &[f64]) -> f64 {
+        let n = sorted.len();
+        if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        }
+    }
+    if points.is_empty() {
+        return (None, None);
+    }
+    let mut sorted = points.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let center = median(&sorted);
+    let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - center).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    (
+        Some(center),
+        Some(1.482_602_218_505_602 * median(&deviations)),
+    )
+}
+
 pub(crate) fn mean_stddev(points: &[f64]) -> (Option<f64>, Option<f64>) {
     if points.is_empty() {
         return (None, None);
@@ -285,5 +314,10 @@ mod tests {
         let (m, s) = mean_stddev(&[1.0, 2.0, 3.0, 4.0]);
         assert_eq!(m, Some(2.5));
         assert!((s.unwrap_or_default() - 1.290_994_448_735_805_6).abs() < 1e-12);
+        // An outlier moves the mean and σ, hardly the median and MAD.
+        let (m, s) = median_mad(&[10.0, 11.0, 9.0, 10.0, 500.0]);
+        assert_eq!(m, Some(10.0));
+        assert!((s.unwrap_or_default() - 1.482_602_218_505_602).abs() < 1e-12);
+        assert_eq!(median_mad(&[1.0, 3.0]).0, Some(2.0));
     }
 }

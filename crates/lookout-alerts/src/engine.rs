@@ -916,12 +916,14 @@ pub(crate) fn describe_tiers(def: &RuleDef) -> String {
                 Threshold::Fixed(v) => format!("{v}"),
                 Threshold::Baseline {
                     sigmas,
+                    robust,
                     over,
                     step,
                     margin,
                 } => {
+                    let unit = if *robust { "MAD" } else { "SIGMA" };
                     let mut s =
-                        format!("BASELINE({sigmas} SIGMA OVER '{}'", format_duration(*over));
+                        format!("BASELINE({sigmas} {unit} OVER '{}'", format_duration(*over));
                     if let Some(step) = step {
                         s.push_str(&format!(" STEP '{}'", format_duration(*step)));
                     }

@@ -637,7 +637,12 @@ impl Parser<'_> {
         let threshold = if self.eat_word("BASELINE") {
             self.expect_sym("(")?;
             let sigmas = self.number("a number of standard deviations")?;
-            self.expect_word("SIGMA")?;
+            let robust = if self.eat_word("MAD") {
+                true
+            } else {
+                self.expect_word("SIGMA")?;
+                false
+            };
             self.expect_word("OVER")?;
             let over = self.duration("OVER")?;
             let step = if self.eat_word("STEP") {
@@ -654,12 +659,13 @@ impl Parser<'_> {
             self.expect_sym(")")?;
             if over <= 0 || sigmas < 0.0 || margin < 0.0 || step == Some(0) {
                 return Err(AlertError::InvalidValue(
-                    "BASELINE needs k >= 0 SIGMA OVER a positive window (and a positive STEP)"
+                    "BASELINE needs k >= 0 SIGMA (or MAD) OVER a positive window (and a positive STEP)"
                         .into(),
                 ));
             }
             Threshold::Baseline {
                 sigmas,
+                robust,
                 over,
                 step,
                 margin,
@@ -744,11 +750,24 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
             rule.tiers[1].threshold,
             Threshold::Baseline {
                 sigmas: 3.0,
+                robust: false,
                 over: 14 * 86_400_000_000,
                 step: Some(86_400_000_000),
                 margin: 0.1
             }
         );
+    }
+
+    #[test]
+    fn robust_baselines_use_mad() {
+        let sql = "CREATE ALERT r EVERY '1 hour' SEVERITY P1 WHEN value < BASELINE(4 MAD OVER '7 days') AS SELECT 1 AS value";
+        let AlertStatement::Create { rule, .. } = parse(sql).expect("parses") else {
+            panic!("not a CREATE");
+        };
+        assert!(matches!(
+            rule.tiers[0].threshold,
+            Threshold::Baseline { robust: true, sigmas, .. } if sigmas == 4.0
+        ));
     }
 
     #[test]

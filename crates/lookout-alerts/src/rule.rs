@@ -88,12 +88,14 @@ impl Op {
 pub enum Threshold {
     /// A number written in the rule.
     Fixed(f64),
-    /// `BASELINE(k SIGMA OVER 'window' [STEP 'step'] [MARGIN m])`: per
-    /// instance, mean ± k·stddev of the rule's own values over the window,
-    /// at least `margin`·|mean| away from the mean.
+    /// `BASELINE(k { SIGMA | MAD } OVER 'window' [STEP 'step'] [MARGIN m])`:
+    /// per instance, mean ± k·stddev (or median ± k·1.4826·MAD) of the rule's
+    /// own values over the window, at least `margin`·|center| away from it.
     Baseline {
-        /// Number of standard deviations.
+        /// Number of standard deviations (or scaled MADs).
         sigmas: f64,
+        /// Median and MAD instead of mean and standard deviation.
+        robust: bool,
         /// Length of the baseline window.
         over: Micros,
         /// Spacing of baseline points; default max(EVERY, query window).
