@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: AtomicUsize,
     pub(crate) idle: Notify,
     pub(crate) last_version: AtomicI64,
+    /// The highest silence id given so far.
+    pub(crate) last_silence_id: AtomicI64,
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -266,6 +268,7 @@ impl AlertEngine {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 last_version: AtomicI64::new(0),
+                last_silence_id: AtomicI64::new(0),
                 tasks: Mutex::default(),
             }),
         };
@@ -484,6 +487,7 @@ impl AlertEngine {
         let mut active: Vec<Silence> = Vec::new();
         for (b, i) in silences.iter() {
             let id = store::get_i64(b, i, "id")?.unwrap_or_default();
+            self.inner.last_silence_id.fetch_max(id, Ordering::SeqCst);
             if store::get_text(b, i, "action")?.as_deref() == Some("drop") {
                 active.retain(|s| s.id != id);
                 continue;

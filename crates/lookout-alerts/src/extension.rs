@@ -1,6 +1,7 @@
 //! The alert statements as a Lookout SQL extension.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -225,17 +226,13 @@ impl AlertStatements {
                 comment,
             } => {
                 let ends_at = now_micros() + duration;
-                let id = {
-                    let silences = lock(&engine.inner.silences);
-                    silences.iter().map(|s| s.id).max().unwrap_or(0) + 1
-                };
-                let id = id.max(engine.new_version() % 1_000_000_000);
+                let id = engine.inner.last_silence_id.fetch_add(1, Ordering::SeqCst) + 1;
                 engine
                     .inner
                     .db
                     .sql(&format!(
                         "INSERT INTO lookout.alert_silences VALUES ({}, {id}, 'create', {}, {}, {})",
-                        timestamp(now_micros()),
+                        timestamp(engine.new_version()),
                         timestamp(ends_at),
                         text(&labels_json(&matchers)),
                         text(&comment)
@@ -269,7 +266,7 @@ impl AlertStatements {
                     .db
                     .sql(&format!(
                         "INSERT INTO lookout.alert_silences VALUES ({}, {id}, 'drop', {}, '{{}}', NULL)",
-                        timestamp(now_micros()),
+                        timestamp(engine.new_version()),
                         timestamp(ends_at)
                     ))
                     .await?;
