@@ -53,6 +53,8 @@ pub(crate) struct AlertsSection {
     pub(crate) concurrency: Option<usize>,
     /// Period of the P2 digest, e.g. "7 days".
     pub(crate) digest_every: Option<String>,
+    /// Retention of the alert log, e.g. "90 days" (set when the log is created).
+    pub(crate) history_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +146,10 @@ impl FileConfig {
         if let Some(d) = &self.alerts.digest_every {
             options.digest_every =
                 parse_duration(d).map_err(|e| anyhow::anyhow!("alerts.digest_every: {e}"))?;
+        }
+        if let Some(t) = &self.alerts.history_ttl {
+            options.history_ttl =
+                parse_duration(t).map_err(|e| anyhow::anyhow!("alerts.history_ttl: {e}"))?;
         }
         Ok(options)
     }

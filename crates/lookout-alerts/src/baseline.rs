@@ -204,8 +204,8 @@ impl AlertEngine {
             .await
     }
 
-    /// Records calibration progress; `ts` is the baseline's end (`anchor`),
-    /// so a calibration cut short by a restart resumes with the same one.
+    /// Records calibration progress with the baseline's end (`anchor`), so a
+    /// calibration cut short by a restart resumes with the same window.
     async fn record_calibration(
         &self,
         rule: &str,
@@ -216,7 +216,7 @@ impl AlertEngine {
         detail: Option<&str>,
     ) -> Result<()> {
         let row = LogRow {
-            ts: anchor,
+            ts: now_micros(),
             kind: "calibration",
             rule,
             rule_version: version,
@@ -224,6 +224,7 @@ impl AlertEngine {
             value: Some(progress),
             detail,
             recorded_at: now_micros(),
+            baseline_to: Some(anchor),
             ..Default::default()
         };
         store::append_log(&self.inner.db, &[row]).await

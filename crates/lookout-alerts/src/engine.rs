@@ -36,6 +36,9 @@ pub struct AlertOptions {
     pub digest_every: Micros,
     /// Whether to evaluate on schedule (off for one-shot commands).
     pub schedule: bool,
+    /// How long the alert log (history, evaluations, deliveries) is kept;
+    /// applied when the log table is created.
+    pub history_ttl: Micros,
 }
 
 impl Default for AlertOptions {
@@ -44,6 +47,7 @@ impl Default for AlertOptions {
             concurrency: 2,
             digest_every: 7 * 86_400_000_000,
             schedule: true,
+            history_ttl: 90 * 86_400_000_000,
         }
     }
 }
@@ -254,7 +258,7 @@ impl AlertEngine {
     /// the alert statements to `db`'s SQL, and (with `options.schedule`)
     /// starts evaluating.
     pub async fn start(db: Lookout, options: AlertOptions) -> Result<AlertEngine> {
-        store::install(&db).await?;
+        store::install(&db, options.history_ttl).await?;
         let (stop, _) = watch::channel(false);
         let engine = AlertEngine {
             inner: Arc::new(Inner {
@@ -449,8 +453,8 @@ impl AlertEngine {
         }
         let calibrations = Rows::query(
             db,
-            "SELECT rule, rule_version, state, ts FROM (
-                SELECT rule, rule_version, state, ts,
+            "SELECT rule, rule_version, state, baseline_to FROM (
+                SELECT rule, rule_version, state, baseline_to,
                        row_number() OVER (PARTITION BY rule, rule_version ORDER BY recorded_at DESC) AS rn
                 FROM lookout.alert_log WHERE kind = 'calibration') c
              WHERE rn = 1",
@@ -468,7 +472,7 @@ impl AlertEngine {
                 continue;
             }
             let state = store::get_text(b, i, "state")?.unwrap_or_default();
-            let anchor = store::get_ts(b, i, "ts")?.unwrap_or(now);
+            let anchor = store::get_ts(b, i, "baseline_to")?.unwrap_or(now);
             match state.as_str() {
                 "running" => {
                     if let Some(entry) = resume.iter_mut().find(|(n, _)| *n == name) {
@@ -730,12 +734,18 @@ impl AlertEngine {
                 }
             }
         }
-        let labels_text: Vec<String> = instances
-            .values()
-            .map(|inst| store::labels_json(&inst.labels))
+        // Quiet instances (inactive, unchanged) are most of them and say
+        // nothing: only the others are recorded, which is also all a restart needs.
+        let recorded_states: Vec<(&String, &Instance, Option<&&Change>, String)> = instances
+            .iter()
+            .filter_map(|(fp, inst)| {
+                let change = by_fp.get(fp.as_str());
+                let quiet = inst.state == State::Inactive
+                    && change.is_none_or(|c| c.from == State::Inactive);
+                (!quiet).then(|| (fp, inst, change, store::labels_json(&inst.labels)))
+            })
             .collect();
-        for ((fp, inst), labels) in instances.iter().zip(labels_text) {
-            let change = by_fp.get(fp.as_str());
+        for (fp, inst, change, labels) in recorded_states {
             log.push(LogRow {
                 ts,
                 kind: "state",

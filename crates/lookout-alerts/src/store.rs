@@ -30,8 +30,8 @@ pub(crate) const TABLES: &[&str] = &[
         n BIGINT, threshold DOUBLE PRECISION, active_at TIMESTAMPTZ,
         fired_at TIMESTAMPTZ, keep_firing_since TIMESTAMPTZ, resolved_at TIMESTAMPTZ,
         last_sent_at TIMESTAMPTZ, missed BIGINT, notification TEXT, target TEXT,
-        payload TEXT, detail TEXT, recorded_at TIMESTAMPTZ NOT NULL
-    ) WITH (time_column = 'ts', partition_column = 'kind', bucket = '1 day')",
+        payload TEXT, detail TEXT, recorded_at TIMESTAMPTZ NOT NULL, baseline_to TIMESTAMPTZ
+    ) WITH (time_column = 'ts', partition_column = 'kind', bucket = '1 day', ttl = '{history_ttl}')",
     "CREATE TABLE IF NOT EXISTS lookout.alert_thresholds (
         ts TIMESTAMPTZ NOT NULL, rule TEXT NOT NULL, rule_version BIGINT NOT NULL,
         fingerprint TEXT NOT NULL, labels TEXT NOT NULL, severity TEXT NOT NULL,
@@ -128,6 +128,8 @@ pub(crate) struct LogRow<'a> {
     pub(crate) payload: Option<&'a str>,
     pub(crate) detail: Option<&'a str>,
     pub(crate) recorded_at: Micros,
+    /// Calibration rows: the end of the baseline window.
+    pub(crate) baseline_to: Option<Micros>,
 }
 
 impl LogRow<'_> {
@@ -157,6 +159,7 @@ impl LogRow<'_> {
             opt_text(self.payload),
             opt_text(self.detail),
             timestamp(self.recorded_at),
+            opt_timestamp(self.baseline_to),
         ]
         .join(", ")
     }
@@ -177,10 +180,11 @@ pub(crate) async fn append_log(db: &Lookout, rows: &[LogRow<'_>]) -> Result<()> 
 }
 
 /// Creates the tables and registers the views.
-pub(crate) async fn install(db: &Lookout) -> Result<()> {
+pub(crate) async fn install(db: &Lookout, history_ttl: Micros) -> Result<()> {
     let mut session = db.session();
+    let ttl = format!("{} seconds", (history_ttl / 1_000_000).max(1));
     for sql in TABLES {
-        session.query(sql).await?;
+        session.query(&sql.replace("{history_ttl}", &ttl)).await?;
     }
     for (name, sql) in VIEWS {
         db.register_view(name, sql);
