@@ -44,6 +44,10 @@ pub(crate) const TABLES: &[&str] = &[
     ) WITH (time_column = 'ts', partition_column = 'none', bucket = '30 days')",
 ];
 
+/// Brings tables created by earlier versions up to date.
+const MIGRATIONS: &[&str] =
+    &["ALTER TABLE lookout.alert_log ADD COLUMN IF NOT EXISTS baseline_to TIMESTAMPTZ"];
+
 /// Views over the tables: (name, query).
 pub(crate) const VIEWS: &[(&str, &str)] = &[
     (
@@ -185,6 +189,10 @@ pub(crate) async fn install(db: &Lookout, history_ttl: Micros) -> Result<()> {
     let ttl = format!("{} seconds", (history_ttl / 1_000_000).max(1));
     for sql in TABLES {
         session.query(&sql.replace("{history_ttl}", &ttl)).await?;
+    }
+    // Columns added since the table was first created.
+    for sql in MIGRATIONS {
+        session.query(sql).await?;
     }
     for (name, sql) in VIEWS {
         db.register_view(name, sql);
