@@ -17,9 +17,18 @@ impl AlertEngine {
     pub(crate) async fn delivery_loop(self) {
         let mut stop = self.inner.stop.subscribe();
         loop {
+            // Only the first message per target may go; the rest wait for it.
             let next = {
                 let outbox = lock(&self.inner.outbox);
-                outbox.iter().map(|d| d.next_at).min()
+                let mut heads: Vec<&str> = Vec::new();
+                let mut next = None::<tokio::time::Instant>;
+                for d in outbox.iter() {
+                    if !heads.contains(&d.target.as_str()) {
+                        heads.push(&d.target);
+                        next = Some(next.map_or(d.next_at, |n| n.min(d.next_at)));
+                    }
+                }
+                next
             };
             if self.stopped() {
                 break;
@@ -107,7 +116,7 @@ impl AlertEngine {
                 let mut outbox = lock(&self.inner.outbox);
                 if let Some(d) = outbox.iter_mut().find(|d| d.id == item.id) {
                     d.attempts += 1;
-                    // 1 s, 2 s, 4 s ... at most 5 minutes apart.
+                    // 2 s, 4 s, 8 s ... at most 5 minutes apart.
                     let backoff = Duration::from_secs((1u64 << d.attempts.min(9)).min(300));
                     d.next_at = tokio::time::Instant::now() + backoff;
                 }
