@@ -321,6 +321,74 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calibration_cut_by_kill_9_resumes_with_the_same_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut server = Process(spawn_server(dir.path(), port));
+    let client = wait_ready(port).await;
+    client.simple_query(SIGNAL_TABLE).await.expect("table");
+    // One value a minute for a day, for two models.
+    client
+        .simple_query(
+            "INSERT INTO sig SELECT to_timestamp(1735689600 + i * 60),
+                    CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END, 100 + (i % 7)
+             FROM generate_series(0, 2879) AS t(i)",
+        )
+        .await
+        .expect("history");
+    // 1,000 baseline points (the cap), a few ms each: long enough to interrupt.
+    client
+        .batch_execute(
+            "SET lookout.now = '2025-01-03 00:00:00+00';
+             CREATE ALERT slow_baseline EVERY '1 minute'
+               SEVERITY P2 WHEN value > BASELINE(3 SIGMA OVER '2 days' STEP '1 minute')
+             AS SELECT model, avg(v) AS value FROM sig
+                WHERE ts >= now() - INTERVAL '10 minutes' AND ts < now() GROUP BY model",
+        )
+        .await
+        .expect("rule");
+    wait_for_rows(
+        &client,
+        "SELECT calibration, calibration_progress FROM lookout.alerts WHERE name = 'slow_baseline'",
+        Duration::from_secs(60),
+        |r| r[0][0].as_deref() == Some("running") && r[0][1].as_deref() != Some("0"),
+    )
+    .await;
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
+
+    let mut server = Process(spawn_server(dir.path(), port));
+    let client = wait_ready(port).await;
+    let r = wait_for_rows(
+        &client,
+        "SELECT calibration, calibration_warning FROM lookout.alerts WHERE name = 'slow_baseline'",
+        Duration::from_secs(120),
+        |r| r[0][0].as_deref() == Some("done"),
+    )
+    .await;
+    assert_eq!(r[0][1], None);
+    let thresholds = rows(
+        &client,
+        "SELECT labels, points, baseline_to FROM lookout.alert_thresholds WHERE rule = 'slow_baseline' ORDER BY labels",
+    )
+    .await;
+    assert_eq!(thresholds.len(), 2, "{thresholds:?}");
+    for t in &thresholds {
+        assert_eq!(
+            t[1].as_deref(),
+            Some("1000"),
+            "capped at 1,000 points: {t:?}"
+        );
+        assert_eq!(
+            t[2].as_deref(),
+            Some("2025-01-03 00:00:00+00"),
+            "the original window: {t:?}"
+        );
+    }
+    stop_cleanly(&mut server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_between_delivery_and_its_record_sends_at_most_one_duplicate() {
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().expect("tempdir");

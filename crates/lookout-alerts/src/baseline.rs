@@ -104,7 +104,9 @@ impl AlertEngine {
                     }
                 }
                 done += 1;
-                if last_report.elapsed() > Duration::from_secs(2) {
+                // Progress every 2 seconds, and at each tenth.
+                let tenth = (done * 10 / total) != ((done - 1) * 10 / total);
+                if done < total && (tenth || last_report.elapsed() > Duration::from_secs(2)) {
                     last_report = std::time::Instant::now();
                     self.record_calibration(
                         &def.name,
