@@ -161,5 +161,21 @@ async fn extended_protocol_parameters_and_binary_results() {
         .expect("count")
         .get(0);
     assert_eq!(count, 4);
+    // set_config with bound parameters; the next statement sees the setting.
+    let set: String = client
+        .query_one(
+            "SELECT set_config($1, $2, false)",
+            &[&"lookout.now", &"2025-01-01 00:30:00+00"],
+        )
+        .await
+        .expect("set_config")
+        .get(0);
+    assert_eq!(set, "2025-01-01 00:30:00+00");
+    let before: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE ts < now()", &[])
+        .await
+        .expect("count before now()")
+        .get(0);
+    assert_eq!(before, 3, "the three rows at 00:00");
     server.stop().await;
 }

@@ -61,10 +61,13 @@ impl QueryError {
 
 fn strip_datafusion_prefix(e: &DataFusionError) -> String {
     let root = e.find_root();
-    if let DataFusionError::External(inner) = root
-        && let Some(s) = inner.downcast_ref::<StorageError>()
-    {
-        return s.to_string();
+    if let DataFusionError::External(inner) = root {
+        if let Some(s) = inner.downcast_ref::<StorageError>() {
+            return s.to_string();
+        }
+        if let Some(q) = inner.downcast_ref::<QueryError>() {
+            return q.to_string();
+        }
     }
     let text = root.to_string();
     if let DataFusionError::Plan(m) = root
@@ -134,10 +137,15 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
     use arrow::error::ArrowError;
     let root = e.find_root();
     match root {
-        DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {
-            Some(s) => storage_sqlstate(s),
-            None => "XX000",
-        },
+        DataFusionError::External(inner) => {
+            if let Some(s) = inner.downcast_ref::<StorageError>() {
+                storage_sqlstate(s)
+            } else if let Some(QueryError::Sql { code, .. }) = inner.downcast_ref::<QueryError>() {
+                code
+            } else {
+                "XX000"
+            }
+        }
         DataFusionError::SQL(_, _) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",
         DataFusionError::SchemaError(se, _) => {

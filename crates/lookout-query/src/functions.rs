@@ -25,27 +25,132 @@ pub(crate) fn register(ctx: &SessionContext) {
     lookout_monitor::register(ctx);
 }
 
-/// The session's settings by lower-case name, shared with `current_setting()`.
+/// The session's settings by lower-case name, shared with `current_setting()`
+/// and `set_config()`, and the assignments `set_config()` made, which the
+/// session applies before its next statement.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SettingValues(Arc<RwLock<BTreeMap<String, String>>>);
+pub(crate) struct SettingValues {
+    values: Arc<RwLock<BTreeMap<String, String>>>,
+    assignments: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+fn setting_key(name: &str) -> String {
+    match name.to_lowercase() {
+        n if n == "time zone" => "timezone".to_string(),
+        n => n,
+    }
+}
 
 impl SettingValues {
     pub(crate) fn replace(&self, values: BTreeMap<String, String>) {
-        match self.0.write() {
+        match self.values.write() {
             Ok(mut guard) => *guard = values,
             Err(poisoned) => *poisoned.into_inner() = values,
         }
     }
 
     fn get(&self, name: &str) -> Option<String> {
-        let name = match name.to_lowercase() {
-            n if n == "time zone" => "timezone".to_string(),
-            n => n,
-        };
-        match self.0.read() {
+        let name = setting_key(name);
+        match self.values.read() {
             Ok(guard) => guard.get(&name).cloned(),
             Err(poisoned) => poisoned.into_inner().get(&name).cloned(),
         }
+    }
+
+    fn assign(&self, name: &str, value: &str) {
+        let key = setting_key(name);
+        match self.values.write() {
+            Ok(mut guard) => guard.insert(key.clone(), value.to_string()),
+            Err(poisoned) => poisoned.into_inner().insert(key.clone(), value.to_string()),
+        };
+        let mut pending = self.assignments.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push((key, value.to_string()));
+    }
+
+    pub(crate) fn take_assignments(&self) -> Vec<(String, String)> {
+        let mut pending = self.assignments.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *pending)
+    }
+}
+
+/// `set_config(name, value, is_local)`: sets a setting as `SET` does and
+/// returns the value, as in PostgreSQL. Statements autocommit, so a local
+/// setting (`is_local` true) ends with its statement: only the value is
+/// returned.
+pub(crate) fn set_config(values: SettingValues) -> ScalarUDF {
+    ScalarUDF::from(SetConfig {
+        values,
+        signature: Signature::exact(
+            vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+            Volatility::Volatile,
+        ),
+    })
+}
+
+#[derive(Debug)]
+struct SetConfig {
+    values: SettingValues,
+    signature: Signature,
+}
+
+impl PartialEq for SetConfig {
+    fn eq(&self, _other: &Self) -> bool {
+        // One per session, as current_setting.
+        true
+    }
+}
+
+impl Eq for SetConfig {}
+
+impl std::hash::Hash for SetConfig {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "set_config".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for SetConfig {
+    fn name(&self) -> &str {
+        "set_config"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = arrays[0].as_string::<i32>();
+        let values = arrays[1].as_string::<i32>();
+        let local = arrays[2].as_boolean();
+        let mut out = Vec::with_capacity(names.len());
+        for row in 0..names.len() {
+            if names.is_null(row) {
+                return Err(DataFusionError::External(Box::new(
+                    crate::QueryError::with_code(
+                        "22004",
+                        "NULL value not allowed for set_config's name",
+                    ),
+                )));
+            }
+            let name = setting_key(names.value(row));
+            let value = if values.is_null(row) {
+                ""
+            } else {
+                values.value(row)
+            };
+            crate::session::check_setting(&name, value)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if !(local.is_valid(row) && local.value(row)) {
+                self.values.assign(&name, value);
+            }
+            out.push(Some(value.to_string()));
+        }
+        let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
+        Ok(ColumnarValue::Array(array))
     }
 }
 

@@ -245,6 +245,45 @@ fn text_rows(name: &str, values: Vec<String>) -> Result<Output> {
     Ok(Output::from_batches(schema, vec![batch]))
 }
 
+/// Refuses values Lookout cannot take: a `lookout.now` that is not a
+/// timestamp, a time zone other than UTC.
+pub(crate) fn check_setting(key: &str, value: &str) -> Result<()> {
+    let is_default = value.eq_ignore_ascii_case("default") || value.is_empty();
+    match key {
+        "lookout.now" if !is_default && parse_timestamp_micros(value).is_none() => {
+            Err(QueryError::with_code(
+                "22007",
+                format!("invalid value for lookout.now: \"{value}\" (expected a timestamp)"),
+            ))
+        }
+        "time zone" | "timezone" => {
+            let utc = [
+                "utc",
+                "etc/utc",
+                "gmt",
+                "z",
+                "+00",
+                "+00:00",
+                "0",
+                "zulu",
+                "universal",
+                "default",
+            ];
+            if utc.contains(&value.to_ascii_lowercase().as_str()) {
+                Ok(())
+            } else {
+                Err(QueryError::with_code(
+                    "22023",
+                    format!(
+                        "Lookout shows every timestamp in UTC; time zone \"{value}\" is not supported"
+                    ),
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Settings every Postgres client may ask for, with the values Lookout has.
 const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("server_version", "16.6"),
@@ -299,6 +338,7 @@ impl Session {
         crate::functions::register(&ctx);
         let published = crate::functions::SettingValues::default();
         ctx.register_udf(crate::functions::current_setting(published.clone()));
+        ctx.register_udf(crate::functions::set_config(published.clone()));
         let session = Session {
             lookout,
             ctx,
@@ -386,8 +426,18 @@ impl Session {
         state
     }
 
+    /// Applies what `set_config()` set during earlier statements.
+    fn apply_set_config(&mut self) {
+        for (key, value) in self.published.take_assignments() {
+            if let Err(e) = self.set_variable(&key, &value) {
+                tracing::warn!("set_config({key}) not applied: {e}");
+            }
+        }
+    }
+
     /// Runs one statement.
     pub async fn execute(&mut self, command: Command) -> Result<Output> {
+        self.apply_set_config();
         match command {
             Command::Sql(stmt) => self.execute_statement(stmt).await,
             Command::Extension { sql, extension } => extension.execute(&sql, self).await,
@@ -564,6 +614,7 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<Output> {
+        self.apply_set_config();
         match &prepared.plan {
             None => self.execute(prepared.statement.clone()).await,
             Some(_) => self.run_plan(prepared, Some(params)).await,
@@ -733,43 +784,14 @@ impl Session {
 
     fn set_variable(&mut self, key: &str, value: &str) -> Result<()> {
         let is_default = value.eq_ignore_ascii_case("default");
+        check_setting(key, value)?;
         match key {
             "lookout.now" => {
                 self.fixed_now = if is_default || value.is_empty() {
                     None
                 } else {
-                    let micros = parse_timestamp_micros(value).ok_or_else(|| {
-                        QueryError::with_code(
-                            "22007",
-                            format!(
-                                "invalid value for lookout.now: \"{value}\" (expected a timestamp)"
-                            ),
-                        )
-                    })?;
-                    DateTime::from_timestamp_micros(micros)
+                    parse_timestamp_micros(value).and_then(DateTime::from_timestamp_micros)
                 };
-            }
-            "time zone" | "timezone" => {
-                let utc = [
-                    "utc",
-                    "etc/utc",
-                    "gmt",
-                    "z",
-                    "+00",
-                    "+00:00",
-                    "0",
-                    "zulu",
-                    "universal",
-                    "default",
-                ];
-                if !utc.contains(&value.to_ascii_lowercase().as_str()) {
-                    return Err(QueryError::with_code(
-                        "22023",
-                        format!(
-                            "Lookout shows every timestamp in UTC; time zone \"{value}\" is not supported"
-                        ),
-                    ));
-                }
             }
             k if k.starts_with("datafusion.") => {
                 let state = self.ctx.state_ref();
