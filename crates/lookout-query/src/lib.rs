@@ -24,6 +24,7 @@ mod interval;
 mod provider;
 mod scan_exec;
 mod session;
+mod timeout;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -256,6 +256,7 @@ pub(crate) fn check_setting(key: &str, value: &str) -> Result<()> {
                 format!("invalid value for lookout.now: \"{value}\" (expected a timestamp)"),
             ))
         }
+        "statement_timeout" => crate::timeout::parse(value).map(|_| ()),
         "time zone" | "timezone" => {
             let utc = [
                 "utc",
@@ -438,10 +439,23 @@ impl Session {
     /// Runs one statement.
     pub async fn execute(&mut self, command: Command) -> Result<Output> {
         self.apply_set_config();
+        let timeout = self.statement_timeout();
+        // Boxed: statement futures are large, and extensions nest them.
+        crate::timeout::bounded(timeout, Box::pin(self.execute_command(command))).await
+    }
+
+    async fn execute_command(&mut self, command: Command) -> Result<Output> {
         match command {
             Command::Sql(stmt) => self.execute_statement(stmt).await,
             Command::Extension { sql, extension } => extension.execute(&sql, self).await,
         }
+    }
+
+    /// The session's `statement_timeout`, if any.
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.settings
+            .get("statement_timeout")
+            .and_then(|v| crate::timeout::parse(v).ok().flatten())
     }
 
     async fn execute_statement(&mut self, stmt: Statement) -> Result<Output> {
@@ -615,9 +629,19 @@ impl Session {
         params: Vec<ScalarValue>,
     ) -> Result<Output> {
         self.apply_set_config();
+        let timeout = self.statement_timeout();
         match &prepared.plan {
-            None => self.execute(prepared.statement.clone()).await,
-            Some(_) => self.run_plan(prepared, Some(params)).await,
+            None => {
+                crate::timeout::bounded(
+                    timeout,
+                    Box::pin(self.execute_command(prepared.statement.clone())),
+                )
+                .await
+            }
+            Some(_) => {
+                crate::timeout::bounded(timeout, Box::pin(self.run_plan(prepared, Some(params))))
+                    .await
+            }
         }
     }
 
