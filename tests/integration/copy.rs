@@ -179,3 +179,58 @@ async fn extended_protocol_parameters_and_binary_results() {
     assert_eq!(before, 3, "the three rows at 00:00");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_running_statement() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Nothing is canceled without a request, however long it takes.
+    client
+        .simple_query("CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, v INT)")
+        .await
+        .expect("DDL is not canceled");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 3000000)", &[])
+        .await
+        .expect("not canceled")
+        .get(0);
+    assert_eq!(n, 3_000_000);
+    let token = client.cancel_token();
+    let canceler = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send CancelRequest");
+    });
+    let started = std::time::Instant::now();
+    // Seconds of work without the cancel (the simple protocol, as psql's Ctrl-C).
+    let err = client
+        .simple_query("SELECT count(*) FROM generate_series(1, 5000000000)")
+        .await
+        .expect_err("canceled");
+    canceler.await.expect("canceler");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "57014");
+    assert_eq!(db.message(), "canceling statement due to user request");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // The same over the extended protocol; then the connection goes on.
+    let token = client.cancel_token();
+    let canceler = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = token.cancel_query(tokio_postgres::NoTls).await;
+    });
+    let err = client
+        .query("SELECT count(*) FROM generate_series(1, 5000000000)", &[])
+        .await
+        .expect_err("canceled");
+    canceler.await.expect("canceler");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"));
+    let one: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 10)", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert_eq!(one, 10);
+    server.stop().await;
+}

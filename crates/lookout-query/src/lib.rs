@@ -20,11 +20,11 @@ mod extension;
 pub mod format;
 mod functions;
 mod import;
+mod interrupt;
 mod interval;
 mod provider;
 mod scan_exec;
 mod session;
-mod timeout;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -121,6 +121,9 @@ pub struct Session {
     settings: BTreeMap<String, String>,
     /// Every setting's current value, as `current_setting()` reads it.
     published: crate::functions::SettingValues,
+    /// Completes to cancel the next statement (in a mutex: a session is
+    /// shared by reference while views are planned).
+    cancel: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -256,7 +259,7 @@ pub(crate) fn check_setting(key: &str, value: &str) -> Result<()> {
                 format!("invalid value for lookout.now: \"{value}\" (expected a timestamp)"),
             ))
         }
-        "statement_timeout" => crate::timeout::parse(value).map(|_| ()),
+        "statement_timeout" => crate::interrupt::parse(value).map(|_| ()),
         "time zone" | "timezone" => {
             let utc = [
                 "utc",
@@ -346,6 +349,7 @@ impl Session {
             fixed_now: None,
             settings: BTreeMap::new(),
             published,
+            cancel: std::sync::Mutex::new(None),
         };
         session.publish();
         session
@@ -439,9 +443,9 @@ impl Session {
     /// Runs one statement.
     pub async fn execute(&mut self, command: Command) -> Result<Output> {
         self.apply_set_config();
-        let timeout = self.statement_timeout();
+        let interrupt = self.interrupt();
         // Boxed: statement futures are large, and extensions nest them.
-        crate::timeout::bounded(timeout, Box::pin(self.execute_command(command))).await
+        crate::interrupt::bounded(interrupt, Box::pin(self.execute_command(command))).await
     }
 
     async fn execute_command(&mut self, command: Command) -> Result<Output> {
@@ -451,11 +455,22 @@ impl Session {
         }
     }
 
-    /// The session's `statement_timeout`, if any.
-    fn statement_timeout(&self) -> Option<std::time::Duration> {
-        self.settings
+    /// What stops the statement about to run: `statement_timeout`, and the
+    /// cancel signal given with [`Session::cancel_next_on`].
+    fn interrupt(&mut self) -> Option<crate::interrupt::Interrupt> {
+        let timeout = self
+            .settings
             .get("statement_timeout")
-            .and_then(|v| crate::timeout::parse(v).ok().flatten())
+            .and_then(|v| crate::interrupt::parse(v).ok().flatten());
+        let cancel = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).take();
+        crate::interrupt::interrupt(timeout, cancel)
+    }
+
+    /// Cancels the next statement (with SQLSTATE 57014) if `signal`
+    /// completes while it runs or while its rows are read; the server passes
+    /// a client's CancelRequest this way.
+    pub fn cancel_next_on(&mut self, signal: impl Future<Output = ()> + Send + 'static) {
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::pin(signal));
     }
 
     async fn execute_statement(&mut self, stmt: Statement) -> Result<Output> {
@@ -629,18 +644,21 @@ impl Session {
         params: Vec<ScalarValue>,
     ) -> Result<Output> {
         self.apply_set_config();
-        let timeout = self.statement_timeout();
+        let interrupt = self.interrupt();
         match &prepared.plan {
             None => {
-                crate::timeout::bounded(
-                    timeout,
+                crate::interrupt::bounded(
+                    interrupt,
                     Box::pin(self.execute_command(prepared.statement.clone())),
                 )
                 .await
             }
             Some(_) => {
-                crate::timeout::bounded(timeout, Box::pin(self.run_plan(prepared, Some(params))))
-                    .await
+                crate::interrupt::bounded(
+                    interrupt,
+                    Box::pin(self.run_plan(prepared, Some(params))),
+                )
+                .await
             }
         }
     }

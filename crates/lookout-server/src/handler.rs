@@ -8,6 +8,7 @@ use futures::{Sink, SinkExt, StreamExt, stream};
 use lookout_query::copy::CopyDecoder;
 use lookout_query::{CopyIn, Lookout, Output, Prepared, QueryError, Session};
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -23,6 +24,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use tokio::sync::Mutex;
 
+use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::types::{arrow_type_of, decode_param, encode_rows, fields, pg_type};
 
 /// A `COPY ... FROM STDIN` in progress.
@@ -38,10 +40,16 @@ pub(crate) struct Connection {
     session: Arc<Mutex<Session>>,
     copy: Mutex<Option<CopyState>>,
     planner: Arc<Planner>,
+    /// Every connection's cancel slot, for CancelRequests.
+    registry: Arc<CancelRegistry>,
+    /// This connection's.
+    cancel: Arc<CancelSlot>,
+    /// The process id and secret key the client got, once started.
+    key: std::sync::Mutex<Option<(i32, pgwire::messages::startup::SecretKey)>>,
 }
 
 impl Connection {
-    pub(crate) fn new(lookout: &Lookout) -> Arc<Connection> {
+    pub(crate) fn new(lookout: &Lookout, registry: Arc<CancelRegistry>) -> Arc<Connection> {
         let session = Arc::new(Mutex::new(lookout.session()));
         Arc::new(Connection {
             planner: Arc::new(Planner {
@@ -49,7 +57,24 @@ impl Connection {
             }),
             session,
             copy: Mutex::new(None),
+            registry,
+            cancel: Arc::default(),
+            key: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Lets a CancelRequest stop the statement about to run.
+    fn cancelable(&self, session: &mut Session) {
+        session.cancel_next_on(self.cancel.next_statement());
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let key = self.key.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((pid, secret)) = key {
+            self.registry.unregister(pid, &secret);
+        }
     }
 }
 
@@ -167,6 +192,7 @@ impl SimpleQueryHandler for Connection {
         for stmt in statements {
             let output = {
                 let mut session = self.session.lock().await;
+                self.cancelable(&mut session);
                 session.execute(stmt).await
             };
             let is_copy_in = matches!(output, Ok(Output::CopyIn(_)));
@@ -410,6 +436,7 @@ impl ExtendedQueryHandler for Connection {
         }
         let output = {
             let mut session = self.session.lock().await;
+            self.cancelable(&mut session);
             session
                 .execute_prepared(prepared, params)
                 .await
@@ -419,7 +446,25 @@ impl ExtendedQueryHandler for Connection {
     }
 }
 
-impl NoopStartupHandler for Connection {}
+#[async_trait]
+impl NoopStartupHandler for Connection {
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, secret) = client.pid_and_secret_key();
+        self.registry
+            .register(pid, &secret, Arc::clone(&self.cancel));
+        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, secret));
+        Ok(())
+    }
+}
 
 /// Hands pgwire the handlers of one connection.
 pub(crate) struct ConnectionHandlers {
@@ -441,5 +486,9 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.conn)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.conn.registry)
     }
 }

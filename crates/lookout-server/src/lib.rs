@@ -6,6 +6,7 @@
 //! here. This crate knows nothing of files or storage: it speaks to the
 //! database only through the SQL session.
 
+mod cancel;
 mod handler;
 mod types;
 
@@ -44,6 +45,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut connections = JoinSet::new();
+    let registry = std::sync::Arc::new(cancel::CancelRegistry::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -57,7 +59,9 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let handlers = ConnectionHandlers { conn: Connection::new(&lookout) };
+                let handlers = ConnectionHandlers {
+                    conn: Connection::new(&lookout, std::sync::Arc::clone(&registry)),
+                };
                 tracing::debug!(%peer, "connection opened");
                 connections.spawn(async move {
                     if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
