@@ -73,12 +73,29 @@ impl SettingValues {
     }
 }
 
+/// `current_setting(name [, missing_ok])`: a setting's value as `SHOW` gives
+/// it, as in PostgreSQL (an unknown name is an error unless `missing_ok`).
+pub(crate) fn current_setting(values: SettingValues) -> ScalarUDF {
+    ScalarUDF::from(SettingFunction {
+        kind: SettingKind::Current,
+        values,
+        signature: Signature::one_of(
+            vec![
+                TypeSignature::Exact(vec![DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+            ],
+            Volatility::Stable,
+        ),
+    })
+}
+
 /// `set_config(name, value, is_local)`: sets a setting as `SET` does and
 /// returns the value, as in PostgreSQL. Statements autocommit, so a local
 /// setting (`is_local` true) ends with its statement: only the value is
 /// returned.
 pub(crate) fn set_config(values: SettingValues) -> ScalarUDF {
-    ScalarUDF::from(SetConfig {
+    ScalarUDF::from(SettingFunction {
+        kind: SettingKind::Set,
         values,
         signature: Signature::exact(
             vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
@@ -87,42 +104,65 @@ pub(crate) fn set_config(values: SettingValues) -> ScalarUDF {
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SettingKind {
+    Current,
+    Set,
+}
+
+/// The session-bound setting functions.
 #[derive(Debug)]
-struct SetConfig {
+struct SettingFunction {
+    kind: SettingKind,
     values: SettingValues,
     signature: Signature,
 }
 
-impl PartialEq for SetConfig {
-    fn eq(&self, _other: &Self) -> bool {
-        // One per session, as current_setting.
-        true
+impl PartialEq for SettingFunction {
+    fn eq(&self, other: &Self) -> bool {
+        // One of each per session; sessions never share a function registry.
+        self.kind == other.kind
     }
 }
 
-impl Eq for SetConfig {}
+impl Eq for SettingFunction {}
 
-impl std::hash::Hash for SetConfig {
+impl std::hash::Hash for SettingFunction {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "set_config".hash(state);
+        self.kind.hash(state);
     }
 }
 
-impl ScalarUDFImpl for SetConfig {
-    fn name(&self) -> &str {
-        "set_config"
+impl SettingFunction {
+    fn current(&self, arrays: &[ArrayRef]) -> Result<Vec<Option<String>>> {
+        let names = arrays[0].as_string::<i32>();
+        let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
+        let mut out = Vec::with_capacity(names.len());
+        for row in 0..names.len() {
+            if names.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let name = names.value(row);
+            match self.values.get(name) {
+                Some(v) => out.push(Some(v)),
+                None if missing_ok
+                    .as_ref()
+                    .is_some_and(|m| m.is_valid(row) && m.value(row)) =>
+                {
+                    out.push(None)
+                }
+                None => {
+                    return Err(DataFusionError::Execution(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )));
+                }
+            }
+        }
+        Ok(out)
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+    fn set(&self, arrays: &[ArrayRef]) -> Result<Vec<Option<String>>> {
         let names = arrays[0].as_string::<i32>();
         let values = arrays[1].as_string::<i32>();
         let local = arrays[2].as_boolean();
@@ -149,50 +189,16 @@ impl ScalarUDFImpl for SetConfig {
             }
             out.push(Some(value.to_string()));
         }
-        let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
-        Ok(ColumnarValue::Array(array))
+        Ok(out)
     }
 }
 
-/// `current_setting(name [, missing_ok])`: a setting's value as `SHOW` gives
-/// it, as in PostgreSQL (an unknown name is an error unless `missing_ok`).
-pub(crate) fn current_setting(values: SettingValues) -> ScalarUDF {
-    ScalarUDF::from(CurrentSetting {
-        values,
-        signature: Signature::one_of(
-            vec![
-                TypeSignature::Exact(vec![DataType::Utf8]),
-                TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
-            ],
-            Volatility::Stable,
-        ),
-    })
-}
-
-#[derive(Debug)]
-struct CurrentSetting {
-    values: SettingValues,
-    signature: Signature,
-}
-
-impl PartialEq for CurrentSetting {
-    fn eq(&self, _other: &Self) -> bool {
-        // One per session; sessions never share a function registry.
-        true
-    }
-}
-
-impl Eq for CurrentSetting {}
-
-impl std::hash::Hash for CurrentSetting {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "current_setting".hash(state);
-    }
-}
-
-impl ScalarUDFImpl for CurrentSetting {
+impl ScalarUDFImpl for SettingFunction {
     fn name(&self) -> &str {
-        "current_setting"
+        match self.kind {
+            SettingKind::Current => "current_setting",
+            SettingKind::Set => "set_config",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -205,30 +211,10 @@ impl ScalarUDFImpl for CurrentSetting {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let names = arrays[0].as_string::<i32>();
-        let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
-        let mut out = Vec::with_capacity(names.len());
-        for row in 0..names.len() {
-            if names.is_null(row) {
-                out.push(None);
-                continue;
-            }
-            let name = names.value(row);
-            match self.values.get(name) {
-                Some(v) => out.push(Some(v)),
-                None if missing_ok
-                    .as_ref()
-                    .is_some_and(|m| m.is_valid(row) && m.value(row)) =>
-                {
-                    out.push(None)
-                }
-                None => {
-                    return Err(DataFusionError::Execution(format!(
-                        "unrecognized configuration parameter \"{name}\""
-                    )));
-                }
-            }
-        }
+        let out = match self.kind {
+            SettingKind::Current => self.current(&arrays)?,
+            SettingKind::Set => self.set(&arrays)?,
+        };
         let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
         Ok(ColumnarValue::Array(array))
     }
