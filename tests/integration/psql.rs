@@ -1,4 +1,4 @@
-//! psql itself: the statements of the quickstart, `\copy` both ways.
+//! psql itself: the statements of the quickstart, `\copy` both ways, cursors.
 
 use std::process::Command;
 
@@ -78,5 +78,21 @@ async fn psql_quickstart_and_copy() {
             .expect("psql");
     assert!(!ok);
     assert!(stderr.contains("does not exist"), "{stderr}");
+    // FETCH_COUNT makes psql read a SELECT through a cursor, two rows at a time.
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        psql(
+            addr,
+            &[
+                "-v",
+                "FETCH_COUNT=2",
+                "-c",
+                "SELECT model, latency_ms FROM events ORDER BY ts, model, latency_ms",
+            ],
+        )
+    })
+    .await
+    .expect("psql");
+    assert!(ok, "psql with FETCH_COUNT failed: {stderr}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
     server.stop().await;
 }

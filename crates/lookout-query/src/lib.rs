@@ -15,6 +15,7 @@
 
 mod catalog;
 pub mod copy;
+mod cursor;
 mod error;
 mod extension;
 pub mod format;

@@ -124,6 +124,8 @@ pub struct Session {
     /// Completes to cancel the next statement (in a mutex: a session is
     /// shared by reference while views are planned).
     cancel: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// Open cursors.
+    cursors: crate::cursor::Cursors,
 }
 
 impl std::fmt::Debug for Session {
@@ -350,6 +352,7 @@ impl Session {
             settings: BTreeMap::new(),
             published,
             cancel: std::sync::Mutex::new(None),
+            cursors: crate::cursor::Cursors::default(),
         };
         session.publish();
         session
@@ -538,6 +541,34 @@ impl Session {
                 tag: "ROLLBACK",
                 rows: None,
             }),
+            Statement::Declare { stmts } => {
+                for declare in stmts {
+                    self.declare_cursor(declare).await?;
+                }
+                Ok(Output::Command {
+                    tag: "DECLARE CURSOR",
+                    rows: None,
+                })
+            }
+            Statement::Fetch {
+                name, direction, ..
+            } => {
+                let count = crate::cursor::fetch_count(&direction)?;
+                let (schema, batches) = self.cursors.fetch(&ident_name(&name), count).await?;
+                Ok(Output::from_batches(schema, batches))
+            }
+            Statement::Close { cursor } => {
+                match cursor {
+                    ast::CloseCursor::All => self.cursors.close(None)?,
+                    ast::CloseCursor::Specific { name } => {
+                        self.cursors.close(Some(&ident_name(&name)))?
+                    }
+                }
+                Ok(Output::Command {
+                    tag: "CLOSE CURSOR",
+                    rows: None,
+                })
+            }
             Statement::Copy {
                 source,
                 to,
@@ -579,6 +610,7 @@ impl Session {
         };
         if handled_here(&stmt) {
             let schema = match &stmt {
+                Statement::Fetch { name, .. } => Some(self.cursors.schema(&ident_name(name))?),
                 Statement::ShowVariable { variable } => {
                     Some(Arc::new(Schema::new(vec![Field::new(
                         show_column(variable),
@@ -706,6 +738,26 @@ impl Session {
         let schema = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await?;
         Ok(Output::Rows { schema, stream })
+    }
+
+    async fn declare_cursor(&mut self, declare: ast::Declare) -> Result<()> {
+        let (Some(query), [name]) = (declare.for_query, declare.names.as_slice()) else {
+            return Err(QueryError::unsupported(
+                "DECLARE supports cursors: DECLARE name CURSOR FOR query",
+            ));
+        };
+        if declare.scroll == Some(true) {
+            return Err(QueryError::unsupported(
+                "SCROLL cursors are not supported; cursors scan forward only",
+            ));
+        }
+        let prepared = self.plan(Statement::Query(query)).await?;
+        let Output::Rows { schema, stream } = self.run_plan(&prepared, None).await? else {
+            return Err(QueryError::syntax(
+                "a cursor needs a query that returns rows",
+            ));
+        };
+        self.cursors.declare(&ident_name(name), schema, stream)
     }
 
     async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {
@@ -1108,6 +1160,9 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
             | Statement::Copy { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
     )
 }
 
