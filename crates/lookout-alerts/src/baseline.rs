@@ -11,7 +11,7 @@ use tracing::warn;
 use crate::engine::{AlertEngine, full_labels, lock, now_micros, run_rule_query};
 use crate::error::{AlertError, Result};
 use crate::notify::fingerprint;
-use crate::rule::{Micros, Threshold};
+use crate::rule::{Micros, RuleDef, Threshold};
 use crate::state::Calibrated;
 use crate::store::{self, LogRow, float, text, timestamp};
 
@@ -41,10 +41,7 @@ impl AlertEngine {
         let mut plans: Vec<(Micros, Micros)> = Vec::new();
         for tier in &def.tiers {
             if let Threshold::Baseline { over, step, .. } = tier.threshold {
-                let step = step
-                    .unwrap_or_else(|| def.every.max(query_window(&def.query)))
-                    .max(over / MAX_BASELINE_POINTS)
-                    .max(1);
+                let step = baseline_step(&def, over, step);
                 if !plans.contains(&(over, step)) {
                     plans.push((over, step));
                 }
@@ -135,10 +132,7 @@ impl AlertEngine {
             else {
                 continue;
             };
-            let step = step
-                .unwrap_or_else(|| def.every.max(query_window(&def.query)))
-                .max(over / MAX_BASELINE_POINTS)
-                .max(1);
+            let step = baseline_step(&def, over, step);
             let Some(per_fp) = series.get(&(over, step)) else {
                 continue;
             };
@@ -241,6 +235,14 @@ const MIN_BASELINE_POINTS: usize = 6;
 
 /// Baseline values per instance: fingerprint → (labels, values).
 type BaselineSeries = HashMap<String, (Vec<(String, String)>, Vec<f64>)>;
+
+/// Spacing of a baseline's points: STEP, else max(EVERY, the query's
+/// window), widened so that `over` holds at most 1,000 points.
+fn baseline_step(def: &RuleDef, over: Micros, step: Option<Micros>) -> Micros {
+    step.unwrap_or_else(|| def.every.max(query_window(&def.query)))
+        .max(over / MAX_BASELINE_POINTS)
+        .max(1)
+}
 
 /// The median and 1.4826·MAD (the standard deviation's robust estimate).
 fn median_mad(points: &[f64]) -> (Option<f64>, Option<f64>) {

@@ -76,9 +76,7 @@ impl AlertEngine {
             return;
         };
         let result = notify::post(item.target.clone(), item.body.clone()).await;
-        if result.is_ok()
-            && std::env::var("LOOKOUT_FAILPOINT").as_deref() == Ok("crash-after-delivery")
-        {
+        if result.is_ok() && self.inner.crash_after_delivery {
             // For the at-least-once test: die between delivery and its record.
             std::process::abort();
         }

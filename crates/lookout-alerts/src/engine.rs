@@ -99,6 +99,9 @@ pub(crate) struct Inner {
     pub(crate) last_version: AtomicI64,
     /// The highest silence id given so far.
     pub(crate) last_silence_id: AtomicI64,
+    /// Test failpoint (`LOOKOUT_FAILPOINT=crash-after-delivery`): abort
+    /// between a delivery and its record, for the at-least-once test.
+    pub(crate) crash_after_delivery: bool,
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -273,6 +276,8 @@ impl AlertEngine {
                 idle: Notify::new(),
                 last_version: AtomicI64::new(0),
                 last_silence_id: AtomicI64::new(0),
+                crash_after_delivery: std::env::var("LOOKOUT_FAILPOINT").as_deref()
+                    == Ok("crash-after-delivery"),
                 tasks: Mutex::default(),
             }),
         };

@@ -5,7 +5,7 @@
 //! checked by planning it.
 
 use lookout_query::copy::parse_timestamp_micros;
-use lookout_query::parse_duration;
+use lookout_query::parse_non_negative_duration;
 
 use crate::error::{AlertError, Result};
 use crate::rule::{DEFAULT_REPEAT, Micros, Op, Recover, RuleDef, Severity, Threshold, Tier};
@@ -363,11 +363,7 @@ impl Parser<'_> {
 
     fn duration(&mut self, clause: &str) -> Result<Micros> {
         let text = self.string(&format!("an interval in quotes after {clause}"))?;
-        // Timers may be zero ('0', '0 seconds'); storage intervals may not.
-        let zero = text.trim() == "0"
-            || (text.trim().starts_with("0 ")
-                && parse_duration(&text.replacen('0', "1", 1)).is_ok());
-        let micros = if zero { 0 } else { parse_duration(&text)? };
+        let micros = parse_non_negative_duration(&text)?;
         if micros < 0 {
             return Err(AlertError::InvalidValue(format!(
                 "{clause} must not be negative"

@@ -6,7 +6,7 @@
 //! evaluation's outcome and the notifications it queued), so a crash keeps
 //! all of it or none of it. The views the users query are defined here.
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use lookout_query::Lookout;
@@ -275,45 +275,48 @@ impl Rows {
     }
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
-    batch
+/// Row `i` of column `name` as a one-row array of `to`: a cast of one
+/// value, not of the column, since rows are read one at a time.
+fn cell(batch: &RecordBatch, i: usize, name: &str, to: &DataType) -> Result<ArrayRef> {
+    let column = batch
         .column_by_name(name)
-        .map(|c| c.as_ref())
-        .ok_or_else(|| AlertError::InvalidQuery(format!("missing column {name}")))
+        .ok_or_else(|| AlertError::InvalidQuery(format!("missing column {name}")))?;
+    cast(&column.slice(i, 1), to).map_err(arrow_err)
 }
 
 pub(crate) fn get_text(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<String>> {
-    let col = cast(column(batch, name)?, &DataType::Utf8).map_err(arrow_err)?;
+    let col = cell(batch, i, name, &DataType::Utf8)?;
     let col = col.as_string::<i32>();
-    Ok(col.is_valid(i).then(|| col.value(i).to_string()))
+    Ok(col.is_valid(0).then(|| col.value(0).to_string()))
 }
 
 pub(crate) fn get_f64(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<f64>> {
-    let col = cast(column(batch, name)?, &DataType::Float64).map_err(arrow_err)?;
+    let col = cell(batch, i, name, &DataType::Float64)?;
     let col = col.as_primitive::<Float64Type>();
-    Ok(col.is_valid(i).then(|| col.value(i)))
+    Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
 pub(crate) fn get_i64(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<i64>> {
-    let col = cast(column(batch, name)?, &DataType::Int64).map_err(arrow_err)?;
+    let col = cell(batch, i, name, &DataType::Int64)?;
     let col = col.as_primitive::<Int64Type>();
-    Ok(col.is_valid(i).then(|| col.value(i)))
+    Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
 pub(crate) fn get_bool(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<bool>> {
-    let col = cast(column(batch, name)?, &DataType::Boolean).map_err(arrow_err)?;
+    let col = cell(batch, i, name, &DataType::Boolean)?;
     let col = col.as_boolean();
-    Ok(col.is_valid(i).then(|| col.value(i)))
+    Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
 pub(crate) fn get_ts(batch: &RecordBatch, i: usize, name: &str) -> Result<Option<Micros>> {
-    let col = cast(
-        column(batch, name)?,
+    let col = cell(
+        batch,
+        i,
+        name,
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    )
-    .map_err(arrow_err)?;
+    )?;
     let col = col.as_primitive::<TimestampMicrosecondType>();
-    Ok(col.is_valid(i).then(|| col.value(i)))
+    Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
 pub(crate) fn arrow_err(e: arrow::error::ArrowError) -> AlertError {

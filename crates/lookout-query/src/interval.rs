@@ -3,7 +3,22 @@ use crate::error::{QueryError, Result};
 /// Parses a duration such as `'90 days'`, `'1 hour'`, `'1 day 12 hours'` or
 /// `'15m'` into microseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
+    match parse_non_negative_duration(text)? {
+        0 => Err(QueryError::with_code(
+            "22007",
+            format!("invalid interval: \"{text}\""),
+        )),
+        micros => Ok(micros),
+    }
+}
+
+/// As [`parse_duration`], but zero (`'0'`, `'0 seconds'`) is allowed: for
+/// timers such as an alert's `FOR`, where zero means "at once".
+pub fn parse_non_negative_duration(text: &str) -> Result<i64> {
     let bad = || QueryError::with_code("22007", format!("invalid interval: \"{text}\""));
+    if text.trim() == "0" {
+        return Ok(0);
+    }
     let lowered = text.trim().to_ascii_lowercase();
     let mut tokens: Vec<String> = Vec::new();
     for word in lowered.split_whitespace() {
@@ -39,7 +54,7 @@ pub fn parse_duration(text: &str) -> Result<i64> {
             .checked_add((n * unit as f64) as i64)
             .ok_or_else(bad)?;
     }
-    if total <= 0 {
+    if total < 0 {
         return Err(bad());
     }
     Ok(total)
@@ -57,5 +72,8 @@ mod tests {
         assert_eq!(parse_duration("15m").ok(), Some(900_000_000));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0 days").is_err());
+        assert_eq!(parse_non_negative_duration("0").ok(), Some(0));
+        assert_eq!(parse_non_negative_duration("0 seconds").ok(), Some(0));
+        assert!(parse_non_negative_duration("-1 seconds").is_err());
     }
 }

@@ -40,7 +40,7 @@ pub use datafusion::common::ScalarValue;
 pub use error::{QueryError, Result};
 pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
-pub use interval::parse_duration;
+pub use interval::{parse_duration, parse_non_negative_duration};
 pub use session::{CopyIn, Output, Prepared, Session};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
