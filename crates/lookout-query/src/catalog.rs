@@ -86,14 +86,7 @@ impl SchemaProvider for SystemSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Some(sql) = self.lookout.view(name) {
-            let plan = crate::Session::new(self.lookout.clone())
-                .logical_plan(&sql)
-                .await
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            return Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(
-                plan,
-                Some(sql),
-            ))));
+            return plan_view(&self.lookout, &sql).await.map(Some);
         }
         open_table(self.lookout.storage(), &format!("{SYSTEM_PREFIX}{name}"))
     }
@@ -107,3 +100,153 @@ impl SchemaProvider for SystemSchema {
                 .is_ok()
     }
 }
+
+/// A view: its SQL planned at each query, so it sees the tables of the moment.
+async fn plan_view(lookout: &crate::Lookout, sql: &str) -> Result<Arc<dyn TableProvider>> {
+    let plan = crate::Session::new(lookout.clone())
+        .logical_plan(sql)
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    Ok(Arc::new(datafusion::catalog::view::ViewTable::new(
+        plan,
+        Some(sql.to_string()),
+    )))
+}
+
+/// `information_schema` as Postgres defines it, as views over `pg_catalog`,
+/// so tools see Postgres type names (`timestamp with time zone`, `bigint`).
+#[derive(Debug)]
+pub(crate) struct InformationSchema {
+    lookout: crate::Lookout,
+}
+
+impl InformationSchema {
+    pub(crate) fn new(lookout: crate::Lookout) -> Self {
+        InformationSchema { lookout }
+    }
+
+    fn view(name: &str) -> Option<&'static str> {
+        INFORMATION_SCHEMA_VIEWS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, sql)| *sql)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        INFORMATION_SCHEMA_VIEWS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match Self::view(name) {
+            Some(sql) => plan_view(&self.lookout, sql).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        Self::view(name).is_some()
+    }
+}
+
+/// The `information_schema` views clients read, each defined over
+/// `pg_catalog` as in Postgres (the constraint views are empty: Lookout tables
+/// have no keys).
+const INFORMATION_SCHEMA_VIEWS: &[(&str, &str)] = &[
+    (
+        "schemata",
+        "SELECT current_database() AS catalog_name, nspname AS schema_name, \
+         'lookout' AS schema_owner, CAST(NULL AS TEXT) AS default_character_set_catalog, \
+         CAST(NULL AS TEXT) AS default_character_set_schema, \
+         CAST(NULL AS TEXT) AS default_character_set_name, CAST(NULL AS TEXT) AS sql_path \
+         FROM pg_catalog.pg_namespace",
+    ),
+    (
+        "tables",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema, \
+         c.relname AS table_name, \
+         CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'BASE TABLE' END AS table_type, \
+         CAST(NULL AS TEXT) AS self_referencing_column_name, \
+         CAST(NULL AS TEXT) AS reference_generation, CAST(NULL AS TEXT) AS user_defined_type_catalog, \
+         CAST(NULL AS TEXT) AS user_defined_type_schema, CAST(NULL AS TEXT) AS user_defined_type_name, \
+         CASE c.relkind WHEN 'v' THEN 'NO' ELSE 'YES' END AS is_insertable_into, \
+         'NO' AS is_typed, CAST(NULL AS TEXT) AS commit_action \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+         WHERE c.relkind IN ('r', 'p', 'v')",
+    ),
+    (
+        "views",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema, \
+         c.relname AS table_name, CAST(NULL AS TEXT) AS view_definition, \
+         'NONE' AS check_option, 'NO' AS is_updatable, 'NO' AS is_insertable_into, \
+         'NO' AS is_trigger_updatable, 'NO' AS is_trigger_deletable, \
+         'NO' AS is_trigger_insertable_into \
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+         WHERE c.relkind = 'v'",
+    ),
+    (
+        "columns",
+        "SELECT current_database() AS table_catalog, n.nspname AS table_schema, \
+         c.relname AS table_name, a.attname AS column_name, \
+         CAST(a.attnum AS INT) AS ordinal_position, CAST(NULL AS TEXT) AS column_default, \
+         CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END AS is_nullable, \
+         CASE WHEN t.typcategory = 'A' THEN 'ARRAY' \
+              WHEN t.typname = 'numeric' THEN 'numeric' \
+              ELSE format_type(a.atttypid, NULL) END AS data_type, \
+         CAST(NULL AS INT) AS character_maximum_length, \
+         CAST(NULL AS INT) AS character_octet_length, \
+         CAST(CASE t.typname WHEN 'int2' THEN 16 WHEN 'int4' THEN 32 WHEN 'int8' THEN 64 \
+              WHEN 'float4' THEN 24 WHEN 'float8' THEN 53 END AS INT) AS numeric_precision, \
+         CAST(CASE WHEN t.typname IN ('int2', 'int4', 'int8', 'float4', 'float8') THEN 2 END \
+              AS INT) AS numeric_precision_radix, \
+         CAST(CASE WHEN t.typname IN ('int2', 'int4', 'int8') THEN 0 END AS INT) AS numeric_scale, \
+         CAST(CASE WHEN t.typname IN ('timestamptz', 'timestamp') THEN 6 \
+              WHEN t.typname = 'date' THEN 0 END AS INT) AS datetime_precision, \
+         CAST(NULL AS TEXT) AS interval_type, CAST(NULL AS INT) AS interval_precision, \
+         CAST(NULL AS TEXT) AS character_set_catalog, CAST(NULL AS TEXT) AS character_set_schema, \
+         CAST(NULL AS TEXT) AS character_set_name, CAST(NULL AS TEXT) AS collation_catalog, \
+         CAST(NULL AS TEXT) AS collation_schema, CAST(NULL AS TEXT) AS collation_name, \
+         CAST(NULL AS TEXT) AS domain_catalog, CAST(NULL AS TEXT) AS domain_schema, \
+         CAST(NULL AS TEXT) AS domain_name, current_database() AS udt_catalog, \
+         'pg_catalog' AS udt_schema, t.typname AS udt_name, \
+         CAST(a.attnum AS INT) AS dtd_identifier, 'NO' AS is_self_referencing, \
+         'NO' AS is_identity, CAST(NULL AS TEXT) AS identity_generation, \
+         'NEVER' AS is_generated, CAST(NULL AS TEXT) AS generation_expression, \
+         CASE c.relkind WHEN 'v' THEN 'NO' ELSE 'YES' END AS is_updatable \
+         FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+         JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+         JOIN pg_catalog.pg_type t ON a.atttypid = t.oid \
+         WHERE a.attnum > 0 AND NOT a.attisdropped",
+    ),
+    (
+        "table_constraints",
+        "SELECT CAST(NULL AS TEXT) AS constraint_catalog, CAST(NULL AS TEXT) AS constraint_schema, \
+         CAST(NULL AS TEXT) AS constraint_name, CAST(NULL AS TEXT) AS table_catalog, \
+         CAST(NULL AS TEXT) AS table_schema, CAST(NULL AS TEXT) AS table_name, \
+         CAST(NULL AS TEXT) AS constraint_type, CAST(NULL AS TEXT) AS is_deferrable, \
+         CAST(NULL AS TEXT) AS initially_deferred, CAST(NULL AS TEXT) AS enforced, \
+         CAST(NULL AS TEXT) AS nulls_distinct WHERE false",
+    ),
+    (
+        "key_column_usage",
+        "SELECT CAST(NULL AS TEXT) AS constraint_catalog, CAST(NULL AS TEXT) AS constraint_schema, \
+         CAST(NULL AS TEXT) AS constraint_name, CAST(NULL AS TEXT) AS table_catalog, \
+         CAST(NULL AS TEXT) AS table_schema, CAST(NULL AS TEXT) AS table_name, \
+         CAST(NULL AS TEXT) AS column_name, CAST(NULL AS INT) AS ordinal_position, \
+         CAST(NULL AS INT) AS position_in_unique_constraint WHERE false",
+    ),
+    (
+        "referential_constraints",
+        "SELECT CAST(NULL AS TEXT) AS constraint_catalog, CAST(NULL AS TEXT) AS constraint_schema, \
+         CAST(NULL AS TEXT) AS constraint_name, CAST(NULL AS TEXT) AS unique_constraint_catalog, \
+         CAST(NULL AS TEXT) AS unique_constraint_schema, \
+         CAST(NULL AS TEXT) AS unique_constraint_name, CAST(NULL AS TEXT) AS match_option, \
+         CAST(NULL AS TEXT) AS update_rule, CAST(NULL AS TEXT) AS delete_rule WHERE false",
+    ),
+];

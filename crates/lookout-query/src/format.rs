@@ -17,7 +17,8 @@ pub fn pg_type_name(dt: &DataType) -> &'static str {
         DataType::Boolean => "boolean",
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint",
         DataType::Int32 | DataType::UInt16 => "integer",
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint",
+        DataType::UInt32 => "oid",
+        DataType::Int64 | DataType::UInt64 => "bigint",
         DataType::Float16 | DataType::Float32 => "real",
         DataType::Float64 => "double precision",
         DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => "numeric",
@@ -34,7 +35,8 @@ pub fn pg_type_name(dt: &DataType) -> &'static str {
 
 /// Appends the text form of `array[row]` to `out`; returns false for NULL.
 pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
-    if array.is_null(row) {
+    // A NullArray has no validity buffer, so is_null() alone says false.
+    if array.is_null(row) || array.data_type() == &DataType::Null {
         return false;
     }
     match array.data_type() {
@@ -75,6 +77,10 @@ pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
             let micros = timestamp_micros(array, unit, row);
             push_timestamp(out, micros, tz.is_some());
         }
+        DataType::Interval(_) | DataType::Duration(_) => match interval_parts(array, row) {
+            Some(parts) => push_interval(out, parts),
+            None => out.push('?'),
+        },
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
             let values = match array.data_type() {
                 DataType::List(_) => array.as_list::<i32>().value(row),
@@ -123,6 +129,91 @@ pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
         }
     }
     true
+}
+
+/// An interval as Postgres keeps it: months, days and microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalParts {
+    /// Whole months (a year is 12).
+    pub months: i32,
+    /// Whole days.
+    pub days: i32,
+    /// The rest, in microseconds (nanoseconds are truncated).
+    pub micros: i64,
+}
+
+/// The months, days and microseconds of an interval or duration value.
+pub fn interval_parts(array: &dyn Array, row: usize) -> Option<IntervalParts> {
+    use arrow::datatypes::{
+        DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+        DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
+        IntervalYearMonthType,
+    };
+    let parts = |months, days, micros| IntervalParts {
+        months,
+        days,
+        micros,
+    };
+    Some(match array.data_type() {
+        DataType::Interval(IntervalUnit::YearMonth) => parts(
+            array.as_primitive::<IntervalYearMonthType>().value(row),
+            0,
+            0,
+        ),
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = array.as_primitive::<IntervalDayTimeType>().value(row);
+            parts(0, v.days, i64::from(v.milliseconds) * 1000)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = array.as_primitive::<IntervalMonthDayNanoType>().value(row);
+            parts(v.months, v.days, v.nanoseconds / 1000)
+        }
+        DataType::Duration(unit) => {
+            let micros = match unit {
+                TimeUnit::Second => array
+                    .as_primitive::<DurationSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<DurationMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(row),
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<DurationNanosecondType>().value(row) / 1000
+                }
+            };
+            parts(0, 0, micros)
+        }
+        _ => return None,
+    })
+}
+
+/// Postgres's default interval style: `1 year 2 mons 3 days 04:05:06.5`.
+fn push_interval(out: &mut String, v: IntervalParts) {
+    let mut fields: Vec<String> = Vec::new();
+    let (years, months) = (v.months / 12, v.months % 12);
+    for (n, unit) in [(years, "year"), (months, "mon"), (v.days, "day")] {
+        if n != 0 {
+            let plural = if n.abs() == 1 { "" } else { "s" };
+            fields.push(format!("{n} {unit}{plural}"));
+        }
+    }
+    if v.micros != 0 || fields.is_empty() {
+        let sign = if v.micros < 0 { "-" } else { "" };
+        let m = v.micros.unsigned_abs();
+        let (h, rest) = (m / 3_600_000_000, m % 3_600_000_000);
+        let (min, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (sec, frac) = (rest / 1_000_000, rest % 1_000_000);
+        let mut time = format!("{sign}{h:02}:{min:02}:{sec:02}");
+        if frac != 0 {
+            let digits = format!("{frac:06}");
+            time.push('.');
+            time.push_str(digits.trim_end_matches('0'));
+        }
+        fields.push(time);
+    }
+    out.push_str(&fields.join(" "));
 }
 
 /// A timestamp value of any unit in microseconds since the Unix epoch.
@@ -231,5 +322,27 @@ mod tests {
             ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(vec![Some(1.5), None])]);
         let l: Arc<dyn Array> = Arc::new(l);
         assert_eq!(text(l.as_ref(), 0).as_deref(), Some("{1.5,NULL}"));
+    }
+
+    #[test]
+    fn intervals_in_postgres_style() {
+        use arrow::array::IntervalMonthDayNanoArray;
+        use arrow::datatypes::IntervalMonthDayNano;
+        let a = IntervalMonthDayNanoArray::from(vec![
+            IntervalMonthDayNano::new(14, 3, 4 * 3_600_000_000_000 + 5_500_000_000),
+            IntervalMonthDayNano::new(0, 1, 0),
+            IntervalMonthDayNano::new(0, 0, 0),
+            IntervalMonthDayNano::new(0, -2, -90_000_000_000),
+        ]);
+        let shown: Vec<_> = (0..4).map(|i| text(&a, i).unwrap_or_default()).collect();
+        assert_eq!(
+            shown,
+            [
+                "1 year 2 mons 3 days 04:00:05.5",
+                "1 day",
+                "00:00:00",
+                "-2 days -00:01:30"
+            ]
+        );
     }
 }

@@ -23,6 +23,7 @@ mod functions;
 mod import;
 mod interrupt;
 mod interval;
+mod pg_compat;
 mod provider;
 mod scan_exec;
 mod session;
@@ -41,6 +42,7 @@ pub use error::{QueryError, Result};
 pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::{parse_duration, parse_non_negative_duration};
+pub use pg_compat::is_oid_field;
 pub use session::{CopyIn, Output, Prepared, Session};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.

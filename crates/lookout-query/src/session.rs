@@ -21,13 +21,11 @@ use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, ObjectType, Set, SqlOption, Statement,
     Value,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 use lookout_storage::{CreateTable, StorageError};
 
 use crate::Lookout;
-use crate::catalog::{LookoutSchema, SYSTEM_PREFIX, SystemSchema};
+use crate::catalog::{InformationSchema, LookoutSchema, SYSTEM_PREFIX, SystemSchema};
 use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestamp_micros};
 use crate::error::{QueryError, Result};
 use crate::extension::{Command, split_statements};
@@ -111,6 +109,9 @@ pub struct Prepared {
     pub param_types: Vec<Option<DataType>>,
     /// Result columns, for statements that return rows.
     pub schema: Option<SchemaRef>,
+    /// Whether it reads `pg_catalog` or `information_schema`, where integer
+    /// lists are lists of object ids (`oid[]`).
+    pub catalog: bool,
 }
 
 /// One SQL session with its own settings (`SET lookout.now`, ...).
@@ -173,7 +174,7 @@ fn table_name(name: &ObjectName) -> Result<String> {
 }
 
 fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(parse_error)
+    crate::pg_compat::parse_sql(sql).map_err(parse_error)
 }
 
 /// A storage table name as SQL that resolves to it.
@@ -305,6 +306,9 @@ const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("default_transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
+    ("session_authorization", "lookout"),
+    ("is_superuser", "on"),
     ("search_path", "\"$user\", public"),
     ("application_name", ""),
     ("extra_float_digits", "1"),
@@ -318,7 +322,8 @@ impl Session {
             n => n,
         };
         let mut config = SessionConfig::new()
-            .with_information_schema(true)
+            // Our own information_schema (pg_compat) speaks Postgres type names.
+            .with_information_schema(false)
             .with_default_catalog_and_schema("lookout", "public")
             .with_create_default_catalog_and_schema(false)
             .with_target_partitions(threads);
@@ -331,6 +336,7 @@ impl Session {
             .with_config(config)
             .with_runtime_env(lookout.runtime())
             .with_default_features()
+            .with_type_planner(crate::pg_compat::type_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
@@ -340,7 +346,13 @@ impl Session {
             Arc::new(LookoutSchema::new(lookout.storage().clone())),
         );
         let _ = catalog.register_schema("lookout", Arc::new(SystemSchema::new(lookout.clone())));
-        ctx.register_catalog("lookout", Arc::new(catalog));
+        let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
+        ctx.register_catalog("lookout", Arc::clone(&catalog));
+        let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
+        if let Err(e) = crate::pg_compat::register(&ctx, &catalog, information_schema) {
+            // Only the static catalog data can fail to load; plain SQL still works.
+            tracing::error!("pg_catalog unavailable: {e}");
+        }
         crate::functions::register(&ctx);
         let published = crate::functions::SettingValues::default();
         ctx.register_udf(crate::functions::current_setting(published.clone()));
@@ -541,6 +553,15 @@ impl Session {
                 tag: "ROLLBACK",
                 rows: None,
             }),
+            // Statements autocommit, so a savepoint has nothing to mark.
+            Statement::Savepoint { .. } => Ok(Output::Command {
+                tag: "SAVEPOINT",
+                rows: None,
+            }),
+            Statement::ReleaseSavepoint { .. } => Ok(Output::Command {
+                tag: "RELEASE",
+                rows: None,
+            }),
             Statement::Declare { stmts } => {
                 for declare in stmts {
                     self.declare_cursor(declare).await?;
@@ -605,6 +626,7 @@ impl Session {
                     plan: None,
                     param_types: Vec::new(),
                     schema,
+                    catalog: false,
                 }));
             }
         };
@@ -625,6 +647,7 @@ impl Session {
                 plan: None,
                 param_types: Vec::new(),
                 schema,
+                catalog: false,
             }));
         }
         self.plan(stmt).await.map(Some)
@@ -641,7 +664,13 @@ impl Session {
             .map_err(|_| {
                 QueryError::unsupported(format!("statement not supported by Lookout: {stmt}"))
             })?;
-        let types = plan.get_parameter_types()?;
+        let mut types = plan.get_parameter_types()?;
+        // `$1::type` fixes the parameter's type where the planner left it open.
+        for (id, data_type) in cast_placeholders(&plan) {
+            if let Some(slot @ None) = types.get_mut(&id) {
+                *slot = Some(data_type);
+            }
+        }
         let mut param_types: Vec<(usize, Option<DataType>)> = types
             .into_iter()
             .filter_map(|(k, v)| {
@@ -657,15 +686,21 @@ impl Session {
         for (i, t) in param_types {
             ordered[i - 1] = t;
         }
-        let schema = match &plan {
+        let mut schema = match &plan {
             LogicalPlan::Dml(_) => None,
             p => Some(Arc::new(p.schema().as_arrow().clone())),
         };
+        let catalog = crate::pg_compat::reads_catalog(&stmt);
+        if catalog {
+            // Integer lists in catalog queries are lists of object ids.
+            schema = schema.map(|s| crate::pg_compat::mark_oid_lists(&s));
+        }
         Ok(Prepared {
             statement: Command::Sql(stmt),
             plan: Some(plan),
             param_types: ordered,
             schema,
+            catalog,
         })
     }
 
@@ -956,10 +991,12 @@ impl Session {
                 .collect();
             return text_rows("setting", values);
         }
-        let key = if key.eq_ignore_ascii_case("time zone") {
-            "timezone".to_string()
-        } else {
-            key
+        // Multi-word forms parse as one identifier per word.
+        let key = match key.to_lowercase().as_str() {
+            "time.zone" => "timezone".to_string(),
+            "transaction.isolation.level" => "transaction_isolation".to_string(),
+            "session.authorization" => "session_authorization".to_string(),
+            _ => key,
         };
         match self.setting(&key) {
             Some(v) => text_rows(&show_column(variable), vec![v]),
@@ -1141,6 +1178,26 @@ fn show_column(variable: &[Ident]) -> String {
         .to_lowercase()
 }
 
+/// Placeholders cast to a type (`$1::oid[]`), with that type.
+fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found.push((p.id.clone(), field.data_type().clone()));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
 /// Statements Lookout runs itself rather than through DataFusion.
 fn handled_here(stmt: &Statement) -> bool {
     matches!(
@@ -1159,6 +1216,8 @@ fn handled_here(stmt: &Statement) -> bool {
             | Statement::Discard { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::Copy { .. }
             | Statement::Declare { .. }
             | Statement::Fetch { .. }

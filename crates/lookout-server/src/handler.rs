@@ -363,7 +363,10 @@ impl ExtendedQueryHandler for Connection {
                             .get(i)
                             .cloned()
                             .flatten()
-                            .map(|t| pg_type(&t))
+                            .map(|t| match pg_type(&t) {
+                                Type::INT4_ARRAY if stmt.catalog => Type::OID_ARRAY,
+                                ty => ty,
+                            })
                     })
                     .unwrap_or(Type::TEXT)
             })

@@ -1,0 +1,678 @@
+//! What Postgres clients expect beyond standard SQL: the `pg_catalog` schema
+//! and its functions, an `information_schema` in Postgres's terms, `version()`,
+//! and rewrites of the Postgres-only syntax that clients' catalog queries use.
+//!
+//! The `pg_catalog` tables, their functions and the rewrite rules come from
+//! `datafusion-pg-catalog`; this module connects them to Lookout's schemas.
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{
+    self as pg, PG_CATALOG_TABLES, PgCatalogSchemaProvider, PgCatalogStaticTables,
+};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{
+    CurrentUserVariableToSessionUserFunctionCall, FixArrayLiteral, FixVersionColumnName,
+    RewriteArrayAnyAllOperation, RewritePgCatalogOperator, RewriteRegCastToSubquery,
+    SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
+};
+
+/// The database name clients see (`current_database()`, `pg_database`).
+pub(crate) const DATABASE: &str = "lookout";
+
+/// The Postgres release whose behaviour and catalog clients should assume.
+pub(crate) const SERVER_VERSION: &str = "16.6";
+
+/// Schemas every session has besides the ones holding tables.
+const CATALOG_SCHEMAS: [&str; 2] = ["information_schema", "pg_catalog"];
+
+/// The static `pg_catalog` rows (a Postgres dump): decoded once per process.
+static STATIC_TABLES: LazyLock<Result<Arc<PgCatalogStaticTables>, String>> = LazyLock::new(|| {
+    PgCatalogStaticTables::try_new()
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+});
+
+/// Adds `pg_catalog`, `information_schema` and the Postgres functions clients
+/// call to a session whose `catalog` holds the `public` and `lookout` schemas.
+pub(crate) fn register(
+    ctx: &SessionContext,
+    catalog: &Arc<dyn CatalogProvider>,
+    information_schema: Arc<dyn SchemaProvider>,
+) -> DfResult<()> {
+    let static_tables = STATIC_TABLES
+        .as_ref()
+        .map_err(|e| DataFusionError::Internal(format!("pg_catalog tables: {e}")))?;
+    let tables = UserSchemas {
+        catalog: Arc::clone(catalog),
+    };
+    let pg_catalog =
+        PgCatalogSchemaProvider::try_new(tables, Arc::clone(static_tables), EmptyContextProvider)?;
+    catalog.register_schema(
+        "pg_catalog",
+        Arc::new(PgCatalog {
+            inner: Arc::new(pg_catalog),
+        }),
+    )?;
+    catalog.register_schema("information_schema", information_schema)?;
+
+    ctx.register_udf(pg::create_current_database_udf(DATABASE));
+    ctx.register_udf(pg::create_current_schema_udf());
+    ctx.register_udf(pg::create_current_schemas_udf());
+    ctx.register_udf(pg::create_pg_get_userbyid_udf());
+    for name in [
+        "has_table_privilege",
+        "has_schema_privilege",
+        "has_database_privilege",
+        "has_any_column_privilege",
+    ] {
+        ctx.register_udf(pg::has_privilege_udf::create_has_privilege_udf(name));
+    }
+    ctx.register_udf(pg::create_pg_table_is_visible());
+    ctx.register_udf(pg::format_type::create_format_type_udf());
+    ctx.register_udf(pg::create_session_user_udf());
+    ctx.register_udtf("pg_get_keywords", static_tables.pg_get_keywords.clone());
+    ctx.register_udf(pg::pg_get_expr_udf::create_pg_get_expr_udf());
+    ctx.register_udf(pg::create_pg_get_partkeydef_udf());
+    ctx.register_udf(pg::create_pg_relation_is_publishable_udf());
+    ctx.register_udf(pg::create_pg_get_statisticsobjdef_columns_udf());
+    ctx.register_udf(pg::create_pg_encoding_to_char_udf());
+    ctx.register_udf(pg::create_pg_backend_pid_udf());
+    ctx.register_udf(pg::create_pg_relation_size_udf());
+    ctx.register_udf(pg::create_pg_total_relation_size_udf());
+    ctx.register_udf(pg::create_pg_stat_get_numscans());
+    ctx.register_udf(pg::create_pg_get_constraintdef());
+    ctx.register_udf(pg::create_pg_get_partition_ancestors_udf());
+    ctx.register_udf(pg::quote_ident_udf::create_quote_ident_udf());
+    ctx.register_udf(pg::quote_ident_udf::create_parse_ident_udf());
+    ctx.register_udf(pg::array_bounds_udf::create_array_upper_udf());
+    ctx.register_udf(pg::array_bounds_udf::create_array_lower_udf());
+    ctx.register_udf(version_udf());
+    ctx.register_udf(to_regtype_udf(static_tables));
+    for name in [
+        "col_description",
+        "obj_description",
+        "shobj_description",
+        "pg_get_function_result",
+        "pg_get_function_arguments",
+        "pg_get_function_identity_arguments",
+        "pg_get_indexdef",
+        "pg_get_viewdef",
+        "pg_get_triggerdef",
+        "pg_get_ruledef",
+        "pg_get_serial_sequence",
+        "pg_tablespace_location",
+    ] {
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            NoText::new(name),
+        ));
+    }
+    for name in [
+        "pg_function_is_visible",
+        "pg_type_is_visible",
+        "pg_collation_is_visible",
+        "pg_opclass_is_visible",
+        "pg_operator_is_visible",
+    ] {
+        ctx.register_udf(visible_udf(name));
+    }
+    pg::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
+    Ok(())
+}
+
+/// The type planner that lets `::regclass`, `::oid` and friends parse.
+pub(crate) fn type_planner() -> Arc<dyn datafusion::logical_expr::planner::TypePlanner> {
+    Arc::new(pg::oid_type_planner::PgOidTypePlanner)
+}
+
+/// `version()` in the form drivers parse (SQLAlchemy reads "PostgreSQL x.y").
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    let text = format!(
+        "PostgreSQL {SERVER_VERSION} (Lookout {}) on {}-{}, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+    );
+    create_udf(
+        "version",
+        vec![],
+        datafusion::arrow::datatypes::DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// `to_regtype(name)`: the oid of a built-in type by name, NULL when there is
+/// no such type (drivers probe for extension types such as hstore this way).
+fn to_regtype_udf(tables: &PgCatalogStaticTables) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, AsArray, Int32Builder};
+    use datafusion::arrow::datatypes::{DataType, Int32Type};
+    let mut oids = std::collections::HashMap::new();
+    for batch in tables.pg_type.data() {
+        let (Some(oid), Some(name)) =
+            (batch.column_by_name("oid"), batch.column_by_name("typname"))
+        else {
+            continue;
+        };
+        let (Some(oid), Some(name)) = (
+            oid.as_primitive_opt::<Int32Type>(),
+            name.as_string_opt::<i32>(),
+        ) else {
+            continue;
+        };
+        for i in 0..batch.num_rows() {
+            if oid.is_valid(i) && name.is_valid(i) {
+                oids.insert(name.value(i).to_string(), oid.value(i));
+            }
+        }
+    }
+    for (alias, name) in [
+        ("integer", "int4"),
+        ("smallint", "int2"),
+        ("bigint", "int8"),
+        ("real", "float4"),
+        ("double precision", "float8"),
+        ("boolean", "bool"),
+        ("timestamp with time zone", "timestamptz"),
+        ("timestamp without time zone", "timestamp"),
+        ("character varying", "varchar"),
+    ] {
+        if let Some(oid) = oids.get(name).copied() {
+            oids.insert(alias.to_string(), oid);
+        }
+    }
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |args| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let names = names[0].as_string::<i32>();
+            let mut out = Int32Builder::with_capacity(names.len());
+            for name in names.iter() {
+                let key = name.map(|n| n.trim().trim_start_matches("pg_catalog.").to_lowercase());
+                out.append_option(key.and_then(|k| oids.get(&k).copied()));
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
+}
+
+/// `pg_*_is_visible(oid)`: every object is on the search path (Lookout has
+/// no per-user schemas to hide anything).
+fn visible_udf(name: &str) -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        name,
+        vec![datafusion::arrow::datatypes::DataType::Int64],
+        datafusion::arrow::datatypes::DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
+    )
+}
+
+/// Catalog functions that describe what Lookout does not have (comments,
+/// indexes, defaults, sequences): NULL for any arguments, as Postgres
+/// answers for an object without one.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NoText {
+    name: String,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl NoText {
+    fn new(name: &str) -> Self {
+        NoText {
+            name: name.to_string(),
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NoText {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _: &[datafusion::arrow::datatypes::DataType],
+    ) -> DfResult<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}
+
+/// `datafusion-pg-catalog`'s tables, with the columns psql 15 reads that
+/// they lack (all empty in Lookout, as in a fresh Postgres).
+#[derive(Debug)]
+struct PgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+}
+
+/// Columns added to a catalog table: (table, column, SQL type).
+const EXTRA_COLUMNS: &[(&str, &str, &str)] = &[
+    ("pg_class", "reloptions", "text[]"),
+    ("pg_class", "relacl", "text[]"),
+];
+
+/// Vector columns the static tables keep as space-separated text, which
+/// clients unnest and index as arrays: (table, column).
+const VECTOR_COLUMNS: &[(&str, &str)] = &[
+    ("pg_index", "indkey"),
+    ("pg_index", "indoption"),
+    ("pg_index", "indclass"),
+    ("pg_index", "indcollation"),
+];
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let extra: Vec<_> = EXTRA_COLUMNS
+            .iter()
+            .filter(|(t, _, _)| *t == name)
+            .collect();
+        let is_vector = |column: &str| VECTOR_COLUMNS.contains(&(name, column));
+        let schema = table.schema();
+        if extra.is_empty()
+            && !schema
+                .fields()
+                .iter()
+                .any(|f| is_vector(f.name()) && f.data_type() == &DataType::Utf8)
+        {
+            return Ok(Some(table));
+        }
+        let mut columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let column = col(datafusion::common::Column::new_unqualified(f.name()));
+                if is_vector(f.name()) && f.data_type() == &DataType::Utf8 {
+                    let parts = datafusion::functions_nested::expr_fn::string_to_array(
+                        column,
+                        lit(" "),
+                        lit(ScalarValue::Utf8(None)),
+                    );
+                    cast(parts, DataType::new_list(DataType::Int32, true)).alias(f.name())
+                } else {
+                    column
+                }
+            })
+            .collect();
+        for (_, column, ty) in extra {
+            let data_type = match *ty {
+                "text[]" => DataType::new_list(DataType::Utf8, true),
+                _ => DataType::Utf8,
+            };
+            columns.push(cast(lit(ScalarValue::Null), data_type).alias(*column));
+        }
+        let plan = LogicalPlanBuilder::scan(
+            name,
+            datafusion::datasource::provider_as_source(table),
+            None,
+        )?
+        .project(columns)?
+        .build()?;
+        Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(
+            plan, None,
+        ))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// Whether a column holds Postgres object ids (`oid`, `regclass`, ...).
+pub fn is_oid_field(field: &datafusion::arrow::datatypes::Field) -> bool {
+    field.metadata().contains_key(pg::oid_field::OID_ALIAS_KEY)
+}
+
+fn is_int_list(data_type: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    matches!(data_type, DataType::List(item) if item.data_type() == &DataType::Int32)
+}
+
+/// Marks the integer-list columns of a catalog query's result as `oid[]`
+/// (the catalog keeps object ids as 32-bit integers; clients expect `oid[]`).
+pub(crate) fn mark_oid_lists(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let field = f.as_ref().clone();
+            if is_int_list(f.data_type()) {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(
+                    pg::oid_field::OID_ALIAS_KEY.to_string(),
+                    pg::oid_field::kind::OID.to_string(),
+                );
+                field.with_metadata(metadata)
+            } else {
+                field
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The tables `pg_class` and `pg_attribute` describe: the `public` and
+/// `lookout` schemas, in name order so object ids come out the same in every
+/// session over the same tables. The catalog schemas are listed (they appear in
+/// `pg_namespace`) but their own tables are not.
+#[derive(Debug, Clone)]
+struct UserSchemas {
+    catalog: Arc<dyn CatalogProvider>,
+}
+
+impl UserSchemas {
+    fn schema(&self, schema: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if CATALOG_SCHEMAS.contains(&schema) {
+            return None;
+        }
+        self.catalog.schema(schema)
+    }
+}
+
+#[async_trait]
+impl CatalogInfo for UserSchemas {
+    async fn catalog_names(&self) -> DfResult<Vec<String>> {
+        Ok(vec![DATABASE.to_string()])
+    }
+
+    async fn schema_names(&self, catalog: &str) -> DfResult<Option<Vec<String>>> {
+        if catalog != DATABASE {
+            return Ok(None);
+        }
+        let mut names = self.catalog.schema_names();
+        names.sort();
+        Ok(Some(names))
+    }
+
+    async fn table_names(&self, catalog: &str, schema: &str) -> DfResult<Option<Vec<String>>> {
+        if catalog != DATABASE {
+            return Ok(None);
+        }
+        if CATALOG_SCHEMAS.contains(&schema) {
+            return Ok(Some(Vec::new()));
+        }
+        Ok(self.schema(schema).map(|s| {
+            let mut names = s.table_names();
+            names.sort();
+            names
+        }))
+    }
+
+    async fn table_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> DfResult<Option<SchemaRef>> {
+        Ok(self
+            .table(catalog, schema, table)
+            .await?
+            .map(|t| t.schema()))
+    }
+
+    async fn table_type(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> DfResult<Option<TableType>> {
+        Ok(self
+            .table(catalog, schema, table)
+            .await?
+            .map(|t| t.table_type()))
+    }
+}
+
+impl UserSchemas {
+    async fn table(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match self.schema(schema) {
+            Some(s) if catalog == DATABASE => s.table(table).await,
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Rewrites that only make Postgres syntax plannable, never change what a
+/// query means: applied to every statement.
+static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
+    vec![
+        Box::new(RewriteArrayAnyAllOperation),
+        Box::new(StripCallableQualifier),
+        Box::new(FixArrayLiteral),
+        Box::new(CurrentUserVariableToSessionUserFunctionCall),
+        Box::new(StripCollate),
+        Box::new(RewritePgCatalogOperator),
+        Box::new(RewriteRegCastToSubquery::new()),
+        Box::new(FixVersionColumnName),
+    ]
+});
+
+/// Every rewrite clients' catalog queries need, including ones that trade
+/// exactness for plannability (a correlated scalar subquery in a projection
+/// becomes NULL): applied only to statements that read the catalog.
+static CATALOG_PARSER: LazyLock<PostgresCompatibilityParser> =
+    LazyLock::new(PostgresCompatibilityParser::new);
+
+/// Parses SQL text as Postgres would, with the rewrites above.
+pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) if statements.iter().any(reads_catalog) => Ok(CATALOG_PARSER
+            .parse(sql)
+            .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
+            .into_iter()
+            .map(array_subquery_to_null)
+            .map(generate_subscripts_to_unnest)
+            .map(like_escape_to_backslash)
+            .collect()),
+        Ok(statements) => Ok(statements.into_iter().map(rewrite_syntax).collect()),
+        // Some client statements parse only after the catalog parser's
+        // substitutions (e.g. `ABORT`); the original error is the useful one.
+        Err(e) => CATALOG_PARSER.parse(sql).map_err(|_| e),
+    }
+}
+
+/// Subqueries DataFusion cannot run become NULL in catalog queries:
+/// `array(SELECT ...)` (psql reads option and ACL lists this way) and scalar
+/// subqueries inside a CASE (asyncpg's type introspection reads domain bases
+/// and composite attributes this way); Lookout has none of these objects.
+fn array_subquery_to_null(mut statement: Statement) -> Statement {
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, Value, visit_expressions_mut};
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        match expr {
+            Expr::Function(f)
+                if f.name.to_string().eq_ignore_ascii_case("array")
+                    && matches!(f.args, FunctionArguments::Subquery(_)) =>
+            {
+                *expr = Expr::value(Value::Null);
+            }
+            Expr::Case {
+                conditions,
+                else_result,
+                ..
+            } => {
+                let results = conditions
+                    .iter_mut()
+                    .map(|c| &mut c.result)
+                    .chain(else_result.iter_mut().map(|e| e.as_mut()));
+                let mut all_null = true;
+                for result in results {
+                    if contains_subquery(result) {
+                        *result = Expr::value(Value::Null);
+                    }
+                    all_null &= matches!(result, Expr::Value(v) if v.value == Value::Null);
+                }
+                // Then the conditions (which may hold subqueries too) do not matter.
+                if all_null {
+                    *expr = Expr::value(Value::Null);
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    statement
+}
+
+/// `generate_subscripts(a, 1)`, a set-returning function DataFusion lacks,
+/// as the equivalent `unnest(generate_series(1, array_length(a, 1)))`.
+fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments};
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Function(f) = expr
+            && f.name
+                .to_string()
+                .eq_ignore_ascii_case("generate_subscripts")
+            && let FunctionArguments::List(list) = &f.args
+            && list.args.len() == 2
+        {
+            let array = list.args[0].to_string();
+            let dim = list.args[1].to_string();
+            let sql = format!("unnest(generate_series(1, array_length({array}, {dim})))");
+            if let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_expr())
+            {
+                *expr = parsed;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    statement
+}
+
+fn contains_subquery(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::Expr;
+    match expr {
+        Expr::Subquery(_) => true,
+        Expr::Nested(inner) => contains_subquery(inner),
+        _ => false,
+    }
+}
+
+fn rewrite_syntax(mut statement: Statement) -> Statement {
+    for rule in SYNTAX_RULES.iter() {
+        statement = rule.rewrite(statement);
+    }
+    like_escape_to_backslash(statement)
+}
+
+/// `LIKE p ESCAPE 'c'` for a `c` other than backslash (SQLAlchemy escapes with
+/// '/') becomes the same match with backslash escapes, the only kind
+/// DataFusion takes.
+fn like_escape_to_backslash(mut statement: Statement) -> Statement {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
+        Ident, ObjectName, Value, visit_expressions_mut,
+    };
+    let replace = |arg: Expr, from: &str, to: &str| {
+        Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("replace")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: [
+                    arg,
+                    Expr::value(Value::SingleQuotedString(from.into())),
+                    Expr::value(Value::SingleQuotedString(to.into())),
+                ]
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    };
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = expr
+            && let Some(Value::SingleQuotedString(c)) = escape_char.as_ref().map(|v| &v.value)
+            && c != "\\"
+            && !c.is_empty()
+        {
+            let c = c.clone();
+            let original = std::mem::replace(pattern.as_mut(), Expr::value(Value::Null));
+            **pattern = replace(replace(original, "\\", "\\\\"), &c, "\\");
+            *escape_char = None;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    statement
+}
+
+/// Whether a statement reads a `pg_catalog` or `information_schema` relation.
+pub(crate) fn reads_catalog(statement: &Statement) -> bool {
+    visit_relations(statement, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+            .collect();
+        let catalog = match parts.as_slice() {
+            [table] => PG_CATALOG_TABLES.contains(&table.as_str()),
+            [schema, _] | [_, schema, _] => CATALOG_SCHEMAS.contains(&schema.as_str()),
+            _ => false,
+        };
+        if catalog {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
