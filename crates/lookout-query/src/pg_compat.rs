@@ -499,14 +499,22 @@ static CATALOG_PARSER: LazyLock<PostgresCompatibilityParser> =
 /// Parses SQL text as Postgres would, with the rewrites above.
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) if statements.iter().any(reads_catalog) => Ok(CATALOG_PARSER
-            .parse(sql)
-            .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
+        Ok(statements) if statements.iter().any(reads_catalog) => {
+            let prepared: Vec<String> = statements
+                .iter()
+                .cloned()
+                .map(|s| regproc_literals(s).to_string())
+                .collect();
+            Ok(CATALOG_PARSER
+                .parse(&prepared.join(";\n"))
+                .or_else(|_| CATALOG_PARSER.parse(sql))
+                .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
             .into_iter()
             .map(array_subquery_to_null)
             .map(generate_subscripts_to_unnest)
             .map(like_escape_to_backslash)
-            .collect()),
+            .collect())
+        }
         Ok(statements) => Ok(statements.into_iter().map(rewrite_syntax).collect()),
         // Some client statements parse only after the catalog parser's
         // substitutions (e.g. `ABORT`); the original error is the useful one.
@@ -556,11 +564,51 @@ fn array_subquery_to_null(mut statement: Statement) -> Statement {
     statement
 }
 
-/// `generate_subscripts(a, 1)`, a set-returning function DataFusion lacks,
-/// as the equivalent `unnest(generate_series(1, array_length(a, 1)))`.
+/// Set-returning catalog functions DataFusion lacks: `generate_subscripts(a,
+/// 1)` as the equivalent `unnest(generate_series(1, array_length(a, 1)))`,
+/// and pgjdbc's `information_schema._pg_expandarray`.
 fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
-    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments};
+    use datafusion::sql::sqlparser::ast::{
+        AccessExpr, Expr, FunctionArguments, GroupByExpr, SelectItem, SetExpr,
+    };
     let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut statement, |expr| {
+        // `_pg_expandarray(indkey)` expands an index's key columns into (x, n)
+        // rows; Lookout tables have no indexes, so no row ever reaches it.
+        if let Expr::Function(f) = expr
+            && f.name.to_string().to_lowercase().ends_with("_pg_expandarray")
+            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql("named_struct('x', CAST(NULL AS INT), 'n', CAST(NULL AS INT))")
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = parsed;
+            return std::ops::ControlFlow::Continue(());
+        }
+        // DataFusion runs a correlated scalar subquery only when it aggregates;
+        // catalog lookups such as `(SELECT c.relkind = 'c' FROM pg_class c
+        // WHERE c.oid = t.typrelid)` return at most one row, so max() is the same.
+        if let Expr::Subquery(query) = expr
+            && let SetExpr::Select(select) = query.body.as_mut()
+            && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            && let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+                select.projection.as_mut_slice()
+            && !is_aggregate(item)
+            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("max({item})"))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *item = parsed;
+        }
+        // `(record).field` on an expression: DataFusion reads fields with get_field.
+        if let Expr::CompoundFieldAccess { root, access_chain } = expr
+            && !matches!(root.as_ref(), Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+            && let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice()
+            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("get_field({root}, '{}')", field.value))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = parsed;
+            return std::ops::ControlFlow::Continue(());
+        }
         if let Expr::Function(f) = expr
             && f.name
                 .to_string()
@@ -577,6 +625,49 @@ fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
             {
                 *expr = parsed;
             }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    statement
+}
+
+fn is_aggregate(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::Expr;
+    const AGGREGATES: &[&str] = &[
+        "count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_and", "bool_or",
+        "every", "json_agg", "jsonb_agg",
+    ];
+    match expr {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_lowercase();
+            AGGREGATES.contains(&name.trim_start_matches("pg_catalog."))
+        }
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => is_aggregate(inner),
+        _ => false,
+    }
+}
+
+/// `'pg_catalog.array_in'::regproc` becomes the name itself: the catalog keeps
+/// functions (pg_type's typinput, ...) by name, so the name is what compares.
+/// Runs before the catalog parser, which would look the name up as an oid.
+fn regproc_literals(mut statement: Statement) -> Statement {
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = expr
+            && matches!(
+                data_type.to_string().to_lowercase().as_str(),
+                "regproc" | "regprocedure" | "pg_catalog.regproc" | "pg_catalog.regprocedure"
+            )
+            && let Expr::Value(v) = inner.as_ref()
+            && let Value::SingleQuotedString(name) = &v.value
+        {
+            let name = name.trim_start_matches("pg_catalog.");
+            let name = name.split('(').next().unwrap_or(name).to_string();
+            *expr = Expr::value(Value::SingleQuotedString(name));
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
