@@ -96,3 +96,62 @@ async fn psql_quickstart_and_copy() {
     assert_eq!(stdout.lines().count(), 5, "{stdout}");
     server.stop().await;
 }
+
+/// psql's describe commands run its own catalog queries, which differ by psql
+/// version: these are psql 15's (Debian's postgresql-client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describe_commands() {
+    let server = TestServer::start().await;
+    let _alerts = crate::harness::alert_statements(&server.lookout).await;
+    let addr = server.addr;
+    server
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE notes (ts TIMESTAMPTZ NOT NULL, model TEXT, value DOUBLE PRECISION, \
+             n BIGINT, ok BOOLEAN)",
+        )
+        .await
+        .expect("create");
+    let run = |args: Vec<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let mut full = vec!["-P", "pager=off"];
+            full.extend(args);
+            psql(addr, &full)
+        })
+    };
+    let (ok, out, err) = run(vec!["-c", "\\dt"]).await.expect("psql");
+    assert!(ok, "\\dt: {err}");
+    assert!(out.contains("public|notes|table|"), "{out}");
+    assert!(out.contains("lookout|alert_rules|table|"), "{out}");
+
+    let (ok, out, err) = run(vec!["-c", "\\d notes"]).await.expect("psql");
+    assert!(ok, "\\d notes: {err}");
+    let columns: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        columns,
+        [
+            "ts|timestamp with time zone|||",
+            "model|text|||",
+            "value|double precision|||",
+            "n|bigint|||",
+            "ok|boolean|||",
+        ],
+        "{out}"
+    );
+
+    let (ok, out, err) = run(vec!["-c", "\\d+ notes"]).await.expect("psql");
+    assert!(ok, "\\d+ notes: {err}");
+    assert!(out.contains("value|double precision||||plain|||"), "{out}");
+
+    let (ok, out, err) = run(vec!["-c", "\\dv lookout.*"]).await.expect("psql");
+    assert!(ok, "\\dv: {err}");
+    assert!(out.contains("lookout|alerts|view|"), "{out}");
+
+    for command in ["\\l", "\\dn", "\\df", "\\d lookout.alerts"] {
+        let (ok, _, err) = run(vec!["-c", command]).await.expect("psql");
+        assert!(ok, "{command}: {err}");
+    }
+    let (_, out, _) = run(vec!["-c", "\\dn"]).await.expect("psql");
+    assert!(out.contains("lookout|") && out.contains("public|"), "{out}");
+}

@@ -500,13 +500,21 @@ static CATALOG_PARSER: LazyLock<PostgresCompatibilityParser> =
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) if statements.iter().any(reads_catalog) => {
-            let prepared: Vec<String> = statements
-                .iter()
-                .cloned()
-                .map(|s| regproc_literals(s).to_string())
-                .collect();
+            // The catalog parser matches some client queries token by token, so
+            // it reads the original text unless a regproc literal changed it.
+            let rewritten: Vec<Statement> =
+                statements.iter().cloned().map(regproc_literals).collect();
+            let text = if rewritten == statements {
+                sql.to_string()
+            } else {
+                rewritten
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(";\n")
+            };
             Ok(CATALOG_PARSER
-                .parse(&prepared.join(";\n"))
+                .parse(&text)
                 .or_else(|_| CATALOG_PARSER.parse(sql))
                 .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
             .into_iter()
