@@ -24,6 +24,40 @@ pub(crate) struct FileConfig {
     pub(crate) server: ServerSection,
     #[serde(default)]
     pub(crate) alerts: AlertsSection,
+    #[serde(default)]
+    pub(crate) auth: AuthSection,
+    pub(crate) tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    /// Require a password (SCRAM-SHA-256); on by default when users are listed.
+    pub(crate) enabled: Option<bool>,
+    #[serde(default)]
+    pub(crate) users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserEntry {
+    pub(crate) name: String,
+    /// A verifier from `lookout passwd` (never the password itself).
+    pub(crate) password: String,
+    /// reader, writer or admin.
+    pub(crate) role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsSection {
+    /// PEM certificate chain.
+    pub(crate) cert: PathBuf,
+    /// PEM private key.
+    pub(crate) key: PathBuf,
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub(crate) require: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +152,36 @@ impl FileConfig {
             file_access,
             query_threads: self.server.query_threads.unwrap_or(0),
         })
+    }
+
+    /// Whether clients must log in.
+    pub(crate) fn auth_enabled(&self) -> bool {
+        self.auth.enabled.unwrap_or(!self.auth.users.is_empty())
+    }
+
+    /// The users the file defines, by name.
+    pub(crate) fn users(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, lookout_server::User>> {
+        let mut users = std::collections::HashMap::new();
+        for u in &self.auth.users {
+            let verifier = lookout_server::Verifier::parse(&u.password)
+                .map_err(|e| anyhow::anyhow!("auth.users {:?}: {e}", u.name))?;
+            let access = lookout_query::Access::from_role_name(&u.role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "auth.users {:?}: role {:?} (reader, writer or admin)",
+                    u.name,
+                    u.role
+                )
+            })?;
+            if users
+                .insert(u.name.clone(), lookout_server::User { verifier, access })
+                .is_some()
+            {
+                anyhow::bail!("auth.users: {:?} is listed twice", u.name);
+            }
+        }
+        Ok(users)
     }
 
     pub(crate) fn shutdown_grace(&self) -> anyhow::Result<Option<Duration>> {

@@ -78,6 +78,9 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
     },
+    /// Read a password on standard input and print its verifier, for the
+    /// `[[auth.users]]` entries of the configuration file.
+    Passwd,
     /// Import Parquet files into a table (created from the first file's schema if missing).
     Import {
         /// Target table.
@@ -125,8 +128,22 @@ async fn main() -> anyhow::Result<()> {
         .or_else(|| file.data.clone())
         .unwrap_or_else(|| PathBuf::from("./lookout-data"));
     match cli.command {
-        Command::Serve(args) => serve(&file, &data, &args, None).await,
-        Command::Demo { serve: args, rows } => serve(&file, &data, &args, Some(rows)).await,
+        Command::Serve(args) => serve(&file, cli.config.as_deref(), &data, &args, None).await,
+        Command::Demo { serve: args, rows } => {
+            serve(&file, cli.config.as_deref(), &data, &args, Some(rows)).await
+        }
+        Command::Passwd => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                bail!("empty password (give it on standard input)");
+            }
+            println!("{}", lookout_server::Verifier::from_password(password));
+            Ok(())
+        }
         Command::Sql {
             sql,
             file: sql_file,
@@ -238,6 +255,7 @@ async fn import(db: &Lookout, table: &str, files: &[PathBuf]) -> anyhow::Result<
 
 async fn serve(
     file: &FileConfig,
+    config_path: Option<&std::path::Path>,
     data: &std::path::Path,
     args: &ServeArgs,
     demo_rows: Option<usize>,
@@ -248,9 +266,26 @@ async fn serve(
         (None, None) => "127.0.0.1:5433".parse()?,
     };
     let loopback = listen.ip().is_loopback();
-    if !loopback {
+    if !loopback && !file.auth_enabled() {
         bail!(
-            "refusing to listen on {listen} without authentication; Lookout has no authentication yet, so it only listens on loopback (127.0.0.1 or ::1)"
+            "refusing to listen on {listen} without authentication: anyone who can reach it could read and change everything. \
+             Listen on loopback (127.0.0.1 or ::1), or list users under [[auth.users]] in the configuration file (see docs/operations.md)"
+        );
+    }
+    let mut options = ServerOptions::default();
+    options.authentication.enabled = file.auth_enabled();
+    options.authentication.users.set_configured(file.users()?);
+    if let Some(tls) = &file.tls {
+        options.tls = Some(
+            lookout_server::tls_acceptor(&tls.cert, &tls.key)
+                .context("loading the TLS certificate")?,
+        );
+        options.authentication.require_tls = tls.require;
+    }
+    if let Some(path) = config_path {
+        reload_users_on_sighup(
+            path.to_path_buf(),
+            Arc::clone(&options.authentication.users),
         );
     }
     let db = open(file, data, loopback).await?;
@@ -260,8 +295,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, data = %data.display(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
-    let mut options = ServerOptions::default();
+    tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
     }
@@ -278,6 +312,31 @@ async fn serve(
     db.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On SIGHUP, reads the configuration file again and replaces the users it
+/// defines; a file that does not load leaves them as they were.
+fn reload_users_on_sighup(path: PathBuf, users: Arc<lookout_server::Users>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; users reload only at restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match FileConfig::load(Some(&path)).and_then(|f| f.users()) {
+                Ok(configured) => {
+                    let n = configured.len();
+                    users.set_configured(configured);
+                    tracing::info!(users = n, "reloaded users from {}", path.display());
+                }
+                Err(e) => tracing::error!("not reloading users: {e:#}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, users);
 }
 
 async fn shutdown_signal() {

@@ -35,6 +35,7 @@ impl TestServer {
         let served = lookout.clone();
         let options = ServerOptions {
             shutdown_grace: Duration::from_millis(200),
+            ..ServerOptions::default()
         };
         let task = tokio::spawn(async move {
             let _ = lookout_server::serve(served, listener, options, async {

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod answers;
+mod auth;
 mod clients;
 mod copy;
 mod crash;

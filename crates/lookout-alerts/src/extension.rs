@@ -8,7 +8,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use lookout_query::{Output, QueryError, Session, SqlExtension};
+use lookout_query::{Access, Output, QueryError, Session, SqlExtension};
 
 use crate::backtest::BacktestRow;
 use crate::engine::{AlertEngine, Silence, describe_tiers, lock, now_micros};
@@ -126,6 +126,20 @@ impl SqlExtension for AlertStatements {
             AlertStatement::Show => Some(show_schema()),
             _ => None,
         })
+    }
+
+    /// Rules are the admin's; anyone may look at them and back-test them,
+    /// and writers (the on-call) may silence.
+    fn required_access(&self, sql: &str) -> Access {
+        match parse(sql) {
+            Ok(AlertStatement::Show | AlertStatement::Backtest { .. }) => Access::Read,
+            Ok(AlertStatement::CreateSilence { .. } | AlertStatement::DropSilence { .. }) => {
+                Access::Write
+            }
+            // A statement that does not parse fails with its syntax error.
+            Err(_) => Access::Read,
+            Ok(_) => Access::Admin,
+        }
     }
 
     async fn execute(&self, sql: &str, session: &mut Session) -> lookout_query::Result<Output> {

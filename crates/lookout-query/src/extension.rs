@@ -25,6 +25,11 @@ pub trait SqlExtension: Send + Sync + Debug {
     /// in the extended protocol).
     fn describe(&self, sql: &str) -> Result<Option<SchemaRef>>;
 
+    /// What a session needs to run the statement (by default, admin).
+    fn required_access(&self, _sql: &str) -> crate::Access {
+        crate::Access::Admin
+    }
+
     /// Runs the statement in `session`.
     async fn execute(&self, sql: &str, session: &mut Session) -> Result<Output>;
 }

@@ -104,10 +104,20 @@ pub(crate) fn set_config(values: SettingValues) -> ScalarUDF {
     })
 }
 
+/// `session_user` / `current_user`: who the session runs as.
+pub(crate) fn session_user(values: SettingValues) -> ScalarUDF {
+    ScalarUDF::from(SettingFunction {
+        kind: SettingKind::User,
+        values,
+        signature: Signature::nullary(Volatility::Stable),
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum SettingKind {
     Current,
     Set,
+    User,
 }
 
 /// The session-bound setting functions.
@@ -198,6 +208,16 @@ impl ScalarUDFImpl for SettingFunction {
         match self.kind {
             SettingKind::Current => "current_setting",
             SettingKind::Set => "set_config",
+            SettingKind::User => "session_user",
+        }
+    }
+
+    fn aliases(&self) -> &[String] {
+        static USER_ALIASES: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["current_user".to_string()]);
+        match self.kind {
+            SettingKind::User => &USER_ALIASES,
+            _ => &[],
         }
     }
 
@@ -210,10 +230,15 @@ impl ScalarUDFImpl for SettingFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if self.kind == SettingKind::User {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
+                self.values.get("session_authorization"),
+            )));
+        }
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out = match self.kind {
             SettingKind::Current => self.current(&arrays)?,
-            SettingKind::Set => self.set(&arrays)?,
+            _ => self.set(&arrays)?,
         };
         let array: ArrayRef = Arc::new(arrow::array::StringArray::from(out));
         Ok(ColumnarValue::Array(array))

@@ -13,6 +13,7 @@
 //! # let _ = batches; Ok(()) }
 //! ```
 
+mod access;
 mod catalog;
 pub mod copy;
 mod cursor;
@@ -36,6 +37,7 @@ use arrow::array::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use lookout_storage::{Storage, StorageOptions};
 
+pub use access::Access;
 pub use copy::{CopyFormat, CopyKind};
 pub use datafusion::common::ScalarValue;
 pub use error::{QueryError, Result};
@@ -126,6 +128,8 @@ pub struct Lookout {
     options: Arc<LookoutOptions>,
     extensions: Arc<RwLock<Vec<Arc<dyn SqlExtension>>>>,
     views: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Names of `lookout` schema tables only admin sessions may touch.
+    restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
 }
 
 impl Lookout {
@@ -147,6 +151,7 @@ impl Lookout {
             options: Arc::new(options),
             extensions: Arc::default(),
             views: Arc::default(),
+            restricted: Arc::default(),
         })
     }
 
@@ -182,6 +187,21 @@ impl Lookout {
         if let Ok(mut list) = self.extensions.write() {
             list.push(extension);
         }
+    }
+
+    /// Makes `lookout.<name>` readable and writable by admin sessions only
+    /// (it holds secrets, such as password verifiers).
+    pub fn restrict_to_admin(&self, name: &str) {
+        if let Ok(mut restricted) = self.restricted.write() {
+            restricted.insert(name.to_lowercase());
+        }
+    }
+
+    pub(crate) fn is_restricted(&self, name: &str) -> bool {
+        self.restricted
+            .read()
+            .map(|r| r.contains(name))
+            .unwrap_or(true)
     }
 
     /// Defines `lookout.<name>` as a view over `sql`, planned afresh at each

@@ -517,11 +517,11 @@ pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
                 .parse(&text)
                 .or_else(|_| CATALOG_PARSER.parse(sql))
                 .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
-            .into_iter()
-            .map(array_subquery_to_null)
-            .map(generate_subscripts_to_unnest)
-            .map(like_escape_to_backslash)
-            .collect())
+                .into_iter()
+                .map(array_subquery_to_null)
+                .map(generate_subscripts_to_unnest)
+                .map(like_escape_to_backslash)
+                .collect())
         }
         Ok(statements) => Ok(statements.into_iter().map(rewrite_syntax).collect()),
         // Some client statements parse only after the catalog parser's
@@ -583,7 +583,10 @@ fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
         // `_pg_expandarray(indkey)` expands an index's key columns into (x, n)
         // rows; Lookout tables have no indexes, so no row ever reaches it.
         if let Expr::Function(f) = expr
-            && f.name.to_string().to_lowercase().ends_with("_pg_expandarray")
+            && f.name
+                .to_string()
+                .to_lowercase()
+                .ends_with("_pg_expandarray")
             && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
                 .try_with_sql("named_struct('x', CAST(NULL AS INT), 'n', CAST(NULL AS INT))")
                 .and_then(|mut p| p.parse_expr())
@@ -608,7 +611,10 @@ fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
         }
         // `(record).field` on an expression: DataFusion reads fields with get_field.
         if let Expr::CompoundFieldAccess { root, access_chain } = expr
-            && !matches!(root.as_ref(), Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+            && !matches!(
+                root.as_ref(),
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+            )
             && let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice()
             && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
                 .try_with_sql(&format!("get_field({root}, '{}')", field.value))
@@ -642,8 +648,18 @@ fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
 fn is_aggregate(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
     use datafusion::sql::sqlparser::ast::Expr;
     const AGGREGATES: &[&str] = &[
-        "count", "max", "min", "sum", "avg", "array_agg", "string_agg", "bool_and", "bool_or",
-        "every", "json_agg", "jsonb_agg",
+        "count",
+        "max",
+        "min",
+        "sum",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "every",
+        "json_agg",
+        "jsonb_agg",
     ];
     match expr {
         Expr::Function(f) => {

@@ -127,6 +127,9 @@ pub struct Session {
     cancel: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
     /// Open cursors.
     cursors: crate::cursor::Cursors,
+    /// Who is connected, and what they may do.
+    user: String,
+    access: crate::access::Access,
 }
 
 impl std::fmt::Debug for Session {
@@ -357,6 +360,7 @@ impl Session {
         let published = crate::functions::SettingValues::default();
         ctx.register_udf(crate::functions::current_setting(published.clone()));
         ctx.register_udf(crate::functions::set_config(published.clone()));
+        ctx.register_udf(crate::functions::session_user(published.clone()));
         let session = Session {
             lookout,
             ctx,
@@ -365,6 +369,8 @@ impl Session {
             published,
             cancel: std::sync::Mutex::new(None),
             cursors: crate::cursor::Cursors::default(),
+            user: "lookout".to_string(),
+            access: crate::access::Access::Admin,
         };
         session.publish();
         session
@@ -455,8 +461,40 @@ impl Session {
         }
     }
 
+    /// Sets who the session runs as and what it may do (by default the
+    /// `lookout` user with [`Access::Admin`](crate::Access::Admin)).
+    pub fn set_user(&mut self, user: &str, access: crate::access::Access) {
+        self.user = user.to_string();
+        self.access = access;
+        self.settings
+            .insert("session_authorization".to_string(), user.to_string());
+        self.settings.insert(
+            "is_superuser".to_string(),
+            if access == crate::access::Access::Admin {
+                "on"
+            } else {
+                "off"
+            }
+            .to_string(),
+        );
+        self.publish();
+    }
+
+    /// The user the session runs as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// What the session may do.
+    pub fn access(&self) -> crate::access::Access {
+        self.access
+    }
+
     /// Runs one statement.
     pub async fn execute(&mut self, command: Command) -> Result<Output> {
+        crate::access::check(&self.user, self.access, &command, |t| {
+            self.lookout.is_restricted(t)
+        })?;
         self.apply_set_config();
         let interrupt = self.interrupt();
         // Boxed: statement futures are large, and extensions nest them.
@@ -710,6 +748,9 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> Result<Output> {
+        crate::access::check(&self.user, self.access, &prepared.statement, |t| {
+            self.lookout.is_restricted(t)
+        })?;
         self.apply_set_config();
         let interrupt = self.interrupt();
         match &prepared.plan {

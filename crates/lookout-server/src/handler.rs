@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use lookout_query::copy::CopyDecoder;
-use lookout_query::{CopyIn, Lookout, Output, Prepared, QueryError, Session};
+use lookout_query::{Access, CopyIn, Lookout, Output, Prepared, QueryError, Session};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
@@ -449,6 +449,42 @@ impl ExtendedQueryHandler for Connection {
     }
 }
 
+impl Connection {
+    /// Once the client is in: its cancel key works, and the session runs as
+    /// its user with `access`.
+    pub(crate) async fn started(&self, client: ClientIdentity, access: Access) {
+        let ClientIdentity { pid, secret, user } = client;
+        self.registry
+            .register(pid, &secret, Arc::clone(&self.cancel));
+        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, secret));
+        self.session.lock().await.set_user(&user, access);
+    }
+}
+
+/// Who a started client is.
+pub(crate) struct ClientIdentity {
+    pid: i32,
+    secret: pgwire::messages::startup::SecretKey,
+    user: String,
+}
+
+impl ClientIdentity {
+    pub(crate) fn of<C: ClientInfo>(client: &C) -> ClientIdentity {
+        let (pid, secret) = client.pid_and_secret_key();
+        let user = client
+            .metadata()
+            .get(pgwire::api::METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "lookout".to_string());
+        ClientIdentity { pid, secret, user }
+    }
+
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+}
+
+/// Without authentication every client is let in, as an admin.
 #[async_trait]
 impl NoopStartupHandler for Connection {
     async fn post_startup<C>(
@@ -461,10 +497,8 @@ impl NoopStartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (pid, secret) = client.pid_and_secret_key();
-        self.registry
-            .register(pid, &secret, Arc::clone(&self.cancel));
-        *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, secret));
+        self.started(ClientIdentity::of(client), Access::Admin)
+            .await;
         Ok(())
     }
 }
@@ -472,6 +506,7 @@ impl NoopStartupHandler for Connection {
 /// Hands pgwire the handlers of one connection.
 pub(crate) struct ConnectionHandlers {
     pub(crate) conn: Arc<Connection>,
+    pub(crate) startup: Arc<crate::startup::Startup>,
 }
 
 impl PgWireServerHandlers for ConnectionHandlers {
@@ -484,7 +519,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::clone(&self.conn)
+        Arc::clone(&self.startup)
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {

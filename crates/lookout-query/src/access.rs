@@ -1,0 +1,127 @@
+//! What a session may do: read, write, or administer.
+//!
+//! The server sets a session's access from the role its user logged in with;
+//! the embedded library and a server without authentication run with
+//! [`Access::Admin`].
+
+use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
+
+use crate::error::{QueryError, Result};
+use crate::extension::Command;
+
+/// A session's rights, each including the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Queries, session settings and cursors; no writes, no DDL.
+    Read,
+    /// Also writes (INSERT, COPY FROM STDIN) and table DDL.
+    Write,
+    /// Also alert rules, roles and server-side file COPY.
+    Admin,
+}
+
+impl Access {
+    /// The role name that grants this access.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            Access::Read => "reader",
+            Access::Write => "writer",
+            Access::Admin => "admin",
+        }
+    }
+
+    /// The access a role name grants.
+    pub fn from_role_name(name: &str) -> Option<Access> {
+        match name.to_ascii_lowercase().as_str() {
+            "reader" | "read_only" | "readonly" => Some(Access::Read),
+            "writer" | "read_write" => Some(Access::Write),
+            "admin" => Some(Access::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The access a command needs; `restricted` tells the `lookout` schema
+/// tables only admins may touch.
+pub(crate) fn required(command: &Command, restricted: impl Fn(&str) -> bool) -> Access {
+    match command {
+        Command::Sql(statement) if touches(statement, restricted) => Access::Admin,
+        Command::Sql(statement) => required_for_statement(statement),
+        Command::Extension { sql, extension } => extension.required_access(sql),
+    }
+}
+
+/// Whether a statement names a restricted `lookout.<table>`.
+fn touches(statement: &Statement, restricted: impl Fn(&str) -> bool) -> bool {
+    datafusion::sql::sqlparser::ast::visit_relations(statement, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+            .collect();
+        match parts.as_slice() {
+            [.., schema, table] if schema == "lookout" && restricted(table) => {
+                std::ops::ControlFlow::Break(())
+            }
+            _ => std::ops::ControlFlow::Continue(()),
+        }
+    })
+    .is_break()
+}
+
+fn required_for_statement(statement: &Statement) -> Access {
+    match statement {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. } => Access::Read,
+        Statement::Copy { source, target, .. } => {
+            let file = matches!(target, CopyTarget::File { .. } | CopyTarget::Program { .. });
+            match source {
+                _ if file => Access::Admin,
+                // COPY (query) TO STDOUT and COPY table TO STDOUT only read.
+                CopySource::Query(_) => Access::Read,
+                CopySource::Table { .. } if matches!(target, CopyTarget::Stdout) => Access::Read,
+                CopySource::Table { .. } => Access::Write,
+            }
+        }
+        _ => Access::Write,
+    }
+}
+
+/// Fails with 42501 unless `granted` covers what `command` needs.
+pub(crate) fn check(
+    user: &str,
+    granted: Access,
+    command: &Command,
+    restricted: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let needed = required(command, restricted);
+    if needed <= granted {
+        return Ok(());
+    }
+    let what = match needed {
+        Access::Read => "read",
+        Access::Write => "write or change tables",
+        Access::Admin => "manage alerts and roles, or read and write server files",
+    };
+    Err(QueryError::with_code(
+        "42501",
+        format!(
+            "permission denied: role \"{user}\" ({}) may not {what}",
+            granted.role_name()
+        ),
+    ))
+}

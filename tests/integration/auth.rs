@@ -1,0 +1,303 @@
+//! Authentication, roles and TLS through the real binary and real clients:
+//! psql (libpq) with SCRAM-SHA-256 over TLS, and psycopg.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{free_port, spawn_server_with};
+
+/// A password's verifier, as `lookout passwd` prints it.
+fn verifier(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .arg("passwd")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lookout passwd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("passwd output");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// A self-signed certificate for localhost.
+fn certificate(dir: &Path) {
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)");
+    assert!(status.success());
+}
+
+fn write_config(dir: &Path, users: &[(&str, &str, &str)], require_tls: bool) {
+    let mut text = String::new();
+    for (name, secret, role) in users {
+        text.push_str(&format!(
+            "[[auth.users]]\nname = \"{name}\"\npassword = \"{secret}\"\nrole = \"{role}\"\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nrequire = {require_tls}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    ));
+    std::fs::write(dir.join("lookout.toml"), text).expect("config");
+}
+
+/// Runs SQL with psql as `user`; returns (ok, stdout, stderr).
+fn psql(port: u16, user: &str, password: &str, sslmode: &str, sql: &str) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user={user} dbname=lookout sslmode={sslmode}"
+        ))
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn ok(port: u16, user: &str, password: &str, sql: &str) -> String {
+    let (ok, out, err) = psql(port, user, password, "require", sql);
+    assert!(ok, "{user}: {sql}: {err}");
+    out
+}
+
+/// The SQLSTATE psql reports for a failing statement (`\set VERBOSITY verbose`).
+fn denied(port: u16, user: &str, password: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user={user} dbname=lookout sslmode=require"
+        ))
+        .args(["-X", "-At", "-v", "VERBOSITY=verbose", "-c", sql])
+        .env("PGPASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("psql");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() || !err.is_empty(),
+        "{user}: {sql} succeeded"
+    );
+    err
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_roles_tls_and_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path();
+    certificate(conf);
+    let (admin, viewer) = (verifier("admin pw"), verifier("viewer pw"));
+    write_config(
+        conf,
+        &[("admin", &admin, "admin"), ("viewer", &viewer, "reader")],
+        false,
+    );
+    let config = conf.join("lookout.toml").display().to_string();
+    let data = conf.join("db");
+    let port = free_port();
+    let mut server = spawn_server_with(&data, port, &[("LOOKOUT_CONFIG", &config)]);
+    wait_listening(port).await;
+
+    let (port_, parquet) = (port, conf.join("t.parquet").display().to_string());
+    tokio::task::spawn_blocking(move || {
+        let port = port_;
+        // The admin: TLS negotiated, SCRAM login, everything allowed.
+        assert_eq!(
+            ok(
+                port,
+                "admin",
+                "admin pw",
+                "SELECT current_user, current_setting('is_superuser')"
+            ),
+            "admin|on"
+        );
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, v DOUBLE PRECISION)",
+        );
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            "INSERT INTO t VALUES ('2025-01-01 00:00:00+00', 1)",
+        );
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            &format!("COPY t TO '{parquet}' WITH (FORMAT parquet)"),
+        );
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            "CREATE ROLE ops LOGIN PASSWORD 'ops pw' IN ROLE writer",
+        );
+        let (created, _, err) = psql(
+            port,
+            "admin",
+            "admin pw",
+            "require",
+            "CREATE ROLE ops PASSWORD 'x'",
+        );
+        assert!(!created && err.contains("already exists"), "{err}");
+
+        // A reader queries, and is refused anything else with 42501.
+        assert_eq!(
+            ok(port, "viewer", "viewer pw", "SELECT count(*) FROM t"),
+            "1"
+        );
+        assert_eq!(ok(port, "viewer", "viewer pw", "SHOW is_superuser"), "off");
+        ok(port, "viewer", "viewer pw", "SHOW ALERTS");
+        for sql in [
+            "INSERT INTO t VALUES (now(), 2)",
+            "CREATE TABLE u (ts TIMESTAMPTZ NOT NULL)",
+            "DROP TABLE t",
+            "SELECT * FROM lookout.roles",
+            "CREATE ROLE x PASSWORD 'x'",
+            "CREATE ALERT a EVERY '1 minute' SEVERITY P1 WHEN value > 1 AS SELECT 1.0 AS value",
+        ] {
+            let err = denied(port, "viewer", "viewer pw", sql);
+            assert!(err.contains("42501"), "{sql}: {err}");
+        }
+
+        // A writer made in SQL writes, but may not touch server files or roles.
+        ok(
+            port,
+            "ops",
+            "ops pw",
+            "INSERT INTO t VALUES ('2025-01-01 01:00:00+00', 2)",
+        );
+        for sql in [
+            format!("COPY t FROM '{parquet}' WITH (FORMAT parquet)"),
+            "DROP ROLE viewer".to_string(),
+            "SELECT verifier FROM lookout.roles".to_string(),
+        ] {
+            let err = denied(port, "ops", "ops pw", &sql);
+            assert!(err.contains("42501"), "{sql}: {err}");
+        }
+
+        // Wrong passwords and unknown users get the same answer.
+        for (user, password) in [("viewer", "nope"), ("nobody", "nope")] {
+            let (ok, _, err) = psql(port, user, password, "require", "SELECT 1");
+            assert!(
+                !ok && err.contains("authentication failed"),
+                "{user}: {err}"
+            );
+        }
+        // Without TLS (allowed here) the login is the same.
+        assert_eq!(
+            psql(port, "viewer", "viewer pw", "disable", "SELECT 7").1,
+            "7"
+        );
+    })
+    .await
+    .expect("clients");
+
+    // psycopg over TLS with SCRAM, parameters and all.
+    let script = format!(
+        "import psycopg\n\
+         c = psycopg.connect(host='127.0.0.1', port={port}, user='ops', password='ops pw', dbname='lookout', sslmode='require')\n\
+         assert c.info.pgconn.ssl_in_use\n\
+         print(c.execute('SELECT sum(v) FROM t WHERE ts >= %s', ('2025-01-01',)).fetchone()[0])\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3.0");
+
+    // SIGHUP reloads the file's users: viewer is gone, late arrives.
+    let late = verifier("late pw");
+    write_config(
+        conf,
+        &[("admin", &admin, "admin"), ("late", &late, "reader")],
+        false,
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if psql(port, "late", "late pw", "require", "SELECT 1").0 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "late could not log in after SIGHUP");
+    assert!(!psql(port, "viewer", "viewer pw", "require", "SELECT 1").0);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // Roles made in SQL survive a restart; TLS can be required.
+    write_config(conf, &[("admin", &admin, "admin")], true);
+    let mut server = spawn_server_with(&data, port, &[("LOOKOUT_CONFIG", &config)]);
+    wait_listening(port).await;
+    assert_eq!(ok(port, "ops", "ops pw", "SELECT count(*) FROM t"), "2");
+    let (plain, _, err) = psql(port, "ops", "ops pw", "disable", "SELECT 1");
+    assert!(!plain && err.contains("TLS"), "{err}");
+    ok(port, "admin", "admin pw", "DROP ROLE ops");
+    assert!(!psql(port, "ops", "ops pw", "require", "SELECT 1").0);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn refuses_a_public_address_without_authentication() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("db"))
+        .output()
+        .expect("lookout");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without authentication"), "{err}");
+}
