@@ -67,6 +67,14 @@ impl SettingValues {
         pending.push((key, value.to_string()));
     }
 
+    /// Every setting and its value.
+    pub(crate) fn all(&self) -> BTreeMap<String, String> {
+        match self.values.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     pub(crate) fn take_assignments(&self) -> Vec<(String, String)> {
         let mut pending = self.assignments.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *pending)

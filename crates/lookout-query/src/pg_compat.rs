@@ -52,6 +52,7 @@ pub(crate) fn register(
     ctx: &SessionContext,
     catalog: &Arc<dyn CatalogProvider>,
     information_schema: Arc<dyn SchemaProvider>,
+    settings: crate::functions::SettingValues,
 ) -> DfResult<()> {
     let static_tables = STATIC_TABLES
         .as_ref()
@@ -65,6 +66,7 @@ pub(crate) fn register(
         "pg_catalog",
         Arc::new(PgCatalog {
             inner: Arc::new(pg_catalog),
+            settings,
         }),
     )?;
     catalog.register_schema("information_schema", information_schema)?;
@@ -271,6 +273,35 @@ impl datafusion::logical_expr::ScalarUDFImpl for NoText {
 #[derive(Debug)]
 struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
+    /// The session's settings, which `pg_settings` lists.
+    settings: crate::functions::SettingValues,
+}
+
+impl PgCatalog {
+    /// `pg_settings` with a row per setting the session has, in the shape of
+    /// `datafusion-pg-catalog`'s (which lists only a few fixed ones).
+    fn settings_table(&self, shape: SchemaRef) -> DfResult<Arc<dyn TableProvider>> {
+        use datafusion::arrow::array::{ArrayRef, StringArray, new_null_array};
+        let values = self.settings.all();
+        let columns: Vec<ArrayRef> = shape
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "name" => Arc::new(StringArray::from_iter_values(values.keys())),
+                    "setting" | "reset_val" | "boot_val" => {
+                        Arc::new(StringArray::from_iter_values(values.values()))
+                    }
+                    _ => new_null_array(f.data_type(), values.len()),
+                }
+            })
+            .collect();
+        let batch = datafusion::arrow::array::RecordBatch::try_new(Arc::clone(&shape), columns)?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            shape,
+            vec![vec![batch]],
+        )?))
+    }
 }
 
 /// Columns added to a catalog table: (table, column, SQL type).
@@ -300,6 +331,9 @@ impl SchemaProvider for PgCatalog {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
+        if name == "pg_settings" {
+            return self.settings_table(table.schema()).map(Some);
+        }
         let extra: Vec<_> = EXTRA_COLUMNS
             .iter()
             .filter(|(t, _, _)| *t == name)
@@ -496,8 +530,68 @@ static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock:
 static CATALOG_PARSER: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
+/// Client query fragments DataFusion cannot plan, each with an equivalent it
+/// can; matched token by token, whitespace aside.
+const SUBSTITUTIONS: &[(&str, &str)] = &[
+    // Grafana's table and column pickers: the schemas on the search path.
+    // Set-returning functions in FROM with column aliases become one unnest.
+    (
+        r#"SELECT CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+           FROM generate_series(
+               array_lower(string_to_array(current_setting('search_path'),','),1),
+               array_upper(string_to_array(current_setting('search_path'),','),1)
+           ) as i,
+           string_to_array(current_setting('search_path'),',') s"#,
+        r#"SELECT CASE WHEN trim(x) = '"$user"' THEN current_user ELSE trim(x) END
+           FROM unnest(string_to_array(current_setting('search_path'), ',')) AS search_path(x)"#,
+    ),
+];
+
+fn tokens(sql: &str) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::Token>> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    Some(
+        tokens
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect(),
+    )
+}
+
+/// `sql` with the [`SUBSTITUTIONS`] made, if any applies.
+fn substitute(sql: &str) -> Option<String> {
+    static PATTERNS: LazyLock<Vec<(Vec<datafusion::sql::sqlparser::tokenizer::Token>, String)>> =
+        LazyLock::new(|| {
+            SUBSTITUTIONS
+                .iter()
+                .filter_map(|(from, to)| Some((tokens(from)?, to.to_string())))
+                .collect()
+        });
+    let mut input = tokens(sql)?;
+    let mut changed = false;
+    for (pattern, replacement) in PATTERNS.iter() {
+        while let Some(at) = input
+            .windows(pattern.len())
+            .position(|w| w == pattern.as_slice())
+        {
+            let replacement = tokens(replacement)?;
+            input.splice(at..at + pattern.len(), replacement);
+            changed = true;
+        }
+    }
+    changed.then(|| {
+        input
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 /// Parses SQL text as Postgres would, with the rewrites above.
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    let substituted = substitute(sql);
+    let sql = substituted.as_deref().unwrap_or(sql);
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) if statements.iter().any(reads_catalog) => {
             // The catalog parser matches some client queries token by token, so

@@ -352,12 +352,14 @@ impl Session {
         let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
         ctx.register_catalog("lookout", Arc::clone(&catalog));
         let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
-        if let Err(e) = crate::pg_compat::register(&ctx, &catalog, information_schema) {
+        let published = crate::functions::SettingValues::default();
+        if let Err(e) =
+            crate::pg_compat::register(&ctx, &catalog, information_schema, published.clone())
+        {
             // Only the static catalog data can fail to load; plain SQL still works.
             tracing::error!("pg_catalog unavailable: {e}");
         }
         crate::functions::register(&ctx);
-        let published = crate::functions::SettingValues::default();
         ctx.register_udf(crate::functions::current_setting(published.clone()));
         ctx.register_udf(crate::functions::set_config(published.clone()));
         ctx.register_udf(crate::functions::session_user(published.clone()));
@@ -1019,11 +1021,7 @@ impl Session {
     }
 
     fn show(&self, variable: &[Ident]) -> Result<Output> {
-        let key = variable
-            .iter()
-            .map(|i| i.value.clone())
-            .collect::<Vec<_>>()
-            .join(".");
+        let key = show_key(variable);
         if key.eq_ignore_ascii_case("all") {
             let values = self
                 .setting_names()
@@ -1032,13 +1030,6 @@ impl Session {
                 .collect();
             return text_rows("setting", values);
         }
-        // Multi-word forms parse as one identifier per word.
-        let key = match key.to_lowercase().as_str() {
-            "time.zone" => "timezone".to_string(),
-            "transaction.isolation.level" => "transaction_isolation".to_string(),
-            "session.authorization" => "session_authorization".to_string(),
-            _ => key,
-        };
         match self.setting(&key) {
             Some(v) => text_rows(&show_column(variable), vec![v]),
             None => Err(QueryError::with_code(
@@ -1210,13 +1201,25 @@ impl Session {
     }
 }
 
-fn show_column(variable: &[Ident]) -> String {
-    variable
+/// The setting `SHOW` names; multi-word forms (`SHOW TRANSACTION ISOLATION
+/// LEVEL`) parse as one identifier per word.
+fn show_key(variable: &[Ident]) -> String {
+    let key = variable
         .iter()
         .map(|i| i.value.clone())
         .collect::<Vec<_>>()
-        .join(".")
-        .to_lowercase()
+        .join(".");
+    match key.to_lowercase().as_str() {
+        "time.zone" => "timezone".to_string(),
+        "transaction.isolation.level" => "transaction_isolation".to_string(),
+        "session.authorization" => "session_authorization".to_string(),
+        _ => key,
+    }
+}
+
+/// The column `SHOW` returns, named after the setting as in Postgres.
+fn show_column(variable: &[Ident]) -> String {
+    show_key(variable).to_lowercase()
 }
 
 /// Placeholders cast to a type (`$1::oid[]`), with that type.
