@@ -81,3 +81,97 @@ async fn pgjdbc() {
     .await
     .expect("join");
 }
+
+/// Grafana's PostgreSQL macros, expanded as its data source does (macros.go)
+/// for a dashboard range of `from`..`to` (RFC 3339).
+fn expand_grafana_macros(sql: &str, from: &str, to: &str) -> String {
+    fn seconds(interval: &str) -> u64 {
+        let interval = interval.trim().trim_matches('\'');
+        let (n, unit) = interval.split_at(interval.len() - 1);
+        let n: u64 = n.parse().expect("interval");
+        n * match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => panic!("interval unit {other}"),
+        }
+    }
+    let mut out = sql
+        .replace("$__timeFrom()", &format!("'{from}'"))
+        .replace("$__timeTo()", &format!("'{to}'"));
+    for (name, alias) in [
+        ("$__timeGroupAlias(", true),
+        ("$__timeGroup(", false),
+        ("$__timeFilter(", false),
+    ] {
+        while let Some(at) = out.find(name) {
+            let args_at = at + name.len();
+            let end = args_at + out[args_at..].find(')').expect("macro args");
+            let args: Vec<&str> = out[args_at..end].split(',').map(str::trim).collect();
+            let expansion = if name == "$__timeFilter(" {
+                format!("{} BETWEEN '{from}' AND '{to}'", args[0])
+            } else {
+                let group = format!(
+                    "floor(extract(epoch from {})/{s})*{s}",
+                    args[0],
+                    s = seconds(args[1])
+                );
+                if alias {
+                    format!("{group} AS \"time\"")
+                } else {
+                    group
+                }
+            };
+            out.replace_range(at..=end, &expansion);
+        }
+    }
+    out
+}
+
+/// Every query of the Grafana dashboard in docs/ runs against the bench
+/// data over the extended protocol with binary results, as pgx sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_run() {
+    let (server, _alerts, _data) = server_with_events().await;
+    let client = server.client().await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/lookout-monitoring.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let (from, to) = ("2025-01-01T00:00:00Z", "2025-01-08T00:00:00Z");
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        queries.push((
+            format!("variable {}", variable["name"]),
+            variable["query"].as_str().expect("query").to_string(),
+        ));
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push((
+                format!("{} / {}", panel["title"], target["refId"]),
+                target["rawSql"].as_str().expect("rawSql").to_string(),
+            ));
+        }
+    }
+    assert!(queries.len() >= 6);
+    for (what, sql) in queries {
+        let sql = expand_grafana_macros(&sql, from, to);
+        let rows = client
+            .query(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{sql}"));
+        if what.starts_with("\"Alerts\"") {
+            continue;
+        }
+        assert!(!rows.is_empty(), "{what}: no rows\n{sql}");
+        if sql.contains("AS \"time\"") {
+            // Grafana's time series need a numeric `time` column first.
+            let time: f64 = rows[0].get("time");
+            assert!(time >= 1_735_689_600.0, "{what}: time {time}");
+        }
+    }
+}
