@@ -885,3 +885,63 @@ pub(crate) fn reads_catalog(statement: &Statement) -> bool {
     })
     .is_break()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> String {
+        let statements = parse_sql(sql).expect("parses");
+        assert_eq!(statements.len(), 1);
+        statements[0].to_string()
+    }
+
+    #[test]
+    fn user_queries_keep_their_meaning() {
+        // A correlated scalar subquery stays (the catalog parser would make it NULL).
+        let sql = "SELECT (SELECT max(b.v) FROM t b WHERE b.k = a.k) FROM t a";
+        assert_eq!(one(sql), sql);
+        // Syntax-only rewrites still apply.
+        assert!(one("SELECT 1 WHERE 'a' = ANY('{a,b}')").contains("array"));
+    }
+
+    #[test]
+    fn catalog_queries_are_made_plannable() {
+        let text = one(
+            "SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typrelid = 0 OR \
+             (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
+        );
+        assert!(text.contains("max(c.relkind = 'c')"), "{text}");
+        let text = one("SELECT typinput = 'pg_catalog.array_in'::regproc FROM pg_type");
+        assert!(text.contains("typinput = 'array_in'"), "{text}");
+        let text = one("SELECT generate_subscripts(i.indkey, 1) FROM pg_catalog.pg_index i");
+        assert!(
+            text.contains("unnest(generate_series(1, array_length(i.indkey, 1)))"),
+            "{text}"
+        );
+        let text = one("SELECT CASE WHEN true THEN (SELECT 1) ELSE NULL END FROM pg_class");
+        assert!(text.starts_with("SELECT NULL FROM"), "{text}");
+    }
+
+    #[test]
+    fn like_escape_becomes_backslash() {
+        let text = one("SELECT 1 FROM t WHERE x LIKE 'pg/_%' ESCAPE '/'");
+        assert!(!text.contains("ESCAPE"), "{text}");
+        assert!(
+            text.contains("replace(replace('pg/_%', '\\', '\\\\'), '/', '\\')"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn grafana_search_path_query_is_substituted() {
+        let sql = "SELECT 1 WHERE 'public' IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user \
+                   ELSE trim(s[i]) END FROM generate_series(array_lower(string_to_array(\
+                   current_setting('search_path'),','),1), array_upper(string_to_array(\
+                   current_setting('search_path'),','),1)) as i, \
+                   string_to_array(current_setting('search_path'),',') s)";
+        let text = substitute(sql).expect("substituted");
+        assert!(text.contains("unnest"), "{text}");
+        assert_eq!(substitute("SELECT 1"), None);
+    }
+}
