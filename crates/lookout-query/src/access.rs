@@ -71,6 +71,12 @@ fn touches(statement: &Statement, restricted: impl Fn(&str) -> bool) -> bool {
 
 fn required_for_statement(statement: &Statement) -> Access {
     match statement {
+        // EXPLAIN ANALYZE runs the statement.
+        Statement::Explain {
+            analyze: true,
+            statement,
+            ..
+        } => required_for_statement(statement),
         Statement::Query(_)
         | Statement::Explain { .. }
         | Statement::ShowVariable { .. }
@@ -124,4 +130,38 @@ pub(crate) fn check(
             granted.role_name()
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn needs(sql: &str) -> Access {
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
+        required(&Command::Sql(statement), |t| t == "roles")
+    }
+
+    #[test]
+    fn statements_need_the_right_access() {
+        assert_eq!(needs("SELECT 1"), Access::Read);
+        assert_eq!(needs("EXPLAIN SELECT 1"), Access::Read);
+        assert_eq!(needs("COPY (SELECT 1) TO STDOUT"), Access::Read);
+        assert_eq!(needs("COPY t TO STDOUT"), Access::Read);
+        assert_eq!(needs("SET statement_timeout = 10"), Access::Read);
+        assert_eq!(needs("INSERT INTO t VALUES (1)"), Access::Write);
+        assert_eq!(
+            needs("EXPLAIN ANALYZE INSERT INTO t VALUES (1)"),
+            Access::Write
+        );
+        assert_eq!(needs("COPY t FROM STDIN"), Access::Write);
+        assert_eq!(needs("CREATE TABLE t (ts TIMESTAMPTZ)"), Access::Write);
+        assert_eq!(needs("COPY t FROM '/etc/passwd'"), Access::Admin);
+        assert_eq!(needs("COPY t TO '/tmp/x.csv'"), Access::Admin);
+        assert_eq!(needs("SELECT * FROM lookout.roles"), Access::Admin);
+        assert_eq!(needs("SELECT * FROM lookout.alerts"), Access::Read);
+    }
 }
