@@ -42,6 +42,9 @@ def psycopg_client(port, rows, binary):
         check(conn.info.parameter_status("client_encoding") == "UTF8", f"{name}: client_encoding")
         cur = conn.cursor(binary=binary)
 
+        # Grafana's pgx pings with a comment-only query: an empty query response.
+        check(cur.execute("-- ping").pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY, f"{name}: ping")
+
         cur.execute("SELECT version()")
         check(cur.fetchone()[0].startswith("PostgreSQL 16"), f"{name}: version()")
 

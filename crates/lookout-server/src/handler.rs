@@ -188,6 +188,10 @@ impl SimpleQueryHandler for Connection {
                 Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
             }
         };
+        if statements.is_empty() {
+            // Only whitespace, semicolons or comments: pgx pings with "-- ping".
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let mut responses = Vec::with_capacity(statements.len());
         for stmt in statements {
             let output = {
