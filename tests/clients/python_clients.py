@@ -134,6 +134,17 @@ async def asyncpg_client(port, rows):
     conn = await asyncpg.connect(host="127.0.0.1", port=port, user="lookout", database="lookout")
     try:
         check(conn.get_server_version().major == 16, "asyncpg: server version")
+        tables = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            "public",
+            "events",
+        )
+        check(
+            [tuple(r) for r in tables[:2]]
+            == [("events", "ts", "timestamp with time zone"), ("events", "model", "text")],
+            f"asyncpg: introspection {tables[:2]}",
+        )
         counts = await conn.fetch(per_model_sql())
         check(sum(r["n"] for r in counts) == rows, "asyncpg: counts")
 
