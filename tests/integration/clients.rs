@@ -37,11 +37,21 @@ async fn server_with_events() -> (TestServer, lookout_alerts::AlertEngine, tempf
     (server, alerts, data)
 }
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+/// Runs a client program against a server with the bench events; it gets
+/// the port and the row count as its last two arguments.
+async fn run_client(program: &str, args: &[&str], install_hint: &'static str) {
+    let (server, _alerts, _data) = server_with_events().await;
+    let mut cmd = Command::new(program);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .args([server.addr.port().to_string(), ROWS.to_string()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("{install_hint}: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed:\n{}\n{}",
+        "{install_hint}:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -49,37 +59,26 @@ fn run(cmd: &mut Command, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_drivers_and_sqlalchemy() {
-    let (server, _alerts, _data) = server_with_events().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_clients.py");
-    let port = server.addr.port().to_string();
-    let rows = ROWS.to_string();
-    tokio::task::spawn_blocking(move || {
-        run(
-            Command::new("python3").arg(script).args([&port, &rows]),
-            "python_clients.py (pip install -r tests/requirements.txt)",
-        )
-    })
-    .await
-    .expect("join");
+    run_client(
+        "python3",
+        &["tests/clients/python_clients.py"],
+        "python_clients.py (pip install -r tests/requirements.txt)",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc() {
-    let (server, _alerts, _data) = server_with_events().await;
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/JdbcClient.java");
-    let port = server.addr.port().to_string();
-    let rows = ROWS.to_string();
-    tokio::task::spawn_blocking(move || {
-        run(
-            Command::new("java")
-                .args(["-cp", "/usr/share/java/postgresql.jar"])
-                .arg(source)
-                .args([&port, &rows]),
-            "JdbcClient.java (apt-get install default-jdk-headless libpostgresql-jdbc-java)",
-        )
-    })
-    .await
-    .expect("join");
+    run_client(
+        "java",
+        &[
+            "-cp",
+            "/usr/share/java/postgresql.jar",
+            "tests/clients/JdbcClient.java",
+        ],
+        "JdbcClient.java (apt-get install default-jdk-headless libpostgresql-jdbc-java)",
+    )
+    .await;
 }
 
 /// Grafana's PostgreSQL macros, expanded as its data source does (macros.go)
