@@ -148,7 +148,7 @@ async fn psql_describe_commands() {
     assert!(ok, "\\dv: {err}");
     assert!(out.contains("lookout|alerts|view|"), "{out}");
 
-    for command in ["\\l", "\\dn", "\\df", "\\d lookout.alerts"] {
+    for command in ["\\l", "\\dn", "\\df", "\\dt+", "\\du", "\\d lookout.alerts"] {
         let (ok, _, err) = run(vec!["-c", command]).await.expect("psql");
         assert!(ok, "{command}: {err}");
     }

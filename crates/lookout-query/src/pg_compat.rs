@@ -104,6 +104,7 @@ pub(crate) fn register(
     ctx.register_udf(pg::array_bounds_udf::create_array_lower_udf());
     ctx.register_udf(version_udf());
     ctx.register_udf(to_regtype_udf(static_tables));
+    ctx.register_udf(size_pretty_udf());
     for name in [
         "col_description",
         "obj_description",
@@ -119,7 +120,13 @@ pub(crate) fn register(
         "pg_tablespace_location",
     ] {
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            NoText::new(name),
+            NullFunction::new(name, datafusion::arrow::datatypes::DataType::Utf8),
+        ));
+    }
+    // Sizes of tables and indexes as psql's `\dt+` asks for them: unknown.
+    for name in ["pg_table_size", "pg_indexes_size"] {
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            NullFunction::new(name, datafusion::arrow::datatypes::DataType::Int64),
         ));
     }
     for name in [
@@ -155,6 +162,38 @@ fn version_udf() -> datafusion::logical_expr::ScalarUDF {
         Volatility::Stable,
         Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
     )
+}
+
+/// `pg_size_pretty(bytes)`: bytes, kB, MB, GB or TB as Postgres prints them
+/// (the next unit from 10240 of the current one, rounded half up).
+fn size_pretty_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{AsArray, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| {
+            let sizes = ColumnarValue::values_to_arrays(args)?;
+            let sizes = sizes[0].as_primitive::<Int64Type>();
+            let mut out = StringBuilder::with_capacity(sizes.len(), sizes.len() * 8);
+            for size in sizes.iter() {
+                out.append_option(size.map(pretty_size));
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
+}
+
+fn pretty_size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let (mut size, mut unit) = (bytes as f64, 0);
+    while size.abs() >= 10240.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", size.round() as i64, UNITS[unit])
 }
 
 /// `to_regtype(name)`: the oid of a built-in type by name, NULL when there is
@@ -227,24 +266,26 @@ fn visible_udf(name: &str) -> datafusion::logical_expr::ScalarUDF {
 }
 
 /// Catalog functions that describe what Lookout does not have (comments,
-/// indexes, defaults, sequences): NULL for any arguments, as Postgres
-/// answers for an object without one.
+/// indexes, defaults, sequences) or does not measure: NULL for any
+/// arguments, as Postgres answers for an object without one.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct NoText {
+struct NullFunction {
     name: String,
     signature: datafusion::logical_expr::Signature,
+    returns: datafusion::arrow::datatypes::DataType,
 }
 
-impl NoText {
-    fn new(name: &str) -> Self {
-        NoText {
+impl NullFunction {
+    fn new(name: &str, returns: datafusion::arrow::datatypes::DataType) -> Self {
+        NullFunction {
             name: name.to_string(),
             signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+            returns,
         }
     }
 }
 
-impl datafusion::logical_expr::ScalarUDFImpl for NoText {
+impl datafusion::logical_expr::ScalarUDFImpl for NullFunction {
     fn name(&self) -> &str {
         &self.name
     }
@@ -257,14 +298,14 @@ impl datafusion::logical_expr::ScalarUDFImpl for NoText {
         &self,
         _: &[datafusion::arrow::datatypes::DataType],
     ) -> DfResult<datafusion::arrow::datatypes::DataType> {
-        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+        Ok(self.returns.clone())
     }
 
     fn invoke_with_args(
         &self,
         _: datafusion::logical_expr::ScalarFunctionArgs,
     ) -> DfResult<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.returns)?))
     }
 }
 
@@ -921,6 +962,14 @@ mod tests {
         );
         let text = one("SELECT CASE WHEN true THEN (SELECT 1) ELSE NULL END FROM pg_class");
         assert!(text.starts_with("SELECT NULL FROM"), "{text}");
+    }
+
+    #[test]
+    fn sizes_print_as_postgres_does() {
+        assert_eq!(pretty_size(10239), "10239 bytes");
+        assert_eq!(pretty_size(10240), "10 kB");
+        assert_eq!(pretty_size(1_500_000), "1465 kB");
+        assert_eq!(pretty_size(20 * 1024 * 1024), "20 MB");
     }
 
     #[test]
