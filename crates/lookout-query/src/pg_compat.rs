@@ -654,7 +654,7 @@ pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
                 .unwrap_or_else(|_| statements.into_iter().map(rewrite_syntax).collect())
                 .into_iter()
                 .map(array_subquery_to_null)
-                .map(generate_subscripts_to_unnest)
+                .map(plannable_catalog_expressions)
                 .map(like_escape_to_backslash)
                 .collect())
         }
@@ -707,10 +707,11 @@ fn array_subquery_to_null(mut statement: Statement) -> Statement {
     statement
 }
 
-/// Set-returning catalog functions DataFusion lacks: `generate_subscripts(a,
-/// 1)` as the equivalent `unnest(generate_series(1, array_length(a, 1)))`,
-/// and pgjdbc's `information_schema._pg_expandarray`.
-fn generate_subscripts_to_unnest(mut statement: Statement) -> Statement {
+/// Expressions of client catalog queries DataFusion cannot plan, made
+/// plannable: pgjdbc's `information_schema._pg_expandarray`, correlated
+/// lookups that do not aggregate, `(record).field`, and
+/// `generate_subscripts(a, 1)` as `unnest(generate_series(1, array_length(a, 1)))`.
+fn plannable_catalog_expressions(mut statement: Statement) -> Statement {
     use datafusion::sql::sqlparser::ast::{
         AccessExpr, Expr, FunctionArguments, GroupByExpr, SelectItem, SetExpr,
     };

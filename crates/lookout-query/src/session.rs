@@ -296,7 +296,7 @@ pub(crate) fn check_setting(key: &str, value: &str) -> Result<()> {
 
 /// Settings every Postgres client may ask for, with the values Lookout has.
 const DEFAULT_SETTINGS: &[(&str, &str)] = &[
-    ("server_version", "16.6"),
+    ("server_version", crate::pg_compat::SERVER_VERSION),
     ("server_version_num", "160006"),
     ("server_encoding", "UTF8"),
     ("client_encoding", "UTF8"),
