@@ -180,6 +180,16 @@ async fn scram_roles_tls_and_reload() {
             "CREATE ROLE ops PASSWORD 'x'",
         );
         assert!(!created && err.contains("already exists"), "{err}");
+        // pg_roles (psql's \du) lists the file's users and the SQL-made ones.
+        assert_eq!(
+            ok(
+                port,
+                "admin",
+                "admin pw",
+                "SELECT rolname, rolsuper FROM pg_roles ORDER BY 1"
+            ),
+            "admin|t\nops|f\nviewer|f"
+        );
 
         // A reader queries, and is refused anything else with 42501.
         assert_eq!(

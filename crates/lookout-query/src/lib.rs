@@ -130,6 +130,16 @@ pub struct Lookout {
     views: Arc<RwLock<BTreeMap<String, String>>>,
     /// Names of `lookout` schema tables only admin sessions may touch.
     restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
+    /// Who may log in, as the server knows it (for `pg_roles`).
+    roles: Arc<RwLock<Option<Arc<dyn RoleDirectory>>>>,
+}
+
+/// The users who may log in and their access, for `pg_catalog.pg_roles`
+/// (psql's `\du`, DBeaver's role list). The server provides it; an embedded
+/// database has none.
+pub trait RoleDirectory: Send + Sync + std::fmt::Debug {
+    /// Every user, with what their sessions may do.
+    fn roles(&self) -> Vec<(String, Access)>;
 }
 
 impl Lookout {
@@ -152,6 +162,7 @@ impl Lookout {
             extensions: Arc::default(),
             views: Arc::default(),
             restricted: Arc::default(),
+            roles: Arc::default(),
         })
     }
 
@@ -187,6 +198,20 @@ impl Lookout {
         if let Ok(mut list) = self.extensions.write() {
             list.push(extension);
         }
+    }
+
+    /// Lists `directory`'s users in `pg_roles`.
+    pub fn set_role_directory(&self, directory: Arc<dyn RoleDirectory>) {
+        if let Ok(mut roles) = self.roles.write() {
+            *roles = Some(directory);
+        }
+    }
+
+    pub(crate) fn roles(&self) -> Vec<(String, Access)> {
+        let directory = self.roles.read().ok().and_then(|r| r.clone());
+        let mut roles = directory.map(|d| d.roles()).unwrap_or_default();
+        roles.sort();
+        roles
     }
 
     /// Makes `lookout.<name>` readable and writable by admin sessions only

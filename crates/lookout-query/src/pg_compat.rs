@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::{
     self as pg, PG_CATALOG_TABLES, PgCatalogSchemaProvider, PgCatalogStaticTables,
 };
@@ -50,6 +50,7 @@ static STATIC_TABLES: LazyLock<Result<Arc<PgCatalogStaticTables>, String>> = Laz
 /// call to a session whose `catalog` holds the `public` and `lookout` schemas.
 pub(crate) fn register(
     ctx: &SessionContext,
+    lookout: &crate::Lookout,
     catalog: &Arc<dyn CatalogProvider>,
     information_schema: Arc<dyn SchemaProvider>,
     settings: crate::functions::SettingValues,
@@ -60,8 +61,11 @@ pub(crate) fn register(
     let tables = UserSchemas {
         catalog: Arc::clone(catalog),
     };
-    let pg_catalog =
-        PgCatalogSchemaProvider::try_new(tables, Arc::clone(static_tables), EmptyContextProvider)?;
+    let pg_catalog = PgCatalogSchemaProvider::try_new(
+        tables,
+        Arc::clone(static_tables),
+        LookoutRoles(lookout.clone()),
+    )?;
     catalog.register_schema(
         "pg_catalog",
         Arc::new(PgCatalog {
@@ -462,6 +466,42 @@ pub(crate) fn mark_oid_lists(schema: &SchemaRef) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `pg_roles` rows from the server's users.
+#[derive(Debug, Clone)]
+struct LookoutRoles(crate::Lookout);
+
+#[async_trait]
+impl PgCatalogContextProvider for LookoutRoles {
+    async fn roles(&self) -> Vec<String> {
+        self.0.roles().into_iter().map(|(name, _)| name).collect()
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        // Always a role: pg_roles asks by every name roles() gave, and one
+        // dropped in between still gets a (powerless) row rather than none.
+        let access = self
+            .0
+            .roles()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, access)| access);
+        let admin = access == Some(crate::Access::Admin);
+        Some(Role {
+            name: name.to_string(),
+            is_superuser: admin,
+            can_login: access.is_some(),
+            can_create_db: false,
+            can_create_role: admin,
+            can_create_user: admin,
+            can_replication: false,
+            grants: Vec::new(),
+            inherited_roles: access
+                .map(|a| vec![a.role_name().to_string()])
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// The tables `pg_class` and `pg_attribute` describe: the `public` and

@@ -353,9 +353,13 @@ impl Session {
         ctx.register_catalog("lookout", Arc::clone(&catalog));
         let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
         let published = crate::functions::SettingValues::default();
-        if let Err(e) =
-            crate::pg_compat::register(&ctx, &catalog, information_schema, published.clone())
-        {
+        if let Err(e) = crate::pg_compat::register(
+            &ctx,
+            &lookout,
+            &catalog,
+            information_schema,
+            published.clone(),
+        ) {
             // Only the static catalog data can fail to load; plain SQL still works.
             tracing::error!("pg_catalog unavailable: {e}");
         }

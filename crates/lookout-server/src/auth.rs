@@ -150,6 +150,21 @@ impl Users {
     }
 }
 
+impl lookout_query::RoleDirectory for Users {
+    fn roles(&self) -> Vec<(String, Access)> {
+        let mut all: HashMap<String, Access> = self
+            .from_sql
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, u)| (n.clone(), u.access))
+            .collect();
+        let configured = self.from_config.read().unwrap_or_else(|p| p.into_inner());
+        all.extend(configured.iter().map(|(n, u)| (n.clone(), u.access)));
+        all.into_iter().collect()
+    }
+}
+
 /// Login through SCRAM against [`Users`].
 #[derive(Debug)]
 pub(crate) struct UserSource(pub(crate) Arc<Users>);

@@ -69,6 +69,7 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    lookout.set_role_directory(Arc::clone(&options.authentication.users) as _);
     install_roles(&lookout, Arc::clone(&options.authentication.users))
         .await
         .map_err(|e| std::io::Error::other(format!("roles: {e}")))?;
