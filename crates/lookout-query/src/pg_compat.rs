@@ -13,7 +13,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -46,6 +46,83 @@ static STATIC_TABLES: LazyLock<Result<Arc<PgCatalogStaticTables>, String>> = Laz
         .map_err(|e| e.to_string())
 });
 
+/// The catalog functions, built once per process: sessions register clones
+/// (an alert evaluation opens a session, so per-session work adds up).
+/// `session_user` is the session's own (see `functions.rs`).
+static CATALOG_FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
+    use datafusion::arrow::datatypes::DataType;
+    let mut functions = vec![
+        pg::create_current_database_udf(DATABASE),
+        pg::create_current_schema_udf(),
+        pg::create_current_schemas_udf(),
+        pg::create_pg_get_userbyid_udf(),
+        pg::create_pg_table_is_visible(),
+        pg::format_type::create_format_type_udf(),
+        pg::pg_get_expr_udf::create_pg_get_expr_udf(),
+        pg::create_pg_get_partkeydef_udf(),
+        pg::create_pg_relation_is_publishable_udf(),
+        pg::create_pg_get_statisticsobjdef_columns_udf(),
+        pg::create_pg_encoding_to_char_udf(),
+        pg::create_pg_backend_pid_udf(),
+        pg::create_pg_relation_size_udf(),
+        pg::create_pg_total_relation_size_udf(),
+        pg::create_pg_stat_get_numscans(),
+        pg::create_pg_get_constraintdef(),
+        pg::create_pg_get_partition_ancestors_udf(),
+        pg::quote_ident_udf::create_quote_ident_udf(),
+        pg::quote_ident_udf::create_parse_ident_udf(),
+        pg::array_bounds_udf::create_array_upper_udf(),
+        pg::array_bounds_udf::create_array_lower_udf(),
+        version_udf(),
+        size_pretty_udf(),
+    ];
+    functions.extend(
+        [
+            "has_table_privilege",
+            "has_schema_privilege",
+            "has_database_privilege",
+            "has_any_column_privilege",
+        ]
+        .map(pg::has_privilege_udf::create_has_privilege_udf),
+    );
+    functions.extend(
+        [
+            "col_description",
+            "obj_description",
+            "shobj_description",
+            "pg_get_function_result",
+            "pg_get_function_arguments",
+            "pg_get_function_identity_arguments",
+            "pg_get_indexdef",
+            "pg_get_viewdef",
+            "pg_get_triggerdef",
+            "pg_get_ruledef",
+            "pg_get_serial_sequence",
+            "pg_tablespace_location",
+        ]
+        .map(|name| ScalarUDF::new_from_impl(NullFunction::new(name, DataType::Utf8))),
+    );
+    // Sizes of tables and indexes as psql's `\dt+` asks for them: unknown.
+    functions.extend(
+        ["pg_table_size", "pg_indexes_size"]
+            .map(|name| ScalarUDF::new_from_impl(NullFunction::new(name, DataType::Int64))),
+    );
+    functions.extend(
+        [
+            "pg_function_is_visible",
+            "pg_type_is_visible",
+            "pg_collation_is_visible",
+            "pg_opclass_is_visible",
+            "pg_operator_is_visible",
+        ]
+        .map(visible_udf),
+    );
+    if let Ok(static_tables) = STATIC_TABLES.as_ref() {
+        functions.push(to_regtype_udf(static_tables));
+    }
+    functions
+});
+
 /// Adds `pg_catalog`, `information_schema` and the Postgres functions clients
 /// call to a session whose `catalog` holds the `public` and `lookout` schemas.
 pub(crate) fn register(
@@ -75,73 +152,10 @@ pub(crate) fn register(
     )?;
     catalog.register_schema("information_schema", information_schema)?;
 
-    ctx.register_udf(pg::create_current_database_udf(DATABASE));
-    ctx.register_udf(pg::create_current_schema_udf());
-    ctx.register_udf(pg::create_current_schemas_udf());
-    ctx.register_udf(pg::create_pg_get_userbyid_udf());
-    for name in [
-        "has_table_privilege",
-        "has_schema_privilege",
-        "has_database_privilege",
-        "has_any_column_privilege",
-    ] {
-        ctx.register_udf(pg::has_privilege_udf::create_has_privilege_udf(name));
+    for function in CATALOG_FUNCTIONS.iter() {
+        ctx.register_udf(function.clone());
     }
-    ctx.register_udf(pg::create_pg_table_is_visible());
-    ctx.register_udf(pg::format_type::create_format_type_udf());
-    ctx.register_udf(pg::create_session_user_udf());
     ctx.register_udtf("pg_get_keywords", static_tables.pg_get_keywords.clone());
-    ctx.register_udf(pg::pg_get_expr_udf::create_pg_get_expr_udf());
-    ctx.register_udf(pg::create_pg_get_partkeydef_udf());
-    ctx.register_udf(pg::create_pg_relation_is_publishable_udf());
-    ctx.register_udf(pg::create_pg_get_statisticsobjdef_columns_udf());
-    ctx.register_udf(pg::create_pg_encoding_to_char_udf());
-    ctx.register_udf(pg::create_pg_backend_pid_udf());
-    ctx.register_udf(pg::create_pg_relation_size_udf());
-    ctx.register_udf(pg::create_pg_total_relation_size_udf());
-    ctx.register_udf(pg::create_pg_stat_get_numscans());
-    ctx.register_udf(pg::create_pg_get_constraintdef());
-    ctx.register_udf(pg::create_pg_get_partition_ancestors_udf());
-    ctx.register_udf(pg::quote_ident_udf::create_quote_ident_udf());
-    ctx.register_udf(pg::quote_ident_udf::create_parse_ident_udf());
-    ctx.register_udf(pg::array_bounds_udf::create_array_upper_udf());
-    ctx.register_udf(pg::array_bounds_udf::create_array_lower_udf());
-    ctx.register_udf(version_udf());
-    ctx.register_udf(to_regtype_udf(static_tables));
-    ctx.register_udf(size_pretty_udf());
-    for name in [
-        "col_description",
-        "obj_description",
-        "shobj_description",
-        "pg_get_function_result",
-        "pg_get_function_arguments",
-        "pg_get_function_identity_arguments",
-        "pg_get_indexdef",
-        "pg_get_viewdef",
-        "pg_get_triggerdef",
-        "pg_get_ruledef",
-        "pg_get_serial_sequence",
-        "pg_tablespace_location",
-    ] {
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            NullFunction::new(name, datafusion::arrow::datatypes::DataType::Utf8),
-        ));
-    }
-    // Sizes of tables and indexes as psql's `\dt+` asks for them: unknown.
-    for name in ["pg_table_size", "pg_indexes_size"] {
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            NullFunction::new(name, datafusion::arrow::datatypes::DataType::Int64),
-        ));
-    }
-    for name in [
-        "pg_function_is_visible",
-        "pg_type_is_visible",
-        "pg_collation_is_visible",
-        "pg_opclass_is_visible",
-        "pg_operator_is_visible",
-    ] {
-        ctx.register_udf(visible_udf(name));
-    }
     pg::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
     Ok(())
 }
@@ -152,7 +166,7 @@ pub(crate) fn type_planner() -> Arc<dyn datafusion::logical_expr::planner::TypeP
 }
 
 /// `version()` in the form drivers parse (SQLAlchemy reads "PostgreSQL x.y").
-fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+fn version_udf() -> ScalarUDF {
     let text = format!(
         "PostgreSQL {SERVER_VERSION} (Lookout {}) on {}-{}, 64-bit",
         env!("CARGO_PKG_VERSION"),
@@ -170,7 +184,7 @@ fn version_udf() -> datafusion::logical_expr::ScalarUDF {
 
 /// `pg_size_pretty(bytes)`: bytes, kB, MB, GB or TB as Postgres prints them
 /// (the next unit from 10240 of the current one, rounded half up).
-fn size_pretty_udf() -> datafusion::logical_expr::ScalarUDF {
+fn size_pretty_udf() -> ScalarUDF {
     use datafusion::arrow::array::{AsArray, StringBuilder};
     use datafusion::arrow::datatypes::{DataType, Int64Type};
     create_udf(
@@ -202,7 +216,7 @@ fn pretty_size(bytes: i64) -> String {
 
 /// `to_regtype(name)`: the oid of a built-in type by name, NULL when there is
 /// no such type (drivers probe for extension types such as hstore this way).
-fn to_regtype_udf(tables: &PgCatalogStaticTables) -> datafusion::logical_expr::ScalarUDF {
+fn to_regtype_udf(tables: &PgCatalogStaticTables) -> ScalarUDF {
     use datafusion::arrow::array::{Array, AsArray, Int32Builder};
     use datafusion::arrow::datatypes::{DataType, Int32Type};
     let mut oids = std::collections::HashMap::new();
@@ -259,7 +273,7 @@ fn to_regtype_udf(tables: &PgCatalogStaticTables) -> datafusion::logical_expr::S
 
 /// `pg_*_is_visible(oid)`: every object is on the search path (Lookout has
 /// no per-user schemas to hide anything).
-fn visible_udf(name: &str) -> datafusion::logical_expr::ScalarUDF {
+fn visible_udf(name: &str) -> ScalarUDF {
     create_udf(
         name,
         vec![datafusion::arrow::datatypes::DataType::Int64],
@@ -641,13 +655,13 @@ fn tokens(sql: &str) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::Token>
 
 /// `sql` with the [`SUBSTITUTIONS`] made, if any applies.
 fn substitute(sql: &str) -> Option<String> {
-    static PATTERNS: LazyLock<Vec<(Vec<datafusion::sql::sqlparser::tokenizer::Token>, String)>> =
-        LazyLock::new(|| {
-            SUBSTITUTIONS
-                .iter()
-                .filter_map(|(from, to)| Some((tokens(from)?, to.to_string())))
-                .collect()
-        });
+    type Tokens = Vec<datafusion::sql::sqlparser::tokenizer::Token>;
+    static PATTERNS: LazyLock<Vec<(Tokens, Tokens)>> = LazyLock::new(|| {
+        SUBSTITUTIONS
+            .iter()
+            .filter_map(|(from, to)| Some((tokens(from)?, tokens(to)?)))
+            .collect()
+    });
     let mut input = tokens(sql)?;
     let mut changed = false;
     for (pattern, replacement) in PATTERNS.iter() {
@@ -655,8 +669,7 @@ fn substitute(sql: &str) -> Option<String> {
             .windows(pattern.len())
             .position(|w| w == pattern.as_slice())
         {
-            let replacement = tokens(replacement)?;
-            input.splice(at..at + pattern.len(), replacement);
+            input.splice(at..at + pattern.len(), replacement.iter().cloned());
             changed = true;
         }
     }

@@ -69,10 +69,12 @@ enum RoleStatement {
         secret: Option<String>,
         access: Option<Access>,
     },
+    /// `ALTER ROLE` and `GRANT role TO user`, told apart by their tag.
     Alter {
         name: String,
         secret: Option<String>,
         access: Option<Access>,
+        tag: &'static str,
     },
     Drop {
         name: String,
@@ -171,6 +173,7 @@ fn parse(sql: &str) -> Result<RoleStatement> {
                 name: user,
                 secret: None,
                 access: Some(access),
+                tag: "GRANT ROLE",
             },
         );
     }
@@ -232,6 +235,7 @@ fn parse(sql: &str) -> Result<RoleStatement> {
             name,
             secret,
             access,
+            tag: "ALTER ROLE",
         },
         _ => return Err(syntax("expected CREATE, ALTER or DROP")),
     })
@@ -335,6 +339,7 @@ impl SqlExtension for RoleStatements {
                 name,
                 secret,
                 access,
+                tag,
             } => {
                 self.not_configured(&name)?;
                 let mut user = self.users.get(&name).ok_or_else(|| {
@@ -343,19 +348,11 @@ impl SqlExtension for RoleStatements {
                 if let Some(secret) = secret {
                     user.verifier = Verifier::from_secret(&secret).map_err(secret_error)?;
                 }
-                let granted = access.is_some();
                 if let Some(access) = access {
                     user.access = access;
                 }
                 self.record(session, &name, Some(&user)).await?;
-                Ok(Output::Command {
-                    tag: if granted && !sql.to_lowercase().starts_with("alter") {
-                        "GRANT ROLE"
-                    } else {
-                        "ALTER ROLE"
-                    },
-                    rows: None,
-                })
+                Ok(Output::Command { tag, rows: None })
             }
             RoleStatement::Drop { name, if_exists } => {
                 self.not_configured(&name)?;
@@ -409,6 +406,7 @@ mod tests {
                 name: "grafana".into(),
                 secret: None,
                 access: Some(Access::Write),
+                tag: "GRANT ROLE",
             })
         );
         assert_eq!(
