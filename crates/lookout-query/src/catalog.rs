@@ -5,27 +5,28 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result;
-use lookout_storage::{Storage, StorageError};
+use lookout_storage::StorageError;
 
 use crate::provider::{LookoutTable, storage_err};
+use crate::rollup::Ingest;
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
 /// query sees the tables and files in force when it is planned.
 #[derive(Debug)]
 pub(crate) struct LookoutSchema {
-    storage: Storage,
+    ingest: Ingest,
 }
 
 impl LookoutSchema {
-    pub(crate) fn new(storage: Storage) -> Self {
-        LookoutSchema { storage }
+    pub(crate) fn new(ingest: Ingest) -> Self {
+        LookoutSchema { ingest }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for LookoutSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.storage.table_names().unwrap_or_default();
+        let mut names = self.ingest.storage().table_names().unwrap_or_default();
         names.retain(|n| !n.starts_with(SYSTEM_PREFIX));
         names
     }
@@ -34,20 +35,17 @@ impl SchemaProvider for LookoutSchema {
         if name.starts_with(SYSTEM_PREFIX) {
             return Ok(None);
         }
-        open_table(&self.storage, name)
+        open_table(&self.ingest, name)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        !name.starts_with(SYSTEM_PREFIX) && self.storage.table(name).is_ok()
+        !name.starts_with(SYSTEM_PREFIX) && self.ingest.storage().table(name).is_ok()
     }
 }
 
-fn open_table(storage: &Storage, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-    match storage.snapshot(name) {
-        Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(
-            storage.clone(),
-            snapshot,
-        )?))),
+fn open_table(ingest: &Ingest, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+    match ingest.storage().snapshot(name) {
+        Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(ingest.clone(), snapshot)?))),
         Err(StorageError::TableNotFound(_)) => Ok(None),
         Err(e) => Err(storage_err(e)),
     }
@@ -88,7 +86,7 @@ impl SchemaProvider for SystemSchema {
         if let Some(sql) = self.lookout.view(name) {
             return plan_view(&self.lookout, &sql).await.map(Some);
         }
-        open_table(self.lookout.storage(), &format!("{SYSTEM_PREFIX}{name}"))
+        open_table(self.lookout.ingest(), &format!("{SYSTEM_PREFIX}{name}"))
     }
 
     fn table_exist(&self, name: &str) -> bool {

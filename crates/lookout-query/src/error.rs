@@ -21,6 +21,12 @@ pub enum QueryError {
     },
 }
 
+impl From<arrow::error::ArrowError> for QueryError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        QueryError::DataFusion(DataFusionError::from(e))
+    }
+}
+
 /// Result type of the SQL layer.
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
@@ -119,6 +125,7 @@ fn storage_sqlstate(e: &StorageError) -> &'static str {
     match e {
         StorageError::TableNotFound(_) => "42P01",
         StorageError::TableExists(_) => "42P07",
+        StorageError::Dependent { .. } => "2BP01",
         StorageError::Column(m) if m.contains("already exists") => "42701",
         StorageError::Column(_) => "42703",
         StorageError::NotNull(_) => "23502",
@@ -140,8 +147,8 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
         DataFusionError::External(inner) => {
             if let Some(s) = inner.downcast_ref::<StorageError>() {
                 storage_sqlstate(s)
-            } else if let Some(QueryError::Sql { code, .. }) = inner.downcast_ref::<QueryError>() {
-                code
+            } else if let Some(q) = inner.downcast_ref::<QueryError>() {
+                q.sqlstate()
             } else {
                 "XX000"
             }

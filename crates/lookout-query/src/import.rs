@@ -115,9 +115,9 @@ pub(crate) async fn import_parquet(
             }
         }
     });
-    let loaded = storage.bulk_load(table, rx).await;
+    let loaded = lookout.ingest().bulk_load(table, rx).await;
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    Ok(loaded?)
+    loaded
 }
 
 /// Writes query results to a server-side file; returns the row count.

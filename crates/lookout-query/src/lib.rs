@@ -26,6 +26,7 @@ mod interrupt;
 mod interval;
 mod pg_compat;
 mod provider;
+mod rollup;
 mod scan_exec;
 mod session;
 
@@ -124,6 +125,8 @@ impl Default for LookoutOptions {
 #[derive(Clone, Debug)]
 pub struct Lookout {
     storage: Storage,
+    /// The write path: rows with their rollups' deltas.
+    ingest: rollup::Ingest,
     runtime: Arc<RuntimeEnv>,
     options: Arc<LookoutOptions>,
     extensions: Arc<RwLock<Vec<Arc<dyn SqlExtension>>>>,
@@ -155,11 +158,14 @@ impl Lookout {
         let url = url::Url::parse(provider::STORE_URL)
             .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
+        rollup::open_rollups(&storage).await?;
+        let builtin: Vec<Arc<dyn SqlExtension>> = vec![Arc::new(rollup::RollupStatements)];
         Ok(Lookout {
+            ingest: rollup::Ingest::new(storage.clone()),
             storage,
             runtime,
             options: Arc::new(options),
-            extensions: Arc::default(),
+            extensions: Arc::new(RwLock::new(builtin)),
             views: Arc::default(),
             restricted: Arc::default(),
             roles: Arc::default(),
@@ -177,9 +183,14 @@ impl Lookout {
         self.session().query(sql).await
     }
 
-    /// Writes a batch to a table: durable and visible when this returns.
+    /// Writes a batch to a table: durable and visible when this returns,
+    /// together with the table's rollups.
     pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
-        Ok(self.storage.write(table, batch).await?)
+        self.ingest.write(table, batch).await
+    }
+
+    pub(crate) fn ingest(&self) -> &rollup::Ingest {
+        &self.ingest
     }
 
     /// Imports Parquet files into `table`, creating it from the first file's
@@ -256,7 +267,7 @@ impl Lookout {
             .unwrap_or_default()
     }
 
-    /// The storage engine.
+    /// The storage engine. Writes made directly to it do not update rollups.
     pub fn storage(&self) -> &Storage {
         &self.storage
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::rollup::Ingest;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -31,7 +32,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use lookout_storage::{FileMeta, StatValue, Storage, StorageError, TableSnapshot};
+use lookout_storage::{FileMeta, StatValue, StorageError, TableSnapshot};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::scan_exec::{LookoutScanExec, ScanSummary};
@@ -46,7 +47,7 @@ pub(crate) fn storage_err(e: StorageError) -> DataFusionError {
 /// A Lookout table as DataFusion sees it, bound to one snapshot.
 #[derive(Debug)]
 pub(crate) struct LookoutTable {
-    storage: Storage,
+    ingest: Ingest,
     snapshot: TableSnapshot,
     /// The table's columns, all nullable: NOT NULL is enforced by the
     /// storage engine on write, with an error that names the column and
@@ -57,7 +58,7 @@ pub(crate) struct LookoutTable {
 }
 
 impl LookoutTable {
-    pub(crate) fn new(storage: Storage, snapshot: TableSnapshot) -> Result<Self> {
+    pub(crate) fn new(ingest: Ingest, snapshot: TableSnapshot) -> Result<Self> {
         let fields: Vec<Field> = snapshot
             .schema
             .fields()
@@ -71,7 +72,7 @@ impl LookoutTable {
             .map(|b| b.clone().with_schema(Arc::clone(&schema)))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(LookoutTable {
-            storage,
+            ingest,
             snapshot,
             schema,
             buffered,
@@ -296,7 +297,7 @@ impl TableProvider for LookoutTable {
             )));
         }
         let sink = LookoutSink {
-            storage: self.storage.clone(),
+            ingest: self.ingest.clone(),
             table: self.snapshot.def.name.clone(),
             schema: self.schema(),
         };
@@ -341,7 +342,8 @@ impl TableProvider for LookoutTable {
                 .ok_or_else(|| StorageError::InvalidData("DELETE condition is not boolean".into()))
         };
         let deleted = self
-            .storage
+            .ingest
+            .storage()
             .delete_rows(&self.snapshot.def.name, prune, select)
             .await
             .map_err(storage_err)?;
@@ -588,7 +590,7 @@ impl datafusion::common::pruning::PruningStatistics for FileSet<'_> {
 /// Receives `INSERT` rows and writes them as one atomic batch.
 #[derive(Debug)]
 struct LookoutSink {
-    storage: Storage,
+    ingest: Ingest,
     table: String,
     schema: SchemaRef,
 }
@@ -619,10 +621,10 @@ impl DataSink for LookoutSink {
         }
         let schema = batches[0].schema();
         let all = arrow::compute::concat_batches(&schema, &batches)?;
-        self.storage
+        self.ingest
             .write(&self.table, all)
             .await
-            .map_err(storage_err)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }
 

@@ -150,7 +150,7 @@ fn parse_error(e: impl std::fmt::Display) -> QueryError {
 }
 
 /// Name of a relation as Postgres folds it: unquoted identifiers lowercase.
-fn ident_name(ident: &Ident) -> String {
+pub(crate) fn ident_name(ident: &Ident) -> String {
     if ident.quote_style.is_some() {
         ident.value.clone()
     } else {
@@ -158,7 +158,7 @@ fn ident_name(ident: &Ident) -> String {
     }
 }
 
-fn table_name(name: &ObjectName) -> Result<String> {
+pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -181,7 +181,7 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
 }
 
 /// A storage table name as SQL that resolves to it.
-fn quoted_table(name: &str) -> String {
+pub(crate) fn quoted_table(name: &str) -> String {
     match name.strip_prefix(SYSTEM_PREFIX) {
         Some(t) => format!("lookout.\"{t}\""),
         None => format!("\"{name}\""),
@@ -346,7 +346,7 @@ impl Session {
         // Registering a schema on a fresh in-memory catalog cannot fail.
         let _ = catalog.register_schema(
             "public",
-            Arc::new(LookoutSchema::new(lookout.storage().clone())),
+            Arc::new(LookoutSchema::new(lookout.ingest().clone())),
         );
         let _ = catalog.register_schema("lookout", Arc::new(SystemSchema::new(lookout.clone())));
         let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
@@ -425,6 +425,19 @@ impl Session {
             .state()
             .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
             .await?)
+    }
+
+    /// Runs a plan made by [`Session::logical_plan`].
+    pub(crate) async fn execute_logical(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        Ok(DataFrame::new(self.state(), plan).execute_stream().await?)
+    }
+
+    /// The database this session belongs to.
+    pub(crate) fn lookout(&self) -> &Lookout {
+        &self.lookout
     }
 
     /// Runs every statement of `sql` and returns the rows of the last one.
@@ -1187,15 +1200,15 @@ impl Session {
         if rows == 0 {
             return Ok(0);
         }
-        let storage = self.lookout.storage();
+        let ingest = self.lookout.ingest();
         if rows <= BULK_ROWS {
             let schema = batches[0].schema();
             let all = arrow::compute::concat_batches(&schema, &batches)
                 .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
-            Ok(storage.write(table, all).await?)
+            ingest.write(table, all).await
         } else {
             let stream = futures::stream::iter(batches.into_iter().map(Ok));
-            Ok(storage.bulk_load(table, stream).await?)
+            ingest.bulk_load(table, stream).await
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, SchemaRef};
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -22,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::batch::{self, PartitionSlice};
 use crate::error::{Result, StorageError};
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
-use crate::schema::{ColumnDef, TableDef, normalize_type};
+use crate::schema::{ColumnDef, Derivation, TableDef, normalize_type};
 use crate::wal::{self, Wal};
 
 /// Tunables of the storage engine. `Default` gives the documented defaults.
@@ -88,12 +89,27 @@ pub struct CreateTable {
     pub bucket_micros: Option<i64>,
     /// Time to live in µs; default none.
     pub ttl_micros: Option<i64>,
+    /// For a derived table: its source and definition.
+    pub derived: Option<Derivation>,
 }
 
+/// Rewrites rows of a derived table into an equivalent, smaller set of rows
+/// (a rollup merges the partial states each bucket has accumulated). The
+/// engine calls it on one partition's rows when buffered rows are written to
+/// Parquet and when files are compacted; if it fails, the rows are kept as
+/// they are.
+pub trait Combine: Send + Sync + std::fmt::Debug {
+    /// Returns rows with the same schema that stand for all of `rows`.
+    fn combine(&self, rows: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>>;
+}
+
+/// Rows for one table (by id) of a write.
+type TablePart = (u64, RecordBatch);
+
 struct WriteRequest {
-    table_id: u64,
+    /// Each table's rows; written in one WAL record, made visible together.
+    parts: Vec<TablePart>,
     frame: Vec<u8>,
-    batch: RecordBatch,
     ack: oneshot::Sender<Result<()>>,
 }
 
@@ -135,6 +151,8 @@ struct Inner {
     loads_in_flight: AtomicU64,
     /// Held while the directory is open; released by `close`.
     lock: Mutex<Option<File>>,
+    /// Combiners of derived tables, by table id.
+    combiners: RwLock<HashMap<u64, Arc<dyn Combine>>>,
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -228,6 +246,7 @@ impl Storage {
             next_file: AtomicU64::new(1),
             loads_in_flight: AtomicU64::new(0),
             lock: Mutex::new(Some(lock)),
+            combiners: RwLock::default(),
         });
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
@@ -317,6 +336,13 @@ impl Storage {
                 request.bucket_micros,
                 request.ttl_micros,
             )?;
+            let mut def = def;
+            if let Some(derived) = &request.derived {
+                if !m.tables.contains_key(&derived.source) {
+                    return Err(StorageError::TableNotFound(derived.source.clone()));
+                }
+                def.derived = Some(derived.clone());
+            }
             m.next_table_id += 1;
             m.tables.insert(
                 name.to_string(),
@@ -334,6 +360,16 @@ impl Storage {
     pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
         let dropped = self
             .commit(|m| {
+                if let Some(dependent) = m
+                    .tables
+                    .values()
+                    .find(|t| t.def.derived.as_ref().is_some_and(|d| d.source == name))
+                {
+                    return Err(StorageError::Dependent {
+                        table: name.to_string(),
+                        dependent: dependent.def.name.clone(),
+                    });
+                }
                 let Some(entry) = m.tables.remove(name) else {
                     return if if_exists {
                         Ok(None)
@@ -358,6 +394,17 @@ impl Storage {
                 .remove(&id);
         }
         Ok(dropped.is_some())
+    }
+
+    /// Marks a derived table as complete (see [`Derivation::pending`]).
+    pub async fn finish_derivation(&self, name: &str) -> Result<()> {
+        self.commit(|m| {
+            if let Some(d) = m.table_mut(name)?.def.derived.as_mut() {
+                d.pending = false;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Adds a nullable column; existing files are not rewritten (they read as NULL).
@@ -443,47 +490,66 @@ impl Storage {
     /// concurrent writers) and buffered. Returns once the rows are durable and
     /// visible to queries. The batch is atomic.
     pub async fn write(&self, table: &str, input: RecordBatch) -> Result<u64> {
-        let (def, schema) = {
-            let m = self.manifest()?;
-            let def = m.table(table)?.def.clone();
-            let schema = def.schema()?;
-            (def, schema)
+        self.write_group(vec![(table.to_string(), input)]).await
+    }
+
+    /// Writes batches to several tables as one WAL record: after a crash
+    /// all of them are there or none, and queries see all or none. Returns
+    /// the rows written to the first table.
+    pub async fn write_group(&self, writes: Vec<(String, RecordBatch)>) -> Result<u64> {
+        let Some(rows) = writes.first().map(|(_, b)| b.num_rows() as u64) else {
+            return Ok(0);
         };
-        let rows = input.num_rows() as u64;
         if rows == 0 {
             return Ok(0);
         }
-        let (batch, frame) = tokio::task::spawn_blocking({
-            let def = def.clone();
+        let targets = {
+            let m = self.manifest()?;
+            writes
+                .iter()
+                .map(|(table, _)| {
+                    let def = m.table(table)?.def.clone();
+                    let schema = def.schema()?;
+                    Ok((def, schema))
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let (parts, frame) = tokio::task::spawn_blocking({
             let this = self.clone();
-            move || -> Result<(RecordBatch, Vec<u8>)> {
-                let b = batch::conform(&input, &def, &schema)?;
-                this.check_horizon(&def, &b)?;
-                let frame = wal::encode_frame(def.id, &b)?;
-                Ok((b, frame))
+            move || -> Result<(Vec<TablePart>, Vec<u8>)> {
+                let mut parts = Vec::with_capacity(writes.len());
+                for ((def, schema), (_, input)) in targets.iter().zip(writes) {
+                    if input.num_rows() == 0 {
+                        continue;
+                    }
+                    let b = batch::conform(&input, def, schema)?;
+                    this.check_horizon(def, &b)?;
+                    parts.push((def.id, b));
+                }
+                let refs: Vec<(u64, &RecordBatch)> = parts.iter().map(|(id, b)| (*id, b)).collect();
+                let frame = wal::encode_frame(&refs)?;
+                Ok((parts, frame))
             }
         })
         .await
         .map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))??;
+        let ids: Vec<u64> = parts.iter().map(|(id, _)| *id).collect();
         let (ack, done) = oneshot::channel();
         {
             let writer = self.inner.writer.lock().map_err(poisoned)?;
             let tx = writer.as_ref().ok_or(StorageError::ShuttingDown)?;
-            tx.send(WriteRequest {
-                table_id: def.id,
-                frame,
-                batch,
-                ack,
-            })
-            .map_err(|_| StorageError::ShuttingDown)?;
+            tx.send(WriteRequest { parts, frame, ack })
+                .map_err(|_| StorageError::ShuttingDown)?;
         }
         done.await.map_err(|_| StorageError::ShuttingDown)??;
         let over = {
             let state = self.inner.state.read().map_err(poisoned)?;
-            state
-                .buffers
-                .get(&def.id)
-                .is_some_and(|b| b.bytes >= self.inner.options.flush_bytes)
+            ids.iter().any(|id| {
+                state
+                    .buffers
+                    .get(id)
+                    .is_some_and(|b| b.bytes >= self.inner.options.flush_bytes)
+            })
         };
         if over {
             self.inner.flush_wanted.notify_one();
@@ -491,12 +557,78 @@ impl Storage {
         Ok(rows)
     }
 
+    /// Sets how rows of the derived table `table` are combined when written
+    /// to Parquet and compacted.
+    pub fn set_combiner(&self, table: &str, combiner: Arc<dyn Combine>) -> Result<()> {
+        let id = self.table(table)?.id;
+        self.inner
+            .combiners
+            .write()
+            .map_err(poisoned)?
+            .insert(id, combiner);
+        Ok(())
+    }
+
+    fn combiner(&self, table_id: u64) -> Option<Arc<dyn Combine>> {
+        self.inner
+            .combiners
+            .read()
+            .ok()
+            .and_then(|c| c.get(&table_id).cloned())
+    }
+
+    /// Runs the table's combiner, if any, keeping the rows as they are if it fails.
+    async fn combine(&self, table_id: u64, rows: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let Some(combiner) = self.combiner(table_id) else {
+            return rows;
+        };
+        let Some(schema) = rows.first().map(RecordBatch::schema) else {
+            return rows;
+        };
+        let all = match concat_batches(&schema, &rows) {
+            Ok(all) => all,
+            Err(_) => return rows,
+        };
+        match combiner.combine(all).await {
+            Ok(combined) if combined.schema() == schema => vec![combined],
+            Ok(_) => {
+                tracing::warn!(
+                    table_id,
+                    "combiner changed the schema; rows kept as they are"
+                );
+                rows
+            }
+            Err(e) => {
+                tracing::warn!(table_id, error = %e, "combining rows failed; kept as they are");
+                rows
+            }
+        }
+    }
+
     /// Loads many rows at once, bypassing the WAL: rows are partitioned,
     /// written as Parquet files and committed in one manifest version, so the
     /// whole load is atomic. Returns the row count.
-    pub async fn bulk_load<S>(&self, table: &str, mut batches: S) -> Result<u64>
+    pub async fn bulk_load<S>(&self, table: &str, batches: S) -> Result<u64>
     where
         S: Stream<Item = Result<RecordBatch>> + Unpin,
+    {
+        self.bulk_load_with(table, batches, || async { Ok(Vec::new()) })
+            .await
+    }
+
+    /// Like [`Storage::bulk_load`], and once `batches` is drained, also loads
+    /// the rows `derived` returns for other tables (the rollup deltas of the
+    /// loaded rows), all committed in the same manifest version.
+    pub async fn bulk_load_with<S, D, F>(
+        &self,
+        table: &str,
+        mut batches: S,
+        derived: D,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Unpin,
+        D: FnOnce() -> F,
+        F: Future<Output = Result<Vec<(String, RecordBatch)>>>,
     {
         let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let (def, schema) = {
@@ -550,31 +682,85 @@ impl Storage {
             self.spawn_file_write(&mut writes, &mut written, &def, key, parts)
                 .await?;
         }
+        drop(batches);
         while let Some(done) = writes.join_next().await {
             written.extend(join_result(done)?);
         }
         if written.is_empty() {
             return Ok(0);
         }
-        let table_id = def.id;
-        let orphaned = written.clone();
-        let committed = self
-            .commit(move |m| {
-                let entry = m.table_mut(table)?;
-                if entry.def.id != table_id {
-                    return Err(StorageError::TableNotFound(table.to_string()));
-                }
-                entry.files.extend(written);
-                Ok(())
-            })
-            .await;
+        // Each table's new files, the loaded table first.
+        let mut loads: Vec<(String, u64, Vec<FileMeta>)> =
+            vec![(table.to_string(), def.id, written)];
+        let derived_rows = derived().await;
+        let derived_files = match derived_rows {
+            Ok(rows) => self.write_derived(rows).await,
+            Err(e) => Err(e),
+        };
+        let failed = match derived_files {
+            Ok(files) => {
+                loads.extend(files);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let orphaned: Vec<String> = loads
+            .iter()
+            .flat_map(|(_, _, files)| files.iter().map(|f| f.path.clone()))
+            .collect();
+        let committed = match failed {
+            Some(e) => Err(e),
+            None => {
+                self.commit(move |m| {
+                    for (name, id, files) in loads {
+                        let entry = m.table_mut(&name)?;
+                        if entry.def.id != id {
+                            return Err(StorageError::TableNotFound(name));
+                        }
+                        entry.files.extend(files);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        };
         if let Err(e) = committed {
-            for f in orphaned {
-                let _ = self.inner.store.delete(&Path::from(f.path.as_str())).await;
+            for path in orphaned {
+                let _ = self.inner.store.delete(&Path::from(path.as_str())).await;
             }
             return Err(e);
         }
         Ok(rows)
+    }
+
+    /// Writes derived tables' rows as Parquet files, not yet committed.
+    async fn write_derived(
+        &self,
+        rows: Vec<(String, RecordBatch)>,
+    ) -> Result<Vec<(String, u64, Vec<FileMeta>)>> {
+        let mut out = Vec::new();
+        for (name, input) in rows {
+            let def = self.table(&name)?;
+            let schema = def.schema()?;
+            let b = batch::conform(&input, &def, &schema)?;
+            let mut files = Vec::new();
+            for slice in batch::split_partitions(&b, &def)? {
+                let first = self.reserve_file_ids(1);
+                files.extend(
+                    self.clone()
+                        .write_slices(
+                            def.clone(),
+                            (slice.partition, slice.bucket_start),
+                            vec![slice.batch],
+                            first,
+                            true,
+                        )
+                        .await?,
+                );
+            }
+            out.push((name, def.id, files));
+        }
+        Ok(out)
     }
 
     /// Starts writing one partition's rows as a file, with at most two
@@ -696,7 +882,15 @@ impl Storage {
                 .map(|b| batch::widen(b, &schema))
                 .collect::<Result<Vec<_>>>()?;
             let all = concat_batches(&schema, &widened)?;
-            let slices = batch::split_partitions(&all, &def)?;
+            let mut slices = batch::split_partitions(&all, &def)?;
+            if self.combiner(table_id).is_some() {
+                for slice in &mut slices {
+                    let rows = vec![slice.batch.clone()];
+                    if let [combined] = self.combine(table_id, rows).await.as_slice() {
+                        slice.batch = combined.clone();
+                    }
+                }
+            }
             let first = self.reserve_file_ids(slices.len() as u64);
             for (
                 i,
@@ -922,6 +1116,7 @@ impl Storage {
         if live.is_empty() {
             return Ok(Vec::new());
         }
+        let live = self.combine(def.id, live).await;
         let first = self.reserve_file_ids(1);
         self.clone()
             .write_slices(def.clone(), key.clone(), live, first, true)
@@ -1188,11 +1383,11 @@ fn commit_group(wal: &Mutex<Wal>, state: &RwLock<State>, group: &mut [WriteReque
     let mut wal = wal.lock().map_err(poisoned)?;
     wal.append(&frames)?;
     let mut state = state.write().map_err(poisoned)?;
-    for req in group.iter() {
-        let buf = state.buffers.entry(req.table_id).or_default();
-        buf.bytes += req.batch.get_array_memory_size();
+    for (table_id, batch) in group.iter().flat_map(|r| &r.parts) {
+        let buf = state.buffers.entry(*table_id).or_default();
+        buf.bytes += batch.get_array_memory_size();
         buf.since.get_or_insert_with(Instant::now);
-        buf.batches.push(req.batch.clone());
+        buf.batches.push(batch.clone());
     }
     Ok(())
 }

@@ -13,6 +13,16 @@ pub enum StorageError {
     /// A table of that name exists already.
     #[error("table \"{0}\" already exists")]
     TableExists(String),
+    /// A table others are derived from cannot be dropped before them.
+    #[error(
+        "cannot drop table \"{table}\" because rollup \"{dependent}\" depends on it; drop the rollup first"
+    )]
+    Dependent {
+        /// The table asked to drop.
+        table: String,
+        /// A table derived from it.
+        dependent: String,
+    },
     /// A column named in a statement does not exist, or exists already.
     #[error("{0}")]
     Column(String),

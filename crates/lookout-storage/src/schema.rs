@@ -49,6 +49,24 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Time column, partition column, bucket, TTL.
     pub options: TableOptions,
+    /// Set when the table's rows are computed from another table's (a rollup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Derivation>,
+}
+
+/// How a derived table is computed. The storage engine keeps the definition
+/// as opaque text for the layer that computes the rows, and refuses to drop
+/// a table that others derive from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Derivation {
+    /// The table whose rows this one is computed from.
+    pub source: String,
+    /// The definition, in the deriving layer's language (a `CREATE ROLLUP` statement).
+    pub definition: String,
+    /// Set while the table is being filled from its source's existing rows;
+    /// a table still pending at the next open was never finished.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// Default bucket: one day.
@@ -144,6 +162,7 @@ impl TableDef {
                 bucket_micros,
                 ttl_micros,
             },
+            derived: None,
         })
     }
 

@@ -2,9 +2,12 @@
 //! zstd-compressed Arrow IPC records.
 //!
 //! Frame: `len: u32 LE | crc32(payload): u32 LE | payload`, where payload is
-//! `zstd(table_id: u64 LE | Arrow IPC stream of one batch)`. A write is one
-//! frame, so after a crash a batch is there whole (checksum matches) or not at
-//! all (the torn tail is ignored).
+//! `zstd(table_id: u64 LE | Arrow IPC stream of one batch)` for a write to one
+//! table, or `zstd(GROUP_MARKER: u64 LE | parts: u32 LE | parts × (table_id:
+//! u64 LE | len: u64 LE | Arrow IPC stream))` for a write to several tables at
+//! once (rows and the rollup deltas computed from them). A write is one frame,
+//! so after a crash it is there whole (checksum matches) or not at all (the
+//! torn tail is ignored).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -19,14 +22,40 @@ use crate::error::{Result, StorageError};
 const HEADER_LEN: usize = 8;
 const ZSTD_LEVEL: i32 = 1;
 
-/// Encodes one write as a complete frame, ready to append.
-pub(crate) fn encode_frame(table_id: u64, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut raw = Vec::with_capacity(batch.get_array_memory_size() + 64);
-    raw.extend_from_slice(&table_id.to_le_bytes());
-    {
-        let mut writer = StreamWriter::try_new(&mut raw, &batch.schema())?;
-        writer.write(batch)?;
-        writer.finish()?;
+/// Marks a payload holding parts for several tables; no table has this id.
+const GROUP_MARKER: u64 = u64::MAX;
+
+fn ipc_stream(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
+    let mut writer = StreamWriter::try_new(out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Encodes one write (a batch for each of one or more tables) as a complete
+/// frame, ready to append.
+pub(crate) fn encode_frame(parts: &[(u64, &RecordBatch)]) -> Result<Vec<u8>> {
+    let size: usize = parts
+        .iter()
+        .map(|(_, b)| b.get_array_memory_size() + 64)
+        .sum();
+    let mut raw = Vec::with_capacity(size + 16);
+    if let [(table_id, batch)] = parts {
+        raw.extend_from_slice(&table_id.to_le_bytes());
+        ipc_stream(&mut raw, batch)?;
+    } else {
+        raw.extend_from_slice(&GROUP_MARKER.to_le_bytes());
+        let count = u32::try_from(parts.len())
+            .map_err(|_| StorageError::InvalidData("too many tables in one write".into()))?;
+        raw.extend_from_slice(&count.to_le_bytes());
+        for (table_id, batch) in parts {
+            raw.extend_from_slice(&table_id.to_le_bytes());
+            let len_at = raw.len();
+            raw.extend_from_slice(&0u64.to_le_bytes());
+            ipc_stream(&mut raw, batch)?;
+            let len = (raw.len() - len_at - 8) as u64;
+            raw[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
+        }
     }
     let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
     let len = u32::try_from(payload.len())
@@ -38,16 +67,49 @@ pub(crate) fn encode_frame(table_id: u64, batch: &RecordBatch) -> Result<Vec<u8>
     Ok(frame)
 }
 
-fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<RecordBatch>)> {
+fn read_u64(raw: &[u8], at: usize) -> Result<u64> {
+    let bytes = raw
+        .get(at..at + 8)
+        .ok_or_else(|| StorageError::Corrupt("short WAL record".into()))?;
+    let mut v = [0u8; 8];
+    v.copy_from_slice(bytes);
+    Ok(u64::from_le_bytes(v))
+}
+
+fn read_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+fn decode_payload(payload: &[u8]) -> Result<Vec<ReplayedWrite>> {
     let raw = zstd::stream::decode_all(payload)?;
-    if raw.len() < 8 {
-        return Err(StorageError::Corrupt("short WAL record".into()));
+    let first = read_u64(&raw, 0)?;
+    if first != GROUP_MARKER {
+        return Ok(vec![ReplayedWrite {
+            table_id: first,
+            batches: read_ipc(&raw[8..])?,
+        }]);
     }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&raw[..8]);
-    let reader = StreamReader::try_new(&raw[8..], None)?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((u64::from_le_bytes(id), batches))
+    let count = raw
+        .get(8..12)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| StorageError::Corrupt("short WAL record".into()))?;
+    let mut at = 12;
+    let mut parts = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let table_id = read_u64(&raw, at)?;
+        let len = usize::try_from(read_u64(&raw, at + 8)?)
+            .map_err(|_| StorageError::Corrupt("WAL part length".into()))?;
+        let body = raw
+            .get(at + 16..at + 16 + len)
+            .ok_or_else(|| StorageError::Corrupt("short WAL record".into()))?;
+        parts.push(ReplayedWrite {
+            table_id,
+            batches: read_ipc(body)?,
+        });
+        at += 16 + len;
+    }
+    Ok(parts)
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -70,7 +132,7 @@ fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// A record read back during recovery.
+/// One table's part of a record read back during recovery.
 pub(crate) struct ReplayedWrite {
     pub(crate) table_id: u64,
     pub(crate) batches: Vec<RecordBatch>,
@@ -100,8 +162,7 @@ pub(crate) fn replay(dir: &Path, flushed: u64) -> Result<Vec<ReplayedWrite>> {
             if crc32fast::hash(payload) != crc {
                 break;
             }
-            let (table_id, batches) = decode_payload(payload)?;
-            out.push(ReplayedWrite { table_id, batches });
+            out.extend(decode_payload(payload)?);
             pos = start + len;
         }
         if pos < bytes.len() {
@@ -197,9 +258,9 @@ mod tests {
     fn torn_tail_is_ignored_and_whole_records_survive() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::open(dir.path(), 0).expect("open");
-        wal.append(&[encode_frame(7, &batch(3)).expect("frame")])
+        wal.append(&[encode_frame(&[(7, &batch(3))]).expect("frame")])
             .expect("append");
-        let torn = encode_frame(7, &batch(5)).expect("frame");
+        let torn = encode_frame(&[(7, &batch(5))]).expect("frame");
         wal.append(&[torn[..torn.len() / 2].to_vec()])
             .expect("append");
         let replayed = replay(dir.path(), 0).expect("replay");
@@ -209,13 +270,31 @@ mod tests {
     }
 
     #[test]
+    fn a_write_to_several_tables_is_one_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = Wal::open(dir.path(), 0).expect("open");
+        let (rows, deltas) = (batch(4), batch(2));
+        wal.append(&[encode_frame(&[(3, &rows), (9, &deltas)]).expect("frame")])
+            .expect("append");
+        let torn = encode_frame(&[(3, &batch(6)), (9, &batch(1))]).expect("frame");
+        wal.append(&[torn[..torn.len() - 3].to_vec()])
+            .expect("append");
+        let replayed = replay(dir.path(), 0).expect("replay");
+        let parts: Vec<(u64, usize)> = replayed
+            .iter()
+            .map(|w| (w.table_id, w.batches[0].num_rows()))
+            .collect();
+        assert_eq!(parts, vec![(3, 4), (9, 2)]);
+    }
+
+    #[test]
     fn flushed_segments_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = Wal::open(dir.path(), 0).expect("open");
-        wal.append(&[encode_frame(1, &batch(1)).expect("frame")])
+        wal.append(&[encode_frame(&[(1, &batch(1))]).expect("frame")])
             .expect("append");
         let closed = wal.rotate().expect("rotate");
-        wal.append(&[encode_frame(1, &batch(2)).expect("frame")])
+        wal.append(&[encode_frame(&[(1, &batch(2))]).expect("frame")])
             .expect("append");
         let replayed = replay(dir.path(), closed).expect("replay");
         assert_eq!(replayed.len(), 1);
