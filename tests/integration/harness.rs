@@ -24,9 +24,11 @@ impl TestServer {
     }
 
     pub(crate) async fn start_in(dir: tempfile::TempDir) -> TestServer {
-        let lookout = Lookout::open_with(dir.path(), LookoutOptions::default())
-            .await
-            .expect("open");
+        Self::start_with(dir, LookoutOptions::default()).await
+    }
+
+    pub(crate) async fn start_with(dir: tempfile::TempDir, options: LookoutOptions) -> TestServer {
+        let lookout = Lookout::open_with(dir.path(), options).await.expect("open");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -13,4 +13,5 @@ mod harness;
 mod monitor;
 mod psql;
 mod restart;
+mod rollups;
 mod slt;
