@@ -58,12 +58,24 @@ declare -A rolled=(
   [pass_rate_30d]="SELECT model, score_state_pass_rate(score_merge(score_groundedness_state)) FROM events_hourly GROUP BY model ORDER BY model"
 )
 
+# A single-row INSERT (a service logging one call at a time): fresh tables
+# without and with the rollup; each run is one durable write.
+insert="INSERT INTO events (ts, model, model_version, segment, latency_ms, status, score_groundedness)
+  VALUES (now(), 'support-bot', 'v1', 'web', 420, 'ok', 0.8)"
+rm -rf "$work/insert_plain" "$work/insert_rolled"
+"$bin" sql --data "$work/insert_plain" "$table" >/dev/null
+"$bin" sql --data "$work/insert_rolled" "$table" >/dev/null
+"$bin" sql --data "$work/insert_rolled" "$rollup" >/dev/null
+insert_plain=$(median_ms "$work/insert_plain" "$insert")
+insert_rolled=$(median_ms "$work/insert_rolled" "$insert")
+
 out="$work/rollups.json"
 {
   printf '{"rows": %s, "rollup_rows": %s,\n' "$rows" \
     "$("$bin" sql --data "$work/rolled" "SELECT count(*) FROM events_hourly" | sed -n '4p' | tr -d ' |')"
   printf ' "import_s": {"plain": %.2f, "with_rollup": %.2f}, "backfill_s": %.2f,\n' \
     "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" "$(echo "$t5 - $t4" | bc)"
+  printf ' "insert_ms": {"plain": %s, "with_rollup": %s},\n' "$insert_plain" "$insert_rolled"
   printf ' "queries_ms": {'
   sep=""
   for q in p99_30d p99_hourly_30d psi_29d_vs_1d error_rate_30d pass_rate_30d; do
@@ -82,6 +94,8 @@ print(f"\n{r['rows']:,} rows over 30 days; rollup: {r['rollup_rows']:,} rows")
 imp = r["import_s"]
 print(f"import: {imp['plain']:.1f} s plain, {imp['with_rollup']:.1f} s with the rollup "
       f"({imp['with_rollup'] / imp['plain']:.2f}x); CREATE ROLLUP backfill: {r['backfill_s']:.1f} s")
+ins = r["insert_ms"]
+print(f"single-row INSERT: {ins['plain']:.2f} ms plain, {ins['with_rollup']:.2f} ms with the rollup")
 print(f"{'query':<18}{'raw ms':>10}{'rollup ms':>12}{'raw / rollup':>14}")
 for q, t in r["queries_ms"].items():
     print(f"{q:<18}{t['raw']:>10.1f}{t['rollup']:>12.1f}{t['raw'] / t['rollup']:>13.1f}x")

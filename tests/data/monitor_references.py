@@ -111,6 +111,18 @@ def fixtures():
     out["scores"] = {"values": scores, "expected": score_expected(scores, 0.7)}
     latency = [float(v) for v in latency]
     out["latency"] = {"values": latency, "expected": quantiles_expected(latency)}
+    # Weights of a sampled table: kept rows stand for 1 (keep-rules), 50 (a 2 %
+    # hash sample) or a fractional N/kept; a stream of its own, so the fixtures
+    # above do not change.
+    wrng = np.random.default_rng(2026112702)
+    weights = [float(w) for w in wrng.choice([1.0, 50.0, 7.25], size=len(latency), p=[0.2, 0.7, 0.1])]
+    x, w = np.asarray(latency), np.asarray(weights)
+    out["weighted_latency"] = {
+        "values": latency,
+        "weights": weights,
+        "total": float(w.sum()),
+        "expected": {str(q): float(np.quantile(x, q, weights=w, method="inverted_cdf")) for q in QUANTILES},
+    }
     return out
 
 

@@ -147,8 +147,8 @@ fn aggregates() -> Vec<MonitorAggregate> {
             spec(
                 "quantile_sketch",
                 &[Arg::Number],
-                &[],
-                "quantile_sketch(value numeric)",
+                &[Arg::Number],
+                "quantile_sketch(value numeric [, weight numeric])",
             ),
             BYTES,
             rollups::build_sketch,
@@ -172,6 +172,16 @@ fn aggregates() -> Vec<MonitorAggregate> {
             ),
             DataType::Float64,
             rollups::build_latency_quantile,
+        ),
+        MonitorAggregate::new(
+            spec(
+                "weighted_quantile",
+                &[Arg::Number, Arg::Number, Arg::ConstNumber],
+                &[],
+                "weighted_quantile(value numeric, weight numeric, q constant double precision)",
+            ),
+            DataType::Float64,
+            rollups::build_weighted_quantile,
         ),
         score(
             "score_pass_rate",

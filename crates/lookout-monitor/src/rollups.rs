@@ -32,12 +32,15 @@ pub(crate) enum SketchOutput {
 pub(crate) struct SketchAggregate {
     output: SketchOutput,
     input_is_sketch: bool,
+    /// The second argument is each value's weight.
+    weighted: bool,
 }
 
-pub(crate) fn build_sketch(_spec: &Spec, _args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
+pub(crate) fn build_sketch(_spec: &Spec, args: &AccumulatorArgs) -> Result<Box<dyn Accumulators>> {
     Ok(Box::new(SketchAggregate {
         output: SketchOutput::Sketch,
         input_is_sketch: false,
+        weighted: args.exprs.len() > 1,
     }))
 }
 
@@ -48,6 +51,7 @@ pub(crate) fn build_sketch_merge(
     Ok(Box::new(SketchAggregate {
         output: SketchOutput::Sketch,
         input_is_sketch: true,
+        weighted: false,
     }))
 }
 
@@ -55,13 +59,31 @@ pub(crate) fn build_latency_quantile(
     spec: &Spec,
     args: &AccumulatorArgs,
 ) -> Result<Box<dyn Accumulators>> {
-    let q = spec.constant(args, 1, None)?;
+    quantile_of(spec, args, 1, false)
+}
+
+pub(crate) fn build_weighted_quantile(
+    spec: &Spec,
+    args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
+    quantile_of(spec, args, 2, true)
+}
+
+/// A sketch aggregate returning the quantile given by argument `q_at`.
+fn quantile_of(
+    spec: &Spec,
+    args: &AccumulatorArgs,
+    q_at: usize,
+    weighted: bool,
+) -> Result<Box<dyn Accumulators>> {
+    let q = spec.constant(args, q_at, None)?;
     if !(0.0..=1.0).contains(&q) {
         return Err(spec.error(format!("q must be between 0 and 1, got {q}")));
     }
     Ok(Box::new(SketchAggregate {
         output: SketchOutput::Quantile(q),
         input_is_sketch: false,
+        weighted,
     }))
 }
 
@@ -88,9 +110,22 @@ impl Aggregate for SketchAggregate {
             }
         } else {
             let values = args[0].as_primitive::<Float64Type>();
+            // A second numeric argument is the row's weight (the rows a
+            // sampled row stands for); NULL or non-positive weights count nothing.
+            let weights = args
+                .get(1)
+                .filter(|_| self.weighted)
+                .map(|w| w.as_primitive::<Float64Type>());
             for (row, group) in groups.iter().enumerate() {
-                if selected(filter, row) && values.is_valid(row) {
-                    states[*group].add(values.value(row));
+                if !selected(filter, row) || !values.is_valid(row) {
+                    continue;
+                }
+                match weights {
+                    Some(w) if w.is_valid(row) => {
+                        states[*group].add_weighted(values.value(row), w.value(row))
+                    }
+                    Some(_) => {}
+                    None => states[*group].add(values.value(row)),
                 }
             }
         }

@@ -301,6 +301,68 @@ async fn latency_quantiles_within_one_percent() {
     }
 }
 
+/// Weighted sketches (sampled rows standing for 1/rate rows) against
+/// `numpy.quantile(x, q, weights=w, method='inverted_cdf')`.
+#[tokio::test]
+async fn weighted_quantiles_within_one_percent_of_numpy() {
+    let refs = references();
+    let floats = |key: &str| -> Vec<Option<f64>> {
+        refs["weighted_latency"][key]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(Value::as_f64)
+            .collect()
+    };
+    let (values, weights) = (floats("values"), floats("weights"));
+    let n = values.len() as u32;
+    let schema = Schema::new(vec![
+        Field::new("v", DataType::Float64, true),
+        Field::new("w", DataType::Float64, true),
+        Field::new("i", DataType::UInt32, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Float64Array::from(values)),
+            Arc::new(Float64Array::from(weights)),
+            Arc::new(UInt32Array::from_iter_values(0..n)),
+        ],
+    )
+    .expect("batch");
+    let total = refs["weighted_latency"]["total"].as_f64().expect("total");
+    let count = query_everywhere(&batch, "SELECT sketch_count(quantile_sketch(v, w)) FROM t").await;
+    assert_matches("weighted count", count[0][0], &Value::from(total));
+    for (q, exact) in refs["weighted_latency"]["expected"]
+        .as_object()
+        .expect("quantiles")
+    {
+        let exact = exact.as_f64().expect("number");
+        let sql = format!(
+            "SELECT weighted_quantile(v, w, {q}), sketch_quantile(quantile_sketch(v, w), {q}), \
+             (SELECT sketch_quantile(sketch_merge(s), {q}) FROM (SELECT quantile_sketch(v, w) AS s FROM t GROUP BY i % 24)) FROM t"
+        );
+        let row = &query_everywhere(&batch, &sql).await[0];
+        for estimate in row {
+            let estimate = estimate.expect("not empty");
+            assert!(
+                (estimate - exact).abs() <= 0.01 * exact.abs(),
+                "q={q}: {estimate} is not within 1 % of the weighted {exact}"
+            );
+        }
+        assert_eq!(row[0], row[1]);
+        assert_eq!(row[1], row[2], "merging weighted sketches changes nothing");
+    }
+    // Weight 1 everywhere is the unweighted sketch; NULL and non-positive weights count nothing.
+    let same = query_everywhere(
+        &batch,
+        "SELECT sketch_quantile(quantile_sketch(v, 1), 0.9) - sketch_quantile(quantile_sketch(v), 0.9), \
+         sketch_count(quantile_sketch(v, CASE WHEN i < 10 THEN 2.5 WHEN i < 20 THEN NULL ELSE 0 END)) FROM t",
+    )
+    .await;
+    assert_eq!(same[0], vec![Some(0.0), Some(25.0)]);
+}
+
 #[tokio::test]
 async fn empty_windows_and_nulls_give_null() {
     let batch = single_column("v", vec![Some(1.0), None, Some(f64::NAN), Some(3.0)]);

@@ -87,8 +87,9 @@ struct Column {
     kind: Kind,
     /// The aggregated expression, as SQL text (none for `count(*)`).
     arg: Option<String>,
-    /// `score_state`'s threshold, as SQL text.
-    threshold: Option<String>,
+    /// The second argument, as SQL text: `score_state`'s threshold or
+    /// `quantile_sketch`'s weight.
+    second: Option<String>,
     name: String,
 }
 
@@ -101,8 +102,11 @@ impl Column {
             Kind::Sum => format!("sum(CAST({arg} AS DOUBLE PRECISION))"),
             Kind::Min => format!("min(CAST({arg} AS DOUBLE PRECISION))"),
             Kind::Max => format!("max(CAST({arg} AS DOUBLE PRECISION))"),
-            Kind::Sketch => format!("quantile_sketch({arg})"),
-            Kind::Score => match &self.threshold {
+            Kind::Sketch => match &self.second {
+                Some(w) => format!("quantile_sketch({arg}, {w})"),
+                None => format!("quantile_sketch({arg})"),
+            },
+            Kind::Score => match &self.second {
                 Some(t) => format!("score_state({arg}, {t})"),
                 None => format!("score_state({arg})"),
             },
@@ -135,7 +139,7 @@ impl Column {
                     _ => "score_state",
                 };
                 let arg = self.arg.as_deref().unwrap_or_default();
-                match &self.threshold {
+                match &self.second {
                     Some(t) => format!("{function}({arg}, {t})"),
                     None => format!("{function}({arg})"),
                 }
@@ -289,7 +293,7 @@ fn column(expr: &SqlExpr, alias: Option<String>) -> Result<Column> {
     }
     let arity_ok = match kind {
         Kind::Rows => args.is_empty(),
-        Kind::Score => (1..=2).contains(&args.len()),
+        Kind::Score | Kind::Sketch => (1..=2).contains(&args.len()),
         _ => args.len() == 1,
     };
     if !arity_ok {
@@ -310,7 +314,7 @@ fn column(expr: &SqlExpr, alias: Option<String>) -> Result<Column> {
     Ok(Column {
         kind,
         arg: args.first().map(|e| e.to_string()),
-        threshold: args.get(1).map(|e| e.to_string()),
+        second: args.get(1).map(|e| e.to_string()),
         name,
     })
 }
