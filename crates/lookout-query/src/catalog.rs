@@ -45,7 +45,14 @@ impl SchemaProvider for LookoutSchema {
 
 fn open_table(ingest: &Ingest, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
     match ingest.storage().snapshot(name) {
-        Ok(snapshot) => Ok(Some(Arc::new(LookoutTable::new(ingest.clone(), snapshot)?))),
+        Ok(snapshot) => {
+            let versions = snapshot.def.options.versions.clone();
+            let table = LookoutTable::new(ingest.clone(), snapshot)?;
+            Ok(Some(match versions {
+                Some(v) => Arc::new(crate::versions::LatestVersions::new(table, v)),
+                None => Arc::new(table),
+            }))
+        }
         Err(StorageError::TableNotFound(_)) => Ok(None),
         Err(e) => Err(storage_err(e)),
     }

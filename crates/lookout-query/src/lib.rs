@@ -29,6 +29,7 @@ mod provider;
 mod rollup;
 mod scan_exec;
 mod session;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

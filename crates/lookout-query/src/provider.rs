@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use crate::rollup::Ingest;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -35,6 +34,7 @@ use futures::StreamExt;
 use lookout_storage::{FileMeta, StatValue, StorageError, TableSnapshot};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
+use crate::rollup::Ingest;
 use crate::scan_exec::{LookoutScanExec, ScanSummary};
 
 /// The object store URL Lookout's files are registered under.

@@ -823,6 +823,7 @@ async fn create_rollup(
         partition_column: Some(partition),
         bucket_micros: Some(rollup.partition_width()),
         ttl_micros: None,
+        versions: None,
         derived: Some(Derivation {
             source: rollup.source.clone(),
             definition: rollup.to_sql(),

@@ -869,6 +869,7 @@ impl Session {
             .collect::<Result<Vec<_>>>()?;
         let schema = Schema::new(fields);
         let mut request = CreateTable::default();
+        let (mut record_key, mut version, mut deleted) = (None, None, None);
         let options: &[SqlOption] = match &ct.table_options {
             CreateTableOptions::With(o) | CreateTableOptions::Options(o) => o,
             _ => &[],
@@ -889,6 +890,16 @@ impl Session {
                     })
                 }
                 "bucket" => request.bucket_micros = Some(parse_duration(&v)?),
+                "key" => {
+                    record_key = Some(
+                        v.split(',')
+                            .map(|c| c.trim().to_lowercase())
+                            .filter(|c| !c.is_empty())
+                            .collect::<Vec<_>>(),
+                    )
+                }
+                "version" => version = Some(v.trim().to_lowercase()),
+                "deleted" => deleted = Some(v.trim().to_lowercase()),
                 "ttl" => {
                     request.ttl_micros = match v.to_lowercase().as_str() {
                         "" | "none" => None,
@@ -899,12 +910,26 @@ impl Session {
                     return Err(QueryError::with_code(
                         "22023",
                         format!(
-                            "unrecognized table option \"{other}\" (known: time_column, partition_column, bucket, ttl)"
+                            "unrecognized table option \"{other}\" (known: time_column, partition_column, bucket, ttl, key, version, deleted)"
                         ),
                     ));
                 }
             }
         }
+        request.versions = match (record_key, version, deleted) {
+            (None, None, None) => None,
+            (Some(key), Some(version), deleted) => Some(lookout_storage::Versions {
+                key,
+                version,
+                deleted,
+            }),
+            _ => {
+                return Err(QueryError::with_code(
+                    "22023",
+                    "a versioned table needs both key and version options (deleted is optional)",
+                ));
+            }
+        };
         self.lookout
             .storage()
             .create_table(&name, &schema, request, ct.if_not_exists)

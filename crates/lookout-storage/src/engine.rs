@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::batch::{self, PartitionSlice};
 use crate::error::{Result, StorageError};
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
-use crate::schema::{ColumnDef, Derivation, TableDef, normalize_type};
+use crate::schema::{ColumnDef, Derivation, TableDef, Versions, normalize_type};
 use crate::wal::{self, Wal};
 
 /// Tunables of the storage engine. `Default` gives the documented defaults.
@@ -91,6 +91,8 @@ pub struct CreateTable {
     pub ttl_micros: Option<i64>,
     /// For a derived table: its source and definition.
     pub derived: Option<Derivation>,
+    /// For a table of versioned records: key, version and tombstone columns.
+    pub versions: Option<Versions>,
 }
 
 /// Rewrites rows of a derived table into an equivalent, smaller set of rows
@@ -337,6 +339,10 @@ impl Storage {
                 request.ttl_micros,
             )?;
             let mut def = def;
+            if let Some(versions) = &request.versions {
+                check_versions(&def, versions)?;
+                def.options.versions = Some(versions.clone());
+            }
             if let Some(derived) = &request.derived {
                 if !m.tables.contains_key(&derived.source) {
                     return Err(StorageError::TableNotFound(derived.source.clone()));
@@ -1351,6 +1357,29 @@ fn join_result_tagged(
 
 /// The group-commit loop: takes every queued write, appends them all, fsyncs
 /// once, makes the rows visible, then acknowledges each.
+fn check_versions(def: &TableDef, versions: &Versions) -> Result<()> {
+    let bad = |m: String| Err(StorageError::InvalidDefinition(m));
+    if versions.key.is_empty() {
+        return bad("a versioned table needs at least one key column".into());
+    }
+    let column = |name: &str| def.columns.iter().find(|c| c.name == name);
+    for name in versions.key.iter().chain([&versions.version]) {
+        if column(name).is_none() {
+            return bad(format!(
+                "column \"{name}\" of the versions option does not exist"
+            ));
+        }
+    }
+    if let Some(deleted) = &versions.deleted {
+        match column(deleted) {
+            Some(c) if c.data_type == "Boolean" => {}
+            Some(_) => return bad(format!("deleted column \"{deleted}\" must be boolean")),
+            None => return bad(format!("deleted column \"{deleted}\" does not exist")),
+        }
+    }
+    Ok(())
+}
+
 fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<WriteRequest>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];

@@ -20,4 +20,4 @@ mod wal;
 pub use engine::{Combine, CreateTable, Storage, StorageOptions, TableSnapshot};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnStats, FileMeta, Manifest, StatValue};
-pub use schema::{ColumnDef, Derivation, TableDef, TableOptions, time_type};
+pub use schema::{ColumnDef, Derivation, TableDef, TableOptions, Versions, time_type};

@@ -35,6 +35,22 @@ pub struct TableOptions {
     pub bucket_micros: i64,
     /// Rows older than this (in microseconds) are dropped by retention.
     pub ttl_micros: Option<i64>,
+    /// For a table of versioned rows: what identifies a row and its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Versions>,
+}
+
+/// A table whose rows are versions of keyed records (labels, feedback that
+/// gets corrected): queries see only the latest version of each key, and
+/// not at all if that version is a tombstone. All versions are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    /// Columns that identify a record.
+    pub key: Vec<String>,
+    /// The column ordering versions; the greatest wins.
+    pub version: String,
+    /// A boolean column; a latest version with `true` deletes the record.
+    pub deleted: Option<String>,
 }
 
 /// What a table is made of: its columns and options.
@@ -161,6 +177,7 @@ impl TableDef {
                 partition_column,
                 bucket_micros,
                 ttl_micros,
+                versions: None,
             },
             derived: None,
         })
