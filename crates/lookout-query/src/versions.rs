@@ -45,7 +45,7 @@ impl LatestVersions {
         !columns.is_empty()
             && columns
                 .iter()
-                .all(|c| self.versions.key.iter().any(|k| *k == c.name))
+                .all(|c| self.versions.key.contains(&c.name))
     }
 }
 
