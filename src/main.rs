@@ -302,6 +302,9 @@ async fn serve(
     let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(true)?)
         .await
         .context("starting the alert engine")?;
+    lookout_review::ReviewQueues::start(db.clone())
+        .await
+        .context("starting the review queues")?;
     if demo_rows.is_some() {
         demo::create_alerts(&db).await?;
     }

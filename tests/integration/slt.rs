@@ -78,6 +78,9 @@ async fn sqllogictest_files() {
     let server = TestServer::start().await;
     // Alert statements; evaluation on schedule is tested with the real binary.
     let alerts = alert_statements(&server.lookout).await;
+    lookout_review::ReviewQueues::start(server.lookout.clone())
+        .await
+        .expect("review queues");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt")

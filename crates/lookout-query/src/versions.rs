@@ -42,10 +42,7 @@ impl LatestVersions {
 
     fn on_key_only(&self, filter: &Expr) -> bool {
         let columns = filter.column_refs();
-        !columns.is_empty()
-            && columns
-                .iter()
-                .all(|c| self.versions.key.contains(&c.name))
+        !columns.is_empty() && columns.iter().all(|c| self.versions.key.contains(&c.name))
     }
 }
 
