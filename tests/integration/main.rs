@@ -13,5 +13,6 @@ mod harness;
 mod monitor;
 mod psql;
 mod restart;
+mod review;
 mod rollups;
 mod slt;

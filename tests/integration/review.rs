@@ -1,0 +1,125 @@
+//! Review queues with real clients: reviewers claiming concurrently from
+//! separate psql processes never get the same item, and claims and
+//! verdicts survive a restart.
+
+use std::collections::HashSet;
+
+use crate::harness::{TestServer, rows};
+
+async fn start(dir: tempfile::TempDir) -> TestServer {
+    let server = TestServer::start_in(dir).await;
+    lookout_review::ReviewQueues::start(server.lookout.clone())
+        .await
+        .expect("review queues");
+    server
+}
+
+/// One reviewer: a shell loop of psql calls claiming `batch` items until
+/// the queue is empty; returns the items claimed.
+fn reviewer(port: u16, name: &str, batch: usize) -> std::process::Child {
+    let script = format!(
+        "while true; do out=$(psql -h 127.0.0.1 -p {port} -U lookout -X -A -t -v ON_ERROR_STOP=1 \
+           -c \"CLAIM {batch} FROM triage AS '{name}'\") || exit 1; \
+           [ -z \"$out\" ] && exit 0; echo \"$out\"; done"
+    );
+    std::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash and psql")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_psql_reviewers_never_share_an_item() {
+    let server = start(tempfile::tempdir().expect("tempdir")).await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL);
+             INSERT INTO calls SELECT to_timestamp(1735689600 + i), 'req-' || i FROM generate_series(1, 600) AS g(i);
+             CREATE TABLE feedback (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL,
+               kind TEXT NOT NULL, value DOUBLE PRECISION, label TEXT, author TEXT, deleted BOOLEAN)
+               WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted');
+             CREATE REVIEW QUEUE triage ON calls KEY request_id LEASE '1 hour';
+             ENQUEUE INTO triage SELECT request_id FROM calls ORDER BY ts;",
+        )
+        .await
+        .expect("setup");
+    let port = server.addr.port();
+    let reviewers: Vec<(String, std::process::Child)> = (0..6)
+        .map(|i| {
+            let name = format!("reviewer-{i}");
+            let child = reviewer(port, &name, 3 + i);
+            (name, child)
+        })
+        .collect();
+    let mut claimed: Vec<(String, String)> = Vec::new();
+    for (name, child) in reviewers {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("psql loop");
+        assert!(out.status.success(), "{name}'s psql loop failed");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let cols: Vec<&str> = line.split('|').collect();
+            assert_eq!(cols[3], name, "{line}");
+            claimed.push((cols[1].to_string(), name.clone()));
+        }
+    }
+    let distinct: HashSet<&String> = claimed.iter().map(|(item, _)| item).collect();
+    assert_eq!(distinct.len(), claimed.len(), "an item was claimed twice");
+    assert_eq!(claimed.len(), 600, "every item is claimed once");
+    let workers: HashSet<&String> = claimed.iter().map(|(_, r)| r).collect();
+    assert!(workers.len() > 1, "the claims were not concurrent");
+
+    // Verdicts on a few claimed items, then a restart.
+    for (item, reviewer) in claimed.iter().take(5) {
+        client
+            .simple_query(&format!(
+                "SUBMIT REVIEW triage '{item}' VALUE 1 LABEL 'ok' AS '{reviewer}'"
+            ))
+            .await
+            .expect("submit");
+    }
+    let dir = server.stop().await;
+    let server = start(dir).await;
+    let client = server.client().await;
+    let shown = rows(&client, "SHOW REVIEW QUEUES").await;
+    assert_eq!(
+        shown[0][3..6],
+        [Some("0".into()), Some("595".into()), Some("5".into())]
+    );
+    let labels = rows(
+        &client,
+        "SELECT count(*) FROM feedback WHERE source = 'review' AND kind = 'verdict' AND label = 'ok'",
+    )
+    .await;
+    assert_eq!(labels, vec![vec![Some("5".to_string())]]);
+    // A claim survives the restart: its holder may still submit, others may not.
+    let (item, holder) = &claimed[10];
+    let other = if holder == "reviewer-0" {
+        "reviewer-1"
+    } else {
+        "reviewer-0"
+    };
+    let refused = client
+        .simple_query(&format!(
+            "SUBMIT REVIEW triage '{item}' VALUE 0 AS '{other}'"
+        ))
+        .await
+        .expect_err("not the holder");
+    assert_eq!(refused.code().map(|c| c.code()), Some("55000"));
+    client
+        .simple_query(&format!(
+            "SUBMIT REVIEW triage '{item}' VALUE 0 AS '{holder}'"
+        ))
+        .await
+        .expect("holder submits");
+    assert!(
+        rows(&client, "CLAIM 1 FROM triage AS 'late'")
+            .await
+            .is_empty(),
+        "nothing is claimable while the leases run"
+    );
+    server.stop().await;
+}
