@@ -14,6 +14,22 @@ async fn start(dir: tempfile::TempDir) -> TestServer {
     server
 }
 
+/// `items` calls, a feedback table and the queue `triage` holding every call.
+async fn setup(client: &tokio_postgres::Client, items: usize) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL);
+             INSERT INTO calls SELECT to_timestamp(1735689600 + i), 'req-' || i FROM generate_series(1, {items}) AS g(i);
+             CREATE TABLE feedback (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL,
+               kind TEXT NOT NULL, value DOUBLE PRECISION, label TEXT, author TEXT, deleted BOOLEAN)
+               WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted');
+             CREATE REVIEW QUEUE triage ON calls KEY request_id LEASE '1 hour';
+             ENQUEUE INTO triage SELECT request_id FROM calls ORDER BY ts;"
+        ))
+        .await
+        .expect("setup");
+}
+
 /// One reviewer: a shell loop of psql calls claiming `batch` items until
 /// the queue is empty; returns the items claimed.
 fn reviewer(port: u16, name: &str, batch: usize) -> std::process::Child {
@@ -33,18 +49,7 @@ fn reviewer(port: u16, name: &str, batch: usize) -> std::process::Child {
 async fn concurrent_psql_reviewers_never_share_an_item() {
     let server = start(tempfile::tempdir().expect("tempdir")).await;
     let client = server.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL);
-             INSERT INTO calls SELECT to_timestamp(1735689600 + i), 'req-' || i FROM generate_series(1, 600) AS g(i);
-             CREATE TABLE feedback (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL,
-               kind TEXT NOT NULL, value DOUBLE PRECISION, label TEXT, author TEXT, deleted BOOLEAN)
-               WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted');
-             CREATE REVIEW QUEUE triage ON calls KEY request_id LEASE '1 hour';
-             ENQUEUE INTO triage SELECT request_id FROM calls ORDER BY ts;",
-        )
-        .await
-        .expect("setup");
+    setup(&client, 600).await;
     let port = server.addr.port();
     let reviewers: Vec<(String, std::process::Child)> = (0..6)
         .map(|i| {
@@ -122,4 +127,79 @@ async fn concurrent_psql_reviewers_never_share_an_item() {
         "nothing is claimable while the leases run"
     );
     server.stop().await;
+}
+
+/// kill -9 while reviewers claim: after a restart, every claim a reviewer
+/// was told about is still theirs, and no item is held twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_claims_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::harness::free_port();
+    let mut child = crate::harness::spawn_server(dir.path(), port);
+    let client = crate::harness::wait_ready(port).await;
+    setup(&client, 5000).await;
+    let acked = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let acked = std::sync::Arc::clone(&acked);
+        workers.push(tokio::spawn(async move {
+            let client =
+                crate::harness::connect(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+            let name = format!("r{w}");
+            loop {
+                let Ok(claimed) = client
+                    .simple_query(&format!("CLAIM 2 FROM triage AS '{name}'"))
+                    .await
+                else {
+                    return;
+                };
+                let mut list = acked.lock().await;
+                for m in claimed {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                        list.push((r.get(1).unwrap_or_default().to_string(), name.clone()));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for w in workers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(
+        acked.len() > 10,
+        "too few claims before the kill: {}",
+        acked.len()
+    );
+
+    let mut child = crate::harness::spawn_server(dir.path(), port);
+    let client = crate::harness::wait_ready(port).await;
+    let held = rows(
+        &client,
+        "SELECT item, reviewer FROM lookout.review_queue_items WHERE status = 'claimed'",
+    )
+    .await;
+    let held: std::collections::HashMap<String, String> = held
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap_or_default(),
+                r[1].clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (item, reviewer) in &acked {
+        assert_eq!(
+            held.get(item),
+            Some(reviewer),
+            "acknowledged claim of {item} lost"
+        );
+    }
+    let distinct: HashSet<&String> = acked.iter().map(|(i, _)| i).collect();
+    assert_eq!(distinct.len(), acked.len(), "an item was claimed twice");
+    child.kill().expect("kill");
+    let _ = child.wait();
 }

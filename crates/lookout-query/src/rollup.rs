@@ -389,14 +389,12 @@ impl RollupDef {
         )
     }
 
-    /// Width of the rollup table's time partitions: a day, or the rollup's
-    /// bucket rounded up to whole days.
+    /// Width of the rollup table's time partitions: about 720 buckets
+    /// (30 days of an hourly rollup), in whole days. A rollup is small, and
+    /// a query over a month should open a handful of files, not one a day.
     fn partition_width(&self) -> i64 {
-        if self.every <= DAY_MICROS {
-            DAY_MICROS
-        } else {
-            (self.every + DAY_MICROS - 1) / DAY_MICROS * DAY_MICROS
-        }
+        let width = self.every.saturating_mul(720);
+        (width + DAY_MICROS - 1) / DAY_MICROS * DAY_MICROS
     }
 }
 
@@ -598,7 +596,8 @@ impl Ingest {
 struct PendingDeltas {
     rollup: RollupDef,
     schema: SchemaRef,
-    deltas: Mutex<Vec<RecordBatch>>,
+    /// Delta batches, and the row count of the last merge's result.
+    deltas: Mutex<(Vec<RecordBatch>, usize)>,
 }
 
 /// Delta rows held before they are merged, during a bulk load.
@@ -609,22 +608,24 @@ impl PendingDeltas {
         let delta = fit(&self.rollup.delta(source, vec![rows]).await?, &self.schema)?;
         let full = {
             let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
-            deltas.push(delta);
-            let held: usize = deltas.iter().map(RecordBatch::num_rows).sum();
-            (held >= MERGE_EVERY_ROWS).then(|| std::mem::take(&mut *deltas))
+            deltas.0.push(delta);
+            let held: usize = deltas.0.iter().map(RecordBatch::num_rows).sum();
+            // Merge when the rows held double since the last merge, so
+            // that a load touching many buckets merges O(log n) times.
+            let threshold = MERGE_EVERY_ROWS.max(2 * deltas.1);
+            (held >= threshold).then(|| std::mem::take(&mut deltas.0))
         };
         if let Some(held) = full {
             let merged = self.rollup.merge(held, &self.schema).await?;
-            self.deltas
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(merged);
+            let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
+            deltas.1 = merged.num_rows();
+            deltas.0.push(merged);
         }
         Ok(())
     }
 
     async fn finish(&self) -> Result<Option<RecordBatch>> {
-        let held = std::mem::take(&mut *self.deltas.lock().unwrap_or_else(|p| p.into_inner()));
+        let held = std::mem::take(&mut self.deltas.lock().unwrap_or_else(|p| p.into_inner()).0);
         if held.is_empty() {
             return Ok(None);
         }

@@ -144,6 +144,21 @@ struct Event {
 }
 
 impl Event {
+    /// An event of `kind` for `item`, by `reviewer` if any.
+    fn new(state: &mut State, ts: Micros, queue: &str, item: &str, kind: &str) -> Event {
+        Event {
+            ts,
+            seq: state.seq(),
+            queue: queue.to_string(),
+            item: item.to_string(),
+            kind: kind.to_string(),
+            reviewer: None,
+            lease_until: None,
+            value: None,
+            label: None,
+        }
+    }
+
     fn values(&self) -> String {
         format!(
             "(to_timestamp_micros({}), {}, {}, {}, {}, {}, {}, {}, {})",
@@ -440,20 +455,10 @@ impl ReviewQueues {
                         }
                     }
                 }
-                let mut events = Vec::with_capacity(fresh.len());
-                for item in fresh {
-                    events.push(Event {
-                        ts: now,
-                        seq: state.seq(),
-                        queue: name.clone(),
-                        item,
-                        kind: "enqueued".into(),
-                        reviewer: None,
-                        lease_until: None,
-                        value: None,
-                        label: None,
-                    });
-                }
+                let events: Vec<Event> = fresh
+                    .iter()
+                    .map(|item| Event::new(&mut state, now, &name, item, "enqueued"))
+                    .collect();
                 let n = events.len() as u64;
                 for chunk in events.chunks(10_000) {
                     self.log(&mut state, chunk.to_vec()).await?;
@@ -486,20 +491,14 @@ impl ReviewQueues {
                     .iter()
                     .map(|i| queue.items.get(i).map_or(0, |i| i.enqueued_at))
                     .collect();
-                let mut events = Vec::with_capacity(claimable.len());
-                for item in &claimable {
-                    events.push(Event {
-                        ts: now,
-                        seq: state.seq(),
-                        queue: name.clone(),
-                        item: item.clone(),
-                        kind: "claimed".into(),
+                let events: Vec<Event> = claimable
+                    .iter()
+                    .map(|item| Event {
                         reviewer: Some(reviewer.clone()),
                         lease_until: Some(until),
-                        value: None,
-                        label: None,
-                    });
-                }
+                        ..Event::new(&mut state, now, &name, item, "claimed")
+                    })
+                    .collect();
                 self.log(&mut state, events).await?;
                 claimed_rows(&name, &claimable, &enqueued, &reviewer, until)
             }
@@ -529,15 +528,10 @@ impl ReviewQueues {
                     ))
                     .await?;
                 let event = Event {
-                    ts: now,
-                    seq: state.seq(),
-                    queue: name,
-                    item,
-                    kind: "completed".into(),
                     reviewer: Some(reviewer),
-                    lease_until: None,
                     value,
                     label,
+                    ..Event::new(&mut state, now, &name, &item, "completed")
                 };
                 self.log(&mut state, vec![event]).await?;
                 Ok(command("SUBMIT REVIEW", None))
@@ -552,15 +546,8 @@ impl ReviewQueues {
                 let queue = state.queue(&name)?;
                 holds_claim(queue, &name, &item, &reviewer)?;
                 let event = Event {
-                    ts: now,
-                    seq: state.seq(),
-                    queue: name,
-                    item,
-                    kind: "released".into(),
                     reviewer: Some(reviewer),
-                    lease_until: None,
-                    value: None,
-                    label: None,
+                    ..Event::new(&mut state, now, &name, &item, "released")
                 };
                 self.log(&mut state, vec![event]).await?;
                 Ok(command("RELEASE REVIEW", None))
