@@ -22,9 +22,9 @@ cargo build --profile quick-release --bin lookout
   WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted', partition_column = 'none', bucket = '30 days')" >/dev/null
 # Thumbs on 8/256 of requests; a tenth of those changed an hour later.
 "$bin" sql --data "$db" "INSERT INTO feedback SELECT ts + INTERVAL '10 minutes', request_id, 'user', 'thumbs',
-  CASE WHEN status <> 'ok' OR latency_ms > 3000 THEN -1 ELSE 1 END, NULL, 'user', false
+  CASE WHEN status <> 'ok' OR latency_ms > 3000 THEN -1 ELSE 1 END, NULL, 'end-user', false
   FROM events WHERE substr(md5(request_id), 1, 2) < '08'" >/dev/null
-"$bin" sql --data "$db" "INSERT INTO feedback SELECT ts + INTERVAL '1 hour', request_id, 'user', 'thumbs', -value, NULL, 'user', false
+"$bin" sql --data "$db" "INSERT INTO feedback SELECT ts + INTERVAL '1 hour', request_id, 'user', 'thumbs', -value, NULL, 'end-user', false
   FROM feedback WHERE substr(md5(request_id), 3, 1) = 'a'" >/dev/null
 labels=$("$bin" sql --data "$db" "SELECT count(*) FROM feedback" | sed -n '4p' | tr -d ' |')
 

@@ -206,7 +206,7 @@ fn ident(s: &str) -> String {
 }
 
 fn column_as(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {
-    Ok(cast(batch.column(i), to).map_err(|e| QueryError::with_code("XX000", e.to_string()))?)
+    cast(batch.column(i), to).map_err(|e| QueryError::with_code("XX000", e.to_string()))
 }
 
 fn strings(batch: &RecordBatch, i: usize) -> Result<Vec<Option<String>>> {
