@@ -683,6 +683,37 @@ fn substitute(sql: &str) -> Option<String> {
 }
 
 /// Parses SQL text as Postgres would, with the rewrites above.
+/// Names the columns of an `INSERT ... SELECT` whose select list would have
+/// two columns of the same name (`SELECT 'user', ..., 'user'`): Postgres
+/// inserts by position and never minds; DataFusion refuses the projection.
+pub(crate) fn name_insert_columns(stmt: Statement) -> Statement {
+    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+    let Statement::Insert(mut insert) = stmt else {
+        return stmt;
+    };
+    if let Some(query) = insert.source.as_mut()
+        && let SetExpr::Select(select) = query.body.as_mut()
+    {
+        let mut seen = std::collections::HashSet::new();
+        let duplicated = select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(e) => !seen.insert(e.to_string()),
+            SelectItem::ExprWithAlias { alias, .. } => !seen.insert(alias.value.clone()),
+            _ => false,
+        });
+        if duplicated {
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                if let SelectItem::UnnamedExpr(e) = item {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::new(format!("column{}", i + 1)),
+                    };
+                }
+            }
+        }
+    }
+    Statement::Insert(insert)
+}
+
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
     // Both checks keep large INSERTs from paying for rewrites they cannot need
     // (tokenizing and visiting 20,000 rows tripled their parse time).

@@ -711,6 +711,7 @@ impl Session {
     }
 
     async fn plan(&self, stmt: Statement) -> Result<Prepared> {
+        let stmt = crate::pg_compat::name_insert_columns(stmt);
         let state = self.state();
         let plan = state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
