@@ -302,7 +302,7 @@ async fn serve(
     let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(true)?)
         .await
         .context("starting the alert engine")?;
-    lookout_review::ReviewQueues::start(db.clone())
+    let review = lookout_review::ReviewQueues::start(db.clone())
         .await
         .context("starting the review queues")?;
     if demo_rows.is_some() {
@@ -311,6 +311,7 @@ async fn serve(
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing alert evaluations and deliveries");
     alerts.shutdown().await;
+    review.shutdown().await;
     tracing::info!("shutting down: flushing buffered rows");
     db.close().await?;
     tracing::info!("stopped");

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::harness::{TestServer, rows};
+use crate::harness::{TestServer, rows, wait_for_rows};
 
 async fn start(dir: tempfile::TempDir) -> TestServer {
     let server = TestServer::start_in(dir).await;
@@ -202,4 +202,49 @@ async fn acknowledged_claims_survive_kill_9() {
     assert_eq!(distinct.len(), acked.len(), "an item was claimed twice");
     child.kill().expect("kill");
     let _ = child.wait();
+}
+
+/// A queue's enqueue rule runs on its schedule, before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_rules_run_on_their_schedule() {
+    let server = start(tempfile::tempdir().expect("tempdir")).await;
+    let client = server.client().await;
+    setup(&client, 10).await;
+    client
+        .batch_execute(
+            "INSERT INTO feedback VALUES ('2025-01-01 00:00:00+00', 'req-3', 'user', 'thumbs', -1, NULL, 'u', false);
+             CREATE REVIEW QUEUE downvoted ON calls KEY request_id LEASE '1 hour'
+               ENQUEUE EVERY '1 second' AS SELECT request_id FROM feedback WHERE kind = 'thumbs' AND value < 0",
+        )
+        .await
+        .expect("queue with a rule");
+    let pending =
+        "SELECT item FROM lookout.review_queue_items WHERE queue = 'downvoted' ORDER BY item";
+    let timeout = std::time::Duration::from_secs(20);
+    wait_for_rows(&client, pending, timeout, |r| r.len() == 1).await;
+    client
+        .simple_query("INSERT INTO feedback VALUES ('2025-01-01 00:00:01+00', 'req-7', 'user', 'thumbs', -1, NULL, 'u', false)")
+        .await
+        .expect("thumbs down");
+    wait_for_rows(&client, pending, timeout, |r| r.len() == 2).await;
+
+    let dir = server.stop().await;
+    let server = start(dir).await;
+    let client = server.client().await;
+    client
+        .simple_query("INSERT INTO feedback VALUES ('2025-01-01 00:00:02+00', 'req-9', 'user', 'thumbs', -1, NULL, 'u', false)")
+        .await
+        .expect("thumbs down");
+    let items = wait_for_rows(&client, pending, timeout, |r| r.len() == 3).await;
+    assert_eq!(
+        items,
+        ["req-3", "req-7", "req-9"].map(|i| vec![Some(i.to_string())])
+    );
+    let bad = crate::harness::error_code(
+        &client,
+        "CREATE REVIEW QUEUE broken ON calls KEY request_id ENQUEUE EVERY '1 minute' AS SELECT nope FROM feedback",
+    )
+    .await;
+    assert_eq!(bad, "42703");
+    server.stop().await;
 }

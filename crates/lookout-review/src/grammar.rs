@@ -5,7 +5,8 @@ use lookout_query::{QueryError, Result, parse_duration};
 /// One review queue statement.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Statement {
-    /// `CREATE REVIEW QUEUE [IF NOT EXISTS] q ON table KEY column [LABELS INTO table] [LEASE 'interval']`
+    /// `CREATE REVIEW QUEUE [IF NOT EXISTS] q ON table KEY column [LABELS INTO table]
+    /// [LEASE 'interval'] [ENQUEUE EVERY 'interval' AS <query>]`
     Create {
         name: String,
         if_not_exists: bool,
@@ -13,6 +14,8 @@ pub(crate) enum Statement {
         key: String,
         labels: String,
         lease: i64,
+        /// A rule run on a schedule: (every, query).
+        rule: Option<(i64, String)>,
     },
     /// `DROP REVIEW QUEUE [IF EXISTS] q`
     Drop { name: String, if_exists: bool },
@@ -246,7 +249,15 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
             query: query.to_string(),
         });
     }
-    let mut t = Tokens::new(trimmed)?;
+    // A scheduled rule ends CREATE REVIEW QUEUE with a query, which is not ours to tokenize.
+    let (head, rule) = match lowered.find(" enqueue every ") {
+        Some(at) if lowered.starts_with("create") => (
+            &trimmed[..at],
+            Some(parse_rule(&trimmed[at + " enqueue every ".len()..])?),
+        ),
+        _ => (trimmed, None),
+    };
+    let mut t = Tokens::new(head)?;
     let statement = if t.keyword("create") {
         t.expect("review")?;
         t.expect("queue")?;
@@ -279,6 +290,7 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
             key,
             labels,
             lease,
+            rule,
         }
     } else if t.keyword("drop") {
         t.expect("review")?;
@@ -355,6 +367,25 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
     Ok(statement)
 }
 
+/// `'interval' AS <query>` after `ENQUEUE EVERY`.
+fn parse_rule(text: &str) -> Result<(i64, String)> {
+    let text = text.trim_start();
+    let bad = || syntax("expected ENQUEUE EVERY 'interval' AS <query>");
+    let quoted = text.strip_prefix('\'').ok_or_else(bad)?;
+    let end = quoted.find('\'').ok_or_else(bad)?;
+    let every = parse_duration(&quoted[..end])?;
+    let rest = quoted[end + 1..].trim_start();
+    let query = rest
+        .get(..2)
+        .filter(|w| w.eq_ignore_ascii_case("as"))
+        .and_then(|_| rest.get(2..))
+        .filter(|q| q.starts_with(char::is_whitespace))
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .ok_or_else(bad)?;
+    Ok((every, query.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,8 +401,21 @@ mod tests {
                 key: "request_id".into(),
                 labels: "feedback".into(),
                 lease: 600_000_000,
+                rule: None,
             })
         );
+        match parse(
+            "CREATE REVIEW QUEUE q ON calls KEY request_id ENQUEUE EVERY '5 minutes' AS SELECT request_id FROM f WHERE v < 0",
+        ) {
+            Ok(Statement::Create { rule, .. }) => assert_eq!(
+                rule,
+                Some((
+                    300_000_000,
+                    "SELECT request_id FROM f WHERE v < 0".to_string()
+                ))
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             parse("CLAIM 5 FROM support AS 'ann'").ok(),
             Some(Statement::Claim {
@@ -404,6 +448,8 @@ mod tests {
             "CREATE REVIEW QUEUE q ON t",
             "RELEASE REVIEW q 'x' extra",
             "ENQUEUE INTO q",
+            "CREATE REVIEW QUEUE q ON t KEY k ENQUEUE EVERY '1 minute' SELECT 1",
+            "CREATE REVIEW QUEUE q ON t KEY k ENQUEUE EVERY 'soon' AS SELECT 1",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

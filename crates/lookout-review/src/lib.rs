@@ -1,5 +1,5 @@
 //! Human review queues for Lookout: items (predictions, by their key) are
-//! enqueued by SQL rules, claimed by reviewers with a lease, and a
+//! enqueued by SQL rules (on demand or on a schedule), claimed by reviewers with a lease, and a
 //! submitted verdict becomes a label in a versioned feedback table.
 //!
 //! Like the alert engine, this crate talks to the database only through

@@ -18,7 +18,8 @@ type Micros = i64;
 const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS lookout.review_queues (
         ts TIMESTAMPTZ NOT NULL, seq BIGINT NOT NULL, name TEXT NOT NULL, action TEXT NOT NULL,
-        source TEXT, key_column TEXT, labels TEXT, lease_micros BIGINT
+        source TEXT, key_column TEXT, labels TEXT, lease_micros BIGINT,
+        rule TEXT, rule_every_micros BIGINT
     ) WITH (partition_column = 'none', bucket = '30 days')",
     "CREATE TABLE IF NOT EXISTS lookout.review_items (
         ts TIMESTAMPTZ NOT NULL, seq BIGINT NOT NULL, queue TEXT NOT NULL, item TEXT NOT NULL,
@@ -74,6 +75,8 @@ struct QueueDef {
     key: String,
     labels: String,
     lease: Micros,
+    /// The enqueue rule run on a schedule: (every, query).
+    rule: Option<(Micros, String)>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,8 @@ struct Queue {
     items: HashMap<String, Item>,
     /// Items not yet completed, in the order they were enqueued.
     open: BTreeMap<u64, String>,
+    /// When the enqueue rule runs next (at once after a start).
+    next_rule_at: Micros,
 }
 
 impl Queue {
@@ -90,6 +95,7 @@ impl Queue {
             def,
             items: HashMap::new(),
             open: BTreeMap::new(),
+            next_rule_at: 0,
         }
     }
 
@@ -232,6 +238,9 @@ pub struct ReviewQueues {
     /// Every change to any queue holds it from reading the state to
     /// applying the logged change: the serialised write path.
     state: Arc<Mutex<State>>,
+    /// Stops the rule scheduler.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    scheduler: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl ReviewQueues {
@@ -245,15 +254,69 @@ impl ReviewQueues {
         for (name, sql) in VIEWS {
             db.register_view(name, sql);
         }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let queues = ReviewQueues {
             db: db.clone(),
             state: Arc::default(),
+            stop: Arc::new(stop),
+            scheduler: Arc::default(),
         };
         queues.restore().await?;
         db.register_extension(Arc::new(ReviewStatements {
             queues: queues.clone(),
         }));
+        let task = tokio::spawn(queues.clone().schedule_loop(stopped));
+        if let Ok(mut slot) = queues.scheduler.lock() {
+            *slot = Some(task);
+        }
         Ok(queues)
+    }
+
+    /// Stops running enqueue rules; waits for a rule in progress.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self.scheduler.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Runs each queue's enqueue rule when it is due (checked every second).
+    async fn schedule_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+            let now = chrono::Utc::now().timestamp_micros();
+            let due: Vec<(String, String)> = {
+                let mut state = self.state.lock().await;
+                state
+                    .queues
+                    .iter_mut()
+                    .filter_map(|(name, q)| {
+                        let (every, query) = q.def.rule.clone()?;
+                        (q.next_rule_at <= now).then(|| {
+                            q.next_rule_at = now + every;
+                            (name.clone(), query)
+                        })
+                    })
+                    .collect()
+            };
+            for (name, query) in due {
+                let mut session = self.db.session();
+                let run = self.run(
+                    Statement::Enqueue {
+                        name: name.clone(),
+                        query,
+                    },
+                    &mut session,
+                );
+                if let Err(e) = run.await {
+                    tracing::warn!(queue = name, error = %e, "review queue rule failed");
+                }
+            }
+        }
     }
 
     async fn restore(&self) -> Result<()> {
@@ -261,7 +324,8 @@ impl ReviewQueues {
         let defs = self
             .db
             .sql(
-                "SELECT seq, name, action, source, key_column, labels, lease_micros
+                "SELECT seq, name, action, source, key_column, labels, lease_micros,
+                        rule, rule_every_micros
                  FROM lookout.review_queues ORDER BY seq",
             )
             .await?;
@@ -273,6 +337,7 @@ impl ReviewQueues {
                 strings(b, 5)?,
                 integers(b, 6)?,
             );
+            let (rule, rule_every) = (strings(b, 7)?, integers(b, 8)?);
             for r in 0..b.num_rows() {
                 let name = name[r].clone().unwrap_or_default();
                 state.next_seq = state.next_seq.max(seq[r].unwrap_or(0) as u64);
@@ -282,6 +347,7 @@ impl ReviewQueues {
                         key: key[r].clone().unwrap_or_default(),
                         labels: labels[r].clone().unwrap_or_default(),
                         lease: lease[r].unwrap_or(0),
+                        rule: rule_every[r].zip(rule[r].clone()),
                     };
                     state.queues.insert(name, Queue::new(def));
                 } else {
@@ -366,6 +432,7 @@ impl ReviewQueues {
                 key,
                 labels,
                 lease,
+                rule,
             } => {
                 // The item key must be a column of the source, and the labels
                 // table must take a verdict: both checked by planning.
@@ -391,6 +458,12 @@ impl ReviewQueues {
                             ),
                         )
                     })?;
+                if let Some((_, query)) = &rule {
+                    // The rule must plan, and its first column is the item key.
+                    session
+                        .query(&format!("SELECT * FROM ({query}) AS rule LIMIT 0"))
+                        .await?;
+                }
                 let mut state = self.state.lock().await;
                 if state.queues.contains_key(&name) {
                     if if_not_exists {
@@ -404,11 +477,14 @@ impl ReviewQueues {
                 let seq = state.seq();
                 self.db
                     .sql(&format!(
-                        "INSERT INTO lookout.review_queues VALUES (to_timestamp_micros({now}), {seq}, {}, 'create', {}, {}, {}, {lease})",
+                        "INSERT INTO lookout.review_queues VALUES (to_timestamp_micros({now}), {seq}, {}, 'create', {}, {}, {}, {lease}, {}, {})",
                         text(&name),
                         text(&source),
                         text(&key),
-                        text(&labels)
+                        text(&labels),
+                        rule.as_ref().map_or("NULL".into(), |(_, q)| text(q)),
+                        rule.as_ref()
+                            .map_or("NULL".into(), |(every, _)| every.to_string()),
                     ))
                     .await?;
                 let def = QueueDef {
@@ -416,6 +492,7 @@ impl ReviewQueues {
                     key,
                     labels,
                     lease,
+                    rule,
                 };
                 state.queues.insert(name, Queue::new(def));
                 Ok(command("CREATE REVIEW QUEUE", None))
