@@ -68,6 +68,18 @@ impl Kind {
         })
     }
 
+    /// The aggregate function computing it from rows.
+    fn function(self) -> &'static str {
+        match self {
+            Kind::Rows | Kind::Count => "count",
+            Kind::Sum => "sum",
+            Kind::Min => "min",
+            Kind::Max => "max",
+            Kind::Sketch => "quantile_sketch",
+            Kind::Score => "score_state",
+        }
+    }
+
     /// The suffix of a column's default name (`latency_ms_sketch`).
     fn suffix(self) -> &'static str {
         match self {
@@ -94,24 +106,23 @@ struct Column {
 }
 
 impl Column {
+    /// The aggregate call with `arg` as its first argument.
+    fn call_with(&self, arg: &str) -> String {
+        let function = self.kind.function();
+        match &self.second {
+            Some(second) => format!("{function}({arg}, {second})"),
+            None => format!("{function}({arg})"),
+        }
+    }
+
+    /// As computed from rows: sums and extremes in double precision.
     fn delta_sql(&self) -> String {
         let arg = self.arg.as_deref().unwrap_or("*");
-        let expr = match self.kind {
-            Kind::Rows => "count(*)".to_string(),
-            Kind::Count => format!("count({arg})"),
-            Kind::Sum => format!("sum(CAST({arg} AS DOUBLE PRECISION))"),
-            Kind::Min => format!("min(CAST({arg} AS DOUBLE PRECISION))"),
-            Kind::Max => format!("max(CAST({arg} AS DOUBLE PRECISION))"),
-            Kind::Sketch => match &self.second {
-                Some(w) => format!("quantile_sketch({arg}, {w})"),
-                None => format!("quantile_sketch({arg})"),
-            },
-            Kind::Score => match &self.second {
-                Some(t) => format!("score_state({arg}, {t})"),
-                None => format!("score_state({arg})"),
-            },
+        let arg = match self.kind {
+            Kind::Sum | Kind::Min | Kind::Max => format!("CAST({arg} AS DOUBLE PRECISION)"),
+            _ => arg.to_string(),
         };
-        format!("{expr} AS {}", quote(&self.name))
+        format!("{} AS {}", self.call_with(&arg), quote(&self.name))
     }
 
     fn merge_sql(&self) -> String {
@@ -126,26 +137,10 @@ impl Column {
         format!("{merge}({name}) AS {name}")
     }
 
+    /// As declared.
     fn definition(&self) -> String {
-        let call = match self.kind {
-            Kind::Rows => "count(*)".to_string(),
-            _ => {
-                let function = match self.kind {
-                    Kind::Count => "count",
-                    Kind::Sum => "sum",
-                    Kind::Min => "min",
-                    Kind::Max => "max",
-                    Kind::Sketch => "quantile_sketch",
-                    _ => "score_state",
-                };
-                let arg = self.arg.as_deref().unwrap_or_default();
-                match &self.second {
-                    Some(t) => format!("{function}({arg}, {t})"),
-                    None => format!("{function}({arg})"),
-                }
-            }
-        };
-        format!("{call} AS {}", quote(&self.name))
+        let arg = self.arg.as_deref().unwrap_or("*");
+        format!("{} AS {}", self.call_with(arg), quote(&self.name))
     }
 }
 
@@ -552,15 +547,15 @@ impl Ingest {
                 })
                 .collect::<Result<_>>()?,
         );
+        let schema = def.schema()?;
         let observed = {
             let states = Arc::clone(&states);
             let def = def.clone();
             batches.then(move |item| {
                 let states = Arc::clone(&states);
-                let def = def.clone();
+                let (def, schema) = (def.clone(), Arc::clone(&schema));
                 async move {
                     let batch = item?;
-                    let schema = def.schema()?;
                     let rows = lookout_storage::batch::conform(&batch, &def, &schema)?;
                     for state in states.iter() {
                         state

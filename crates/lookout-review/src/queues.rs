@@ -173,11 +173,11 @@ impl Event {
             text(&self.queue),
             text(&self.item),
             text(&self.kind),
-            self.reviewer.as_deref().map_or("NULL".into(), text),
+            text_or_null(self.reviewer.as_deref()),
             self.lease_until
                 .map_or("NULL".into(), |t| format!("to_timestamp_micros({t})")),
-            self.value.map_or("NULL".into(), |v| format!("{v:?}")),
-            self.label.as_deref().map_or("NULL".into(), text),
+            number_or_null(self.value),
+            text_or_null(self.label.as_deref()),
         )
     }
 }
@@ -195,6 +195,13 @@ impl State {
         })
     }
 
+    /// The queue of `item`, if `reviewer` holds its claim.
+    fn claimed(&mut self, name: &str, item: &str, reviewer: &str) -> Result<&mut Queue> {
+        let queue = self.queue(name)?;
+        holds_claim(queue, name, item, reviewer)?;
+        Ok(queue)
+    }
+
     fn seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
@@ -204,6 +211,15 @@ impl State {
 /// A SQL string literal.
 fn text(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+fn text_or_null(s: Option<&str>) -> String {
+    s.map_or("NULL".into(), text)
+}
+
+/// A float as a SQL literal (`{:?}` keeps `1.0` a float).
+fn number_or_null(v: Option<f64>) -> String {
+    v.map_or("NULL".into(), |v| format!("{v:?}"))
 }
 
 /// A SQL identifier.
@@ -482,7 +498,7 @@ impl ReviewQueues {
                         text(&source),
                         text(&key),
                         text(&labels),
-                        rule.as_ref().map_or("NULL".into(), |(_, q)| text(q)),
+                        text_or_null(rule.as_ref().map(|(_, q)| q.as_str())),
                         rule.as_ref()
                             .map_or("NULL".into(), |(every, _)| every.to_string()),
                     ))
@@ -588,9 +604,7 @@ impl ReviewQueues {
             } => {
                 let reviewer = reviewer.unwrap_or(user);
                 let mut state = self.state.lock().await;
-                let queue = state.queue(&name)?;
-                holds_claim(queue, &name, &item, &reviewer)?;
-                let def = queue.def.clone();
+                let def = state.claimed(&name, &item, &reviewer)?.def.clone();
                 // The verdict becomes a label: a new version of the item's
                 // (key, 'review', 'verdict') record in the labels table.
                 self.db
@@ -599,8 +613,8 @@ impl ReviewQueues {
                         ident(&def.labels),
                         ident(&def.key),
                         text(&item),
-                        value.map_or("NULL".into(), |v| format!("{v:?}")),
-                        label.as_deref().map_or("NULL".into(), text),
+                        number_or_null(value),
+                        text_or_null(label.as_deref()),
                         text(&reviewer)
                     ))
                     .await?;
@@ -620,8 +634,7 @@ impl ReviewQueues {
             } => {
                 let reviewer = reviewer.unwrap_or(user);
                 let mut state = self.state.lock().await;
-                let queue = state.queue(&name)?;
-                holds_claim(queue, &name, &item, &reviewer)?;
+                state.claimed(&name, &item, &reviewer)?;
                 let event = Event {
                     reviewer: Some(reviewer),
                     ..Event::new(&mut state, now, &name, &item, "released")
