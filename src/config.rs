@@ -151,6 +151,7 @@ impl FileConfig {
             storage,
             file_access,
             query_threads: self.server.query_threads.unwrap_or(0),
+            ..LookoutOptions::default()
         })
     }
 

@@ -18,6 +18,7 @@
 mod drift;
 mod kolmogorov;
 mod rollups;
+mod sampling;
 mod score;
 pub mod sketch;
 pub mod stats;
@@ -236,6 +237,16 @@ fn scalars() -> Vec<MonitorScalar> {
         )
     };
     vec![
+        MonitorScalar::new(
+            spec(
+                "sample_hash",
+                &[Arg::Category],
+                &[],
+                "sample_hash(key text)",
+            ),
+            f64.clone(),
+            sampling::sample_hash,
+        ),
         MonitorScalar::new(
             spec(
                 "sketch_quantile",

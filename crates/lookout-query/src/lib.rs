@@ -27,6 +27,7 @@ mod interval;
 mod pg_compat;
 mod provider;
 mod rollup;
+mod sampling;
 mod scan_exec;
 mod session;
 mod versions;
@@ -110,6 +111,9 @@ pub struct LookoutOptions {
     pub file_access: FileAccess,
     /// Threads a query may use (DataFusion target partitions); 0 = all cores.
     pub query_threads: usize,
+    /// How often sampled tables' held rows are decided in the background
+    /// (when the storage engine runs background work).
+    pub sampling_interval: std::time::Duration,
 }
 
 impl Default for LookoutOptions {
@@ -118,6 +122,7 @@ impl Default for LookoutOptions {
             storage: StorageOptions::default(),
             file_access: FileAccess::Anywhere,
             query_threads: 0,
+            sampling_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct Lookout {
     restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
     /// Who may log in, as the server knows it (for `pg_roles`).
     roles: Arc<RwLock<Option<Arc<dyn RoleDirectory>>>>,
+    /// Sampling decisions, and the task that runs them on schedule.
+    decisions: Arc<sampling::Decisions>,
+    decider: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The users who may log in and their access, for `pg_catalog.pg_roles`
@@ -160,8 +168,13 @@ impl Lookout {
             .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
         rollup::open_rollups(&storage).await?;
-        let builtin: Vec<Arc<dyn SqlExtension>> = vec![Arc::new(rollup::RollupStatements)];
-        Ok(Lookout {
+        let builtin: Vec<Arc<dyn SqlExtension>> = vec![
+            Arc::new(rollup::RollupStatements),
+            Arc::new(sampling::SamplingStatements),
+        ];
+        let background = options.storage.background;
+        let interval = options.sampling_interval;
+        let lookout = Lookout {
             ingest: rollup::Ingest::new(storage.clone()),
             storage,
             runtime,
@@ -170,7 +183,14 @@ impl Lookout {
             views: Arc::default(),
             restricted: Arc::default(),
             roles: Arc::default(),
-        })
+            decisions: Arc::default(),
+            decider: Arc::default(),
+        };
+        if background {
+            let task = sampling::spawn_decisions(lookout.clone(), interval);
+            *lookout.decider.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        Ok(lookout)
     }
 
     /// A new SQL session.
@@ -275,7 +295,19 @@ impl Lookout {
 
     /// Flushes buffered rows and stops background work.
     pub async fn close(&self) -> Result<()> {
+        if let Some(task) = self
+            .decider
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         Ok(self.storage.close().await?)
+    }
+
+    pub(crate) fn decisions(&self) -> &sampling::Decisions {
+        &self.decisions
     }
 
     pub(crate) fn runtime(&self) -> Arc<RuntimeEnv> {

@@ -15,7 +15,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Statement, visit_relations};
+use datafusion::sql::sqlparser::ast::{ObjectName, Statement, visit_relations};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
@@ -686,11 +686,45 @@ fn substitute(sql: &str) -> Option<String> {
 /// Names the columns of an `INSERT ... SELECT` whose select list would have
 /// two columns of the same name (`SELECT 'user', ..., 'user'`): Postgres
 /// inserts by position and never minds; DataFusion refuses the projection.
-pub(crate) fn name_insert_columns(stmt: Statement) -> Statement {
-    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr};
+/// And an `INSERT` without a column list that gives fewer values than the
+/// table has columns fills the leading columns, as in Postgres (a table
+/// that gained a column, such as a sample weight, keeps taking its writers'
+/// statements); `columns_of` gives a table's column names.
+pub(crate) fn name_insert_columns(
+    stmt: Statement,
+    columns_of: impl Fn(&ObjectName) -> Option<Vec<String>>,
+) -> Statement {
+    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, SetExpr, TableObject};
     let Statement::Insert(mut insert) = stmt else {
         return stmt;
     };
+    if insert.columns.is_empty()
+        && let TableObject::TableName(name) = &insert.table
+        && let Some(query) = insert.source.as_ref()
+        && let Some(columns) = columns_of(name)
+    {
+        let given = match query.body.as_ref() {
+            SetExpr::Values(values) => values.rows.first().map(|row| row.len()),
+            SetExpr::Select(select)
+                if select.projection.iter().all(|item| {
+                    matches!(
+                        item,
+                        SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+                    )
+                }) =>
+            {
+                Some(select.projection.len())
+            }
+            _ => None,
+        };
+        if let Some(given) = given.filter(|n| *n < columns.len()) {
+            insert.columns = columns
+                .into_iter()
+                .take(given)
+                .map(|c| ObjectName::from(vec![Ident::with_quote('"', c)]))
+                .collect();
+        }
+    }
     if let Some(query) = insert.source.as_mut()
         && let SetExpr::Select(select) = query.body.as_mut()
     {

@@ -470,7 +470,12 @@ fn rollups_of(storage: &Storage, table: &str) -> Result<Vec<RollupDef>> {
     manifest
         .tables
         .values()
-        .filter(|t| t.def.derived.as_ref().is_some_and(|d| d.source == table))
+        .filter(|t| {
+            t.def
+                .derived
+                .as_ref()
+                .is_some_and(|d| d.source == table && !crate::sampling::is_sampling(d))
+        })
         .map(|t| {
             let definition = t.def.derived.as_ref().map(|d| d.definition.as_str());
             parse_create(definition.unwrap_or_default()).map(|(def, _)| def)
@@ -485,8 +490,10 @@ pub(crate) struct Ingest {
     storage: Storage,
     /// Writes hold it shared; creating a rollup holds it alone while it
     /// commits the rollup and takes the snapshot it backfills from, so every
-    /// row is counted once: by the backfill or by its write.
-    gate: Arc<tokio::sync::RwLock<()>>,
+    /// row is counted once: by the backfill or by its write. A sampling
+    /// decision takes it alone for an instant, so that every row that
+    /// arrived before that instant has committed.
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Ingest {
@@ -501,20 +508,27 @@ impl Ingest {
         &self.storage
     }
 
-    /// Writes rows (atomic, durable when this returns) and their rollup deltas.
+    /// Writes rows (atomic, durable when this returns) and their rollup
+    /// deltas; rows of a sampled table go to its held area.
     pub(crate) async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
         let _gate = self.gate.read().await;
         let rollups = rollups_of(&self.storage, table)?;
-        if rollups.is_empty() {
+        let held = self.held_area(table)?;
+        if rollups.is_empty() && held.is_none() {
             return Ok(self.storage.write(table, batch).await?);
         }
         let def = self.storage.table(table)?;
-        let schema = def.schema()?;
-        let rows = lookout_storage::batch::conform(&batch, &def, &schema)?;
-        let mut group = vec![(table.to_string(), rows.clone())];
+        let rows = self.storage.validate(table, &batch)?;
+        let mut group = vec![match &held {
+            Some((name, schema)) => (
+                name.clone(),
+                crate::sampling::held_rows(&rows, schema, crate::sampling::now_micros())?,
+            ),
+            None => (table.to_string(), rows.clone()),
+        }];
         for rollup in &rollups {
             let delta = rollup.delta(&def, vec![rows.clone()]).await?;
             group.push((rollup.name.clone(), delta));
@@ -522,15 +536,33 @@ impl Ingest {
         Ok(self.storage.write_group(group).await?)
     }
 
+    /// The held area of a sampled table, and its schema.
+    fn held_area(&self, table: &str) -> Result<Option<(String, SchemaRef)>> {
+        let name = crate::sampling::held_table(table);
+        match self.storage.table(&name) {
+            Ok(def)
+                if def
+                    .derived
+                    .as_ref()
+                    .is_some_and(crate::sampling::is_sampling) =>
+            {
+                Ok(Some((name, def.schema()?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Loads many rows straight to Parquet; the rollups' deltas are computed
-    /// batch by batch and committed with the rows.
+    /// batch by batch and committed with the rows. Rows of a sampled table
+    /// go to its held area.
     pub(crate) async fn bulk_load<S>(&self, table: &str, batches: S) -> Result<u64>
     where
         S: Stream<Item = lookout_storage::Result<RecordBatch>> + Send + Unpin + 'static,
     {
         let _gate = self.gate.read().await;
         let rollups = rollups_of(&self.storage, table)?;
-        if rollups.is_empty() {
+        let held = self.held_area(table)?;
+        if rollups.is_empty() && held.is_none() {
             return Ok(self.storage.bulk_load(table, batches).await?);
         }
         let def = self.storage.table(table)?;
@@ -548,22 +580,36 @@ impl Ingest {
                 .collect::<Result<_>>()?,
         );
         let schema = def.schema()?;
+        let arrived = crate::sampling::now_micros();
+        let (storage, name) = (self.storage.clone(), table.to_string());
         let observed = {
             let states = Arc::clone(&states);
             let def = def.clone();
+            let held_schema = held.as_ref().map(|(_, s)| Arc::clone(s));
             batches.then(move |item| {
                 let states = Arc::clone(&states);
                 let (def, schema) = (def.clone(), Arc::clone(&schema));
+                let held_schema = held_schema.clone();
+                let (storage, name) = (storage.clone(), name.clone());
                 async move {
                     let batch = item?;
-                    let rows = lookout_storage::batch::conform(&batch, &def, &schema)?;
+                    // Rows bound for a held area are checked against their
+                    // own table now, not when they are decided.
+                    let rows = match held_schema {
+                        Some(_) => storage.validate(&name, &batch)?,
+                        None => lookout_storage::batch::conform(&batch, &def, &schema)?,
+                    };
                     for state in states.iter() {
                         state
                             .add(&def, rows.clone())
                             .await
                             .map_err(|e| StorageError::InvalidData(e.to_string()))?;
                     }
-                    Ok(batch)
+                    match held_schema {
+                        Some(held) => crate::sampling::held_rows(&rows, &held, arrived)
+                            .map_err(|e| StorageError::InvalidData(e.to_string())),
+                        None => Ok(batch),
+                    }
                 }
             })
         };
@@ -580,9 +626,10 @@ impl Ingest {
             }
             Ok(out)
         };
+        let target = held.map_or_else(|| table.to_string(), |(name, _)| name);
         Ok(self
             .storage
-            .bulk_load_with(table, Box::pin(observed), derived)
+            .bulk_load_with(&target, Box::pin(observed), derived)
             .await?)
     }
 }
@@ -633,7 +680,12 @@ impl PendingDeltas {
 pub(crate) async fn open_rollups(storage: &Storage) -> Result<()> {
     let manifest = storage.manifest()?;
     for entry in manifest.tables.values() {
-        let Some(derived) = &entry.def.derived else {
+        let Some(derived) = entry
+            .def
+            .derived
+            .as_ref()
+            .filter(|d| !crate::sampling::is_sampling(d))
+        else {
             continue;
         };
         if derived.pending {
@@ -708,7 +760,12 @@ fn show_rollups(storage: &Storage) -> Result<Output> {
     let manifest = storage.manifest()?;
     let (mut names, mut sources, mut definitions) = (Vec::new(), Vec::new(), Vec::new());
     for entry in manifest.tables.values() {
-        if let Some(d) = &entry.def.derived {
+        if let Some(d) = entry
+            .def
+            .derived
+            .as_ref()
+            .filter(|d| !crate::sampling::is_sampling(d))
+        {
             names.push(entry.def.name.clone());
             sources.push(d.source.clone());
             definitions.push(d.definition.clone());
@@ -746,7 +803,12 @@ fn parse_drop(sql: &str) -> Result<(String, bool)> {
 async fn drop_rollup(storage: &Storage, sql: &str) -> Result<Output> {
     let (name, if_exists) = parse_drop(sql)?;
     match storage.table(&name) {
-        Ok(def) if def.derived.is_some() => {
+        Ok(def)
+            if def
+                .derived
+                .as_ref()
+                .is_some_and(|d| !crate::sampling::is_sampling(d)) =>
+        {
             storage.drop_table(&name, false).await?;
         }
         Ok(_) => {

@@ -711,7 +711,11 @@ impl Session {
     }
 
     async fn plan(&self, stmt: Statement) -> Result<Prepared> {
-        let stmt = crate::pg_compat::name_insert_columns(stmt);
+        let storage = self.lookout.storage();
+        let stmt = crate::pg_compat::name_insert_columns(stmt, |name| {
+            let def = storage.table(&table_name(name).ok()?).ok()?;
+            Some(def.columns.into_iter().map(|c| c.name).collect())
+        });
         let state = self.state();
         let plan = state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))

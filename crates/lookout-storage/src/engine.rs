@@ -413,6 +413,22 @@ impl Storage {
         .await
     }
 
+    /// Replaces the definition of a derived table (see [`Derivation::definition`]).
+    pub async fn redefine(&self, name: &str, definition: &str) -> Result<()> {
+        self.commit(|m| {
+            match m.table_mut(name)?.def.derived.as_mut() {
+                Some(d) => d.definition = definition.to_string(),
+                None => {
+                    return Err(StorageError::InvalidDefinition(format!(
+                        "\"{name}\" is not a derived table"
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Adds a nullable column; existing files are not rewritten (they read as NULL).
     pub async fn add_column(
         &self,
@@ -490,6 +506,17 @@ impl Storage {
             )));
         }
         Ok(())
+    }
+
+    /// Checks rows as a write to `table` would (columns, types, NOT NULL,
+    /// the future horizon) without writing them; returns them in the
+    /// table's schema. For a layer that holds rows before they reach
+    /// `table`, so a bad row is refused when it arrives, not later.
+    pub fn validate(&self, table: &str, input: &RecordBatch) -> Result<RecordBatch> {
+        let def = self.table(table)?;
+        let b = batch::conform(input, &def, &def.schema()?)?;
+        self.check_horizon(&def, &b)?;
+        Ok(b)
     }
 
     /// Writes a batch: validated, appended to the WAL, fsynced (shared with
@@ -1147,6 +1174,36 @@ impl Storage {
                         dropped.push(f.path.clone());
                     }
                     !expired
+                });
+            }
+            m.garbage.extend(dropped.iter().map(|p| Garbage {
+                path: p.clone(),
+                since: now,
+            }));
+            dropped.len()
+        })
+        .await
+    }
+
+    /// Drops the files of `table` that `expired` selects, as retention does:
+    /// one manifest commit, the files collected as garbage after the grace
+    /// period. Rows still in memory are not files and are never dropped.
+    pub async fn drop_files(
+        &self,
+        table: &str,
+        expired: impl Fn(&FileMeta) -> bool,
+    ) -> Result<usize> {
+        let now = now_micros();
+        let id = self.table(table)?.id;
+        self.commit_if(|m| {
+            let mut dropped = Vec::new();
+            if let Some(entry) = m.tables.values_mut().find(|e| e.def.id == id) {
+                entry.files.retain(|f| {
+                    let gone = expired(f);
+                    if gone {
+                        dropped.push(f.path.clone());
+                    }
+                    !gone
                 });
             }
             m.garbage.extend(dropped.iter().map(|p| Garbage {
