@@ -75,7 +75,12 @@ impl sqllogictest::AsyncDB for Postgres {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    let server = TestServer::start().await;
+    // Sampling decisions run only when a file asks (DECIDE SAMPLING).
+    let options = lookout_query::LookoutOptions {
+        sampling_interval: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
     // Alert statements; evaluation on schedule is tested with the real binary.
     let alerts = alert_statements(&server.lookout).await;
     lookout_review::ReviewQueues::start(server.lookout.clone())

@@ -302,12 +302,23 @@ impl SamplingPolicy {
         )
     }
 
-    /// Keep-rules that read other tables: only they can match a row later
-    /// than when it was decided, so only they rescue rows.
-    fn rescue_rules(&self) -> Vec<&str> {
+    /// Keep-rules that read other tables (`request_id IN (SELECT ...)`):
+    /// only they can match a row later than when it was decided, so only
+    /// they rescue rows. DataFusion runs a subquery as a join only in a
+    /// WHERE clause, so each is run as a filter of its own.
+    fn table_rules(&self) -> Vec<&str> {
         self.keep
             .iter()
-            .filter(|k| k.to_ascii_uppercase().contains("SELECT "))
+            .filter(|k| reads_tables(k))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Keep-rules over the row's own columns.
+    fn row_rules(&self) -> Vec<&str> {
+        self.keep
+            .iter()
+            .filter(|k| !reads_tables(k))
             .map(String::as_str)
             .collect()
     }
@@ -319,13 +330,10 @@ impl SamplingPolicy {
         let parts: Vec<String> = rules.iter().map(|k| format!("(({k}) IS TRUE)")).collect();
         parts.join(" OR ")
     }
+}
 
-    /// Whether any rule matches, as a nullable column: DataFusion's physical
-    /// plan of the decision query calls the column nullable, and a logical
-    /// plan that says otherwise fails its schema check.
-    fn keep_column(rules: &[&str]) -> String {
-        format!("nullif({}, NULL)", Self::keep_expr(rules))
-    }
+fn reads_tables(rule: &str) -> bool {
+    rule.to_ascii_uppercase().contains("SELECT ")
 }
 
 fn constant_rate(expr: &SqlExpr) -> Option<f64> {
@@ -433,7 +441,7 @@ impl Plan<'_> {
         let held = quoted_table(&held_table(&p.table));
         let table = quoted_table(&p.table);
         let (ts, key) = (self.ts(), quote(&p.key));
-        let rules: Vec<&str> = p.keep.iter().map(String::as_str).collect();
+        let rules = p.row_rules();
         let (wm, cutoff) = (
             ts_literal(self.marks.decided_through),
             ts_literal(self.cutoff),
@@ -444,12 +452,22 @@ impl Plan<'_> {
         );
         // Rows of closing hours that arrived earlier may be in the table
         // already (kept by a rule); the left join finds them.
+        let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
+            Some(keys) => (
+                format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
+                format!(
+                    "{} OR r.\"_matched\" IS NOT NULL",
+                    SamplingPolicy::keep_expr(&rules)
+                ),
+            ),
+            None => (String::new(), SamplingPolicy::keep_expr(&rules)),
+        };
         format!(
             "SELECT {}, date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\", \
              sample_hash(CAST({source}.{key} AS VARCHAR)) AS \"_h\", \
              least(greatest(coalesce(CAST(({}) AS DOUBLE PRECISION), 0.0), 0.0), 1.0) AS \"_rate\", \
-             {} AS \"_keep\" \
-             FROM {held} AS {source} \
+             nullif({keep}, NULL) AS \"_keep\" \
+             FROM {held} AS {source} {matched}\
              LEFT JOIN (SELECT DISTINCT {key} AS \"_published\" FROM {table} WHERE {ts} >= {hc} AND {ts} < {hc2}) p \
                ON p.\"_published\" = {source}.{key} \
              WHERE ({ARRIVED} >= {wm} AND {ARRIVED} < {cutoff}) \
@@ -460,8 +478,28 @@ impl Plan<'_> {
                 .collect::<Vec<_>>()
                 .join(", "),
             p.rate,
-            SamplingPolicy::keep_column(&rules),
         )
+    }
+
+    /// Keys of held rows (that `filter` selects) that a table-reading rule
+    /// matches, one filter per rule; None without such rules.
+    fn table_rule_keys(&self, filter: &str) -> Option<String> {
+        let p = self.policy;
+        let rules = p.table_rules();
+        if rules.is_empty() {
+            return None;
+        }
+        let held = quoted_table(&held_table(&p.table));
+        let (source, key) = (quote(&p.table), quote(&p.key));
+        let selects: Vec<String> = rules
+            .iter()
+            .map(|rule| {
+                format!(
+                    "SELECT {source}.{key} AS \"_matched\" FROM {held} AS {source} WHERE {filter} AND ({rule})"
+                )
+            })
+            .collect();
+        Some(selects.join(" UNION "))
     }
 
     /// Per (segment, hour): rows kept by a rule, late rows and those kept of
@@ -538,7 +576,7 @@ impl Plan<'_> {
 
     /// Dropped rows still in the overflow that a rule reading other tables
     /// now matches, and that are not in the table.
-    fn rescue_sql(&self, rules: &[&str], overflow_from: i64) -> String {
+    fn rescue_sql(&self, overflow_from: i64) -> Option<String> {
         let p = self.policy;
         let source = quote(&p.table);
         let (ts, key) = (self.ts(), quote(&p.key));
@@ -554,18 +592,21 @@ impl Plan<'_> {
                 }
             })
             .collect();
-        format!(
-            "SELECT {}, date_bin(INTERVAL '1 hour', {ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\" \
-             FROM {} AS {source} WHERE {ARRIVED} < {} AND {ARRIVED} >= {} AND {ts} < {} AND ({}) \
-             AND NOT EXISTS (SELECT 1 FROM {} AS \"_published\" WHERE \"_published\".{key} = {source}.{key})",
-            out.join(", "),
-            quoted_table(&held_table(&p.table)),
+        let decided = format!(
+            "{ARRIVED} < {} AND {ARRIVED} >= {} AND {source}.{ts} < {}",
             ts_literal(self.marks.decided_through),
             ts_literal(overflow_from),
             ts_literal(self.marks.hours_closed_before),
-            SamplingPolicy::keep_expr(rules),
+        );
+        let matched = self.table_rule_keys(&decided)?;
+        Some(format!(
+            "SELECT {}, date_bin(INTERVAL '1 hour', {ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\" \
+             FROM {} AS {source} WHERE {decided} AND {source}.{key} IN ({matched}) \
+             AND {source}.{key} NOT IN (SELECT {key} FROM {} WHERE {key} IS NOT NULL)",
+            out.join(", "),
+            quoted_table(&held_table(&p.table)),
             quoted_table(&p.table),
-        )
+        ))
     }
 }
 
@@ -689,10 +730,19 @@ fn int_at(batch: &RecordBatch, name: &str, row: usize) -> Result<i64> {
     })
 }
 
+/// Timestamps (of any unit) as microseconds since the epoch.
+fn micros(column: &ArrayRef) -> Result<ArrayRef> {
+    let unit = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
+    Ok(arrow::compute::cast(
+        &arrow::compute::cast(column, &unit)?,
+        &DataType::Int64,
+    )?)
+}
+
 /// Reads the counts query's groups into counts-table rows.
 fn counts_from(batch: &RecordBatch, policy: &SamplingPolicy) -> Result<Vec<Count>> {
     let segments = policy.segment_by.len();
-    let hours = arrow::compute::cast(batch.column(segments), &DataType::Int64)?;
+    let hours = micros(batch.column(segments))?;
     let hours = hours.as_primitive::<Int64Type>();
     let rates = batch
         .column_by_name("rate")
@@ -974,10 +1024,9 @@ impl Decisions {
         clock: Clock,
     ) -> Result<u64> {
         let policy = plan.policy;
-        let rules = policy.rescue_rules();
-        if rules.is_empty() {
+        let Some(sql) = plan.rescue_sql(real - policy.overflow) else {
             return Ok(0);
-        }
+        };
         {
             let mut last = self.last_rescue.lock().unwrap_or_else(|p| p.into_inner());
             let due = clock.rescue_now
@@ -989,7 +1038,7 @@ impl Decisions {
             }
             last.insert(policy.table.clone(), Instant::now());
         }
-        let found = collect(session, &plan.rescue_sql(&rules, real - policy.overflow)).await?;
+        let found = collect(session, &sql).await?;
         if found.num_rows() == 0 {
             return Ok(0);
         }
@@ -997,7 +1046,7 @@ impl Decisions {
         let segments = policy.segment_by.len();
         let hour_col = found.num_columns() - 1;
         let mut counts: Vec<Count> = Vec::new();
-        let hours = arrow::compute::cast(found.column(hour_col), &DataType::Int64)?;
+        let hours = micros(found.column(hour_col))?;
         let hours = hours.as_primitive::<Int64Type>();
         let seg_cols: Vec<ArrayRef> = policy
             .segment_by
@@ -1229,12 +1278,32 @@ async fn check_expressions(
         format!("sample_hash(CAST({} AS VARCHAR))", quote(&policy.key)),
         format!("CAST(({}) AS DOUBLE PRECISION)", policy.rate),
     ];
-    exprs.extend(policy.keep.iter().map(|k| format!("(({k}) IS TRUE)")));
+    exprs.extend(
+        policy
+            .row_rules()
+            .iter()
+            .map(|k| format!("(({k}) IS TRUE)")),
+    );
     if let Some(w) = weight {
         exprs.push(quote(w));
     }
     let sql = format!("SELECT {} FROM {table} WHERE FALSE", exprs.join(", "));
-    session.logical_plan(&sql).await.map(|_| ())
+    session.logical_plan(&sql).await?;
+    // A rule that reads other tables runs as a filter of its own; running
+    // it once shows whether DataFusion can (a subquery under OR it cannot).
+    for rule in policy.table_rules() {
+        let sql = format!("SELECT 1 FROM {table} WHERE ({rule}) LIMIT 1");
+        session.query(&sql).await.map_err(|e| {
+            QueryError::with_code(
+                e.sqlstate(),
+                format!(
+                    "keep-rule {rule}: {e} (a rule reading another table is a condition such as \
+                     key IN (SELECT ...) or EXISTS (...), ANDed with conditions on the row)"
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn parse_reset(sql: &str) -> Result<String> {
@@ -1378,7 +1447,8 @@ mod tests {
         assert_eq!(p.overflow, 24 * HOUR);
         let again = SamplingPolicy::parse(&p.to_sql()).expect("reparse");
         assert_eq!(again, p);
-        assert!(p.rescue_rules().is_empty());
+        assert!(p.table_rules().is_empty());
+        assert_eq!(p.row_rules().len(), 2);
     }
 
     #[test]

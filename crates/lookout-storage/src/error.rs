@@ -15,7 +15,7 @@ pub enum StorageError {
     TableExists(String),
     /// A table others are derived from cannot be dropped before them.
     #[error(
-        "cannot drop table \"{table}\" because \"{dependent}\" depends on it; drop that rollup (or, for the table's sampling area, ALTER TABLE ... RESET SAMPLING) first"
+        "cannot drop table \"{table}\" because \"{dependent}\" depends on it (drop the rollup, or for a sampled table's held area ALTER TABLE ... RESET SAMPLING, first)"
     )]
     Dependent {
         /// The table asked to drop.
