@@ -15,4 +15,5 @@ mod psql;
 mod restart;
 mod review;
 mod rollups;
+mod sampling;
 mod slt;

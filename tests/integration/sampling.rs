@@ -1,0 +1,206 @@
+//! Sampling at ingest on the bench data, through the server: every non-ok
+//! call kept, every (model, segment, hour) at its minimum, weighted counts
+//! within their sampling error of the true counts, decisions that survive a
+//! restart without being repeated, and decisions made by the server on its
+//! own schedule.
+
+use std::time::Duration;
+
+use lookout_query::LookoutOptions;
+
+use crate::harness::{TestServer, connect, generate_events, rows};
+
+const RATE: f64 = 0.02;
+const MINIMUM: i64 = 3;
+
+fn number(rows: &[Vec<Option<String>>], row: usize, column: usize) -> f64 {
+    rows[row][column]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a number at {row},{column}: {rows:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_bench_data_keeps_errors_minimums_and_unbiased_counts() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let files = generate_events(data.path(), 600_000, 2);
+    let options = LookoutOptions {
+        sampling_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with(tempfile::tempdir().expect("tempdir"), options.clone()).await;
+    let client = server.client().await;
+    let copy = |table: &str, f: &std::path::Path| {
+        format!("COPY {table} FROM '{}' WITH (FORMAT parquet)", f.display())
+    };
+    // The truth: every row. The sampled table starts as an empty copy of it.
+    for f in &files {
+        client.simple_query(&copy("truth", f)).await.expect("copy");
+    }
+    client
+        .simple_query(&copy("events", &files[0]))
+        .await
+        .expect("copy");
+    client
+        .simple_query("DELETE FROM events")
+        .await
+        .expect("empty it");
+    client
+        .simple_query(&format!(
+            "ALTER TABLE events SET SAMPLING (KEY request_id, SEGMENT BY (model, segment), \
+             RATE {RATE}, MINIMUM {MINIMUM} PER HOUR, KEEP WHEN status <> 'ok')"
+        ))
+        .await
+        .expect("set sampling");
+    for f in &files {
+        client.simple_query(&copy("events", f)).await.expect("copy");
+    }
+    client
+        .simple_query("SET lookout.now = '2030-01-01 00:00:00+00'")
+        .await
+        .expect("set now");
+    let decided = rows(&client, "DECIDE SAMPLING ON events").await;
+    let total = number(&rows(&client, "SELECT count(*) FROM truth").await, 0, 0);
+    let kept = number(&rows(&client, "SELECT count(*) FROM events").await, 0, 0);
+    assert_eq!(number(&decided, 0, 0), kept, "{decided:?}");
+    assert_eq!(number(&decided, 0, 1), total - kept, "{decided:?}");
+    assert!(kept < 0.2 * total, "sampling kept {kept} of {total} rows");
+
+    // 100 % of non-ok calls are kept, with weight 1.
+    let errors = rows(
+        &client,
+        "SELECT (SELECT count(*) FROM truth WHERE status <> 'ok') AS errors, \
+                (SELECT count(*) FROM events WHERE status <> 'ok' AND sample_weight = 1) AS kept, \
+                (SELECT count(*) FROM truth t WHERE status <> 'ok' \
+                   AND request_id NOT IN (SELECT request_id FROM events)) AS lost",
+    )
+    .await;
+    assert!(number(&errors, 0, 0) > 1000.0, "{errors:?}");
+    assert_eq!(number(&errors, 0, 0), number(&errors, 0, 1), "{errors:?}");
+    assert_eq!(number(&errors, 0, 2), 0.0, "{errors:?}");
+
+    // Every (model, segment, hour) keeps at least its minimum of nominal calls.
+    let short = rows(
+        &client,
+        &format!(
+            "SELECT t.model, t.segment, t.h, t.n, coalesce(e.n, 0) FROM \
+             (SELECT model, segment, date_bin(INTERVAL '1 hour', ts) AS h, count(*) AS n \
+                FROM truth WHERE status = 'ok' GROUP BY 1, 2, 3) t \
+             LEFT JOIN (SELECT model, segment, date_bin(INTERVAL '1 hour', ts) AS h, count(*) AS n \
+                FROM events WHERE status = 'ok' GROUP BY 1, 2, 3) e \
+             ON t.model = e.model AND t.segment = e.segment AND t.h = e.h \
+             WHERE coalesce(e.n, 0) < least(t.n, {MINIMUM})"
+        ),
+    )
+    .await;
+    assert!(short.is_empty(), "strata under their minimum: {short:?}");
+
+    // Weighted counts per model within 5 %.
+    let per_model = rows(
+        &client,
+        "SELECT t.model, t.n, e.w FROM (SELECT model, count(*) AS n FROM truth GROUP BY 1) t \
+         JOIN (SELECT model, sum(sample_weight) AS w FROM events GROUP BY 1) e ON t.model = e.model ORDER BY 1",
+    )
+    .await;
+    assert!(per_model.len() >= 3, "{per_model:?}");
+    for (i, row) in per_model.iter().enumerate() {
+        let (n, w) = (number(&per_model, i, 1), number(&per_model, i, 2));
+        assert!(
+            (w - n).abs() <= 0.05 * n,
+            "model {row:?}: weighted {w} vs {n}"
+        );
+    }
+
+    // Per model × segment within 4·√((1−p)/(p·N))·N; in fact exact, since
+    // the weights of each closed (segment, hour) add up to its row count.
+    let per_segment = rows(
+        &client,
+        "SELECT t.model, t.segment, t.n, coalesce(e.w, 0) FROM \
+         (SELECT model, segment, count(*) AS n FROM truth GROUP BY 1, 2) t \
+         LEFT JOIN (SELECT model, segment, sum(sample_weight) AS w FROM events GROUP BY 1, 2) e \
+         ON t.model = e.model AND t.segment = e.segment ORDER BY 1, 2",
+    )
+    .await;
+    assert!(per_segment.len() >= 10, "{per_segment:?}");
+    for (i, row) in per_segment.iter().enumerate() {
+        let (n, w) = (number(&per_segment, i, 2), number(&per_segment, i, 3));
+        let bound = 4.0 * ((1.0 - RATE) / (RATE * n)).sqrt() * n;
+        assert!(
+            (w - n).abs() <= bound,
+            "{row:?}: weighted {w} vs {n} (bound {bound:.1})"
+        );
+    }
+
+    // The counts table adds up: seen = every row, kept + dropped = seen.
+    let counts = rows(
+        &client,
+        "SELECT sum(seen), sum(kept_by_rule + kept_by_rate + kept_for_minimum), sum(dropped) \
+         FROM lookout.events_sampling",
+    )
+    .await;
+    assert_eq!(number(&counts, 0, 0), total, "{counts:?}");
+    assert_eq!(number(&counts, 0, 1), kept, "{counts:?}");
+    assert_eq!(number(&counts, 0, 2), total - kept, "{counts:?}");
+
+    // A restart keeps the decisions, and deciding again repeats none.
+    let dir = server.stop().await;
+    let server = TestServer::start_with(dir, options).await;
+    let client = server.client().await;
+    client
+        .simple_query("SET lookout.now = '2030-01-01 00:00:00+00'")
+        .await
+        .expect("set now");
+    let again = rows(&client, "DECIDE SAMPLING ON events").await;
+    assert_eq!(
+        again,
+        vec![vec![Some("0".into()), Some("0".into()), Some("0".into())]]
+    );
+    let after = number(&rows(&client, "SELECT count(*) FROM events").await, 0, 0);
+    assert_eq!(after, kept);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_decides_on_its_own_schedule() {
+    let options = LookoutOptions {
+        sampling_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+    let client = connect(server.addr).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, status TEXT);
+             ALTER TABLE calls SET SAMPLING (KEY request_id, SEGMENT BY (model), RATE 0.5, \
+               KEEP WHEN status <> 'ok', WINDOW '1 second');
+             INSERT INTO calls SELECT now(), 'm', 'now-' || i, CASE WHEN i < 3 THEN 'error' ELSE 'ok' END \
+               FROM generate_series(0, 99) t(i);
+             INSERT INTO calls SELECT TIMESTAMPTZ '2025-01-01 00:00:00+00', 'm', 'old-' || i, 'ok' \
+               FROM generate_series(0, 99) t(i);",
+        )
+        .await
+        .expect("setup");
+    // Errors of the current hour are kept once the window passes; the
+    // current hour's nominal calls wait for it to close; an old hour is
+    // closed, so its calls are sampled at once.
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = rows(
+            &client,
+            "SELECT count(*) FILTER (WHERE request_id LIKE 'now-%'), \
+                    count(*) FILTER (WHERE request_id LIKE 'old-%'), \
+                    sum(sample_weight) FILTER (WHERE request_id LIKE 'old-%') FROM calls",
+        )
+        .await;
+        if seen[0][0].as_deref() == Some("3") && seen[0][1].as_deref() != Some("0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen[0][0].as_deref(), Some("3"), "{seen:?}");
+    let old = number(&seen, 0, 1);
+    assert!((20.0..=80.0).contains(&old), "{seen:?}");
+    assert!((number(&seen, 0, 2) - 100.0).abs() < 1e-9, "{seen:?}");
+    server.stop().await;
+}
