@@ -95,6 +95,8 @@ pub(crate) struct AlertsSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServerSection {
     pub(crate) shutdown_grace: Option<String>,
+    /// How often held rows of sampled tables are decided.
+    pub(crate) sampling_interval: Option<String>,
     pub(crate) query_threads: Option<usize>,
 }
 
@@ -147,12 +149,18 @@ impl FileConfig {
             None if loopback => FileAccess::Anywhere,
             None => FileAccess::Nowhere,
         };
-        Ok(LookoutOptions {
+        let mut options = LookoutOptions {
             storage,
             file_access,
             query_threads: self.server.query_threads.unwrap_or(0),
             ..LookoutOptions::default()
-        })
+        };
+        if let Some(t) = &self.server.sampling_interval {
+            let us =
+                parse_duration(t).map_err(|e| anyhow::anyhow!("server.sampling_interval: {e}"))?;
+            options.sampling_interval = Duration::from_micros(us.max(1_000) as u64);
+        }
+        Ok(options)
     }
 
     /// Whether clients must log in.

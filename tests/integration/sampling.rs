@@ -204,3 +204,131 @@ async fn the_server_decides_on_its_own_schedule() {
     assert!((number(&seen, 0, 2) - 100.0).abs() < 1e-9, "{seen:?}");
     server.stop().await;
 }
+
+/// kill -9 while writers insert into a sampled table and a client decides
+/// over and over: after a restart every acknowledged row is held, no row
+/// was kept twice, the counts agree with the kept rows, and a last decision
+/// decides every held row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_decisions_keeps_each_decision_whole() {
+    use std::sync::Arc;
+    use tokio::sync::Mutex;
+
+    use crate::harness::{free_port, spawn_server, wait_ready};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, status TEXT);
+             ALTER TABLE calls SET SAMPLING (KEY request_id, SEGMENT BY (model), RATE 0.1, \
+               MINIMUM 2 PER HOUR, KEEP WHEN status <> 'ok', WINDOW '0 seconds');",
+        )
+        .await
+        .expect("setup");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for writer in 0..2 {
+        let acked = Arc::clone(&acked);
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        tasks.push(tokio::spawn(async move {
+            let client = connect(addr).await;
+            for batch in 0.. {
+                let values: Vec<String> = (0..5)
+                    .map(|i| {
+                        format!(
+                            "('2025-01-01 {:02}:{:02}:00+00', 'm{}', 'w{writer}-{batch}-{i}', '{}')",
+                            batch % 24,
+                            i,
+                            i % 2,
+                            if i == 0 { "error" } else { "ok" }
+                        )
+                    })
+                    .collect();
+                let sql = format!("INSERT INTO calls VALUES {}", values.join(","));
+                if client.simple_query(&sql).await.is_err() {
+                    return;
+                }
+                acked
+                    .lock()
+                    .await
+                    .extend((0..5).map(|i| format!("w{writer}-{batch}-{i}")));
+            }
+        }));
+    }
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    tasks.push(tokio::spawn(async move {
+        let client = connect(addr).await;
+        let _ = client
+            .simple_query("SET lookout.now = '2030-01-01 00:00:00+00'")
+            .await;
+        while client.simple_query("DECIDE SAMPLING").await.is_ok() {}
+    }));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(acked.len() > 50, "too little progress: {}", acked.len());
+
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    let lost = rows(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (VALUES {}) a(id) WHERE id NOT IN (SELECT request_id FROM lookout.calls_held)",
+            acked
+                .iter()
+                .map(|k| format!("('{k}')"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    )
+    .await;
+    assert_eq!(lost[0][0].as_deref(), Some("0"), "acknowledged rows lost");
+    let check = "SELECT (SELECT count(*) FROM calls) AS kept, \
+                        (SELECT count(DISTINCT request_id) FROM calls) AS distinct_kept, \
+                        (SELECT sum(kept_by_rule + kept_by_rate + kept_for_minimum + rescued) FROM lookout.calls_sampling) AS counted";
+    let before = rows(&client, check).await;
+    eprintln!(
+        "acknowledged {} rows; after the crash: {before:?}",
+        acked.len()
+    );
+    assert_ne!(
+        before[0][0].as_deref(),
+        Some("0"),
+        "no decision was made before the kill"
+    );
+    assert_eq!(
+        before[0][0], before[0][1],
+        "a row was kept twice: {before:?}"
+    );
+    assert_eq!(
+        before[0][0].as_deref(),
+        before[0][2].as_deref().or(Some("0")),
+        "{before:?}"
+    );
+    client
+        .batch_execute("SET lookout.now = '2030-01-01 00:00:00+00'; DECIDE SAMPLING ON calls")
+        .await
+        .expect("decide");
+    let after = rows(&client, check).await;
+    assert_eq!(after[0][0], after[0][1], "a row was kept twice: {after:?}");
+    assert_eq!(after[0][0], after[0][2], "{after:?}");
+    let all = rows(
+        &client,
+        "SELECT (SELECT count(*) FROM lookout.calls_held) AS held, \
+                (SELECT sum(seen) FROM lookout.calls_sampling) AS seen, \
+                (SELECT count(*) FROM lookout.calls_held WHERE status <> 'ok') AS errors, \
+                (SELECT count(*) FROM calls WHERE status <> 'ok') AS kept_errors",
+    )
+    .await;
+    assert_eq!(all[0][0], all[0][1], "every held row decided once: {all:?}");
+    assert_eq!(all[0][2], all[0][3], "every error kept: {all:?}");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
