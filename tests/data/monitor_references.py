@@ -123,7 +123,60 @@ def fixtures():
         "total": float(w.sum()),
         "expected": {str(q): float(np.quantile(x, q, weights=w, method="inverted_cdf")) for q in QUANTILES},
     }
+    out["weighted_drift"] = weighted_drift_fixture()
     return out
+
+
+def weighted_ecdf_gap(b, wb, c, wc):
+    """sup |F_b - F_c| and the integral of |F_b - F_c|, weighted ECDFs."""
+    grid = np.unique(np.concatenate([b, c]))
+
+    def cdf(x, w):
+        order = np.argsort(x, kind="stable")
+        cum = np.concatenate([[0.0], np.cumsum(w[order])]) / w.sum()
+        return cum[np.searchsorted(x[order], grid, side="right")]
+
+    gap = np.abs(cdf(b, wb) - cdf(c, wc))
+    return float(gap.max())
+
+
+def weighted_drift_fixture():
+    """Weighted drift of a sampled table (weights 1, 50 and 7.25) against
+    numpy's weighted quantiles and histograms and scipy's weighted
+    Wasserstein distance; a stream of its own."""
+    rng = np.random.default_rng(2026112801)
+    b = rng.lognormal(5, 1, 3000)
+    c = rng.lognormal(5.3, 1.1, 2500)
+    wb = rng.choice([1.0, 50.0, 7.25], size=len(b), p=[0.2, 0.7, 0.1])
+    wc = rng.choice([1.0, 50.0, 7.25], size=len(c), p=[0.3, 0.6, 0.1])
+    bins = 10
+    edges = np.quantile(b, [k / bins for k in range(1, bins)], weights=wb, method="inverted_cdf")
+    hb = np.bincount(np.searchsorted(edges, b, side="right"), weights=wb, minlength=bins)
+    hc = np.bincount(np.searchsorted(edges, c, side="right"), weights=wc, minlength=bins)
+    numeric = binned_expected(hb / hb.sum(), hc / hc.sum()) | {
+        "ks": weighted_ecdf_gap(b, wb, c, wc),
+        "wasserstein": float(wasserstein_distance(b, c, wb, wc)),
+    }
+    cats = list("abcde")
+    kb = rng.choice(cats, size=2000, p=[0.4, 0.3, 0.15, 0.1, 0.05])
+    kc = rng.choice(cats + ["f"], size=1800, p=[0.3, 0.3, 0.2, 0.1, 0.05, 0.05])
+    vb = rng.choice([1.0, 50.0, 7.25], size=len(kb), p=[0.2, 0.7, 0.1])
+    vc = rng.choice([1.0, 50.0, 7.25], size=len(kc), p=[0.2, 0.7, 0.1])
+    names = sorted(set(kb) | set(kc))
+    cb = np.array([vb[kb == k].sum() for k in names])
+    cc = np.array([vc[kc == k].sum() for k in names])
+    return {
+        "numeric": {
+            "base": [float(v) for v in b], "base_weights": [float(v) for v in wb],
+            "cur": [float(v) for v in c], "cur_weights": [float(v) for v in wc],
+            "expected": numeric,
+        },
+        "categorical": {
+            "base": [str(v) for v in kb], "base_weights": [float(v) for v in vb],
+            "cur": [str(v) for v in kc], "cur_weights": [float(v) for v in vc],
+            "expected": binned_expected(cb / cb.sum(), cc / cc.sum()),
+        },
+    }
 
 
 def large(seed, rows, parquet_path, json_path):

@@ -132,6 +132,38 @@ async fn sampled_bench_data_keeps_errors_minimums_and_unbiased_counts() {
         );
     }
 
+    // Weighted rates and quantiles on the sample estimate the truth's: the
+    // error rate per model exactly (every error is kept with weight 1, and
+    // the weights of each closed hour add up to its row count), latency
+    // quantiles within 5 %.
+    let rates = rows(
+        &client,
+        "SELECT t.model, t.rate, e.rate FROM \
+         (SELECT model, avg(CASE WHEN status <> 'ok' THEN 1.0 ELSE 0.0 END) AS rate FROM truth GROUP BY 1) t \
+         JOIN (SELECT model, sum(sample_weight) FILTER (WHERE status <> 'ok') / sum(sample_weight) AS rate \
+               FROM events GROUP BY 1) e ON t.model = e.model ORDER BY 1",
+    )
+    .await;
+    for (i, row) in rates.iter().enumerate() {
+        let (truth, estimate) = (number(&rates, i, 1), number(&rates, i, 2));
+        assert!((truth - estimate).abs() < 1e-9, "error rate {row:?}");
+    }
+    let quantiles = rows(
+        &client,
+        "SELECT (SELECT latency_quantile(latency_ms, 0.5) FROM truth) AS p50, \
+                (SELECT weighted_quantile(latency_ms, sample_weight, 0.5) FROM events) AS wp50, \
+                (SELECT latency_quantile(latency_ms, 0.9) FROM truth) AS p90, \
+                (SELECT weighted_quantile(latency_ms, sample_weight, 0.9) FROM events) AS wp90",
+    )
+    .await;
+    for pair in [(0, 1), (2, 3)] {
+        let (truth, estimate) = (number(&quantiles, 0, pair.0), number(&quantiles, 0, pair.1));
+        assert!(
+            (truth - estimate).abs() <= 0.05 * truth,
+            "latency quantiles {quantiles:?}"
+        );
+    }
+
     // The counts table adds up: seen = every row, kept + dropped = seen.
     let counts = rows(
         &client,

@@ -37,7 +37,10 @@ pub(crate) fn build(
     };
     let value_type = args.expr_fields.first().map(|f| f.data_type().clone());
     Ok(match value_type {
-        Some(DataType::Utf8) => Box::new(CategoricalDrift { measure }),
+        Some(DataType::Utf8) => Box::new(CategoricalDrift {
+            measure,
+            weighted: false,
+        }),
         _ => Box::new(NumericDrift { measure, bins }),
     })
 }
@@ -163,12 +166,152 @@ impl Aggregate for NumericDrift {
     }
 }
 
+/// Builds a weighted drift aggregate (`weighted_drift_psi(value,
+/// is_current, weight [, bins])`, ...): numeric or categorical by the
+/// value's type. Rows with a NULL, non-finite or non-positive weight count
+/// for nothing.
+pub(crate) fn build_weighted(
+    measure: Measure,
+    spec: &Spec,
+    args: &AccumulatorArgs,
+) -> Result<Box<dyn Accumulators>> {
+    let bins = match measure {
+        Measure::Psi | Measure::Kl | Measure::Js => spec.bins(args, 3)?,
+        _ => 0,
+    };
+    let value_type = args.expr_fields.first().map(|f| f.data_type().clone());
+    Ok(match value_type {
+        Some(DataType::Utf8) => Box::new(CategoricalDrift {
+            measure,
+            weighted: true,
+        }),
+        _ => Box::new(WeightedNumericDrift { measure, bins }),
+    })
+}
+
+fn weight_at(args: &[ArrayRef], row: usize) -> Option<f64> {
+    let weights = args.get(2)?.as_primitive::<Float64Type>();
+    let w = weights.is_valid(row).then(|| weights.value(row))?;
+    (w.is_finite() && w > 0.0).then_some(w)
+}
+
+/// (value, weight) pairs of each window, collected per group.
+#[derive(Debug, Default)]
+pub(crate) struct WeightedSamples {
+    base: Vec<(f64, f64)>,
+    cur: Vec<(f64, f64)>,
+}
+
+#[derive(Debug)]
+struct WeightedNumericDrift {
+    measure: Measure,
+    bins: usize,
+}
+
+impl Aggregate for WeightedNumericDrift {
+    type State = WeightedSamples;
+
+    fn new_state(&self) -> WeightedSamples {
+        WeightedSamples::default()
+    }
+
+    fn update(
+        &self,
+        states: &mut [WeightedSamples],
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let values = args[0].as_primitive::<Float64Type>();
+        let current = windows(args)?;
+        for (row, group) in groups.iter().enumerate() {
+            if !selected(filter, row) || values.is_null(row) || current.is_null(row) {
+                continue;
+            }
+            let (v, Some(w)) = (values.value(row), weight_at(args, row)) else {
+                continue;
+            };
+            if v.is_finite() {
+                let state = &mut states[*group];
+                if current.value(row) {
+                    state.cur.push((v, w))
+                } else {
+                    state.base.push((v, w))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&self, state: &mut WeightedSamples, encoded: &[u8]) -> Result<()> {
+        let mut reader = Bytes(encoded);
+        for target in [&mut state.base, &mut state.cur] {
+            let n = reader.u64()? as usize;
+            target.reserve(n.min(encoded.len() / 16));
+            for _ in 0..n {
+                target.push((reader.f64()?, reader.f64()?));
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&self, state: &WeightedSamples) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 16 * (state.base.len() + state.cur.len()));
+        for pairs in [&state.base, &state.cur] {
+            out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+            for (v, w) in pairs.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn evaluate(&self, state: &mut WeightedSamples) -> Result<ScalarValue> {
+        if state.base.is_empty() || state.cur.is_empty() {
+            return Ok(ScalarValue::Float64(None));
+        }
+        // Sorted by value, then weight, so the sums do not depend on how
+        // rows reached the groups.
+        let order = |a: &(f64, f64), b: &(f64, f64)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1));
+        state.base.sort_unstable_by(order);
+        state.cur.sort_unstable_by(order);
+        let (base, cur) = (&state.base, &state.cur);
+        let value = match self.measure {
+            Measure::Psi | Measure::Kl | Measure::Js => {
+                let edges = stats::weighted_quantile_edges(base, self.bins);
+                let b = stats::weighted_bin_sums(base, &edges);
+                let c = stats::weighted_bin_sums(cur, &edges);
+                match self.measure {
+                    Measure::Psi => stats::psi(&b, &c),
+                    Measure::Kl => stats::kl(&b, &c),
+                    _ => stats::js_distance(&b, &c),
+                }
+            }
+            Measure::Ks => stats::weighted_ks_statistic(base, cur),
+            Measure::Wasserstein => stats::weighted_wasserstein(base, cur),
+            _ => {
+                return Err(DataFusionError::Internal(
+                    "no weighted form of this measure".into(),
+                ));
+            }
+        };
+        Ok(float(Some(value)))
+    }
+
+    fn size(&self, state: &WeightedSamples) -> usize {
+        std::mem::size_of_val(state) + 16 * (state.base.capacity() + state.cur.capacity())
+    }
+}
+
 /// Row counts per category, [baseline, current].
 pub(crate) type CategoryCounts = HashMap<String, [f64; 2]>;
 
 #[derive(Debug)]
 struct CategoricalDrift {
     measure: Measure,
+    /// Whether rows count by their weight (the third argument) or as 1.
+    weighted: bool,
 }
 
 impl Aggregate for CategoricalDrift {
@@ -191,14 +334,22 @@ impl Aggregate for CategoricalDrift {
             if !selected(filter, row) || values.is_null(row) || current.is_null(row) {
                 continue;
             }
+            let weight = if self.weighted {
+                match weight_at(args, row) {
+                    Some(w) => w,
+                    None => continue,
+                }
+            } else {
+                1.0
+            };
             let side = usize::from(current.value(row));
             let category = values.value(row);
             let counts = &mut states[*group];
             match counts.get_mut(category) {
-                Some(c) => c[side] += 1.0,
+                Some(c) => c[side] += weight,
                 None => {
                     let mut c = [0.0; 2];
-                    c[side] = 1.0;
+                    c[side] = weight;
                     counts.insert(category.to_owned(), c);
                 }
             }

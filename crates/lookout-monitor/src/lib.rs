@@ -53,6 +53,8 @@ const DRIFT_BINNED: &[Arg] = &[Arg::NumberOrText, Arg::Boolean];
 const DRIFT_NUMERIC: &[Arg] = &[Arg::Number, Arg::Boolean];
 const DRIFT_CATEGORY: &[Arg] = &[Arg::Category, Arg::Boolean];
 const BINS: &[Arg] = &[Arg::ConstInteger];
+const WEIGHTED_BINNED: &[Arg] = &[Arg::NumberOrText, Arg::Boolean, Arg::Number];
+const WEIGHTED_NUMERIC: &[Arg] = &[Arg::Number, Arg::Boolean, Arg::Number];
 
 /// Every aggregate: its spec, result type and how to build it.
 fn aggregates() -> Vec<MonitorAggregate> {
@@ -67,6 +69,16 @@ fn aggregates() -> Vec<MonitorAggregate> {
             Wasserstein => |s, a| drift::build(Wasserstein, s, a),
             Chi2Pvalue => |s, a| drift::build(Chi2Pvalue, s, a),
             NewCategoryShare => |s, a| drift::build(NewCategoryShare, s, a),
+        };
+        MonitorAggregate::new(spec(name, args, optional, usage), DataType::Float64, build)
+    };
+    let weighted = |name, args, optional, usage, measure: Measure| {
+        let build: udf::Build = match measure {
+            Psi => |s, a| drift::build_weighted(Psi, s, a),
+            Kl => |s, a| drift::build_weighted(Kl, s, a),
+            Js => |s, a| drift::build_weighted(Js, s, a),
+            Ks => |s, a| drift::build_weighted(Ks, s, a),
+            _ => |s, a| drift::build_weighted(Wasserstein, s, a),
         };
         MonitorAggregate::new(spec(name, args, optional, usage), DataType::Float64, build)
     };
@@ -143,6 +155,41 @@ fn aggregates() -> Vec<MonitorAggregate> {
             &[],
             "drift_new_category_share(category text, is_current boolean)",
             NewCategoryShare,
+        ),
+        weighted(
+            "weighted_drift_psi",
+            WEIGHTED_BINNED,
+            BINS,
+            "weighted_drift_psi(value numeric|text, is_current boolean, weight numeric [, bins integer])",
+            Psi,
+        ),
+        weighted(
+            "weighted_drift_kl",
+            WEIGHTED_BINNED,
+            BINS,
+            "weighted_drift_kl(value numeric|text, is_current boolean, weight numeric [, bins integer])",
+            Kl,
+        ),
+        weighted(
+            "weighted_drift_js",
+            WEIGHTED_BINNED,
+            BINS,
+            "weighted_drift_js(value numeric|text, is_current boolean, weight numeric [, bins integer])",
+            Js,
+        ),
+        weighted(
+            "weighted_drift_ks",
+            WEIGHTED_NUMERIC,
+            &[],
+            "weighted_drift_ks(value numeric, is_current boolean, weight numeric)",
+            Ks,
+        ),
+        weighted(
+            "weighted_drift_wasserstein",
+            WEIGHTED_NUMERIC,
+            &[],
+            "weighted_drift_wasserstein(value numeric, is_current boolean, weight numeric)",
+            Wasserstein,
         ),
         MonitorAggregate::new(
             spec(

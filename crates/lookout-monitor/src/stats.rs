@@ -215,6 +215,91 @@ pub fn wasserstein(base: &[f64], cur: &[f64]) -> f64 {
     total
 }
 
+/// The `bins - 1` inner bin edges of a weighted sample sorted by value: for
+/// each k/bins, the first value whose cumulative share of the weight reaches
+/// it (numpy's `quantile(x, q, weights=w, method='inverted_cdf')`).
+pub fn weighted_quantile_edges(sorted: &[(f64, f64)], bins: usize) -> Vec<f64> {
+    let total: f64 = sorted.iter().map(|(_, w)| w).sum();
+    let mut cdf = Vec::with_capacity(sorted.len());
+    let mut running = 0.0;
+    for (_, w) in sorted {
+        running += w;
+        cdf.push(running / total);
+    }
+    (1..bins)
+        .map(|k| {
+            let q = k as f64 / bins as f64;
+            let i = cdf.partition_point(|c| *c < q).min(sorted.len() - 1);
+            sorted[i].0
+        })
+        .collect()
+}
+
+/// Weight per bin, bins as in [`bin_counts`].
+pub fn weighted_bin_sums(values: &[(f64, f64)], edges: &[f64]) -> Vec<f64> {
+    let mut sums = vec![0.0; edges.len() + 1];
+    for (x, w) in values {
+        sums[edges.partition_point(|e| e <= x)] += w;
+    }
+    sums
+}
+
+/// Walks two weighted samples sorted by value, calling `step(x, next, Fb,
+/// Fc)` for each distinct value x, with both weighted empirical CDFs at x
+/// and the next distinct value (None after the last).
+fn walk_weighted_cdfs(
+    base: &[(f64, f64)],
+    cur: &[(f64, f64)],
+    mut step: impl FnMut(f64, Option<f64>, f64, f64),
+) {
+    let total = |s: &[(f64, f64)]| s.iter().map(|(_, w)| w).sum::<f64>();
+    let (wb, wc) = (total(base), total(cur));
+    let (mut i, mut j, mut fb, mut fc) = (0, 0, 0.0, 0.0);
+    while i < base.len() || j < cur.len() {
+        let x = match (base.get(i), cur.get(j)) {
+            (Some(a), Some(b)) => a.0.min(b.0),
+            (Some(a), None) => a.0,
+            (None, Some(b)) => b.0,
+            (None, None) => break,
+        };
+        while i < base.len() && base[i].0 <= x {
+            fb += base[i].1;
+            i += 1;
+        }
+        while j < cur.len() && cur[j].0 <= x {
+            fc += cur[j].1;
+            j += 1;
+        }
+        let next = match (base.get(i), cur.get(j)) {
+            (Some(a), Some(b)) => Some(a.0.min(b.0)),
+            (Some(a), None) => Some(a.0),
+            (None, Some(b)) => Some(b.0),
+            (None, None) => None,
+        };
+        step(x, next, fb / wb, fc / wc);
+    }
+}
+
+/// Two-sample KS statistic of weighted samples sorted by value: the largest
+/// gap between their weighted empirical CDFs.
+pub fn weighted_ks_statistic(base: &[(f64, f64)], cur: &[(f64, f64)]) -> f64 {
+    let mut d = 0.0f64;
+    walk_weighted_cdfs(base, cur, |_, _, fb, fc| d = d.max((fb - fc).abs()));
+    d
+}
+
+/// First Wasserstein distance of weighted samples sorted by value
+/// (`scipy.stats.wasserstein_distance(b, c, wb, wc)`).
+pub fn weighted_wasserstein(base: &[(f64, f64)], cur: &[(f64, f64)]) -> f64 {
+    let mut total = 0.0;
+    walk_weighted_cdfs(base, cur, |x, next, fb, fc| {
+        if let Some(next) = next {
+            total += (fb - fc).abs() * (next - x);
+        }
+    });
+    total
+}
+
 /// p-value of the χ² test of homogeneity on the 2×k table of counts
 /// (`scipy.stats.chi2_contingency`, Yates' correction when k = 2).
 pub fn chi2_homogeneity_pvalue(base_counts: &[f64], cur_counts: &[f64]) -> f64 {
