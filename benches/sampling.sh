@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Sampling at ingest on the bench data: what holding and deciding costs, how
+# much smaller the kept table is, and how fast and how close weighted queries
+# over the sample are to the same queries over every row: same data, same
+# binary, same run.
+#   benches/sampling.sh                    # 10M rows over 30 days
+#   ROWS=2000000 benches/sampling.sh       # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows="${ROWS:-10000000}"
+work="${BENCH_WORK:-/tmp/lookout-bench}/sampling_$rows"
+bin=target/quick-release/lookout
+cargo build --profile quick-release --bin lookout
+
+data="$work/data"
+if [ ! -f "$data/.complete" ]; then
+  rm -rf "$data"
+  python3 tests/data/gen_events.py --rows "$rows" --files 8 --days 30 --seed 7 --out "$data" >/dev/null
+  touch "$data/.complete"
+fi
+rm -rf "$work/raw" "$work/sampled" "$work/answers"
+mkdir -p "$work/answers"
+
+table="CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, model_version TEXT, segment TEXT,
+  region TEXT, request_id TEXT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, prompt_tokens INT,
+  completion_tokens INT, cost_usd DOUBLE PRECISION, status TEXT, feature_x DOUBLE PRECISION, feature_cat TEXT,
+  score_relevance DOUBLE PRECISION, score_groundedness DOUBLE PRECISION, score_safety DOUBLE PRECISION,
+  feedback SMALLINT)"
+policy="ALTER TABLE events SET SAMPLING (KEY request_id, SEGMENT BY (model, segment), RATE 0.02,
+  MINIMUM 20 PER HOUR, KEEP WHEN status <> 'ok', KEEP WHEN feedback < 0, WINDOW '0 seconds')"
+
+seconds() { date +%s.%N; }
+
+# Ingest: the same files into a plain table and into a sampled one (held),
+# then one decision over everything held.
+"$bin" sql --data "$work/raw" "$table" >/dev/null
+t0=$(seconds); "$bin" import --data "$work/raw" events "$data"/*.parquet >/dev/null 2>&1; t1=$(seconds)
+"$bin" sql --data "$work/sampled" "$table" >/dev/null
+"$bin" sql --data "$work/sampled" "$policy" >/dev/null
+t2=$(seconds); "$bin" import --data "$work/sampled" events "$data"/*.parquet >/dev/null 2>&1; t3=$(seconds)
+t4=$(seconds)
+"$bin" sql --data "$work/sampled" "SET lookout.now = '2030-01-01 00:00:00+00'; DECIDE SAMPLING ON events" >/dev/null
+t5=$(seconds)
+
+median_ms() { # db, sql
+  "$bin" sql --data "$1" --repeat 7 "$2" 2>&1 >/dev/null | sed -n 's/^time: median \([0-9.]*\) ms.*/\1/p'
+}
+answer() { # db, name, sql
+  "$bin" sql --data "$1" "COPY ($3) TO '$work/answers/$2.csv' WITH (FORMAT csv)" >/dev/null
+}
+declare -A raw=(
+  [calls_per_model]="SELECT model, CAST(count(*) AS DOUBLE PRECISION) FROM events GROUP BY model ORDER BY model"
+  [p99_per_model]="SELECT model, latency_quantile(latency_ms, 0.99) FROM events GROUP BY model ORDER BY model"
+  [p50_per_model]="SELECT model, latency_quantile(latency_ms, 0.5) FROM events GROUP BY model ORDER BY model"
+  [error_rate]="SELECT model, segment, avg(CASE WHEN status <> 'ok' THEN 1.0 ELSE 0.0 END) FROM events GROUP BY 1, 2 ORDER BY 1, 2"
+  [psi_29d_vs_1d]="SELECT model, drift_psi(latency_ms, ts >= TIMESTAMPTZ '2025-01-30 00:00:00+00') FROM events GROUP BY model ORDER BY model"
+)
+declare -A sampled=(
+  [calls_per_model]="SELECT model, sum(sample_weight) FROM events GROUP BY model ORDER BY model"
+  [p99_per_model]="SELECT model, weighted_quantile(latency_ms, sample_weight, 0.99) FROM events GROUP BY model ORDER BY model"
+  [p50_per_model]="SELECT model, weighted_quantile(latency_ms, sample_weight, 0.5) FROM events GROUP BY model ORDER BY model"
+  [error_rate]="SELECT model, segment, sum(sample_weight) FILTER (WHERE status <> 'ok') / sum(sample_weight) FROM events GROUP BY 1, 2 ORDER BY 1, 2"
+  [psi_29d_vs_1d]="SELECT model, weighted_drift_psi(latency_ms, ts >= TIMESTAMPTZ '2025-01-30 00:00:00+00', sample_weight) FROM events GROUP BY model ORDER BY model"
+)
+
+count() { "$bin" sql --data "$1" "$2" | sed -n '4p' | tr -d ' |'; }
+out="$work/sampling.json"
+{
+  printf '{"rows": %s, "kept": %s, "dropped": %s,\n' "$rows" \
+    "$(count "$work/sampled" "SELECT count(*) FROM events")" \
+    "$(count "$work/sampled" "SELECT sum(dropped) FROM lookout.events_sampling")"
+  printf ' "import_s": {"plain": %.2f, "sampled": %.2f}, "decide_s": %.2f,\n' \
+    "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" "$(echo "$t5 - $t4" | bc)"
+  printf ' "queries_ms": {'
+  sep=""
+  for q in calls_per_model p50_per_model p99_per_model error_rate psi_29d_vs_1d; do
+    answer "$work/raw" "${q}_raw" "${raw[$q]}"
+    answer "$work/sampled" "${q}_sampled" "${sampled[$q]}"
+    printf '%s"%s": {"raw": %s, "sampled": %s}' "$sep" "$q" \
+      "$(median_ms "$work/raw" "${raw[$q]}")" "$(median_ms "$work/sampled" "${sampled[$q]}")"
+    sep=", "
+  done
+  printf '}}\n'
+} > "$out"
+cat "$out"
+python3 - "$out" "$work/answers" <<'PY'
+import csv, json, sys
+r = json.load(open(sys.argv[1]))
+answers = sys.argv[2]
+print(f"\n{r['rows']:,} rows over 30 days; kept {r['kept']:,} ({r['kept'] / r['rows']:.1%}), "
+      f"dropped {r['dropped']:,}")
+imp = r["import_s"]
+print(f"import: {imp['plain']:.1f} s into a plain table, {imp['sampled']:.1f} s into the sampled "
+      f"table's held area ({imp['sampled'] / imp['plain']:.2f}x); one decision over all of it: "
+      f"{r['decide_s']:.1f} s")
+print(f"{'query':<17}{'raw ms':>9}{'sample ms':>11}{'ratio':>7}  largest relative error of the estimate")
+for q, t in r["queries_ms"].items():
+    read = lambda side: [row for row in csv.reader(open(f"{answers}/{q}_{side}.csv"))]
+    exact, estimate = read("raw"), read("sampled")
+    worst = max(abs(float(e[-1]) - float(x[-1])) / abs(float(x[-1])) for x, e in zip(exact, estimate))
+    print(f"{q:<17}{t['raw']:>9.1f}{t['sampled']:>11.1f}{t['raw'] / t['sampled']:>6.1f}x  {worst:.2%}")
+PY
