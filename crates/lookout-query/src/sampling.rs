@@ -485,6 +485,21 @@ impl Plan<'_> {
         )
     }
 
+    /// The table's columns, the weight column given by `weight`.
+    fn output_columns(&self, weight: &str) -> Vec<String> {
+        self.def
+            .columns
+            .iter()
+            .map(|c| {
+                if c.name == self.policy.weight {
+                    format!("{weight} AS {}", quote(&c.name))
+                } else {
+                    quote(&c.name)
+                }
+            })
+            .collect()
+    }
+
     /// Keys of held rows (that `filter` selects) that a table-reading rule
     /// matches, one filter per rule; None without such rules.
     fn table_rule_keys(&self, filter: &str) -> Option<String> {
@@ -546,18 +561,7 @@ impl Plan<'_> {
                 format!("(c.{c} IS NOT DISTINCT FROM s.{c}) AND ")
             })
             .collect();
-        let out: Vec<String> = self
-            .def
-            .columns
-            .iter()
-            .map(|c| {
-                if c.name == p.weight {
-                    format!("\"_w\" AS {}", quote(&c.name))
-                } else {
-                    quote(&c.name)
-                }
-            })
-            .collect();
+        let out = self.output_columns("\"_w\"");
         format!(
             "WITH c AS ({candidates}), \
              s AS (SELECT {seg}\"_hour\", count(*) AS \"_n\", count(*) FILTER (WHERE \"_h\" < \"_rate\") AS \"_k\" \
@@ -583,18 +587,7 @@ impl Plan<'_> {
         let p = self.policy;
         let source = quote(&p.table);
         let (ts, key) = (self.ts(), quote(&p.key));
-        let out: Vec<String> = self
-            .def
-            .columns
-            .iter()
-            .map(|c| {
-                if c.name == p.weight {
-                    format!("1.0 AS {}", quote(&c.name))
-                } else {
-                    quote(&c.name)
-                }
-            })
-            .collect();
+        let out = self.output_columns("1.0");
         let decided = format!(
             "{ARRIVED} < {} AND {ARRIVED} >= {} AND {source}.{ts} < {}",
             ts_literal(self.marks.decided_through),
@@ -919,12 +912,15 @@ impl Decisions {
         };
         let mut session = lookout.session();
         let stored = read_marks(&mut session, table).await?;
+        // Marks this process advanced past rows that only wait for their
+        // hour (nothing written); after a restart those rows are looked at
+        // again, which decides nothing twice.
         let marks = {
             let cached = self.marks.lock().unwrap_or_else(|p| p.into_inner());
             match cached.get(table) {
                 Some(m)
-                    if m.decided_through > stored.decided_through
-                        && m.hours_closed_before == stored.hours_closed_before =>
+                    if m.decided_through >= stored.decided_through
+                        && m.hours_closed_before >= stored.hours_closed_before =>
                 {
                     *m
                 }

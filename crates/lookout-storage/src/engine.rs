@@ -175,6 +175,30 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// Removes the files `expired` selects from a table's entry, noting their paths.
+fn retire_files(
+    entry: &mut TableEntry,
+    expired: impl Fn(&FileMeta) -> bool,
+    dropped: &mut Vec<String>,
+) {
+    entry.files.retain(|f| {
+        let gone = expired(f);
+        if gone {
+            dropped.push(f.path.clone());
+        }
+        !gone
+    });
+}
+
+/// Files no longer in the manifest, deleted once the grace period has passed
+/// (running queries may still read them). Returns how many.
+fn collect_later(m: &mut Manifest, dropped: Vec<String>, now: i64) -> usize {
+    let n = dropped.len();
+    m.garbage
+        .extend(dropped.into_iter().map(|path| Garbage { path, since: now }));
+    n
+}
+
 fn poisoned<T>(_: T) -> StorageError {
     StorageError::Corrupt("internal lock poisoned by an earlier panic".into())
 }
@@ -1168,19 +1192,9 @@ impl Storage {
                 };
                 let bucket = entry.def.options.bucket_micros;
                 let cutoff = now - ttl;
-                entry.files.retain(|f| {
-                    let expired = f.bucket_start + bucket <= cutoff;
-                    if expired {
-                        dropped.push(f.path.clone());
-                    }
-                    !expired
-                });
+                retire_files(entry, |f| f.bucket_start + bucket <= cutoff, &mut dropped);
             }
-            m.garbage.extend(dropped.iter().map(|p| Garbage {
-                path: p.clone(),
-                since: now,
-            }));
-            dropped.len()
+            collect_later(m, dropped, now)
         })
         .await
     }
@@ -1198,19 +1212,9 @@ impl Storage {
         self.commit_if(|m| {
             let mut dropped = Vec::new();
             if let Some(entry) = m.tables.values_mut().find(|e| e.def.id == id) {
-                entry.files.retain(|f| {
-                    let gone = expired(f);
-                    if gone {
-                        dropped.push(f.path.clone());
-                    }
-                    !gone
-                });
+                retire_files(entry, expired, &mut dropped);
             }
-            m.garbage.extend(dropped.iter().map(|p| Garbage {
-                path: p.clone(),
-                since: now,
-            }));
-            dropped.len()
+            collect_later(m, dropped, now)
         })
         .await
     }
