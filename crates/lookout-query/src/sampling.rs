@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -57,6 +58,9 @@ const ARRIVED: &str = "arrived_at";
 /// Where a sampling policy's definition starts, in its held area's
 /// [`Derivation::definition`] (rollups start with `CREATE ROLLUP`).
 const DEFINITION_PREFIX: &str = "ALTER TABLE";
+
+/// Nominal rows of a (segment, hour) that was closed before they arrived.
+const LATE: &str = "NOT \"_keep\" AND \"_late\"";
 
 /// Kept rows up to which a decision is one WAL record; above, one bulk load.
 const WAL_ROWS: usize = 100_000;
@@ -455,7 +459,19 @@ impl Plan<'_> {
             ts_literal(self.close_before),
         );
         // Rows of closing hours that arrived earlier may be in the table
-        // already (kept by a rule); the left join finds them.
+        // already (kept by a rule); the left join on the table finds them.
+        // A (segment, hour) already closed with rows makes a new row late;
+        // one never closed (historical rows loaded now) closes with it.
+        let seg = self.segments();
+        let counts = quoted_table(&counts_table(&p.table));
+        let closed_segment: String = p
+            .segment_by
+            .iter()
+            .map(|c| {
+                let c = quote(c);
+                format!("(k.{c} IS NOT DISTINCT FROM {source}.{c}) AND ")
+            })
+            .collect();
         let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
             Some(keys) => (
                 format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
@@ -470,8 +486,11 @@ impl Plan<'_> {
             "SELECT {}, date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\", \
              sample_hash(CAST({source}.{key} AS VARCHAR)) AS \"_h\", \
              least(greatest(coalesce(CAST(({}) AS DOUBLE PRECISION), 0.0), 0.0), 1.0) AS \"_rate\", \
-             nullif({keep}, NULL) AS \"_keep\" \
+             nullif({keep}, NULL) AS \"_keep\", \
+             nullif(k.\"_closed\" IS NOT NULL, NULL) AS \"_late\" \
              FROM {held} AS {source} {matched}\
+             LEFT JOIN (SELECT DISTINCT {seg}\"hour\" AS \"_closed\" FROM {counts} WHERE closes_hour) k \
+               ON {closed_segment}k.\"_closed\" = date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') \
              LEFT JOIN (SELECT DISTINCT {key} AS \"_published\" FROM {table} WHERE {ts} >= {hc} AND {ts} < {hc2}) p \
                ON p.\"_published\" = {source}.{key} \
              WHERE ({ARRIVED} >= {wm} AND {ARRIVED} < {cutoff}) \
@@ -521,16 +540,19 @@ impl Plan<'_> {
         Some(selects.join(" UNION "))
     }
 
+    /// Nominal rows whose (segment, hour) this decision closes.
+    fn closing(&self) -> String {
+        format!(
+            "NOT \"_keep\" AND NOT \"_late\" AND \"_hour\" < {}",
+            ts_literal(self.close_before)
+        )
+    }
+
     /// Per (segment, hour): rows kept by a rule, late rows and those kept of
     /// them, rows of closing hours and those under the rate.
     fn counts_sql(&self) -> String {
         let seg = self.segments();
-        let (hc, hc2) = (
-            ts_literal(self.marks.hours_closed_before),
-            ts_literal(self.close_before),
-        );
-        let closing = format!("NOT \"_keep\" AND \"_hour\" >= {hc} AND \"_hour\" < {hc2}");
-        let late = format!("NOT \"_keep\" AND \"_hour\" < {hc}");
+        let (closing, late) = (self.closing(), LATE);
         format!(
             "WITH c AS ({}) SELECT {seg}\"_hour\", \
              count(*) FILTER (WHERE \"_keep\") AS rule, \
@@ -549,10 +571,6 @@ impl Plan<'_> {
         let seg = self.segments();
         let m = p.minimum;
         let cols = self.columns().join(", ");
-        let (hc, hc2) = (
-            ts_literal(self.marks.hours_closed_before),
-            ts_literal(self.close_before),
-        );
         let same_segment: String = p
             .segment_by
             .iter()
@@ -565,17 +583,18 @@ impl Plan<'_> {
         format!(
             "WITH c AS ({candidates}), \
              s AS (SELECT {seg}\"_hour\", count(*) AS \"_n\", count(*) FILTER (WHERE \"_h\" < \"_rate\") AS \"_k\" \
-                   FROM c WHERE NOT \"_keep\" AND \"_hour\" >= {hc} AND \"_hour\" < {hc2} GROUP BY {seg}\"_hour\"), \
-             d AS (SELECT c.*, s.\"_n\", s.\"_k\" FROM c JOIN s ON {same_segment}c.\"_hour\" = s.\"_hour\" WHERE NOT c.\"_keep\"), \
+                   FROM c WHERE {closing} GROUP BY {seg}\"_hour\"), \
+             d AS (SELECT c.*, s.\"_n\", s.\"_k\" FROM c JOIN s ON {same_segment}c.\"_hour\" = s.\"_hour\" WHERE NOT c.\"_keep\" AND NOT c.\"_late\"), \
              small AS (SELECT *, row_number() OVER (PARTITION BY {seg}\"_hour\" ORDER BY \"_h\", {key}) AS \"_rank\" \
                        FROM d WHERE \"_k\" < {m}) \
              SELECT {out} FROM ( \
                SELECT {cols}, 1.0 AS \"_w\" FROM c WHERE \"_keep\" \
-               UNION ALL SELECT {cols}, 1.0 / \"_rate\" AS \"_w\" FROM c WHERE NOT \"_keep\" AND \"_hour\" < {hc} AND \"_h\" < \"_rate\" \
+               UNION ALL SELECT {cols}, 1.0 / \"_rate\" AS \"_w\" FROM c WHERE {LATE} AND \"_h\" < \"_rate\" \
                UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / \"_k\" AS \"_w\" FROM d WHERE \"_k\" >= {m} AND \"_k\" > 0 AND \"_h\" < \"_rate\" \
                UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / least(\"_n\", {m}) AS \"_w\" FROM small WHERE \"_rank\" <= {m} \
              ) kept",
             candidates = self.candidates(),
+            closing = self.closing(),
             key = quote(&p.key),
             out = out.join(", "),
         )
@@ -630,6 +649,7 @@ fn counts_schema(policy: &SamplingPolicy, def: &TableDef) -> Result<Schema> {
         fields.push(Field::new(name, DataType::Int64, false));
     }
     fields.push(Field::new("weight", DataType::Float64, true));
+    fields.push(Field::new("closes_hour", DataType::Boolean, false));
     fields.push(Field::new("decided_through", time_type(), false));
     fields.push(Field::new("hours_closed_before", time_type(), false));
     Ok(Schema::new(fields))
@@ -655,6 +675,8 @@ struct Count {
     rescued: i64,
     dropped: i64,
     weight: Option<f64>,
+    /// Whether this decision closed the (segment, hour).
+    closes_hour: bool,
 }
 
 fn counts_batch(
@@ -701,6 +723,9 @@ fn counts_batch(
     columns.push(ints(|c| c.dropped));
     columns.push(Arc::new(Float64Array::from(
         counts.iter().map(|c| c.weight).collect::<Vec<_>>(),
+    )));
+    columns.push(Arc::new(BooleanArray::from(
+        counts.iter().map(|c| c.closes_hour).collect::<Vec<_>>(),
     )));
     columns.push(stamp(marks.decided_through));
     columns.push(stamp(marks.hours_closed_before));
@@ -771,6 +796,7 @@ fn counts_from(batch: &RecordBatch, policy: &SamplingPolicy) -> Result<Vec<Count
             rescued: 0,
             dropped: late_n - late_k + n - sampled,
             weight,
+            closes_hour: n > 0,
         });
     }
     Ok(out)
