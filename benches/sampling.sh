@@ -31,6 +31,13 @@ policy="ALTER TABLE events SET SAMPLING (KEY request_id, SEGMENT BY (model, segm
 
 seconds() { date +%s.%N; }
 
+# Decisions run only when asked (DECIDE SAMPLING), so the import's time is
+# the import's.
+config="$work/lookout.toml"
+mkdir -p "$work"
+printf '[server]\nsampling_interval = "1 day"\n' > "$config"
+export LOOKOUT_CONFIG="$config"
+
 # Ingest: the same files into a plain table and into a sampled one (held),
 # then one decision over everything held.
 "$bin" sql --data "$work/raw" "$table" >/dev/null

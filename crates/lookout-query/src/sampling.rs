@@ -895,13 +895,23 @@ impl Decisions {
             .filter_map(|e| e.def.derived.as_ref().filter(|d| is_sampling(d)))
             .map(|d| d.source.clone())
             .collect();
+        // One table's failure (a keep-rule reading a dropped table) does not
+        // hold up the others; the first error is returned after all ran.
+        let mut first_error = None;
         for table in names {
-            let d = self.decide(lookout, &table, clock).await?;
-            total.kept += d.kept;
-            total.dropped += d.dropped;
-            total.rescued += d.rescued;
+            match self.decide(lookout, &table, clock).await {
+                Ok(d) => {
+                    total.kept += d.kept;
+                    total.dropped += d.dropped;
+                    total.rescued += d.rescued;
+                }
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "sampling decision failed");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(total)
+        first_error.map_or(Ok(total), Err)
     }
 
     /// Decides what is due in one sampled table.
@@ -1139,9 +1149,8 @@ pub(crate) fn spawn_decisions(lookout: Lookout, interval: Duration) -> tokio::ta
                 close_all: false,
                 rescue_now: false,
             };
-            if let Err(e) = lookout.decisions().decide_all(&lookout, clock).await {
-                tracing::warn!(error = %e, "sampling decision failed; retrying at the next tick");
-            }
+            // Failures are logged per table; the next tick retries.
+            let _ = lookout.decisions().decide_all(&lookout, clock).await;
         }
     })
 }
