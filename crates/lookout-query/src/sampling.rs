@@ -464,7 +464,14 @@ impl Plan<'_> {
         // one never closed (historical rows loaded now) closes with it.
         let seg = self.segments();
         let counts = quoted_table(&counts_table(&p.table));
-        let closed_segment = self.same_segment("k", &source);
+        let closed_segment: String = p
+            .segment_by
+            .iter()
+            .map(|c| {
+                let c = quote(c);
+                format!("(k.{c} IS NOT DISTINCT FROM {source}.{c}) AND ")
+            })
+            .collect();
         let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
             Some(keys) => (
                 format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
@@ -495,18 +502,6 @@ impl Plan<'_> {
                 .join(", "),
             p.rate,
         )
-    }
-
-    /// `a.col IS NOT DISTINCT FROM b.col AND ` for each segment column.
-    fn same_segment(&self, a: &str, b: &str) -> String {
-        self.policy
-            .segment_by
-            .iter()
-            .map(|c| {
-                let c = quote(c);
-                format!("({a}.{c} IS NOT DISTINCT FROM {b}.{c}) AND ")
-            })
-            .collect()
     }
 
     /// The table's columns, the weight column given by `weight`.
@@ -576,30 +571,22 @@ impl Plan<'_> {
         let seg = self.segments();
         let m = p.minimum;
         let cols = self.columns().join(", ");
-        let same_segment = self.same_segment("c", "s");
-        let same_segment_t = self.same_segment("d", "t");
-        let seg_d: String = p
+        let same_segment: String = p
             .segment_by
             .iter()
-            .map(|c| format!("d.{}, ", quote(c)))
+            .map(|c| {
+                let c = quote(c);
+                format!("(c.{c} IS NOT DISTINCT FROM s.{c}) AND ")
+            })
             .collect();
         let out = self.output_columns("\"_w\"");
-        // The minimum keeps the lowest hashes of a stratum: ranked first on
-        // the hash alone (narrow rows, `n` and `t`), then only the rows at
-        // or under the m-th hash are ranked whole (`small`), so a month of
-        // held rows is never sorted with all its columns.
         format!(
             "WITH c AS ({candidates}), \
              s AS (SELECT {seg}\"_hour\", count(*) AS \"_n\", count(*) FILTER (WHERE \"_h\" < \"_rate\") AS \"_k\" \
                    FROM c WHERE {closing} GROUP BY {seg}\"_hour\"), \
              d AS (SELECT c.*, s.\"_n\", s.\"_k\" FROM c JOIN s ON {same_segment}c.\"_hour\" = s.\"_hour\" WHERE NOT c.\"_keep\" AND NOT c.\"_late\"), \
-             n AS (SELECT {seg}\"_hour\", coalesce(\"_h\", 2.0) AS \"_hh\", \
-                          row_number() OVER (PARTITION BY {seg}\"_hour\" ORDER BY coalesce(\"_h\", 2.0)) AS \"_r\" \
-                   FROM d WHERE \"_k\" < {m}), \
-             t AS (SELECT {seg}\"_hour\", max(\"_hh\") AS \"_t\" FROM n WHERE \"_r\" <= {m} GROUP BY {seg}\"_hour\"), \
-             small AS (SELECT d.*, row_number() OVER (PARTITION BY {seg_d}d.\"_hour\" ORDER BY d.\"_h\", d.{key}) AS \"_rank\" \
-                       FROM d JOIN t ON {same_segment_t}d.\"_hour\" = t.\"_hour\" \
-                       WHERE d.\"_k\" < {m} AND coalesce(d.\"_h\", 2.0) <= t.\"_t\") \
+             small AS (SELECT *, row_number() OVER (PARTITION BY {seg}\"_hour\" ORDER BY \"_h\", {key}) AS \"_rank\" \
+                       FROM d WHERE \"_k\" < {m}) \
              SELECT {out} FROM ( \
                SELECT {cols}, 1.0 AS \"_w\" FROM c WHERE \"_keep\" \
                UNION ALL SELECT {cols}, 1.0 / \"_rate\" AS \"_w\" FROM c WHERE {LATE} AND \"_h\" < \"_rate\" \
