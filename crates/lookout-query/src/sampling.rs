@@ -464,14 +464,7 @@ impl Plan<'_> {
         // one never closed (historical rows loaded now) closes with it.
         let seg = self.segments();
         let counts = quoted_table(&counts_table(&p.table));
-        let closed_segment: String = p
-            .segment_by
-            .iter()
-            .map(|c| {
-                let c = quote(c);
-                format!("(k.{c} IS NOT DISTINCT FROM {source}.{c}) AND ")
-            })
-            .collect();
+        let closed_segment = self.same_segment("k", &source);
         let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
             Some(keys) => (
                 format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
@@ -502,6 +495,18 @@ impl Plan<'_> {
                 .join(", "),
             p.rate,
         )
+    }
+
+    /// `a.col IS NOT DISTINCT FROM b.col AND ` for each segment column.
+    fn same_segment(&self, a: &str, b: &str) -> String {
+        self.policy
+            .segment_by
+            .iter()
+            .map(|c| {
+                let c = quote(c);
+                format!("({a}.{c} IS NOT DISTINCT FROM {b}.{c}) AND ")
+            })
+            .collect()
     }
 
     /// The table's columns, the weight column given by `weight`.
@@ -571,14 +576,7 @@ impl Plan<'_> {
         let seg = self.segments();
         let m = p.minimum;
         let cols = self.columns().join(", ");
-        let same_segment: String = p
-            .segment_by
-            .iter()
-            .map(|c| {
-                let c = quote(c);
-                format!("(c.{c} IS NOT DISTINCT FROM s.{c}) AND ")
-            })
-            .collect();
+        let same_segment = self.same_segment("c", "s");
         let out = self.output_columns("\"_w\"");
         format!(
             "WITH c AS ({candidates}), \
