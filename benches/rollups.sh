@@ -8,15 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${ROWS:-10000000}"
 work="${BENCH_WORK:-/tmp/lookout-bench}/rollups_$rows"
-bin=target/quick-release/lookout
-cargo build --profile quick-release --bin lookout
-
+source benches/common.sh
 data="$work/data"
-if [ ! -f "$data/.complete" ]; then
-  rm -rf "$data"
-  python3 tests/data/gen_events.py --rows "$rows" --files 8 --days 30 --seed 7 --out "$data" >/dev/null
-  touch "$data/.complete"
-fi
+bench_data "$data" "$rows"
 rm -rf "$work/raw" "$work/rolled"
 
 # A drill-down rollup (model x version x segment, hourly) and a dashboard
@@ -28,13 +22,8 @@ rollup="CREATE ROLLUP events_hourly ON events GROUP BY model, model_version, seg
 model_rollup="CREATE ROLLUP model_hourly ON events GROUP BY model EVERY '1 hour'
   AS (count(*), quantile_sketch(latency_ms), score_state(score_groundedness, 0.7),
       sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors)"
-table="CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, model_version TEXT, segment TEXT,
-  region TEXT, request_id TEXT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, prompt_tokens INT,
-  completion_tokens INT, cost_usd DOUBLE PRECISION, status TEXT, feature_x DOUBLE PRECISION, feature_cat TEXT,
-  score_relevance DOUBLE PRECISION, score_groundedness DOUBLE PRECISION, score_safety DOUBLE PRECISION,
-  feedback SMALLINT)"
+table="$events_table"
 
-seconds() { date +%s.%N; }
 
 # Ingest: the same files into a table without and with the rollup.
 "$bin" sql --data "$work/raw" "$table" >/dev/null
@@ -47,9 +36,6 @@ t2=$(seconds); "$bin" import --data "$work/rolled" events "$data"/*.parquet >/de
 t4=$(seconds); "$bin" sql --data "$work/raw" "$rollup" >/dev/null; t5=$(seconds)
 "$bin" sql --data "$work/raw" "DROP ROLLUP events_hourly" >/dev/null
 
-median_ms() { # db, sql
-  "$bin" sql --data "$1" --repeat 7 "$2" 2>&1 >/dev/null | sed -n 's/^time: median \([0-9.]*\) ms.*/\1/p'
-}
 declare -A raw=(
   [p99_30d]="SELECT model, latency_quantile(latency_ms, 0.99) FROM events WHERE ts >= TIMESTAMPTZ '2025-01-01 00:00:00+00' GROUP BY model ORDER BY model"
   [p99_hourly_30d]="SELECT model, date_bin(INTERVAL '1 hour', ts) AS h, latency_quantile(latency_ms, 0.99) FROM events WHERE ts >= TIMESTAMPTZ '2025-01-01 00:00:00+00' GROUP BY 1, 2 ORDER BY 1, 2"

@@ -9,27 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${ROWS:-10000000}"
 work="${BENCH_WORK:-/tmp/lookout-bench}/sampling_$rows"
-bin=target/quick-release/lookout
-cargo build --profile quick-release --bin lookout
-
+source benches/common.sh
 data="$work/data"
-if [ ! -f "$data/.complete" ]; then
-  rm -rf "$data"
-  python3 tests/data/gen_events.py --rows "$rows" --files 8 --days 30 --seed 7 --out "$data" >/dev/null
-  touch "$data/.complete"
-fi
+bench_data "$data" "$rows"
 rm -rf "$work/raw" "$work/sampled" "$work/answers"
 mkdir -p "$work/answers"
 
-table="CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, model_version TEXT, segment TEXT,
-  region TEXT, request_id TEXT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, prompt_tokens INT,
-  completion_tokens INT, cost_usd DOUBLE PRECISION, status TEXT, feature_x DOUBLE PRECISION, feature_cat TEXT,
-  score_relevance DOUBLE PRECISION, score_groundedness DOUBLE PRECISION, score_safety DOUBLE PRECISION,
-  feedback SMALLINT)"
+table="$events_table"
 policy="ALTER TABLE events SET SAMPLING (KEY request_id, SEGMENT BY (model, segment), RATE 0.02,
   MINIMUM 20 PER HOUR, KEEP WHEN status <> 'ok', KEEP WHEN feedback < 0, WINDOW '0 seconds')"
 
-seconds() { date +%s.%N; }
 
 # Decisions run only when asked (DECIDE SAMPLING), so the import's time is
 # the import's.
@@ -49,9 +38,6 @@ t4=$(seconds)
 "$bin" sql --data "$work/sampled" "SET lookout.now = '2030-01-01 00:00:00+00'; DECIDE SAMPLING ON events" >/dev/null
 t5=$(seconds)
 
-median_ms() { # db, sql
-  "$bin" sql --data "$1" --repeat 7 "$2" 2>&1 >/dev/null | sed -n 's/^time: median \([0-9.]*\) ms.*/\1/p'
-}
 answer() { # db, name, sql
   "$bin" sql --data "$1" "COPY ($3) TO '$work/answers/$2.csv' WITH (FORMAT csv)" >/dev/null
 }

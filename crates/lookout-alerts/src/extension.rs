@@ -150,9 +150,7 @@ impl SqlExtension for AlertStatements {
 impl AlertStatements {
     async fn run(&self, sql: &str, session: &mut Session) -> Result<Output> {
         let engine = &self.engine;
-        let anchor = session
-            .fixed_now()
-            .map_or_else(now_micros, |t| t.timestamp_micros());
+        let anchor = session.now_micros();
         match parse(sql)? {
             AlertStatement::Create {
                 rule,

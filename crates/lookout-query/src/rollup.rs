@@ -521,11 +521,11 @@ impl Ingest {
             return Ok(self.storage.write(table, batch).await?);
         }
         let def = self.storage.table(table)?;
-        let rows = self.storage.validate(table, &batch)?;
+        let rows = self.storage.validate(&def, &def.schema()?, &batch)?;
         let mut group = vec![match &held {
             Some((name, schema)) => (
                 name.clone(),
-                crate::sampling::held_rows(&rows, schema, crate::sampling::now_micros())?,
+                crate::sampling::held_rows(&rows, schema, crate::session::clock_micros())?,
             ),
             None => (table.to_string(), rows.clone()),
         }];
@@ -580,8 +580,8 @@ impl Ingest {
                 .collect::<Result<_>>()?,
         );
         let schema = def.schema()?;
-        let arrived = crate::sampling::now_micros();
-        let (storage, name) = (self.storage.clone(), table.to_string());
+        let arrived = crate::session::clock_micros();
+        let storage = self.storage.clone();
         let observed = {
             let states = Arc::clone(&states);
             let def = def.clone();
@@ -590,13 +590,13 @@ impl Ingest {
                 let states = Arc::clone(&states);
                 let (def, schema) = (def.clone(), Arc::clone(&schema));
                 let held_schema = held_schema.clone();
-                let (storage, name) = (storage.clone(), name.clone());
+                let storage = storage.clone();
                 async move {
                     let batch = item?;
                     // Rows bound for a held area are checked against their
                     // own table now, not when they are decided.
                     let rows = match held_schema {
-                        Some(_) => storage.validate(&name, &batch)?,
+                        Some(_) => storage.validate(&def, &schema, &batch)?,
                         None => lookout_storage::batch::conform(&batch, &def, &schema)?,
                     };
                     for state in states.iter() {

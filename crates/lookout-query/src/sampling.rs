@@ -47,7 +47,7 @@ use lookout_storage::{CreateTable, Derivation, Storage, TableDef, time_type};
 
 use crate::error::{QueryError, Result};
 use crate::extension::SqlExtension;
-use crate::session::{Output, Session, quoted_table};
+use crate::session::{Output, Session, clock_micros, quoted_table};
 use crate::{Lookout, catalog::SYSTEM_PREFIX};
 
 const HOUR: i64 = 3_600_000_000;
@@ -103,10 +103,6 @@ fn ts_literal(micros: i64) -> String {
 
 fn floor_hour(micros: i64) -> i64 {
     micros.div_euclid(HOUR) * HOUR
-}
-
-pub(crate) fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// The held area and the counts table of a sampled table.
@@ -922,7 +918,7 @@ impl Decisions {
         // Every write that took its arrival time before this has committed.
         let real = {
             let _gate = lookout.ingest().gate.write().await;
-            now_micros()
+            clock_micros()
         };
         self.decide_at(lookout, table, clock, real).await
     }
@@ -1143,7 +1139,7 @@ pub(crate) fn spawn_decisions(lookout: Lookout, interval: Duration) -> tokio::ta
         loop {
             ticks.tick().await;
             let clock = Clock {
-                now: now_micros(),
+                now: clock_micros(),
                 close_all: false,
                 rescue_now: false,
             };
@@ -1346,7 +1342,7 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
         return Ok(command("ALTER TABLE"));
     }
     let clock = Clock {
-        now: session_now(session),
+        now: session.now_micros(),
         close_all: true,
         rescue_now: true,
     };
@@ -1355,20 +1351,13 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
     let _gate = lookout.ingest().gate.write().await;
     lookout
         .decisions()
-        .decide_at(&lookout, &table, clock, now_micros())
+        .decide_at(&lookout, &table, clock, clock_micros())
         .await?;
     lookout
         .storage()
         .drop_table(&held_table(&table), false)
         .await?;
     Ok(command("ALTER TABLE"))
-}
-
-fn session_now(session: &Session) -> i64 {
-    session
-        .fixed_now()
-        .map(|t| t.timestamp_micros())
-        .unwrap_or_else(now_micros)
 }
 
 /// `DECIDE SAMPLING [ON t]`: the table, if one is named.
@@ -1390,7 +1379,7 @@ async fn decide_sampling(session: &mut Session, sql: &str) -> Result<Output> {
     let table = parse_decide(sql)?;
     let lookout = session.lookout().clone();
     let clock = Clock {
-        now: session_now(session),
+        now: session.now_micros(),
         close_all: false,
         rescue_now: true,
     };

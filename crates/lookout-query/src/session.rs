@@ -180,6 +180,11 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
     crate::pg_compat::parse_sql(sql).map_err(parse_error)
 }
 
+/// The clock, in microseconds since the epoch.
+pub(crate) fn clock_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
 /// A storage table name as SQL that resolves to it.
 pub(crate) fn quoted_table(name: &str) -> String {
     match name.strip_prefix(SYSTEM_PREFIX) {
@@ -395,6 +400,14 @@ impl Session {
     /// The instant `now()` returns in this session, if fixed by `SET lookout.now`.
     pub fn fixed_now(&self) -> Option<DateTime<Utc>> {
         self.fixed_now
+    }
+
+    /// This session's "now" in microseconds since the epoch: `SET
+    /// lookout.now` if set, else the clock (for statements that act "now":
+    /// leases, alert anchors, sampling decisions).
+    pub fn now_micros(&self) -> i64 {
+        self.fixed_now
+            .map_or_else(clock_micros, |t| t.timestamp_micros())
     }
 
     /// Splits SQL text into statements, Lookout's own and those extensions claim.

@@ -435,10 +435,7 @@ impl ReviewQueues {
     }
 
     async fn run(&self, statement: Statement, session: &mut Session) -> Result<Output> {
-        let now = session.fixed_now().map_or_else(
-            || chrono::Utc::now().timestamp_micros(),
-            |t| t.timestamp_micros(),
-        );
+        let now = session.now_micros();
         let user = session.user().to_string();
         match statement {
             Statement::Create {

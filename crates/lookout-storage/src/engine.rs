@@ -532,14 +532,18 @@ impl Storage {
         Ok(())
     }
 
-    /// Checks rows as a write to `table` would (columns, types, NOT NULL,
-    /// the future horizon) without writing them; returns them in the
-    /// table's schema. For a layer that holds rows before they reach
+    /// Checks rows as a write to the table `def` (with its `schema`) would
+    /// (columns, types, NOT NULL, the future horizon) without writing them;
+    /// returns them in the table's schema. For a layer that holds rows before they reach
     /// `table`, so a bad row is refused when it arrives, not later.
-    pub fn validate(&self, table: &str, input: &RecordBatch) -> Result<RecordBatch> {
-        let def = self.table(table)?;
-        let b = batch::conform(input, &def, &def.schema()?)?;
-        self.check_horizon(&def, &b)?;
+    pub fn validate(
+        &self,
+        def: &TableDef,
+        schema: &SchemaRef,
+        input: &RecordBatch,
+    ) -> Result<RecordBatch> {
+        let b = batch::conform(input, def, schema)?;
+        self.check_horizon(def, &b)?;
         Ok(b)
     }
 
