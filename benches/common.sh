@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts: the binary, the bench data, the events
 # table and timing helpers. Source it after `cd` to the repository root.
 
-bin=target/quick-release/lookout
+bin="${CARGO_TARGET_DIR:-target}/quick-release/lookout"
 cargo build --profile quick-release --bin lookout
 
 # bench_data DIR ROWS: the generator's 30 days of events as 8 Parquet files,

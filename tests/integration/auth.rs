@@ -226,6 +226,48 @@ async fn scram_roles_tls_and_reload() {
             assert!(err.contains("42501"), "{sql}: {err}");
         }
 
+        // Permissions hold on the tables a plan really touches, however
+        // they are named: the search path, a view, COPY's generated query.
+        let via_search_path = "SET datafusion.catalog.default_schema = 'lookout'; ";
+        for (user, password) in [("viewer", "viewer pw"), ("ops", "ops pw")] {
+            for sql in [
+                "SELECT name, verifier, role FROM roles",
+                "SELECT count(*) FROM (SELECT * FROM roles) r",
+                "INSERT INTO roles VALUES (now(), 'evil', 'x', 'admin', false)",
+                "DELETE FROM roles",
+            ] {
+                let sql = format!("{via_search_path}{sql}");
+                let err = denied(port, user, password, &sql);
+                assert!(err.contains("42501"), "{user}: {sql}: {err}");
+            }
+            let err = denied(
+                port,
+                user,
+                password,
+                "WITH r AS (SELECT * FROM lookout.roles) SELECT * FROM r",
+            );
+            assert!(err.contains("42501"), "{user}: {err}");
+            // A column list that tries to close its quote reads no other table.
+            let (copied, out, err) = psql(
+                port,
+                user,
+                password,
+                "require",
+                "COPY t (\"name\"\", verifier, role FROM lookout.roles --\") TO STDOUT",
+            );
+            assert!(!copied && !out.contains("scram"), "{user}: {out} {err}");
+        }
+        assert_eq!(
+            ok(
+                port,
+                "admin",
+                "admin pw",
+                "SELECT string_agg(name, ',') FROM lookout.roles WHERE NOT dropped"
+            ),
+            "ops",
+            "no role was added or removed"
+        );
+
         // Wrong passwords and unknown users get the same answer.
         for (user, password) in [("viewer", "nope"), ("nobody", "nope")] {
             let (ok, _, err) = psql(port, user, password, "require", "SELECT 1");

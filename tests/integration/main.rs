@@ -17,3 +17,4 @@ mod review;
 mod rollups;
 mod sampling;
 mod slt;
+mod snapshots;

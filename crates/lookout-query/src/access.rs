@@ -118,18 +118,72 @@ pub(crate) fn check(
     if needed <= granted {
         return Ok(());
     }
+    Err(denied(user, granted, needed))
+}
+
+/// Who runs a statement. Each execution carries it in its DataFusion
+/// session configuration, so that the tables a plan really reads and writes,
+/// after name resolution (search path, views, COPY's generated query), are
+/// checked, not only the names the statement's text spells.
+#[derive(Debug)]
+pub(crate) struct Principal {
+    user: String,
+    access: Access,
+    lookout: crate::Lookout,
+}
+
+impl Principal {
+    pub(crate) fn new(user: &str, access: Access, lookout: crate::Lookout) -> Principal {
+        Principal {
+            user: user.to_string(),
+            access,
+            lookout,
+        }
+    }
+
+    /// Fails with 42501 unless this principal may `needed` the table with
+    /// storage name `table`; restricted `lookout` tables need an admin.
+    pub(crate) fn check_table(&self, table: &str, needed: Access) -> Result<()> {
+        let needed = match table.strip_prefix(crate::catalog::SYSTEM_PREFIX) {
+            Some(t) if self.lookout.is_restricted(t) => Access::Admin,
+            _ => needed,
+        };
+        if needed <= self.access {
+            Ok(())
+        } else {
+            Err(denied(&self.user, self.access, needed))
+        }
+    }
+}
+
+/// Checks the principal of the execution `state` belongs to (none: an
+/// internal plan, which runs with the engine's own rights).
+pub(crate) fn authorize(
+    state: &dyn datafusion::catalog::Session,
+    table: &str,
+    needed: Access,
+) -> datafusion::error::Result<()> {
+    match state.config().get_extension::<Principal>() {
+        Some(p) => p
+            .check_table(table, needed)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))),
+        None => Ok(()),
+    }
+}
+
+fn denied(user: &str, granted: Access, needed: Access) -> QueryError {
     let what = match needed {
         Access::Read => "read",
         Access::Write => "write or change tables",
         Access::Admin => "manage alerts and roles, or read and write server files",
     };
-    Err(QueryError::with_code(
+    QueryError::with_code(
         "42501",
         format!(
             "permission denied: role \"{user}\" ({}) may not {what}",
             granted.role_name()
         ),
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use crate::provider::{LookoutTable, storage_err};
 use crate::rollup::Ingest;
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
-/// query sees the tables and files in force when it is planned.
+/// query is planned against the tables in force; the files and rows it
+/// reads are those of the moment it runs.
 #[derive(Debug)]
 pub(crate) struct LookoutSchema {
     ingest: Ingest,
@@ -43,11 +44,13 @@ impl SchemaProvider for LookoutSchema {
     }
 }
 
+/// A table for planning: its definition now; its rows are read from the
+/// snapshot each execution takes.
 fn open_table(ingest: &Ingest, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-    match ingest.storage().snapshot(name) {
-        Ok(snapshot) => {
-            let versions = snapshot.def.options.versions.clone();
-            let table = LookoutTable::new(ingest.clone(), snapshot)?;
+    match ingest.storage().table(name) {
+        Ok(def) => {
+            let versions = def.options.versions.clone();
+            let table = LookoutTable::new(ingest.clone(), def)?;
             Ok(Some(match versions {
                 Some(v) => Arc::new(crate::versions::LatestVersions::new(table, v)),
                 None => Arc::new(table),

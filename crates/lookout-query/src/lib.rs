@@ -48,7 +48,7 @@ pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::{parse_duration, parse_non_negative_duration};
 pub use pg_compat::is_oid_field;
-pub use session::{CopyIn, Output, Prepared, Session};
+pub use session::{CopyIn, Output, Prepared, Session, quote_ident};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]

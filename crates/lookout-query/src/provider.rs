@@ -31,9 +31,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use lookout_storage::{FileMeta, StatValue, StorageError, TableSnapshot};
+use lookout_storage::{FileMeta, StatValue, StorageError, TableDef, TableSnapshot};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
+use crate::access::{Access, authorize};
 use crate::rollup::Ingest;
 use crate::scan_exec::{LookoutScanExec, ScanSummary};
 
@@ -44,40 +45,143 @@ pub(crate) fn storage_err(e: StorageError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// A Lookout table as DataFusion sees it, bound to one snapshot.
+/// A Lookout table as DataFusion sees it. Planning binds only its
+/// definition; each execution scans the snapshot it takes when it starts
+/// (see [`QuerySnapshots`]), so a plan kept by a prepared statement never
+/// answers from the data as it was when it was prepared.
 #[derive(Debug)]
 pub(crate) struct LookoutTable {
     ingest: Ingest,
-    snapshot: TableSnapshot,
-    /// The table's columns, all nullable: NOT NULL is enforced by the
-    /// storage engine on write, with an error that names the column and
-    /// row, rather than by DataFusion's generic batch check.
+    def: TableDef,
+    /// The table's columns as planned, all nullable: NOT NULL is enforced
+    /// by the storage engine on write, with an error that names the column
+    /// and row, rather than by DataFusion's generic batch check.
     schema: SchemaRef,
-    /// Buffered rows under `schema`.
-    buffered: Vec<RecordBatch>,
 }
 
 impl LookoutTable {
-    pub(crate) fn new(ingest: Ingest, snapshot: TableSnapshot) -> Result<Self> {
-        let fields: Vec<Field> = snapshot
-            .schema
+    pub(crate) fn new(ingest: Ingest, def: TableDef) -> Result<Self> {
+        let fields: Vec<Field> = def
+            .schema()
+            .map_err(storage_err)?
             .fields()
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
-        let schema = Arc::new(Schema::new(fields));
-        let buffered = snapshot
-            .buffered
-            .iter()
-            .map(|b| b.clone().with_schema(Arc::clone(&schema)))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(LookoutTable {
             ingest,
-            snapshot,
-            schema,
-            buffered,
+            def,
+            schema: Arc::new(Schema::new(fields)),
         })
     }
+
+    /// The snapshot this execution reads, and its buffered rows under the
+    /// planned columns.
+    fn snapshot(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<(TableSnapshot, Vec<RecordBatch>)> {
+        let storage = self.ingest.storage();
+        let snapshot = match state.config().get_extension::<QuerySnapshots>() {
+            Some(snapshots) => snapshots.of(storage, &self.def.name)?,
+            None => storage.snapshot(&self.def.name).map_err(storage_err)?,
+        };
+        let filtered: std::collections::HashSet<&str> = filters
+            .iter()
+            .flat_map(|f| f.column_refs())
+            .map(|c| c.name.as_str())
+            .collect();
+        let needed = |i: usize| {
+            projection.is_none_or(|p| p.contains(&i))
+                || filtered.contains(self.schema.field(i).name().as_str())
+                || self.schema.field(i).name() == &self.def.options.time_column
+        };
+        let buffered = fit_to_plan(&snapshot, &self.schema, needed)?;
+        Ok((snapshot, buffered))
+    }
+}
+
+/// The snapshots one statement reads, one per table, each taken when the
+/// statement first scans the table: every scan of a table in the statement
+/// (self-joins, subqueries, versioned views) sees the same rows. Set in the
+/// session configuration of each execution.
+#[derive(Debug, Default)]
+pub(crate) struct QuerySnapshots {
+    tables: std::sync::Mutex<std::collections::HashMap<String, TableSnapshot>>,
+}
+
+impl QuerySnapshots {
+    fn of(&self, storage: &lookout_storage::Storage, table: &str) -> Result<TableSnapshot> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = tables.get(table) {
+            return Ok(s.clone());
+        }
+        let snapshot = storage.snapshot(table).map_err(storage_err)?;
+        tables.insert(table.to_string(), snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+/// Buffered rows with the columns the plan was made for. The table may have
+/// gained columns since (the plan does not show them). A column the scan
+/// reads (`needed`) that is gone or changed type is refused, as PostgreSQL
+/// refuses a cached plan whose result type would change; one it does not
+/// read is filled with NULLs.
+fn fit_to_plan(
+    snapshot: &TableSnapshot,
+    planned: &SchemaRef,
+    needed: impl Fn(usize) -> bool,
+) -> Result<Vec<RecordBatch>> {
+    let current = &snapshot.schema;
+    let same = current.fields().len() == planned.fields().len()
+        && current
+            .fields()
+            .iter()
+            .zip(planned.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if same {
+        return snapshot
+            .buffered
+            .iter()
+            .map(|b| Ok(b.clone().with_schema(Arc::clone(planned))?))
+            .collect();
+    }
+    let mut sources = Vec::with_capacity(planned.fields().len());
+    for (i, field) in planned.fields().iter().enumerate() {
+        match current.index_of(field.name()) {
+            Ok(c) if current.field(c).data_type() == field.data_type() => sources.push(Some(c)),
+            _ if !needed(i) => sources.push(None),
+            _ => {
+                return Err(DataFusionError::External(Box::new(
+                    crate::error::QueryError::with_code(
+                        "0A000",
+                        format!(
+                            "cached plan must not change result type: column \"{}\" of \"{}\" changed since the statement was prepared; prepare it again",
+                            field.name(),
+                            snapshot.def.name
+                        ),
+                    ),
+                )));
+            }
+        }
+    }
+    snapshot
+        .buffered
+        .iter()
+        .map(|b| {
+            let columns = sources
+                .iter()
+                .zip(planned.fields())
+                .map(|(source, field)| match source {
+                    Some(c) => Arc::clone(b.column(*c)),
+                    None => arrow::array::new_null_array(field.data_type(), b.num_rows()),
+                })
+                .collect();
+            Ok(RecordBatch::try_new(Arc::clone(planned), columns)?)
+        })
+        .collect()
 }
 
 fn scalar(v: &StatValue, dt: &DataType) -> ScalarValue {
@@ -172,7 +276,7 @@ impl TableProvider for LookoutTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        let time_column = &self.snapshot.def.options.time_column;
+        let time_column = &self.def.options.time_column;
         Ok(filters
             .iter()
             .map(|f| match time_bounds(f, time_column) {
@@ -189,7 +293,9 @@ impl TableProvider for LookoutTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        authorize(state, &self.def.name, Access::Read)?;
         let schema = self.schema();
+        let (snapshot, buffered) = self.snapshot(state, projection, filters)?;
         let predicate: Option<Arc<dyn PhysicalExpr>> = match conjunction(filters.to_vec()) {
             Some(expr) => {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
@@ -200,8 +306,7 @@ impl TableProvider for LookoutTable {
         // Files ruled out by their manifest statistics are never planned;
         // the statistics computed for that go on to the Parquet scan.
         let set = FileSet {
-            stats: self
-                .snapshot
+            stats: snapshot
                 .files
                 .iter()
                 .map(|f| file_statistics(f, &schema))
@@ -209,8 +314,7 @@ impl TableProvider for LookoutTable {
             schema: &schema,
         };
         let keep = set.keep(predicate.as_ref());
-        let live: Vec<(&FileMeta, Statistics)> = self
-            .snapshot
+        let live: Vec<(&FileMeta, Statistics)> = snapshot
             .files
             .iter()
             .zip(set.stats)
@@ -223,7 +327,7 @@ impl TableProvider for LookoutTable {
         // range are read without them (the time column need not even be
         // decoded); files that straddle a bound, and buffered rows, are
         // filtered here.
-        let time_column = &self.snapshot.def.options.time_column;
+        let time_column = &self.def.options.time_column;
         let mut exact = Vec::new();
         let mut bounds: Vec<(Operator, i64)> = Vec::new();
         for f in filters {
@@ -264,9 +368,9 @@ impl TableProvider for LookoutTable {
                 inner_limit,
             )?)?);
         }
-        if !self.buffered.is_empty() || inputs.is_empty() {
+        if !buffered.is_empty() || inputs.is_empty() {
             let memory = MemorySourceConfig::try_new(
-                std::slice::from_ref(&self.buffered),
+                std::slice::from_ref(&buffered),
                 Arc::clone(&schema),
                 inner_projection,
             )?
@@ -274,23 +378,25 @@ impl TableProvider for LookoutTable {
             inputs.push(needs_filter(DataSourceExec::from_data_source(memory))?);
         }
         let summary = ScanSummary {
-            table: self.snapshot.def.name.clone(),
-            files_total: self.snapshot.files.len(),
+            table: self.def.name.clone(),
+            files_total: snapshot.files.len(),
             files_scanned,
-            buffered_rows: self.buffered.iter().map(RecordBatch::num_rows).sum(),
+            buffered_rows: buffered.iter().map(RecordBatch::num_rows).sum(),
         };
         Ok(Arc::new(LookoutScanExec::new(
             summary,
+            Arc::clone(&snapshot.pin),
             UnionExec::try_new(inputs)?,
         )))
     }
 
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        authorize(state, &self.def.name, Access::Write)?;
         if insert_op != InsertOp::Append {
             return Err(DataFusionError::NotImplemented(format!(
                 "{insert_op} is not supported; Lookout tables take appends only"
@@ -298,7 +404,7 @@ impl TableProvider for LookoutTable {
         }
         let sink = LookoutSink {
             ingest: self.ingest.clone(),
-            table: self.snapshot.def.name.clone(),
+            table: self.def.name.clone(),
             schema: self.schema(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
@@ -309,6 +415,7 @@ impl TableProvider for LookoutTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        authorize(state, &self.def.name, Access::Write)?;
         let schema = self.schema();
         let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
         let predicate = conjunction(filters)
@@ -344,7 +451,7 @@ impl TableProvider for LookoutTable {
         let deleted = self
             .ingest
             .storage()
-            .delete_rows(&self.snapshot.def.name, prune, select)
+            .delete_rows(&self.def.name, prune, select)
             .await
             .map_err(storage_err)?;
         count_plan(deleted)

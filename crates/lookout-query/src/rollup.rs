@@ -31,7 +31,7 @@ use lookout_storage::{Combine, CreateTable, Derivation, Storage, StorageError, T
 
 use crate::error::{QueryError, Result};
 use crate::extension::SqlExtension;
-use crate::session::{Output, Session};
+use crate::session::{Output, Session, quote_ident as quote};
 
 /// The time column of every rollup table.
 const BUCKET_COLUMN: &str = "bucket";
@@ -155,10 +155,6 @@ pub(crate) struct RollupDef {
     /// The width as written.
     every_text: String,
     columns: Vec<Column>,
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn syntax(e: impl std::fmt::Display) -> QueryError {

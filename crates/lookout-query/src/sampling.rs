@@ -47,7 +47,7 @@ use lookout_storage::{CreateTable, Derivation, Storage, TableDef, time_type};
 
 use crate::error::{QueryError, Result};
 use crate::extension::SqlExtension;
-use crate::session::{Output, Session, clock_micros, quoted_table};
+use crate::session::{Output, Session, clock_micros, quote_ident as quote, quoted_table};
 use crate::{Lookout, catalog::SYSTEM_PREFIX};
 
 const HOUR: i64 = 3_600_000_000;
@@ -85,10 +85,6 @@ pub(crate) struct SamplingPolicy {
     overflow: i64,
     overflow_text: String,
     weight: String,
-}
-
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn syntax(e: impl std::fmt::Display) -> QueryError {

@@ -10,7 +10,10 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::ReplaceChildrenOptions;
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+use lookout_storage::FilePin;
 
 /// What pruning did for one scan.
 #[derive(Debug, Clone)]
@@ -24,12 +27,22 @@ pub(crate) struct ScanSummary {
 #[derive(Debug)]
 pub(crate) struct LookoutScanExec {
     summary: ScanSummary,
+    /// Keeps the scanned files on storage while the plan or a stream of it lives.
+    pin: Arc<FilePin>,
     input: Arc<dyn ExecutionPlan>,
 }
 
 impl LookoutScanExec {
-    pub(crate) fn new(summary: ScanSummary, input: Arc<dyn ExecutionPlan>) -> Self {
-        LookoutScanExec { summary, input }
+    pub(crate) fn new(
+        summary: ScanSummary,
+        pin: Arc<FilePin>,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Self {
+        LookoutScanExec {
+            summary,
+            pin,
+            input,
+        }
     }
 }
 
@@ -76,6 +89,7 @@ impl ExecutionPlan for LookoutScanExec {
         match children.pop() {
             Some(input) if children.is_empty() => Ok(Arc::new(LookoutScanExec {
                 summary: self.summary.clone(),
+                pin: Arc::clone(&self.pin),
                 input,
             })),
             _ => Err(datafusion::error::DataFusionError::Internal(
@@ -119,6 +133,14 @@ impl ExecutionPlan for LookoutScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let rows = self.input.execute(partition, context)?;
+        let pin = Arc::clone(&self.pin);
+        let schema = rows.schema();
+        // The stream outlives the plan: it carries the pin until it ends.
+        let pinned = rows.map(move |batch| {
+            let _held = &pin;
+            batch
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, pinned)))
     }
 }

@@ -185,11 +185,17 @@ pub(crate) fn clock_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
+/// An identifier as SQL text: double-quoted, with inner quotes doubled.
+/// Every identifier Lookout pastes into SQL it builds goes through here.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// A storage table name as SQL that resolves to it.
 pub(crate) fn quoted_table(name: &str) -> String {
     match name.strip_prefix(SYSTEM_PREFIX) {
-        Some(t) => format!("lookout.\"{t}\""),
-        None => format!("\"{name}\""),
+        Some(t) => format!("lookout.{}", quote_ident(t)),
+        None => quote_ident(name),
     }
 }
 
@@ -476,8 +482,20 @@ impl Session {
         Ok(last)
     }
 
+    /// The state one statement plans and runs with: it starts now (for
+    /// `now()`), reads each table from a snapshot taken when it first scans
+    /// it, so a plan kept by a prepared statement or a cursor answers from
+    /// the data of its own execution, and carries who runs it, so every
+    /// table it touches is checked against the session's rights.
     fn state(&self) -> datafusion::execution::SessionState {
         let mut state = self.ctx.state();
+        let config = state.config_mut();
+        config.set_extension(Arc::new(crate::provider::QuerySnapshots::default()));
+        config.set_extension(Arc::new(crate::access::Principal::new(
+            &self.user,
+            self.access,
+            self.lookout.clone(),
+        )));
         if let Some(t) = self.fixed_now {
             state.execution_props_mut().query_execution_start_time = Some(t);
         }
@@ -1119,7 +1137,7 @@ impl Session {
                     } else {
                         columns
                             .iter()
-                            .map(|c| format!("\"{}\"", ident_name(c)))
+                            .map(|c| quote_ident(&ident_name(c)))
                             .collect::<Vec<_>>()
                             .join(", ")
                     };

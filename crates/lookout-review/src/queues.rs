@@ -224,7 +224,7 @@ fn number_or_null(v: Option<f64>) -> String {
 
 /// A SQL identifier.
 fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    lookout_query::quote_ident(s)
 }
 
 fn column_as(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {

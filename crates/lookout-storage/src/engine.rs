@@ -76,6 +76,60 @@ pub struct TableSnapshot {
     pub files: Vec<FileMeta>,
     /// Acknowledged rows not yet in Parquet, already fitted to `schema`.
     pub buffered: Vec<RecordBatch>,
+    /// Keeps `files` from garbage collection while any clone of the
+    /// snapshot (or of this pin) lives, so a query reads every file it
+    /// planned even if compaction or retention retires it meanwhile.
+    pub pin: Arc<FilePin>,
+}
+
+/// How many live snapshots hold each file, by path.
+#[derive(Debug, Default)]
+struct FilePins {
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+impl FilePins {
+    fn is_pinned(&self, path: &str) -> bool {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(path)
+    }
+}
+
+/// Holds a set of files back from garbage collection until dropped.
+#[derive(Debug)]
+pub struct FilePin {
+    pins: Arc<FilePins>,
+    paths: Vec<String>,
+}
+
+impl FilePin {
+    fn new(pins: &Arc<FilePins>, paths: Vec<String>) -> FilePin {
+        let mut counts = pins.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &paths {
+            *counts.entry(p.clone()).or_default() += 1;
+        }
+        drop(counts);
+        FilePin {
+            pins: Arc::clone(pins),
+            paths,
+        }
+    }
+}
+
+impl Drop for FilePin {
+    fn drop(&mut self) {
+        let mut counts = self.pins.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &self.paths {
+            if let Some(n) = counts.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(p);
+                }
+            }
+        }
+    }
 }
 
 /// What `CREATE TABLE` asks for, before defaults are applied.
@@ -155,6 +209,8 @@ struct Inner {
     lock: Mutex<Option<File>>,
     /// Combiners of derived tables, by table id.
     combiners: RwLock<HashMap<u64, Arc<dyn Combine>>>,
+    /// Files that snapshots still read.
+    pins: Arc<FilePins>,
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -273,6 +329,7 @@ impl Storage {
             loads_in_flight: AtomicU64::new(0),
             lock: Mutex::new(Some(lock)),
             combiners: RwLock::default(),
+            pins: Arc::default(),
         });
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
@@ -318,8 +375,12 @@ impl Storage {
         Ok(self.manifest()?.table(name)?.def.clone())
     }
 
-    /// A consistent view of a table's files and buffered rows.
+    /// A consistent view of a table's files and buffered rows, as of now.
+    /// Its files stay on storage while the snapshot lives.
     pub fn snapshot(&self, name: &str) -> Result<TableSnapshot> {
+        // Pinned under the state lock: a file leaves the live set only by a
+        // manifest swap under the write lock, so garbage collection, which
+        // runs after that swap, always sees this pin.
         let state = self.inner.state.read().map_err(poisoned)?;
         let entry = state.manifest.table(name)?;
         let schema = entry.def.schema()?;
@@ -329,11 +390,16 @@ impl Storage {
                 buffered.push(batch::widen(b, &schema)?);
             }
         }
+        let pin = FilePin::new(
+            &self.inner.pins,
+            entry.files.iter().map(|f| f.path.clone()).collect(),
+        );
         Ok(TableSnapshot {
             def: entry.def.clone(),
             schema,
             files: entry.files.clone(),
             buffered,
+            pin: Arc::new(pin),
         })
     }
 
@@ -1223,14 +1289,15 @@ impl Storage {
         .await
     }
 
-    /// Deletes superseded files whose grace period has passed.
+    /// Deletes superseded files whose grace period has passed and that no
+    /// snapshot still reads.
     pub async fn collect_garbage(&self) -> Result<usize> {
         let cutoff = now_micros() - self.inner.options.gc_grace.as_micros() as i64;
         let due: Vec<Garbage> = self
             .manifest()?
             .garbage
             .iter()
-            .filter(|g| g.since <= cutoff)
+            .filter(|g| g.since <= cutoff && !self.inner.pins.is_pinned(&g.path))
             .cloned()
             .collect();
         for g in &due {
@@ -1663,6 +1730,43 @@ mod tests {
             .filter(|p| p.ends_with(".parquet"))
             .count();
         assert_eq!(parquet_files, 1, "the expired file is deleted");
+    }
+
+    #[tokio::test]
+    async fn files_a_snapshot_reads_outlive_compaction_until_it_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StorageOptions {
+            gc_grace: Duration::ZERO,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            s.write("t", batch(&[10 + i], "a")).await.expect("write");
+            s.flush().await.expect("flush");
+        }
+        let running = s.snapshot("t").expect("snap");
+        let clone = running.clone();
+        assert_eq!(s.compact().await.expect("compact"), 4);
+        assert_eq!(s.collect_garbage().await.expect("gc"), 0, "all pinned");
+        let store = s.object_store();
+        for f in &running.files {
+            store
+                .head(&Path::from(f.path.as_str()))
+                .await
+                .expect("a pinned file is still there");
+        }
+        drop(running);
+        assert_eq!(
+            s.collect_garbage().await.expect("gc"),
+            0,
+            "a clone pins too"
+        );
+        drop(clone);
+        assert_eq!(s.collect_garbage().await.expect("gc"), 4);
+        assert_eq!(live_rows(&s, "t"), 4);
     }
 
     #[tokio::test]
