@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{TestServer, alert_statements, generate_events};
+use crate::harness::{TestServer, alert_statements, generate_events, run_program};
 
 const ROWS: usize = 20_000;
 
@@ -45,16 +45,7 @@ async fn run_client(program: &str, args: &[&str], install_hint: &'static str) {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .args([server.addr.port().to_string(), ROWS.to_string()]);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .unwrap_or_else(|e| panic!("{install_hint}: {e}"));
-    assert!(
-        out.status.success(),
-        "{install_hint}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_program(cmd, install_hint).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,3 +220,18 @@ pub(crate) async fn wait_for_rows(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs a client program to completion off the async runtime; panics with
+/// its output (or `install_hint` if it cannot start) unless it succeeds.
+pub(crate) async fn run_program(mut cmd: std::process::Command, install_hint: &'static str) {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .unwrap_or_else(|e| panic!("{install_hint}: {e}"));
+    assert!(
+        out.status.success(),
+        "{install_hint}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,7 +11,7 @@ use lookout_query::LookoutOptions;
 use lookout_storage::StorageOptions;
 use tokio_postgres::types::ToSql;
 
-use crate::harness::{TestServer, connect, error_code, rows};
+use crate::harness::{TestServer, connect, error_code, rows, run_program};
 
 fn count(row: &tokio_postgres::Row) -> i64 {
     row.get::<_, i64>(0)
@@ -440,16 +440,7 @@ async fn run_fresh_reads(program: &str, args: &[&str], install_hint: &'static st
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
         .args(args)
         .arg(server.addr.port().to_string());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .unwrap_or_else(|e| panic!("{install_hint}: {e}"));
-    assert!(
-        out.status.success(),
-        "{install_hint}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_program(cmd, install_hint).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
