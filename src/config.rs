@@ -98,6 +98,29 @@ pub(crate) struct ServerSection {
     /// How often held rows of sampled tables are decided.
     pub(crate) sampling_interval: Option<String>,
     pub(crate) query_threads: Option<usize>,
+    /// Memory budget of running queries, e.g. "4 GiB" (default: half the machine's).
+    pub(crate) query_memory: Option<String>,
+}
+
+/// A size such as `512 MiB`, `4GB` or `1048576` (bytes).
+fn parse_bytes(text: &str) -> anyhow::Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a size (e.g. \"4 GiB\")"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "kib" | "k" => 1 << 10,
+        "mb" | "mib" | "m" => 1 << 20,
+        "gb" | "gib" | "g" => 1 << 30,
+        "tb" | "tib" | "t" => 1 << 40,
+        other => anyhow::bail!("unknown unit {other:?} in {text:?} (B, KiB, MiB, GiB, TiB)"),
+    };
+    n.checked_mul(scale)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| anyhow::anyhow!("{text:?} is not a usable size"))
 }
 
 impl FileConfig {
@@ -155,6 +178,10 @@ impl FileConfig {
             query_threads: self.server.query_threads.unwrap_or(0),
             ..LookoutOptions::default()
         };
+        if let Some(m) = &self.server.query_memory {
+            options.query_memory =
+                parse_bytes(m).map_err(|e| anyhow::anyhow!("server.query_memory: {e}"))?;
+        }
         if let Some(t) = &self.server.sampling_interval {
             let us =
                 parse_duration(t).map_err(|e| anyhow::anyhow!("server.sampling_interval: {e}"))?;

@@ -112,8 +112,27 @@ fn init_logs(format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of every runtime thread. Statements are planned and expressions
+/// evaluated by recursive tree walks; with statements bounded to
+/// `MAX_OPERATORS` operators, this leaves room to spare even in debug builds
+/// (pages are only committed as they are touched).
+const THREAD_STACK: usize = 64 << 20;
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK)
+        .build()?;
+    // Not on the main thread, whose stack is smaller.
+    std::thread::Builder::new()
+        .name("lookout-main".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || runtime.block_on(run()))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the main thread panicked"))?
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let file = FileConfig::load(cli.config.as_deref())?;
     init_logs(

@@ -10,6 +10,7 @@ mod clients;
 mod copy;
 mod crash;
 mod harness;
+mod limits;
 mod monitor;
 mod psql;
 mod restart;

@@ -366,6 +366,10 @@ impl CopyDecoder {
                 ),
             )
         })?;
+        if let Some(at) = text.find('\0') {
+            let line = self.line + 1 + text[..at].matches('\n').count();
+            return Err(nul_byte(line));
+        }
         let mut fields: Vec<Option<std::borrow::Cow<'_, str>>> =
             Vec::with_capacity(self.schema.fields().len());
         let mut rest = text;
@@ -395,10 +399,11 @@ impl CopyDecoder {
                 continue;
             }
             fields.clear();
-            match self.format.kind {
+            let split = match self.format.kind {
                 CopyKind::Csv => split_csv(record, &self.format, &mut fields),
                 _ => split_text(record, &self.format, &mut fields),
-            }
+            };
+            split.map_err(|e| e.at(&self.table, self.line))?;
             self.append_record(&fields)?;
         }
         Ok(())
@@ -502,50 +507,139 @@ fn csv_record_end(s: &str, quote: u8) -> (usize, usize) {
     (s.len(), s.len())
 }
 
-fn split_text<'a>(
-    record: &'a str,
-    format: &CopyFormat,
-    out: &mut Vec<Option<std::borrow::Cow<'a, str>>>,
-) {
-    let delim = format.delimiter as char;
-    for raw in record.split(delim) {
-        if raw == format.null {
-            out.push(None);
-        } else if raw.contains('\\') {
-            out.push(Some(std::borrow::Cow::Owned(unescape_text(raw))));
-        } else {
-            out.push(Some(std::borrow::Cow::Borrowed(raw)));
+/// Why a record could not be split into fields.
+#[derive(Debug)]
+enum SplitError {
+    /// An escape made bytes that are not UTF-8.
+    Encoding,
+    /// An escape made a NUL byte.
+    Nul,
+    /// A CSV quoted field runs to the end of the data.
+    UnterminatedQuote,
+}
+
+impl SplitError {
+    fn at(self, table: &str, line: usize) -> QueryError {
+        match self {
+            SplitError::Nul => nul_byte(line),
+            SplitError::Encoding => QueryError::with_code(
+                "22021",
+                format!("invalid byte sequence for encoding \"UTF8\" (COPY {table}, line {line})"),
+            ),
+            SplitError::UnterminatedQuote => QueryError::with_code(
+                "22P04",
+                format!("unterminated CSV quoted field (COPY {table}, line {line})"),
+            ),
         }
     }
 }
 
-fn unescape_text(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some('v') => out.push('\u{b}'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
+fn nul_byte(line: usize) -> QueryError {
+    QueryError::with_code(
+        "22021",
+        format!("invalid byte sequence for encoding \"UTF8\": 0x00 (line {line})"),
+    )
+}
+
+/// Splits a text-format record at unescaped delimiters and undoes the
+/// escapes of each field, as PostgreSQL's COPY does: `\b \f \n \r \t \v`,
+/// `\` + one to three octal digits, `\x` + one or two hex digits, and
+/// `\` + any other character for that character. The null string is matched
+/// before unescaping.
+fn split_text<'a>(
+    record: &'a str,
+    format: &CopyFormat,
+    out: &mut Vec<Option<std::borrow::Cow<'a, str>>>,
+) -> std::result::Result<(), SplitError> {
+    let delim = format.delimiter;
+    let bytes = record.as_bytes();
+    let mut start = 0;
+    let mut escaped = false;
+    let mut i = 0;
+    while i <= bytes.len() {
+        if i == bytes.len() || bytes[i] == delim {
+            let raw = &record[start..i];
+            out.push(if raw == format.null {
+                None
+            } else if escaped {
+                Some(std::borrow::Cow::Owned(unescape_text(raw)?))
+            } else {
+                Some(std::borrow::Cow::Borrowed(raw))
+            });
+            start = i + 1;
+            escaped = false;
+            i += 1;
+        } else if bytes[i] == b'\\' {
+            escaped = true;
+            // The escaped character is data, even a delimiter.
+            i += 1 + record[i + 1..].chars().next().map_or(0, char::len_utf8);
+        } else {
+            i += 1;
         }
     }
-    out
+    Ok(())
+}
+
+fn unescape_text(raw: &str) -> std::result::Result<String, SplitError> {
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    let digits = |from: usize, max: usize, radix: u32| -> (u32, usize) {
+        let mut value = 0u32;
+        let mut n = 0;
+        while n < max
+            && let Some(d) = bytes.get(from + n).and_then(|b| (*b as char).to_digit(radix))
+        {
+            value = value * radix + d;
+            n += 1;
+        }
+        (value, n)
+    };
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let Some(&next) = bytes.get(i + 1) else {
+            out.push(b'\\');
+            break;
+        };
+        i += 2;
+        match next {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'v' => out.push(0x0b),
+            b'0'..=b'7' => {
+                let (value, n) = digits(i - 1, 3, 8);
+                i += n - 1;
+                // Like PostgreSQL, only the low byte of \4xx and up is kept.
+                out.push((value & 0xff) as u8);
+            }
+            b'x' => match digits(i, 2, 16) {
+                (_, 0) => out.push(b'x'),
+                (value, n) => {
+                    i += n;
+                    out.push(value as u8);
+                }
+            },
+            _ => out.push(next),
+        }
+    }
+    if out.contains(&0) {
+        return Err(SplitError::Nul);
+    }
+    String::from_utf8(out).map_err(|_| SplitError::Encoding)
 }
 
 fn split_csv<'a>(
     record: &'a str,
     format: &CopyFormat,
     out: &mut Vec<Option<std::borrow::Cow<'a, str>>>,
-) {
+) -> std::result::Result<(), SplitError> {
     let bytes = record.as_bytes();
     let (delim, quote, escape) = (format.delimiter, format.quote, format.escape);
     let mut i = 0;
@@ -555,6 +649,7 @@ fn split_csv<'a>(
             let mut value = String::new();
             let mut j = i + 1;
             let mut start = j;
+            let mut closed = false;
             while j < bytes.len() {
                 if bytes[j] == escape
                     && escape != quote
@@ -573,11 +668,15 @@ fn split_csv<'a>(
                     } else {
                         value.push_str(&record[start..j]);
                         j += 1;
+                        closed = true;
                         break;
                     }
                 } else {
                     j += 1;
                 }
+            }
+            if !closed {
+                return Err(SplitError::UnterminatedQuote);
             }
             // Anything between the closing quote and the delimiter is kept, as Postgres does.
             let end = record[j..]
@@ -611,6 +710,7 @@ fn split_csv<'a>(
             break;
         }
     }
+    Ok(())
 }
 
 /// Encodes rows in `COPY ... TO` form, line by line.
@@ -698,6 +798,7 @@ mod tests {
     use arrow::datatypes::{Field, Schema, TimestampMicrosecondType};
 
     use super::*;
+    use arrow::array::Array;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -770,6 +871,79 @@ mod tests {
         );
         assert_eq!(parse_timestamp_micros("1970-01-01"), Some(0));
         assert_eq!(parse_timestamp_micros("1969-12-31 19:00:00-05:00"), Some(0));
+    }
+
+    fn text_decoder(data: &[u8]) -> Result<Vec<String>> {
+        let s = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let mut d = CopyDecoder::new("t", s, CopyFormat::new(CopyKind::Text))?;
+        d.push(data)?;
+        let batches = d.finish()?;
+        let mut out = Vec::new();
+        for b in &batches {
+            for row in 0..b.num_rows() {
+                for col in 0..2 {
+                    let c = b.column(col).as_string::<i32>();
+                    out.push(if c.is_null(row) {
+                        "NULL".to_string()
+                    } else {
+                        c.value(row).to_string()
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn text_escapes_decode_as_postgres_does() {
+        // What PostgreSQL 16 stores for each escape (checked against it).
+        let cases: &[(&[u8], &str)] = &[
+            (b"\\101", "A"),
+            (b"\\x41", "A"),
+            (b"\\x4", "\u{4}"),
+            (b"\\xg", "xg"),
+            (b"\\1010", "A0"),
+            (b"\\7", "\u{7}"),
+            (b"\\q", "q"),
+            (b"\\\\", "\\"),
+            (b"a\\tb", "a\tb"),
+            (b"\\303\\251", "\u{e9}"),
+            (b"\\N", "NULL"),
+            (b"x\\N", "xN"),
+        ];
+        for (field, want) in cases {
+            let mut line = field.to_vec();
+            line.extend_from_slice(b"\tz\n");
+            let got = text_decoder(&line).expect("decodes");
+            assert_eq!(got, vec![want.to_string(), "z".to_string()], "{field:?}");
+        }
+        // An escaped delimiter is data.
+        assert_eq!(
+            text_decoder(b"a\\\tb\tc\n").expect("decodes"),
+            vec!["a\tb".to_string(), "c".to_string()]
+        );
+        for bad in [&b"\\000\tz\n"[..], b"\\x00\tz\n", b"a\0\tz\n"] {
+            let err = text_decoder(bad).expect_err("NUL");
+            assert_eq!(err.sqlstate(), "22021", "{bad:?}: {err}");
+        }
+        let err = text_decoder(b"\\377\tz\n").expect_err("not UTF-8");
+        assert_eq!(err.sqlstate(), "22021");
+    }
+
+    #[test]
+    fn csv_unterminated_quote_is_an_error() {
+        let s = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let mut d = CopyDecoder::new("t", s, CopyFormat::new(CopyKind::Csv)).expect("decoder");
+        d.push(b"x,\"open\n").expect("waits for the quote to close");
+        let err = d.finish().expect_err("unterminated");
+        assert_eq!(err.sqlstate(), "22P04");
+        assert!(err.to_string().contains("unterminated CSV quoted field"), "{err}");
     }
 
     #[test]

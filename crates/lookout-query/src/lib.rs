@@ -78,17 +78,46 @@ impl FileAccess {
                 "server-side COPY to or from a file is not allowed on this server; use \\copy (COPY FROM STDIN / TO STDOUT)",
             )),
             FileAccess::Only(dirs) => {
-                // Resolve symlinks and `..` on the part that exists.
-                let parent = p.parent().unwrap_or(p);
-                let resolved = parent.canonicalize().map_err(|e| {
-                    QueryError::with_code("58P01", format!("could not access \"{path}\": {e}"))
-                })?;
+                // Resolve every component, the last one too: a symlink named
+                // like a file inside an allowed directory may point anywhere.
+                // A file that does not exist yet (COPY TO) is resolved
+                // through its parent, and must be a plain name there.
+                let resolved = match p.canonicalize() {
+                    Ok(r) => r,
+                    Err(_) if p.symlink_metadata().is_ok() => {
+                        return Err(QueryError::with_code(
+                            "42501",
+                            format!("COPY file \"{path}\" is a dangling symbolic link"),
+                        ));
+                    }
+                    Err(_) => {
+                        let name = match p.components().next_back() {
+                            Some(std::path::Component::Normal(n)) => n,
+                            _ => {
+                                return Err(QueryError::with_code(
+                                    "42602",
+                                    format!("COPY file \"{path}\" does not name a file"),
+                                ));
+                            }
+                        };
+                        let parent = p.parent().unwrap_or(p);
+                        parent
+                            .canonicalize()
+                            .map_err(|e| {
+                                QueryError::with_code(
+                                    "58P01",
+                                    format!("could not access \"{path}\": {e}"),
+                                )
+                            })?
+                            .join(name)
+                    }
+                };
                 let allowed = dirs
                     .iter()
                     .filter_map(|d| d.canonicalize().ok())
                     .any(|d| resolved.starts_with(d));
                 if allowed {
-                    Ok(resolved.join(p.file_name().unwrap_or_default()))
+                    Ok(resolved)
                 } else {
                     Err(QueryError::with_code(
                         "42501",
@@ -111,6 +140,11 @@ pub struct LookoutOptions {
     pub file_access: FileAccess,
     /// Threads a query may use (DataFusion target partitions); 0 = all cores.
     pub query_threads: usize,
+    /// Memory all running queries may hold together for sorts, joins and
+    /// aggregations, in bytes; past it they spill to disk where they can,
+    /// and a statement that cannot fails alone with SQLSTATE 53200.
+    /// 0 = half the machine's memory.
+    pub query_memory: usize,
     /// How often sampled tables' held rows are decided in the background
     /// (when the storage engine runs background work).
     pub sampling_interval: std::time::Duration,
@@ -122,6 +156,7 @@ impl Default for LookoutOptions {
             storage: StorageOptions::default(),
             file_access: FileAccess::Anywhere,
             query_threads: 0,
+            query_memory: 0,
             sampling_interval: std::time::Duration::from_secs(10),
         }
     }
@@ -154,6 +189,19 @@ pub trait RoleDirectory: Send + Sync + std::fmt::Debug {
     fn roles(&self) -> Vec<(String, Access)>;
 }
 
+/// Half the machine's memory (from `/proc/meminfo`), or 4 GiB where it
+/// cannot be read.
+fn default_query_memory() -> usize {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        });
+    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
 impl Lookout {
     /// Opens the database in `dir` with default options.
     pub async fn open(dir: impl AsRef<Path>) -> Result<Lookout> {
@@ -163,7 +211,19 @@ impl Lookout {
     /// Opens the database in `dir`.
     pub async fn open_with(dir: impl AsRef<Path>, options: LookoutOptions) -> Result<Lookout> {
         let storage = Storage::open(dir, options.storage.clone()).await?;
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let budget = match options.query_memory {
+            0 => default_query_memory(),
+            n => n,
+        };
+        // Fair shares between spilling operators; an error names the
+        // largest consumers.
+        let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(budget),
+            std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?;
         let url = url::Url::parse(provider::STORE_URL)
             .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
@@ -316,5 +376,46 @@ impl Lookout {
 
     pub(crate) fn options(&self) -> &LookoutOptions {
         &self.options
+    }
+}
+
+#[cfg(test)]
+mod file_access_tests {
+    use super::*;
+
+    #[test]
+    fn every_component_is_resolved_before_the_allowed_dirs_check() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let allowed = root.path().join("allowed");
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(&allowed).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "x").expect("write");
+        std::fs::write(allowed.join("data.csv"), "x").expect("write");
+        std::os::unix::fs::symlink(outside.join("secret"), allowed.join("link.csv"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(&outside, allowed.join("dir")).expect("symlink");
+        std::os::unix::fs::symlink(outside.join("gone"), allowed.join("dangling.csv"))
+            .expect("symlink");
+        let access = FileAccess::Only(vec![allowed.clone()]);
+        let path = |p: &Path| p.display().to_string();
+        let code = |p: &Path| access.check(&path(p)).map(|_| ()).unwrap_err().sqlstate();
+
+        let canonical = allowed.canonicalize().expect("canonical");
+        assert_eq!(
+            access.check(&path(&allowed.join("data.csv"))).expect("inside"),
+            canonical.join("data.csv")
+        );
+        assert_eq!(
+            access.check(&path(&allowed.join("new.parquet"))).expect("new file"),
+            canonical.join("new.parquet")
+        );
+        assert_eq!(code(&allowed.join("link.csv")), "42501", "symlink as the file");
+        assert_eq!(code(&allowed.join("dir/secret")), "42501", "symlinked directory");
+        assert_eq!(code(&allowed.join("dir/new.csv")), "42501", "new file via symlink");
+        assert_eq!(code(&allowed.join("dangling.csv")), "42501", "dangling symlink");
+        assert_eq!(code(&allowed.join("../outside/secret")), "42501", "..");
+        assert_eq!(code(&allowed.join("..")), "42501", "the parent itself");
+        assert_eq!(code(Path::new("relative.csv")), "42602");
     }
 }

@@ -177,7 +177,73 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
 }
 
 fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
-    crate::pg_compat::parse_sql(sql).map_err(parse_error)
+    check_complexity(sql)?;
+    crate::pg_compat::parse_sql(sql).map_err(|e| match e.to_string() {
+        m if m.contains("recursion limit exceeded") => too_complex("expressions nested too deeply"),
+        _ => parse_error(e),
+    })
+}
+
+/// The most operators one piece of SQL may hold. Expressions are trees
+/// walked recursively by the planner and the executor; this bounds their
+/// depth so that every statement under it plans and runs within the stacks
+/// the server gives its threads (PostgreSQL's `max_stack_depth`, 54001).
+pub(crate) const MAX_OPERATORS: usize = 10_000;
+
+fn too_complex(detail: &str) -> QueryError {
+    QueryError::with_code(
+        "54001",
+        format!("statement too complex: {detail}; split it or use IN (...) lists and joins"),
+    )
+}
+
+/// Counts the operators of `sql` (outside literals and comments) when it is
+/// long enough to hold more than [`MAX_OPERATORS`].
+fn check_complexity(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // Every operator needs an operand beside it.
+    if sql.len() <= 2 * MAX_OPERATORS {
+        return Ok(());
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Ok(()); // the parser reports the error
+    };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            t => matches!(
+                t,
+                Token::Plus
+                    | Token::Minus
+                    | Token::Mul
+                    | Token::Div
+                    | Token::Mod
+                    | Token::StringConcat
+                    | Token::Eq
+                    | Token::DoubleEq
+                    | Token::Neq
+                    | Token::Lt
+                    | Token::Gt
+                    | Token::LtEq
+                    | Token::GtEq
+                    | Token::Caret
+                    | Token::Ampersand
+                    | Token::Pipe
+                    | Token::DoubleColon
+                    | Token::Arrow
+                    | Token::LongArrow
+            ),
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(too_complex(&format!(
+            "{operators} operators, more than {MAX_OPERATORS}"
+        )));
+    }
+    Ok(())
 }
 
 /// The clock, in microseconds since the epoch.

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use lookout_query::Access;
 use pgwire::api::auth::sasl::scram::gen_salted_password;
 use pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 
 /// SCRAM's iteration count for new verifiers (Postgres's default).
 pub const SCRAM_ITERATIONS: usize = 4096;
@@ -114,6 +114,35 @@ pub struct User {
 pub struct Users {
     from_config: RwLock<HashMap<String, User>>,
     from_sql: RwLock<HashMap<String, User>>,
+    mock: MockSecret,
+}
+
+/// A random secret of this process, from which unknown users get a salt and
+/// key that stay the same at every attempt (as PostgreSQL's mock
+/// authentication does), so a login attempt does not tell whether a name
+/// exists.
+struct MockSecret([u8; 32]);
+
+impl Default for MockSecret {
+    fn default() -> Self {
+        MockSecret(rand::random())
+    }
+}
+
+impl fmt::Debug for MockSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MockSecret(..)")
+    }
+}
+
+impl MockSecret {
+    /// A salt and salted password for a user who does not exist: derived
+    /// from the name, so repeated attempts see the same salt.
+    fn password_for(&self, name: &str) -> Password {
+        let salt = gen_salted_password(name, &self.0, 1)[..16].to_vec();
+        let key = gen_salted_password(name, &[&self.0[..], b"key"].concat(), 1);
+        Password::new(Some(salt), key)
+    }
 }
 
 impl Users {
@@ -178,8 +207,10 @@ impl AuthSource for UserSource {
                 Some(user.verifier.salt.clone()),
                 user.verifier.salted_password.clone(),
             )),
-            // The same error as a wrong password: which names exist is not told.
-            None => Err(PgWireError::InvalidPassword(name.to_string())),
+            // A made-up salt and key: the exchange runs as for a known user
+            // and fails as a wrong password does, so which names exist is
+            // not told.
+            None => Ok(self.0.mock.password_for(name)),
         }
     }
 }
@@ -187,6 +218,27 @@ impl AuthSource for UserSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_users_get_a_stable_made_up_salt() {
+        let users = Users::default();
+        users.set_created(
+            "known",
+            Some(User {
+                verifier: Verifier::from_password("pw"),
+                access: Access::Read,
+            }),
+        );
+        let first = users.mock.password_for("nobody");
+        let again = users.mock.password_for("nobody");
+        let other = users.mock.password_for("somebody");
+        assert_eq!(first.salt(), again.salt());
+        assert_eq!(first.salt().map(<[u8]>::len), Some(16));
+        assert_ne!(first.salt(), other.salt());
+        assert_ne!(first.password(), &[] as &[u8]);
+        // Another process (another secret) makes up other salts.
+        assert_ne!(first.salt(), Users::default().mock.password_for("nobody").salt());
+    }
 
     #[test]
     fn verifiers_round_trip_and_reject_garbage() {

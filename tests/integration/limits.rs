@@ -1,0 +1,136 @@
+//! One statement cannot take the server down: statements too deep to plan
+//! and queries over the memory budget fail alone, with PostgreSQL's
+//! SQLSTATEs, and the server goes on serving.
+
+use futures::SinkExt;
+use lookout_query::LookoutOptions;
+
+use crate::harness::{TestServer, error_code, free_port, rows, spawn_server, wait_ready};
+
+fn sum_of_ones(terms: usize) -> String {
+    format!("SELECT 1{}", "+1".repeat(terms - 1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_too_deep_to_plan_fail_with_54001() {
+    // The real binary: its threads have the stacks the limit is sized for.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut server = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    // Deep expressions under the limit are planned and run (a 2,000-term
+    // sum once overflowed a worker's stack and aborted the process). 5,000
+    // terms, not 9,999: folding the constants of a deep sum takes time
+    // quadratic in its depth, 90 s at 9,990 terms in a debug build.
+    assert_eq!(
+        rows(&client, &sum_of_ones(5_000)).await,
+        vec![vec![Some("5000".to_string())]]
+    );
+    let ors: Vec<String> = (2..4_002).map(|i| format!("x = {i}")).collect();
+    let sql = format!("SELECT count(*) FROM (VALUES (1)) v(x) WHERE {}", ors.join(" OR "));
+    assert_eq!(rows(&client, &sql).await, vec![vec![Some("0".to_string())]]);
+    // Over it, or nested too deeply: refused before planning.
+    assert_eq!(error_code(&client, &sum_of_ones(10_002)).await, "54001");
+    let nested = format!("SELECT {}1{}", "(".repeat(500), ")".repeat(500));
+    assert_eq!(error_code(&client, &nested).await, "54001");
+    // Long statements without deep expressions are fine.
+    let values: Vec<String> = (0..20_000).map(|i| format!("({i})")).collect();
+    let sql = format!("SELECT count(*) FROM (VALUES {}) v(x)", values.join(", "));
+    assert_eq!(rows(&client, &sql).await, vec![vec![Some("20000".to_string())]]);
+    assert_eq!(rows(&client, "SELECT 7").await, vec![vec![Some("7".to_string())]]);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_budget_fails_alone_with_53200() {
+    let options = LookoutOptions {
+        query_memory: 64 << 20,
+        ..LookoutOptions::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+    let client = server.client().await;
+    let other = server.client().await;
+    // Holds about 160 MB in one accumulator, which cannot spill.
+    assert_eq!(
+        error_code(
+            &client,
+            "SELECT array_length(array_agg(value), 1) FROM generate_series(1, 20000000)"
+        )
+        .await,
+        "53200"
+    );
+    // A grouping over the budget spills to disk and finishes.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT count(*) FROM (SELECT value % 2000000 AS k, count(*) \
+             FROM generate_series(1, 4000000) GROUP BY 1) g"
+        )
+        .await,
+        vec![vec![Some("2000000".to_string())]]
+    );
+    assert_eq!(rows(&other, "SELECT 1").await, vec![vec![Some("1".to_string())]]);
+    assert_eq!(rows(&client, "SELECT 2").await, vec![vec![Some("2".to_string())]]);
+}
+
+/// `COPY FROM STDIN` with `data`; the SQLSTATE it fails with, if it does.
+async fn copy_in(client: &tokio_postgres::Client, sql: &str, data: &[u8]) -> Option<String> {
+    let sink = client.copy_in::<_, bytes::Bytes>(sql).await.ok()?;
+    let mut sink = Box::pin(sink);
+    let sent = async {
+        sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+        sink.as_mut().finish().await
+    };
+    match sent.await {
+        Ok(_) => None,
+        Err(e) => Some(e.code().map_or_else(|| format!("{e:?}"), |c| c.code().to_string())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_decodes_text_escapes_and_refuses_bad_input_as_postgres_does() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE c (ts TIMESTAMPTZ NOT NULL, s TEXT)")
+        .await
+        .expect("create");
+    let ts = "2025-01-01 00:00:00+00";
+    let data = format!(
+        "{ts}\t\\101\n{ts}\t\\x41\\x4\n{ts}\t\\303\\251t\\u00e9\n{ts}\ta\\\tb\n{ts}\t\\N\n"
+    );
+    assert_eq!(copy_in(&client, "COPY c FROM STDIN", data.as_bytes()).await, None);
+    let got = rows(&client, "SELECT s FROM c").await;
+    let want: Vec<Vec<Option<String>>> = [
+        Some("A"),
+        Some("A\u{4}"),
+        Some("\u{e9}tu00e9"),
+        Some("a\tb"),
+        None,
+    ]
+    .iter()
+    .map(|v| vec![v.map(str::to_string)])
+    .collect();
+    assert_eq!(got, want);
+    for (sql, bad, code) in [
+        ("COPY c FROM STDIN", format!("{ts}\t\\000\n"), "22021"),
+        ("COPY c FROM STDIN", format!("{ts}\t\\377\n"), "22021"),
+        (
+            "COPY c FROM STDIN (FORMAT csv)",
+            format!("{ts},\"unterminated\n"),
+            "22P04",
+        ),
+    ] {
+        assert_eq!(
+            copy_in(&client, sql, bad.as_bytes()).await.as_deref(),
+            Some(code),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM c").await,
+        vec![vec![Some("5".to_string())]],
+        "a refused COPY stores nothing"
+    );
+}
