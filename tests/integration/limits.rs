@@ -27,7 +27,10 @@ async fn statements_too_deep_to_plan_fail_with_54001() {
         vec![vec![Some("5000".to_string())]]
     );
     let ors: Vec<String> = (2..4_002).map(|i| format!("x = {i}")).collect();
-    let sql = format!("SELECT count(*) FROM (VALUES (1)) v(x) WHERE {}", ors.join(" OR "));
+    let sql = format!(
+        "SELECT count(*) FROM (VALUES (1)) v(x) WHERE {}",
+        ors.join(" OR ")
+    );
     assert_eq!(rows(&client, &sql).await, vec![vec![Some("0".to_string())]]);
     // Over it, or nested too deeply: refused before planning.
     assert_eq!(error_code(&client, &sum_of_ones(10_002)).await, "54001");
@@ -36,8 +39,14 @@ async fn statements_too_deep_to_plan_fail_with_54001() {
     // Long statements without deep expressions are fine.
     let values: Vec<String> = (0..20_000).map(|i| format!("({i})")).collect();
     let sql = format!("SELECT count(*) FROM (VALUES {}) v(x)", values.join(", "));
-    assert_eq!(rows(&client, &sql).await, vec![vec![Some("20000".to_string())]]);
-    assert_eq!(rows(&client, "SELECT 7").await, vec![vec![Some("7".to_string())]]);
+    assert_eq!(
+        rows(&client, &sql).await,
+        vec![vec![Some("20000".to_string())]]
+    );
+    assert_eq!(
+        rows(&client, "SELECT 7").await,
+        vec![vec![Some("7".to_string())]]
+    );
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -70,8 +79,14 @@ async fn a_query_over_the_memory_budget_fails_alone_with_53200() {
         .await,
         vec![vec![Some("2000000".to_string())]]
     );
-    assert_eq!(rows(&other, "SELECT 1").await, vec![vec![Some("1".to_string())]]);
-    assert_eq!(rows(&client, "SELECT 2").await, vec![vec![Some("2".to_string())]]);
+    assert_eq!(
+        rows(&other, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]]
+    );
+    assert_eq!(
+        rows(&client, "SELECT 2").await,
+        vec![vec![Some("2".to_string())]]
+    );
 }
 
 /// `COPY FROM STDIN` with `data`; the SQLSTATE it fails with, if it does.
@@ -84,7 +99,10 @@ async fn copy_in(client: &tokio_postgres::Client, sql: &str, data: &[u8]) -> Opt
     };
     match sent.await {
         Ok(_) => None,
-        Err(e) => Some(e.code().map_or_else(|| format!("{e:?}"), |c| c.code().to_string())),
+        Err(e) => Some(
+            e.code()
+                .map_or_else(|| format!("{e:?}"), |c| c.code().to_string()),
+        ),
     }
 }
 
@@ -100,7 +118,10 @@ async fn copy_decodes_text_escapes_and_refuses_bad_input_as_postgres_does() {
     let data = format!(
         "{ts}\t\\101\n{ts}\t\\x41\\x4\n{ts}\t\\303\\251t\\u00e9\n{ts}\ta\\\tb\n{ts}\t\\N\n"
     );
-    assert_eq!(copy_in(&client, "COPY c FROM STDIN", data.as_bytes()).await, None);
+    assert_eq!(
+        copy_in(&client, "COPY c FROM STDIN", data.as_bytes()).await,
+        None
+    );
     let got = rows(&client, "SELECT s FROM c").await;
     let want: Vec<Vec<Option<String>>> = [
         Some("A"),

@@ -588,7 +588,9 @@ fn unescape_text(raw: &str) -> std::result::Result<String, SplitError> {
         let mut value = 0u32;
         let mut n = 0;
         while n < max
-            && let Some(d) = bytes.get(from + n).and_then(|b| (*b as char).to_digit(radix))
+            && let Some(d) = bytes
+                .get(from + n)
+                .and_then(|b| (*b as char).to_digit(radix))
         {
             value = value * radix + d;
             n += 1;
@@ -943,7 +945,10 @@ mod tests {
         d.push(b"x,\"open\n").expect("waits for the quote to close");
         let err = d.finish().expect_err("unterminated");
         assert_eq!(err.sqlstate(), "22P04");
-        assert!(err.to_string().contains("unterminated CSV quoted field"), "{err}");
+        assert!(
+            err.to_string().contains("unterminated CSV quoted field"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -403,17 +403,37 @@ mod file_access_tests {
 
         let canonical = allowed.canonicalize().expect("canonical");
         assert_eq!(
-            access.check(&path(&allowed.join("data.csv"))).expect("inside"),
+            access
+                .check(&path(&allowed.join("data.csv")))
+                .expect("inside"),
             canonical.join("data.csv")
         );
         assert_eq!(
-            access.check(&path(&allowed.join("new.parquet"))).expect("new file"),
+            access
+                .check(&path(&allowed.join("new.parquet")))
+                .expect("new file"),
             canonical.join("new.parquet")
         );
-        assert_eq!(code(&allowed.join("link.csv")), "42501", "symlink as the file");
-        assert_eq!(code(&allowed.join("dir/secret")), "42501", "symlinked directory");
-        assert_eq!(code(&allowed.join("dir/new.csv")), "42501", "new file via symlink");
-        assert_eq!(code(&allowed.join("dangling.csv")), "42501", "dangling symlink");
+        assert_eq!(
+            code(&allowed.join("link.csv")),
+            "42501",
+            "symlink as the file"
+        );
+        assert_eq!(
+            code(&allowed.join("dir/secret")),
+            "42501",
+            "symlinked directory"
+        );
+        assert_eq!(
+            code(&allowed.join("dir/new.csv")),
+            "42501",
+            "new file via symlink"
+        );
+        assert_eq!(
+            code(&allowed.join("dangling.csv")),
+            "42501",
+            "dangling symlink"
+        );
         assert_eq!(code(&allowed.join("../outside/secret")), "42501", "..");
         assert_eq!(code(&allowed.join("..")), "42501", "the parent itself");
         assert_eq!(code(Path::new("relative.csv")), "42602");

@@ -237,7 +237,10 @@ mod tests {
         assert_ne!(first.salt(), other.salt());
         assert_ne!(first.password(), &[] as &[u8]);
         // Another process (another secret) makes up other salts.
-        assert_ne!(first.salt(), Users::default().mock.password_for("nobody").salt());
+        assert_ne!(
+            first.salt(),
+            Users::default().mock.password_for("nobody").salt()
+        );
     }
 
     #[test]
