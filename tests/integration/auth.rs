@@ -203,6 +203,7 @@ async fn scram_roles_tls_and_reload() {
             "CREATE TABLE u (ts TIMESTAMPTZ NOT NULL)",
             "DROP TABLE t",
             "SELECT * FROM lookout.roles",
+            "SELECT rolname, rolpassword FROM pg_catalog.pg_authid",
             "CREATE ROLE x PASSWORD 'x'",
             "CREATE ALERT a EVERY '1 minute' SEVERITY P1 WHEN value > 1 AS SELECT 1.0 AS value",
         ] {
@@ -272,6 +273,16 @@ async fn scram_roles_tls_and_reload() {
             ),
             "ops",
             "no role was added or removed"
+        );
+        // pg_authid is admin-only, as in PostgreSQL, and holds no verifier.
+        assert_eq!(
+            ok(
+                port,
+                "admin",
+                "admin pw",
+                "SELECT count(*) FROM pg_catalog.pg_authid WHERE rolpassword IS NOT NULL"
+            ),
+            "0"
         );
 
         // Wrong passwords and unknown users get the same answer.

@@ -4,6 +4,9 @@
 //! the embedded library and a server without authentication run with
 //! [`Access::Admin`].
 
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
 use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
 
 use crate::error::{QueryError, Result};
@@ -174,6 +177,44 @@ pub(crate) fn authorize(
             .check_table(table, needed)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))),
         None => Ok(()),
+    }
+}
+
+/// A table only admins may read, such as `pg_catalog.pg_authid`.
+#[derive(Debug)]
+pub(crate) struct AdminOnly(Arc<dyn TableProvider>);
+
+impl AdminOnly {
+    pub(crate) fn new(table: Arc<dyn TableProvider>) -> AdminOnly {
+        AdminOnly(table)
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for AdminOnly {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        if let Some(p) = state.config().get_extension::<Principal>()
+            && p.access < Access::Admin
+        {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                denied(&p.user, p.access, Access::Admin),
+            )));
+        }
+        self.0.scan(state, projection, filters, limit).await
     }
 }
 

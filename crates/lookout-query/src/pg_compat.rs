@@ -363,6 +363,33 @@ impl PgCatalog {
     }
 }
 
+/// `pg_authid` as PostgreSQL keeps it, superuser-only, and without the
+/// verifiers of the bundled catalog rows (Lookout's users are listed, with
+/// no secret, in `pg_roles`).
+fn password_free(table: Arc<dyn TableProvider>) -> DfResult<Arc<dyn TableProvider>> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
+    let columns: Vec<_> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "rolpassword" => cast(lit(ScalarValue::Null), DataType::Utf8).alias(f.name()),
+            name => col(datafusion::common::Column::new_unqualified(name)),
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::scan(
+        "pg_authid",
+        datafusion::datasource::provider_as_source(table),
+        None,
+    )?
+    .project(columns)?
+    .build()?;
+    Ok(Arc::new(crate::access::AdminOnly::new(Arc::new(
+        datafusion::catalog::view::ViewTable::new(plan, None),
+    ))))
+}
+
 /// Columns added to a catalog table: (table, column, SQL type).
 const EXTRA_COLUMNS: &[(&str, &str, &str)] = &[
     ("pg_class", "reloptions", "text[]"),
@@ -392,6 +419,9 @@ impl SchemaProvider for PgCatalog {
         };
         if name == "pg_settings" {
             return self.settings_table(table.schema()).map(Some);
+        }
+        if name == "pg_authid" {
+            return password_free(table).map(Some);
         }
         let extra: Vec<_> = EXTRA_COLUMNS
             .iter()
