@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{TestServer, alert_statements, generate_events, run_program};
+use crate::harness::{
+    TestServer, alert_statements, generate_events, run_on_fresh_server, run_program,
+};
 
 const ROWS: usize = 20_000;
 
@@ -164,4 +166,14 @@ async fn grafana_dashboard_queries_run() {
             assert!(time >= 1_735_689_600.0, "{what}: time {time}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_server_side_cursors_and_pandas_chunks() {
+    run_on_fresh_server(
+        "python3",
+        &["server_cursors.py"],
+        "server_cursors.py (pip install -r tests/requirements.txt)",
+    )
+    .await;
 }

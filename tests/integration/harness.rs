@@ -235,3 +235,14 @@ pub(crate) async fn run_program(mut cmd: std::process::Command, install_hint: &'
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs a client program against a fresh server; it gets the port as its
+/// last argument.
+pub(crate) async fn run_on_fresh_server(program: &str, args: &[&str], install_hint: &'static str) {
+    let server = TestServer::start().await;
+    let mut cmd = std::process::Command::new(program);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+        .args(args)
+        .arg(server.addr.port().to_string());
+    run_program(cmd, install_hint).await;
+}

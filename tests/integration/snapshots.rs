@@ -11,7 +11,7 @@ use lookout_query::LookoutOptions;
 use lookout_storage::StorageOptions;
 use tokio_postgres::types::ToSql;
 
-use crate::harness::{TestServer, connect, error_code, rows, run_program};
+use crate::harness::{TestServer, connect, error_code, rows, run_on_fresh_server};
 
 fn count(row: &tokio_postgres::Row) -> i64 {
     row.get::<_, i64>(0)
@@ -432,20 +432,9 @@ async fn reads_stay_consistent_under_writes_deletes_and_maintenance() {
     assert!(files > 0, "no flush ran");
 }
 
-/// Runs a client program against a fresh server; it gets the port as its
-/// last argument.
-async fn run_fresh_reads(program: &str, args: &[&str], install_hint: &'static str) {
-    let server = TestServer::start().await;
-    let mut cmd = std::process::Command::new(program);
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
-        .args(args)
-        .arg(server.addr.port().to_string());
-    run_program(cmd, install_hint).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_and_asyncpg_prepared_reads_are_fresh() {
-    run_fresh_reads(
+    run_on_fresh_server(
         "python3",
         &["fresh_reads.py"],
         "fresh_reads.py (pip install -r tests/requirements.txt)",
@@ -455,7 +444,7 @@ async fn psycopg_and_asyncpg_prepared_reads_are_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_prepared_reads_are_fresh() {
-    run_fresh_reads(
+    run_on_fresh_server(
         "java",
         &["-cp", "/usr/share/java/postgresql.jar", "FreshReads.java"],
         "FreshReads.java (apt-get install default-jdk-headless libpostgresql-jdbc-java)",
@@ -465,7 +454,7 @@ async fn pgjdbc_prepared_reads_are_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_statements_are_fresh() {
-    run_fresh_reads(
+    run_on_fresh_server(
         "node",
         &["fresh_reads.js"],
         "fresh_reads.js (npm ci in tests/clients)",

@@ -5,7 +5,7 @@
 //! until `CLOSE` or the end of the session. Cursors scan forward only.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -17,6 +17,11 @@ use crate::error::{QueryError, Result};
 
 /// An open cursor: the rest of its query's rows.
 struct Cursor {
+    /// The `DECLARE` statement, as `pg_cursors` shows it.
+    statement: String,
+    holdable: bool,
+    /// When it was declared, µs since the epoch.
+    created: i64,
     schema: SchemaRef,
     stream: SendableRecordBatchStream,
     /// Rows read from the stream but not fetched yet.
@@ -72,6 +77,8 @@ impl Cursors {
     pub(crate) fn declare(
         &self,
         name: &str,
+        statement: String,
+        holdable: bool,
         schema: SchemaRef,
         stream: SendableRecordBatchStream,
     ) -> Result<()> {
@@ -85,6 +92,9 @@ impl Cursors {
         open.insert(
             name.to_string(),
             Cursor {
+                statement,
+                holdable,
+                created: chrono::Utc::now().timestamp_micros(),
                 schema,
                 stream,
                 pending: None,
@@ -147,4 +157,86 @@ async fn read(cursor: &mut Cursor, count: Option<usize>) -> Result<Vec<RecordBat
         }
     }
     Ok(out)
+}
+
+/// `pg_catalog.pg_cursors`: the session's open cursors, listed when a query
+/// scans it (drivers check it before closing a cursor).
+#[derive(Debug)]
+pub(crate) struct CursorsTable {
+    cursors: Arc<Cursors>,
+    schema: SchemaRef,
+}
+
+impl CursorsTable {
+    pub(crate) fn new(cursors: Arc<Cursors>) -> CursorsTable {
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("statement", DataType::Utf8, false),
+            Field::new("is_holdable", DataType::Boolean, false),
+            Field::new("is_binary", DataType::Boolean, false),
+            Field::new("is_scrollable", DataType::Boolean, false),
+            Field::new(
+                "creation_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        CursorsTable { cursors, schema }
+    }
+
+    fn rows(&self) -> Result<RecordBatch> {
+        use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
+        let open = self.cursors.lock();
+        let mut listed: Vec<(&String, &Cursor)> = open.iter().collect();
+        listed.sort_by_key(|(_, c)| c.created);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(n, _)| n.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                listed.iter().map(|(_, c)| c.statement.as_str()),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                listed.iter().map(|(_, c)| Some(c.holdable)),
+            )),
+            Arc::new(BooleanArray::from(vec![false; listed.len()])),
+            Arc::new(BooleanArray::from(vec![false; listed.len()])),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(listed.iter().map(|(_, c)| c.created))
+                    .with_timezone("UTC"),
+            ),
+        ];
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|e| QueryError::with_code("XX000", e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for CursorsTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let rows = self
+            .rows()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let source = datafusion::datasource::memory::MemorySourceConfig::try_new(
+            &[vec![rows]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
+        Ok(datafusion::datasource::source::DataSourceExec::from_data_source(source))
+    }
 }

@@ -131,6 +131,7 @@ pub(crate) fn register(
     catalog: &Arc<dyn CatalogProvider>,
     information_schema: Arc<dyn SchemaProvider>,
     settings: crate::functions::SettingValues,
+    cursors: Arc<crate::cursor::Cursors>,
 ) -> DfResult<()> {
     let static_tables = STATIC_TABLES
         .as_ref()
@@ -148,6 +149,7 @@ pub(crate) fn register(
         Arc::new(PgCatalog {
             inner: Arc::new(pg_catalog),
             settings,
+            cursors,
         }),
     )?;
     catalog.register_schema("information_schema", information_schema)?;
@@ -334,6 +336,8 @@ struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
     /// The session's settings, which `pg_settings` lists.
     settings: crate::functions::SettingValues,
+    /// The session's cursors, which `pg_cursors` lists.
+    cursors: Arc<crate::cursor::Cursors>,
 }
 
 impl PgCatalog {
@@ -408,12 +412,19 @@ const VECTOR_COLUMNS: &[(&str, &str)] = &[
 #[async_trait]
 impl SchemaProvider for PgCatalog {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.push("pg_cursors".to_string());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         use datafusion::arrow::datatypes::DataType;
         use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, lit};
+        if name == "pg_cursors" {
+            return Ok(Some(Arc::new(crate::cursor::CursorsTable::new(
+                Arc::clone(&self.cursors),
+            ))));
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
@@ -474,7 +485,7 @@ impl SchemaProvider for PgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == "pg_cursors" || self.inner.table_exist(name)
     }
 }
 

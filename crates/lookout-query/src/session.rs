@@ -126,7 +126,7 @@ pub struct Session {
     /// shared by reference while views are planned).
     cancel: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
     /// Open cursors.
-    cursors: crate::cursor::Cursors,
+    cursors: Arc<crate::cursor::Cursors>,
     /// Who is connected, and what they may do.
     user: String,
     access: crate::access::Access,
@@ -430,12 +430,14 @@ impl Session {
         ctx.register_catalog("lookout", Arc::clone(&catalog));
         let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
         let published = crate::functions::SettingValues::default();
+        let cursors = Arc::new(crate::cursor::Cursors::default());
         if let Err(e) = crate::pg_compat::register(
             &ctx,
             &lookout,
             &catalog,
             information_schema,
             published.clone(),
+            Arc::clone(&cursors),
         ) {
             // Only the static catalog data can fail to load; plain SQL still works.
             tracing::error!("pg_catalog unavailable: {e}");
@@ -451,7 +453,7 @@ impl Session {
             settings: BTreeMap::new(),
             published,
             cancel: std::sync::Mutex::new(None),
-            cursors: crate::cursor::Cursors::default(),
+            cursors,
             user: "lookout".to_string(),
             access: crate::access::Access::Admin,
         };
@@ -594,6 +596,12 @@ impl Session {
             .to_string(),
         );
         self.publish();
+    }
+
+    /// The columns of the cursor `name` declared with SQL `DECLARE`, which
+    /// the extended protocol may describe as a portal, as in PostgreSQL.
+    pub fn cursor_schema(&self, name: &str) -> Result<SchemaRef> {
+        self.cursors.schema(name)
     }
 
     /// The user the session runs as.
@@ -938,6 +946,10 @@ impl Session {
     }
 
     async fn declare_cursor(&mut self, declare: ast::Declare) -> Result<()> {
+        let statement = ast::Statement::Declare {
+            stmts: vec![declare.clone()],
+        }
+        .to_string();
         let (Some(query), [name]) = (declare.for_query, declare.names.as_slice()) else {
             return Err(QueryError::unsupported(
                 "DECLARE supports cursors: DECLARE name CURSOR FOR query",
@@ -948,13 +960,15 @@ impl Session {
                 "SCROLL cursors are not supported; cursors scan forward only",
             ));
         }
+        let holdable = declare.hold == Some(true);
         let prepared = self.plan(Statement::Query(query)).await?;
         let Output::Rows { schema, stream } = self.run_plan(&prepared, None).await? else {
             return Err(QueryError::syntax(
                 "a cursor needs a query that returns rows",
             ));
         };
-        self.cursors.declare(&ident_name(name), schema, stream)
+        self.cursors
+            .declare(&ident_name(name), statement, holdable, schema, stream)
     }
 
     async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {

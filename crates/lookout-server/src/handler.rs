@@ -11,7 +11,7 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
     Response, Tag,
@@ -22,6 +22,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
 use tokio::sync::Mutex;
 
 use crate::cancel::{CancelRegistry, CancelSlot};
@@ -340,6 +341,34 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.planner)
+    }
+
+    /// A cursor declared in SQL (`DECLARE "c" CURSOR FOR ...`) is a portal
+    /// too: psycopg's server-side cursors (and SQLAlchemy's and pandas'
+    /// streaming on them) describe it before they `FETCH` from it.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or("");
+        let cursor = message.target_type == TARGET_TYPE_BYTE_PORTAL
+            && client.portal_store().get_portal(name).is_none()
+            && !name.is_empty();
+        if !cursor {
+            return self._on_describe(client, message).await;
+        }
+        let schema = {
+            let session = self.session.lock().await;
+            session
+                .cursor_schema(name)
+                .or_else(|_| session.cursor_schema(&name.to_lowercase()))
+                .map_err(|e| user_error(&e))?
+        };
+        let response = DescribePortalResponse::new(fields(&schema, &Format::UnifiedText));
+        send_describe_response(client, &response).await
     }
 
     async fn do_describe_statement<C>(
