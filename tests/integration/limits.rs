@@ -155,3 +155,60 @@ async fn copy_decodes_text_escapes_and_refuses_bad_input_as_postgres_does() {
         "a refused COPY stores nothing"
     );
 }
+
+/// Sends a startup message and reads until the first ReadyForQuery.
+async fn started(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let params = b"user\0lookout\0database\0lookout\0\0";
+    let mut startup = ((8 + params.len()) as i32).to_be_bytes().to_vec();
+    startup.extend(196_608i32.to_be_bytes());
+    startup.extend(params);
+    socket.write_all(&startup).await.expect("startup");
+    let mut seen: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I".as_slice()) {
+        let n = socket.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed during startup");
+        seen.extend(&buf[..n]);
+    }
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protocol_messages_get_an_error_not_a_dropped_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut parse_without_nul = vec![b'P'];
+    parse_without_nul.extend(9i32.to_be_bytes());
+    parse_without_nul.extend(b"abcde");
+    let mut bind_too_many_params = vec![b'B'];
+    bind_too_many_params.extend(10i32.to_be_bytes());
+    bind_too_many_params.extend(b"\0\0");
+    bind_too_many_params.extend(0i16.to_be_bytes());
+    bind_too_many_params.extend((-1i16).to_be_bytes());
+    for message in [parse_without_nul, bind_too_many_params] {
+        let mut socket = started(server.addr).await;
+        socket.write_all(&message).await.expect("send");
+        socket.write_all(b"S\0\0\0\x04").await.expect("sync");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut answer),
+        )
+        .await
+        .expect("answered and closed")
+        .expect("read");
+        assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+        assert!(
+            answer.windows(6).any(|w| w == b"C08P01"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let client = server.client().await;
+    assert_eq!(
+        rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]]
+    );
+}

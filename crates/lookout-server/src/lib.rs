@@ -18,7 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use lookout_query::Lookout;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -94,10 +96,33 @@ pub async fn serve(
                     conn,
                 };
                 let tls = options.tls.clone();
+                // A second handle on a plain-text socket, to answer a client
+                // whose message made the protocol decoder panic.
+                let (socket, spare) = match tls {
+                    None => spare_handle(socket),
+                    Some(_) => (Ok(socket), None),
+                };
+                let Ok(socket) = socket else { continue };
                 tracing::debug!(%peer, "connection opened");
                 connections.spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let served = std::panic::AssertUnwindSafe(
+                        pgwire::tokio::process_socket(socket, tls, handlers),
+                    )
+                    .catch_unwind()
+                    .await;
+                    match served {
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        Ok(Ok(())) => {}
+                        Err(panic) => {
+                            let what = panic_message(panic.as_ref());
+                            tracing::warn!(%peer, panic = %what, "a client message could not be decoded; connection closed");
+                            if let Some(mut spare) = spare {
+                                let _ = spare.write_all(&fatal_protocol_error(&what)).await;
+                                let _ = spare.shutdown().await;
+                            }
+                        }
                     }
                     tracing::debug!(%peer, "connection closed");
                 });
@@ -126,4 +151,51 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The socket and a second handle on it (`None` if it cannot be cloned).
+fn spare_handle(
+    socket: tokio::net::TcpStream,
+) -> (
+    std::io::Result<tokio::net::TcpStream>,
+    Option<tokio::net::TcpStream>,
+) {
+    let std_socket = match socket.into_std() {
+        Ok(s) => s,
+        Err(e) => return (Err(e), None),
+    };
+    let spare = std_socket
+        .try_clone()
+        .ok()
+        .and_then(|s| tokio::net::TcpStream::from_std(s).ok());
+    (tokio::net::TcpStream::from_std(std_socket), spare)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "malformed message".to_string())
+}
+
+/// An ErrorResponse (FATAL, 08P01) as the protocol frames it.
+fn fatal_protocol_error(detail: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    let message = format!("invalid frontend message: {detail}");
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "08P01"),
+        (b'M', message.as_str()),
+    ] {
+        fields.push(tag);
+        fields.extend(value.bytes().filter(|b| *b != 0));
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend(((fields.len() + 4) as u32).to_be_bytes());
+    frame.extend(fields);
+    frame
 }
