@@ -234,3 +234,53 @@ async fn cancel_request_stops_a_running_statement() {
     assert_eq!(one, 10);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_decodes_text_escapes_and_refuses_bad_input_as_postgres_does() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE c (ts TIMESTAMPTZ NOT NULL, s TEXT)")
+        .await
+        .expect("create");
+    let ts = "2025-01-01 00:00:00+00";
+    let data = format!(
+        "{ts}\t\\101\n{ts}\t\\x41\\x4\n{ts}\t\\303\\251t\\u00e9\n{ts}\ta\\\tb\n{ts}\t\\N\n"
+    );
+    copy_in(&client, "COPY c FROM STDIN", &data)
+        .await
+        .expect("escapes decode");
+    let got = rows(&client, "SELECT s FROM c").await;
+    let want: Vec<Vec<Option<String>>> = [
+        Some("A"),
+        Some("A\u{4}"),
+        Some("\u{e9}tu00e9"),
+        Some("a\tb"),
+        None,
+    ]
+    .iter()
+    .map(|v| vec![v.map(str::to_string)])
+    .collect();
+    assert_eq!(got, want);
+    for (sql, bad, code) in [
+        ("COPY c FROM STDIN", format!("{ts}\t\\000\n"), "22021"),
+        ("COPY c FROM STDIN", format!("{ts}\t\\377\n"), "22021"),
+        (
+            "COPY c FROM STDIN (FORMAT csv)",
+            format!("{ts},\"unterminated\n"),
+            "22P04",
+        ),
+    ] {
+        let err = copy_in(&client, sql, &bad).await.expect_err("refused");
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some(code),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM c").await,
+        vec![vec![Some("5".to_string())]],
+        "a refused COPY stores nothing"
+    );
+}

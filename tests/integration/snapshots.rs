@@ -81,7 +81,13 @@ async fn prepared_statements_read_the_data_of_each_execution() {
         3000
     );
 
-    // A column added after the prepare: the statement keeps its columns.
+    // A column added after the prepare: a statement whose result does not
+    // change is planned again; one whose `*` would now show the new column
+    // is refused, as PostgreSQL refuses it.
+    let star = reader
+        .prepare("SELECT * FROM t WHERE batch = 1 LIMIT 1")
+        .await
+        .expect("prepare");
     let all = reader
         .prepare("SELECT batch, x FROM t WHERE batch = 1 ORDER BY x LIMIT 1")
         .await
@@ -96,6 +102,16 @@ async fn prepared_statements_read_the_data_of_each_execution() {
         .expect("insert");
     let row = reader.query_one(&all, &[]).await.expect("q");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, f64>(1)), (1, 1.0));
+    let err = reader.query_one(&star, &[]).await.expect_err("result type");
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err:?}");
+    let where_new = reader
+        .prepare("SELECT count(*) FROM t WHERE note = 'new'")
+        .await
+        .expect("prepare");
+    assert_eq!(
+        count(&reader.query_one(&where_new, &[]).await.expect("q")),
+        1
+    );
     assert_eq!(
         count(&reader.query_one(&counted, &[]).await.expect("q")),
         3001

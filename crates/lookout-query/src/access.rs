@@ -148,7 +148,7 @@ impl Principal {
     /// storage name `table`; restricted `lookout` tables need an admin, and
     /// so does writing any `lookout` table directly.
     pub(crate) fn check_table(&self, table: &str, needed: Access) -> Result<()> {
-        let needed = match table.strip_prefix(crate::catalog::SYSTEM_PREFIX) {
+        self.require(match table.strip_prefix(crate::catalog::SYSTEM_PREFIX) {
             Some(t) if self.lookout.is_restricted(t) => Access::Admin,
             // Lookout's own tables (alert rules and log, silences, review
             // queues, sampling state) change only through their statements,
@@ -156,7 +156,11 @@ impl Principal {
             // DELETE could plant an alert rule or rewrite history.
             Some(_) if needed >= Access::Write => Access::Admin,
             _ => needed,
-        };
+        })
+    }
+
+    /// Fails with 42501 unless this principal has `needed`.
+    fn require(&self, needed: Access) -> Result<()> {
         if needed <= self.access {
             Ok(())
         } else {
@@ -207,12 +211,9 @@ impl TableProvider for AdminOnly {
         filters: &[datafusion::logical_expr::Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        if let Some(p) = state.config().get_extension::<Principal>()
-            && p.access < Access::Admin
-        {
-            return Err(datafusion::error::DataFusionError::External(Box::new(
-                denied(&p.user, p.access, Access::Admin),
-            )));
+        if let Some(p) = state.config().get_extension::<Principal>() {
+            p.require(Access::Admin)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         }
         self.0.scan(state, projection, filters, limit).await
     }

@@ -219,7 +219,7 @@ impl Lookout {
         // largest consumers.
         let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(
             datafusion::execution::memory_pool::FairSpillPool::new(budget),
-            std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+            std::num::NonZeroUsize::MIN.saturating_add(2),
         );
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))

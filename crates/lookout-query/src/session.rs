@@ -22,7 +22,7 @@ use datafusion::sql::sqlparser::ast::{
     Value,
 };
 use futures::StreamExt;
-use lookout_storage::{CreateTable, StorageError};
+use lookout_storage::{CreateTable, StorageError, TableDef};
 
 use crate::Lookout;
 use crate::catalog::{InformationSchema, LookoutSchema, SYSTEM_PREFIX, SystemSchema};
@@ -112,6 +112,9 @@ pub struct Prepared {
     /// Whether it reads `pg_catalog` or `information_schema`, where integer
     /// lists are lists of object ids (`oid[]`).
     pub catalog: bool,
+    /// The Lookout tables the plan reads or writes, with their definitions
+    /// when it was made: a plan whose tables changed since is made again.
+    tables: Vec<(String, Option<TableDef>)>,
 }
 
 /// One SQL session with its own settings (`SET lookout.now`, ...).
@@ -244,6 +247,33 @@ fn check_complexity(sql: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The storage names of the Lookout tables `plan` scans or writes,
+/// subqueries included.
+fn tables_of(plan: &LogicalPlan) -> Vec<String> {
+    use datafusion::common::TableReference;
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let storage_name = |r: &TableReference| match r.schema() {
+        None | Some("public") => Some(r.table().to_string()),
+        Some("lookout") => Some(format!("{SYSTEM_PREFIX}{}", r.table())),
+        Some(_) => None,
+    };
+    let mut names = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        let named = match node {
+            LogicalPlan::TableScan(scan) => storage_name(&scan.table_name),
+            LogicalPlan::Dml(dml) => storage_name(&dml.table_name),
+            _ => None,
+        };
+        if let Some(name) = named
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
 }
 
 /// The clock, in microseconds since the epoch.
@@ -789,6 +819,7 @@ impl Session {
                     param_types: Vec::new(),
                     schema,
                     catalog: false,
+                    tables: Vec::new(),
                 }));
             }
         };
@@ -810,6 +841,7 @@ impl Session {
                 param_types: Vec::new(),
                 schema,
                 catalog: false,
+                tables: Vec::new(),
             }));
         }
         self.plan(stmt).await.map(Some)
@@ -862,13 +894,59 @@ impl Session {
             // Integer lists in catalog queries are lists of object ids.
             schema = schema.map(|s| crate::pg_compat::mark_oid_lists(&s));
         }
+        let tables = tables_of(&plan)
+            .into_iter()
+            .map(|name| {
+                let def = storage.table(&name).ok();
+                (name, def)
+            })
+            .collect();
         Ok(Prepared {
             statement: Command::Sql(stmt),
             plan: Some(plan),
             param_types: ordered,
             schema,
             catalog,
+            tables,
         })
+    }
+
+    /// The plan to run `prepared` with: its own, or, when a table it uses
+    /// was altered, dropped or created again since, a new one, as
+    /// PostgreSQL re-plans a cached statement after DDL. A new plan whose
+    /// result columns differ is refused, as PostgreSQL refuses it (0A000).
+    async fn current_plan<'a>(
+        &self,
+        prepared: &'a Prepared,
+    ) -> Result<std::borrow::Cow<'a, Prepared>> {
+        let storage = self.lookout.storage();
+        let unchanged = prepared
+            .tables
+            .iter()
+            .all(|(name, def)| storage.table(name).ok().as_ref() == def.as_ref());
+        if unchanged {
+            return Ok(std::borrow::Cow::Borrowed(prepared));
+        }
+        let Command::Sql(stmt) = &prepared.statement else {
+            return Ok(std::borrow::Cow::Borrowed(prepared));
+        };
+        let replanned = self.plan(stmt.clone()).await?;
+        let shape = |s: &Option<SchemaRef>| {
+            s.as_ref().map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), f.data_type().clone()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        if shape(&replanned.schema) != shape(&prepared.schema) {
+            return Err(QueryError::with_code(
+                "0A000",
+                "cached plan must not change result type: a table the statement reads changed \
+                 since it was prepared; prepare it again",
+            ));
+        }
+        Ok(std::borrow::Cow::Owned(replanned))
     }
 
     /// Runs a prepared statement with parameter values.
@@ -891,11 +969,11 @@ impl Session {
                 .await
             }
             Some(_) => {
-                crate::interrupt::bounded(
-                    interrupt,
-                    Box::pin(self.run_plan(prepared, Some(params))),
-                )
-                .await
+                let run = async {
+                    let current = self.current_plan(prepared).await?;
+                    self.run_plan(&current, Some(params)).await
+                };
+                crate::interrupt::bounded(interrupt, Box::pin(run)).await
             }
         }
     }

@@ -362,10 +362,8 @@ impl ExtendedQueryHandler for Connection {
         }
         let schema = {
             let session = self.session.lock().await;
-            session
-                .cursor_schema(name)
-                .or_else(|_| session.cursor_schema(&name.to_lowercase()))
-                .map_err(|e| user_error(&e))?
+            // The name exactly as declared (folded unless quoted), as in PostgreSQL.
+            session.cursor_schema(name).map_err(|e| user_error(&e))?
         };
         let response = DescribePortalResponse::new(fields(&schema, &Format::UnifiedText));
         send_describe_response(client, &response).await
