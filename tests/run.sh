@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# psql and pgjdbc (with a JDK to run it) for the client tests, openssl for
-# their TLS certificates, a real Prometheus Alertmanager for the alert tests,
-# Node.js for node-postgres.
+# psql and pgjdbc (with a JDK to run it) for the client tests, a real
+# PostgreSQL server for the differential tests, openssl for TLS
+# certificates, a real Prometheus Alertmanager for the alert tests, Node.js
+# for node-postgres.
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)

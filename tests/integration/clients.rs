@@ -74,6 +74,26 @@ async fn pgjdbc() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_transactions_and_list_parameters() {
+    run_on_fresh_server(
+        "python3",
+        &["transactions.py"],
+        "transactions.py (pip install -r tests/requirements.txt)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_writes() {
+    run_on_fresh_server(
+        "java",
+        &["-cp", "/usr/share/java/postgresql.jar", "JdbcWrites.java"],
+        "JdbcWrites.java (apt-get install default-jdk-headless libpostgresql-jdbc-java)",
+    )
+    .await;
+}
+
 /// Grafana's PostgreSQL macros, expanded as its data source does (macros.go)
 /// for a dashboard range of `from`..`to` (RFC 3339).
 fn expand_grafana_macros(sql: &str, from: &str, to: &str) -> String {

@@ -9,6 +9,7 @@ mod auth;
 mod clients;
 mod copy;
 mod crash;
+mod differential;
 mod harness;
 mod limits;
 mod monitor;

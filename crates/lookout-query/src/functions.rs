@@ -21,7 +21,16 @@ pub(crate) fn register(ctx: &SessionContext) {
     // TimescaleDB's name for date_bin, with the same arguments.
     let date_bin = datafusion::functions::datetime::date_bin();
     ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
-    ctx.register_udaf(AggregateUDF::from(PercentileCont::new()));
+    ctx.register_udaf(AggregateUDF::from(PercentileCont::new(false)));
+    ctx.register_udaf(AggregateUDF::from(PercentileCont::new(true)));
+    ctx.register_udaf(AggregateUDF::from(Mode::new()));
+    // PostgreSQL's name for the sample variance.
+    let var_samp = datafusion::functions_aggregate::variance::var_samp_udaf();
+    ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
+    ctx.register_udf(width_bucket());
+    crate::pg_functions::register(ctx);
+    // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
+    ctx.register_udf(crate::to_char::to_char());
     lookout_monitor::register(ctx);
 }
 
@@ -255,16 +264,19 @@ impl ScalarUDFImpl for SettingFunction {
 
 /// `percentile_cont(f) WITHIN GROUP (ORDER BY x)` exactly as PostgreSQL
 /// computes it (linear interpolation between the two nearest ranks), also
-/// with an array of fractions, which returns an array.
+/// with an array of fractions, which returns an array; and
+/// `percentile_disc`, which returns the first value at or past the fraction.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PercentileCont {
     signature: Signature,
+    discrete: bool,
 }
 
 impl PercentileCont {
-    fn new() -> Self {
+    fn new(discrete: bool) -> Self {
         PercentileCont {
             signature: Signature::any(2, Volatility::Immutable),
+            discrete,
         }
     }
 }
@@ -308,7 +320,11 @@ fn fractions(args: &AccumulatorArgs) -> Result<(Vec<f64>, bool)> {
 
 impl AggregateUDFImpl for PercentileCont {
     fn name(&self) -> &str {
-        "percentile_cont"
+        if self.discrete {
+            "percentile_disc"
+        } else {
+            "percentile_cont"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -338,6 +354,7 @@ impl AggregateUDFImpl for PercentileCont {
             values: Vec::new(),
             fractions,
             as_list,
+            discrete: self.discrete,
         }))
     }
 
@@ -358,6 +375,7 @@ impl AggregateUDFImpl for PercentileCont {
             groups: Vec::new(),
             fractions,
             as_list,
+            discrete: self.discrete,
         }))
     }
 }
@@ -390,12 +408,24 @@ fn lists(values: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
 }
 
 /// The percentiles of `values` (sorted in place); `None` when there are none.
-fn percentiles(values: &mut [f64], fractions: &[f64]) -> Option<Vec<f64>> {
+fn percentiles(values: &mut [f64], fractions: &[f64], discrete: bool) -> Option<Vec<f64>> {
     if values.is_empty() {
         return None;
     }
     values.sort_unstable_by(f64::total_cmp);
-    Some(fractions.iter().map(|q| interpolate(values, *q)).collect())
+    Some(
+        fractions
+            .iter()
+            .map(|q| {
+                if discrete {
+                    let rank = (q * values.len() as f64).ceil() as usize;
+                    values[rank.saturating_sub(1).min(values.len() - 1)]
+                } else {
+                    interpolate(values, *q)
+                }
+            })
+            .collect(),
+    )
 }
 
 /// One result per group: an array of percentiles, or the single one.
@@ -416,6 +446,7 @@ struct PercentileGroups {
     groups: Vec<Vec<f64>>,
     fractions: Vec<f64>,
     as_list: bool,
+    discrete: bool,
 }
 
 impl GroupsAccumulator for PercentileGroups {
@@ -442,7 +473,7 @@ impl GroupsAccumulator for PercentileGroups {
         let mut taken = emit_to.take_needed(&mut self.groups);
         let results = taken
             .iter_mut()
-            .map(|values| percentiles(values, &self.fractions));
+            .map(|values| percentiles(values, &self.fractions, self.discrete));
         Ok(result_array(results, self.as_list))
     }
 
@@ -509,6 +540,7 @@ struct PercentileAccumulator {
     values: Vec<f64>,
     fractions: Vec<f64>,
     as_list: bool,
+    discrete: bool,
 }
 
 impl PercentileAccumulator {
@@ -553,13 +585,195 @@ impl Accumulator for PercentileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let result = percentiles(&mut self.values, &self.fractions);
+        let result = percentiles(&mut self.values, &self.fractions, self.discrete);
         ScalarValue::try_from_array(&result_array(std::iter::once(result), self.as_list), 0)
     }
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self) + self.values.capacity() * 8 + self.fractions.capacity() * 8
     }
+}
+
+/// `mode() WITHIN GROUP (ORDER BY x)`: the most frequent value, the
+/// smallest of equally frequent ones.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mode {
+    signature: Signature,
+}
+
+impl Mode {
+    fn new() -> Self {
+        Mode {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for Mode {
+    fn name(&self) -> &str {
+        "mode"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Null))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let item = Arc::new(Field::new_list_field(
+            args.input_fields[0].data_type().clone(),
+            true,
+        ));
+        Ok(vec![Arc::new(Field::new(
+            format!("{}_values", args.name),
+            DataType::List(item),
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(ModeAccumulator {
+            data_type: args.exprs[0].data_type(args.schema)?,
+            counts: std::collections::HashMap::new(),
+        }))
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+struct ModeAccumulator {
+    data_type: DataType,
+    counts: std::collections::HashMap<ScalarValue, u64>,
+}
+
+impl ModeAccumulator {
+    fn add(&mut self, array: &ArrayRef) -> Result<()> {
+        for i in 0..array.len() {
+            if array.is_valid(i) {
+                *self
+                    .counts
+                    .entry(ScalarValue::try_from_array(array, i)?)
+                    .or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for ModeAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.add(&values[0])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let lists = states[0].as_list::<i32>();
+        for i in 0..lists.len() {
+            if lists.is_valid(i) {
+                self.add(&lists.value(i))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let mut values = Vec::new();
+        for (value, n) in &self.counts {
+            values.extend(std::iter::repeat_n(value.clone(), *n as usize));
+        }
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
+            &values,
+            &self.data_type,
+        ))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let best = self.counts.iter().max_by(|(a, n), (b, m)| {
+            n.cmp(m)
+                .then_with(|| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        match best {
+            Some((value, _)) => Ok(value.clone()),
+            None => ScalarValue::try_from(&self.data_type),
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.counts.keys().map(|k| k.size() + 8).sum::<usize>()
+    }
+}
+
+/// `width_bucket(x, low, high, count)`: the bucket of `x` among `count`
+/// equal buckets from `low` to `high`; 0 below, `count + 1` at or above.
+fn width_bucket() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::create_udf;
+    create_udf(
+        "width_bucket",
+        vec![
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Int64,
+        ],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let x = arrays[0].as_primitive::<Float64Type>();
+            let low = arrays[1].as_primitive::<Float64Type>();
+            let high = arrays[2].as_primitive::<Float64Type>();
+            let count = arrays[3].as_primitive::<arrow::datatypes::Int64Type>();
+            let mut out = arrow::array::Int32Builder::with_capacity(x.len());
+            for i in 0..x.len() {
+                if x.is_null(i) || low.is_null(i) || high.is_null(i) || count.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let (x, lo, hi) = (x.value(i), low.value(i), high.value(i));
+                let n = i32::try_from(count.value(i)).unwrap_or(0);
+                if n <= 0 {
+                    return Err(DataFusionError::Execution(
+                        "count must be greater than zero".into(),
+                    ));
+                }
+                if lo == hi {
+                    return Err(DataFusionError::Execution(
+                        "lower bound cannot equal upper bound".into(),
+                    ));
+                }
+                let bucket = if lo < hi {
+                    if x < lo {
+                        0
+                    } else if x >= hi {
+                        n + 1
+                    } else {
+                        ((x - lo) / (hi - lo) * f64::from(n)).floor() as i32 + 1
+                    }
+                } else if x > lo {
+                    0
+                } else if x <= hi {
+                    n + 1
+                } else {
+                    ((lo - x) / (lo - hi) * f64::from(n)).floor() as i32 + 1
+                };
+                out.append_value(bucket);
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            if scalar {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
+            } else {
+                Ok(ColumnarValue::Array(array))
+            }
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -25,11 +25,15 @@ mod import;
 mod interrupt;
 mod interval;
 mod pg_compat;
+mod pg_functions;
+mod pg_rewrite;
 mod provider;
 mod rollup;
 mod sampling;
 mod scan_exec;
 mod session;
+mod to_char;
+mod transaction;
 mod versions;
 
 use std::collections::BTreeMap;

@@ -35,13 +35,19 @@ use lookout_storage::{FileMeta, StatValue, StorageError, TableDef, TableSnapshot
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::access::{Access, authorize};
+use crate::error::QueryError;
 use crate::rollup::Ingest;
 use crate::scan_exec::{LookoutScanExec, ScanSummary};
+use crate::transaction::Block;
 
 /// The object store URL Lookout's files are registered under.
 pub(crate) const STORE_URL: &str = "lookout://data/";
 
 pub(crate) fn storage_err(e: StorageError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn query_err(e: QueryError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
@@ -85,7 +91,10 @@ impl LookoutTable {
     ) -> Result<(TableSnapshot, Vec<RecordBatch>)> {
         let storage = self.ingest.storage();
         let snapshot = match state.config().get_extension::<QuerySnapshots>() {
-            Some(snapshots) => snapshots.of(storage, &self.def.name)?,
+            Some(snapshots) => {
+                let block = state.config().get_extension::<Block>();
+                snapshots.of(storage, &self.def.name, block.as_deref())?
+            }
             None => storage.snapshot(&self.def.name).map_err(storage_err)?,
         };
         let filtered: std::collections::HashSet<&str> = filters
@@ -113,12 +122,20 @@ pub(crate) struct QuerySnapshots {
 }
 
 impl QuerySnapshots {
-    fn of(&self, storage: &lookout_storage::Storage, table: &str) -> Result<TableSnapshot> {
+    fn of(
+        &self,
+        storage: &lookout_storage::Storage,
+        table: &str,
+        block: Option<&Block>,
+    ) -> Result<TableSnapshot> {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = tables.get(table) {
             return Ok(s.clone());
         }
-        let snapshot = storage.snapshot(table).map_err(storage_err)?;
+        let mut snapshot = storage.snapshot(table).map_err(storage_err)?;
+        if let Some(block) = block {
+            block.overlay(&mut snapshot).map_err(query_err)?;
+        }
         tables.insert(table.to_string(), snapshot.clone());
         Ok(snapshot)
     }
@@ -416,45 +433,165 @@ impl TableProvider for LookoutTable {
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         authorize(state, &self.def.name, Access::Write)?;
+        count_plan(self.remove_rows(state, filters).await?)
+    }
+
+    async fn truncate(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        authorize(state, &self.def.name, Access::Write)?;
+        count_plan(self.remove_rows(state, Vec::new()).await?)
+    }
+
+    /// `UPDATE`: the old versions of the rows are deleted (by deletion
+    /// vector) and their new versions written, in one commit (or with the
+    /// transaction block).
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        authorize(state, &self.def.name, Access::Write)?;
+        let table = &self.def.name;
+        let storage = self.ingest.storage();
+        if !crate::rollup::rollups_of(storage, table)
+            .map_err(query_err)?
+            .is_empty()
+        {
+            return Err(query_err(QueryError::unsupported(format!(
+                "UPDATE of \"{table}\", which has rollups: a rollup cannot take back the old values; delete and insert instead"
+            ))));
+        }
         let schema = self.schema();
         let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+        let mut assigned: Vec<Option<Arc<dyn PhysicalExpr>>> = vec![None; schema.fields().len()];
+        for (name, expr) in assignments {
+            let i = schema.index_of(&name)?;
+            assigned[i] = Some(state.create_physical_expr(expr, &df_schema)?);
+        }
+        let filter = RowFilter::new(state, &schema, filters)?;
+        let (block, own) = match state.config().get_extension::<Block>() {
+            Some(block) => (block, false),
+            None => (Arc::new(Block::default()), true),
+        };
+        let mut old = block
+            .take_pending(table, |b| filter.select(b).map_err(QueryError::from))
+            .map_err(query_err)?;
+        let mut count: u64 = old.iter().map(|b| b.num_rows() as u64).sum();
+        let mut found = storage
+            .mark_rows(
+                table,
+                &block.marks(table),
+                |f| filter.prune(f),
+                |b| filter.select(b),
+                true,
+            )
+            .await
+            .map_err(storage_err)?;
+        count += found.count;
+        old.append(&mut found.rows);
+        block.absorb(table, found);
+        let def = storage.table(table).map_err(storage_err)?;
+        let stored = def.schema().map_err(storage_err)?;
+        for rows in old {
+            let mut columns = Vec::with_capacity(schema.fields().len());
+            for (i, field) in schema.fields().iter().enumerate() {
+                let column = match &assigned[i] {
+                    Some(expr) => {
+                        let value = expr.evaluate(&rows)?.into_array(rows.num_rows())?;
+                        arrow::compute::cast(&value, field.data_type())?
+                    }
+                    None => Arc::clone(rows.column(i)),
+                };
+                columns.push(column);
+            }
+            let new = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+            let new = storage.validate(&def, &stored, &new).map_err(storage_err)?;
+            block.insert(table, new, true).map_err(query_err)?;
+        }
+        if own {
+            self.ingest.commit(block.take()).await.map_err(query_err)?;
+        }
+        count_plan(count)
+    }
+}
+
+/// The rows a `DELETE` or `UPDATE` condition picks.
+struct RowFilter<'a> {
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    schema: &'a SchemaRef,
+}
+
+impl<'a> RowFilter<'a> {
+    fn new(state: &dyn Session, schema: &'a SchemaRef, filters: Vec<Expr>) -> Result<Self> {
+        let df_schema = DFSchema::try_from(Arc::clone(schema))?;
         let predicate = conjunction(filters)
             .map(|e| state.create_physical_expr(e, &df_schema))
             .transpose()?;
-        let prune = |file: &FileMeta| -> bool {
-            let one = FileSet {
-                stats: vec![file_statistics(file, &schema)],
-                schema: &schema,
-            };
-            one.keep(predicate.as_ref())
-                .first()
-                .copied()
-                .unwrap_or(true)
+        Ok(RowFilter { predicate, schema })
+    }
+
+    /// Whether a file may hold picked rows, by its statistics.
+    fn prune(&self, file: &FileMeta) -> bool {
+        let one = FileSet {
+            stats: vec![file_statistics(file, self.schema)],
+            schema: self.schema,
         };
-        let select = |batch: &RecordBatch| -> lookout_storage::Result<arrow::array::BooleanArray> {
-            let Some(p) = &predicate else {
-                return Ok(arrow::array::BooleanArray::from(vec![
-                    true;
-                    batch.num_rows()
-                ]));
-            };
-            let value = p
-                .evaluate(batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(|e| StorageError::InvalidData(e.to_string()))?;
-            value
-                .as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .cloned()
-                .ok_or_else(|| StorageError::InvalidData("DELETE condition is not boolean".into()))
+        one.keep(self.predicate.as_ref())
+            .first()
+            .copied()
+            .unwrap_or(true)
+    }
+
+    /// Which rows of `batch` are picked.
+    fn select(&self, batch: &RecordBatch) -> lookout_storage::Result<arrow::array::BooleanArray> {
+        let Some(p) = &self.predicate else {
+            return Ok(arrow::array::BooleanArray::from(vec![
+                true;
+                batch.num_rows()
+            ]));
         };
-        let deleted = self
-            .ingest
-            .storage()
-            .delete_rows(&self.def.name, prune, select)
+        let value = p
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| StorageError::InvalidData(e.to_string()))?;
+        value
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .cloned()
+            .ok_or_else(|| StorageError::InvalidData("the condition is not boolean".into()))
+    }
+}
+
+impl LookoutTable {
+    /// Deletes the rows `filters` pick (all rows without filters): at once,
+    /// or, inside a transaction block, when it commits. Returns how many.
+    async fn remove_rows(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<u64> {
+        let table = &self.def.name;
+        let schema = self.schema();
+        let filter = RowFilter::new(state, &schema, filters)?;
+        let storage = self.ingest.storage();
+        let Some(block) = state.config().get_extension::<Block>() else {
+            return storage
+                .delete_rows(table, |f| filter.prune(f), |b| filter.select(b))
+                .await
+                .map_err(storage_err);
+        };
+        let own = block
+            .take_pending(table, |b| filter.select(b).map_err(QueryError::from))
+            .map_err(query_err)?;
+        let found = storage
+            .mark_rows(
+                table,
+                &block.marks(table),
+                |f| filter.prune(f),
+                |b| filter.select(b),
+                false,
+            )
             .await
             .map_err(storage_err)?;
-        count_plan(deleted)
+        let count = found.count + own.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        block.absorb(table, found);
+        Ok(count)
     }
 }
 
@@ -717,7 +854,7 @@ impl DataSink for LookoutSink {
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let mut batches = Vec::new();
         while let Some(b) = data.next().await {
@@ -728,6 +865,18 @@ impl DataSink for LookoutSink {
         }
         let schema = batches[0].schema();
         let all = arrow::compute::concat_batches(&schema, &batches)?;
+        if let Some(block) = context.session_config().get_extension::<Block>() {
+            let rows = all.num_rows() as u64;
+            let storage = self.ingest.storage();
+            let def = storage.table(&self.table).map_err(storage_err)?;
+            let checked = storage
+                .validate(&def, &def.schema().map_err(storage_err)?, &all)
+                .map_err(storage_err)?;
+            block
+                .insert(&self.table, checked, false)
+                .map_err(query_err)?;
+            return Ok(rows);
+        }
         self.ingest
             .write(&self.table, all)
             .await

@@ -32,6 +32,7 @@ use lookout_storage::{Combine, CreateTable, Derivation, Storage, StorageError, T
 use crate::error::{QueryError, Result};
 use crate::extension::SqlExtension;
 use crate::session::{Output, Session, quote_ident as quote};
+use crate::transaction::BlockWrites;
 
 /// The time column of every rollup table.
 const BUCKET_COLUMN: &str = "bucket";
@@ -461,7 +462,7 @@ impl Combine for Combiner {
     }
 }
 
-fn rollups_of(storage: &Storage, table: &str) -> Result<Vec<RollupDef>> {
+pub(crate) fn rollups_of(storage: &Storage, table: &str) -> Result<Vec<RollupDef>> {
     let manifest = storage.manifest()?;
     manifest
         .tables
@@ -511,10 +512,21 @@ impl Ingest {
             return Ok(0);
         }
         let _gate = self.gate.read().await;
+        let group = self.group_of(table, batch).await?;
+        Ok(self.storage.write_group(group).await?)
+    }
+
+    /// What writing `batch` to `table` writes: the rows (to the held area
+    /// of a sampled table) and the deltas of the table's rollups.
+    async fn group_of(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+    ) -> Result<Vec<(String, RecordBatch)>> {
         let rollups = rollups_of(&self.storage, table)?;
         let held = self.held_area(table)?;
         if rollups.is_empty() && held.is_none() {
-            return Ok(self.storage.write(table, batch).await?);
+            return Ok(vec![(table.to_string(), batch)]);
         }
         let def = self.storage.table(table)?;
         let rows = self.storage.validate(&def, &def.schema()?, &batch)?;
@@ -529,7 +541,31 @@ impl Ingest {
             let delta = rollup.delta(&def, vec![rows.clone()]).await?;
             group.push((rollup.name.clone(), delta));
         }
-        Ok(self.storage.write_group(group).await?)
+        Ok(group)
+    }
+
+    /// Commits a transaction block's writes as one unit: one WAL record
+    /// when it only inserted, one manifest version when it deleted rows.
+    pub(crate) async fn commit(&self, writes: BlockWrites) -> Result<()> {
+        let _gate = self.gate.read().await;
+        let mut group = Vec::new();
+        for pending in writes.inserts {
+            if pending.direct {
+                group.push((pending.table, pending.rows));
+            } else {
+                group.extend(self.group_of(&pending.table, pending.rows).await?);
+            }
+        }
+        group.retain(|(_, rows)| rows.num_rows() > 0);
+        if writes.marks.is_empty() {
+            if !group.is_empty() {
+                self.storage.write_group(group).await?;
+            }
+        } else {
+            self.storage.commit_changes(&writes.marks, group).await?;
+        }
+        drop(writes.holds);
+        Ok(())
     }
 
     /// The held area of a sampled table, and its schema.

@@ -30,6 +30,7 @@ use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestam
 use crate::error::{QueryError, Result};
 use crate::extension::{Command, split_statements};
 use crate::interval::parse_duration;
+use crate::transaction::{Block, TransactionState};
 
 /// Writes of more rows than this go straight to Parquet (one atomic manifest
 /// commit) instead of through the WAL.
@@ -133,6 +134,8 @@ pub struct Session {
     /// Who is connected, and what they may do.
     user: String,
     access: crate::access::Access,
+    /// The open (or failed) transaction block, if any.
+    transaction: TransactionState,
 }
 
 impl std::fmt::Debug for Session {
@@ -486,6 +489,7 @@ impl Session {
             cursors,
             user: "lookout".to_string(),
             access: crate::access::Access::Admin,
+            transaction: TransactionState::Idle,
         };
         session.publish();
         session
@@ -594,10 +598,121 @@ impl Session {
             self.access,
             self.lookout.clone(),
         )));
+        if let TransactionState::Open(block) = &self.transaction {
+            config.set_extension(Arc::clone(block));
+        }
         if let Some(t) = self.fixed_now {
             state.execution_props_mut().query_execution_start_time = Some(t);
         }
         state
+    }
+
+    /// Refuses what may not run now: anything but `ROLLBACK` in a failed
+    /// block, and statements a block cannot hold back (DDL, alert and
+    /// review statements, bulk loads), which are refused rather than
+    /// applied outside the block.
+    fn admit(&mut self, command: &Command) -> Result<()> {
+        if let TransactionState::Open(block) = &self.transaction
+            && block.has_failed()
+        {
+            self.transaction = TransactionState::Failed(Arc::clone(block));
+        }
+        match (&self.transaction, command) {
+            (
+                TransactionState::Failed(_),
+                Command::Sql(Statement::Commit { .. } | Statement::Rollback { .. }),
+            ) => Ok(()),
+            (TransactionState::Failed(_), _) => Err(crate::transaction::aborted()),
+            (TransactionState::Open(block), command) if !fits_in_block(command) => {
+                self.transaction = TransactionState::Failed(Arc::clone(block));
+                Err(QueryError::unsupported(format!(
+                    "{} cannot run inside a transaction block: DDL, alert, review and role statements are not transactional in Lookout; run it outside a block (in autocommit). Inside a block: queries, INSERT, UPDATE, DELETE, TRUNCATE, COPY, cursors, savepoints and settings",
+                    command_name(command)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An error inside a block fails the block, as in PostgreSQL.
+    fn settle(&mut self, result: Result<Output>) -> Result<Output> {
+        let TransactionState::Open(block) = &self.transaction else {
+            return result;
+        };
+        // Rows are read after the statement returns: an error among them
+        // fails the block too.
+        let watch = |stream: datafusion::execution::SendableRecordBatchStream| {
+            let block = Arc::clone(block);
+            let schema = stream.schema();
+            let watched = stream.inspect(move |item| {
+                if item.is_err() {
+                    block.fail();
+                }
+            });
+            Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, watched),
+            ) as datafusion::execution::SendableRecordBatchStream
+        };
+        match result {
+            Err(e) => {
+                self.transaction = TransactionState::Failed(Arc::clone(block));
+                Err(e)
+            }
+            Ok(Output::Rows { schema, stream }) => Ok(Output::Rows {
+                schema,
+                stream: watch(stream),
+            }),
+            Ok(Output::CopyOut {
+                format,
+                schema,
+                stream,
+            }) => Ok(Output::CopyOut {
+                format,
+                schema,
+                stream: watch(stream),
+            }),
+            other => other,
+        }
+    }
+
+    /// The block a savepoint statement works on.
+    fn block(&self, statement: &str) -> Result<Arc<Block>> {
+        match &self.transaction {
+            TransactionState::Open(block) | TransactionState::Failed(block) => {
+                Ok(Arc::clone(block))
+            }
+            TransactionState::Idle => Err(QueryError::with_code(
+                "25P01",
+                format!("{statement} can only be used in transaction blocks"),
+            )),
+        }
+    }
+
+    /// Whether a transaction block is open (or failed and awaiting `ROLLBACK`).
+    pub fn in_transaction(&self) -> bool {
+        !matches!(self.transaction, TransactionState::Idle)
+    }
+
+    /// `COMMIT`: the block's writes become one durable commit.
+    async fn commit(&mut self) -> Result<Output> {
+        match std::mem::take(&mut self.transaction) {
+            TransactionState::Open(block) => {
+                self.lookout.ingest().commit(block.take()).await?;
+                Ok(Output::Command {
+                    tag: "COMMIT",
+                    rows: None,
+                })
+            }
+            // A failed block rolls back, and says so.
+            TransactionState::Failed(_) => Ok(Output::Command {
+                tag: "ROLLBACK",
+                rows: None,
+            }),
+            TransactionState::Idle => Ok(Output::Command {
+                tag: "COMMIT",
+                rows: None,
+            }),
+        }
     }
 
     /// Applies what `set_config()` set during earlier statements.
@@ -649,10 +764,13 @@ impl Session {
         crate::access::check(&self.user, self.access, &command, |t| {
             self.lookout.is_restricted(t)
         })?;
+        self.admit(&command)?;
         self.apply_set_config();
         let interrupt = self.interrupt();
         // Boxed: statement futures are large, and extensions nest them.
-        crate::interrupt::bounded(interrupt, Box::pin(self.execute_command(command))).await
+        let result =
+            crate::interrupt::bounded(interrupt, Box::pin(self.execute_command(command))).await;
+        self.settle(result)
     }
 
     async fn execute_command(&mut self, command: Command) -> Result<Output> {
@@ -733,27 +851,52 @@ impl Session {
                 tag: "DISCARD ALL",
                 rows: None,
             }),
-            Statement::StartTransaction { .. } => Ok(Output::Command {
-                tag: "BEGIN",
-                rows: None,
-            }),
-            Statement::Commit { .. } => Ok(Output::Command {
-                tag: "COMMIT",
-                rows: None,
-            }),
-            Statement::Rollback { .. } => Ok(Output::Command {
-                tag: "ROLLBACK",
-                rows: None,
-            }),
-            // Statements autocommit, so a savepoint has nothing to mark.
-            Statement::Savepoint { .. } => Ok(Output::Command {
-                tag: "SAVEPOINT",
-                rows: None,
-            }),
-            Statement::ReleaseSavepoint { .. } => Ok(Output::Command {
-                tag: "RELEASE",
-                rows: None,
-            }),
+            Statement::StartTransaction { .. } => {
+                // BEGIN inside a block keeps the block, as PostgreSQL does.
+                if matches!(self.transaction, TransactionState::Idle) {
+                    self.transaction = TransactionState::Open(Arc::default());
+                }
+                Ok(Output::Command {
+                    tag: "BEGIN",
+                    rows: None,
+                })
+            }
+            Statement::Commit { .. } => self.commit().await,
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let block = self.block("ROLLBACK TO SAVEPOINT")?;
+                block.rollback_to(&ident_name(&name))?;
+                self.transaction = TransactionState::Open(block);
+                Ok(Output::Command {
+                    // The block goes on; the wire layer reports "ROLLBACK".
+                    tag: "ROLLBACK TO",
+                    rows: None,
+                })
+            }
+            Statement::Rollback { .. } => {
+                self.transaction = TransactionState::Idle;
+                Ok(Output::Command {
+                    tag: "ROLLBACK",
+                    rows: None,
+                })
+            }
+            Statement::Savepoint { name } => {
+                self.block("SAVEPOINT")?.savepoint(&ident_name(&name));
+                Ok(Output::Command {
+                    tag: "SAVEPOINT",
+                    rows: None,
+                })
+            }
+            Statement::ReleaseSavepoint { name } => {
+                self.block("RELEASE SAVEPOINT")?
+                    .release(&ident_name(&name))?;
+                Ok(Output::Command {
+                    tag: "RELEASE",
+                    rows: None,
+                })
+            }
             Statement::Declare { stmts } => {
                 for declare in stmts {
                     self.declare_cursor(declare).await?;
@@ -849,14 +992,16 @@ impl Session {
 
     async fn plan(&self, stmt: Statement) -> Result<Prepared> {
         let storage = self.lookout.storage();
-        let stmt = crate::pg_compat::name_insert_columns(stmt, |name| {
+        let mut stmt = crate::pg_compat::name_insert_columns(stmt, |name| {
             let def = storage.table(&table_name(name).ok()?).ok()?;
             Some(def.columns.into_iter().map(|c| c.name).collect())
         });
+        crate::pg_rewrite::rewrite_statement(&mut stmt)?;
         let state = self.state();
         let plan = state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
             .await?;
+        let plan = crate::pg_rewrite::rewrite_plan(plan)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .verify_plan(&plan)
@@ -958,9 +1103,10 @@ impl Session {
         crate::access::check(&self.user, self.access, &prepared.statement, |t| {
             self.lookout.is_restricted(t)
         })?;
+        self.admit(&prepared.statement)?;
         self.apply_set_config();
         let interrupt = self.interrupt();
-        match &prepared.plan {
+        let result = match &prepared.plan {
             None => {
                 crate::interrupt::bounded(
                     interrupt,
@@ -975,7 +1121,8 @@ impl Session {
                 };
                 crate::interrupt::bounded(interrupt, Box::pin(run)).await
             }
-        }
+        };
+        self.settle(result)
     }
 
     async fn run_plan(
@@ -997,6 +1144,7 @@ impl Session {
                 WriteOp::Insert(_) => "INSERT",
                 WriteOp::Delete => "DELETE",
                 WriteOp::Update => "UPDATE",
+                WriteOp::Truncate => "TRUNCATE TABLE",
                 _ => "MERGE",
             }),
             _ => None,
@@ -1015,7 +1163,8 @@ impl Session {
                 .unwrap_or(0);
             return Ok(Output::Command {
                 tag,
-                rows: Some(rows),
+                // PostgreSQL's TRUNCATE reports no row count.
+                rows: (tag != "TRUNCATE TABLE").then_some(rows),
             });
         }
         let schema = Arc::new(df.schema().as_arrow().clone());
@@ -1345,6 +1494,11 @@ impl Session {
         };
         let table = table_name(&t)?;
         if let (CopyTarget::File { filename }, CopyKind::Parquet) = (&target, format.kind) {
+            if self.in_transaction() {
+                return Err(QueryError::unsupported(
+                    "COPY FROM a Parquet file cannot run inside a transaction block; it commits on its own",
+                ));
+            }
             // Parquet carries its schema: a missing table is created from it.
             let path = self.lookout.options().file_access.check(filename)?;
             let rows = crate::import::import_parquet(&self.lookout, &table, &[path], None).await?;
@@ -1420,6 +1574,15 @@ impl Session {
             return Ok(0);
         }
         let ingest = self.lookout.ingest();
+        if let TransactionState::Open(block) = &self.transaction {
+            let storage = self.lookout.storage();
+            let def = storage.table(table)?;
+            let schema = def.schema()?;
+            for batch in batches {
+                block.insert(table, storage.validate(&def, &schema, &batch)?, false)?;
+            }
+            return Ok(rows);
+        }
         if rows <= BULK_ROWS {
             let schema = batches[0].schema();
             let all = arrow::compute::concat_batches(&schema, &batches)
@@ -1461,7 +1624,7 @@ fn show_column(variable: &[Ident]) -> String {
 /// Placeholders cast to a type (`$1::oid[]`), with that type.
 fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    use datafusion::logical_expr::{Cast, Expr, ExprSchemable, TryCast};
     let mut found = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|expr| {
@@ -1471,11 +1634,63 @@ fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
                 {
                     found.push((p.id.clone(), field.data_type().clone()));
                 }
+                // `x = ANY($1)`: the parameter is a list of x's type.
+                if let Expr::ScalarFunction(f) = e
+                    && f.name() == "array_has"
+                    && let [Expr::Placeholder(p), element] = f.args.as_slice()
+                    && let Some(input) = node.inputs().first()
+                    && let Ok(item) = element.get_type(input.schema())
+                {
+                    let field = Arc::new(Field::new("item", item, true));
+                    found.push((p.id.clone(), DataType::List(field)));
+                }
                 Ok(TreeNodeRecursion::Continue)
             })
         })
     });
     found
+}
+
+/// Statements a transaction block can hold back until `COMMIT`, or that
+/// change nothing stored.
+fn fits_in_block(command: &Command) -> bool {
+    match command {
+        Command::Extension { sql, extension } => {
+            extension.required_access(sql) == crate::access::Access::Read
+        }
+        Command::Sql(stmt) => matches!(
+            stmt,
+            Statement::Query(_)
+                | Statement::Insert(_)
+                | Statement::Delete(_)
+                | Statement::Update { .. }
+                | Statement::Truncate(_)
+                | Statement::Copy { .. }
+                | Statement::Set(_)
+                | Statement::ShowVariable { .. }
+                | Statement::Reset(_)
+                | Statement::Declare { .. }
+                | Statement::Fetch { .. }
+                | Statement::Close { .. }
+                | Statement::Deallocate { .. }
+                | Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. }
+                | Statement::Explain { .. }
+        ),
+    }
+}
+
+/// A statement's name for messages: its first words.
+fn command_name(command: &Command) -> String {
+    let text = match command {
+        Command::Extension { sql, .. } => sql.clone(),
+        Command::Sql(stmt) => stmt.to_string(),
+    };
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    words.join(" ").to_uppercase()
 }
 
 /// Statements Lookout runs itself rather than through DataFusion.

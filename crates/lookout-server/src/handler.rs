@@ -17,12 +17,15 @@ use pgwire::api::results::{
     Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use tokio::sync::Mutex;
 
 use crate::cancel::{CancelRegistry, CancelSlot};
@@ -100,8 +103,7 @@ impl Connection {
     /// Turns an `Output` into a pgwire response; `format` applies to rows.
     async fn respond(&self, output: Output, format: &Format) -> PgWireResult<Response> {
         match output {
-            // Statements run in autocommit; the transaction status is still
-            // reported, since drivers track it from ReadyForQuery.
+            // Drivers track the transaction status from ReadyForQuery.
             Output::Command { tag: "BEGIN", .. } => {
                 Ok(Response::TransactionStart(Tag::new("BEGIN")))
             }
@@ -109,6 +111,9 @@ impl Connection {
                 tag: tag @ ("COMMIT" | "ROLLBACK"),
                 ..
             } => Ok(Response::TransactionEnd(Tag::new(tag))),
+            Output::Command {
+                tag: "ROLLBACK TO", ..
+            } => Ok(Response::Execution(Tag::new("ROLLBACK"))),
             Output::Command { tag, rows } => Ok(Response::Execution(command_tag(tag, rows))),
             Output::Rows { schema, stream } => {
                 let fields = Arc::new(fields(&schema, format));
@@ -354,6 +359,27 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or("");
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT
+            && let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name)
+        {
+            let response = self.do_describe_statement(client, &stmt).await?;
+            if response.fields.is_empty() {
+                // A statement with parameters and no result columns (an
+                // INSERT) is NoData; an empty RowDescription would tell
+                // pgjdbc it returns rows.
+                let oids = response.parameters.iter().map(|t| t.oid()).collect();
+                client
+                    .send(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(oids),
+                    ))
+                    .await?;
+                client
+                    .send(PgWireBackendMessage::NoData(NoData::new()))
+                    .await?;
+                return Ok(());
+            }
+            return send_describe_response(client, &response).await;
+        }
         let cursor = message.target_type == TARGET_TYPE_BYTE_PORTAL
             && client.portal_store().get_portal(name).is_none()
             && !name.is_empty();

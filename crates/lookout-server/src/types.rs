@@ -331,8 +331,80 @@ pub(crate) fn arrow_type_of(ty: &Type) -> Option<DataType> {
         Type::DATE => DataType::Date32,
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-        _ => return None,
+        ref array => match array.kind() {
+            postgres_types::Kind::Array(element) => {
+                let item = arrow_type_of(element)?;
+                DataType::List(Arc::new(arrow::datatypes::Field::new("item", item, true)))
+            }
+            _ => return None,
+        },
     })
+}
+
+/// The elements of a one-dimensional array literal in PostgreSQL's text
+/// form (`{a,"b c",NULL}`), `None` for NULL.
+fn parse_array_text(text: &str) -> Result<Vec<Option<String>>, String> {
+    let bad = || format!("malformed array literal: \"{text}\"");
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(bad()),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' || c == '}' || c == '"' {
+                    return Err(format!(
+                        "{}: only one-dimensional arrays are supported",
+                        bad()
+                    ));
+                }
+                chars.next();
+                if c == '\\' {
+                    item.push(chars.next().ok_or_else(bad)?);
+                } else {
+                    item.push(c);
+                }
+            }
+            item = item.trim_end().to_string();
+            if item.is_empty() {
+                return Err(bad());
+            }
+        }
+        out.push((quoted || !item.eq_ignore_ascii_case("NULL")).then_some(item));
+        match chars.next() {
+            Some(',') => continue,
+            None => break,
+            Some(_) => return Err(bad()),
+        }
+    }
+    Ok(out)
 }
 
 fn be<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
@@ -384,6 +456,27 @@ pub(crate) fn decode_param(
         }
     } else {
         let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        if let DataType::List(item) = target {
+            let element = match wire.kind() {
+                postgres_types::Kind::Array(element) => element.clone(),
+                _ => pg_type(item.data_type()),
+            };
+            let values = parse_array_text(text)?
+                .into_iter()
+                .map(|v| {
+                    decode_param(
+                        v.as_deref().map(str::as_bytes),
+                        false,
+                        &element,
+                        item.data_type(),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                &values,
+                item.data_type(),
+            )));
+        }
         if matches!(target, DataType::Timestamp(_, _)) {
             let micros = lookout_query::copy::parse_timestamp_micros(text)
                 .ok_or_else(|| format!("invalid input syntax for type timestamp: \"{text}\""))?;
@@ -425,6 +518,28 @@ mod tests {
         buf.chunks(2)
             .map(|c| i16::from_be_bytes([c[0], c[1]]))
             .collect()
+    }
+
+    #[test]
+    fn array_literals_parse_as_postgres_writes_them() {
+        assert_eq!(
+            parse_array_text(r#"{a, "b c",NULL,"NULL","q\"x",d\,e}"#).unwrap(),
+            vec![
+                Some("a".into()),
+                Some("b c".into()),
+                None,
+                Some("NULL".into()),
+                Some("q\"x".into()),
+                Some("d,e".into())
+            ]
+        );
+        assert_eq!(
+            parse_array_text("{}").unwrap(),
+            Vec::<Option<String>>::new()
+        );
+        for bad in ["a,b", "{a,,b}", "{{1,2},{3,4}}", "{\"a}", "{a,}"] {
+            assert!(parse_array_text(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -132,6 +132,42 @@ impl Drop for FilePin {
     }
 }
 
+/// Row positions of one table picked for deletion by a transaction that
+/// has not committed yet, by file path.
+#[derive(Debug, Default, Clone)]
+pub struct RowMarks {
+    /// The table's id when the rows were picked: a table dropped and made
+    /// again meanwhile is not the one they belong to.
+    pub table_id: u64,
+    /// Marked positions, by file path.
+    pub marks: HashMap<String, RoaringBitmap>,
+}
+
+impl RowMarks {
+    /// Adds the positions of `found` (of the same table).
+    pub fn absorb(&mut self, found: &MarkedRows) {
+        self.table_id = found.table_id;
+        for (path, bitmap) in &found.marks {
+            *self.marks.entry(path.clone()).or_default() |= bitmap;
+        }
+    }
+}
+
+/// Rows picked by [`Storage::mark_rows`].
+#[derive(Debug)]
+pub struct MarkedRows {
+    /// The table's id.
+    pub table_id: u64,
+    /// Picked positions, by file path.
+    pub marks: HashMap<String, RoaringBitmap>,
+    /// How many rows were picked.
+    pub count: u64,
+    /// The picked rows, if asked for.
+    pub rows: Vec<RecordBatch>,
+    /// Keeps compaction off the files until dropped.
+    pub hold: FilePin,
+}
+
 /// What `CREATE TABLE` asks for, before defaults are applied.
 #[derive(Debug, Clone, Default)]
 pub struct CreateTable {
@@ -211,6 +247,9 @@ struct Inner {
     combiners: RwLock<HashMap<u64, Arc<dyn Combine>>>,
     /// Files that snapshots still read.
     pins: Arc<FilePins>,
+    /// Files with rows marked by an uncommitted transaction: compaction
+    /// leaves them alone, so the marked positions stay valid until commit.
+    marked: Arc<FilePins>,
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -330,6 +369,7 @@ impl Storage {
             lock: Mutex::new(Some(lock)),
             combiners: RwLock::default(),
             pins: Arc::default(),
+            marked: Arc::default(),
         });
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
@@ -1105,11 +1145,80 @@ impl Storage {
         let _guard = self.inner.commit.lock().await;
         self.flush_locked().await?;
         let entry = self.manifest()?.table(table)?.clone();
+        let found = self
+            .find_rows(&entry, &RowMarks::default(), prune, select, false)
+            .await?;
+        if found.count == 0 {
+            return Ok(0);
+        }
+        let changed = found.marks;
+        self.commit_locked(|m| {
+            let entry = m.table_mut(table)?;
+            for (path, bitmap) in &changed {
+                if let Some(f) = entry.files.iter_mut().find(|f| &f.path == path) {
+                    let mut all = f.deletion_vector()?.unwrap_or_default();
+                    all |= bitmap;
+                    f.set_deletion_vector(&all)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(found.count)
+    }
+
+    /// Finds the rows `select` picks among a table's live rows (buffered
+    /// rows are flushed first, so each has a file position) without
+    /// deleting them: for a transaction, which deletes them when it
+    /// commits. `already` holds positions the transaction marked before;
+    /// they count as deleted. With `keep_rows`, the picked rows are
+    /// returned too (an UPDATE writes their new versions). Until the
+    /// returned [`MarkedRows`] is dropped, compaction leaves their files
+    /// alone, so the positions stay valid.
+    pub async fn mark_rows<P, S>(
+        &self,
+        table: &str,
+        already: &RowMarks,
+        prune: P,
+        select: S,
+        keep_rows: bool,
+    ) -> Result<MarkedRows>
+    where
+        P: Fn(&FileMeta) -> bool,
+        S: Fn(&RecordBatch) -> Result<BooleanArray>,
+    {
+        let _guard = self.inner.commit.lock().await;
+        self.flush_locked().await?;
+        let entry = self.manifest()?.table(table)?.clone();
+        self.find_rows(&entry, already, prune, select, keep_rows)
+            .await
+    }
+
+    async fn find_rows<P, S>(
+        &self,
+        entry: &crate::manifest::TableEntry,
+        already: &RowMarks,
+        prune: P,
+        select: S,
+        keep_rows: bool,
+    ) -> Result<MarkedRows>
+    where
+        P: Fn(&FileMeta) -> bool,
+        S: Fn(&RecordBatch) -> Result<BooleanArray>,
+    {
         let schema = entry.def.schema()?;
-        let mut changed: Vec<(String, RoaringBitmap)> = Vec::new();
-        let mut deleted = 0u64;
+        let mut found = MarkedRows {
+            table_id: entry.def.id,
+            marks: HashMap::new(),
+            count: 0,
+            rows: Vec::new(),
+            hold: FilePin::new(&self.inner.marked, Vec::new()),
+        };
         for file in entry.files.iter().filter(|f| prune(f)) {
-            let existing = file.deletion_vector()?.unwrap_or_default();
+            let mut gone = file.deletion_vector()?.unwrap_or_default();
+            if let Some(marked) = already.marks.get(&file.path) {
+                gone |= marked;
+            }
             let bytes = self
                 .inner
                 .store
@@ -1117,39 +1226,88 @@ impl Storage {
                 .await?
                 .bytes()
                 .await?;
-            let mut bitmap = existing.clone();
+            let mut bitmap = RoaringBitmap::new();
             let mut position = 0u32;
             for b in batch::decode_parquet(bytes)? {
                 let b = batch::widen(&b, &schema)?;
                 let hits = select(&b)?;
+                let mut keep = Vec::with_capacity(b.num_rows());
                 for i in 0..b.num_rows() {
                     let pos = position + i as u32;
-                    if hits.is_valid(i) && hits.value(i) && !existing.contains(pos) {
+                    let hit = hits.is_valid(i) && hits.value(i) && !gone.contains(pos);
+                    if hit {
                         bitmap.insert(pos);
                     }
+                    keep.push(hit);
+                }
+                if keep_rows && keep.iter().any(|k| *k) {
+                    let picked =
+                        arrow::compute::filter_record_batch(&b, &BooleanArray::from(keep))?;
+                    found.rows.push(picked);
                 }
                 position += b.num_rows() as u32;
             }
-            let added = bitmap.len() - existing.len();
-            if added > 0 {
-                deleted += added;
-                changed.push((file.path.clone(), bitmap));
+            if !bitmap.is_empty() {
+                found.count += bitmap.len();
+                found.marks.insert(file.path.clone(), bitmap);
             }
         }
-        if changed.is_empty() {
-            return Ok(0);
-        }
-        self.commit_locked(|m| {
-            let entry = m.table_mut(table)?;
-            for (path, bitmap) in &changed {
-                if let Some(f) = entry.files.iter_mut().find(|f| &f.path == path) {
-                    f.set_deletion_vector(bitmap)?;
+        found.hold = FilePin::new(&self.inner.marked, found.marks.keys().cloned().collect());
+        Ok(found)
+    }
+
+    /// Commits a transaction's changes as one manifest version: the rows
+    /// it marked (by [`Storage::mark_rows`]) become deleted, and `inserts`
+    /// are written as Parquet files. After a crash all of it is there or
+    /// none. A marked file that retention dropped meanwhile has nothing
+    /// left to delete.
+    pub async fn commit_changes(
+        &self,
+        marks: &HashMap<String, RowMarks>,
+        inserts: Vec<(String, RecordBatch)>,
+    ) -> Result<()> {
+        let _guard = self.inner.commit.lock().await;
+        let _load = LoadGuard::new(&self.inner.loads_in_flight);
+        let inserts = inserts
+            .into_iter()
+            .filter(|(_, b)| b.num_rows() > 0)
+            .collect();
+        let written = self.write_derived(inserts).await?;
+        let orphaned: Vec<String> = written
+            .iter()
+            .flat_map(|(_, _, files)| files.iter().map(|f| f.path.clone()))
+            .collect();
+        let committed = self
+            .commit_locked(|m| {
+                for (table, marked) in marks {
+                    let entry = m.table_mut(table)?;
+                    if entry.def.id != marked.table_id {
+                        return Err(StorageError::TableNotFound(table.clone()));
+                    }
+                    for f in entry.files.iter_mut() {
+                        if let Some(bitmap) = marked.marks.get(&f.path) {
+                            let mut all = f.deletion_vector()?.unwrap_or_default();
+                            all |= bitmap;
+                            f.set_deletion_vector(&all)?;
+                        }
+                    }
                 }
+                for (name, id, files) in written {
+                    let entry = m.table_mut(&name)?;
+                    if entry.def.id != id {
+                        return Err(StorageError::TableNotFound(name));
+                    }
+                    entry.files.extend(files);
+                }
+                Ok(())
+            })
+            .await;
+        if committed.is_err() {
+            for path in orphaned {
+                let _ = self.inner.store.delete(&Path::from(path.as_str())).await;
             }
-            Ok(())
-        })
-        .await?;
-        Ok(deleted)
+        }
+        committed
     }
 
     /// Merges small files of a partition into time-sorted files and purges
@@ -1161,7 +1319,11 @@ impl Storage {
         let mut replaced = 0;
         for (name, entry) in &manifest.tables {
             let mut groups: BTreeMap<(Option<String>, i64), Vec<&FileMeta>> = BTreeMap::new();
-            for f in &entry.files {
+            for f in entry
+                .files
+                .iter()
+                .filter(|f| !self.inner.marked.is_pinned(&f.path))
+            {
                 groups
                     .entry((f.partition.clone(), f.bucket_start))
                     .or_default()

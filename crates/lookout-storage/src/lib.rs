@@ -17,7 +17,9 @@ pub mod manifest;
 pub mod schema;
 mod wal;
 
-pub use engine::{Combine, CreateTable, FilePin, Storage, StorageOptions, TableSnapshot};
+pub use engine::{
+    Combine, CreateTable, FilePin, MarkedRows, RowMarks, Storage, StorageOptions, TableSnapshot,
+};
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnStats, FileMeta, Manifest, StatValue};
 pub use schema::{ColumnDef, Derivation, TableDef, TableOptions, Versions, time_type};

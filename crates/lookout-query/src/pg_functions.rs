@@ -1,0 +1,316 @@
+//! PostgreSQL functions DataFusion lacks or names differently: `age`,
+//! `mod`, interval times a number (`interval_mul`, which `interval '1
+//! hour' * 2` is rewritten to), and PostgreSQL's names for DataFusion's
+//! functions.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoBuilder};
+use arrow::datatypes::{
+    DataType, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+    TimestampMicrosecondType,
+};
+use chrono::{DateTime, Datelike, NaiveDateTime, Timelike};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility, create_udf,
+};
+
+const NANOS_PER_DAY: f64 = 86_400e9;
+
+/// Registers the functions in a session.
+pub(crate) fn register(ctx: &SessionContext) {
+    use datafusion::functions::math;
+    ctx.register_udf(math::ceil().as_ref().clone().with_aliases(["ceiling"]));
+    ctx.register_udf(math::signum().as_ref().clone().with_aliases(["sign"]));
+    ctx.register_udf(
+        datafusion::functions_nested::remove::array_remove_all_udf()
+            .as_ref()
+            .clone()
+            .with_aliases(["array_remove"]),
+    );
+    ctx.register_udaf(
+        datafusion::functions_aggregate::bool_and_or::bool_and_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["every"]),
+    );
+    ctx.register_udf(interval_mul());
+    ctx.register_udf(ScalarUDF::new_from_impl(Age::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(Mod::new()));
+}
+
+/// Runs `f` over rows, keeping a scalar result scalar.
+fn per_row(
+    args: &[ColumnarValue],
+    f: impl Fn(&[ArrayRef]) -> Result<ArrayRef>,
+) -> Result<ColumnarValue> {
+    let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let out = f(&arrays)?;
+    if scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// An interval times a factor, as PostgreSQL's `interval_mul` computes it:
+/// fractions of a month spill into days (of 30), fractions of a day into
+/// time.
+fn multiply(v: IntervalMonthDayNano, factor: f64) -> IntervalMonthDayNano {
+    let months = f64::from(v.months) * factor;
+    let whole_months = months.trunc();
+    let days = f64::from(v.days) * factor + (months - whole_months) * 30.0;
+    let whole_days = days.trunc();
+    let nanos = v.nanoseconds as f64 * factor + (days - whole_days) * NANOS_PER_DAY;
+    IntervalMonthDayNano::new(
+        whole_months as i32,
+        whole_days as i32,
+        (nanos / 1000.0).round() as i64 * 1000,
+    )
+}
+
+fn interval_mul() -> ScalarUDF {
+    create_udf(
+        "interval_mul",
+        vec![
+            DataType::Interval(IntervalUnit::MonthDayNano),
+            DataType::Float64,
+        ],
+        DataType::Interval(IntervalUnit::MonthDayNano),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            per_row(args, |arrays| {
+                let intervals = arrays[0].as_primitive::<IntervalMonthDayNanoType>();
+                let factors = arrays[1].as_primitive::<Float64Type>();
+                let mut out = IntervalMonthDayNanoBuilder::with_capacity(intervals.len());
+                for i in 0..intervals.len() {
+                    if intervals.is_null(i) || factors.is_null(i) {
+                        out.append_null();
+                    } else {
+                        out.append_value(multiply(intervals.value(i), factors.value(i)));
+                    }
+                }
+                Ok(Arc::new(out.finish()))
+            })
+        }),
+    )
+}
+
+/// `age(a, b)`: `a - b` in years, months and days as PostgreSQL counts
+/// them (field by field, borrowing), and `age(a)` from today's midnight.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Age {
+    signature: Signature,
+}
+
+impl Age {
+    fn new() -> Self {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Age {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![tz.clone(), tz.clone()]),
+                    TypeSignature::Exact(vec![ts.clone(), ts.clone()]),
+                    TypeSignature::Exact(vec![tz]),
+                    TypeSignature::Exact(vec![ts]),
+                ],
+                Volatility::Stable,
+            ),
+        }
+    }
+}
+
+fn days_in_month(year: i32, month: u32) -> i64 {
+    let (y, m) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    chrono::NaiveDate::from_ymd_opt(y, m, 1)
+        .and_then(|d| d.pred_opt())
+        .map_or(30, |d| i64::from(d.day()))
+}
+
+/// PostgreSQL's `timestamp_age`: the field-wise difference, borrowing from
+/// the next field up, and a day borrow worth the days of the earlier
+/// date's month.
+fn age(a: NaiveDateTime, b: NaiveDateTime) -> IntervalMonthDayNano {
+    let sign = if a < b { -1 } else { 1 };
+    let field = |x: u32, y: u32| sign * (i64::from(x) - i64::from(y));
+    let mut micros = field(a.nanosecond() / 1000, b.nanosecond() / 1000);
+    let mut sec = field(a.second(), b.second());
+    let mut min = field(a.minute(), b.minute());
+    let mut hour = field(a.hour(), b.hour());
+    let mut day = field(a.day(), b.day());
+    let mut month = field(a.month(), b.month());
+    let mut year = sign * (i64::from(a.year()) - i64::from(b.year()));
+    while micros < 0 {
+        micros += 1_000_000;
+        sec -= 1;
+    }
+    while sec < 0 {
+        sec += 60;
+        min -= 1;
+    }
+    while min < 0 {
+        min += 60;
+        hour -= 1;
+    }
+    while hour < 0 {
+        hour += 24;
+        day -= 1;
+    }
+    let earlier = if a < b { a } else { b };
+    while day < 0 {
+        day += days_in_month(earlier.year(), earlier.month());
+        month -= 1;
+    }
+    while month < 0 {
+        month += 12;
+        year -= 1;
+    }
+    let nanos = (((hour * 60 + min) * 60 + sec) * 1_000_000 + micros) * 1000;
+    IntervalMonthDayNano::new(
+        (sign * (year * 12 + month)) as i32,
+        (sign * day) as i32,
+        sign * nanos,
+    )
+}
+
+impl ScalarUDFImpl for Age {
+    fn name(&self) -> &str {
+        "age"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // Sessions run in UTC.
+        let midnight = chrono::Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default();
+        let at = |a: &ArrayRef, i: usize| -> Result<NaiveDateTime> {
+            let micros = a.as_primitive::<TimestampMicrosecondType>().value(i);
+            DateTime::from_timestamp_micros(micros)
+                .map(|d| d.naive_utc())
+                .ok_or_else(|| DataFusionError::Execution("timestamp out of range".into()))
+        };
+        per_row(&args.args, |arrays| {
+            let n = arrays[0].len();
+            let mut out = IntervalMonthDayNanoBuilder::with_capacity(n);
+            for i in 0..n {
+                if arrays.iter().any(|a| a.is_null(i)) {
+                    out.append_null();
+                    continue;
+                }
+                let value = match arrays {
+                    [a, b] => age(at(a, i)?, at(b, i)?),
+                    [a] => age(midnight, at(a, i)?),
+                    _ => {
+                        return Err(DataFusionError::Plan(
+                            "age takes one or two timestamps".into(),
+                        ));
+                    }
+                };
+                out.append_value(value);
+            }
+            Ok(Arc::new(out.finish()))
+        })
+    }
+}
+
+/// `mod(a, b)`: the remainder, with the sign of `a`, of integers or
+/// numbers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Mod {
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Int64, DataType::Int64]),
+                    TypeSignature::Exact(vec![DataType::Float64, DataType::Float64]),
+                ],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args.first().cloned().unwrap_or(DataType::Int64))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        per_row(&args.args, |arrays| {
+            if arrays[1].data_type().is_integer() {
+                let divisors = arrays[1].as_primitive::<arrow::datatypes::Int64Type>();
+                if divisors.iter().any(|d| d == Some(0)) {
+                    return Err(DataFusionError::External(Box::new(
+                        crate::error::QueryError::with_code("22012", "division by zero"),
+                    )));
+                }
+            }
+            Ok(arrow::compute::kernels::numeric::rem(
+                &arrays[0], &arrays[1],
+            )?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn age_counts_like_postgres() {
+        // Values from PostgreSQL 15.
+        let v = age(at("2025-03-01 00:00:00"), at("2025-01-15 12:00:00"));
+        assert_eq!(
+            (v.months, v.days, v.nanoseconds),
+            (1, 16, 12 * 3_600_000_000_000)
+        );
+        let v = age(at("2025-03-01 00:00:00"), at("2024-02-29 00:00:00"));
+        assert_eq!((v.months, v.days, v.nanoseconds), (12, 1, 0));
+        let v = age(at("2024-02-29 00:00:00"), at("2025-03-01 00:00:00"));
+        assert_eq!((v.months, v.days), (-12, -1));
+    }
+
+    #[test]
+    fn interval_times_a_number_spills_like_postgres() {
+        let hour = IntervalMonthDayNano::new(0, 0, 3_600_000_000_000);
+        assert_eq!(multiply(hour, 2.0).nanoseconds, 7_200_000_000_000);
+        let v = multiply(IntervalMonthDayNano::new(1, 0, 0), 0.5);
+        assert_eq!((v.months, v.days, v.nanoseconds), (0, 15, 0));
+        let v = multiply(IntervalMonthDayNano::new(0, 1, 0), 0.25);
+        assert_eq!((v.days, v.nanoseconds), (0, 6 * 3_600_000_000_000));
+    }
+}
