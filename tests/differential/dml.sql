@@ -93,3 +93,21 @@ INSERT INTO nowhere VALUES (1);
 UPDATE calls SET nope = 1;
 UPDATE calls SET model = NULL;
 SELECT count(*) FROM calls;
+-- unsupported: RETURNING
+INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'p', 1, 'ok') RETURNING model;
+-- unsupported: RETURNING
+UPDATE calls SET latency_ms = 2 RETURNING model;
+-- unsupported: RETURNING
+DELETE FROM calls RETURNING model;
+-- unsupported: ON CONFLICT
+INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'q', 1, 'ok') ON CONFLICT DO NOTHING;
+-- unsupported: UPDATE ... FROM
+UPDATE calls SET latency_ms = c2.latency_ms FROM calls c2 WHERE calls.model = c2.model;
+-- unsupported: views
+CREATE VIEW recent_calls AS SELECT * FROM calls;
+-- unsupported: COMMENT ON
+COMMENT ON TABLE calls IS 'LLM calls';
+-- unsupported: json values
+SELECT '{"a": 1}'::jsonb -> 'a';
+-- unsupported: TABLESAMPLE
+SELECT count(*) FROM calls TABLESAMPLE BERNOULLI (50);

@@ -85,6 +85,16 @@ async fn python_transactions_and_list_parameters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_parameters_and_transactions() {
+    run_on_fresh_server(
+        "node",
+        &["transactions.js"],
+        "transactions.js (npm ci in tests/clients)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_writes() {
     run_on_fresh_server(
         "java",

@@ -120,3 +120,101 @@ async fn kill_9_loses_no_acknowledged_rows() {
     child.kill().expect("kill");
     let _ = child.wait();
 }
+
+/// kill -9 while writers run transaction blocks that insert a batch in two
+/// statements and delete a row of their previous batch: after a restart
+/// every committed block is whole (its batch and its delete) and nothing of
+/// an uncommitted block is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_committed_blocks_whole_and_uncommitted_ones_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    client
+        .simple_query("CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, writer INT NOT NULL, batch BIGINT NOT NULL, i INT NOT NULL)")
+        .await
+        .expect("create");
+    // A block that never commits.
+    let open = connect(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    open.simple_query("BEGIN; INSERT INTO t VALUES ('2025-01-01 00:00:00+00', 99, 0, 0)")
+        .await
+        .expect("open block");
+    let acked: Arc<Mutex<Vec<(i32, i64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..3i32 {
+        let acked = Arc::clone(&acked);
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        writers.push(tokio::spawn(async move {
+            let client = connect(addr).await;
+            for batch in 0i64.. {
+                let row = |i: i64| format!("('2025-01-01 00:00:00+00', {writer}, {batch}, {i})");
+                let block = format!(
+                    "BEGIN; INSERT INTO t VALUES {}, {}; INSERT INTO t VALUES {}, {}, {}; \
+                     DELETE FROM t WHERE writer = {writer} AND batch = {} AND i = 0; COMMIT",
+                    row(0),
+                    row(1),
+                    row(2),
+                    row(3),
+                    row(4),
+                    batch - 1
+                );
+                if client.simple_query(&block).await.is_err() {
+                    return;
+                }
+                acked.lock().await.push((writer, batch));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().await.clone();
+    assert!(
+        acked.len() > 10,
+        "writers made too little progress: {}",
+        acked.len()
+    );
+
+    let mut child = spawn_server(dir.path(), port);
+    let client = wait_ready(port).await;
+    let counts = rows(
+        &client,
+        "SELECT writer, batch, count(*) FROM t GROUP BY writer, batch ORDER BY writer, batch",
+    )
+    .await;
+    let parse = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| s.parse::<i64>().ok())
+            .expect("number")
+    };
+    let mut batches: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+    for r in &counts {
+        let (w, b, n) = (parse(&r[0]), parse(&r[1]), parse(&r[2]));
+        assert_ne!(w, 99, "a block that never committed left rows");
+        batches.entry(w).or_default().push((b, n));
+    }
+    for (w, present) in &batches {
+        let last = present.len() as i64 - 1;
+        for (k, (b, n)) in present.iter().enumerate() {
+            assert_eq!(
+                *b, k as i64,
+                "writer {w}: batch {k} is missing: {present:?}"
+            );
+            let whole = if *b == last { 5 } else { 4 };
+            assert_eq!(*n, whole, "writer {w}: block {b} is torn: {present:?}");
+        }
+    }
+    for (w, b) in &acked {
+        let present = batches.get(&i64::from(*w)).map_or(0, Vec::len) as i64;
+        assert!(
+            *b < present,
+            "acknowledged block {b} of writer {w} was lost"
+        );
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -240,6 +240,22 @@ fn name_function_columns(stmt: &mut Statement) {
 /// Refuses what Lookout would otherwise answer differently from
 /// PostgreSQL without a word: `TABLESAMPLE` (DataFusion reads every row).
 fn refuse_silent_differences(stmt: &Statement) -> Result<()> {
+    let returning = match stmt {
+        Statement::Insert(insert) if insert.on.is_some() => {
+            return Err(QueryError::unsupported(
+                "INSERT ... ON CONFLICT is not supported; Lookout tables take appends only",
+            ));
+        }
+        Statement::Insert(insert) => insert.returning.is_some(),
+        Statement::Update(update) => update.returning.is_some(),
+        Statement::Delete(delete) => delete.returning.is_some(),
+        _ => false,
+    };
+    if returning {
+        return Err(QueryError::unsupported(
+            "RETURNING is not supported; query the rows after the write",
+        ));
+    }
     struct Finder;
     impl Visitor for Finder {
         type Break = &'static str;

@@ -1932,6 +1932,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rows_a_transaction_marked_stay_put_until_it_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            s.write("t", batch(&[10 + i, 20 + i], "a"))
+                .await
+                .expect("write");
+            s.flush().await.expect("flush");
+        }
+        // Pick the rows with ts >= 20: one per file.
+        let pick = |b: &RecordBatch| -> Result<BooleanArray> {
+            let ts = arrow::array::AsArray::as_primitive::<
+                arrow::datatypes::TimestampMicrosecondType,
+            >(b.column(0));
+            Ok(ts
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t >= 20)))
+                .collect())
+        };
+        let found = s
+            .mark_rows("t", &RowMarks::default(), |_| true, pick, true)
+            .await
+            .expect("mark");
+        assert_eq!(found.count, 4);
+        assert_eq!(
+            found.rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            4
+        );
+        assert_eq!(live_rows(&s, "t"), 8, "nothing is deleted before commit");
+        assert_eq!(
+            s.compact().await.expect("compact"),
+            0,
+            "marked files are held"
+        );
+        let mut marks = RowMarks::default();
+        marks.absorb(&found);
+        // Picking again with the marks counts nothing twice.
+        let again = s
+            .mark_rows("t", &marks, |_| true, pick, false)
+            .await
+            .expect("mark again");
+        assert_eq!(again.count, 0);
+        s.commit_changes(
+            &HashMap::from([("t".to_string(), marks)]),
+            vec![("t".to_string(), batch(&[99], "b"))],
+        )
+        .await
+        .expect("commit");
+        assert_eq!(live_rows(&s, "t"), 5, "4 kept, 1 added");
+        drop(found);
+        drop(again);
+        // The four files of model a; model b's new file is alone in its partition.
+        assert_eq!(
+            s.compact().await.expect("compact"),
+            4,
+            "released after commit"
+        );
+        assert_eq!(live_rows(&s, "t"), 5);
+    }
+
+    #[tokio::test]
     async fn added_columns_read_as_null_in_old_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Storage::open(dir.path(), quiet()).await.expect("open");
