@@ -93,6 +93,24 @@ INSERT INTO nowhere VALUES (1);
 UPDATE calls SET nope = 1;
 UPDATE calls SET model = NULL;
 SELECT count(*) FROM calls;
+INSERT INTO calls VALUES ('2025-03-08 00:00:00+00', 'r', 5, 'ok'), ('2025-03-08 00:01:00+00', 's', 50, 'error');
+CREATE VIEW slow_calls AS SELECT model, latency_ms FROM calls WHERE latency_ms > 10;
+SELECT * FROM slow_calls ORDER BY model;
+CREATE VIEW calls_per_status (s, n) AS SELECT status, count(*) FROM calls GROUP BY status;
+SELECT s, n FROM calls_per_status ORDER BY s;
+INSERT INTO calls VALUES ('2025-03-08 00:02:00+00', 't', 70, 'ok');
+SELECT * FROM slow_calls ORDER BY model;
+SELECT c.model, v.n FROM calls c JOIN calls_per_status v ON c.status = v.s ORDER BY c.model;
+CREATE VIEW slow_calls AS SELECT 1;
+CREATE OR REPLACE VIEW slow_calls AS SELECT model, latency_ms FROM calls WHERE latency_ms > 60;
+SELECT * FROM slow_calls;
+SELECT table_name FROM information_schema.views WHERE table_schema = 'public' ORDER BY table_name;
+SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name;
+CREATE VIEW broken AS SELECT nope FROM calls;
+DROP VIEW calls_per_status;
+DROP VIEW calls_per_status;
+DROP VIEW IF EXISTS calls_per_status;
+SELECT * FROM calls_per_status;
 -- unsupported: RETURNING
 INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'p', 1, 'ok') RETURNING model;
 -- unsupported: RETURNING
@@ -103,8 +121,6 @@ DELETE FROM calls RETURNING model;
 INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'q', 1, 'ok') ON CONFLICT DO NOTHING;
 -- unsupported: UPDATE ... FROM
 UPDATE calls SET latency_ms = c2.latency_ms FROM calls c2 WHERE calls.model = c2.model;
--- unsupported: views
-CREATE VIEW recent_calls AS SELECT * FROM calls;
 -- unsupported: COMMENT ON
 COMMENT ON TABLE calls IS 'LLM calls';
 -- unsupported: json values

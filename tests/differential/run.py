@@ -5,8 +5,8 @@ Usage: run.py PG_DSN LOOKOUT_DSN FILE.sql
 A script is a list of statements, each ending with `;` at the end of a line.
 Every statement runs on both servers (autocommit, so BEGIN/COMMIT in the
 script make the blocks) and must give the same answer: the same rows (in
-order when the statement orders them, as a multiset otherwise), the same
-row count for writes, or errors of the same SQLSTATE class. A comment line
+order when the statement orders them, as a multiset otherwise) under the
+same column names, the same row count for writes, or errors of the same SQLSTATE class. A comment line
 right before a statement may say:
 
     -- unsupported: <why>   Lookout must refuse it with 0A000 (documented in
@@ -103,7 +103,8 @@ def answer(conn, sql, params=None, binary=False):
         return ("error", e.sqlstate or "?", str(e).splitlines()[0] if str(e) else "")
     if cur.description is None:
         return ("count", cur.rowcount if cur.rowcount is not None else -1)
-    return ("rows", [tuple(norm(v) for v in row) for row in cur.fetchall()])
+    names = tuple(d.name for d in cur.description)
+    return ("rows", [tuple(norm(v) for v in row) for row in cur.fetchall()], names)
 
 
 ORDERED = re.compile(r"\border\s+by\b[^()]*$", re.IGNORECASE | re.DOTALL)
@@ -116,6 +117,8 @@ def agree(sql, directives, pg, lo):
         return False
     if pg[0] == "count":
         return pg[1] == lo[1]
+    if pg[2] != lo[2]:
+        return False
     ordered = ORDERED.search(sql) and "unordered" not in directives
     if ordered:
         return pg[1] == lo[1]
@@ -125,7 +128,7 @@ def agree(sql, directives, pg, lo):
 def show(result):
     if result[0] == "rows":
         rows = result[1]
-        text = repr(rows[:5]) + (f" ... ({len(rows)} rows)" if len(rows) > 5 else "")
+        text = repr(result[2]) + " " + repr(rows[:5]) + (f" ... ({len(rows)} rows)" if len(rows) > 5 else "")
         return text[:400]
     return repr(result)[:400]
 

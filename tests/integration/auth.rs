@@ -264,6 +264,20 @@ async fn scram_roles_tls_and_reload() {
             );
             assert!(!copied && !out.contains("scram"), "{user}: {out} {err}");
         }
+        // A view reads with the rights of whoever queries it: the admin's
+        // view over the roles table shows the reader and the writer
+        // nothing, and a writer may not define one.
+        let view = "CREATE VIEW who AS SELECT name, verifier FROM lookout.roles";
+        let err = denied(port, "ops", "ops pw", view);
+        assert!(err.contains("42501"), "{err}");
+        ok(port, "admin", "admin pw", view);
+        for (user, password) in [("viewer", "viewer pw"), ("ops", "ops pw")] {
+            let err = denied(port, user, password, "SELECT * FROM who");
+            assert!(err.contains("42501"), "{user}: {err}");
+        }
+        let err = denied(port, "viewer", "viewer pw", "CREATE VIEW v AS SELECT 1");
+        assert!(err.contains("42501"), "a reader creates no view: {err}");
+        ok(port, "admin", "admin pw", "DROP VIEW who");
         assert_eq!(
             ok(
                 port,

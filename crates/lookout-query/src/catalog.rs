@@ -13,22 +13,26 @@ use crate::rollup::Ingest;
 /// Lists and opens tables from the storage manifest at each lookup, so every
 /// query is planned against the tables in force; the files and rows it
 /// reads are those of the moment it runs.
+/// Views (`CREATE VIEW`) are listed with the tables and planned at each
+/// query, as the `lookout` schema's views are.
 #[derive(Debug)]
 pub(crate) struct LookoutSchema {
-    ingest: Ingest,
+    lookout: crate::Lookout,
 }
 
 impl LookoutSchema {
-    pub(crate) fn new(ingest: Ingest) -> Self {
-        LookoutSchema { ingest }
+    pub(crate) fn new(lookout: crate::Lookout) -> Self {
+        LookoutSchema { lookout }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for LookoutSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.ingest.storage().table_names().unwrap_or_default();
+        let storage = self.lookout.storage();
+        let mut names = storage.table_names().unwrap_or_default();
         names.retain(|n| !n.starts_with(SYSTEM_PREFIX));
+        names.extend(storage.view_names().unwrap_or_default());
         names
     }
 
@@ -36,11 +40,16 @@ impl SchemaProvider for LookoutSchema {
         if name.starts_with(SYSTEM_PREFIX) {
             return Ok(None);
         }
-        open_table(&self.ingest, name)
+        if let Some(sql) = self.lookout.storage().view(name).map_err(storage_err)? {
+            return plan_view(&self.lookout, &sql).await.map(Some);
+        }
+        open_table(self.lookout.ingest(), name)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        !name.starts_with(SYSTEM_PREFIX) && self.ingest.storage().table(name).is_ok()
+        let storage = self.lookout.storage();
+        !name.starts_with(SYSTEM_PREFIX)
+            && (storage.table(name).is_ok() || storage.view(name).ok().flatten().is_some())
     }
 }
 

@@ -275,3 +275,143 @@ fn refuse_silent_differences(stmt: &Statement) -> Result<()> {
         ControlFlow::Continue(()) => Ok(()),
     }
 }
+
+/// The name PostgreSQL gives an unaliased output column, where DataFusion
+/// would name it differently (`count(*)` is `count`, `1 + 1` is
+/// `?column?`); `None` keeps DataFusion's name (plain columns).
+fn output_name(expr: &Expr) -> Option<String> {
+    const ANONYMOUS: &str = "?column?";
+    let name = match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
+        Expr::Function(f) => {
+            let last = f.name.0.last()?.as_ident()?;
+            match last.value.to_lowercase() {
+                // Not PostgreSQL functions: the rewrites of `x = ANY(array)`
+                // (pg_compat) and of `interval * n`.
+                name if name == "array_contains" || name == "interval_mul" => ANONYMOUS.to_string(),
+                _ if last.quote_style.is_some() => last.value.clone(),
+                name => name,
+            }
+        }
+        Expr::CompoundFieldAccess { root, .. } => match root.as_ref() {
+            Expr::Identifier(id) => id.value.clone(),
+            Expr::Nested(inner) if matches!(inner.as_ref(), Expr::Identifier(_)) => {
+                output_name(inner).or_else(|| match inner.as_ref() {
+                    Expr::Identifier(id) => Some(id.value.clone()),
+                    _ => None,
+                })?
+            }
+            other => output_name(other)?,
+        },
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } => match inner.as_ref() {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
+            Expr::Function(_) | Expr::Nested(_) | Expr::Cast { .. } | Expr::Case { .. } => {
+                output_name(inner)?
+            }
+            _ => type_name(data_type)?,
+        },
+        Expr::Nested(inner) => output_name(inner).unwrap_or_else(|| ANONYMOUS.to_string()),
+        Expr::Collate { expr: inner, .. } => return output_name(inner),
+        Expr::TypedString(t) => type_name(&t.data_type)?,
+        Expr::Case { .. } => "case".to_string(),
+        Expr::Extract { .. } => "extract".to_string(),
+        Expr::Exists { .. } => "exists".to_string(),
+        Expr::Array(_) => "array".to_string(),
+        Expr::Interval(_) => "interval".to_string(),
+        Expr::Ceil { .. } => "ceil".to_string(),
+        Expr::Floor { .. } => "floor".to_string(),
+        Expr::Position { .. } => "position".to_string(),
+        Expr::Substring {
+            shorthand: true, ..
+        } => "substr".to_string(),
+        Expr::Substring { .. } => "substring".to_string(),
+        Expr::Trim { .. } => "btrim".to_string(),
+        Expr::Overlay { .. } => "overlay".to_string(),
+        Expr::AtTimeZone { .. } => "timezone".to_string(),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            ast::SetExpr::Select(select) => match select.projection.first()? {
+                ast::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
+                ast::SelectItem::UnnamedExpr(e) => output_name(e)?,
+                _ => return None,
+            },
+            _ => return None,
+        },
+        Expr::Value(_)
+        | Expr::BinaryOp { .. }
+        | Expr::UnaryOp { .. }
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..)
+        | Expr::InList { .. }
+        | Expr::Between { .. }
+        | Expr::Like { .. }
+        | Expr::ILike { .. }
+        | Expr::AnyOp { .. }
+        | Expr::AllOp { .. } => ANONYMOUS.to_string(),
+        _ => return None,
+    };
+    Some(name)
+}
+
+/// PostgreSQL's name of a type, as it names a cast's column.
+fn type_name(data_type: &ast::DataType) -> Option<String> {
+    use ast::DataType as T;
+    Some(
+        match data_type {
+            T::Int(_) | T::Integer(_) | T::Int4(_) => "int4",
+            T::BigInt(_) | T::Int8(_) => "int8",
+            T::SmallInt(_) | T::Int2(_) => "int2",
+            T::DoublePrecision | T::Float8 | T::Double(_) => "float8",
+            T::Real | T::Float4 => "float4",
+            T::Text | T::Varchar(_) | T::String(_) => "text",
+            T::Boolean | T::Bool => "bool",
+            T::Date => "date",
+            T::Numeric(_) | T::Decimal(_) => "numeric",
+            T::Interval { .. } => "interval",
+            T::Timestamp(_, tz) => match tz {
+                ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone => "timestamp",
+                _ => "timestamptz",
+            },
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+/// The names PostgreSQL gives a query's output columns where they differ
+/// from DataFusion's, one per column (`None`: DataFusion's name is right);
+/// empty when the columns are not known from the syntax (`*`). They may
+/// repeat (`SELECT 1, 2` has two `?column?`), which DataFusion's plans do
+/// not allow, so they are applied to the schema sent to the client only.
+pub(crate) fn output_names(stmt: &Statement) -> Vec<Option<String>> {
+    let Statement::Query(query) = stmt else {
+        return Vec::new();
+    };
+    let mut body = query.body.as_ref();
+    // A set operation's columns are named by its first branch.
+    while let ast::SetExpr::SetOperation { left, .. } = body {
+        body = left.as_ref();
+    }
+    let ast::SetExpr::Select(select) = body else {
+        return Vec::new();
+    };
+    let mut names = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        match item {
+            ast::SelectItem::UnnamedExpr(e) => names.push(output_name(e)),
+            ast::SelectItem::ExprWithAlias { .. } => names.push(None),
+            _ => return Vec::new(),
+        }
+    }
+    names
+}

@@ -454,10 +454,7 @@ impl Session {
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
         // Registering a schema on a fresh in-memory catalog cannot fail.
-        let _ = catalog.register_schema(
-            "public",
-            Arc::new(LookoutSchema::new(lookout.ingest().clone())),
-        );
+        let _ = catalog.register_schema("public", Arc::new(LookoutSchema::new(lookout.clone())));
         let _ = catalog.register_schema("lookout", Arc::new(SystemSchema::new(lookout.clone())));
         let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
         ctx.register_catalog("lookout", Arc::clone(&catalog));
@@ -819,6 +816,24 @@ impl Session {
                     rows: None,
                 })
             }
+            Statement::CreateView(view) => self.create_view(view).await,
+            Statement::Drop {
+                object_type: ObjectType::View,
+                if_exists,
+                names,
+                ..
+            } => {
+                for name in &names {
+                    self.lookout
+                        .storage()
+                        .drop_view(&table_name(name)?, if_exists)
+                        .await?;
+                }
+                Ok(Output::Command {
+                    tag: "DROP VIEW",
+                    rows: None,
+                })
+            }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => self.show(&variable),
             Statement::Reset(r) => {
@@ -1032,7 +1047,10 @@ impl Session {
         }
         let mut schema = match &plan {
             LogicalPlan::Dml(_) => None,
-            p => Some(Arc::new(p.schema().as_arrow().clone())),
+            p => Some(with_names(
+                Arc::new(p.schema().as_arrow().clone()),
+                &crate::pg_rewrite::output_names(&stmt),
+            )),
         };
         let catalog = crate::pg_compat::reads_catalog(&stmt);
         if catalog {
@@ -1167,7 +1185,21 @@ impl Session {
                 rows: (tag != "TRUNCATE TABLE").then_some(rows),
             });
         }
-        let schema = Arc::new(df.schema().as_arrow().clone());
+        let planned = Arc::new(df.schema().as_arrow().clone());
+        // The prepared schema carries the column names PostgreSQL would give.
+        let schema = match &prepared.schema {
+            Some(named)
+                if named.fields().len() == planned.fields().len()
+                    && named
+                        .fields()
+                        .iter()
+                        .zip(planned.fields())
+                        .all(|(a, b)| a.data_type() == b.data_type()) =>
+            {
+                Arc::clone(named)
+            }
+            _ => planned,
+        };
         let stream = df.execute_stream().await?;
         Ok(Output::Rows { schema, stream })
     }
@@ -1279,6 +1311,65 @@ impl Session {
             .await?;
         Ok(Output::Command {
             tag: "CREATE TABLE",
+            rows: None,
+        })
+    }
+
+    /// `CREATE [OR REPLACE] VIEW name [(columns)] AS query`: the query is
+    /// planned now (so a view that cannot run is refused) and kept as text,
+    /// planned again at each use; reads through it are checked against the
+    /// rights of whoever queries it.
+    async fn create_view(&mut self, view: ast::CreateView) -> Result<Output> {
+        if view.materialized || view.temporary {
+            return Err(QueryError::unsupported(
+                "only plain views are supported (no MATERIALIZED or TEMPORARY)",
+            ));
+        }
+        let name = table_name(&view.name)?;
+        if name.starts_with(crate::catalog::SYSTEM_PREFIX) || name.contains('.') {
+            return Err(QueryError::with_code(
+                "42501",
+                format!("views are created in the public schema, not as \"{name}\""),
+            ));
+        }
+        let query = view.query.to_string();
+        let plan = self.logical_plan(&query).await?;
+        let definition = if view.columns.is_empty() {
+            query
+        } else {
+            let planned = plan.schema().fields();
+            if view.columns.len() > planned.len() {
+                return Err(QueryError::with_code(
+                    "42601",
+                    "CREATE VIEW specifies more column names than columns",
+                ));
+            }
+            let renamed: Vec<String> = planned
+                .iter()
+                .zip(
+                    view.columns
+                        .iter()
+                        .map(|c| ident_name(&c.name))
+                        .chain(std::iter::repeat(String::new())),
+                )
+                .map(|(field, alias)| {
+                    let source = quote_ident(field.name());
+                    if alias.is_empty() {
+                        source
+                    } else {
+                        format!("{source} AS {}", quote_ident(&alias))
+                    }
+                })
+                .collect();
+            format!("SELECT {} FROM ({query}) AS view_body", renamed.join(", "))
+        };
+        self.logical_plan(&definition).await?;
+        self.lookout
+            .storage()
+            .create_view(&name, &definition, view.or_replace)
+            .await?;
+        Ok(Output::Command {
+            tag: "CREATE VIEW",
             rows: None,
         })
     }
@@ -1651,6 +1742,24 @@ fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
     found
 }
 
+/// `schema` with the output column names PostgreSQL gives (see
+/// [`crate::pg_rewrite::output_names`]).
+fn with_names(schema: SchemaRef, names: &[Option<String>]) -> SchemaRef {
+    if names.len() != schema.fields().len() || names.iter().all(Option::is_none) {
+        return schema;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, name)| match name {
+            Some(name) => f.as_ref().clone().with_name(name.clone()),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Statements a transaction block can hold back until `COMMIT`, or that
 /// change nothing stored.
 fn fits_in_block(command: &Command) -> bool {
@@ -1698,6 +1807,11 @@ fn handled_here(stmt: &Statement) -> bool {
     matches!(
         stmt,
         Statement::CreateTable(_)
+            | Statement::CreateView(_)
+            | Statement::Drop {
+                object_type: ObjectType::View,
+                ..
+            }
             | Statement::AlterTable(_)
             | Statement::Drop {
                 object_type: ObjectType::Table,

@@ -452,7 +452,7 @@ impl Storage {
         if_not_exists: bool,
     ) -> Result<bool> {
         self.commit(|m| {
-            if m.tables.contains_key(name) {
+            if m.tables.contains_key(name) || m.views.contains_key(name) {
                 return if if_not_exists {
                     Ok(false)
                 } else {
@@ -490,6 +490,40 @@ impl Storage {
             Ok(true)
         })
         .await
+    }
+
+    /// Defines a view: `definition` is kept as given (the SQL layer's text)
+    /// and committed with the catalog. A table or, unless `replace`, a view
+    /// of that name is an error.
+    pub async fn create_view(&self, name: &str, definition: &str, replace: bool) -> Result<()> {
+        self.commit(|m| {
+            if m.tables.contains_key(name) || (m.views.contains_key(name) && !replace) {
+                return Err(StorageError::TableExists(name.to_string()));
+            }
+            m.views.insert(name.to_string(), definition.to_string());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Drops a view; `false` if there was none and `if_exists`.
+    pub async fn drop_view(&self, name: &str, if_exists: bool) -> Result<bool> {
+        self.commit(|m| match m.views.remove(name) {
+            Some(_) => Ok(true),
+            None if if_exists => Ok(false),
+            None => Err(StorageError::TableNotFound(name.to_string())),
+        })
+        .await
+    }
+
+    /// A view's definition.
+    pub fn view(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.manifest()?.views.get(name).cloned())
+    }
+
+    /// The names of the views.
+    pub fn view_names(&self) -> Result<Vec<String>> {
+        Ok(self.manifest()?.views.keys().cloned().collect())
     }
 
     /// Drops a table; its files are collected after the grace period.

@@ -130,6 +130,9 @@ pub struct Manifest {
     pub tables: BTreeMap<String, TableEntry>,
     /// Superseded objects waiting for garbage collection.
     pub garbage: Vec<Garbage>,
+    /// Views by name: the text the SQL layer defined them with, opaque here.
+    #[serde(default)]
+    pub views: BTreeMap<String, String>,
 }
 
 fn version_path(version: u64) -> Path {
