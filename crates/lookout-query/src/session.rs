@@ -799,38 +799,26 @@ impl Session {
         match stmt {
             Statement::CreateTable(ct) => self.create_table(ct).await,
             Statement::AlterTable(at) => self.alter_table(at).await,
-            Statement::Drop {
-                object_type: ObjectType::Table,
-                if_exists,
-                names,
-                ..
-            } => {
-                for name in &names {
-                    self.lookout
-                        .storage()
-                        .drop_table(&table_name(name)?, if_exists)
-                        .await?;
-                }
-                Ok(Output::Command {
-                    tag: "DROP TABLE",
-                    rows: None,
-                })
-            }
             Statement::CreateView(view) => self.create_view(view).await,
             Statement::Drop {
-                object_type: ObjectType::View,
+                object_type: object_type @ (ObjectType::Table | ObjectType::View),
                 if_exists,
                 names,
                 ..
             } => {
+                let storage = self.lookout.storage();
                 for name in &names {
-                    self.lookout
-                        .storage()
-                        .drop_view(&table_name(name)?, if_exists)
-                        .await?;
+                    let name = table_name(name)?;
+                    match object_type {
+                        ObjectType::View => storage.drop_view(&name, if_exists).await?,
+                        _ => storage.drop_table(&name, if_exists).await?,
+                    };
                 }
                 Ok(Output::Command {
-                    tag: "DROP VIEW",
+                    tag: match object_type {
+                        ObjectType::View => "DROP VIEW",
+                        _ => "DROP TABLE",
+                    },
                     rows: None,
                 })
             }
