@@ -57,6 +57,37 @@ fn per_row(
     }
 }
 
+/// The divisor of a double precision division, refused when zero with
+/// 22012 as PostgreSQL refuses it (DataFusion would answer Infinity or
+/// NaN). The plan rewrite puts it around every such divisor.
+pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(create_udf(
+            "nonzero_divisor",
+            vec![DataType::Float64],
+            DataType::Float64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let zero = match &args[0] {
+                    ColumnarValue::Scalar(ScalarValue::Float64(v)) => *v == Some(0.0),
+                    ColumnarValue::Scalar(_) => false,
+                    ColumnarValue::Array(a) => a
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .any(|v| v == Some(0.0)),
+                };
+                if zero {
+                    return Err(DataFusionError::External(Box::new(
+                        crate::error::QueryError::with_code("22012", "division by zero"),
+                    )));
+                }
+                Ok(args[0].clone())
+            }),
+        ))
+    });
+    Arc::clone(&UDF)
+}
+
 /// An interval times a factor, as PostgreSQL's `interval_mul` computes it:
 /// fractions of a month spill into days (of 30), fractions of a day into
 /// time.

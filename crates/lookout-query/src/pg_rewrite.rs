@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchemaRef, Result as DfResult};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     BinaryExpr, Cast, Expr as PlanExpr, ExprSchemable, LogicalPlan, Operator,
 };
@@ -38,7 +39,14 @@ pub(crate) fn rewrite_plan(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             [input] => Arc::clone(input.schema()),
             _ => Arc::clone(node.schema()),
         };
-        let rewritten = node.map_expressions(|e| e.transform_up(|e| typed_rewrite(e, &schema)))?;
+        // Rewritten expressions keep their names, which the nodes above
+        // refer to (`ORDER BY 1` sorts by the projected name).
+        let names = NamePreserver::new(&node);
+        let rewritten = node.map_expressions(|e| {
+            let saved = names.save(&e);
+            Ok(e.transform_up(|e| typed_rewrite(e, &schema))?
+                .update_data(|e| saved.restore(e)))
+        })?;
         if rewritten.transformed {
             rewritten.map_data(|n| n.recompute_schema())
         } else {
@@ -64,6 +72,28 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 expr: Box::new(rounded),
                 field: Arc::clone(field),
             })))
+        }
+        // PostgreSQL refuses to divide a double precision by zero (22012);
+        // DataFusion answers Infinity or NaN.
+        PlanExpr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Divide | Operator::Modulo)
+                && matches!(
+                    (left.get_type(schema), right.get_type(schema)),
+                    (Ok(l), Ok(r)) if (l.is_floating() || r.is_floating())
+                        && (l.is_floating() || l.is_integer())
+                        && (r.is_floating() || r.is_integer())
+                ) =>
+        {
+            let checked =
+                PlanExpr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    crate::pg_functions::nonzero_divisor(),
+                    vec![right.as_ref().clone()],
+                ));
+            Ok(Transformed::yes(PlanExpr::BinaryExpr(BinaryExpr::new(
+                left.clone(),
+                *op,
+                Box::new(checked),
+            ))))
         }
         // date ± interval is a timestamp in PostgreSQL; DataFusion keeps
         // the date and drops the time of day.
@@ -309,10 +339,12 @@ fn output_name(expr: &Expr) -> Option<String> {
             ..
         } => match inner.as_ref() {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
-            Expr::Function(_) | Expr::Nested(_) | Expr::Cast { .. } | Expr::Case { .. } => {
-                output_name(inner)?
-            }
-            _ => type_name(data_type)?,
+            // A cast takes its operand's name, unless the operand has none
+            // (an operator, a literal): then the type's.
+            _ => match output_name(inner) {
+                Some(name) if name != ANONYMOUS => name,
+                _ => type_name(data_type)?,
+            },
         },
         Expr::Nested(inner) => output_name(inner).unwrap_or_else(|| ANONYMOUS.to_string()),
         Expr::Collate { expr: inner, .. } => return output_name(inner),

@@ -999,6 +999,8 @@ impl Session {
             let def = storage.table(&table_name(name).ok()?).ok()?;
             Some(def.columns.into_iter().map(|c| c.name).collect())
         });
+        // Named from the statement as written, before the rewrites below.
+        let names = crate::pg_rewrite::output_names(&stmt);
         crate::pg_rewrite::rewrite_statement(&mut stmt)?;
         let state = self.state();
         let plan = state
@@ -1035,10 +1037,7 @@ impl Session {
         }
         let mut schema = match &plan {
             LogicalPlan::Dml(_) => None,
-            p => Some(with_names(
-                Arc::new(p.schema().as_arrow().clone()),
-                &crate::pg_rewrite::output_names(&stmt),
-            )),
+            p => Some(with_names(Arc::new(p.schema().as_arrow().clone()), &names)),
         };
         let catalog = crate::pg_compat::reads_catalog(&stmt);
         if catalog {
