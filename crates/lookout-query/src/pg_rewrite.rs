@@ -317,7 +317,8 @@ fn output_name(expr: &Expr) -> Option<String> {
             let last = f.name.0.last()?.as_ident()?;
             match last.value.to_lowercase() {
                 // Not PostgreSQL functions: the rewrites of `x = ANY(array)`
-                // (pg_compat) and of `interval * n`.
+                // (made when the statement is parsed) and of `interval * n`
+                // (seen again when a prepared statement is planned anew).
                 name if name == "array_contains" || name == "interval_mul" => ANONYMOUS.to_string(),
                 _ if last.quote_style.is_some() => last.value.clone(),
                 name => name,
