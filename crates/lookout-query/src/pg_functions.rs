@@ -88,6 +88,44 @@ pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
     Arc::clone(&UDF)
 }
 
+/// The argument of a logarithm, refused with 2201E when zero or negative
+/// as PostgreSQL refuses it (DataFusion would answer -Infinity or NaN).
+pub(crate) fn log_argument() -> Arc<ScalarUDF> {
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(create_udf(
+            "log_argument",
+            vec![DataType::Float64],
+            DataType::Float64,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let smallest = match &args[0] {
+                    ColumnarValue::Scalar(ScalarValue::Float64(v)) => *v,
+                    ColumnarValue::Scalar(_) => None,
+                    ColumnarValue::Array(a) => a
+                        .as_primitive::<Float64Type>()
+                        .iter()
+                        .flatten()
+                        .min_by(f64::total_cmp),
+                };
+                let refuse = |what: &str| {
+                    Err(DataFusionError::External(Box::new(
+                        crate::error::QueryError::with_code(
+                            "2201E",
+                            format!("cannot take logarithm of {what}"),
+                        ),
+                    )))
+                };
+                match smallest {
+                    Some(v) if v < 0.0 => refuse("a negative number"),
+                    Some(0.0) => refuse("zero"),
+                    _ => Ok(args[0].clone()),
+                }
+            }),
+        ))
+    });
+    Arc::clone(&UDF)
+}
+
 /// An interval times a factor, as PostgreSQL's `interval_mul` computes it:
 /// fractions of a month spill into days (of 30), fractions of a day into
 /// time.

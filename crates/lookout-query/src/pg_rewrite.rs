@@ -95,6 +95,27 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 Box::new(checked),
             ))))
         }
+        // PostgreSQL refuses the logarithm of zero or of a negative number
+        // (2201E); DataFusion answers -Infinity or NaN.
+        PlanExpr::ScalarFunction(f)
+            if matches!(f.name(), "ln" | "log" | "log10" | "log2")
+                && !f.args.iter().any(is_log_argument) =>
+        {
+            let mut checked = f.clone();
+            checked.args = f
+                .args
+                .iter()
+                .map(|a| {
+                    PlanExpr::ScalarFunction(
+                        datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                            crate::pg_functions::log_argument(),
+                            vec![a.clone()],
+                        ),
+                    )
+                })
+                .collect();
+            Ok(Transformed::yes(PlanExpr::ScalarFunction(checked)))
+        }
         // date ± interval is a timestamp in PostgreSQL; DataFusion keeps
         // the date and drops the time of day.
         PlanExpr::BinaryExpr(BinaryExpr { left, op, right })
@@ -118,6 +139,10 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
         }
         _ => Ok(Transformed::no(expr)),
     }
+}
+
+fn is_log_argument(expr: &PlanExpr) -> bool {
+    matches!(expr, PlanExpr::ScalarFunction(f) if f.name() == "log_argument")
 }
 
 /// Timestamp literals in every form PostgreSQL reads (`'2025-01-01
