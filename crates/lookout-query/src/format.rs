@@ -239,15 +239,45 @@ fn push_int<T: itoa::Integer>(out: &mut String, v: T) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// Shortest text that reads back as the same float, in Postgres's spelling
-/// of the special values.
-fn push_float(out: &mut String, v: f64) {
+/// Shortest text that reads back as the same float, spelled as
+/// PostgreSQL's `float8out` spells it: plain digits for decimal exponents
+/// from -4 to 14, else `1.5e-07` / `1e+15`; `NaN`, `Infinity`.
+pub fn push_float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
-    } else if v.is_infinite() {
+        return;
+    }
+    if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
+    }
+    // Rust's `{:e}` is the shortest round-trip form: `-1.2345e3`.
+    let scientific = format!("{v:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if !(-4..15).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
+        return;
+    }
+    if mantissa.starts_with('-') {
+        out.push('-');
+    }
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(&digits);
     } else {
-        out.push_str(ryu::Buffer::new().format_finite(v).trim_end_matches(".0"));
+        let point = exponent as usize + 1;
+        if digits.len() <= point {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', point - digits.len()));
+        } else {
+            out.push_str(&digits[..point]);
+            out.push('.');
+            out.push_str(&digits[point..]);
+        }
     }
 }
 
@@ -310,6 +340,25 @@ mod tests {
                 Some("1234.5".into())
             ]
         );
+        // Values and spellings from PostgreSQL 15.
+        for (v, pg) in [
+            (1e14, "100000000000000"),
+            (1e15, "1e+15"),
+            (123456789012345.6, "123456789012345.6"),
+            (1234567890123456.7, "1.2345678901234568e+15"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e100, "1e+100"),
+            (-2.5e-10, "-2.5e-10"),
+            (100.0, "100"),
+            (-0.5, "-0.5"),
+            (1.0 / 3.0, "0.3333333333333333"),
+        ] {
+            let mut shown = String::new();
+            super::push_float(&mut shown, v);
+            assert_eq!(shown, pg, "{v}");
+        }
         let t = TimestampMicrosecondArray::from(vec![1_735_689_600_000_000, 1_735_689_600_250_000])
             .with_timezone("UTC");
         assert_eq!(text(&t, 0).as_deref(), Some("2025-01-01 00:00:00+00"));

@@ -88,6 +88,38 @@ pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
     Arc::clone(&UDF)
 }
 
+/// A double precision as text, spelled as PostgreSQL spells it (`1`, not
+/// `1.0`; `1e+20`): what `x::text`, `||` and `concat` print.
+pub(crate) fn float8_text() -> Arc<ScalarUDF> {
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(create_udf(
+            "float8_text",
+            vec![DataType::Float64],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                per_row(args, |arrays| {
+                    let floats = arrays[0].as_primitive::<Float64Type>();
+                    let mut out = arrow::array::StringBuilder::with_capacity(floats.len(), 0);
+                    let mut text = String::new();
+                    for v in floats.iter() {
+                        match v {
+                            Some(v) => {
+                                text.clear();
+                                crate::format::push_float(&mut text, v);
+                                out.append_value(&text);
+                            }
+                            None => out.append_null(),
+                        }
+                    }
+                    Ok(Arc::new(out.finish()))
+                })
+            }),
+        ))
+    });
+    Arc::clone(&UDF)
+}
+
 /// The argument of a logarithm, refused with 2201E when zero or negative
 /// as PostgreSQL refuses it (DataFusion would answer -Infinity or NaN).
 pub(crate) fn log_argument() -> Arc<ScalarUDF> {

@@ -95,6 +95,54 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 Box::new(checked),
             ))))
         }
+        // A double precision becomes text as PostgreSQL prints it (`1`,
+        // not arrow's `1.0`): in casts, `||` and `concat`.
+        PlanExpr::Cast(Cast { expr: inner, field })
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            ) && inner.get_type(schema).is_ok_and(|t| t == DataType::Float64) =>
+        {
+            Ok(Transformed::yes(PlanExpr::Cast(Cast {
+                expr: Box::new(float_text(inner)),
+                field: Arc::clone(field),
+            })))
+        }
+        PlanExpr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::StringConcat,
+            right,
+        }) if [left, right]
+            .iter()
+            .any(|e| e.get_type(schema).is_ok_and(|t| t == DataType::Float64)) =>
+        {
+            let text = |e: &PlanExpr| match e.get_type(schema) {
+                Ok(DataType::Float64) => float_text(e),
+                _ => e.clone(),
+            };
+            Ok(Transformed::yes(PlanExpr::BinaryExpr(BinaryExpr::new(
+                Box::new(text(left)),
+                Operator::StringConcat,
+                Box::new(text(right)),
+            ))))
+        }
+        PlanExpr::ScalarFunction(f)
+            if matches!(f.name(), "concat" | "concat_ws")
+                && f.args
+                    .iter()
+                    .any(|e| e.get_type(schema).is_ok_and(|t| t == DataType::Float64)) =>
+        {
+            let mut texts = f.clone();
+            texts.args = f
+                .args
+                .iter()
+                .map(|e| match e.get_type(schema) {
+                    Ok(DataType::Float64) => float_text(e),
+                    _ => e.clone(),
+                })
+                .collect();
+            Ok(Transformed::yes(PlanExpr::ScalarFunction(texts)))
+        }
         // PostgreSQL refuses the logarithm of zero or of a negative number
         // (2201E); DataFusion answers -Infinity or NaN.
         PlanExpr::ScalarFunction(f)
@@ -139,6 +187,13 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
         }
         _ => Ok(Transformed::no(expr)),
     }
+}
+
+fn float_text(expr: &PlanExpr) -> PlanExpr {
+    PlanExpr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        crate::pg_functions::float8_text(),
+        vec![expr.clone()],
+    ))
 }
 
 fn is_log_argument(expr: &PlanExpr) -> bool {
@@ -350,14 +405,8 @@ fn output_name(expr: &Expr) -> Option<String> {
             }
         }
         Expr::CompoundFieldAccess { root, .. } => match root.as_ref() {
-            Expr::Identifier(id) => id.value.clone(),
-            Expr::Nested(inner) if matches!(inner.as_ref(), Expr::Identifier(_)) => {
-                output_name(inner).or_else(|| match inner.as_ref() {
-                    Expr::Identifier(id) => Some(id.value.clone()),
-                    _ => None,
-                })?
-            }
-            other => output_name(other)?,
+            Expr::Identifier(id) => ident_text(id),
+            other => output_name(other).or_else(|| column_name(other))?,
         },
         Expr::Cast {
             expr: inner,
@@ -392,8 +441,8 @@ fn output_name(expr: &Expr) -> Option<String> {
         Expr::AtTimeZone { .. } => "timezone".to_string(),
         Expr::Subquery(q) => match q.body.as_ref() {
             ast::SetExpr::Select(select) => match select.projection.first()? {
-                ast::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-                ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
+                ast::SelectItem::ExprWithAlias { alias, .. } => ident_text(alias),
+                ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => ident_text(id),
                 ast::SelectItem::UnnamedExpr(e) => output_name(e)?,
                 _ => return None,
             },
@@ -446,6 +495,42 @@ fn type_name(data_type: &ast::DataType) -> Option<String> {
     )
 }
 
+/// A top-level SELECT's projection (of the first branch of a set
+/// operation), if the statement is a query.
+fn projection_mut(stmt: &mut Statement) -> Option<&mut Vec<ast::SelectItem>> {
+    let Statement::Query(query) = stmt else {
+        return None;
+    };
+    let mut body = query.body.as_mut();
+    while let ast::SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    match body {
+        ast::SetExpr::Select(select) => Some(&mut select.projection),
+        _ => None,
+    }
+}
+
+/// Gives every unaliased output column of a query a distinct alias, for
+/// statements DataFusion refuses because two columns would get the same
+/// name (`SELECT v::text, v::int`); the client still sees PostgreSQL's
+/// names, from [`output_names`] of the statement as written. `false` if
+/// the statement is not such a query.
+pub(crate) fn alias_output_columns(stmt: &mut Statement) -> bool {
+    let Some(items) = projection_mut(stmt) else {
+        return false;
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        if let ast::SelectItem::UnnamedExpr(expr) = item {
+            *item = ast::SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: ast::Ident::with_quote('"', format!("?column{i}?")),
+            };
+        }
+    }
+    true
+}
+
 /// The names PostgreSQL gives a query's output columns where they differ
 /// from DataFusion's, one per column (`None`: DataFusion's name is right);
 /// empty when the columns are not known from the syntax (`*`). They may
@@ -466,10 +551,32 @@ pub(crate) fn output_names(stmt: &Statement) -> Vec<Option<String>> {
     let mut names = Vec::with_capacity(select.projection.len());
     for item in &select.projection {
         match item {
-            ast::SelectItem::UnnamedExpr(e) => names.push(output_name(e)),
-            ast::SelectItem::ExprWithAlias { .. } => names.push(None),
+            ast::SelectItem::UnnamedExpr(e) => names.push(Some(
+                output_name(e)
+                    .or_else(|| column_name(e))
+                    .unwrap_or_else(|| "?column?".to_string()),
+            )),
+            ast::SelectItem::ExprWithAlias { alias, .. } => names.push(Some(ident_text(alias))),
             _ => return Vec::new(),
         }
     }
     names
+}
+
+/// An identifier as PostgreSQL reads it: folded to lower case unless quoted.
+fn ident_text(id: &ast::Ident) -> String {
+    match id.quote_style {
+        Some(_) => id.value.clone(),
+        None => id.value.to_lowercase(),
+    }
+}
+
+/// The name of a plain column, or of a cast of one.
+fn column_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(id) => Some(ident_text(id)),
+        Expr::CompoundIdentifier(ids) => ids.last().map(ident_text),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => column_name(expr),
+        _ => None,
+    }
 }

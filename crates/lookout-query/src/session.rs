@@ -1003,9 +1003,24 @@ impl Session {
         let names = crate::pg_rewrite::output_names(&stmt);
         crate::pg_rewrite::rewrite_statement(&mut stmt)?;
         let state = self.state();
-        let plan = state
+        let plan = match state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
-            .await?;
+            .await
+        {
+            // PostgreSQL lets output names repeat (`SELECT v::text, v::int`);
+            // DataFusion does not, so such a query is planned with distinct
+            // aliases, and the client sees PostgreSQL's names all the same.
+            Err(e)
+                if e.to_string().contains("unique expression names")
+                    && !names.is_empty()
+                    && crate::pg_rewrite::alias_output_columns(&mut stmt) =>
+            {
+                state
+                    .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
+                    .await?
+            }
+            planned => planned?,
+        };
         let plan = crate::pg_rewrite::rewrite_plan(plan)?;
         SQLOptions::new()
             .with_allow_ddl(false)

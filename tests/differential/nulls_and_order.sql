@@ -1,0 +1,38 @@
+-- NULL ordering, aggregates over NULLs and empty input, text of numbers,
+-- repeated output names. Compared with PostgreSQL by tests/differential/run.py.
+CREATE TABLE o (ts TIMESTAMPTZ NOT NULL, k TEXT, v DOUBLE PRECISION);
+INSERT INTO o VALUES ('2025-01-01 00:00:00+00', 'a', 1), ('2025-01-01 00:01:00+00', NULL, 2), ('2025-01-01 00:02:00+00', 'b', NULL), ('2025-01-01 00:03:00+00', 'B', 3);
+SELECT k FROM o ORDER BY k;
+SELECT k FROM o ORDER BY k DESC;
+SELECT v FROM o ORDER BY v;
+SELECT v FROM o ORDER BY v DESC;
+SELECT k, v FROM o ORDER BY v NULLS FIRST, k;
+SELECT count(*), count(k), count(v), sum(v), avg(v), min(k), max(k) FROM o;
+SELECT sum(v) FROM o WHERE false;
+SELECT count(*) FROM o WHERE false;
+SELECT max(v) FROM o WHERE false;
+SELECT k, count(*) FROM o GROUP BY k ORDER BY k NULLS FIRST;
+SELECT upper(k) AS u, count(*) FROM o GROUP BY upper(k) ORDER BY u;
+SELECT k || '-' || v FROM o ORDER BY ts;
+SELECT concat(k, v) FROM o ORDER BY ts;
+SELECT coalesce(k, 'none'), coalesce(v, -1) FROM o ORDER BY ts;
+SELECT ts::date, ts::time FROM o ORDER BY o.ts LIMIT 1;
+SELECT v::text, v::int, v AS "V", V, k AS Kind FROM o ORDER BY o.ts;
+SELECT extract(epoch FROM ts)::bigint FROM o ORDER BY ts;
+SELECT to_char(ts, 'HH24:MI') FROM o ORDER BY ts;
+SELECT date_trunc('minute', ts) + interval '30 seconds' FROM o ORDER BY 1 LIMIT 2;
+SELECT v::text, v::int, v::bigint FROM o ORDER BY ts;
+SELECT 'x' || NULL, NULL || 'x';
+SELECT length(NULL::text), upper(NULL);
+SELECT CASE WHEN v > 1 THEN 'big' END FROM o ORDER BY ts;
+SELECT v / 2, v * 2, -v FROM o ORDER BY ts;
+SELECT round(v::numeric / 3, 2) FROM o ORDER BY ts;
+SELECT k FROM o WHERE k IN (SELECT k FROM o WHERE v > 1) ORDER BY k;
+SELECT k FROM o WHERE k NOT IN (SELECT k FROM o WHERE v > 2);
+SELECT DISTINCT ON (k) k, v FROM o ORDER BY k, v;
+SELECT string_agg(k, ',') FROM o;
+SELECT string_agg(k, ',' ORDER BY ts) FROM o;
+SELECT array_agg(v ORDER BY ts) FROM o;
+SELECT k, row_number() OVER (ORDER BY ts DESC) FROM o ORDER BY ts;
+SELECT v, sum(v) OVER (ORDER BY ts) FROM o ORDER BY ts;
+SELECT lower(k) = 'b', count(*) FROM o GROUP BY 1 ORDER BY 1;
