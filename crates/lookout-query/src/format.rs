@@ -251,6 +251,12 @@ pub fn push_float(out: &mut String, v: f64) {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
+    let magnitude = v.abs();
+    if magnitude == 0.0 || (1e-4..1e15).contains(&magnitude) {
+        // ryu writes this range in plain digits, as PostgreSQL does.
+        out.push_str(ryu::Buffer::new().format_finite(v).trim_end_matches(".0"));
+        return;
+    }
     // Rust's `{:e}` is the shortest round-trip form: `-1.2345e3`.
     let scientific = format!("{v:e}");
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
@@ -354,6 +360,11 @@ mod tests {
             (100.0, "100"),
             (-0.5, "-0.5"),
             (1.0 / 3.0, "0.3333333333333333"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (999999999999999.9, "999999999999999.9"),
+            (0.00012, "0.00012"),
+            (2.5, "2.5"),
         ] {
             let mut shown = String::new();
             super::push_float(&mut shown, v);
