@@ -118,10 +118,28 @@ impl SchemaProvider for SystemSchema {
     }
 }
 
+/// Views within views planned at most this deep: views that read each other
+/// (`a` over `b` over `a`, made with `CREATE OR REPLACE`) fail with 42P17
+/// instead of recursing until the stack overflows.
+const MAX_VIEW_DEPTH: usize = 16;
+
+tokio::task_local! {
+    static VIEW_DEPTH: usize;
+}
+
 /// A view: its SQL planned at each query, so it sees the tables of the moment.
 async fn plan_view(lookout: &crate::Lookout, sql: &str) -> Result<Arc<dyn TableProvider>> {
-    let plan = crate::Session::new(lookout.clone())
-        .logical_plan(sql)
+    let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
+    if depth >= MAX_VIEW_DEPTH {
+        return Err(datafusion::error::DataFusionError::External(Box::new(
+            crate::error::QueryError::with_code(
+                "42P17",
+                format!("infinite recursion detected in views (more than {MAX_VIEW_DEPTH} deep)"),
+            ),
+        )));
+    }
+    let session = crate::Session::new(lookout.clone());
+    let plan = Box::pin(VIEW_DEPTH.scope(depth + 1, session.logical_plan(sql)))
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     Ok(Arc::new(datafusion::catalog::view::ViewTable::new(

@@ -57,64 +57,57 @@ fn per_row(
     }
 }
 
-/// The divisor of a double precision division, refused when zero with
-/// 22012 as PostgreSQL refuses it (DataFusion would answer Infinity or
-/// NaN). The plan rewrite puts it around every such divisor.
-pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
-    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
-        Arc::new(create_udf(
-            "nonzero_divisor",
-            vec![DataType::Float64],
-            DataType::Float64,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| {
-                let zero = match &args[0] {
-                    ColumnarValue::Scalar(ScalarValue::Float64(v)) => *v == Some(0.0),
-                    ColumnarValue::Scalar(_) => false,
-                    ColumnarValue::Array(a) => a
-                        .as_primitive::<Float64Type>()
-                        .iter()
-                        .any(|v| v == Some(0.0)),
-                };
-                if zero {
-                    return Err(DataFusionError::External(Box::new(
-                        crate::error::QueryError::with_code("22012", "division by zero"),
-                    )));
-                }
-                Ok(args[0].clone())
-            }),
-        ))
-    });
-    Arc::clone(&UDF)
+/// A one-argument function of a double precision, made once: the checks
+/// and the text form the plan rewrites (`pg_rewrite`) put into plans.
+fn float_function(
+    name: &'static str,
+    returns: DataType,
+    body: fn(&[ColumnarValue]) -> Result<ColumnarValue>,
+) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Float64],
+        returns,
+        Volatility::Immutable,
+        Arc::new(body),
+    )
 }
 
-/// A double precision as text, spelled as PostgreSQL spells it (`1`, not
-/// `1.0`; `1e+20`): what `x::text`, `||` and `concat` print.
-pub(crate) fn float8_text() -> Arc<ScalarUDF> {
+/// The smallest magnitude and the smallest value of a double precision
+/// argument's non-NULL values, read in place (these checks run on every batch of a division or logarithm).
+fn smallest_abs_and_min(arg: &ColumnarValue) -> Option<(f64, f64)> {
+    let fold = |acc: Option<(f64, f64)>, v: f64| {
+        Some(acc.map_or((v.abs(), v), |(a, m)| (a.min(v.abs()), m.min(v))))
+    };
+    match arg {
+        ColumnarValue::Scalar(ScalarValue::Float64(v)) => v.and_then(|v| fold(None, v)),
+        ColumnarValue::Scalar(_) => None,
+        ColumnarValue::Array(a) => a
+            .as_primitive::<Float64Type>()
+            .iter()
+            .flatten()
+            .fold(None, fold),
+    }
+}
+
+fn sql_error(code: &'static str, message: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::QueryError::with_code(code, message)))
+}
+
+/// The divisor of a double precision division, refused when zero with
+/// 22012 as PostgreSQL refuses it (DataFusion would answer Infinity or
+/// NaN).
+pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
     static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
-        Arc::new(create_udf(
-            "float8_text",
-            vec![DataType::Float64],
-            DataType::Utf8,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| {
-                per_row(args, |arrays| {
-                    let floats = arrays[0].as_primitive::<Float64Type>();
-                    let mut out = arrow::array::StringBuilder::with_capacity(floats.len(), 0);
-                    let mut text = String::new();
-                    for v in floats.iter() {
-                        match v {
-                            Some(v) => {
-                                text.clear();
-                                crate::format::push_float(&mut text, v);
-                                out.append_value(&text);
-                            }
-                            None => out.append_null(),
-                        }
-                    }
-                    Ok(Arc::new(out.finish()))
-                })
-            }),
+        Arc::new(float_function(
+            "nonzero_divisor",
+            DataType::Float64,
+            |args| {
+                if smallest_abs_and_min(&args[0]).is_some_and(|(abs, _)| abs == 0.0) {
+                    return Err(sql_error("22012", "division by zero"));
+                }
+                Ok(args[0].clone())
+            },
         ))
     });
     Arc::clone(&UDF)
@@ -123,37 +116,43 @@ pub(crate) fn float8_text() -> Arc<ScalarUDF> {
 /// The argument of a logarithm, refused with 2201E when zero or negative
 /// as PostgreSQL refuses it (DataFusion would answer -Infinity or NaN).
 pub(crate) fn log_argument() -> Arc<ScalarUDF> {
-    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
-        Arc::new(create_udf(
-            "log_argument",
-            vec![DataType::Float64],
-            DataType::Float64,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| {
-                let smallest = match &args[0] {
-                    ColumnarValue::Scalar(ScalarValue::Float64(v)) => *v,
-                    ColumnarValue::Scalar(_) => None,
-                    ColumnarValue::Array(a) => a
-                        .as_primitive::<Float64Type>()
-                        .iter()
-                        .flatten()
-                        .min_by(f64::total_cmp),
-                };
-                let refuse = |what: &str| {
-                    Err(DataFusionError::External(Box::new(
-                        crate::error::QueryError::with_code(
-                            "2201E",
-                            format!("cannot take logarithm of {what}"),
-                        ),
-                    )))
-                };
-                match smallest {
-                    Some(v) if v < 0.0 => refuse("a negative number"),
-                    Some(0.0) => refuse("zero"),
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> =
+        std::sync::LazyLock::new(|| {
+            Arc::new(float_function("log_argument", DataType::Float64, |args| {
+                match smallest_abs_and_min(&args[0]) {
+                    Some((_, min)) if min < 0.0 => Err(sql_error(
+                        "2201E",
+                        "cannot take logarithm of a negative number",
+                    )),
+                    Some((0.0, _)) => Err(sql_error("2201E", "cannot take logarithm of zero")),
                     _ => Ok(args[0].clone()),
                 }
-            }),
-        ))
+            }))
+        });
+    Arc::clone(&UDF)
+}
+
+/// A double precision as text, spelled as PostgreSQL spells it (`1`, not
+/// `1.0`; `1e+20`): what `x::text`, `||` and `concat` print.
+pub(crate) fn float8_text() -> Arc<ScalarUDF> {
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(float_function("float8_text", DataType::Utf8, |args| {
+            per_row(args, |arrays| {
+                let mut out = arrow::array::StringBuilder::new();
+                let mut text = String::new();
+                for v in arrays[0].as_primitive::<Float64Type>().iter() {
+                    match v {
+                        Some(v) => {
+                            text.clear();
+                            crate::format::push_float(&mut text, v);
+                            out.append_value(&text);
+                        }
+                        None => out.append_null(),
+                    }
+                }
+                Ok(Arc::new(out.finish()))
+            })
+        }))
     });
     Arc::clone(&UDF)
 }
@@ -371,9 +370,7 @@ impl ScalarUDFImpl for Mod {
             if arrays[1].data_type().is_integer() {
                 let divisors = arrays[1].as_primitive::<arrow::datatypes::Int64Type>();
                 if divisors.iter().any(|d| d == Some(0)) {
-                    return Err(DataFusionError::External(Box::new(
-                        crate::error::QueryError::with_code("22012", "division by zero"),
-                    )));
+                    return Err(sql_error("22012", "division by zero"));
                 }
             }
             Ok(arrow::compute::kernels::numeric::rem(

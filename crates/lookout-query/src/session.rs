@@ -1366,10 +1366,25 @@ impl Session {
             format!("SELECT {} FROM ({query}) AS view_body", renamed.join(", "))
         };
         self.logical_plan(&definition).await?;
-        self.lookout
-            .storage()
+        let storage = self.lookout.storage();
+        let previous = storage.view(&name)?;
+        storage
             .create_view(&name, &definition, view.or_replace)
             .await?;
+        // A replaced view may now read itself through others: refuse it
+        // and put the old definition back.
+        if let Err(e) = self
+            .logical_plan(&format!("SELECT * FROM {}", quote_ident(&name)))
+            .await
+        {
+            match previous {
+                Some(old) => storage.create_view(&name, &old, true).await?,
+                None => {
+                    storage.drop_view(&name, true).await?;
+                }
+            }
+            return Err(e);
+        }
         Ok(Output::Command {
             tag: "CREATE VIEW",
             rows: None,
