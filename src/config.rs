@@ -203,6 +203,12 @@ impl FileConfig {
         for u in &self.auth.users {
             let verifier = lookout_server::Verifier::parse(&u.password)
                 .map_err(|e| anyhow::anyhow!("auth.users {:?}: {e}", u.name))?;
+            if lookout_server::Verifier::is_legacy(&u.password) {
+                tracing::warn!(
+                    user = u.name,
+                    "auth.users: this password verifier holds the salted password, which logs in when stolen; replace it with the output of `lookout passwd`"
+                );
+            }
             let access = lookout_query::Access::from_role_name(&u.role).ok_or_else(|| {
                 anyhow::anyhow!(
                     "auth.users {:?}: role {:?} (reader, writer or admin)",

@@ -30,6 +30,29 @@ fn verifier(password: &str) -> String {
         .to_string()
 }
 
+/// What PostgreSQL 15 stores for the password "secret"
+/// (`SET password_encryption = 'scram-sha-256'; CREATE ROLE ... PASSWORD`).
+const POSTGRES_VERIFIER: &str = "SCRAM-SHA-256$4096:jgysaQoHwdUiRWbEII5zVw==$zO4qxPpRG/q0nqjOtaHMB97ocdfkx2co3hSglbUR6Pw=:p9oBEfxTkT2KkudjKSBjbhdWB1M3CA0CEcq8nWbn5hg=";
+
+/// The salted-password verifier earlier versions stored, computed by Python.
+fn legacy_verifier(password: &str) -> String {
+    let script = format!(
+        "import base64, hashlib\n\
+         salt = bytes(range(16))\n\
+         key = hashlib.pbkdf2_hmac('sha256', {password:?}.encode(), salt, 4096)\n\
+         print('lookout-scram-sha-256$4096:' + base64.b64encode(salt).decode() + '$' + base64.b64encode(key).decode())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
 /// A self-signed certificate for localhost.
 fn certificate(dir: &Path) {
     let status = Command::new("openssl")
@@ -191,6 +214,18 @@ async fn scram_roles_tls_and_reload() {
             "admin|t\nops|f\nviewer|f"
         );
 
+        // Verifiers are PostgreSQL's stored keys; one is not a password.
+        let stored = ok(
+            port,
+            "admin",
+            "admin pw",
+            "SELECT verifier FROM lookout.roles WHERE name = 'ops'",
+        );
+        let parts: Vec<&str> = stored.split(['$', ':']).collect();
+        assert_eq!(parts.len(), 5, "{stored}");
+        assert_eq!(&parts[..2], ["SCRAM-SHA-256", "4096"], "{stored}");
+        assert!(!psql(port, "ops", &stored, "require", "SELECT 1").0);
+
         // A reader queries, and is refused anything else with 42501.
         assert_eq!(
             ok(port, "viewer", "viewer pw", "SELECT count(*) FROM t"),
@@ -262,7 +297,10 @@ async fn scram_roles_tls_and_reload() {
                 "require",
                 "COPY t (\"name\"\", verifier, role FROM lookout.roles --\") TO STDOUT",
             );
-            assert!(!copied && !out.contains("scram"), "{user}: {out} {err}");
+            assert!(
+                !copied && !out.to_lowercase().contains("scram"),
+                "{user}: {out} {err}"
+            );
         }
         // A view reads with the rights of whoever queries it: the admin's
         // view over the roles table shows the reader and the writer
@@ -288,6 +326,18 @@ async fn scram_roles_tls_and_reload() {
             "ops",
             "no role was added or removed"
         );
+        // One that PostgreSQL made (for "secret") logs in with its password.
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            &format!("CREATE ROLE pgmade LOGIN PASSWORD '{POSTGRES_VERIFIER}'"),
+        );
+        assert_eq!(
+            ok(port, "pgmade", "secret", "SELECT current_user"),
+            "pgmade"
+        );
+        ok(port, "admin", "admin pw", "DROP ROLE pgmade");
         // pg_authid is admin-only, as in PostgreSQL, and holds no verifier.
         assert_eq!(
             ok(
@@ -299,13 +349,12 @@ async fn scram_roles_tls_and_reload() {
             "0"
         );
 
-        // Wrong passwords and unknown users get the same answer.
+        // Wrong passwords and unknown users get the same answer, naming
+        // the user as PostgreSQL does.
         for (user, password) in [("viewer", "nope"), ("nobody", "nope")] {
             let (ok, _, err) = psql(port, user, password, "require", "SELECT 1");
-            assert!(
-                !ok && err.contains("authentication failed"),
-                "{user}: {err}"
-            );
+            let expected = format!("password authentication failed for user \"{user}\"");
+            assert!(!ok && err.contains(&expected), "{user}: {err}");
         }
         // Without TLS (allowed here) the login is the same.
         assert_eq!(
@@ -321,7 +370,14 @@ async fn scram_roles_tls_and_reload() {
         "import psycopg\n\
          c = psycopg.connect(host='127.0.0.1', port={port}, user='ops', password='ops pw', dbname='lookout', sslmode='require')\n\
          assert c.info.pgconn.ssl_in_use\n\
-         print(c.execute('SELECT sum(v) FROM t WHERE ts >= %s', ('2025-01-01',)).fetchone()[0])\n"
+         print(c.execute('SELECT sum(v) FROM t WHERE ts >= %s', ('2025-01-01',)).fetchone()[0])\n\
+         admin = psycopg.connect(host='127.0.0.1', port={port}, user='admin', password='admin pw', dbname='lookout', autocommit=True)\n\
+         secret = admin.pgconn.encrypt_password(b'ops new pw', b'ops').decode()\n\
+         assert secret.startswith('SCRAM-SHA-256$4096:'), secret\n\
+         admin.execute(\"ALTER ROLE ops PASSWORD '\" + secret + \"'\")\n\
+         c2 = psycopg.connect(host='127.0.0.1', port={port}, user='ops', password='ops new pw', dbname='lookout')\n\
+         c2.execute('SELECT 1')\n\
+         admin.execute(\"ALTER ROLE ops PASSWORD 'ops pw'\")\n"
     );
     let out = Command::new("python3")
         .args(["-c", &script])
@@ -356,14 +412,37 @@ async fn scram_roles_tls_and_reload() {
     }
     assert!(reloaded, "late could not log in after SIGHUP");
     assert!(!psql(port, "viewer", "viewer pw", "require", "SELECT 1").0);
+
+    // A verifier in the salted-password form of earlier versions, as such
+    // a version wrote it.
+    let legacy = legacy_verifier("old pw");
+    ok(
+        port,
+        "admin",
+        "admin pw",
+        &format!("INSERT INTO lookout.roles VALUES (now(), 'old', '{legacy}', 'reader', false)"),
+    );
     let _ = server.kill();
     let _ = server.wait();
 
-    // Roles made in SQL survive a restart; TLS can be required.
+    // Roles made in SQL survive a restart; TLS can be required; old-form
+    // verifiers are rewritten as stored keys at start and still log in.
     write_config(conf, &[("admin", &admin, "admin")], true);
     let mut server = spawn_server_with(&data, port, &[("LOOKOUT_CONFIG", &config)]);
     wait_listening(port).await;
     assert_eq!(ok(port, "ops", "ops pw", "SELECT count(*) FROM t"), "2");
+    assert_eq!(ok(port, "old", "old pw", "SELECT current_user"), "old");
+    assert_eq!(
+        ok(
+            port,
+            "admin",
+            "admin pw",
+            "SELECT count(*) FILTER (WHERE verifier LIKE 'lookout-%'), \
+             count(*) FILTER (WHERE name = 'old' AND verifier LIKE 'SCRAM-SHA-256$%') \
+             FROM lookout.roles"
+        ),
+        "0|1"
+    );
     let (plain, _, err) = psql(port, "ops", "ops pw", "disable", "SELECT 1");
     assert!(!plain && err.contains("TLS"), "{err}");
     ok(port, "admin", "admin pw", "DROP ROLE ops");

@@ -426,6 +426,8 @@ const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("application_name", ""),
     ("extra_float_digits", "1"),
     ("statement_timeout", "0"),
+    // libpq's PQencryptPasswordConn (psql's \password) asks for it.
+    ("password_encryption", "scram-sha-256"),
 ];
 
 impl Session {

@@ -4,37 +4,38 @@
 //! reload) and `CREATE ROLE ... PASSWORD` (kept in `lookout.roles`). A name in
 //! the configuration file wins over the same name created in SQL.
 //!
-//! Passwords are never stored: a verifier keeps the salt, the iteration count
-//! and the salted password SCRAM derives its keys from
-//! (`lookout-scram-sha-256$<iterations>:<salt>$<salted password>`, base64).
-//! Like Postgres's own SCRAM secrets it cannot be turned back into the
-//! password, but a stolen verifier lets its holder log in, so the file and the
-//! table deserve the same care as a Postgres `pg_authid`.
+//! Passwords are never stored. A verifier is PostgreSQL's SCRAM secret,
+//! `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64), as
+//! `pg_authid.rolpassword` holds it: one made by PostgreSQL (psql's
+//! `\password`, `pg_authid`) works here and the other way round. It cannot be
+//! turned back into the password, and it does not log in: a login proves
+//! knowledge of the key whose hash is `StoredKey` (see [`crate::scram`]).
+//!
+//! Earlier versions kept the salted password itself
+//! (`lookout-scram-sha-256$4096:<salt>$<salted password>`), which does log in
+//! when stolen. Such a verifier is still read, converted to stored keys at
+//! once; `lookout.roles` is rewritten at start (see [`crate::roles`]).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use lookout_query::Access;
 use pgwire::api::auth::sasl::scram::gen_salted_password;
-use pgwire::api::auth::{AuthSource, LoginInfo, Password};
-use pgwire::error::PgWireResult;
+
+use crate::scram::{KEY_LEN, StoredKeys, hmac_sha256};
 
 /// SCRAM's iteration count for new verifiers (Postgres's default).
 pub const SCRAM_ITERATIONS: usize = 4096;
 
-const PREFIX: &str = "lookout-scram-sha-256$";
+const PREFIX: &str = "SCRAM-SHA-256$";
+const LEGACY_PREFIX: &str = "lookout-scram-sha-256$";
 
 /// What login needs to know of a password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Verifier {
-    iterations: usize,
-    salt: Vec<u8>,
-    salted_password: Vec<u8>,
-}
+pub struct Verifier(pub(crate) StoredKeys);
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,40 +47,61 @@ impl Verifier {
     /// A verifier for `password` with a fresh random salt.
     pub fn from_password(password: &str) -> Verifier {
         let salt: [u8; 16] = rand::random();
-        Verifier {
-            iterations: SCRAM_ITERATIONS,
-            salted_password: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
-            salt: salt.to_vec(),
-        }
+        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        Verifier(StoredKeys::from_salted_password(
+            SCRAM_ITERATIONS as u32,
+            salt.to_vec(),
+            &salted,
+        ))
     }
 
-    /// Reads the text form (`lookout-scram-sha-256$4096:<salt>$<key>`).
+    /// Reads a verifier's text form: PostgreSQL's SCRAM secret, or the
+    /// salted-password form of earlier Lookout versions (converted).
     pub fn parse(text: &str) -> Result<Verifier, String> {
         let bad = || {
             format!(
-                "not a Lookout password verifier (expected {PREFIX}<iterations>:<salt>$<key>; `lookout passwd` makes one)"
+                "not a SCRAM-SHA-256 password verifier (expected {PREFIX}<iterations>:<salt>$<StoredKey>:<ServerKey>; `lookout passwd` makes one)"
             )
         };
-        let rest = text.strip_prefix(PREFIX).ok_or_else(bad)?;
-        let (params, key) = rest.split_once('$').ok_or_else(bad)?;
+        let (legacy, rest) = match text.strip_prefix(PREFIX) {
+            Some(rest) => (false, rest),
+            None => (true, text.strip_prefix(LEGACY_PREFIX).ok_or_else(bad)?),
+        };
+        let (params, keys) = rest.split_once('$').ok_or_else(bad)?;
         let (iterations, salt) = params.split_once(':').ok_or_else(bad)?;
-        let iterations: usize = iterations.parse().map_err(|_| bad())?;
-        if iterations != SCRAM_ITERATIONS {
-            return Err(format!(
-                "password verifiers use {SCRAM_ITERATIONS} iterations, this one {iterations}"
-            ));
+        let iterations: u32 = iterations.parse().ok().filter(|i| *i > 0).ok_or_else(bad)?;
+        let salt = STANDARD.decode(salt).map_err(|_| bad())?;
+        let key = |text: &str| -> Result<[u8; KEY_LEN], String> {
+            let bytes = STANDARD.decode(text).map_err(|_| bad())?;
+            bytes.try_into().map_err(|_| bad())
+        };
+        if legacy {
+            let salted = key(keys)?;
+            return Ok(Verifier(StoredKeys::from_salted_password(
+                iterations, salt, &salted,
+            )));
         }
-        Ok(Verifier {
+        let (stored_key, server_key) = keys.split_once(':').ok_or_else(bad)?;
+        Ok(Verifier(StoredKeys {
             iterations,
-            salt: STANDARD.decode(salt).map_err(|_| bad())?,
-            salted_password: STANDARD.decode(key).map_err(|_| bad())?,
-        })
+            salt,
+            stored_key: key(stored_key)?,
+            server_key: key(server_key)?,
+        }))
+    }
+
+    /// Whether `text` is in the salted-password form of earlier versions,
+    /// which logs in when stolen and should be replaced.
+    pub fn is_legacy(text: &str) -> bool {
+        text.starts_with(LEGACY_PREFIX)
     }
 
     /// A verifier from what a user gave: a verifier as is, or a password.
     pub fn from_secret(secret: &str) -> Result<Verifier, String> {
-        if secret.starts_with(PREFIX) {
+        if secret.starts_with(PREFIX) || Verifier::is_legacy(secret) {
             Verifier::parse(secret)
+        } else if is_md5_hash(secret) {
+            Err("MD5 password hashes cannot log in with SCRAM-SHA-256; give the password, or a SCRAM-SHA-256 verifier".into())
         } else if secret.is_empty() {
             Err("empty password".into())
         } else {
@@ -88,14 +110,27 @@ impl Verifier {
     }
 }
 
+/// `md5` and 32 hex digits: what PostgreSQL takes for an MD5 hash.
+fn is_md5_hash(secret: &str) -> bool {
+    secret.len() == 35
+        && secret.starts_with("md5")
+        && secret[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl fmt::Display for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let StoredKeys {
+            iterations,
+            salt,
+            stored_key,
+            server_key,
+        } = &self.0;
         write!(
             f,
-            "{PREFIX}{}:{}${}",
-            self.iterations,
-            STANDARD.encode(&self.salt),
-            STANDARD.encode(&self.salted_password)
+            "{PREFIX}{iterations}:{}${}:{}",
+            STANDARD.encode(salt),
+            STANDARD.encode(stored_key),
+            STANDARD.encode(server_key)
         )
     }
 }
@@ -136,12 +171,16 @@ impl fmt::Debug for MockSecret {
 }
 
 impl MockSecret {
-    /// A salt and salted password for a user who does not exist: derived
-    /// from the name, so repeated attempts see the same salt.
-    fn password_for(&self, name: &str) -> Password {
-        let salt = gen_salted_password(name, &self.0, 1)[..16].to_vec();
-        let key = gen_salted_password(name, &[&self.0[..], b"key"].concat(), 1);
-        Password::new(Some(salt), key)
+    /// Keys for a user who does not exist: derived from the name, so
+    /// repeated attempts see the same salt, and matching no password.
+    pub(crate) fn keys_for(&self, name: &str) -> StoredKeys {
+        let derive = |what: &[u8]| hmac_sha256(&self.0, &[what, name.as_bytes()].concat());
+        StoredKeys {
+            iterations: SCRAM_ITERATIONS as u32,
+            salt: derive(b"salt")[..16].to_vec(),
+            stored_key: derive(b"stored key"),
+            server_key: derive(b"server key"),
+        }
     }
 }
 
@@ -194,23 +233,15 @@ impl lookout_query::RoleDirectory for Users {
     }
 }
 
-/// Login through SCRAM against [`Users`].
-#[derive(Debug)]
-pub(crate) struct UserSource(pub(crate) Arc<Users>);
-
-#[async_trait]
-impl AuthSource for UserSource {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let name = login.user().unwrap_or_default();
-        match self.0.get(name) {
-            Some(user) => Ok(Password::new(
-                Some(user.verifier.salt.clone()),
-                user.verifier.salted_password.clone(),
-            )),
-            // A made-up salt and key: the exchange runs as for a known user
-            // and fails as a wrong password does, so which names exist is
-            // not told.
-            None => Ok(self.0.mock.password_for(name)),
+impl Users {
+    /// The keys a login as `name` is checked against: the user's, or made-up
+    /// ones for an unknown name, so that the exchange runs as for a known
+    /// user and fails as a wrong password does (which names exist is not
+    /// told).
+    pub(crate) fn login_keys(&self, name: &str) -> StoredKeys {
+        match self.get(name) {
+            Some(user) => user.verifier.0,
+            None => self.mock.keys_for(name),
         }
     }
 }
@@ -229,35 +260,76 @@ mod tests {
                 access: Access::Read,
             }),
         );
-        let first = users.mock.password_for("nobody");
-        let again = users.mock.password_for("nobody");
-        let other = users.mock.password_for("somebody");
-        assert_eq!(first.salt(), again.salt());
-        assert_eq!(first.salt().map(<[u8]>::len), Some(16));
-        assert_ne!(first.salt(), other.salt());
-        assert_ne!(first.password(), &[] as &[u8]);
+        let first = users.login_keys("nobody");
+        let again = users.login_keys("nobody");
+        let other = users.login_keys("somebody");
+        assert_eq!(first.salt, again.salt);
+        assert_eq!(first.salt.len(), 16);
+        assert_eq!(first.iterations, 4096);
+        assert_ne!(first.salt, other.salt);
+        assert_ne!(first.stored_key, first.server_key);
         // Another process (another secret) makes up other salts.
-        assert_ne!(
-            first.salt(),
-            Users::default().mock.password_for("nobody").salt()
-        );
+        assert_ne!(first.salt, Users::default().login_keys("nobody").salt);
     }
 
     #[test]
     fn verifiers_round_trip_and_reject_garbage() {
         let v = Verifier::from_password("s3cret");
         let text = v.to_string();
-        assert!(text.starts_with("lookout-scram-sha-256$4096:"), "{text}");
+        assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
         assert_eq!(Verifier::parse(&text), Ok(v.clone()));
         assert_eq!(Verifier::from_secret(&text), Ok(v));
-        assert!(Verifier::parse("SCRAM-SHA-256$4096:abc$def:ghi").is_err());
-        assert!(Verifier::parse("lookout-scram-sha-256$100:AAAA$AAAA").is_err());
+        for bad in [
+            "SCRAM-SHA-256$4096:abc$def:ghi",
+            "SCRAM-SHA-256$0:AAAA$AAAA:AAAA",
+            "SCRAM-SHA-256$4096:AAAA$AAAA",
+            "lookout-scram-sha-256$4096:AAAA$AAAA",
+        ] {
+            assert!(Verifier::parse(bad).is_err(), "{bad}");
+        }
         assert!(Verifier::from_secret("").is_err());
+        assert!(Verifier::from_secret("md5a3556571e93b0d20722ba62be61e8c2d").is_err());
         // The same password with another salt gives another verifier.
         assert_ne!(
             Verifier::from_password("s3cret"),
             Verifier::from_password("s3cret")
         );
+    }
+
+    #[test]
+    fn postgres_verifiers_are_read_as_they_are() {
+        // Made by PostgreSQL 15 for the password "secret"
+        // (SET password_encryption = 'scram-sha-256'; CREATE ROLE ... PASSWORD).
+        let pg = "SCRAM-SHA-256$4096:jgysaQoHwdUiRWbEII5zVw==$zO4qxPpRG/q0nqjOtaHMB97ocdfkx2co3hSglbUR6Pw=:p9oBEfxTkT2KkudjKSBjbhdWB1M3CA0CEcq8nWbn5hg=";
+        let v = Verifier::parse(pg).expect("a PostgreSQL verifier");
+        assert_eq!(v.to_string(), pg);
+        assert_eq!(v.0.iterations, 4096);
+        // It checks against the same password, derived independently.
+        let salted = gen_salted_password("secret", &v.0.salt, 4096);
+        assert_eq!(
+            StoredKeys::from_salted_password(4096, v.0.salt.clone(), &salted),
+            v.0
+        );
+    }
+
+    #[test]
+    fn legacy_verifiers_become_stored_keys() {
+        let salt = [7u8; 16];
+        let salted = gen_salted_password("old", &salt, 4096);
+        let legacy = format!(
+            "lookout-scram-sha-256$4096:{}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(&salted)
+        );
+        assert!(Verifier::is_legacy(&legacy));
+        let v = Verifier::parse(&legacy).expect("legacy form");
+        assert_eq!(
+            v.0,
+            StoredKeys::from_salted_password(4096, salt.to_vec(), &salted)
+        );
+        let text = v.to_string();
+        assert!(!Verifier::is_legacy(&text));
+        assert!(!text.contains(&STANDARD.encode(&salted)));
     }
 
     #[test]

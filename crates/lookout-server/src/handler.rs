@@ -535,15 +535,15 @@ impl ClientIdentity {
             .unwrap_or_else(|| "lookout".to_string());
         ClientIdentity { pid, secret, user }
     }
-
-    pub(crate) fn user(&self) -> &str {
-        &self.user
-    }
 }
 
 /// Without authentication every client is let in, as an admin.
 #[async_trait]
 impl NoopStartupHandler for Connection {
+    fn pid_secret_key_generator(&self) -> &dyn pgwire::api::PidSecretKeyGenerator {
+        &*crate::startup::PID_GENERATOR
+    }
+
     async fn post_startup<C>(
         &self,
         client: &mut C,

@@ -10,6 +10,7 @@ mod auth;
 mod cancel;
 mod handler;
 mod roles;
+mod scram;
 mod startup;
 mod tls;
 mod types;

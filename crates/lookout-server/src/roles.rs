@@ -33,6 +33,7 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
     let batches = lookout
         .sql("SELECT name, verifier, role, dropped FROM lookout.roles ORDER BY ts")
         .await?;
+    let mut legacy = false;
     for batch in &batches {
         let text = |i: usize| batch.column(i).as_string_opt::<i32>().cloned();
         let (Some(names), Some(verifiers), Some(roles)) = (text(0), text(1), text(2)) else {
@@ -44,6 +45,7 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
             let user = if dropped.value(row) || verifiers.is_null(row) {
                 None
             } else {
+                legacy |= Verifier::is_legacy(verifiers.value(row));
                 let verifier = Verifier::parse(verifiers.value(row))
                     .map_err(|e| QueryError::with_code("XX000", format!("lookout.roles: {e}")))?;
                 let access = Access::from_role_name(roles.value(row)).unwrap_or(Access::Read);
@@ -52,7 +54,50 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
             users.set_created(name, user);
         }
     }
+    if legacy {
+        forget_salted_passwords(lookout, &users).await?;
+    }
     lookout.register_extension(Arc::new(RoleStatements { users }));
+    Ok(())
+}
+
+/// Rewrites verifiers of the salted-password form (earlier versions), which
+/// log in when stolen, as stored keys: the current users get a row in the
+/// new form, every old-form row is deleted, and the files are compacted so
+/// the deleted rows leave the disk.
+async fn forget_salted_passwords(lookout: &Lookout, users: &Users) -> Result<()> {
+    let mut rows = Vec::new();
+    for (name, _) in lookout_query::RoleDirectory::roles(users) {
+        if users.is_configured(&name) {
+            continue;
+        }
+        if let Some(user) = users.get(&name) {
+            rows.push(format!(
+                "(now(), {}, {}, {}, false)",
+                sql_text(&name),
+                sql_text(&user.verifier.to_string()),
+                sql_text(user.access.role_name())
+            ));
+        }
+    }
+    if !rows.is_empty() {
+        lookout
+            .sql(&format!(
+                "INSERT INTO lookout.roles VALUES {}",
+                rows.join(", ")
+            ))
+            .await?;
+    }
+    lookout
+        .sql("DELETE FROM lookout.roles WHERE verifier LIKE 'lookout-scram-sha-256$%'")
+        .await?;
+    let storage = lookout.storage();
+    storage.flush().await?;
+    storage.compact().await?;
+    tracing::info!(
+        users = rows.len(),
+        "password verifiers rewritten as SCRAM stored keys"
+    );
     Ok(())
 }
 

@@ -2,19 +2,26 @@
 //! authentication is on, or straight in when it is off.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
-use futures::Sink;
-use pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use pgwire::api::auth::sasl::scram::ScramAuth;
-use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
-use pgwire::api::{ClientInfo, PgWireConnectionState};
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::{
+    ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication as AuthMessage;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::auth::{UserSource, Users};
+use crate::auth::Users;
 use crate::handler::{ClientIdentity, Connection};
+use crate::scram::{self, AwaitingProof, ScramError};
 
 /// How clients get in; shared by all connections.
 #[derive(Debug, Clone, Default)]
@@ -28,31 +35,45 @@ pub struct Authentication {
     pub require_tls: bool,
 }
 
+/// Process ids and cancel keys, one sequence for the whole server (a
+/// generator per connection would hand every client the same process id).
+pub(crate) static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
+    LazyLock::new(RandomPidSecretKeyGenerator::default);
+
+/// Where a connection's SCRAM login stands.
+enum Login {
+    /// Waiting for the client's first SCRAM message.
+    Started,
+    /// The server's first message went out; waiting for the proof.
+    AwaitingProof(Box<AwaitingProof>),
+    /// Over (logged in, or failed).
+    Done,
+}
+
 /// One connection's startup handler.
 pub(crate) struct Startup {
     conn: Arc<Connection>,
     require_tls: bool,
-    /// SCRAM state for this connection, when authentication is on.
-    login: Option<(
-        SASLAuthStartupHandler<DefaultServerParameterProvider>,
-        Arc<Users>,
-    )>,
+    /// Who may log in, when authentication is on.
+    users: Option<Arc<Users>>,
+    login: Mutex<Login>,
 }
 
 impl Startup {
     pub(crate) fn new(conn: Arc<Connection>, auth: &Authentication) -> Startup {
-        let login = auth.enabled.then_some(&auth.users).map(|users| {
-            let scram = ScramAuth::new(Arc::new(UserSource(Arc::clone(users))));
-            let handler =
-                SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
-                    .with_scram(scram);
-            (handler, Arc::clone(users))
-        });
         Startup {
             conn,
             require_tls: auth.require_tls,
-            login,
+            users: auth.enabled.then(|| Arc::clone(&auth.users)),
+            login: Mutex::new(Login::Started),
         }
+    }
+
+    fn take_login(&self) -> Login {
+        std::mem::replace(
+            &mut *self.login.lock().unwrap_or_else(|p| p.into_inner()),
+            Login::Done,
+        )
     }
 }
 
@@ -62,6 +83,25 @@ fn fatal(code: &str, message: &str) -> PgWireError {
         code.to_owned(),
         message.to_owned(),
     )))
+}
+
+/// PostgreSQL's answer to every failed password login, whatever the cause
+/// (wrong password, unknown user, broken exchange), so it tells nothing.
+fn login_failed<C: ClientInfo>(client: &C, why: &ScramError) -> PgWireError {
+    let user = user_of(client);
+    tracing::info!(user, ?why, "password authentication failed");
+    fatal(
+        "28P01",
+        &format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+fn user_of<C: ClientInfo>(client: &C) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -85,17 +125,71 @@ impl StartupHandler for Startup {
                 "this server accepts only TLS connections (connect with sslmode=require)",
             ));
         }
-        let Some((sasl, users)) = &self.login else {
+        let Some(users) = &self.users else {
             return StartupHandler::on_startup(self.conn.as_ref(), client, message).await;
         };
-        sasl.on_startup(client, message).await?;
-        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            let identity = ClientIdentity::of(client);
-            let access = users
-                .get(identity.user())
-                .map(|u| u.access)
-                .ok_or_else(|| fatal("28P01", "the user was dropped while logging in"))?;
-            self.conn.started(identity, access).await;
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(AuthMessage::SASL(
+                        vec![scram::MECHANISM.to_string()],
+                    )))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => match self.take_login() {
+                Login::Started => {
+                    let first = message.into_sasl_initial_response()?;
+                    if first.auth_method != scram::MECHANISM {
+                        return Err(fatal(
+                            "28000",
+                            &format!(
+                                "SASL mechanism {} is not supported (this server offers {})",
+                                first.auth_method,
+                                scram::MECHANISM
+                            ),
+                        ));
+                    }
+                    let keys = users.login_keys(&user_of(client));
+                    let data = first.data.unwrap_or_default();
+                    let (reply, waiting) =
+                        scram::server_first(&data, keys).map_err(|e| login_failed(client, &e))?;
+                    *self.login.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Login::AwaitingProof(Box::new(waiting));
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            AuthMessage::SASLContinue(Bytes::from(reply)),
+                        ))
+                        .await?;
+                }
+                Login::AwaitingProof(waiting) => {
+                    let response = message.into_sasl_response()?;
+                    let reply = waiting
+                        .verify(&response.data)
+                        .map_err(|e| login_failed(client, &e))?;
+                    let identity_name = user_of(client);
+                    let access = users
+                        .get(&identity_name)
+                        .map(|u| u.access)
+                        .ok_or_else(|| fatal("28P01", "the user was dropped while logging in"))?;
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            AuthMessage::SASLFinal(Bytes::from(reply)),
+                        ))
+                        .await?;
+                    let (pid, secret) = PID_GENERATOR.generate(client);
+                    client.set_pid_and_secret_key(pid, secret);
+                    finish_authentication(client, &DefaultServerParameterProvider::default())
+                        .await?;
+                    self.conn.started(ClientIdentity::of(client), access).await;
+                }
+                Login::Done => {
+                    return Err(fatal("08P01", "unexpected password message"));
+                }
+            },
+            _ => {}
         }
         Ok(())
     }
