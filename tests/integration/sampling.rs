@@ -234,6 +234,51 @@ async fn the_server_decides_on_its_own_schedule() {
     let old = number(&seen, 0, 1);
     assert!((20.0..=80.0).contains(&old), "{seen:?}");
     assert!((number(&seen, 0, 2) - 100.0).abs() < 1e-9, "{seen:?}");
+
+    // A decision that keeps failing in the background shows in SHOW
+    // SAMPLING (here the table a keep-rule reads was dropped), and clears
+    // once decisions succeed again.
+    client
+        .batch_execute(
+            "CREATE TABLE flags (ts TIMESTAMPTZ NOT NULL, request_id TEXT);
+             CREATE TABLE flagged (ts TIMESTAMPTZ NOT NULL, request_id TEXT);
+             ALTER TABLE flagged SET SAMPLING (KEY request_id, RATE 0.5, \
+               KEEP WHEN request_id IN (SELECT request_id FROM flags), WINDOW '1 second');
+             DROP TABLE flags;
+             INSERT INTO flagged VALUES (now(), 'a');",
+        )
+        .await
+        .expect("a policy reading a dropped table");
+    let last_error = || async {
+        let shown = rows(&client, "SHOW SAMPLING").await;
+        shown
+            .into_iter()
+            .find(|r| r[0].as_deref() == Some("flagged"))
+            .and_then(|r| r[4].clone())
+    };
+    let mut error = None;
+    for _ in 0..100 {
+        error = last_error().await;
+        if error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = error.expect("the failing decision shows in SHOW SAMPLING");
+    assert!(error.contains("flags"), "{error}");
+    client
+        .batch_execute("CREATE TABLE flags (ts TIMESTAMPTZ NOT NULL, request_id TEXT)")
+        .await
+        .expect("flags again");
+    let mut cleared = false;
+    for _ in 0..100 {
+        if last_error().await.is_none() {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cleared, "the error clears once a decision succeeds");
     server.stop().await;
 }
 

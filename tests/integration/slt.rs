@@ -75,17 +75,6 @@ impl sqllogictest::AsyncDB for Postgres {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_files() {
-    // Sampling decisions run only when a file asks (DECIDE SAMPLING).
-    let options = lookout_query::LookoutOptions {
-        sampling_interval: std::time::Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
-    // Alert statements; evaluation on schedule is tested with the real binary.
-    let alerts = alert_statements(&server.lookout).await;
-    lookout_review::ReviewQueues::start(server.lookout.clone())
-        .await
-        .expect("review queues");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt")
@@ -94,7 +83,19 @@ async fn sqllogictest_files() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
+    // Each file on a fresh database, so no file depends on another's tables.
     for file in files {
+        // Sampling decisions run only when a file asks (DECIDE SAMPLING).
+        let options = lookout_query::LookoutOptions {
+            sampling_interval: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+        // Alert statements; evaluation on schedule is tested with the real binary.
+        let alerts = alert_statements(&server.lookout).await;
+        lookout_review::ReviewQueues::start(server.lookout.clone())
+            .await
+            .expect("review queues");
         let addr = server.addr;
         let mut runner = sqllogictest::Runner::new(move || async move {
             Ok(Postgres {
@@ -105,7 +106,7 @@ async fn sqllogictest_files() {
             .run_file_async(&file)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        alerts.shutdown().await;
+        server.stop().await;
     }
-    alerts.shutdown().await;
-    server.stop().await;
 }

@@ -371,7 +371,7 @@ pub(crate) fn held_rows(rows: &RecordBatch, held: &SchemaRef, arrived: i64) -> R
 }
 
 /// How far decisions on a table have gone.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 struct Marks {
     /// Rows that arrived before this are decided, or wait for their hour.
     decided_through: i64,
@@ -394,6 +394,9 @@ pub(crate) struct Decisions {
     running: tokio::sync::Mutex<()>,
     marks: Mutex<HashMap<String, Marks>>,
     last_rescue: Mutex<HashMap<String, Instant>>,
+    /// The error of each table's last decision, when it failed (shown by
+    /// `SHOW SAMPLING`; cleared by the next decision that succeeds).
+    failures: Mutex<HashMap<String, String>>,
 }
 
 /// When a decision runs and what it may close.
@@ -454,9 +457,27 @@ impl Plan<'_> {
         // already (kept by a rule); the left join on the table finds them.
         // A (segment, hour) already closed with rows makes a new row late;
         // one never closed (historical rows loaded now) closes with it.
-        let seg = self.segments();
+        // The closed hours' segment columns get names of their own, so that
+        // an unqualified segment column in the rate or a keep-rule names the
+        // row's own column, not an ambiguous one.
         let counts = quoted_table(&counts_table(&p.table));
-        let closed_segment = self.same_segment("k", &source);
+        let closed_columns: String = p
+            .segment_by
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} AS \"_closed{i}\", ", quote(c)))
+            .collect();
+        let closed_segment: String = p
+            .segment_by
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "(k.\"_closed{i}\" IS NOT DISTINCT FROM {source}.{}) AND ",
+                    quote(c)
+                )
+            })
+            .collect();
         let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
             Some(keys) => (
                 format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
@@ -474,7 +495,7 @@ impl Plan<'_> {
              nullif({keep}, NULL) AS \"_keep\", \
              nullif(k.\"_closed\" IS NOT NULL, NULL) AS \"_late\" \
              FROM {held} AS {source} {matched}\
-             LEFT JOIN (SELECT DISTINCT {seg}\"hour\" AS \"_closed\" FROM {counts} WHERE closes_hour) k \
+             LEFT JOIN (SELECT DISTINCT {closed_columns}\"hour\" AS \"_closed\" FROM {counts} WHERE closes_hour) k \
                ON {closed_segment}k.\"_closed\" = date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') \
              LEFT JOIN (SELECT DISTINCT {key} AS \"_published\" FROM {table} WHERE {ts} >= {hc} AND {ts} < {hc2}) p \
                ON p.\"_published\" = {source}.{key} \
@@ -916,7 +937,19 @@ impl Decisions {
             let _gate = lookout.ingest().gate.write().await;
             clock_micros()
         };
-        self.decide_at(lookout, table, clock, real).await
+        let result = self.decide_at(lookout, table, clock, real).await;
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => failures.remove(table),
+            Err(e) => failures.insert(table.to_string(), e.to_string()),
+        };
+        result
+    }
+
+    /// The error of `table`'s last decision, if it failed.
+    fn failure(&self, table: &str) -> Option<String> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.get(table).cloned()
     }
 
     /// Decides what is due in one sampled table, for rows that arrived
@@ -1159,6 +1192,7 @@ fn show_schema() -> SchemaRef {
         Field::new("policy", DataType::Utf8, false),
         Field::new("decided_through", time_type(), true),
         Field::new("hours_closed_before", time_type(), true),
+        Field::new("last_error", DataType::Utf8, true),
     ]))
 }
 
@@ -1244,11 +1278,18 @@ async fn set_sampling(session: &mut Session, policy: SamplingPolicy) -> Result<O
         }
     }
     check_expressions(session, &policy, Some(&policy.weight)).await?;
+    let counts_existed = storage.table(&counts_table(&policy.table)).is_ok();
     ensure_counts_table(storage, &policy).await?;
     let held = held_table(&policy.table);
     let _gate = lookout.ingest().gate.write().await;
-    if storage.table(&held).is_ok() {
+    if let Ok(old) = storage.table(&held) {
         storage.redefine(&held, &policy.to_sql()).await?;
+        if let Err(e) = check_decisions(session, &policy).await {
+            if let Some(old) = old.derived {
+                storage.redefine(&held, &old.definition).await?;
+            }
+            return Err(e);
+        }
         return Ok(command("ALTER TABLE"));
     }
     let def = storage.table(&policy.table)?;
@@ -1274,7 +1315,40 @@ async fn set_sampling(session: &mut Session, policy: SamplingPolicy) -> Result<O
     storage
         .create_table(&held, &Schema::new(fields), request, false)
         .await?;
+    if let Err(e) = check_decisions(session, &policy).await {
+        storage.drop_table(&held, true).await?;
+        if !counts_existed {
+            storage
+                .drop_table(&counts_table(&policy.table), true)
+                .await?;
+        }
+        return Err(e);
+    }
     Ok(command("ALTER TABLE"))
+}
+
+/// Plans the queries a decision runs, over the real tables, so a policy
+/// that could never decide (a name its joins make ambiguous, say) is
+/// refused when it is set instead of failing every decision after.
+async fn check_decisions(session: &mut Session, policy: &SamplingPolicy) -> Result<()> {
+    let plan = Plan {
+        policy,
+        def: session.lookout().storage().table(&policy.table)?,
+        marks: Marks::default(),
+        cutoff: 0,
+        close_before: 0,
+    };
+    let mut queries = vec![plan.counts_sql(), plan.kept_sql()];
+    queries.extend(plan.rescue_sql(0));
+    for sql in queries {
+        session.logical_plan(&sql).await.map_err(|e| {
+            QueryError::with_code(
+                e.sqlstate(),
+                format!("this sampling policy could not decide: {e}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Plans every expression of the policy over the table, so a wrong column
@@ -1404,10 +1478,11 @@ async fn show_sampling(session: &mut Session) -> Result<Output> {
         .filter_map(|e| e.def.derived.as_ref().filter(|d| is_sampling(d)))
         .map(|d| (d.source.clone(), d.definition.clone()))
         .collect();
-    let (mut tables, mut texts, mut through, mut closed) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut tables, mut texts, mut through, mut closed, mut errors) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (table, definition) in policies {
         let marks = read_marks(session, &table).await?;
+        errors.push(session.lookout().decisions().failure(&table));
         tables.push(table);
         texts.push(definition);
         through.push((marks.decided_through > 0).then_some(marks.decided_through));
@@ -1427,6 +1502,7 @@ async fn show_sampling(session: &mut Session) -> Result<Output> {
             Arc::new(arrow::array::StringArray::from(texts)),
             stamps(through)?,
             stamps(closed)?,
+            Arc::new(arrow::array::StringArray::from(errors)),
         ],
     )?;
     Ok(Output::from_batches(schema, vec![batch]))
