@@ -3,6 +3,7 @@
 mod bench_alerts;
 mod config;
 mod demo;
+mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +131,12 @@ fn main() -> anyhow::Result<()> {
         .spawn(move || runtime.block_on(run()))?
         .join()
         .map_err(|_| anyhow::anyhow!("the main thread panicked"))?
+        .map_err(|e| {
+            // One line, each cause once (anyhow's report repeats causes
+            // that storage errors wrap).
+            eprintln!("Error: {}", report::chain(&e));
+            std::process::exit(1)
+        })
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -147,9 +154,13 @@ async fn run() -> anyhow::Result<()> {
         .or_else(|| file.data.clone())
         .unwrap_or_else(|| PathBuf::from("./lookout-data"));
     match cli.command {
-        Command::Serve(args) => serve(&file, cli.config.as_deref(), &data, &args, None).await,
+        Command::Serve(args) => serve(&file, cli.config.as_deref(), &data, &args, None)
+            .await
+            .map_err(|e| report::explain_disk_full(e, &data)),
         Command::Demo { serve: args, rows } => {
-            serve(&file, cli.config.as_deref(), &data, &args, Some(rows)).await
+            serve(&file, cli.config.as_deref(), &data, &args, Some(rows))
+                .await
+                .map_err(|e| report::explain_disk_full(e, &data))
         }
         Command::Passwd => {
             let mut password = String::new();
@@ -314,7 +325,6 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
     }
@@ -327,6 +337,7 @@ async fn serve(
     if demo_rows.is_some() {
         demo::create_alerts(&db).await?;
     }
+    tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing alert evaluations and deliveries");
     alerts.shutdown().await;

@@ -75,3 +75,77 @@ async fn added_columns_and_deletes_over_parquet_files() {
     );
     server.stop().await;
 }
+
+/// A server whose disk is full refuses writes with 58030; restarted with the
+/// disk still full, it says where, how much is free and how much it needs
+/// (not a bare chain of storage errors); once room is made, every
+/// acknowledged row is there. The disk is a 48 MiB tmpfs (the tests run as
+/// root, as CI does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_restart_says_where_and_how_much_room_is_needed() {
+    use std::process::Command;
+    let mount = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let data = mount.path().join("db");
+    let port = crate::harness::free_port();
+    let mut server = crate::harness::spawn_server(&data, port);
+    let client = crate::harness::wait_ready(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, v TEXT);
+             INSERT INTO t SELECT now(), 'acknowledged' FROM generate_series(1, 1000)",
+        )
+        .await
+        .expect("setup");
+    // Fill the disk.
+    let filler = mount.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 64 << 20]);
+    let err = client
+        .batch_execute(
+            "INSERT INTO t SELECT now(), repeat('x', 1000) FROM generate_series(1, 100000)",
+        )
+        .await
+        .expect_err("no room");
+    assert_eq!(err.code().map(|c| c.code()), Some("58030"), "{err:?}");
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(&data)
+        .env("LOOKOUT_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("restart");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("the disk holding {} is full", data.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("free at least"), "{stderr}");
+    assert!(!stderr.contains("Caused by"), "{stderr}");
+
+    std::fs::remove_file(&filler).expect("make room");
+    let mut server = crate::harness::spawn_server(&data, port);
+    let client = crate::harness::wait_ready(port).await;
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM t WHERE v = 'acknowledged'").await,
+        vec![vec![Some("1000".to_string())]]
+    );
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+}
