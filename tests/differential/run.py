@@ -15,6 +15,8 @@ right before a statement may say:
     -- params: <literal>    run with these parameters (a Python literal list,
                             `%s` placeholders), bound server-side by psycopg.
     -- binary               ask for binary parameters and results.
+    -- copy: <literal>      the statement is a COPY ... FROM STDIN; send it
+                            these bytes (a Python bytes or str literal).
 
 Prints one line per disagreement and a summary; exits 1 if any statement
 disagrees.
@@ -95,8 +97,16 @@ def sort_key(row):
     return tuple((v is None, repr(v)) for v in row)
 
 
-def answer(conn, sql, params=None, binary=False):
+def answer(conn, sql, params=None, binary=False, copy_data=None):
     """('rows', rows) | ('count', n) | ('error', sqlstate, message)."""
+    if copy_data is not None:
+        try:
+            cur = conn.cursor()
+            with cur.copy(sql) as copy:
+                copy.write(copy_data)
+            return ("count", cur.rowcount)
+        except psycopg.Error as e:
+            return ("error", e.sqlstate or "?", str(e).splitlines()[0] if str(e) else "")
     try:
         cur = conn.cursor(binary=binary).execute(sql, params)
     except psycopg.Error as e:
@@ -150,18 +160,22 @@ def main():
             None,
         )
         binary = "binary" in directives
+        copy_data = next(
+            (ast.literal_eval(d.split(":", 1)[1].strip()) for d in directives if d.startswith("copy:")),
+            None,
+        )
         if params is not None:
             params = [eval_value(p) for p in params]
-        lo_answer = answer(lo, sql, params, binary)
+        lo_answer = answer(lo, sql, params, binary, copy_data)
         if unsupported:
             if lo_answer[0] == "error" and lo_answer[1] == "0A000":
                 refused += 1
                 # Keep PostgreSQL's session in step (a refused BEGIN, say).
-                answer(pg, sql)
+                answer(pg, sql, copy_data=copy_data)
             else:
                 failures.append((sql, "(0A000 expected)", lo_answer))
             continue
-        pg_answer = answer(pg, sql, params, binary)
+        pg_answer = answer(pg, sql, params, binary, copy_data)
         if agree(sql, directives, pg_answer, lo_answer):
             agreed += 1
         else:
