@@ -59,12 +59,31 @@ pub(crate) async fn import_parquet(
     files: &[PathBuf],
     progress: Option<ImportProgress>,
 ) -> Result<u64> {
-    let Some(first) = files.first() else {
+    let opened = files
+        .iter()
+        .map(|path| {
+            std::fs::File::open(path)
+                .map(|f| (path.clone(), f))
+                .map_err(|e| open_error(path, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    import_opened(lookout, table, opened, progress).await
+}
+
+/// Loads Parquet files already opened (server-side COPY opens them through
+/// its path check).
+pub(crate) async fn import_opened(
+    lookout: &Lookout,
+    table: &str,
+    files: Vec<(PathBuf, std::fs::File)>,
+    progress: Option<ImportProgress>,
+) -> Result<u64> {
+    let Some((first, file)) = files.first() else {
         return Ok(0);
     };
     let storage = lookout.storage();
     if matches!(storage.table(table), Err(StorageError::TableNotFound(_))) {
-        let file = std::fs::File::open(first).map_err(|e| open_error(first, e))?;
+        let file = file.try_clone().map_err(|e| open_error(first, e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| open_error(first, e))?;
         let (schema, time) = table_schema_from(builder.schema())?;
@@ -76,15 +95,11 @@ pub(crate) async fn import_parquet(
     }
     // Parquet is decoded on a thread of its own while the engine encodes.
     let (mut tx, rx) = mpsc::channel::<lookout_storage::Result<RecordBatch>>(4);
-    let paths = files.to_vec();
     let reader = std::thread::spawn(move || {
         let mut rows = 0u64;
-        for path in paths {
-            let opened = std::fs::File::open(&path)
+        for (path, file) in files {
+            let opened = ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| open_error(&path, e))
-                .and_then(|f| {
-                    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| open_error(&path, e))
-                })
                 .and_then(|b| {
                     b.with_batch_size(128 * 1024)
                         .build()
@@ -122,11 +137,12 @@ pub(crate) async fn import_parquet(
 
 /// Writes query results to a server-side file; returns the row count.
 pub(crate) async fn export_file(
-    path: &Path,
+    target: &crate::ServerFile,
     format: &CopyFormat,
     schema: SchemaRef,
     mut stream: SendableRecordBatchStream,
 ) -> Result<u64> {
+    let path = target.path();
     let io = |e: std::io::Error| {
         QueryError::with_code(
             "58030",
@@ -136,7 +152,7 @@ pub(crate) async fn export_file(
     let mut rows = 0u64;
     match format.kind {
         CopyKind::Parquet => {
-            let file = std::fs::File::create(path).map_err(io)?;
+            let file = target.create()?;
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
                 .build();
@@ -157,7 +173,7 @@ pub(crate) async fn export_file(
         }
         CopyKind::Text | CopyKind::Csv => {
             use tokio::io::AsyncWriteExt;
-            let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+            let mut file = tokio::fs::File::from_std(target.create()?);
             let mut encoder = CopyEncoder::new(format.clone());
             if let Some(h) = encoder.header(&schema) {
                 file.write_all(h.as_bytes()).await.map_err(io)?;

@@ -66,8 +66,14 @@ pub enum FileAccess {
 }
 
 impl FileAccess {
-    /// Checks that `path` may be used; returns it made absolute.
-    pub fn check(&self, path: &str) -> Result<PathBuf> {
+    /// Checks that `path` may be used; returns it made absolute, to be
+    /// opened through [`ServerFile`].
+    pub fn check(&self, path: &str) -> Result<ServerFile> {
+        let confined = matches!(self, FileAccess::Only(_));
+        self.resolve(path).map(|path| ServerFile { path, confined })
+    }
+
+    fn resolve(&self, path: &str) -> Result<PathBuf> {
         let p = Path::new(path);
         if !p.is_absolute() {
             return Err(QueryError::with_code(
@@ -132,6 +138,79 @@ impl FileAccess {
                 }
             }
         }
+    }
+}
+
+/// A file server-side COPY may read or write, as [`FileAccess::check`]
+/// resolved it.
+///
+/// Under `allowed_dirs` the check and the open are two steps, and a path's
+/// components could be swapped for symbolic links in between. So the open
+/// does not follow a link in the last component (`O_NOFOLLOW`), and then
+/// checks that the file it got is the one that was checked (the kernel's
+/// `/proc/self/fd` link names the file really opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFile {
+    path: PathBuf,
+    confined: bool,
+}
+
+impl ServerFile {
+    /// The resolved path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the file to read.
+    pub fn open(&self) -> Result<std::fs::File> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        self.opened(&options, "58P01", "could not open file")
+    }
+
+    /// Creates (or truncates) the file to write.
+    pub fn create(&self) -> Result<std::fs::File> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        self.opened(&options, "58030", "could not write")
+    }
+
+    fn opened(
+        &self,
+        options: &std::fs::OpenOptions,
+        code: &'static str,
+        what: &str,
+    ) -> Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = options.clone();
+        if self.confined {
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        let swapped = || {
+            QueryError::with_code(
+                "42501",
+                format!(
+                    "COPY file \"{}\" changed into a symbolic link while it was opened",
+                    self.path.display()
+                ),
+            )
+        };
+        let file = options.open(&self.path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                swapped()
+            } else {
+                QueryError::with_code(code, format!("{what} \"{}\": {e}", self.path.display()))
+            }
+        })?;
+        if self.confined {
+            let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .map_err(|e| QueryError::with_code(code, format!("{what}: {e}")))?;
+            if opened != self.path {
+                return Err(swapped());
+            }
+        }
+        Ok(file)
     }
 }
 
@@ -404,18 +483,15 @@ mod file_access_tests {
         let access = FileAccess::Only(vec![allowed.clone()]);
         let path = |p: &Path| p.display().to_string();
         let code = |p: &Path| access.check(&path(p)).map(|_| ()).unwrap_err().sqlstate();
+        let resolved = |p: &Path| access.check(&path(p)).map(|f| f.path().to_path_buf());
 
         let canonical = allowed.canonicalize().expect("canonical");
         assert_eq!(
-            access
-                .check(&path(&allowed.join("data.csv")))
-                .expect("inside"),
+            resolved(&allowed.join("data.csv")).expect("inside"),
             canonical.join("data.csv")
         );
         assert_eq!(
-            access
-                .check(&path(&allowed.join("new.parquet")))
-                .expect("new file"),
+            resolved(&allowed.join("new.parquet")).expect("new file"),
             canonical.join("new.parquet")
         );
         for (refused, why) in [
@@ -429,5 +505,45 @@ mod file_access_tests {
             assert_eq!(code(&allowed.join(refused)), "42501", "{why}");
         }
         assert_eq!(code(Path::new("relative.csv")), "42602");
+    }
+
+    /// What a swap between the check and the open would do, done by hand:
+    /// the checked file becomes a link out, or its directory does.
+    #[test]
+    fn a_file_swapped_for_a_link_after_the_check_is_not_opened() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let allowed = root.path().join("allowed");
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(allowed.join("sub")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), "secret").expect("write");
+        std::fs::write(allowed.join("data.csv"), "x").expect("write");
+        std::fs::write(allowed.join("sub/data.csv"), "x").expect("write");
+        let access = FileAccess::Only(vec![allowed.clone()]);
+        let checked = |p: &Path| access.check(&p.display().to_string()).expect("allowed");
+
+        let file = checked(&allowed.join("data.csv"));
+        assert!(file.open().is_ok());
+        std::fs::remove_file(allowed.join("data.csv")).expect("rm");
+        std::os::unix::fs::symlink(outside.join("secret"), allowed.join("data.csv"))
+            .expect("symlink");
+        assert_eq!(file.open().map(|_| ()).unwrap_err().sqlstate(), "42501");
+        assert_eq!(file.create().map(|_| ()).unwrap_err().sqlstate(), "42501");
+
+        let nested = checked(&allowed.join("sub/data.csv"));
+        std::fs::remove_dir_all(allowed.join("sub")).expect("rm");
+        std::fs::copy(outside.join("secret"), outside.join("data.csv")).expect("cp");
+        std::os::unix::fs::symlink(&outside, allowed.join("sub")).expect("symlink");
+        assert_eq!(nested.open().map(|_| ()).unwrap_err().sqlstate(), "42501");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).expect("read"),
+            "secret",
+            "nothing outside was written"
+        );
+        // Anywhere (loopback without allowed_dirs) follows links as before.
+        let anywhere = FileAccess::Anywhere
+            .check(&allowed.join("data.csv").display().to_string())
+            .expect("anywhere");
+        assert!(anywhere.open().is_ok());
     }
 }

@@ -1585,8 +1585,8 @@ impl Session {
                     })
                 }
                 CopyTarget::File { filename } => {
-                    let path = self.lookout.options().file_access.check(&filename)?;
-                    let rows = crate::import::export_file(&path, &format, schema, stream).await?;
+                    let file = self.lookout.options().file_access.check(&filename)?;
+                    let rows = crate::import::export_file(&file, &format, schema, stream).await?;
                     Ok(Output::Command {
                         tag: "COPY",
                         rows: Some(rows),
@@ -1610,8 +1610,9 @@ impl Session {
                 ));
             }
             // Parquet carries its schema: a missing table is created from it.
-            let path = self.lookout.options().file_access.check(filename)?;
-            let rows = crate::import::import_parquet(&self.lookout, &table, &[path], None).await?;
+            let file = self.lookout.options().file_access.check(filename)?;
+            let opened = vec![(file.path().to_path_buf(), file.open()?)];
+            let rows = crate::import::import_opened(&self.lookout, &table, opened, None).await?;
             return Ok(Output::Command {
                 tag: "COPY",
                 rows: Some(rows),
@@ -1650,11 +1651,17 @@ impl Session {
                 }))
             }
             CopyTarget::File { filename } => {
-                let path = self.lookout.options().file_access.check(&filename)?;
-                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                let file = self.lookout.options().file_access.check(&filename)?;
+                let mut bytes = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(
+                    &mut tokio::fs::File::from_std(file.open()?),
+                    &mut bytes,
+                )
+                .await
+                .map_err(|e| {
                     QueryError::with_code(
                         "58P01",
-                        format!("could not open file \"{filename}\": {e}"),
+                        format!("could not read file \"{filename}\": {e}"),
                     )
                 })?;
                 let mut decoder = CopyDecoder::new(&table, schema, format)?;
