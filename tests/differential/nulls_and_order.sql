@@ -36,3 +36,11 @@ SELECT array_agg(v ORDER BY ts) FROM o;
 SELECT k, row_number() OVER (ORDER BY ts DESC) FROM o ORDER BY ts;
 SELECT v, sum(v) OVER (ORDER BY ts) FROM o ORDER BY ts;
 SELECT lower(k) = 'b', count(*) FROM o GROUP BY 1 ORDER BY 1;
+-- A condition guards the one to its right, as PostgreSQL evaluates AND and
+-- OR from the left: no division by zero, no logarithm of zero.
+SELECT count(*) FROM (VALUES (0.0::float8, 1.0::float8), (2.0, 4.0), (NULL, 1.0)) t(d, n) WHERE d <> 0 AND n / d > 1;
+SELECT count(*) FROM (VALUES (0, 1), (2, 4)) t(d, n) WHERE d <> 0 AND n / d > 1;
+SELECT count(*) FROM (VALUES (0, 1), (2, 4)) t(d, n) WHERE d = 0 OR n % d = 0;
+SELECT x, x > 0 AND ln(x) > 0 AS positive_log FROM (VALUES (0.0::float8), (2.0), (NULL)) t(x) ORDER BY x NULLS LAST;
+SELECT count(*) FROM (VALUES (0.0::float8), (2.0)) t(x) WHERE x > 0 AND ln(x) > 0 AND x < 10;
+SELECT count(*) FROM (VALUES (0.0::float8, 1.0::float8)) t(d, n) WHERE n > 0 AND n / d > 1;

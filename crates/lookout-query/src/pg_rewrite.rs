@@ -73,6 +73,31 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 field: Arc::clone(field),
             })))
         }
+        // PostgreSQL evaluates `x AND y` from the left and stops at a false
+        // `x` (at a true one for OR), so `d <> 0 AND n / d > 1` never divides
+        // by zero; DataFusion evaluates both sides on every row. So the
+        // operands that can fail on the right side (divisors, logarithms'
+        // arguments) are masked to NULL on the rows the left side decides.
+        // The conjunction stays a conjunction (the left side still prunes
+        // and pushes down), and a boolean CASE around the right side would
+        // not do: the simplifier turns it back into AND/OR.
+        PlanExpr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::And | Operator::Or) && can_fail_per_row(right) =>
+        {
+            let guard = match op {
+                Operator::And => left.as_ref().clone().is_not_false(),
+                _ => left.as_ref().clone().is_not_true(),
+            };
+            let masked = right
+                .as_ref()
+                .clone()
+                .transform_up(|e| mask_failing_operands(e, &guard))?;
+            Ok(Transformed::yes(PlanExpr::BinaryExpr(BinaryExpr::new(
+                left.clone(),
+                *op,
+                Box::new(masked.data),
+            ))))
+        }
         // PostgreSQL refuses to divide a double precision by zero (22012);
         // DataFusion answers Infinity or NaN.
         PlanExpr::BinaryExpr(BinaryExpr { left, op, right })
@@ -194,6 +219,46 @@ fn float_text(expr: &PlanExpr) -> PlanExpr {
         crate::pg_functions::float8_text(),
         vec![expr.clone()],
     ))
+}
+
+/// Whether evaluating `expr` can fail on some rows and not others: a
+/// division or remainder (by zero), a logarithm's or division's check.
+fn can_fail_per_row(expr: &PlanExpr) -> bool {
+    expr.exists(|e| {
+        Ok(match e {
+            PlanExpr::BinaryExpr(b) => matches!(b.op, Operator::Divide | Operator::Modulo),
+            PlanExpr::ScalarFunction(f) => {
+                matches!(f.name(), "log_argument" | "mod")
+            }
+            _ => false,
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// `CASE WHEN guard THEN operand END` for each operand that can fail: the
+/// divisor of a division or remainder, the arguments of a logarithm's check
+/// and of `mod`. Only the rows the guard keeps are evaluated (DataFusion's
+/// CASE evaluates its branch on those rows only).
+fn mask_failing_operands(expr: PlanExpr, guard: &PlanExpr) -> DfResult<Transformed<PlanExpr>> {
+    let mask = |e: &PlanExpr| datafusion::logical_expr::when(guard.clone(), e.clone()).end();
+    Ok(match &expr {
+        PlanExpr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Divide | Operator::Modulo) =>
+        {
+            Transformed::yes(PlanExpr::BinaryExpr(BinaryExpr::new(
+                left.clone(),
+                *op,
+                Box::new(mask(right)?),
+            )))
+        }
+        PlanExpr::ScalarFunction(f) if matches!(f.name(), "log_argument" | "mod") => {
+            let mut masked = f.clone();
+            masked.args = f.args.iter().map(mask).collect::<DfResult<_>>()?;
+            Transformed::yes(PlanExpr::ScalarFunction(masked))
+        }
+        _ => Transformed::no(expr),
+    })
 }
 
 fn is_log_argument(expr: &PlanExpr) -> bool {
