@@ -145,10 +145,10 @@ impl FileAccess {
 /// resolved it.
 ///
 /// Under `allowed_dirs` the check and the open are two steps, and a path's
-/// components could be swapped for symbolic links in between. So the open
-/// does not follow a link in the last component (`O_NOFOLLOW`), and then
-/// checks that the file it got is the one that was checked (the kernel's
-/// `/proc/self/fd` link names the file really opened).
+/// components could be swapped for symbolic links in between. The checked
+/// path has no links left in it, so it is opened with `openat2` and
+/// `RESOLVE_NO_SYMLINKS`: the kernel refuses a link in any component at the
+/// moment of the open, before anything is created or truncated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFile {
     path: PathBuf,
@@ -163,54 +163,60 @@ impl ServerFile {
 
     /// Opens the file to read.
     pub fn open(&self) -> Result<std::fs::File> {
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true);
-        self.opened(&options, "58P01", "could not open file")
+        use rustix::fs::OFlags;
+        self.opened(OFlags::RDONLY, "58P01", "could not open file")
     }
 
     /// Creates (or truncates) the file to write.
     pub fn create(&self) -> Result<std::fs::File> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        self.opened(&options, "58030", "could not write")
+        use rustix::fs::OFlags;
+        self.opened(
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+            "58030",
+            "could not write",
+        )
     }
 
     fn opened(
         &self,
-        options: &std::fs::OpenOptions,
+        flags: rustix::fs::OFlags,
         code: &'static str,
         what: &str,
     ) -> Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut options = options.clone();
-        if self.confined {
-            options.custom_flags(libc::O_NOFOLLOW);
-        }
-        let swapped = || {
-            QueryError::with_code(
-                "42501",
-                format!(
-                    "COPY file \"{}\" changed into a symbolic link while it was opened",
-                    self.path.display()
-                ),
-            )
+        use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+        let resolve = if self.confined {
+            ResolveFlags::NO_SYMLINKS
+        } else {
+            ResolveFlags::empty()
         };
-        let file = options.open(&self.path).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                swapped()
-            } else {
-                QueryError::with_code(code, format!("{what} \"{}\": {e}", self.path.display()))
-            }
-        })?;
-        if self.confined {
-            let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-                .map_err(|e| QueryError::with_code(code, format!("{what}: {e}")))?;
-            if opened != self.path {
-                return Err(swapped());
-            }
-        }
-        Ok(file)
+        // openat2 takes a mode only with O_CREAT (EINVAL otherwise).
+        let mode = if flags.contains(OFlags::CREATE) {
+            Mode::from_raw_mode(0o644)
+        } else {
+            Mode::empty()
+        };
+        rustix::fs::openat2(CWD, &self.path, flags | OFlags::CLOEXEC, mode, resolve)
+            .map(std::fs::File::from)
+            .map_err(|e| {
+                if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::XDEV {
+                    QueryError::with_code(
+                        "42501",
+                        format!(
+                            "COPY file \"{}\" changed into a symbolic link after it was checked",
+                            self.path.display()
+                        ),
+                    )
+                } else {
+                    QueryError::with_code(
+                        code,
+                        format!(
+                            "{what} \"{}\": {}",
+                            self.path.display(),
+                            std::io::Error::from(e)
+                        ),
+                    )
+                }
+            })
     }
 }
 
@@ -535,6 +541,13 @@ mod file_access_tests {
         std::fs::copy(outside.join("secret"), outside.join("data.csv")).expect("cp");
         std::os::unix::fs::symlink(&outside, allowed.join("sub")).expect("symlink");
         assert_eq!(nested.open().map(|_| ()).unwrap_err().sqlstate(), "42501");
+        // Refused before anything is created or truncated.
+        assert_eq!(nested.create().map(|_| ()).unwrap_err().sqlstate(), "42501");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("data.csv")).expect("read"),
+            "secret",
+            "the file outside was not truncated"
+        );
         assert_eq!(
             std::fs::read_to_string(outside.join("secret")).expect("read"),
             "secret",

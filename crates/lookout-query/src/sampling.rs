@@ -946,6 +946,12 @@ impl Decisions {
         result
     }
 
+    /// Forgets `table`'s last error (its policy was set anew or reset).
+    fn forget_failure(&self, table: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(table);
+    }
+
     /// The error of `table`'s last decision, if it failed.
     fn failure(&self, table: &str) -> Option<String> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -1290,6 +1296,7 @@ async fn set_sampling(session: &mut Session, policy: SamplingPolicy) -> Result<O
             }
             return Err(e);
         }
+        lookout.decisions().forget_failure(&policy.table);
         return Ok(command("ALTER TABLE"));
     }
     let def = storage.table(&policy.table)?;
@@ -1427,6 +1434,7 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
         .storage()
         .drop_table(&held_table(&table), false)
         .await?;
+    lookout.decisions().forget_failure(&table);
     Ok(command("ALTER TABLE"))
 }
 

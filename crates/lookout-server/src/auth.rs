@@ -199,6 +199,16 @@ impl Users {
         };
     }
 
+    /// The users created in SQL, by name (configured ones of the same
+    /// name included, which they shadow).
+    pub(crate) fn created(&self) -> Vec<(String, User)> {
+        let created = self.from_sql.read().unwrap_or_else(|p| p.into_inner());
+        created
+            .iter()
+            .map(|(n, u)| (n.clone(), u.clone()))
+            .collect()
+    }
+
     /// The user logging in as `name`, if any.
     pub fn get(&self, name: &str) -> Option<User> {
         let configured = self.from_config.read().unwrap_or_else(|p| p.into_inner());

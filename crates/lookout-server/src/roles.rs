@@ -66,20 +66,18 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
 /// new form, every old-form row is deleted, and the files are compacted so
 /// the deleted rows leave the disk.
 async fn forget_salted_passwords(lookout: &Lookout, users: &Users) -> Result<()> {
-    let mut rows = Vec::new();
-    for (name, _) in lookout_query::RoleDirectory::roles(users) {
-        if users.is_configured(&name) {
-            continue;
-        }
-        if let Some(user) = users.get(&name) {
-            rows.push(format!(
+    let rows: Vec<String> = users
+        .created()
+        .into_iter()
+        .map(|(name, user)| {
+            format!(
                 "(now(), {}, {}, {}, false)",
                 sql_text(&name),
                 sql_text(&user.verifier.to_string()),
                 sql_text(user.access.role_name())
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     if !rows.is_empty() {
         lookout
             .sql(&format!(
