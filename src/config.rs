@@ -46,6 +46,12 @@ pub(crate) struct UserEntry {
     pub(crate) password: String,
     /// reader, writer or admin.
     pub(crate) role: String,
+    /// Connections the user may have open at once (admins are not held to it).
+    #[serde(default)]
+    pub(crate) connection_limit: Option<u32>,
+    /// The longest any of the user's statements may run, e.g. "30s".
+    #[serde(default)]
+    pub(crate) statement_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,10 +222,23 @@ impl FileConfig {
                     u.role
                 )
             })?;
-            if users
-                .insert(u.name.clone(), lookout_server::User { verifier, access })
-                .is_some()
-            {
+            let statement_timeout_ms = match &u.statement_timeout {
+                None => None,
+                Some(t) => lookout_query::parse_statement_timeout(t)
+                    .map_err(|e| {
+                        anyhow::anyhow!("auth.users {:?}: statement_timeout: {e}", u.name)
+                    })?
+                    .map(|d| d.as_millis() as u64),
+            };
+            let user = lookout_server::User {
+                verifier,
+                access,
+                limits: lookout_server::RoleLimits {
+                    connections: u.connection_limit,
+                    statement_timeout_ms,
+                },
+            };
+            if users.insert(u.name.clone(), user).is_some() {
                 anyhow::bail!("auth.users: {:?} is listed twice", u.name);
             }
         }

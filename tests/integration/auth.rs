@@ -275,7 +275,7 @@ async fn scram_roles_tls_and_reload() {
             for sql in [
                 "SELECT name, verifier, role FROM roles",
                 "SELECT count(*) FROM (SELECT * FROM roles) r",
-                "INSERT INTO roles VALUES (now(), 'evil', 'x', 'admin', false)",
+                "INSERT INTO roles VALUES (now(), 'evil', 'x', 'admin', false, NULL, NULL)",
                 "DELETE FROM roles",
             ] {
                 let sql = format!("{via_search_path}{sql}");
@@ -420,7 +420,9 @@ async fn scram_roles_tls_and_reload() {
         port,
         "admin",
         "admin pw",
-        &format!("INSERT INTO lookout.roles VALUES (now(), 'old', '{legacy}', 'reader', false)"),
+        &format!(
+            "INSERT INTO lookout.roles (ts, name, verifier, role, dropped) VALUES (now(), 'old', '{legacy}', 'reader', false)"
+        ),
     );
     let _ = server.kill();
     let _ = server.wait();
@@ -462,4 +464,150 @@ fn refuses_a_public_address_without_authentication() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without authentication"), "{err}");
+}
+
+/// A tokio-postgres connection as `user` (SCRAM over plain TCP), or the
+/// SQLSTATE it was refused with.
+async fn login(port: u16, user: &str, password: &str) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("lookout");
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Err(e) => Err(e
+            .code()
+            .map(|c| c.code().to_string())
+            .unwrap_or_else(|| format!("no code: {e}"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_held_to_their_connection_and_statement_limits() {
+    use crate::harness::{error_code, rows};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path();
+    let admin = verifier("admin pw");
+    // A configured user may carry limits too.
+    std::fs::write(
+        conf.join("lookout.toml"),
+        format!(
+            "[[auth.users]]\nname = \"admin\"\npassword = \"{admin}\"\nrole = \"admin\"\n\
+             connection_limit = 1\n\n\
+             [[auth.users]]\nname = \"probe\"\npassword = \"{admin}\"\nrole = \"reader\"\n\
+             connection_limit = 1\nstatement_timeout = \"2s\"\n"
+        ),
+    )
+    .expect("config");
+    let config = conf.join("lookout.toml").display().to_string();
+    let data = conf.join("db");
+    let port = free_port();
+    let mut server = spawn_server_with(&data, port, &[("LOOKOUT_CONFIG", &config)]);
+    wait_listening(port).await;
+
+    let admin = login(port, "admin", "admin pw").await.expect("admin");
+    // Admins are not held to a connection limit, as in PostgreSQL.
+    let second_admin = login(port, "admin", "admin pw").await.expect("admin again");
+    let probe = login(port, "probe", "admin pw").await.expect("probe");
+    assert_eq!(
+        login(port, "probe", "admin pw").await.err().as_deref(),
+        Some("53300")
+    );
+    assert_eq!(
+        rows(&probe, "SHOW statement_timeout").await,
+        vec![vec![Some("2000".to_string())]]
+    );
+    drop((second_admin, probe));
+
+    rows(
+        &admin,
+        "CREATE ROLE capped LOGIN PASSWORD 'pw' CONNECTION LIMIT 2",
+    )
+    .await;
+    rows(&admin, "ALTER ROLE capped SET statement_timeout = '300ms'").await;
+    let first = login(port, "capped", "pw").await.expect("first");
+    let second = login(port, "capped", "pw").await.expect("second");
+    assert_eq!(
+        login(port, "capped", "pw").await.err().as_deref(),
+        Some("53300")
+    );
+    // A connection that closes makes room.
+    drop(second);
+    let mut second = None;
+    for _ in 0..50 {
+        if let Ok(c) = login(port, "capped", "pw").await {
+            second = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = second.expect("room after a connection closed");
+
+    // The role's statement_timeout is the session's, and a ceiling.
+    assert_eq!(
+        rows(&first, "SHOW statement_timeout").await,
+        vec![vec![Some("300".to_string())]]
+    );
+    assert_eq!(
+        error_code(&first, "SET statement_timeout = '1s'").await,
+        "42501"
+    );
+    assert_eq!(
+        error_code(&first, "SET statement_timeout = 0").await,
+        "42501"
+    );
+    rows(&first, "SET statement_timeout = 100").await;
+    rows(&first, "RESET statement_timeout").await;
+    assert_eq!(
+        rows(&first, "SHOW statement_timeout").await,
+        vec![vec![Some("300".to_string())]]
+    );
+    let long = "SELECT max(rn) FROM (SELECT row_number() OVER (ORDER BY random() * value) AS rn \
+                FROM generate_series(1, 50000000)) t";
+    let started = std::time::Instant::now();
+    assert_eq!(error_code(&second, long).await, "57014");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A reader cannot lift its own limits.
+    assert_eq!(
+        error_code(&first, "ALTER ROLE capped CONNECTION LIMIT -1").await,
+        "42501"
+    );
+    drop((first, second));
+
+    // The limits are kept across a restart; -1 and RESET lift them.
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut server = spawn_server_with(&data, port, &[("LOOKOUT_CONFIG", &config)]);
+    wait_listening(port).await;
+    let held: Vec<_> = [
+        login(port, "capped", "pw").await,
+        login(port, "capped", "pw").await,
+    ]
+    .into_iter()
+    .map(|c| c.expect("capped"))
+    .collect();
+    assert_eq!(
+        login(port, "capped", "pw").await.err().as_deref(),
+        Some("53300")
+    );
+    assert_eq!(
+        rows(&held[0], "SHOW statement_timeout").await,
+        vec![vec![Some("300".to_string())]]
+    );
+    let admin = login(port, "admin", "admin pw").await.expect("admin");
+    rows(&admin, "ALTER ROLE capped CONNECTION LIMIT -1").await;
+    rows(&admin, "ALTER ROLE capped RESET statement_timeout").await;
+    let third = login(port, "capped", "pw").await.expect("no limit now");
+    assert_eq!(
+        rows(&third, "SHOW statement_timeout").await,
+        vec![vec![Some("0".to_string())]]
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

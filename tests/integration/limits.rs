@@ -144,3 +144,71 @@ async fn malformed_protocol_messages_get_an_error_not_a_dropped_connection() {
         vec![vec![Some("1".to_string())]]
     );
 }
+
+/// How long after `due` a statement that must be interrupted then ends.
+async fn lateness(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    due: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    assert_eq!(error_code(client, sql).await, "57014");
+    started.elapsed().saturating_sub(due)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_cancels_land_on_time_while_every_core_is_busy() {
+    use std::time::Duration;
+    let server = TestServer::start().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let files = crate::harness::generate_events(data.path(), 1_500_000, 1);
+    server
+        .lookout
+        .import_parquet("events", &files, None)
+        .await
+        .expect("import");
+    // Decoding a large row group and keeping 100,000 rows in order: long
+    // stretches of work between two awaits.
+    let sort = "SELECT * FROM events ORDER BY latency_ms DESC, request_id LIMIT 10 OFFSET 100000";
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let client = server.client().await;
+        let busy = std::sync::Arc::clone(&busy);
+        load.spawn(async move {
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.simple_query(sort).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = server.client().await;
+    let mut late = Vec::new();
+    for due in [300u64, 700, 1100] {
+        rows(&client, &format!("SET statement_timeout = {due}")).await;
+        late.push(lateness(&client, sort, Duration::from_millis(due)).await);
+    }
+    rows(&client, "SET statement_timeout = 0").await;
+    for after in [300u64, 700, 1100] {
+        let token = client.cancel_token();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            let _ = token.cancel_query(tokio_postgres::NoTls).await;
+        });
+        late.push(lateness(&client, sort, Duration::from_millis(after)).await);
+    }
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    // Both once landed seconds late: the queries' work ran on the threads
+    // that fire timers and read CancelRequests.
+    late.sort();
+    assert!(
+        late[late.len() / 2] < Duration::from_millis(100),
+        "{late:?}"
+    );
+    assert!(
+        late[late.len() - 1] < Duration::from_millis(500),
+        "{late:?}"
+    );
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ mod catalog;
 pub mod copy;
 mod cursor;
 mod error;
+mod executor;
 mod extension;
 pub mod format;
 mod functions;
@@ -51,6 +52,12 @@ pub use error::{QueryError, Result};
 pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::{parse_duration, parse_non_negative_duration};
+
+/// Parses a `statement_timeout` value as PostgreSQL does (a bare number is
+/// milliseconds, otherwise an interval); `None` for 0, no timeout.
+pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration>> {
+    interrupt::parse(value)
+}
 pub use pg_compat::is_oid_field;
 pub use session::{CopyIn, Output, Prepared, Session, quote_ident};
 
@@ -258,6 +265,8 @@ pub struct Lookout {
     /// The write path: rows with their rollups' deltas.
     ingest: rollup::Ingest,
     runtime: Arc<RuntimeEnv>,
+    /// The threads queries execute on, apart from the connections'.
+    query_runtime: Arc<executor::QueryRuntime>,
     options: Arc<LookoutOptions>,
     extensions: Arc<RwLock<Vec<Arc<dyn SqlExtension>>>>,
     views: Arc<RwLock<BTreeMap<String, String>>>,
@@ -327,6 +336,7 @@ impl Lookout {
             ingest: rollup::Ingest::new(storage.clone()),
             storage,
             runtime,
+            query_runtime: Arc::new(executor::QueryRuntime::new(options.query_threads)?),
             options: Arc::new(options),
             extensions: Arc::new(RwLock::new(builtin)),
             views: Arc::default(),
@@ -357,6 +367,10 @@ impl Lookout {
     /// together with the table's rollups.
     pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
         self.ingest.write(table, batch).await
+    }
+
+    pub(crate) fn query_runtime(&self) -> &executor::QueryRuntime {
+        &self.query_runtime
     }
 
     pub(crate) fn ingest(&self) -> &rollup::Ingest {

@@ -129,6 +129,9 @@ pub struct Session {
     /// Completes to cancel the next statement (in a mutex: a session is
     /// shared by reference while views are planned).
     cancel: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// The longest the user's statements may run, whatever the session
+    /// sets (`ALTER ROLE ... SET statement_timeout`).
+    statement_time_limit: Option<std::time::Duration>,
     /// Open cursors.
     cursors: Arc<crate::cursor::Cursors>,
     /// Who is connected, and what they may do.
@@ -485,6 +488,7 @@ impl Session {
             settings: BTreeMap::new(),
             published,
             cancel: std::sync::Mutex::new(None),
+            statement_time_limit: None,
             cursors,
             user: "lookout".to_string(),
             access: crate::access::Access::Admin,
@@ -552,7 +556,10 @@ impl Session {
         &self,
         plan: LogicalPlan,
     ) -> Result<datafusion::execution::SendableRecordBatchStream> {
-        Ok(DataFrame::new(self.state(), plan).execute_stream().await?)
+        self.lookout
+            .query_runtime()
+            .execute(DataFrame::new(self.state(), plan))
+            .await
     }
 
     /// The database this session belongs to.
@@ -728,18 +735,56 @@ impl Session {
     pub fn set_user(&mut self, user: &str, access: crate::access::Access) {
         self.user = user.to_string();
         self.access = access;
+        self.apply_role_settings();
+    }
+
+    /// The settings that follow from who the session runs as, which
+    /// `RESET` returns to.
+    fn apply_role_settings(&mut self) {
         self.settings
-            .insert("session_authorization".to_string(), user.to_string());
+            .insert("session_authorization".to_string(), self.user.clone());
         self.settings.insert(
             "is_superuser".to_string(),
-            if access == crate::access::Access::Admin {
+            if self.access == crate::access::Access::Admin {
                 "on"
             } else {
                 "off"
             }
             .to_string(),
         );
+        if let Some(limit) = self.statement_time_limit {
+            self.settings.insert(
+                "statement_timeout".to_string(),
+                limit.as_millis().to_string(),
+            );
+        }
         self.publish();
+    }
+
+    /// Holds every statement of this session to `limit` (the user's role
+    /// limit): it becomes the session's `statement_timeout`, and a `SET` of
+    /// a longer one (or of none) is refused with 42501.
+    pub fn limit_statement_time(&mut self, limit: std::time::Duration) {
+        self.statement_time_limit = Some(limit);
+        self.apply_role_settings();
+    }
+
+    /// Refuses a `statement_timeout` above the role's limit.
+    fn check_statement_time(&self, value: &str) -> Result<()> {
+        let Some(limit) = self.statement_time_limit else {
+            return Ok(());
+        };
+        match crate::interrupt::parse(value)? {
+            Some(asked) if asked <= limit => Ok(()),
+            _ => Err(QueryError::with_code(
+                "42501",
+                format!(
+                    "statement_timeout is limited to {} ms for role \"{}\"",
+                    limit.as_millis(),
+                    self.user
+                ),
+            )),
+        }
     }
 
     /// The columns of the cursor `name` declared with SQL `DECLARE`, which
@@ -782,10 +827,14 @@ impl Session {
     /// What stops the statement about to run: `statement_timeout`, and the
     /// cancel signal given with [`Session::cancel_next_on`].
     fn interrupt(&mut self) -> Option<crate::interrupt::Interrupt> {
-        let timeout = self
+        let set = self
             .settings
             .get("statement_timeout")
             .and_then(|v| crate::interrupt::parse(v).ok().flatten());
+        let timeout = match (set, self.statement_time_limit) {
+            (Some(set), Some(limit)) => Some(set.min(limit)),
+            (set, limit) => set.or(limit),
+        };
         let cancel = self.cancel.lock().unwrap_or_else(|p| p.into_inner()).take();
         crate::interrupt::interrupt(timeout, cancel)
     }
@@ -840,7 +889,7 @@ impl Session {
                         self.settings.remove(&key);
                     }
                 }
-                self.publish();
+                self.apply_role_settings();
                 Ok(Output::Command {
                     tag: "RESET",
                     rows: None,
@@ -1173,7 +1222,7 @@ impl Session {
         };
         let df = DataFrame::new(self.state(), plan);
         if let Some(tag) = dml {
-            let batches = df.collect().await?;
+            let batches = self.lookout.query_runtime().collect(df).await?;
             let rows = batches
                 .first()
                 .and_then(|b| {
@@ -1204,7 +1253,7 @@ impl Session {
             }
             _ => planned,
         };
-        let stream = df.execute_stream().await?;
+        let stream = self.lookout.query_runtime().execute(df).await?;
         Ok(Output::Rows { schema, stream })
     }
 
@@ -1452,6 +1501,9 @@ impl Session {
     fn set_variable(&mut self, key: &str, value: &str) -> Result<()> {
         let is_default = value.eq_ignore_ascii_case("default");
         check_setting(key, value)?;
+        if key == "statement_timeout" && !is_default {
+            self.check_statement_time(value)?;
+        }
         match key {
             "lookout.now" => {
                 self.fixed_now = if is_default || value.is_empty() {

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -142,6 +142,21 @@ pub struct User {
     pub verifier: Verifier,
     /// What their sessions may do.
     pub access: Access,
+    /// What their sessions may use.
+    pub limits: RoleLimits,
+}
+
+/// Per-role resource limits, as PostgreSQL's `CONNECTION LIMIT` and
+/// `ALTER ROLE ... SET statement_timeout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleLimits {
+    /// Connections the user may have open at once; `None` is no limit.
+    /// Admins are not held to it (as PostgreSQL's superusers are not), so
+    /// they can always log in to change it.
+    pub connections: Option<u32>,
+    /// The longest any statement of the user may run: their sessions'
+    /// `statement_timeout`, which they may lower but not raise.
+    pub statement_timeout_ms: Option<u64>,
 }
 
 /// Everyone who may log in, shared by all connections.
@@ -150,6 +165,27 @@ pub struct Users {
     from_config: RwLock<HashMap<String, User>>,
     from_sql: RwLock<HashMap<String, User>>,
     mock: MockSecret,
+    /// Open connections by user, for `CONNECTION LIMIT`.
+    open: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// One logged-in connection of a user, counted until dropped.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    open: Arc<Mutex<HashMap<String, u32>>>,
+    name: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// A random secret of this process, from which unknown users get a salt and
@@ -244,6 +280,24 @@ impl lookout_query::RoleDirectory for Users {
 }
 
 impl Users {
+    /// Counts a new connection of `user` (logged in as `name`), or refuses
+    /// it with 53300 when the user's connection limit is reached.
+    pub(crate) fn admit(&self, name: &str, user: &User) -> Result<Admission, String> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(name.to_string()).or_default();
+        if let Some(limit) = user.limits.connections
+            && user.access != Access::Admin
+            && *count >= limit
+        {
+            return Err(format!("too many connections for role \"{name}\""));
+        }
+        *count += 1;
+        Ok(Admission {
+            open: Arc::clone(&self.open),
+            name: name.to_string(),
+        })
+    }
+
     /// The keys a login as `name` is checked against: the user's, or made-up
     /// ones for an unknown name, so that the exchange runs as for a known
     /// user and fails as a wrong password does (which names exist is not
@@ -268,6 +322,7 @@ mod tests {
             Some(User {
                 verifier: Verifier::from_password("pw"),
                 access: Access::Read,
+                limits: RoleLimits::default(),
             }),
         );
         let first = users.login_keys("nobody");
@@ -348,10 +403,12 @@ mod tests {
         let created = User {
             verifier: Verifier::from_password("a"),
             access: Access::Admin,
+            limits: RoleLimits::default(),
         };
         let configured = User {
             verifier: Verifier::from_password("b"),
             access: Access::Read,
+            limits: RoleLimits::default(),
         };
         users.set_created("ann", Some(created.clone()));
         assert_eq!(users.get("ann"), Some(created));

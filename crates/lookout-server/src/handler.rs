@@ -28,6 +28,7 @@ use pgwire::messages::extendedquery::{
 };
 use tokio::sync::Mutex;
 
+use crate::auth::{Admission, RoleLimits};
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::types::{arrow_type_of, decode_param, encode_rows, fields, pg_type};
 
@@ -50,6 +51,8 @@ pub(crate) struct Connection {
     cancel: Arc<CancelSlot>,
     /// The process id and secret key the client got, once started.
     key: std::sync::Mutex<Option<(i32, pgwire::messages::startup::SecretKey)>>,
+    /// Counts the connection among its user's while it is open.
+    admission: std::sync::Mutex<Option<Admission>>,
 }
 
 impl Connection {
@@ -64,6 +67,7 @@ impl Connection {
             registry,
             cancel: Arc::default(),
             key: std::sync::Mutex::new(None),
+            admission: std::sync::Mutex::new(None),
         })
     }
 
@@ -515,6 +519,18 @@ impl Connection {
             .register(pid, &secret, Arc::clone(&self.cancel));
         *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, secret));
         self.session.lock().await.set_user(&user, access);
+    }
+
+    /// Holds the connection to its user's limits; `admission` counts it
+    /// among the user's open connections until it closes.
+    pub(crate) async fn held_to(&self, admission: Admission, limits: RoleLimits) {
+        *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = Some(admission);
+        if let Some(ms) = limits.statement_timeout_ms {
+            self.session
+                .lock()
+                .await
+                .limit_statement_time(std::time::Duration::from_millis(ms));
+        }
     }
 }
 

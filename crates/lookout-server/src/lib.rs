@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use crate::auth::{SCRAM_ITERATIONS, User, Users, Verifier};
+pub use crate::auth::{RoleLimits, SCRAM_ITERATIONS, User, Users, Verifier};
 use crate::handler::{Connection, ConnectionHandlers};
 pub use crate::roles::install_roles;
 pub use crate::startup::Authentication;

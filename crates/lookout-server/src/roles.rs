@@ -4,12 +4,16 @@
 //!
 //! ```sql
 //! CREATE ROLE grafana LOGIN PASSWORD 'secret' IN ROLE reader;
-//! ALTER ROLE grafana PASSWORD 'new secret';
+//! ALTER ROLE grafana PASSWORD 'new secret' CONNECTION LIMIT 10;
+//! ALTER ROLE grafana SET statement_timeout = '30s';
 //! GRANT writer TO grafana;
 //! DROP ROLE IF EXISTS grafana;
 //! ```
 //! `USER` may stand for `ROLE`. A role is `reader`, `writer` or `admin`
 //! (`SUPERUSER` means admin); a new user without `IN ROLE` is a reader.
+//! `CONNECTION LIMIT` (-1: none) bounds the user's open connections; a
+//! role's `statement_timeout` bounds every statement of theirs (`RESET`
+//! removes it).
 
 use std::sync::Arc;
 
@@ -18,28 +22,49 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use lookout_query::{Access, Lookout, Output, QueryError, Result, Session, SqlExtension};
 
-use crate::auth::{User, Users, Verifier};
+use crate::auth::{RoleLimits, User, Users, Verifier};
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS lookout.roles (
     ts TIMESTAMPTZ NOT NULL, name TEXT NOT NULL, verifier TEXT, role TEXT,
-    dropped BOOLEAN NOT NULL
+    dropped BOOLEAN NOT NULL, connection_limit BIGINT, statement_timeout_ms BIGINT
 ) WITH (time_column = 'ts', partition_column = 'none', bucket = '3650 days')";
+
+/// Columns added after the first release, for stores made before them.
+const ADDED_COLUMNS: [&str; 2] = [
+    "ALTER TABLE lookout.roles ADD COLUMN IF NOT EXISTS connection_limit BIGINT",
+    "ALTER TABLE lookout.roles ADD COLUMN IF NOT EXISTS statement_timeout_ms BIGINT",
+];
+
+/// The columns every row of `lookout.roles` is written with.
+const COLUMNS: &str = "ts, name, verifier, role, dropped, connection_limit, statement_timeout_ms";
 
 /// Creates `lookout.roles` if needed, loads its users into `users` and adds
 /// the role statements to every session.
 pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
     lookout.sql(TABLE).await?;
+    for added in ADDED_COLUMNS {
+        lookout.sql(added).await?;
+    }
     lookout.restrict_to_admin("roles");
     let batches = lookout
-        .sql("SELECT name, verifier, role, dropped FROM lookout.roles ORDER BY ts")
+        .sql(&format!("SELECT {COLUMNS} FROM lookout.roles ORDER BY ts"))
         .await?;
     let mut legacy = false;
     for batch in &batches {
         let text = |i: usize| batch.column(i).as_string_opt::<i32>().cloned();
-        let (Some(names), Some(verifiers), Some(roles)) = (text(0), text(1), text(2)) else {
+        let (Some(names), Some(verifiers), Some(roles)) = (text(1), text(2), text(3)) else {
             continue;
         };
-        let dropped = batch.column(3).as_boolean();
+        let dropped = batch.column(4).as_boolean();
+        let number = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                .cloned()
+        };
+        let (Some(connection_limits), Some(timeouts)) = (number(5), number(6)) else {
+            continue;
+        };
         for row in 0..batch.num_rows() {
             let name = names.value(row);
             let user = if dropped.value(row) || verifiers.is_null(row) {
@@ -49,7 +74,19 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
                 let verifier = Verifier::parse(verifiers.value(row))
                     .map_err(|e| QueryError::with_code("XX000", format!("lookout.roles: {e}")))?;
                 let access = Access::from_role_name(roles.value(row)).unwrap_or(Access::Read);
-                Some(User { verifier, access })
+                let limits = RoleLimits {
+                    connections: (!connection_limits.is_null(row))
+                        .then(|| u32::try_from(connection_limits.value(row)).ok())
+                        .flatten(),
+                    statement_timeout_ms: (!timeouts.is_null(row))
+                        .then(|| u64::try_from(timeouts.value(row)).ok())
+                        .flatten(),
+                };
+                Some(User {
+                    verifier,
+                    access,
+                    limits,
+                })
             };
             users.set_created(name, user);
         }
@@ -69,19 +106,12 @@ async fn forget_salted_passwords(lookout: &Lookout, users: &Users) -> Result<()>
     let rows: Vec<String> = users
         .created()
         .into_iter()
-        .map(|(name, user)| {
-            format!(
-                "(now(), {}, {}, {}, false)",
-                sql_text(&name),
-                sql_text(&user.verifier.to_string()),
-                sql_text(user.access.role_name())
-            )
-        })
+        .map(|(name, user)| row_values(&name, Some(&user)))
         .collect();
     if !rows.is_empty() {
         lookout
             .sql(&format!(
-                "INSERT INTO lookout.roles VALUES {}",
+                "INSERT INTO lookout.roles ({COLUMNS}) VALUES {}",
                 rows.join(", ")
             ))
             .await?;
@@ -104,20 +134,32 @@ struct RoleStatements {
     users: Arc<Users>,
 }
 
+/// What `CREATE ROLE` or `ALTER ROLE` sets; `None` leaves it as it is.
+#[derive(Debug, Default, PartialEq)]
+struct RoleOptions {
+    secret: Option<String>,
+    access: Option<Access>,
+    /// `CONNECTION LIMIT n`; `Some(None)` for -1, no limit.
+    connections: Option<Option<u32>>,
+}
+
 /// One role statement.
 #[derive(Debug, PartialEq)]
 enum RoleStatement {
     Create {
         name: String,
-        secret: Option<String>,
-        access: Option<Access>,
+        options: RoleOptions,
     },
     /// `ALTER ROLE` and `GRANT role TO user`, told apart by their tag.
     Alter {
         name: String,
-        secret: Option<String>,
-        access: Option<Access>,
+        options: RoleOptions,
         tag: &'static str,
+    },
+    /// `ALTER ROLE name SET statement_timeout = ...` (`None`: `RESET`).
+    SetStatementTimeout {
+        name: String,
+        timeout_ms: Option<u64>,
     },
     Drop {
         name: String,
@@ -130,6 +172,7 @@ enum Token {
     Word(String),
     Quoted(String),
     Str(String),
+    Symbol(char),
 }
 
 fn syntax(msg: impl Into<String>) -> QueryError {
@@ -171,6 +214,9 @@ fn lex(sql: &str) -> Result<Vec<Token>> {
                 chars.next();
             }
             tokens.push(Token::Word(s));
+        } else if c == '=' || c == '-' {
+            chars.next();
+            tokens.push(Token::Symbol(c));
         } else {
             return Err(syntax(format!("syntax error at or near \"{c}\"")));
         }
@@ -214,8 +260,10 @@ fn parse(sql: &str) -> Result<RoleStatement> {
             it.next(),
             RoleStatement::Alter {
                 name: user,
-                secret: None,
-                access: Some(access),
+                options: RoleOptions {
+                    access: Some(access),
+                    ..RoleOptions::default()
+                },
                 tag: "GRANT ROLE",
             },
         );
@@ -243,7 +291,39 @@ fn parse(sql: &str) -> Result<RoleStatement> {
         );
     }
     let user = name(it.next())?;
-    let (mut secret, mut access) = (None, None);
+    if verb == "alter"
+        && (is_word(it.peek().copied(), "set") || is_word(it.peek().copied(), "reset"))
+    {
+        let reset = is_word(it.next(), "reset");
+        if !is_word(it.next(), "statement_timeout") {
+            return Err(QueryError::with_code(
+                "0A000",
+                "a role may set only statement_timeout",
+            ));
+        }
+        let timeout_ms = if reset {
+            None
+        } else {
+            match it.next() {
+                Some(Token::Symbol('=')) => {}
+                Some(t) if is_word(Some(t), "to") => {}
+                _ => return Err(syntax("expected SET statement_timeout = value")),
+            }
+            let value = match it.next() {
+                Some(Token::Str(v) | Token::Word(v)) => v.clone(),
+                _ => return Err(syntax("expected a statement_timeout value")),
+            };
+            lookout_query::parse_statement_timeout(&value)?.map(|d| d.as_millis() as u64)
+        };
+        return finish(
+            it.next(),
+            RoleStatement::SetStatementTimeout {
+                name: user,
+                timeout_ms,
+            },
+        );
+    }
+    let mut options = RoleOptions::default();
     if is_word(it.peek().copied(), "with") {
         it.next();
     }
@@ -253,31 +333,49 @@ fn parse(sql: &str) -> Result<RoleStatement> {
         };
         match w.to_lowercase().as_str() {
             "login" | "nologin" | "inherit" | "noinherit" | "nosuperuser" => {}
-            "superuser" => access = Some(Access::Admin),
+            "superuser" => options.access = Some(Access::Admin),
             "password" => match it.next() {
-                Some(Token::Str(s)) => secret = Some(s.clone()),
+                Some(Token::Str(s)) => options.secret = Some(s.clone()),
                 _ => return Err(syntax("expected PASSWORD 'secret'")),
             },
             "in" => {
                 if !is_word(it.next(), "role") {
                     return Err(syntax("expected IN ROLE reader|writer|admin"));
                 }
-                access = Some(role(it.next())?);
+                options.access = Some(role(it.next())?);
+            }
+            "connection" => {
+                if !is_word(it.next(), "limit") {
+                    return Err(syntax("expected CONNECTION LIMIT n"));
+                }
+                let negative = matches!(it.peek(), Some(Token::Symbol('-')));
+                if negative {
+                    it.next();
+                }
+                let limit = match it.next() {
+                    Some(Token::Word(n)) => n.parse::<u32>().ok(),
+                    _ => None,
+                };
+                options.connections = Some(match (negative, limit) {
+                    (true, Some(1)) => None,
+                    (false, Some(n)) => Some(n),
+                    _ => {
+                        return Err(QueryError::with_code(
+                            "22023",
+                            "CONNECTION LIMIT is -1 (no limit) or a count of connections",
+                        ));
+                    }
+                });
             }
             other => return Err(syntax(format!("unsupported role option {other}"))),
         }
     }
     let name = user;
     Ok(match verb.as_str() {
-        "create" => RoleStatement::Create {
-            name,
-            secret,
-            access,
-        },
+        "create" => RoleStatement::Create { name, options },
         "alter" => RoleStatement::Alter {
             name,
-            secret,
-            access,
+            options,
             tag: "ALTER ROLE",
         },
         _ => return Err(syntax("expected CREATE, ALTER or DROP")),
@@ -295,24 +393,41 @@ fn sql_text(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The values of a `lookout.roles` row (in [`COLUMNS`] order) recording
+/// `user` as `name`, or its removal.
+fn row_values(name: &str, user: Option<&User>) -> String {
+    let number = |n: Option<u64>| n.map_or("NULL".to_string(), |n| n.to_string());
+    match user {
+        Some(u) => format!(
+            "(now(), {}, {}, {}, false, {}, {})",
+            sql_text(name),
+            sql_text(&u.verifier.to_string()),
+            sql_text(u.access.role_name()),
+            number(u.limits.connections.map(u64::from)),
+            number(u.limits.statement_timeout_ms),
+        ),
+        None => format!("(now(), {}, NULL, NULL, true, NULL, NULL)", sql_text(name)),
+    }
+}
+
 impl RoleStatements {
     async fn record(&self, session: &mut Session, name: &str, user: Option<&User>) -> Result<()> {
-        let (verifier, role) = match user {
-            Some(u) => (
-                sql_text(&u.verifier.to_string()),
-                sql_text(u.access.role_name()),
-            ),
-            None => ("NULL".into(), "NULL".into()),
-        };
         session
             .query(&format!(
-                "INSERT INTO lookout.roles VALUES (now(), {}, {verifier}, {role}, {})",
-                sql_text(name),
-                user.is_none()
+                "INSERT INTO lookout.roles ({COLUMNS}) VALUES {}",
+                row_values(name, user)
             ))
             .await?;
         self.users.set_created(name, user.cloned());
         Ok(())
+    }
+
+    /// The SQL-made user `name`, to change.
+    fn existing(&self, name: &str) -> Result<User> {
+        self.not_configured(name)?;
+        self.users.get(name).ok_or_else(|| {
+            QueryError::with_code("42704", format!("role \"{name}\" does not exist"))
+        })
     }
 
     fn not_configured(&self, name: &str) -> Result<()> {
@@ -353,11 +468,7 @@ impl SqlExtension for RoleStatements {
 
     async fn execute(&self, sql: &str, session: &mut Session) -> Result<Output> {
         match parse(sql)? {
-            RoleStatement::Create {
-                name,
-                secret,
-                access,
-            } => {
+            RoleStatement::Create { name, options } => {
                 self.not_configured(&name)?;
                 if self.users.get(&name).is_some() {
                     return Err(QueryError::with_code(
@@ -365,12 +476,16 @@ impl SqlExtension for RoleStatements {
                         format!("role \"{name}\" already exists"),
                     ));
                 }
-                let secret = secret.ok_or_else(|| {
+                let secret = options.secret.ok_or_else(|| {
                     syntax("a role needs a PASSWORD to log in (Lookout has no other login)")
                 })?;
                 let user = User {
                     verifier: Verifier::from_secret(&secret).map_err(secret_error)?,
-                    access: access.unwrap_or(Access::Read),
+                    access: options.access.unwrap_or(Access::Read),
+                    limits: RoleLimits {
+                        connections: options.connections.flatten(),
+                        statement_timeout_ms: None,
+                    },
                 };
                 self.record(session, &name, Some(&user)).await?;
                 Ok(Output::Command {
@@ -378,24 +493,28 @@ impl SqlExtension for RoleStatements {
                     rows: None,
                 })
             }
-            RoleStatement::Alter {
-                name,
-                secret,
-                access,
-                tag,
-            } => {
-                self.not_configured(&name)?;
-                let mut user = self.users.get(&name).ok_or_else(|| {
-                    QueryError::with_code("42704", format!("role \"{name}\" does not exist"))
-                })?;
-                if let Some(secret) = secret {
+            RoleStatement::Alter { name, options, tag } => {
+                let mut user = self.existing(&name)?;
+                if let Some(secret) = options.secret {
                     user.verifier = Verifier::from_secret(&secret).map_err(secret_error)?;
                 }
-                if let Some(access) = access {
+                if let Some(access) = options.access {
                     user.access = access;
+                }
+                if let Some(connections) = options.connections {
+                    user.limits.connections = connections;
                 }
                 self.record(session, &name, Some(&user)).await?;
                 Ok(Output::Command { tag, rows: None })
+            }
+            RoleStatement::SetStatementTimeout { name, timeout_ms } => {
+                let mut user = self.existing(&name)?;
+                user.limits.statement_timeout_ms = timeout_ms;
+                self.record(session, &name, Some(&user)).await?;
+                Ok(Output::Command {
+                    tag: "ALTER ROLE",
+                    rows: None,
+                })
             }
             RoleStatement::Drop { name, if_exists } => {
                 self.not_configured(&name)?;
@@ -431,24 +550,75 @@ mod tests {
             parse("CREATE ROLE Grafana WITH LOGIN PASSWORD 'it''s' IN ROLE reader").ok(),
             Some(RoleStatement::Create {
                 name: "grafana".into(),
-                secret: Some("it's".into()),
-                access: Some(Access::Read),
+                options: RoleOptions {
+                    secret: Some("it's".into()),
+                    access: Some(Access::Read),
+                    connections: None,
+                },
             })
         );
         assert_eq!(
             parse("create user \"Ops\" superuser password 'x'").ok(),
             Some(RoleStatement::Create {
                 name: "Ops".into(),
-                secret: Some("x".into()),
-                access: Some(Access::Admin),
+                options: RoleOptions {
+                    secret: Some("x".into()),
+                    access: Some(Access::Admin),
+                    connections: None,
+                },
+            })
+        );
+        assert_eq!(
+            parse("ALTER ROLE grafana CONNECTION LIMIT 3").ok(),
+            Some(RoleStatement::Alter {
+                name: "grafana".into(),
+                options: RoleOptions {
+                    connections: Some(Some(3)),
+                    ..RoleOptions::default()
+                },
+                tag: "ALTER ROLE",
+            })
+        );
+        assert_eq!(
+            parse("CREATE ROLE g PASSWORD 'p' CONNECTION LIMIT -1").ok(),
+            Some(RoleStatement::Create {
+                name: "g".into(),
+                options: RoleOptions {
+                    secret: Some("p".into()),
+                    connections: Some(None),
+                    ..RoleOptions::default()
+                },
+            })
+        );
+        assert_eq!(
+            parse("alter role g set statement_timeout = '1.5s'").ok(),
+            Some(RoleStatement::SetStatementTimeout {
+                name: "g".into(),
+                timeout_ms: Some(1500),
+            })
+        );
+        assert_eq!(
+            parse("ALTER ROLE g SET statement_timeout TO 250").ok(),
+            Some(RoleStatement::SetStatementTimeout {
+                name: "g".into(),
+                timeout_ms: Some(250),
+            })
+        );
+        assert_eq!(
+            parse("ALTER ROLE g RESET statement_timeout").ok(),
+            Some(RoleStatement::SetStatementTimeout {
+                name: "g".into(),
+                timeout_ms: None,
             })
         );
         assert_eq!(
             parse("GRANT writer TO grafana").ok(),
             Some(RoleStatement::Alter {
                 name: "grafana".into(),
-                secret: None,
-                access: Some(Access::Write),
+                options: RoleOptions {
+                    access: Some(Access::Write),
+                    ..RoleOptions::default()
+                },
                 tag: "GRANT ROLE",
             })
         );
@@ -465,6 +635,8 @@ mod tests {
             "CREATE ROLE x CREATEDB",
             "GRANT admin grafana",
             "DROP ROLE x y",
+            "ALTER ROLE x CONNECTION 3",
+            "ALTER ROLE x SET statement_timeout '1s'",
         ] {
             assert_eq!(
                 parse(bad).err().map(|e| e.sqlstate().to_string()),
@@ -478,5 +650,16 @@ mod tests {
                 .map(|e| e.sqlstate().to_string()),
             Some("42704".into())
         );
+        for bad in [
+            "ALTER ROLE x CONNECTION LIMIT -2",
+            "ALTER ROLE x CONNECTION LIMIT many",
+            "ALTER ROLE x SET statement_timeout = 'soon'",
+        ] {
+            assert_eq!(
+                parse(bad).err().map(|e| e.sqlstate().to_string()),
+                Some("22023".into()),
+                "{bad}"
+            );
+        }
     }
 }

@@ -170,10 +170,12 @@ impl StartupHandler for Startup {
                         .verify(&response.data)
                         .map_err(|e| login_failed(client, &e))?;
                     let identity_name = user_of(client);
-                    let access = users
+                    let user = users
                         .get(&identity_name)
-                        .map(|u| u.access)
                         .ok_or_else(|| fatal("28P01", "the user was dropped while logging in"))?;
+                    let admission = users
+                        .admit(&identity_name, &user)
+                        .map_err(|e| fatal("53300", &e))?;
                     client
                         .send(PgWireBackendMessage::Authentication(
                             AuthMessage::SASLFinal(Bytes::from(reply)),
@@ -183,7 +185,10 @@ impl StartupHandler for Startup {
                     client.set_pid_and_secret_key(pid, secret);
                     finish_authentication(client, &DefaultServerParameterProvider::default())
                         .await?;
-                    self.conn.started(ClientIdentity::of(client), access).await;
+                    self.conn
+                        .started(ClientIdentity::of(client), user.access)
+                        .await;
+                    self.conn.held_to(admission, user.limits).await;
                 }
                 Login::Done => {
                     return Err(fatal("08P01", "unexpected password message"));
