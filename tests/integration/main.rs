@@ -10,6 +10,7 @@ mod clients;
 mod copy;
 mod crash;
 mod differential;
+mod fuzz_corpora;
 mod harness;
 mod limits;
 mod monitor;

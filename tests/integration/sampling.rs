@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lookout_query::LookoutOptions;
 
-use crate::harness::{TestServer, connect, generate_events, rows};
+use crate::harness::{TestServer, connect, error_code, generate_events, rows};
 
 const RATE: f64 = 0.02;
 const MINIMUM: i64 = 3;
@@ -279,6 +279,50 @@ async fn the_server_decides_on_its_own_schedule() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cleared, "the error clears once a decision succeeds");
+
+    // While its decisions fail, the sampled table can still be dropped:
+    // its undecided held rows go with it.
+    client
+        .batch_execute("DROP TABLE flags; INSERT INTO flagged VALUES (now(), 'b')")
+        .await
+        .expect("fail again");
+    let mut failing = false;
+    for _ in 0..100 {
+        if last_error().await.is_some() {
+            failing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failing, "decisions fail again");
+    client
+        .batch_execute("DROP TABLE flagged")
+        .await
+        .expect("DROP TABLE while decisions fail");
+    let manifest = server.lookout.storage().manifest().expect("manifest");
+    let left: Vec<&String> = manifest
+        .tables
+        .keys()
+        .filter(|n| n.contains("flagged"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(last_error().await, None);
+    // A rollup still stops a drop, before the sampling state is touched.
+    client
+        .batch_execute(
+            "CREATE TABLE kept (ts TIMESTAMPTZ NOT NULL, request_id TEXT);
+             ALTER TABLE kept SET SAMPLING (KEY request_id, RATE 0.5);
+             CREATE ROLLUP kept_hourly ON kept EVERY '1 hour' AS (count(*))",
+        )
+        .await
+        .expect("kept");
+    assert_eq!(error_code(&client, "DROP TABLE kept").await, "2BP01");
+    assert!(
+        rows(&client, "SHOW SAMPLING")
+            .await
+            .iter()
+            .any(|r| r[0].as_deref() == Some("kept"))
+    );
     server.stop().await;
 }
 

@@ -53,6 +53,22 @@ pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::{parse_duration, parse_non_negative_duration};
 
+/// Entry points for the fuzz targets in `fuzz/`: this crate's statement
+/// grammars, run on arbitrary text. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `sql` with every grammar of this crate (rollups, sampling);
+    /// errors are expected, panics are bugs.
+    pub fn statement_grammars(sql: &str) {
+        let _ = crate::rollup::parse_create(sql);
+        let _ = crate::rollup::parse_drop(sql);
+        let _ = crate::sampling::statement(sql);
+        let _ = crate::sampling::SamplingPolicy::parse(sql);
+        let _ = crate::sampling::parse_reset(sql);
+        let _ = crate::sampling::parse_decide(sql);
+    }
+}
+
 /// Parses a `statement_timeout` value as PostgreSQL does (a bare number is
 /// milliseconds, otherwise an interval); `None` for 0, no timeout.
 pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration>> {

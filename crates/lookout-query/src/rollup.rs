@@ -816,7 +816,7 @@ fn show_rollups(storage: &Storage) -> Result<Output> {
 }
 
 /// `DROP ROLLUP [IF EXISTS] name`: the name and whether IF EXISTS was given.
-fn parse_drop(sql: &str) -> Result<(String, bool)> {
+pub(crate) fn parse_drop(sql: &str) -> Result<(String, bool)> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
     parser.expect_keyword(Keyword::DROP).map_err(syntax)?;

@@ -120,14 +120,14 @@ fn words(sql: &str) -> Vec<String> {
 /// `ALTER TABLE t SET SAMPLING (...)`, `ALTER TABLE t RESET SAMPLING`,
 /// `SHOW SAMPLING`, `DECIDE SAMPLING [ON t]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Statement {
+pub(crate) enum Statement {
     Set,
     Reset,
     Show,
     Decide,
 }
 
-fn statement(sql: &str) -> Option<Statement> {
+pub(crate) fn statement(sql: &str) -> Option<Statement> {
     let w = words(sql);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     match w.as_slice() {
@@ -193,7 +193,7 @@ fn duration(parser: &mut Parser<'_>) -> Result<(i64, String)> {
 
 impl SamplingPolicy {
     /// Parses `ALTER TABLE t SET SAMPLING (clause, ...)`.
-    fn parse(sql: &str) -> Result<SamplingPolicy> {
+    pub(crate) fn parse(sql: &str) -> Result<SamplingPolicy> {
         let dialect = PostgreSqlDialect {};
         let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
         parser.expect_keyword(Keyword::ALTER).map_err(syntax)?;
@@ -1398,7 +1398,7 @@ async fn check_expressions(
     Ok(())
 }
 
-fn parse_reset(sql: &str) -> Result<String> {
+pub(crate) fn parse_reset(sql: &str) -> Result<String> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
     parser.expect_keyword(Keyword::ALTER).map_err(syntax)?;
@@ -1438,8 +1438,39 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
     Ok(command("ALTER TABLE"))
 }
 
+/// Before `DROP TABLE` of a sampled table: drops its held area and counts,
+/// whose undecided rows go with the table, so no decision has to run (one
+/// that keeps failing does not stop the drop). A rollup on the table still
+/// stops it, before anything is dropped.
+pub(crate) async fn drop_sampling_of(lookout: &Lookout, table: &str) -> Result<()> {
+    let storage = lookout.storage();
+    let manifest = storage.manifest()?;
+    let held = held_table(table);
+    if manifest.table(&held).is_err() {
+        return Ok(());
+    }
+    if let Some(rollup) = manifest.tables.values().find(|t| {
+        t.def
+            .derived
+            .as_ref()
+            .is_some_and(|d| d.source == table && !is_sampling(d))
+    }) {
+        return Err(lookout_storage::StorageError::Dependent {
+            table: table.to_string(),
+            dependent: rollup.def.name.clone(),
+        }
+        .into());
+    }
+    let _gate = lookout.ingest().gate.write().await;
+    let _running = lookout.decisions().running.lock().await;
+    storage.drop_table(&held, true).await?;
+    storage.drop_table(&counts_table(table), true).await?;
+    lookout.decisions().forget_failure(table);
+    Ok(())
+}
+
 /// `DECIDE SAMPLING [ON t]`: the table, if one is named.
-fn parse_decide(sql: &str) -> Result<Option<String>> {
+pub(crate) fn parse_decide(sql: &str) -> Result<Option<String>> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
     expect_word(&mut parser, "decide")?;

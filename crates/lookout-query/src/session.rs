@@ -862,7 +862,10 @@ impl Session {
                     let name = table_name(name)?;
                     match object_type {
                         ObjectType::View => storage.drop_view(&name, if_exists).await?,
-                        _ => storage.drop_table(&name, if_exists).await?,
+                        _ => {
+                            crate::sampling::drop_sampling_of(&self.lookout, &name).await?;
+                            storage.drop_table(&name, if_exists).await?
+                        }
                     };
                 }
                 Ok(Output::Command {

@@ -15,3 +15,12 @@ mod grammar;
 mod queues;
 
 pub use queues::ReviewQueues;
+
+/// Entry point for the fuzz targets in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `sql` as a review statement; errors are expected, panics are bugs.
+    pub fn review_statement(sql: &str) {
+        let _ = crate::grammar::parse(sql);
+    }
+}

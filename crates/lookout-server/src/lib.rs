@@ -31,6 +31,23 @@ pub use crate::roles::install_roles;
 pub use crate::startup::Authentication;
 pub use crate::tls::tls_acceptor;
 
+/// Entry points for the fuzz targets in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `sql` as a role statement and runs the server side of a
+    /// SCRAM exchange on `sql` as the client's messages; errors are
+    /// expected, panics are bugs.
+    pub fn role_statement_and_scram(sql: &str) {
+        let _ = crate::roles::parse(sql);
+        let users = crate::auth::Users::default();
+        let keys = users.login_keys("fuzz");
+        let (first, last) = sql.split_once('\n').unwrap_or((sql, ""));
+        if let Ok((_, waiting)) = crate::scram::server_first(first.as_bytes(), keys) {
+            let _ = waiting.verify(last.as_bytes());
+        }
+    }
+}
+
 /// Server behaviour that is not SQL.
 #[derive(Clone)]
 pub struct ServerOptions {

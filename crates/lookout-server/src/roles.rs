@@ -136,7 +136,7 @@ struct RoleStatements {
 
 /// What `CREATE ROLE` or `ALTER ROLE` sets; `None` leaves it as it is.
 #[derive(Debug, Default, PartialEq)]
-struct RoleOptions {
+pub(crate) struct RoleOptions {
     secret: Option<String>,
     access: Option<Access>,
     /// `CONNECTION LIMIT n`; `Some(None)` for -1, no limit.
@@ -145,7 +145,7 @@ struct RoleOptions {
 
 /// One role statement.
 #[derive(Debug, PartialEq)]
-enum RoleStatement {
+pub(crate) enum RoleStatement {
     Create {
         name: String,
         options: RoleOptions,
@@ -246,7 +246,7 @@ fn role(t: Option<&Token>) -> Result<Access> {
     })
 }
 
-fn parse(sql: &str) -> Result<RoleStatement> {
+pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
     let tokens = lex(sql)?;
     let mut it = tokens.iter().peekable();
     let verb = name(it.next())?;
