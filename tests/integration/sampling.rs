@@ -295,6 +295,17 @@ async fn the_server_decides_on_its_own_schedule() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(failing, "decisions fail again");
+    let reset = client
+        .batch_execute("ALTER TABLE flagged RESET SAMPLING")
+        .await
+        .expect_err("RESET SAMPLING needs a last decision");
+    let reset = reset.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        reset
+            .as_deref()
+            .is_some_and(|m| m.contains("flags") && m.contains("DROP TABLE")),
+        "{reset:?}"
+    );
     client
         .batch_execute("DROP TABLE flagged")
         .await

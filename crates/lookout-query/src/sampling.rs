@@ -1426,10 +1426,22 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
     // Alone at the gate: no row arrives between the last decision and the
     // drop of the held area.
     let _gate = lookout.ingest().gate.write().await;
+    // The held rows are decided one last time; while that fails, the
+    // policy stays (keeping every held row would skew the weights of the
+    // rows already sampled).
     lookout
         .decisions()
         .decide_at(&lookout, &table, clock, clock_micros())
-        .await?;
+        .await
+        .map_err(|e| {
+            QueryError::with_code(
+                e.sqlstate(),
+                format!(
+                    "RESET SAMPLING decides the rows \"{table}\" holds one last time, and that failed: {e}; \
+                     fix its cause and try again, or DROP TABLE to discard the table with its held rows"
+                ),
+            )
+        })?;
     lookout
         .storage()
         .drop_table(&held_table(&table), false)
