@@ -311,6 +311,10 @@ async fn serve(
                 .context("loading the TLS certificate")?,
         );
         options.authentication.require_tls = tls.require;
+        options.authentication.tls_server_end_point =
+            lookout_server::tls_server_end_point(&tls.cert)
+                .context("loading the TLS certificate")?
+                .map(Into::into);
     }
     if let Some(path) = config_path {
         reload_users_on_sighup(

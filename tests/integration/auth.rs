@@ -171,6 +171,37 @@ async fn scram_roles_tls_and_reload() {
             ),
             "admin|on"
         );
+        // Channel binding over TLS (SCRAM-SHA-256-PLUS, tls-server-end-point):
+        // libpq's channel_binding=require logs in, and checks that the
+        // server proved the binding.
+        let (bound, out, err) = psql(
+            port,
+            "admin",
+            "admin pw",
+            "require channel_binding=require",
+            "SELECT current_user",
+        );
+        assert!(bound && out == "admin", "{err}");
+        let (bound, _, err) = psql(
+            port,
+            "admin",
+            "wrong",
+            "require channel_binding=require",
+            "SELECT 1",
+        );
+        assert!(
+            !bound && err.contains("password authentication failed"),
+            "{err}"
+        );
+        // Without TLS there is no channel to bind: libpq refuses itself.
+        let (plain, _, _) = psql(
+            port,
+            "admin",
+            "admin pw",
+            "disable channel_binding=require",
+            "SELECT 1",
+        );
+        assert!(!plain);
         ok(
             port,
             "admin",

@@ -29,7 +29,7 @@ pub use crate::auth::{RoleLimits, SCRAM_ITERATIONS, User, Users, Verifier};
 use crate::handler::{Connection, ConnectionHandlers};
 pub use crate::roles::install_roles;
 pub use crate::startup::Authentication;
-pub use crate::tls::tls_acceptor;
+pub use crate::tls::{tls_acceptor, tls_server_end_point};
 
 /// Entry points for the fuzz targets in `fuzz/`. Not an API.
 #[doc(hidden)]
@@ -42,7 +42,15 @@ pub mod fuzzing {
         let users = crate::auth::Users::default();
         let keys = users.login_keys("fuzz");
         let (first, last) = sql.split_once('\n').unwrap_or((sql, ""));
-        if let Ok((_, waiting)) = crate::scram::server_first(first.as_bytes(), keys) {
+        if let Ok((_, waiting)) = crate::scram::server_first(
+            first.as_bytes(),
+            keys,
+            if first.starts_with("p=") {
+                crate::scram::Binding::Chosen(b"certificate hash")
+            } else {
+                crate::scram::Binding::NotOffered
+            },
+        ) {
             let _ = waiting.verify(last.as_bytes());
         }
     }

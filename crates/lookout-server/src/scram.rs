@@ -7,9 +7,14 @@
 //! knows `ServerKey`. Neither key is enough to compute a client proof, so a
 //! stolen verifier cannot log in, unlike the salted password it is made from.
 //!
-//! Channel binding (`SCRAM-SHA-256-PLUS`) is not offered; a client asking for
-//! it (`p=`) is refused, and `y` (the client could bind but thinks the server
-//! cannot) is accepted, as PostgreSQL does when it does not offer binding.
+//! Over TLS the server also offers `SCRAM-SHA-256-PLUS` with channel binding
+//! type `tls-server-end-point` (RFC 5929: the hash of the server's
+//! certificate), as PostgreSQL does: the client's proof then covers the
+//! certificate it saw, so a man in the middle holding another certificate
+//! cannot relay the login (libpq's `channel_binding=require`). Without TLS
+//! only `SCRAM-SHA-256` is offered and a client asking for binding (`p=`) is
+//! refused; `y` (the client could bind but thinks the server cannot) is
+//! refused when binding was offered, since only a downgrade explains it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,6 +22,24 @@ use ring::{digest, hmac};
 
 /// The mechanism name clients choose.
 pub(crate) const MECHANISM: &str = "SCRAM-SHA-256";
+
+/// The mechanism with channel binding, offered over TLS.
+pub(crate) const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// The only channel binding type offered (PostgreSQL's too).
+const BINDING_TYPE: &str = "tls-server-end-point";
+
+/// What the server offered and what the client chose.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Binding<'a> {
+    /// No TLS, or no binding data: plain SCRAM-SHA-256 only.
+    NotOffered,
+    /// Offered (these are the server's `tls-server-end-point` data), but the
+    /// client chose plain SCRAM-SHA-256.
+    Declined,
+    /// The client chose SCRAM-SHA-256-PLUS.
+    Chosen(&'a [u8]),
+}
 
 /// Length of SHA-256 output, and so of every key.
 pub(crate) const KEY_LEN: usize = 32;
@@ -86,7 +109,9 @@ fn malformed(what: &str) -> ScramError {
 /// final message.
 pub(crate) struct AwaitingProof {
     keys: StoredKeys,
-    gs2_header: String,
+    /// What the client's final `c=` must hold: the GS2 header, followed by
+    /// the channel binding data when bound.
+    binding: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -97,20 +122,33 @@ pub(crate) struct AwaitingProof {
 pub(crate) fn server_first(
     client_first: &[u8],
     keys: StoredKeys,
+    binding: Binding<'_>,
 ) -> Result<(String, AwaitingProof), ScramError> {
     let text = std::str::from_utf8(client_first).map_err(|_| malformed("not UTF-8"))?;
     let (flag, rest) = text
         .split_once(',')
         .ok_or_else(|| malformed("no GS2 header"))?;
-    match flag {
-        "n" | "y" => {}
-        f if f.starts_with("p=") => {
+    let bound = match (flag, binding) {
+        ("n", Binding::NotOffered | Binding::Declined) | ("y", Binding::NotOffered) => None,
+        ("y", _) => {
             return Err(malformed(
-                "channel binding was not offered (connect with channel_binding=prefer or disable)",
+                "the client thinks the server cannot bind the channel, yet it offered to (a downgrade?)",
+            ));
+        }
+        (f, Binding::Chosen(data)) if f.strip_prefix("p=") == Some(BINDING_TYPE) => Some(data),
+        (f, Binding::Chosen(_)) if f.starts_with("p=") => {
+            return Err(malformed("unsupported channel binding type"));
+        }
+        (_, Binding::Chosen(_)) => {
+            return Err(malformed("SCRAM-SHA-256-PLUS without channel binding"));
+        }
+        (f, _) if f.starts_with("p=") => {
+            return Err(malformed(
+                "channel binding was not offered (connect with sslmode=require, or channel_binding=prefer)",
             ));
         }
         _ => return Err(malformed("bad channel binding flag")),
-    }
+    };
     let (authzid, bare) = rest
         .split_once(',')
         .ok_or_else(|| malformed("no GS2 header"))?;
@@ -137,12 +175,13 @@ pub(crate) fn server_first(
         STANDARD.encode(&keys.salt),
         keys.iterations
     );
-    let gs2_header = text[..text.len() - bare.len()].to_string();
+    let mut expected = text.as_bytes()[..text.len() - bare.len()].to_vec();
+    expected.extend_from_slice(bound.unwrap_or_default());
     Ok((
         server_first.clone(),
         AwaitingProof {
             keys,
-            gs2_header,
+            binding: expected,
             client_first_bare: bare.to_string(),
             server_first,
             nonce,
@@ -164,7 +203,7 @@ impl AwaitingProof {
             .and_then(|f| f.strip_prefix("c="))
             .and_then(|c| STANDARD.decode(c).ok())
             .ok_or_else(|| malformed("no channel binding attribute"))?;
-        if binding != self.gs2_header.as_bytes() {
+        if binding != self.binding {
             return Err(malformed(
                 "channel binding does not match the first message",
             ));
@@ -208,6 +247,17 @@ mod tests {
 
     /// The client side, as RFC 5802 computes it, for the tests.
     fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
+        client_final_with(password, client_first_bare, server_first, "biws")
+    }
+
+    /// As [`client_final`], with `c=` (base64 of the GS2 header and any
+    /// channel binding data) given.
+    fn client_final_with(
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        channel: &str,
+    ) -> String {
         let mut attrs = server_first.split(',');
         let nonce = attrs.next().unwrap().strip_prefix("r=").unwrap();
         let salt = STANDARD
@@ -222,7 +272,7 @@ mod tests {
             .unwrap();
         let salted = gen_salted_password(password, &salt, iterations);
         let client_key = hmac_sha256(&salted, b"Client Key");
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={channel},r={nonce}");
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = hmac_sha256(&sha256(&client_key), auth.as_bytes());
         let proof: Vec<u8> = client_key
@@ -241,7 +291,8 @@ mod tests {
 
     #[test]
     fn the_right_password_logs_in_and_the_server_proves_itself() {
-        let (first, waiting) = server_first(b"n,,n=,r=abcdef", keys("pencil")).unwrap();
+        let (first, waiting) =
+            server_first(b"n,,n=,r=abcdef", keys("pencil"), Binding::NotOffered).unwrap();
         assert!(first.starts_with("r=abcdef"), "{first}");
         let reply = client_final("pencil", "n=,r=abcdef", &first);
         let v = waiting.verify(reply.as_bytes()).unwrap();
@@ -261,7 +312,7 @@ mod tests {
         let keys = StoredKeys::from_salted_password(4096, salt, &salted);
         let waiting = AwaitingProof {
             keys,
-            gs2_header: "n,,".into(),
+            binding: b"n,,".to_vec(),
             client_first_bare: "n=user,r=rOprNGfwEbeRWgbNEkqO".into(),
             server_first: "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096".into(),
             nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
@@ -289,11 +340,14 @@ mod tests {
             b"\xff,,",
         ] {
             assert!(
-                matches!(server_first(bad, keys("x")), Err(ScramError::Malformed(_))),
+                matches!(
+                    server_first(bad, keys("x"), Binding::NotOffered),
+                    Err(ScramError::Malformed(_))
+                ),
                 "{bad:?}"
             );
         }
-        let (_, waiting) = server_first(b"n,,n=,r=abc", keys("x")).unwrap();
+        let (_, waiting) = server_first(b"n,,n=,r=abc", keys("x"), Binding::NotOffered).unwrap();
         for bad in [
             &b""[..],
             b"c=biws",
@@ -307,5 +361,47 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn channel_binding_covers_the_certificate_seen() {
+        let cert_hash = [7u8; 32];
+        let gs2 = "p=tls-server-end-point,,";
+        let first_message = format!("{gs2}n=,r=abc");
+        let (first, waiting) = server_first(
+            first_message.as_bytes(),
+            keys("pw"),
+            Binding::Chosen(&cert_hash),
+        )
+        .unwrap();
+        let bound = |data: &[u8]| {
+            let c = STANDARD.encode([gs2.as_bytes(), data].concat());
+            client_final_with("pw", "n=,r=abc", &first, &c)
+        };
+        assert!(waiting.verify(bound(&cert_hash).as_bytes()).is_ok());
+        // The certificate of a man in the middle, or no binding data.
+        for seen in [&[8u8; 32][..], &[]] {
+            assert!(matches!(
+                waiting.verify(bound(seen).as_bytes()),
+                Err(ScramError::Malformed(_))
+            ));
+        }
+        // Offered over TLS: a client that says "y" was downgraded; plain
+        // SCRAM ("n") is still fine; PLUS without binding is not.
+        for (message, binding) in [
+            (&b"y,,n=,r=a"[..], Binding::Declined),
+            (b"n,,n=,r=a", Binding::Chosen(&cert_hash)),
+            (b"p=tls-unique,,n=,r=a", Binding::Chosen(&cert_hash)),
+            (b"p=tls-server-end-point,,n=,r=a", Binding::Declined),
+        ] {
+            assert!(
+                matches!(
+                    server_first(message, keys("x"), binding),
+                    Err(ScramError::Malformed(_))
+                ),
+                "{message:?}"
+            );
+        }
+        assert!(server_first(b"n,,n=,r=a", keys("x"), Binding::Declined).is_ok());
     }
 }

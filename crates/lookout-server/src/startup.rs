@@ -33,6 +33,10 @@ pub struct Authentication {
     pub users: Arc<Users>,
     /// Refuse clients that did not negotiate TLS.
     pub require_tls: bool,
+    /// The TLS certificate's `tls-server-end-point` data
+    /// ([`crate::tls_server_end_point`]): with it, TLS clients are offered
+    /// SCRAM-SHA-256-PLUS (channel binding).
+    pub tls_server_end_point: Option<Arc<[u8]>>,
 }
 
 /// Process ids and cancel keys, one sequence for the whole server (a
@@ -56,6 +60,8 @@ pub(crate) struct Startup {
     require_tls: bool,
     /// Who may log in, when authentication is on.
     users: Option<Arc<Users>>,
+    /// Channel binding data, offered to TLS clients.
+    end_point: Option<Arc<[u8]>>,
     login: Mutex<Login>,
 }
 
@@ -65,8 +71,14 @@ impl Startup {
             conn,
             require_tls: auth.require_tls,
             users: auth.enabled.then(|| Arc::clone(&auth.users)),
+            end_point: auth.tls_server_end_point.clone(),
             login: Mutex::new(Login::Started),
         }
+    }
+
+    /// The channel binding data to offer this client: over TLS only.
+    fn binding_data<C: ClientInfo>(&self, client: &C) -> Option<Arc<[u8]>> {
+        self.end_point.clone().filter(|_| client.is_secure())
     }
 
     fn take_login(&self) -> Login {
@@ -133,29 +145,37 @@ impl StartupHandler for Startup {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let mut mechanisms = Vec::new();
+                if self.binding_data(client).is_some() {
+                    // PostgreSQL lists it first too.
+                    mechanisms.push(scram::MECHANISM_PLUS.to_string());
+                }
+                mechanisms.push(scram::MECHANISM.to_string());
                 client
                     .send(PgWireBackendMessage::Authentication(AuthMessage::SASL(
-                        vec![scram::MECHANISM.to_string()],
+                        mechanisms,
                     )))
                     .await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(message) => match self.take_login() {
                 Login::Started => {
                     let first = message.into_sasl_initial_response()?;
-                    if first.auth_method != scram::MECHANISM {
-                        return Err(fatal(
-                            "28000",
-                            &format!(
-                                "SASL mechanism {} is not supported (this server offers {})",
-                                first.auth_method,
-                                scram::MECHANISM
-                            ),
-                        ));
-                    }
+                    let offered = self.binding_data(client);
+                    let binding = match (first.auth_method.as_str(), offered.as_deref()) {
+                        (scram::MECHANISM, None) => scram::Binding::NotOffered,
+                        (scram::MECHANISM, Some(_)) => scram::Binding::Declined,
+                        (scram::MECHANISM_PLUS, Some(data)) => scram::Binding::Chosen(data),
+                        (other, _) => {
+                            return Err(fatal(
+                                "28000",
+                                &format!("SASL mechanism {other} was not offered"),
+                            ));
+                        }
+                    };
                     let keys = users.login_keys(&user_of(client));
                     let data = first.data.unwrap_or_default();
-                    let (reply, waiting) =
-                        scram::server_first(&data, keys).map_err(|e| login_failed(client, &e))?;
+                    let (reply, waiting) = scram::server_first(&data, keys, binding)
+                        .map_err(|e| login_failed(client, &e))?;
                     *self.login.lock().unwrap_or_else(|p| p.into_inner()) =
                         Login::AwaitingProof(Box::new(waiting));
                     client
