@@ -171,5 +171,28 @@ async fn answers_agree_with_postgresql() {
             ));
         }
     }
+    // Protocol exchanges drivers cannot send (Execute of a cursor's portal
+    // with a row limit), byte for byte.
+    postgres.create_database("differential_protocol");
+    let lookout = TestServer::start().await;
+    let mut run = Command::new("python3");
+    run.arg(root.join("protocol.py"))
+        .arg(format!(
+            "127.0.0.1 {} postgres differential_protocol",
+            postgres.port
+        ))
+        .arg(format!("127.0.0.1 {} lookout lookout", lookout.addr.port()));
+    let out = tokio::task::spawn_blocking(move || run.output())
+        .await
+        .expect("join")
+        .expect("python3 tests/differential/protocol.py");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &out.stdout);
+    if !out.status.success() {
+        failed.push(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

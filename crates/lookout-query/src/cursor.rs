@@ -20,6 +20,9 @@ struct Cursor {
     /// The `DECLARE` statement, as `pg_cursors` shows it.
     statement: String,
     holdable: bool,
+    /// Declared in the transaction block still open: a `ROLLBACK` closes it
+    /// even if it is holdable, as in PostgreSQL.
+    uncommitted: bool,
     /// When it was declared, µs since the epoch.
     created: i64,
     schema: SchemaRef,
@@ -79,6 +82,7 @@ impl Cursors {
         name: &str,
         statement: String,
         holdable: bool,
+        in_block: bool,
         schema: SchemaRef,
         stream: SendableRecordBatchStream,
     ) -> Result<()> {
@@ -94,6 +98,7 @@ impl Cursors {
             Cursor {
                 statement,
                 holdable,
+                uncommitted: in_block,
                 created: chrono::Utc::now().timestamp_micros(),
                 schema,
                 stream,
@@ -122,6 +127,17 @@ impl Cursors {
         let schema = cursor.schema.clone();
         self.lock().insert(name.to_string(), cursor);
         Ok((schema, result?))
+    }
+
+    /// At the end of a transaction block: cursors without `WITH HOLD`
+    /// close; holdable ones stay if it committed, and close if it rolled
+    /// back and they were declared in it.
+    pub(crate) fn end_transaction(&self, committed: bool) {
+        self.lock().retain(|_, c| {
+            let keep = c.holdable && (committed || !c.uncommitted);
+            c.uncommitted = false;
+            keep
+        });
     }
 
     pub(crate) fn close(&self, name: Option<&str>) -> Result<()> {

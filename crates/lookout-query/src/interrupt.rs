@@ -24,7 +24,7 @@ pub(crate) enum Reason {
     UserRequest,
 }
 
-fn canceled(reason: Reason) -> QueryError {
+pub(crate) fn canceled(reason: Reason) -> QueryError {
     QueryError::with_code(
         "57014",
         match reason {

@@ -45,6 +45,13 @@ pub enum Output {
         /// The rows, computed as they are pulled.
         stream: SendableRecordBatchStream,
     },
+    /// The rows a cursor's `FETCH` read, completed with the tag `FETCH n`.
+    Fetched {
+        /// Result columns.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+    },
     /// A command that ran; Postgres's completion tag and affected rows.
     Command {
         /// The tag, e.g. `CREATE TABLE`, `INSERT`, `DELETE`, `SET`.
@@ -83,6 +90,7 @@ impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Fetched { batches, .. } => write!(f, "Fetched({} batches)", batches.len()),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
             Output::CopyOut { .. } => write!(f, "CopyOut"),
@@ -579,6 +587,7 @@ impl Session {
                     }
                     batches
                 }
+                Output::Fetched { batches, .. } => batches,
                 Output::Command { .. } => Vec::new(),
                 Output::CopyIn(_) => {
                     return Err(QueryError::unsupported(
@@ -703,17 +712,22 @@ impl Session {
     async fn commit(&mut self) -> Result<Output> {
         match std::mem::take(&mut self.transaction) {
             TransactionState::Open(block) => {
-                self.lookout.ingest().commit(block.take()).await?;
+                let committed = self.lookout.ingest().commit(block.take()).await;
+                self.cursors.end_transaction(committed.is_ok());
+                committed?;
                 Ok(Output::Command {
                     tag: "COMMIT",
                     rows: None,
                 })
             }
             // A failed block rolls back, and says so.
-            TransactionState::Failed(_) => Ok(Output::Command {
-                tag: "ROLLBACK",
-                rows: None,
-            }),
+            TransactionState::Failed(_) => {
+                self.cursors.end_transaction(false);
+                Ok(Output::Command {
+                    tag: "ROLLBACK",
+                    rows: None,
+                })
+            }
             TransactionState::Idle => Ok(Output::Command {
                 tag: "COMMIT",
                 rows: None,
@@ -784,6 +798,25 @@ impl Session {
                     self.user
                 ),
             )),
+        }
+    }
+
+    /// Up to `count` rows (all if `None`) of the cursor `name`, as the
+    /// extended protocol's Execute of it as a portal returns them.
+    pub async fn execute_cursor_portal(
+        &mut self,
+        name: &str,
+        count: Option<usize>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let interrupt = self.interrupt();
+        let cursors = Arc::clone(&self.cursors);
+        let fetch = cursors.fetch(name, count);
+        match interrupt {
+            None => fetch.await,
+            Some(interrupt) => tokio::select! {
+                fetched = fetch => fetched,
+                reason = interrupt => Err(crate::interrupt::canceled(reason)),
+            },
         }
     }
 
@@ -933,6 +966,9 @@ impl Session {
                 })
             }
             Statement::Rollback { .. } => {
+                if self.in_transaction() {
+                    self.cursors.end_transaction(false);
+                }
                 self.transaction = TransactionState::Idle;
                 Ok(Output::Command {
                     tag: "ROLLBACK",
@@ -968,7 +1004,7 @@ impl Session {
             } => {
                 let count = crate::cursor::fetch_count(&direction)?;
                 let (schema, batches) = self.cursors.fetch(&ident_name(&name), count).await?;
-                Ok(Output::from_batches(schema, batches))
+                Ok(Output::Fetched { schema, batches })
             }
             Statement::Close { cursor } => {
                 match cursor {
@@ -1276,14 +1312,27 @@ impl Session {
             ));
         }
         let holdable = declare.hold == Some(true);
+        if !holdable && !self.in_transaction() {
+            return Err(QueryError::with_code(
+                "25P01",
+                "DECLARE CURSOR can only be used in transaction blocks (or declare it WITH HOLD)",
+            ));
+        }
         let prepared = self.plan(Statement::Query(query)).await?;
         let Output::Rows { schema, stream } = self.run_plan(&prepared, None).await? else {
             return Err(QueryError::syntax(
                 "a cursor needs a query that returns rows",
             ));
         };
-        self.cursors
-            .declare(&ident_name(name), statement, holdable, schema, stream)
+        let in_block = self.in_transaction();
+        self.cursors.declare(
+            &ident_name(name),
+            statement,
+            holdable,
+            in_block,
+            schema,
+            stream,
+        )
     }
 
     async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {

@@ -18,13 +18,15 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use tokio::sync::Mutex;
 
@@ -133,6 +135,18 @@ impl Connection {
                     })
                     .flatten();
                 Ok(Response::Query(QueryResponse::new(fields, rows)))
+            }
+            Output::Fetched { schema, batches } => {
+                let fields = Arc::new(fields(&schema, format));
+                let mut rows = Vec::new();
+                for batch in &batches {
+                    encode_rows(batch, &fields, &mut rows);
+                }
+                let mut response =
+                    QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+                // pgwire adds the row count.
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
             }
             Output::CopyIn(target) => {
                 let columns = target.schema.fields().len();
@@ -397,6 +411,65 @@ impl ExtendedQueryHandler for Connection {
         };
         let response = DescribePortalResponse::new(fields(&schema, &Format::UnifiedText));
         send_describe_response(client, &response).await
+    }
+
+    /// Execute of a cursor declared in SQL, as a portal: up to the
+    /// message's row limit, then PortalSuspended while rows remain, or
+    /// `SELECT n` at the end, as PostgreSQL answers.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or("");
+        if name.is_empty() || client.portal_store().get_portal(name).is_some() {
+            return self._on_execute(client, message).await;
+        }
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let limit = usize::try_from(message.max_rows).ok().filter(|&n| n > 0);
+        let fetched = {
+            let mut session = self.session.lock().await;
+            if session.cursor_schema(name).is_err() {
+                Err(QueryError::with_code(
+                    "34000",
+                    format!("portal \"{name}\" does not exist"),
+                ))
+            } else {
+                self.cancelable(&mut session);
+                session.execute_cursor_portal(name, limit).await
+            }
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        let (schema, batches) = fetched.map_err(|e| user_error(&e))?;
+        let fields = fields(&schema, &Format::UnifiedText);
+        let mut sent = 0;
+        for batch in &batches {
+            let mut rows = Vec::with_capacity(batch.num_rows());
+            encode_rows(batch, &fields, &mut rows);
+            for row in rows {
+                client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                sent += 1;
+            }
+        }
+        // As PostgreSQL: suspended whenever the limit was reached, even if
+        // no row remains (the next Execute then completes with SELECT 0).
+        if limit == Some(sent) {
+            client
+                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                .await?;
+        } else {
+            client
+                .send(PgWireBackendMessage::CommandComplete(
+                    Tag::new("SELECT").with_rows(sent).into(),
+                ))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn do_describe_statement<C>(
