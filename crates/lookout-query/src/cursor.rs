@@ -129,6 +129,27 @@ impl Cursors {
         Ok((schema, result?))
     }
 
+    /// Every row left in cursor `name`, as a stream read after this returns
+    /// (`FETCH ALL` of a large cursor is not held in memory); the cursor
+    /// stays, exhausted.
+    pub(crate) fn take_rest(&self, name: &str) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let mut open = self.lock();
+        let cursor = open.get_mut(name).ok_or_else(|| not_found(name))?;
+        let schema = cursor.schema.clone();
+        let empty: SendableRecordBatchStream = Box::pin(
+            datafusion::physical_plan::EmptyRecordBatchStream::new(Arc::clone(&schema)),
+        );
+        let rest = std::mem::replace(&mut cursor.stream, empty);
+        let pending = cursor.pending.take().map(Ok);
+        let stream = futures::stream::iter(pending).chain(rest);
+        Ok((
+            Arc::clone(&schema),
+            Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream),
+            ),
+        ))
+    }
+
     /// At the end of a transaction block: cursors without `WITH HOLD`
     /// close; holdable ones stay if it committed, and close if it rolled
     /// back and they were declared in it.

@@ -45,12 +45,12 @@ pub enum Output {
         /// The rows, computed as they are pulled.
         stream: SendableRecordBatchStream,
     },
-    /// The rows a cursor's `FETCH` read, completed with the tag `FETCH n`.
+    /// The rows a cursor's `FETCH` reads, completed with the tag `FETCH n`.
     Fetched {
         /// Result columns.
         schema: SchemaRef,
-        /// The rows.
-        batches: Vec<RecordBatch>,
+        /// The rows, read from the cursor as they are pulled.
+        stream: SendableRecordBatchStream,
     },
     /// A command that ran; Postgres's completion tag and affected rows.
     Command {
@@ -75,22 +75,28 @@ pub enum Output {
 impl Output {
     /// Rows already computed.
     pub fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Output {
-        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            Arc::clone(&schema),
-            futures::stream::iter(batches.into_iter().map(Ok)),
-        );
         Output::Rows {
+            stream: batches_stream(Arc::clone(&schema), batches),
             schema,
-            stream: Box::pin(stream),
         }
     }
+}
+
+/// Rows already computed, as a stream.
+fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        ),
+    )
 }
 
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
-            Output::Fetched { batches, .. } => write!(f, "Fetched({} batches)", batches.len()),
+            Output::Fetched { schema, .. } => write!(f, "Fetched({schema:?})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
             Output::CopyOut { .. } => write!(f, "CopyOut"),
@@ -580,14 +586,15 @@ impl Session {
         let mut last = Vec::new();
         for stmt in self.parse(sql)? {
             last = match self.execute(stmt).await? {
-                Output::Rows { mut stream, .. } | Output::CopyOut { mut stream, .. } => {
+                Output::Rows { mut stream, .. }
+                | Output::Fetched { mut stream, .. }
+                | Output::CopyOut { mut stream, .. } => {
                     let mut batches = Vec::new();
                     while let Some(b) = stream.next().await {
                         batches.push(b?);
                     }
                     batches
                 }
-                Output::Fetched { batches, .. } => batches,
                 Output::Command { .. } => Vec::new(),
                 Output::CopyIn(_) => {
                     return Err(QueryError::unsupported(
@@ -1003,8 +1010,15 @@ impl Session {
                 name, direction, ..
             } => {
                 let count = crate::cursor::fetch_count(&direction)?;
-                let (schema, batches) = self.cursors.fetch(&ident_name(&name), count).await?;
-                Ok(Output::Fetched { schema, batches })
+                let name = ident_name(&name);
+                let (schema, stream) = match count {
+                    None => self.cursors.take_rest(&name)?,
+                    Some(count) => {
+                        let (schema, batches) = self.cursors.fetch(&name, Some(count)).await?;
+                        (Arc::clone(&schema), batches_stream(schema, batches))
+                    }
+                };
+                Ok(Output::Fetched { schema, stream })
             }
             Statement::Close { cursor } => {
                 match cursor {

@@ -122,28 +122,10 @@ impl Connection {
             } => Ok(Response::Execution(Tag::new("ROLLBACK"))),
             Output::Command { tag, rows } => Ok(Response::Execution(command_tag(tag, rows))),
             Output::Rows { schema, stream } => {
-                let fields = Arc::new(fields(&schema, format));
-                let row_fields = Arc::clone(&fields);
-                let rows = stream
-                    .map(move |batch| match batch {
-                        Ok(b) => {
-                            let mut out = Vec::with_capacity(b.num_rows());
-                            encode_rows(&b, &row_fields, &mut out);
-                            stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
-                        }
-                        Err(e) => stream::iter(vec![Err(user_error(&QueryError::from(e)))]),
-                    })
-                    .flatten();
-                Ok(Response::Query(QueryResponse::new(fields, rows)))
+                Ok(Response::Query(query_response(&schema, stream, format)))
             }
-            Output::Fetched { schema, batches } => {
-                let fields = Arc::new(fields(&schema, format));
-                let mut rows = Vec::new();
-                for batch in &batches {
-                    encode_rows(batch, &fields, &mut rows);
-                }
-                let mut response =
-                    QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+            Output::Fetched { schema, stream } => {
+                let mut response = query_response(&schema, stream, format);
                 // pgwire adds the row count.
                 response.set_command_tag("FETCH");
                 Ok(Response::Query(response))
@@ -675,4 +657,29 @@ impl PgWireServerHandlers for ConnectionHandlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         Arc::clone(&self.conn.registry)
     }
+}
+
+/// Rows encoded for the wire as the engine produces them.
+fn query_response<S, E>(
+    schema: &arrow::datatypes::SchemaRef,
+    stream: S,
+    format: &Format,
+) -> QueryResponse
+where
+    S: futures::Stream<Item = Result<arrow::array::RecordBatch, E>> + Send + 'static,
+    QueryError: From<E>,
+{
+    let fields = Arc::new(fields(schema, format));
+    let row_fields = Arc::clone(&fields);
+    let rows = stream
+        .map(move |batch| match batch {
+            Ok(b) => {
+                let mut out = Vec::with_capacity(b.num_rows());
+                encode_rows(&b, &row_fields, &mut out);
+                stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
+            }
+            Err(e) => stream::iter(vec![Err(user_error(&QueryError::from(e)))]),
+        })
+        .flatten();
+    QueryResponse::new(fields, rows)
 }
