@@ -27,6 +27,13 @@ def query(sql):
 
 SYNC = message(b"S")
 
+
+def parse_bind(portal, sql):
+    """Parse the unnamed statement, then bind it to `portal` (text results)."""
+    return message(b"P", b"\0" + sql.encode() + b"\0\0\0") + message(
+        b"B", portal.encode() + b"\0\0" + struct.pack(">hhh", 0, 0, 0)
+    )
+
 DECLARE = "BEGIN; DECLARE c CURSOR FOR SELECT value::int AS v FROM generate_series(1, 10) AS value"
 
 SCENARIOS = {
@@ -64,6 +71,20 @@ SCENARIOS = {
         query(DECLARE),
         query("ROLLBACK"),
         execute("c", 1) + SYNC,
+    ],
+    "a bound portal read in portions": [
+        query("BEGIN"),
+        parse_bind("p", "SELECT value::int AS v FROM generate_series(1, 7) AS value")
+        + execute("p", 3) + execute("p", 3) + execute("p", 3) + execute("p", 0) + SYNC,
+        query("COMMIT"),
+    ],
+    "the unnamed portal, all at once and in portions": [
+        parse_bind("", "SELECT value::int AS v FROM generate_series(1, 5) AS value")
+        + execute("", 0) + SYNC,
+        query("BEGIN"),
+        parse_bind("", "SELECT value::int AS v FROM generate_series(1, 5) AS value")
+        + execute("", 2) + execute("", 0) + SYNC,
+        query("COMMIT"),
     ],
     "a portal that does not exist": [
         execute("nope", 0) + SYNC,

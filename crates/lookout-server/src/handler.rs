@@ -10,7 +10,7 @@ use lookout_query::{Access, CopyIn, Lookout, Output, Prepared, QueryError, Sessi
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
 use pgwire::api::results::{
     CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
@@ -19,7 +19,7 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -358,7 +358,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let name = message.name.as_deref().unwrap_or("");
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if message.target_type == TARGET_TYPE_BYTE_STATEMENT
             && let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name)
         {
@@ -382,6 +382,7 @@ impl ExtendedQueryHandler for Connection {
         }
         let cursor = message.target_type == TARGET_TYPE_BYTE_PORTAL
             && client.portal_store().get_portal(name).is_none()
+            && name != DEFAULT_NAME
             && !name.is_empty();
         if !cursor {
             return self._on_describe(client, message).await;
@@ -405,9 +406,19 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let name = message.name.as_deref().unwrap_or("");
-        if name.is_empty() || client.portal_store().get_portal(name).is_some() {
-            return self._on_execute(client, message).await;
+        // pgwire keeps the unnamed portal under DEFAULT_NAME.
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) if portal.statement.statement.schema.is_some() => {
+                return self
+                    .execute_streaming(client, portal, message.max_rows)
+                    .await;
+            }
+            Some(_) => return self._on_execute(client, message).await,
+            None if name == DEFAULT_NAME || name.is_empty() => {
+                return self._on_execute(client, message).await;
+            }
+            None => {}
         }
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
@@ -566,6 +577,101 @@ impl ExtendedQueryHandler for Connection {
 }
 
 impl Connection {
+    /// Execute of a portal whose statement returns rows: its rows go to the
+    /// client as the query produces them, up to the message's row limit.
+    /// (pgwire's own Execute collects every row of the portal first, which
+    /// held a whole result in memory on every extended-protocol query.)
+    async fn execute_streaming<C>(
+        &self,
+        client: &mut C,
+        portal: Arc<Portal<Arc<Prepared>>>,
+        max_rows: i32,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Arc<Prepared>>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut transaction = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let limit = usize::try_from(max_rows).ok().filter(|&n| n > 0);
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if matches!(*state, PortalExecutionState::Initial) {
+            match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), limit.unwrap_or(0))
+                .await?
+            {
+                Response::Query(rows) => *state = PortalExecutionState::Suspended(rows),
+                Response::Error(error) => {
+                    client
+                        .send(PgWireBackendMessage::ErrorResponse((*error).into()))
+                        .await?;
+                    transaction = transaction.to_error_state();
+                    *state = PortalExecutionState::Finished;
+                }
+                Response::Execution(tag) => {
+                    client
+                        .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
+                    *state = PortalExecutionState::Finished;
+                }
+                _ => {
+                    return Err(user_error(&QueryError::with_code(
+                        "XX000",
+                        "a statement that returns rows answered otherwise",
+                    )));
+                }
+            }
+            if !matches!(*state, PortalExecutionState::Suspended(_)) {
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                client.set_transaction_status(transaction);
+                return Ok(());
+            }
+        }
+        let (tag, exhausted, sent) = match &mut *state {
+            PortalExecutionState::Suspended(response) => {
+                let tag = response.command_tag().to_owned();
+                let rows = response.data_rows();
+                let mut sent = 0;
+                let mut exhausted = false;
+                while limit.is_none_or(|n| sent < n) {
+                    match rows.next().await {
+                        Some(row) => {
+                            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                            sent += 1;
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                    }
+                }
+                (tag, exhausted, sent)
+            }
+            // Read to its end by an earlier Execute.
+            _ => ("SELECT".to_string(), true, 0),
+        };
+        if exhausted {
+            *state = PortalExecutionState::Finished;
+            client
+                .send(PgWireBackendMessage::CommandComplete(
+                    Tag::new(&tag).with_rows(sent).into(),
+                ))
+                .await?;
+        } else {
+            client
+                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                .await?;
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(transaction);
+        Ok(())
+    }
+
     /// Once the client is in: its cancel key works, and the session runs as
     /// its user with `access`.
     pub(crate) async fn started(&self, client: ClientIdentity, access: Access) {
