@@ -156,20 +156,7 @@ async fn answers_agree_with_postgresql() {
                 lookout.addr.port()
             ))
             .arg(file);
-        let out = tokio::task::spawn_blocking(move || run.output())
-            .await
-            .expect("join")
-            .expect("python3 tests/differential/run.py (pip install -r tests/requirements.txt)");
-        // The summary of each file, whatever the outcome, past the test
-        // harness's capture.
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), &out.stdout);
-        if !out.status.success() {
-            failed.push(format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        failed.extend(run_script(run).await);
     }
     // Protocol exchanges drivers cannot send (Execute of a cursor's portal
     // with a row limit), byte for byte.
@@ -182,17 +169,23 @@ async fn answers_agree_with_postgresql() {
             postgres.port
         ))
         .arg(format!("127.0.0.1 {} lookout lookout", lookout.addr.port()));
+    failed.extend(run_script(run).await);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Runs a comparison script; its summary goes past the test harness's
+/// capture, whatever the outcome. Its output if it failed.
+async fn run_script(mut run: Command) -> Option<String> {
     let out = tokio::task::spawn_blocking(move || run.output())
         .await
         .expect("join")
-        .expect("python3 tests/differential/protocol.py");
+        .expect("python3 tests/differential/*.py (pip install -r tests/requirements.txt)");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), &out.stdout);
-    if !out.status.success() {
-        failed.push(format!(
+    (!out.status.success()).then(|| {
+        format!(
             "{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+        )
+    })
 }

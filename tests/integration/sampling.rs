@@ -256,29 +256,32 @@ async fn the_server_decides_on_its_own_schedule() {
             .find(|r| r[0].as_deref() == Some("flagged"))
             .and_then(|r| r[4].clone())
     };
-    let mut error = None;
-    for _ in 0..100 {
-        error = last_error().await;
-        if error.is_some() {
-            break;
+    // The last error once it is there (or gone), within 10 s.
+    let last_error = &last_error;
+    let settled = |failing: bool| async move {
+        let mut error = None;
+        for _ in 0..100 {
+            error = last_error().await;
+            if error.is_some() == failing {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let error = error.expect("the failing decision shows in SHOW SAMPLING");
+        error
+    };
+    let error = settled(true)
+        .await
+        .expect("the failing decision shows in SHOW SAMPLING");
     assert!(error.contains("flags"), "{error}");
     client
         .batch_execute("CREATE TABLE flags (ts TIMESTAMPTZ NOT NULL, request_id TEXT)")
         .await
         .expect("flags again");
-    let mut cleared = false;
-    for _ in 0..100 {
-        if last_error().await.is_none() {
-            cleared = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(cleared, "the error clears once a decision succeeds");
+    assert_eq!(
+        settled(false).await,
+        None,
+        "the error clears once a decision succeeds"
+    );
 
     // While its decisions fail, the sampled table can still be dropped:
     // its undecided held rows go with it.
@@ -286,15 +289,7 @@ async fn the_server_decides_on_its_own_schedule() {
         .batch_execute("DROP TABLE flags; INSERT INTO flagged VALUES (now(), 'b')")
         .await
         .expect("fail again");
-    let mut failing = false;
-    for _ in 0..100 {
-        if last_error().await.is_some() {
-            failing = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(failing, "decisions fail again");
+    assert!(settled(true).await.is_some(), "decisions fail again");
     let reset = client
         .batch_execute("ALTER TABLE flagged RESET SAMPLING")
         .await
