@@ -833,15 +833,6 @@ impl Session {
         self.cursors.schema(name)
     }
 
-    /// The session's catalog, to check that it is freed with the session.
-    #[cfg(test)]
-    pub(crate) fn catalog_for_tests(&self) -> std::sync::Weak<dyn CatalogProvider> {
-        match self.ctx.catalog("lookout") {
-            Some(catalog) => Arc::downgrade(&catalog),
-            None => std::sync::Weak::<datafusion::catalog::MemoryCatalogProvider>::new(),
-        }
-    }
-
     /// The user the session runs as.
     pub fn user(&self) -> &str {
         &self.user
