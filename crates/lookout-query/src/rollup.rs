@@ -923,7 +923,8 @@ async fn create_rollup(
     let rollup = Arc::new(rollup);
     // Alone at the gate: no write is between reading the rollups and
     // committing its rows, so the snapshot below holds exactly the rows
-    // written before the rollup existed.
+    // written before the rollup existed. A scan takes its snapshot when it
+    // is planned physically, so the backfill starts before the gate opens.
     let backfill = {
         let _gate = ingest.gate.write().await;
         if !storage
@@ -942,10 +943,13 @@ async fn create_rollup(
             &source.options.time_column,
             &crate::session::quoted_table(&source.name),
         );
-        session.logical_plan(&sql).await
+        match session.logical_plan(&sql).await {
+            Ok(plan) => session.execute_logical(plan).await,
+            Err(e) => Err(e),
+        }
     };
     let filled = match backfill {
-        Ok(plan) => backfill_from(session, storage, &rollup.name, plan).await,
+        Ok(rows) => backfill_from(storage, &rollup.name, rows).await,
         Err(e) => Err(e),
     };
     if let Err(e) = filled {
@@ -957,13 +961,11 @@ async fn create_rollup(
 }
 
 async fn backfill_from(
-    session: &Session,
     storage: &Storage,
     name: &str,
-    plan: datafusion::logical_expr::LogicalPlan,
+    stream: datafusion::execution::SendableRecordBatchStream,
 ) -> Result<()> {
     let target = storage.table(name)?.schema()?;
-    let stream = session.execute_logical(plan).await?;
     let rows = stream.map(move |b| {
         b.map_err(|e| StorageError::InvalidData(e.to_string()))
             .and_then(|b| fit(&b, &target).map_err(|e| StorageError::InvalidData(e.to_string())))
