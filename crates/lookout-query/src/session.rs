@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
@@ -364,11 +364,19 @@ fn column_field(col: &ast::ColumnDef) -> Result<Field> {
         matches!(o.option, ColumnOption::NotNull)
             || matches!(&o.option, ColumnOption::PrimaryKey(_))
     });
-    Ok(Field::new(
+    let field = Field::new(
         ident_name(&col.name),
         arrow_type(&col.data_type)?,
         !not_null,
-    ))
+    );
+    // json and jsonb are text the storage engine checks on every write.
+    let text = col.data_type.to_string().to_ascii_lowercase();
+    Ok(match text.as_str() {
+        "json" | "jsonb" => {
+            field.with_metadata([(lookout_storage::SQL_TYPE_METADATA.to_string(), text)].into())
+        }
+        _ => field,
+    })
 }
 
 fn text_rows(name: &str, values: Vec<String>) -> Result<Output> {
@@ -472,9 +480,14 @@ impl Session {
             .build();
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
-        // Registering a schema on a fresh in-memory catalog cannot fail.
-        let _ = catalog.register_schema("public", Arc::new(LookoutSchema::new(lookout.clone())));
-        let _ = catalog.register_schema("lookout", Arc::new(SystemSchema::new(lookout.clone())));
+        let user_schemas: Vec<(&'static str, Arc<dyn SchemaProvider>)> = vec![
+            ("lookout", Arc::new(SystemSchema::new(lookout.clone()))),
+            ("public", Arc::new(LookoutSchema::new(lookout.clone()))),
+        ];
+        for (name, schema) in &user_schemas {
+            // Registering a schema on a fresh in-memory catalog cannot fail.
+            let _ = catalog.register_schema(name, Arc::clone(schema));
+        }
         let catalog: Arc<dyn CatalogProvider> = Arc::new(catalog);
         ctx.register_catalog("lookout", Arc::clone(&catalog));
         let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
@@ -484,6 +497,7 @@ impl Session {
             &ctx,
             &lookout,
             &catalog,
+            user_schemas,
             information_schema,
             published.clone(),
             Arc::clone(&cursors),
@@ -831,6 +845,15 @@ impl Session {
     /// the extended protocol may describe as a portal, as in PostgreSQL.
     pub fn cursor_schema(&self, name: &str) -> Result<SchemaRef> {
         self.cursors.schema(name)
+    }
+
+    /// The session's catalog, to check that it is freed with the session.
+    #[cfg(test)]
+    pub(crate) fn catalog_for_tests(&self) -> std::sync::Weak<dyn CatalogProvider> {
+        match self.ctx.catalog("lookout") {
+            Some(catalog) => Arc::downgrade(&catalog),
+            None => std::sync::Weak::<MemoryCatalogProvider>::new(),
+        }
     }
 
     /// The user the session runs as.
