@@ -123,7 +123,5 @@ INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'q', 1, 'ok') ON CONFLICT DO
 UPDATE calls SET latency_ms = c2.latency_ms FROM calls c2 WHERE calls.model = c2.model;
 -- unsupported: COMMENT ON
 COMMENT ON TABLE calls IS 'LLM calls';
--- unsupported: json values
-SELECT '{"a": 1}'::jsonb -> 'a';
 -- unsupported: TABLESAMPLE
 SELECT count(*) FROM calls TABLESAMPLE BERNOULLI (50);

@@ -130,6 +130,7 @@ fn storage_sqlstate(e: &StorageError) -> &'static str {
         StorageError::Column(_) => "42703",
         StorageError::NotNull(_) => "23502",
         StorageError::InvalidData(_) => "22023",
+        StorageError::InvalidValue { sqlstate, .. } => sqlstate,
         StorageError::InvalidDefinition(_) => "42P16",
         StorageError::Locked { .. } => "55006",
         StorageError::ShuttingDown => "57P01",

@@ -312,6 +312,72 @@ pub fn push_timestamp(out: &mut String, micros: i64, with_zone: bool) {
     }
 }
 
+/// The elements of a one-dimensional array literal in PostgreSQL's text
+/// form (`{a,"b c",NULL}`), `None` for NULL.
+pub fn parse_array_text(text: &str) -> Result<Vec<Option<String>>, String> {
+    let bad = || format!("malformed array literal: \"{text}\"");
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(bad()),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '{' || c == '}' || c == '"' {
+                    return Err(format!(
+                        "{}: only one-dimensional arrays are supported",
+                        bad()
+                    ));
+                }
+                chars.next();
+                if c == '\\' {
+                    item.push(chars.next().ok_or_else(bad)?);
+                } else {
+                    item.push(c);
+                }
+            }
+            item = item.trim_end().to_string();
+            if item.is_empty() {
+                return Err(bad());
+            }
+        }
+        out.push((quoted || !item.eq_ignore_ascii_case("NULL")).then_some(item));
+        match chars.next() {
+            Some(',') => continue,
+            None => break,
+            Some(_) => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -31,6 +31,9 @@ pub(crate) fn register(ctx: &SessionContext) {
     crate::pg_functions::register(ctx);
     // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
     ctx.register_udf(crate::to_char::to_char());
+    if let Err(e) = crate::json::register(ctx) {
+        tracing::error!("json operators unavailable: {e}");
+    }
     lookout_monitor::register(ctx);
 }
 

@@ -25,6 +25,7 @@ mod functions;
 mod import;
 mod interrupt;
 mod interval;
+mod json;
 mod pg_compat;
 mod pg_functions;
 mod pg_rewrite;
@@ -52,6 +53,7 @@ pub use error::{QueryError, Result};
 pub use extension::{Command, SqlExtension, split_statements};
 pub use import::ImportProgress;
 pub use interval::{parse_duration, parse_non_negative_duration};
+pub use json::{JsonKind, json_kind};
 
 /// Entry points for the fuzz targets in `fuzz/`: this crate's statement
 /// grammars, run on arbitrary text. Not an API.
@@ -324,6 +326,7 @@ impl Lookout {
 
     /// Opens the database in `dir`.
     pub async fn open_with(dir: impl AsRef<Path>, options: LookoutOptions) -> Result<Lookout> {
+        json::register_column_format();
         let storage = Storage::open(dir, options.storage.clone()).await?;
         let budget = match options.query_memory {
             0 => default_query_memory(),

@@ -27,6 +27,7 @@ use crate::error::{QueryError, Result};
 pub(crate) fn rewrite_statement(stmt: &mut Statement) -> Result<()> {
     refuse_silent_differences(stmt)?;
     name_function_columns(stmt);
+    crate::json::rewrite_statement(stmt);
     let _ = stmt.visit(&mut Literals);
     Ok(())
 }
@@ -47,16 +48,17 @@ pub(crate) fn rewrite_plan(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             Ok(e.transform_up(|e| typed_rewrite(e, &schema))?
                 .update_data(|e| saved.restore(e)))
         })?;
-        if rewritten.transformed {
-            rewritten.map_data(|n| n.recompute_schema())
-        } else {
-            Ok(rewritten)
-        }
+        // Recomputed even when only a child changed: a rewrite below can
+        // change a column's type metadata (a JSON value cast to text).
+        rewritten.map_data(|n| n.recompute_schema())
     })
     .map(|t| t.data)
 }
 
 fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<PlanExpr>> {
+    if let Some(text) = crate::json::typed_rewrite(&expr, schema) {
+        return Ok(Transformed::yes(text));
+    }
     match &expr {
         // PostgreSQL rounds a fraction cast to an integer; DataFusion
         // truncates (3.7::int is 4, not 3).
@@ -480,7 +482,9 @@ fn output_name(expr: &Expr) -> Option<String> {
         } => match inner.as_ref() {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => return None,
             // A cast takes its operand's name, unless the operand has none
-            // (an operator, a literal): then the type's.
+            // (an operator, a literal) or only a weak one (another cast, a
+            // CASE): then the type's.
+            Expr::Cast { .. } | Expr::TypedString(_) | Expr::Case { .. } => type_name(data_type)?,
             _ => match output_name(inner) {
                 Some(name) if name != ANONYMOUS => name,
                 _ => type_name(data_type)?,
@@ -550,6 +554,8 @@ fn type_name(data_type: &ast::DataType) -> Option<String> {
             T::Date => "date",
             T::Numeric(_) | T::Decimal(_) => "numeric",
             T::Interval { .. } => "interval",
+            T::JSON => "json",
+            T::JSONB => "jsonb",
             T::Timestamp(_, tz) => match tz {
                 ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone => "timestamp",
                 _ => "timestamptz",

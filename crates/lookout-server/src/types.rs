@@ -83,6 +83,11 @@ pub(crate) fn fields(schema: &arrow::datatypes::Schema, format: &Format) -> Vec<
                 FieldFormat::Text
             };
             let ty = match pg_type(f.data_type()) {
+                Type::TEXT => match lookout_query::json_kind(f) {
+                    Some(lookout_query::JsonKind::Json) => Type::JSON,
+                    Some(lookout_query::JsonKind::Jsonb) => Type::JSONB,
+                    None => Type::TEXT,
+                },
                 Type::INT4 if lookout_query::is_oid_field(f) => Type::OID,
                 Type::INT4_ARRAY if lookout_query::is_oid_field(f) => Type::OID_ARRAY,
                 ty => ty,
@@ -105,6 +110,10 @@ pub(crate) fn encode_rows(batch: &RecordBatch, fields: &[FieldInfo], out: &mut V
             let len_at = buf.len();
             buf.put_i32(0);
             if field.format() == FieldFormat::Binary {
+                // jsonb's binary form is a version byte, then the text.
+                if field.datatype() == &Type::JSONB {
+                    buf.put_u8(1);
+                }
                 write_binary(
                     col.as_ref(),
                     row,
@@ -341,72 +350,6 @@ pub(crate) fn arrow_type_of(ty: &Type) -> Option<DataType> {
     })
 }
 
-/// The elements of a one-dimensional array literal in PostgreSQL's text
-/// form (`{a,"b c",NULL}`), `None` for NULL.
-fn parse_array_text(text: &str) -> Result<Vec<Option<String>>, String> {
-    let bad = || format!("malformed array literal: \"{text}\"");
-    let inner = text
-        .trim()
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(bad)?;
-    let mut out = Vec::new();
-    if inner.trim().is_empty() {
-        return Ok(out);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut item = String::new();
-        let quoted = chars.peek() == Some(&'"');
-        if quoted {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
-                    Some('"') => break,
-                    Some(c) => item.push(c),
-                    None => return Err(bad()),
-                }
-            }
-            while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                chars.next();
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                if c == '{' || c == '}' || c == '"' {
-                    return Err(format!(
-                        "{}: only one-dimensional arrays are supported",
-                        bad()
-                    ));
-                }
-                chars.next();
-                if c == '\\' {
-                    item.push(chars.next().ok_or_else(bad)?);
-                } else {
-                    item.push(c);
-                }
-            }
-            item = item.trim_end().to_string();
-            if item.is_empty() {
-                return Err(bad());
-            }
-        }
-        out.push((quoted || !item.eq_ignore_ascii_case("NULL")).then_some(item));
-        match chars.next() {
-            Some(',') => continue,
-            None => break,
-            Some(_) => return Err(bad()),
-        }
-    }
-    Ok(out)
-}
-
 fn be<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
     bytes
         .try_into()
@@ -461,7 +404,7 @@ pub(crate) fn decode_param(
                 postgres_types::Kind::Array(element) => element.clone(),
                 _ => pg_type(item.data_type()),
             };
-            let values = parse_array_text(text)?
+            let values = lookout_query::format::parse_array_text(text)?
                 .into_iter()
                 .map(|v| {
                     decode_param(
@@ -523,7 +466,8 @@ mod tests {
     #[test]
     fn array_literals_parse_as_postgres_writes_them() {
         assert_eq!(
-            parse_array_text(r#"{a, "b c",NULL,"NULL","q\"x",d\,e}"#).unwrap(),
+            lookout_query::format::parse_array_text(r#"{a, "b c",NULL,"NULL","q\"x",d\,e}"#)
+                .unwrap(),
             vec![
                 Some("a".into()),
                 Some("b c".into()),
@@ -534,11 +478,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_array_text("{}").unwrap(),
+            lookout_query::format::parse_array_text("{}").unwrap(),
             Vec::<Option<String>>::new()
         );
         for bad in ["a,b", "{a,,b}", "{{1,2},{3,4}}", "{\"a}", "{a,}"] {
-            assert!(parse_array_text(bad).is_err(), "{bad}");
+            assert!(
+                lookout_query::format::parse_array_text(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

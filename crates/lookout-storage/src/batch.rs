@@ -27,6 +27,28 @@ use crate::schema::TableDef;
 /// Rows per Parquet row group (the same as the bench generator and DuckDB).
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Checks and rewrites the values of columns declared with a type whose
+/// text has a format of its own (JSON): the layer that defines the type
+/// registers one with [`register_value_format`], and every write passes
+/// through it in [`conform`].
+pub trait ValueFormat: Send + Sync {
+    /// `column` (of the column's Arrow type) as the type `sql_type` keeps it,
+    /// or the SQLSTATE and message of the first value it refuses.
+    fn conform(
+        &self,
+        sql_type: &str,
+        column: &ArrayRef,
+    ) -> std::result::Result<ArrayRef, (&'static str, String)>;
+}
+
+static VALUE_FORMAT: std::sync::OnceLock<Box<dyn ValueFormat>> = std::sync::OnceLock::new();
+
+/// Sets the format of declared column types for this process (the first
+/// registration stays; it is a pure function of the values).
+pub fn register_value_format(format: Box<dyn ValueFormat>) {
+    let _ = VALUE_FORMAT.set(format);
+}
+
 /// Fits `batch` to the table: columns matched by name, missing nullable
 /// columns filled with NULL, values cast to the column types. Errors name the
 /// column and the first offending row (1-based).
@@ -65,6 +87,17 @@ pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Resul
                 }
             }
             Err(_) => new_null_array(field.data_type(), batch.num_rows()),
+        };
+        let column = match (crate::schema::sql_type_of(field), VALUE_FORMAT.get()) {
+            (Some(sql_type), Some(format)) => {
+                format
+                    .conform(sql_type, &column)
+                    .map_err(|(sqlstate, message)| StorageError::InvalidValue {
+                        sqlstate,
+                        message: format!("{message} (column \"{}\")", field.name()),
+                    })?
+            }
+            _ => column,
         };
         if !field.is_nullable() && column.null_count() > 0 {
             let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or(0) + 1;

@@ -622,6 +622,7 @@ impl Storage {
                 name: field.name().clone(),
                 data_type: normalize_type(field.data_type()).to_string(),
                 nullable: true,
+                sql_type: crate::schema::sql_type_of(field).map(str::to_string),
             });
             Ok(true)
         })

@@ -33,6 +33,15 @@ pub enum StorageError {
     /// a timestamp beyond the future horizon.
     #[error("{0}")]
     InvalidData(String),
+    /// A value its column's declared type refuses (malformed JSON), with the
+    /// SQLSTATE that type gives.
+    #[error("{message}")]
+    InvalidValue {
+        /// The SQLSTATE of the refusal.
+        sqlstate: &'static str,
+        /// What is wrong, naming the column.
+        message: String,
+    },
     /// A table definition that cannot be stored (bad option, bad time column).
     #[error("{0}")]
     InvalidDefinition(String),

@@ -22,4 +22,7 @@ pub use engine::{
 };
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnStats, FileMeta, Manifest, StatValue};
-pub use schema::{ColumnDef, Derivation, TableDef, TableOptions, Versions, time_type};
+pub use schema::{
+    ColumnDef, Derivation, SQL_TYPE_METADATA, TableDef, TableOptions, Versions, sql_type_of,
+    time_type,
+};

@@ -22,6 +22,20 @@ pub struct ColumnDef {
     pub data_type: String,
     /// Whether NULLs are allowed.
     pub nullable: bool,
+    /// The type the column was declared with, when its Arrow type does not
+    /// say it all (`jsonb` is text that holds JSON); its values pass
+    /// through the [`crate::batch::ValueFormat`] registered for it. It
+    /// travels as the field metadata [`SQL_TYPE_METADATA`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_type: Option<String>,
+}
+
+/// The field metadata key that carries a column's [`ColumnDef::sql_type`].
+pub const SQL_TYPE_METADATA: &str = "lookout.sql_type";
+
+/// A field's declared type, from its metadata.
+pub fn sql_type_of(field: &Field) -> Option<&str> {
+    field.metadata().get(SQL_TYPE_METADATA).map(String::as_str)
 }
 
 /// Options given in `CREATE TABLE ... WITH (...)`, after defaults are applied.
@@ -165,6 +179,7 @@ impl TableDef {
                     name: f.name().clone(),
                     data_type: data_type.to_string(),
                     nullable: f.is_nullable() && f.name() != &time_column,
+                    sql_type: sql_type_of(f).map(str::to_string),
                 }
             })
             .collect();
@@ -192,7 +207,13 @@ impl TableDef {
                 let dt = DataType::from_str(&c.data_type).map_err(|e| {
                     StorageError::Corrupt(format!("type {} of {}: {e}", c.data_type, c.name))
                 })?;
-                Ok(Field::new(&c.name, dt, c.nullable))
+                let field = Field::new(&c.name, dt, c.nullable);
+                Ok(match &c.sql_type {
+                    Some(t) => {
+                        field.with_metadata([(SQL_TYPE_METADATA.to_string(), t.clone())].into())
+                    }
+                    None => field,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Schema::new(fields)))

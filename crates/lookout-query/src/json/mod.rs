@@ -1,0 +1,382 @@
+//! PostgreSQL's `json` and `jsonb`: columns whose text is checked (json) or
+//! normalized (jsonb) on every write, the operators and the functions
+//! monitoring queries use on call metadata.
+//!
+//! - [`value`]: the JSON text itself (parse, print as jsonb, containment).
+//! - [`functions`]: the SQL functions, and the column format the storage
+//!   engine applies on writes.
+//! - here: registration, the operator planner and the syntax rewrites
+//!   (`::jsonb` casts, set-returning functions as `unnest`).
+
+mod functions;
+mod value;
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{Expr as PlanExpr, ExprSchemable, ScalarUDF};
+use datafusion::sql::sqlparser::ast::{
+    self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    Statement, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use functions::{JsonFunction, Op};
+pub use functions::{JsonKind, json_kind};
+
+/// Every JSON function, by name.
+static FUNCTIONS: LazyLock<Vec<Arc<ScalarUDF>>> = LazyLock::new(|| {
+    use JsonKind::{Json, Jsonb};
+    let f =
+        |name: &str, op: Op, reads: Option<JsonKind>| Arc::new(JsonFunction::udf(name, op, reads));
+    let mut all = vec![
+        f("json", Op::Input(Json), None),
+        f("jsonb", Op::Input(Jsonb), None),
+        f("json_object_field", Op::Get { text: false }, None),
+        f("json_object_field_text", Op::Get { text: true }, None),
+        f(
+            "json_extract_path_op",
+            Op::Path {
+                text: false,
+                variadic: false,
+            },
+            None,
+        ),
+        f(
+            "json_extract_path_text_op",
+            Op::Path {
+                text: true,
+                variadic: false,
+            },
+            None,
+        ),
+        f("jsonb_contains", Op::Contains, Some(Jsonb)),
+        f("jsonb_exists", Op::HasKey, Some(Jsonb)),
+        f("jsonb_exists_any", Op::HasKeys { all: false }, Some(Jsonb)),
+        f("jsonb_exists_all", Op::HasKeys { all: true }, Some(Jsonb)),
+        f("jsonb_concat", Op::Concat, Some(Jsonb)),
+        f("text", Op::AsText, None),
+    ];
+    for kind in [Json, Jsonb] {
+        let name = |suffix: &str| format!("{}_{suffix}", kind.name());
+        all.extend([
+            f(
+                &name("extract_path"),
+                Op::Path {
+                    text: false,
+                    variadic: true,
+                },
+                Some(kind),
+            ),
+            f(
+                &name("extract_path_text"),
+                Op::Path {
+                    text: true,
+                    variadic: true,
+                },
+                Some(kind),
+            ),
+            f(&name("typeof"), Op::TypeOf, Some(kind)),
+            f(&name("array_length"), Op::ArrayLength, Some(kind)),
+            f(&name("build_object"), Op::BuildObject(kind), Some(kind)),
+            f(&name("build_array"), Op::BuildArray(kind), Some(kind)),
+            f(&format!("to_{}", kind.name()), Op::To(kind), Some(kind)),
+            f(
+                &name("array_elements_list"),
+                Op::Elements { text: false },
+                Some(kind),
+            ),
+            f(
+                &name("array_elements_text_list"),
+                Op::Elements { text: true },
+                Some(kind),
+            ),
+            f(&name("object_keys_list"), Op::Keys, Some(kind)),
+        ]);
+    }
+    all
+});
+
+/// Set-returning JSON functions, planned as `unnest` of the list function
+/// of the same name with `_list` appended.
+const SET_RETURNING: &[&str] = &[
+    "json_array_elements",
+    "json_array_elements_text",
+    "json_object_keys",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "jsonb_object_keys",
+];
+
+fn function(name: &str) -> Option<Arc<ScalarUDF>> {
+    FUNCTIONS.iter().find(|f| f.name() == name).cloned()
+}
+
+/// Registers the functions and the operator planner in a session.
+pub(crate) fn register(ctx: &SessionContext) -> DfResult<()> {
+    use datafusion::execution::FunctionRegistry;
+    for f in FUNCTIONS.iter() {
+        ctx.register_udf(f.as_ref().clone());
+    }
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(JsonOperators))
+}
+
+/// Makes json and jsonb values conform on every write: registered once with
+/// the storage engine.
+pub(crate) fn register_column_format() {
+    lookout_storage::batch::register_value_format(Box::new(functions::JsonColumns));
+}
+
+/// Plans the JSON operators on text operands to the functions above.
+#[derive(Debug)]
+struct JsonOperators;
+
+impl ExprPlanner for JsonOperators {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> DfResult<PlannerResult<RawBinaryExpr>> {
+        let field = |e: &PlanExpr| e.to_field(schema).ok().map(|(_, f)| f);
+        let (Some(left), Some(right)) = (field(&expr.left), field(&expr.right)) else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let text = |f: &arrow::datatypes::Field| {
+            matches!(
+                f.data_type(),
+                arrow::datatypes::DataType::Utf8
+                    | arrow::datatypes::DataType::LargeUtf8
+                    | arrow::datatypes::DataType::Utf8View
+            )
+        };
+        // `jsonb = 'text'` compares as jsonb, as PostgreSQL casts the
+        // text: `{"b":1, "a":2}` equals the stored `{"a": 2, "b": 1}`.
+        if matches!(expr.op, BinaryOperator::Eq | BinaryOperator::NotEq)
+            && text(&left)
+            && text(&right)
+            && let Some(jsonb) = function("jsonb")
+        {
+            let wrap = |e: PlanExpr| {
+                PlanExpr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&jsonb), vec![e]))
+            };
+            let jsonb_side = |f: &arrow::datatypes::Field| json_kind(f) == Some(JsonKind::Jsonb);
+            match (
+                jsonb_side(&left),
+                json_kind(&right).is_none(),
+                jsonb_side(&right),
+                json_kind(&left).is_none(),
+            ) {
+                (true, true, _, _) => {
+                    return Ok(PlannerResult::Original(RawBinaryExpr {
+                        op: expr.op,
+                        left: expr.left,
+                        right: wrap(expr.right),
+                    }));
+                }
+                (_, _, true, true) => {
+                    return Ok(PlannerResult::Original(RawBinaryExpr {
+                        op: expr.op,
+                        left: wrap(expr.left),
+                        right: expr.right,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        let (name, swap) = match &expr.op {
+            _ if !text(&left) => return Ok(PlannerResult::Original(expr)),
+            BinaryOperator::Arrow => ("json_object_field", false),
+            BinaryOperator::LongArrow => ("json_object_field_text", false),
+            BinaryOperator::HashArrow => ("json_extract_path_op", false),
+            BinaryOperator::HashLongArrow => ("json_extract_path_text_op", false),
+            BinaryOperator::AtArrow if text(&right) => ("jsonb_contains", false),
+            BinaryOperator::ArrowAt if text(&right) => ("jsonb_contains", true),
+            BinaryOperator::Question => ("jsonb_exists", false),
+            BinaryOperator::QuestionPipe => ("jsonb_exists_any", false),
+            BinaryOperator::QuestionAnd => ("jsonb_exists_all", false),
+            BinaryOperator::StringConcat
+                if json_kind(&left) == Some(JsonKind::Jsonb)
+                    || json_kind(&right) == Some(JsonKind::Jsonb) =>
+            {
+                ("jsonb_concat", false)
+            }
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        let Some(udf) = function(name) else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let args = if swap {
+            vec![expr.right, expr.left]
+        } else {
+            vec![expr.left, expr.right]
+        };
+        Ok(PlannerResult::Planned(PlanExpr::ScalarFunction(
+            ScalarFunction::new_udf(udf, args),
+        )))
+    }
+}
+
+/// In a typed plan: a cast of a json value to text keeps the text but not
+/// the type (DataFusion drops a cast between two text types, and the JSON
+/// type would go on to the client).
+pub(crate) fn typed_rewrite(expr: &PlanExpr, schema: &DFSchema) -> Option<PlanExpr> {
+    let PlanExpr::Cast(cast) = expr else {
+        return None;
+    };
+    if !matches!(
+        cast.field.data_type(),
+        arrow::datatypes::DataType::Utf8
+            | arrow::datatypes::DataType::LargeUtf8
+            | arrow::datatypes::DataType::Utf8View
+    ) || json_kind(&cast.field).is_some()
+    {
+        return None;
+    }
+    let (_, inner) = cast.expr.to_field(schema).ok()?;
+    json_kind(&inner)?;
+    Some(PlanExpr::ScalarFunction(ScalarFunction::new_udf(
+        function("text")?,
+        vec![cast.expr.as_ref().clone()],
+    )))
+}
+
+/// Rewrites the syntax JSON needs before planning: casts to json/jsonb
+/// become the checking functions, and set-returning JSON functions become
+/// `unnest` of a list.
+pub(crate) fn rewrite_statement(stmt: &mut Statement) {
+    let _ = stmt.visit(&mut JsonSyntax);
+}
+
+struct JsonSyntax;
+
+fn call(name: &str, args: Vec<FunctionArg>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+fn unnamed(expr: Expr) -> FunctionArg {
+    FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))
+}
+
+fn json_type(data_type: &ast::DataType) -> Option<&'static str> {
+    match data_type {
+        ast::DataType::JSON => Some("json"),
+        ast::DataType::JSONB => Some("jsonb"),
+        _ => None,
+    }
+}
+
+/// The list function behind a set-returning JSON function, and the JSON
+/// type of its elements (none for the `_text` forms and object keys).
+fn set_returning(name: &ObjectName) -> Option<(String, Option<&'static str>)> {
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    let lower = ident.value.to_ascii_lowercase();
+    if !SET_RETURNING.contains(&lower.as_str()) {
+        return None;
+    }
+    let element_type = match lower.as_str() {
+        "json_array_elements" => Some("json"),
+        "jsonb_array_elements" => Some("jsonb"),
+        _ => None,
+    };
+    Some((format!("{lower}_list"), element_type))
+}
+
+impl VisitorMut for JsonSyntax {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replaced = match expr {
+            Expr::Cast {
+                expr: inner,
+                data_type,
+                ..
+            } => json_type(data_type).map(|name| call(name, vec![unnamed(inner.as_ref().clone())])),
+            Expr::TypedString(typed) => json_type(&typed.data_type)
+                .map(|name| call(name, vec![unnamed(Expr::Value(typed.value.clone()))])),
+            Expr::Function(f) => set_returning(&f.name).map(|(list, element_type)| {
+                let mut inner = f.clone();
+                inner.name = ObjectName::from(vec![Ident::new(list)]);
+                let each = call("unnest", vec![unnamed(Expr::Function(inner))]);
+                // unnest loses the elements' type; they are json values again.
+                match element_type {
+                    Some(kind) => call(kind, vec![unnamed(each)]),
+                    None => each,
+                }
+            }),
+            _ => None,
+        };
+        if let Some(replaced) = replaced {
+            *expr = replaced;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `FROM jsonb_array_elements(...) AS e` reads from
+        // `(SELECT jsonb(unnest(jsonb_array_elements_list(...))) AS value) AS e`.
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+            && let Some((list, element_type)) = set_returning(name)
+        {
+            let function = name.to_string().to_ascii_lowercase();
+            let column = match alias.as_ref().and_then(|a| a.columns.first()) {
+                Some(c) => c.name.to_string(),
+                None if function.ends_with("object_keys") => function.clone(),
+                None => "value".to_string(),
+            };
+            let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+            let each = format!("unnest({list}({}))", args.join(", "));
+            let each = match element_type {
+                Some(kind) => format!("{kind}({each})"),
+                None => each,
+            };
+            let sql = format!("SELECT {each} AS {}", crate::session::quote_ident(&column));
+            let query = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query());
+            if let Ok(query) = query {
+                let mut alias = alias.clone().unwrap_or_else(|| ast::TableAlias {
+                    explicit: true,
+                    name: Ident::new(function),
+                    columns: Vec::new(),
+                    at: None,
+                });
+                alias.columns.clear();
+                *factor = TableFactor::Derived {
+                    lateral: false,
+                    subquery: query,
+                    alias: Some(alias),
+                    sample: None,
+                };
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
