@@ -21,3 +21,4 @@ mod rollups;
 mod sampling;
 mod slt;
 mod snapshots;
+mod streaming;
