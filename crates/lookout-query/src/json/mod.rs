@@ -144,6 +144,31 @@ impl ExprPlanner for JsonOperators {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> DfResult<PlannerResult<RawBinaryExpr>> {
+        // Typing an operand walks its whole tree, so only the operators
+        // JSON gives a meaning pay for it (a chain of 2,000 `+` would
+        // otherwise cost quadratic time), and a `||` whose operand is
+        // itself a text `||` stays text.
+        let chained_concat = |e: &PlanExpr| matches!(e, PlanExpr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::StringConcat);
+        let relevant = match expr.op {
+            BinaryOperator::StringConcat => {
+                !chained_concat(&expr.left) && !chained_concat(&expr.right)
+            }
+            BinaryOperator::Arrow
+            | BinaryOperator::LongArrow
+            | BinaryOperator::HashArrow
+            | BinaryOperator::HashLongArrow
+            | BinaryOperator::AtArrow
+            | BinaryOperator::ArrowAt
+            | BinaryOperator::Question
+            | BinaryOperator::QuestionPipe
+            | BinaryOperator::QuestionAnd
+            | BinaryOperator::Eq
+            | BinaryOperator::NotEq => true,
+            _ => false,
+        };
+        if !relevant {
+            return Ok(PlannerResult::Original(expr));
+        }
         let field = |e: &PlanExpr| e.to_field(schema).ok().map(|(_, f)| f);
         let (Some(left), Some(right)) = (field(&expr.left), field(&expr.right)) else {
             return Ok(PlannerResult::Original(expr));
