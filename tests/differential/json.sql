@@ -60,3 +60,10 @@ UPDATE calls SET meta = '{"user": "u9",  "edited": true}' WHERE model = 'c';
 SELECT model, meta::text FROM calls WHERE model = 'c' ORDER BY ts;
 -- params: ['{"k": [1, 2], "a": "b"}', '{"k": [1, 2], "a": "b"}']
 SELECT %s::jsonb ->> 'a', (%s::jsonb -> 'k')::text;
+SELECT model, json_agg(meta ->> 'user'), jsonb_agg(meta -> 'tokens') FROM calls WHERE model = 'b' GROUP BY model;
+SELECT jsonb_object_agg(to_char(ts, 'HH24:MI'), meta -> 'tokens' -> 'in') FROM calls WHERE meta ? 'tokens';
+SELECT json_object_agg(to_char(ts, 'HH24:MI'), model)::text FROM calls WHERE model = 'b';
+-- unsupported: ORDER BY inside a JSON aggregate
+SELECT json_agg(v ORDER BY v DESC)::text FROM generate_series(1, 5) AS g(v);
+SELECT jsonb_agg(v) FROM generate_series(1, 3) AS g(v) WHERE v > 5;
+SELECT jsonb_object_agg(NULL::text, 1);

@@ -60,11 +60,11 @@ pub fn json_kind(field: &Field) -> Option<JsonKind> {
     sql_type_of(field).and_then(JsonKind::from_name)
 }
 
-fn json_error(e: JsonError) -> DataFusionError {
+pub(crate) fn json_error(e: JsonError) -> DataFusionError {
     DataFusionError::External(Box::new(QueryError::with_code(e.sqlstate(), e.to_string())))
 }
 
-fn sql_error(code: &'static str, message: impl Into<String>) -> DataFusionError {
+pub(crate) fn sql_error(code: &'static str, message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(QueryError::with_code(code, message)))
 }
 
@@ -597,7 +597,7 @@ fn concat(a: &Node<'_>, b: &Node<'_>) -> String {
 
 /// Appends the JSON form of `array[row]` (a SQL value of any type) to `out`:
 /// `kind` is the type being built, `field` says whether the value is JSON.
-fn write_sql_value(
+pub(crate) fn write_sql_value(
     array: &ArrayRef,
     field: Option<&FieldRef>,
     row: usize,

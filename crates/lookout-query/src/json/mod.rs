@@ -5,9 +5,11 @@
 //! - [`value`]: the JSON text itself (parse, print as jsonb, containment).
 //! - [`functions`]: the SQL functions, and the column format the storage
 //!   engine applies on writes.
+//! - [`aggregates`]: `json_agg`, `jsonb_agg` and the `_object_agg` forms.
 //! - here: registration, the operator planner and the syntax rewrites
 //!   (`::jsonb` casts, set-returning functions as `unnest`).
 
+mod aggregates;
 mod functions;
 mod value;
 
@@ -122,6 +124,13 @@ pub(crate) fn register(ctx: &SessionContext) -> DfResult<()> {
     use datafusion::execution::FunctionRegistry;
     for f in FUNCTIONS.iter() {
         ctx.register_udf(f.as_ref().clone());
+    }
+    for kind in [JsonKind::Json, JsonKind::Jsonb] {
+        for object in [false, true] {
+            ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+                aggregates::JsonAggregate::new(kind, object),
+            ));
+        }
     }
     ctx.state_ref()
         .write()
