@@ -772,6 +772,103 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_text_never_panics_and_normalizes_stably() {
+        // A fuzzer in miniature for a parser that takes client input: valid
+        // values built at random, then cut and mutated byte by byte. Every
+        // input must parse or fail with a code, and a normalized value must
+        // read back as itself.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        };
+        fn build(depth: u32, next: &mut dyn FnMut(u64) -> u64, out: &mut String) {
+            const ATOMS: &[&str] = &[
+                "null",
+                "true",
+                "false",
+                "0",
+                "-0",
+                "12",
+                "1.50e1",
+                "-3.25E-2",
+                "1e3",
+                "\"\"",
+                "\"k\"",
+                "\"\\u00e9\\n\"",
+                "\"\\ud83d\\ude00\"",
+                "\"é\"",
+            ];
+            match if depth > 4 { 0 } else { next(3) } {
+                0 => out.push_str(ATOMS[next(ATOMS.len() as u64) as usize]),
+                1 => {
+                    out.push('[');
+                    for i in 0..next(4) {
+                        if i > 0 {
+                            out.push_str(if next(2) == 0 { "," } else { " , " });
+                        }
+                        build(depth + 1, next, out);
+                    }
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    for i in 0..next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(["\"a\"", "\"bb\"", "\"a\"", "\"é\""][next(4) as usize]);
+                        out.push(':');
+                        build(depth + 1, next, out);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            build(0, &mut next, &mut text);
+            let canonical = normalize(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                normalize(&canonical).as_deref(),
+                Ok(canonical.as_str()),
+                "{text}"
+            );
+            let a = parse(&text, true).expect("parse");
+            let b = parse(&canonical, true).expect("parse");
+            assert!(contains(&a, &b) && contains(&b, &a), "{text}");
+            let mut bytes = text.into_bytes();
+            for _ in 0..1 + next(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = next(bytes.len() as u64) as usize;
+                match next(3) {
+                    0 => bytes.truncate(at),
+                    1 => {
+                        const BYTES: &[u8] = b"{}[],:\"\\e.-0 \x01\xc3";
+                        bytes[at] = BYTES[next(BYTES.len() as u64) as usize];
+                    }
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            let mutated = String::from_utf8_lossy(&bytes);
+            if let Ok(canonical) = normalize(&mutated) {
+                assert_eq!(
+                    normalize(&canonical).as_deref(),
+                    Ok(canonical.as_str()),
+                    "{mutated}"
+                );
+            }
+            let _ = parse(&mutated, false);
+        }
+    }
+
+    #[test]
     fn lookups_containment_and_keys() {
         let j = parse(
             r#"{"a": {"b": [10, 20, {"c": "x"}]}, "n": 1.0, "a2": null}"#,
