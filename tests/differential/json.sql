@@ -67,3 +67,8 @@ SELECT json_object_agg(to_char(ts, 'HH24:MI'), model)::text FROM calls WHERE mod
 SELECT json_agg(v ORDER BY v DESC)::text FROM generate_series(1, 5) AS g(v);
 SELECT jsonb_agg(v) FROM generate_series(1, 3) AS g(v) WHERE v > 5;
 SELECT jsonb_object_agg(NULL::text, 1);
+-- unsupported: ordering by jsonb (text order is not jsonb order)
+SELECT meta -> 'tokens' -> 'in' FROM calls ORDER BY meta -> 'tokens' -> 'in';
+-- unsupported: comparing jsonb values
+SELECT count(*) FROM calls WHERE meta -> 'score' > '1';
+SELECT model FROM calls ORDER BY (meta -> 'tokens' ->> 'in')::int NULLS FIRST, ts;

@@ -172,7 +172,11 @@ impl ExprPlanner for JsonOperators {
             | BinaryOperator::QuestionPipe
             | BinaryOperator::QuestionAnd
             | BinaryOperator::Eq
-            | BinaryOperator::NotEq => true,
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq => true,
             _ => false,
         };
         if !relevant {
@@ -190,6 +194,22 @@ impl ExprPlanner for JsonOperators {
                     | arrow::datatypes::DataType::Utf8View
             )
         };
+        if matches!(
+            expr.op,
+            BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq
+        ) {
+            if let Some(kind) = json_kind(&left).or(json_kind(&right)) {
+                return Err(functions::sql_error(
+                    "0A000",
+                    format!(
+                        "comparing {} values with {} is not supported; compare a typed field, e.g. (meta ->> 'score')::float8 > 0.5",
+                        kind.name(),
+                        expr.op
+                    ),
+                ));
+            }
+            return Ok(PlannerResult::Original(expr));
+        }
         // `jsonb = 'text'` compares as jsonb, as PostgreSQL casts the
         // text: `{"b":1, "a":2}` equals the stored `{"a": 2, "b": 1}`.
         if matches!(expr.op, BinaryOperator::Eq | BinaryOperator::NotEq)
@@ -279,6 +299,29 @@ pub(crate) fn typed_rewrite(expr: &PlanExpr, schema: &DFSchema) -> Option<PlanEx
         function("text")?,
         vec![cast.expr.as_ref().clone()],
     )))
+}
+
+/// Refuses to order by a json or jsonb value: the text order of the values
+/// is not PostgreSQL's jsonb order (numbers by value, objects after arrays),
+/// and a silently different order is worse than an error.
+pub(crate) fn refuse_json_order<'a>(
+    exprs: impl Iterator<Item = &'a PlanExpr>,
+    schema: &DFSchema,
+) -> DfResult<()> {
+    for expr in exprs {
+        if let Ok((_, field)) = expr.to_field(schema)
+            && let Some(kind) = json_kind(&field)
+        {
+            return Err(functions::sql_error(
+                "0A000",
+                format!(
+                    "ordering by a {} value is not supported; order by its text or a typed field, e.g. ORDER BY (meta ->> 'score')::float8",
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites the syntax JSON needs before planning: casts to json/jsonb
