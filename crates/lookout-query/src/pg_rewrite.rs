@@ -40,11 +40,11 @@ pub(crate) fn rewrite_plan(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             [input] => Arc::clone(input.schema()),
             _ => Arc::clone(node.schema()),
         };
-        // Rewritten expressions keep their names, which the nodes above
-        // refer to (`ORDER BY 1` sorts by the projected name).
         if let LogicalPlan::Sort(sort) = &node {
             crate::json::refuse_json_order(sort.expr.iter().map(|s| &s.expr), &schema)?;
         }
+        // Rewritten expressions keep their names, which the nodes above
+        // refer to (`ORDER BY 1` sorts by the projected name).
         let names = NamePreserver::new(&node);
         let rewritten = node.map_expressions(|e| {
             let saved = names.save(&e);
