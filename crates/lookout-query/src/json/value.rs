@@ -455,15 +455,14 @@ impl<'a> Parser<'a> {
 
 /// A JSON number's sign, digits (without the point) and the position of
 /// the decimal point within them, plus the scale numeric prints it with.
-struct Decimal<'a> {
+struct Decimal {
     negative: bool,
     digits: String,
     point: i64,
     scale: i64,
-    _text: &'a str,
 }
 
-fn decimal_parts(text: &str) -> Result<Decimal<'_>, JsonError> {
+fn decimal_parts(text: &str) -> Result<Decimal, JsonError> {
     let (negative, rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -495,7 +494,6 @@ fn decimal_parts(text: &str) -> Result<Decimal<'_>, JsonError> {
         digits,
         point: whole_len + exponent,
         scale: (fraction_len - exponent).max(0),
-        _text: text,
     })
 }
 
@@ -595,18 +593,25 @@ pub(crate) fn write_string(s: &str, out: &mut String) {
 pub(crate) fn jsonb_members<'n, 'a>(
     members: &'n [(Cow<'a, str>, Node<'a>)],
 ) -> Vec<(&'n str, &'n Node<'a>)> {
-    let mut kept: Vec<(&str, &Node<'a>)> = Vec::with_capacity(members.len());
-    for (key, value) in members {
-        match kept.iter_mut().find(|(k, _)| *k == key.as_ref()) {
-            Some(slot) => slot.1 = value,
-            None => kept.push((key.as_ref(), value)),
-        }
-    }
-    kept.sort_by(|(a, _), (b, _)| {
+    // Sort, then keep the last of each run of equal keys: jsonb keeps the
+    // last value of a repeated key. A stable sort keeps input order inside a
+    // run, and the whole is O(n log n) however many keys repeat.
+    let mut sorted: Vec<(&str, &Node<'a>)> = members
+        .iter()
+        .map(|(key, value)| (key.as_ref(), value))
+        .collect();
+    sorted.sort_by(|(a, _), (b, _)| {
         a.len()
             .cmp(&b.len())
             .then_with(|| a.as_bytes().cmp(b.as_bytes()))
     });
+    let mut kept: Vec<(&str, &Node<'a>)> = Vec::with_capacity(sorted.len());
+    for (key, value) in sorted {
+        match kept.last_mut() {
+            Some(last) if last.0 == key => last.1 = value,
+            _ => kept.push((key, value)),
+        }
+    }
     kept
 }
 
@@ -737,6 +742,35 @@ mod tests {
         ] {
             assert_eq!(normalize(input).as_deref(), Ok(printed), "{input}");
         }
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_last_value_in_a_large_object() {
+        // 100,000 keys, each written twice with the later value winning:
+        // a quadratic de-duplication would not finish in a test's time.
+        let n = 50_000;
+        let mut text = String::from("{");
+        for round in 0..2 {
+            for k in 0..n {
+                if round + k > 0 {
+                    text.push(',');
+                }
+                text.push_str(&format!(r#""k{k}":{}"#, k * 10 + round));
+            }
+        }
+        text.push('}');
+        let normalized = normalize(&text).expect("valid");
+        let reparsed = parse(&normalized, true).expect("valid");
+        let Value::Object(members) = &reparsed.value else {
+            panic!("an object")
+        };
+        assert_eq!(members.len(), n);
+        assert!(
+            normalized.starts_with(r#"{"k0": 1, "k1": 11,"#),
+            "{}",
+            &normalized[..40]
+        );
+        assert!(normalized.contains(r#""k49999": 499991}"#));
     }
 
     #[test]
