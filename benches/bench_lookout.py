@@ -69,7 +69,7 @@ def main():
     # 1. `lookout import` (the CLI, a fresh data directory).
     db_dir = os.path.join(a.work, "db")
     t = time.perf_counter()
-    subprocess.run([a.bin, "import", "--data", db_dir, "events", *files], check=True,
+    subprocess.run([a.bin, "import", "--create", "--data", db_dir, "events", *files], check=True,
                    stdout=subprocess.DEVNULL, env={**os.environ, "LOOKOUT_LOG": "warn"})
     el = time.perf_counter() - t
     rows = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]

@@ -13,7 +13,7 @@ source benches/common.sh
 data="$work/data"
 bench_data "$data" "$rows"
 rm -rf "$work/db"
-"$bin" sql --data "$work/db" "$events_table" >/dev/null
+"$bin" sql --create --data "$work/db" "$events_table" >/dev/null
 "$bin" import --data "$work/db" events "$data"/*.parquet >/dev/null 2>&1
 python3 - "$bin" "$work/db" <<'PY'
 import socket, statistics, subprocess, sys, time

@@ -26,9 +26,9 @@ table="$events_table"
 
 
 # Ingest: the same files into a table without and with the rollup.
-"$bin" sql --data "$work/raw" "$table" >/dev/null
+"$bin" sql --create --data "$work/raw" "$table" >/dev/null
 t0=$(seconds); "$bin" import --data "$work/raw" events "$data"/*.parquet >/dev/null 2>&1; t1=$(seconds)
-"$bin" sql --data "$work/rolled" "$table" >/dev/null
+"$bin" sql --create --data "$work/rolled" "$table" >/dev/null
 "$bin" sql --data "$work/rolled" "$rollup" >/dev/null
 "$bin" sql --data "$work/rolled" "$model_rollup" >/dev/null
 t2=$(seconds); "$bin" import --data "$work/rolled" events "$data"/*.parquet >/dev/null 2>&1; t3=$(seconds)
@@ -56,8 +56,8 @@ declare -A rolled=(
 insert="INSERT INTO events (ts, model, model_version, segment, latency_ms, status, score_groundedness)
   VALUES (now(), 'support-bot', 'v1', 'web', 420, 'ok', 0.8)"
 rm -rf "$work/insert_plain" "$work/insert_rolled"
-"$bin" sql --data "$work/insert_plain" "$table" >/dev/null
-"$bin" sql --data "$work/insert_rolled" "$table" >/dev/null
+"$bin" sql --create --data "$work/insert_plain" "$table" >/dev/null
+"$bin" sql --create --data "$work/insert_rolled" "$table" >/dev/null
 "$bin" sql --data "$work/insert_rolled" "$rollup" >/dev/null
 insert_plain=$(median_ms "$work/insert_plain" "$insert")
 insert_rolled=$(median_ms "$work/insert_rolled" "$insert")

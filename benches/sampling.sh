@@ -29,9 +29,9 @@ export LOOKOUT_CONFIG="$config"
 
 # Ingest: the same files into a plain table and into a sampled one (held),
 # then one decision over everything held.
-"$bin" sql --data "$work/raw" "$table" >/dev/null
+"$bin" sql --create --data "$work/raw" "$table" >/dev/null
 t0=$(seconds); "$bin" import --data "$work/raw" events "$data"/*.parquet >/dev/null 2>&1; t1=$(seconds)
-"$bin" sql --data "$work/sampled" "$table" >/dev/null
+"$bin" sql --create --data "$work/sampled" "$table" >/dev/null
 "$bin" sql --data "$work/sampled" "$policy" >/dev/null
 t2=$(seconds); "$bin" import --data "$work/sampled" events "$data"/*.parquet >/dev/null 2>&1; t3=$(seconds)
 t4=$(seconds)

@@ -65,6 +65,9 @@ enum Command {
         /// median wall time (ms) of those runs to stderr, like psql's \timing.
         #[arg(long, default_value_t = 0)]
         repeat: usize,
+        /// Create the data directory if it does not exist.
+        #[arg(long)]
+        create: bool,
     },
     /// Time the evaluation of many alert rules over the bench events (see benches/alerts.sh).
     #[command(hide = true)]
@@ -89,6 +92,9 @@ enum Command {
         /// Parquet files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Create the data directory if it does not exist.
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -135,6 +141,9 @@ fn main() -> anyhow::Result<()> {
             // One line, each cause once (anyhow's report repeats causes
             // that storage errors wrap).
             eprintln!("Error: {}", report::chain(&e));
+            if let Some(hint) = report::hint(&e) {
+                eprintln!("Hint: {hint}");
+            }
             std::process::exit(1)
         })
 }
@@ -178,6 +187,7 @@ async fn run() -> anyhow::Result<()> {
             sql,
             file: sql_file,
             repeat,
+            create,
         } => {
             let sql = match (sql, sql_file) {
                 (Some(s), _) => s,
@@ -185,7 +195,7 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => bail!("give the SQL text or --file"),
             };
-            let db = open(&file, &data, true).await?;
+            let db = open_existing(&file, &data, create).await?;
             let alerts =
                 lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
             let result = run_sql(&db, &sql, repeat).await;
@@ -198,13 +208,17 @@ async fn run() -> anyhow::Result<()> {
             at,
             concurrency,
         } => {
-            let db = open(&file, &data, true).await?;
+            let db = open_existing(&file, &data, false).await?;
             let result = bench_alerts::run(&db, rules, &at, concurrency).await;
             db.close().await?;
             result
         }
-        Command::Import { table, files } => {
-            let db = open(&file, &data, true).await?;
+        Command::Import {
+            table,
+            files,
+            create,
+        } => {
+            let db = open_existing(&file, &data, create).await?;
             let result = import(&db, &table, &files).await;
             db.close().await?;
             result
@@ -218,9 +232,33 @@ async fn open(
     loopback: bool,
 ) -> anyhow::Result<Lookout> {
     let options = file.lookout_options(loopback)?;
-    Lookout::open_with(data, options)
-        .await
-        .with_context(|| format!("opening data directory {}", data.display()))
+    match Lookout::open_with(data, options).await {
+        Ok(db) => Ok(db),
+        Err(lookout_query::QueryError::Storage(lookout_storage::StorageError::Locked {
+            holder,
+            ..
+        })) => Err(report::locked(data, &holder)),
+        Err(e) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("opening data directory {}", data.display())),
+    }
+}
+
+/// Opens the data directory of a one-shot command (`sql`, `import`): one
+/// that does not exist is refused unless `create` is given, so a mistyped
+/// path does not answer from a new, empty database.
+async fn open_existing(
+    file: &FileConfig,
+    data: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<Lookout> {
+    if !create && !data.exists() {
+        bail!(
+            "data directory {} does not exist; give the directory a server uses \
+             (--data or LOOKOUT_DATA), or add --create to make a new database there",
+            data.display()
+        );
+    }
+    open(file, data, true).await
 }
 
 async fn run_sql(db: &Lookout, sql: &str, repeat: usize) -> anyhow::Result<()> {
@@ -329,6 +367,9 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    db.storage()
+        .note_holder(&format!("serving {listen}"))
+        .context("writing the lock file")?;
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
     }

@@ -13,6 +13,8 @@ pub(crate) fn chain(err: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut last = String::new();
     for cause in err.chain() {
+        // A SQL error's text already says what its sources say, reworded.
+        let sql_error = cause.is::<lookout_query::QueryError>();
         let text = cause.to_string();
         if text.is_empty() || last.contains(&text) {
             continue;
@@ -21,9 +23,40 @@ pub(crate) fn chain(err: &anyhow::Error) -> String {
             out.push_str(": ");
         }
         out.push_str(&text);
+        if sql_error {
+            break;
+        }
         last = text;
     }
     out
+}
+
+/// The error for a data directory another process holds: which process,
+/// and, when it is a server, how to connect to it instead.
+pub(crate) fn locked(data: &Path, holder: &str) -> anyhow::Error {
+    let serving = holder
+        .split(", ")
+        .find_map(|part| part.strip_prefix("serving "))
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok());
+    let advice = match serving {
+        Some(addr) => format!(
+            "a server owns it: connect to it instead, e.g. psql -h {} -p {} -U lookout lookout",
+            addr.ip(),
+            addr.port()
+        ),
+        None => "wait for that process to finish, or stop it".to_string(),
+    };
+    anyhow::anyhow!(
+        "data directory {} is in use by another Lookout process ({holder}); {advice}",
+        data.display()
+    )
+}
+
+/// The hint of the first SQL error among the causes of `err`.
+pub(crate) fn hint(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<lookout_query::QueryError>())
+        .and_then(lookout_query::QueryError::hint)
 }
 
 /// Whether a cause of `err` is the operating system saying the disk is full.

@@ -216,3 +216,8 @@ SELECT timestamptz 'not a time';
 SELECT (ARRAY[1, 2])[5];
 SELECT substring('abc', 0, 2);
 SELECT repeat('ab', 0), repeat('ab', -1);
+SELECT set_config('application_name', 'differential', false) AS set, current_setting('application_name') AS current;
+SELECT * FROM (SELECT current_user, session_user, current_role, user) AS who WHERE false;
+SELECT current_user = session_user AS same, user = current_role AS also_same;
+SELECT pg_typeof('a'::text) AS t, pg_typeof(true) AS b, pg_typeof(1.5::float8) AS f, pg_typeof(now()) AS n, pg_typeof(NULL) AS u;
+SELECT pg_typeof('{"a": 1}'::jsonb) AS jb, pg_typeof('[1]'::json) AS j, pg_typeof(ARRAY['a', 'b']) AS a, pg_typeof(date '2025-01-01') AS d;

@@ -144,17 +144,36 @@ async fn monitoring_functions_match_scipy_on_a_million_rows() {
     );
     assert_eq!(number(&got[0][1]), Some(ROWS_PER_DATASET as f64));
 
-    // Wrong arguments are planning errors with the function's signature.
+    // Wrong arguments are a function that does not exist, as PostgreSQL
+    // says, with the signature to use as the hint.
     let error = client
         .simple_query("SELECT drift_ks(category, is_current) FROM drift")
         .await
         .expect_err("text into drift_ks");
     let db = error.as_db_error().expect("server error");
-    assert!(
-        db.message()
-            .contains("drift_ks(value numeric, is_current boolean)"),
-        "{}",
-        db.message()
+    assert_eq!(
+        db.message(),
+        "function drift_ks(text, boolean) does not exist"
+    );
+    assert_eq!(
+        db.hint(),
+        Some("Argument 1 cannot be text; call it as drift_ks(value numeric, is_current boolean).")
     );
     assert_eq!(db.code().code(), "42883");
+    // A built-in function's hint lists its signatures, in the first line
+    // nothing of the engine's wording.
+    let error = client
+        .simple_query("SELECT upper(1)")
+        .await
+        .expect_err("upper of a number");
+    let db = error.as_db_error().expect("server error");
+    assert_eq!(
+        (db.code().code(), db.message()),
+        ("42883", "function upper(bigint) does not exist")
+    );
+    assert!(
+        db.hint().is_some_and(|h| h.contains("upper(String)")),
+        "{:?}",
+        db.hint()
+    );
 }

@@ -131,7 +131,7 @@ async fn psql_describe_commands() {
     assert_eq!(
         columns,
         [
-            "ts|timestamp with time zone|||",
+            "ts|timestamp with time zone||not null|",
             "model|text|||",
             "value|double precision|||",
             "n|bigint|||",
@@ -148,7 +148,51 @@ async fn psql_describe_commands() {
     assert!(ok, "\\dv: {err}");
     assert!(out.contains("lookout|alerts|view|"), "{out}");
 
-    for command in ["\\l", "\\dn", "\\df", "\\dt+", "\\du", "\\d lookout.alerts"] {
+    // The monitoring functions are found as PostgreSQL's are: `\df` lists
+    // them with their arguments, `\df+` with a description.
+    let (ok, out, err) = run(vec!["-c", "\\df drift_k*"]).await.expect("psql");
+    assert!(ok, "\\df: {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "lookout|drift_kl|double precision|value numeric|text, is_current boolean [, bins integer]|agg",
+            "lookout|drift_ks|double precision|value numeric, is_current boolean|agg",
+            "lookout|drift_ks_pvalue|double precision|value numeric, is_current boolean|agg",
+        ],
+        "{out}"
+    );
+    let (ok, out, err) = run(vec!["-c", "\\df+ latency_quantile"])
+        .await
+        .expect("psql");
+    assert!(ok, "\\df+: {err}");
+    assert!(
+        out.contains("|q-quantile of the values, read from their quantile sketch"),
+        "{out}"
+    );
+    let (ok, out, err) = run(vec!["-c", "\\df"]).await.expect("psql");
+    assert!(ok, "\\df: {err}");
+    assert!(
+        out.contains("lookout|sample_hash|double precision|key text|func"),
+        "{out}"
+    );
+    assert!(!out.contains("pg_catalog|"), "{out}");
+    let (ok, out, err) = run(vec!["-c", "SHOW FUNCTIONS LIKE 'score_state_m%'"])
+        .await
+        .expect("psql");
+    assert!(ok, "SHOW FUNCTIONS: {err}");
+    assert_eq!(
+        out.trim(),
+        "score_state_mean|function|state bytea|double precision|Mean of the scores in a score state"
+    );
+
+    for command in [
+        "\\l",
+        "\\dn",
+        "\\dt+",
+        "\\du",
+        "\\d lookout.alerts",
+        "\\df+",
+    ] {
         let (ok, _, err) = run(vec!["-c", command]).await.expect("psql");
         assert!(ok, "{command}: {err}");
     }

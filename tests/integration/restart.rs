@@ -149,3 +149,72 @@ async fn a_full_disk_at_restart_says_where_and_how_much_room_is_needed() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `lookout sql` and `import` do not answer from a new empty database when
+/// the path is mistyped, and on a directory a server holds they say how to
+/// reach that server instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_refuse_a_missing_or_served_directory() {
+    let lookout = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(args)
+            .env("LOOKOUT_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("lookout")
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let missing = root.path().join("typo");
+    let out = lookout(&[
+        "sql".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+        "SELECT 1".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("--create"),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "nothing created");
+
+    let out = lookout(&[
+        "sql".as_ref(),
+        "--create".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+        "SELECT latency_quantile('a', 0.5)".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "Error: function latency_quantile(text, double precision) does not exist",
+            "Hint: Argument 1 cannot be text; call it as latency_quantile(value numeric, q constant double precision).",
+        ],
+        "each error once, the hint after it"
+    );
+    assert!(missing.exists(), "--create made it");
+
+    let port = crate::harness::free_port();
+    let mut server = crate::harness::spawn_server(&missing, port);
+    let client = crate::harness::wait_ready(port).await;
+    let out = lookout(&[
+        "sql".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+        "SELECT 1".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("process {}", server.id()))
+            && stderr.contains(&format!("psql -h 127.0.0.1 -p {port} -U lookout lookout")),
+        "{stderr}"
+    );
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -15,6 +15,7 @@
 //! GROUP BY model;
 //! ```
 
+mod docs;
 mod drift;
 mod kolmogorov;
 mod rollups;
@@ -28,6 +29,7 @@ use arrow::datatypes::DataType;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 
+pub use docs::FunctionDoc;
 pub use score::ScoreState;
 pub use sketch::QuantileSketch;
 
@@ -380,6 +382,17 @@ fn scalars() -> Vec<MonitorScalar> {
             rollups::score_state_pass_rate_high,
         ),
     ]
+}
+
+/// Every monitoring function as the function catalog lists it, by name.
+pub fn function_docs() -> Vec<FunctionDoc> {
+    let mut docs: Vec<FunctionDoc> = aggregates()
+        .iter()
+        .map(MonitorAggregate::doc)
+        .chain(scalars().iter().map(MonitorScalar::doc))
+        .collect();
+    docs.sort_by_key(|d| d.name);
+    docs
 }
 
 /// Registers every monitoring function in a session.

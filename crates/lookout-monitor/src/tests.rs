@@ -514,3 +514,29 @@ async fn wrong_arguments_name_the_function_and_its_signature() {
         assert!(error.to_string().contains(message), "{sql}: {error}");
     }
 }
+
+#[test]
+fn every_function_is_described_in_the_catalog() {
+    let docs = crate::function_docs();
+    assert!(docs.len() >= 36, "{}", docs.len());
+    for doc in &docs {
+        assert!(
+            !doc.description.is_empty(),
+            "{} has no description",
+            doc.name
+        );
+        assert!(!doc.arguments.is_empty(), "{} has no arguments", doc.name);
+    }
+    let psi = docs
+        .iter()
+        .find(|d| d.name == "drift_psi")
+        .expect("drift_psi");
+    assert_eq!(
+        (psi.aggregate, psi.arguments, psi.result),
+        (
+            true,
+            "value numeric|text, is_current boolean [, bins integer]",
+            "double precision"
+        )
+    );
+}

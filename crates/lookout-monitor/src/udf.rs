@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use crate::docs::FunctionDoc;
 use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, ScalarValue};
@@ -102,6 +103,21 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
+    fn doc(&self, aggregate: bool, returns: &DataType) -> FunctionDoc {
+        let arguments = self
+            .usage
+            .split_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .unwrap_or_default();
+        FunctionDoc {
+            name: self.name,
+            aggregate,
+            arguments,
+            result: sql_type_name(returns),
+            description: crate::docs::description(self.name),
+        }
+    }
+
     fn coerce(&self, types: &[DataType]) -> Result<Vec<DataType>> {
         // Postgres reports a call that matches no signature as a function
         // that does not exist (SQLSTATE 42883), naming the argument types.
@@ -248,6 +264,11 @@ impl MonitorAggregate {
             returns,
             build,
         }
+    }
+
+    /// The aggregate as the function catalog lists it.
+    pub(crate) fn doc(&self) -> FunctionDoc {
+        self.spec.doc(true, &self.returns)
     }
 }
 
@@ -477,6 +498,11 @@ impl MonitorScalar {
             returns,
             eval,
         }
+    }
+
+    /// The function as the function catalog lists it.
+    pub(crate) fn doc(&self) -> FunctionDoc {
+        self.spec.doc(false, &self.returns)
     }
 }
 

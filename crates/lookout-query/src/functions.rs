@@ -95,6 +95,8 @@ impl SettingValues {
 
 /// `current_setting(name [, missing_ok])`: a setting's value as `SHOW` gives
 /// it, as in PostgreSQL (an unknown name is an error unless `missing_ok`).
+/// Volatile, not stable as in PostgreSQL, so planning does not fold it into
+/// a constant before a `set_config()` earlier in the same statement runs.
 pub(crate) fn current_setting(values: SettingValues) -> ScalarUDF {
     ScalarUDF::from(SettingFunction {
         kind: SettingKind::Current,
@@ -104,7 +106,7 @@ pub(crate) fn current_setting(values: SettingValues) -> ScalarUDF {
                 TypeSignature::Exact(vec![DataType::Utf8]),
                 TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
             ],
-            Volatility::Stable,
+            Volatility::Volatile,
         ),
     })
 }
@@ -124,12 +126,16 @@ pub(crate) fn set_config(values: SettingValues) -> ScalarUDF {
     })
 }
 
-/// `session_user` / `current_user`: who the session runs as.
-pub(crate) fn session_user(values: SettingValues) -> ScalarUDF {
-    ScalarUDF::from(SettingFunction {
-        kind: SettingKind::User,
-        values,
-        signature: Signature::nullary(Volatility::Stable),
+/// `session_user`, `current_user`, `current_role` and `user` (each its own
+/// function, so each names its column as in PostgreSQL): who the session
+/// runs as.
+pub(crate) fn session_users(values: SettingValues) -> [ScalarUDF; 4] {
+    ["session_user", "current_user", "current_role", "user"].map(|name| {
+        ScalarUDF::from(SettingFunction {
+            kind: SettingKind::User(name),
+            values: values.clone(),
+            signature: Signature::nullary(Volatility::Stable),
+        })
     })
 }
 
@@ -137,7 +143,8 @@ pub(crate) fn session_user(values: SettingValues) -> ScalarUDF {
 enum SettingKind {
     Current,
     Set,
-    User,
+    /// The user, under this function name.
+    User(&'static str),
 }
 
 /// The session-bound setting functions.
@@ -228,16 +235,7 @@ impl ScalarUDFImpl for SettingFunction {
         match self.kind {
             SettingKind::Current => "current_setting",
             SettingKind::Set => "set_config",
-            SettingKind::User => "session_user",
-        }
-    }
-
-    fn aliases(&self) -> &[String] {
-        static USER_ALIASES: std::sync::LazyLock<Vec<String>> =
-            std::sync::LazyLock::new(|| vec!["current_user".to_string()]);
-        match self.kind {
-            SettingKind::User => &USER_ALIASES,
-            _ => &[],
+            SettingKind::User(name) => name,
         }
     }
 
@@ -250,7 +248,7 @@ impl ScalarUDFImpl for SettingFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if self.kind == SettingKind::User {
+        if let SettingKind::User(_) = self.kind {
             return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(
                 self.values.get("session_authorization"),
             )));

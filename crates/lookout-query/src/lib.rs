@@ -21,6 +21,7 @@ mod error;
 mod executor;
 mod extension;
 pub mod format;
+mod function_catalog;
 mod functions;
 mod import;
 mod interrupt;
@@ -30,6 +31,7 @@ mod pg_compat;
 mod pg_functions;
 mod pg_rewrite;
 mod provider;
+mod quote;
 mod rollup;
 mod sampling;
 mod scan_exec;
@@ -77,7 +79,7 @@ pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration
     interrupt::parse(value)
 }
 pub use pg_compat::is_oid_field;
-pub use session::{CopyIn, Output, Prepared, Session, quote_ident};
+pub use session::{CopyIn, Output, Prepared, Session, quote_ident, quote_literal};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +366,7 @@ impl Lookout {
             decisions: Arc::default(),
             decider: Arc::default(),
         };
+        lookout.register_view("functions", &function_catalog::functions_view());
         if background {
             let task = sampling::spawn_decisions(lookout.clone(), interval);
             *lookout.decider.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);

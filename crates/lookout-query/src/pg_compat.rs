@@ -25,9 +25,8 @@ use datafusion_pg_catalog::pg_catalog::{
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_pg_catalog::sql::rules::{
-    CurrentUserVariableToSessionUserFunctionCall, FixArrayLiteral, FixVersionColumnName,
-    RewriteArrayAnyAllOperation, RewritePgCatalogOperator, RewriteRegCastToSubquery,
-    SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
+    FixArrayLiteral, FixVersionColumnName, RewriteArrayAnyAllOperation, RewritePgCatalogOperator,
+    RewriteRegCastToSubquery, SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
 };
 
 /// The database name clients see (`current_database()`, `pg_database`).
@@ -88,11 +87,8 @@ static CATALOG_FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
     functions.extend(
         [
             "col_description",
-            "obj_description",
             "shobj_description",
-            "pg_get_function_result",
-            "pg_get_function_arguments",
-            "pg_get_function_identity_arguments",
+            "pg_get_function_sqlbody",
             "pg_get_indexdef",
             "pg_get_viewdef",
             "pg_get_triggerdef",
@@ -117,6 +113,7 @@ static CATALOG_FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
         ]
         .map(visible_udf),
     );
+    functions.extend(crate::function_catalog::describing_functions());
     if let Ok(static_tables) = STATIC_TABLES.as_ref() {
         functions.push(to_regtype_udf(static_tables));
     }
@@ -436,6 +433,11 @@ impl SchemaProvider for PgCatalog {
         if name == "pg_authid" {
             return password_free(table).map(Some);
         }
+        if name == "pg_proc"
+            && let Some(namespaces) = self.inner.table("pg_namespace").await?
+        {
+            return crate::function_catalog::pg_proc(table, namespaces).map(Some);
+        }
         let extra: Vec<_> = EXTRA_COLUMNS
             .iter()
             .filter(|(t, _, _)| *t == name)
@@ -561,6 +563,19 @@ impl PgCatalogContextProvider for LookoutRoles {
     }
 }
 
+/// A table's columns as its definition declares them: queries plan Lookout
+/// tables with every column nullable (storage checks NOT NULL itself), but
+/// `pg_attribute.attnotnull` and psql's `\d` show the declaration.
+fn declared_schema(table: &dyn TableProvider) -> SchemaRef {
+    if let Some(t) = table.downcast_ref::<crate::provider::LookoutTable>() {
+        return t.declared_schema();
+    }
+    if let Some(v) = table.downcast_ref::<crate::versions::LatestVersions>() {
+        return v.stored().declared_schema();
+    }
+    table.schema()
+}
+
 /// The tables `pg_class` and `pg_attribute` describe: the `public` and
 /// `lookout` schemas, in name order so object ids come out the same in every
 /// session over the same tables. The catalog schemas are listed (they appear in
@@ -626,7 +641,7 @@ impl CatalogInfo for UserSchemas {
         Ok(self
             .table(catalog, schema, table)
             .await?
-            .map(|t| t.schema()))
+            .map(|t| declared_schema(t.as_ref())))
     }
 
     async fn table_type(
@@ -656,6 +671,103 @@ impl UserSchemas {
     }
 }
 
+/// PostgreSQL's parenthesis-less functions as calls DataFusion plans, each
+/// keeping its own name (so `SELECT current_user, session_user` names its
+/// columns as PostgreSQL does): `current_role`, `user` and `current_user`
+/// are the current user, `current_schema` and `current_catalog` the schema
+/// and database.
+#[derive(Debug)]
+struct SpecialRegisters;
+
+/// The special register an expression names, lower-cased: `current_role`,
+/// `user`, `current_user`, `session_user`, `current_schema`,
+/// `current_catalog`, written without parentheses.
+fn special_register(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments};
+    let name = match expr {
+        Expr::Identifier(ident) if ident.quote_style.is_none() => ident.value.to_lowercase(),
+        Expr::Function(f) if matches!(f.args, FunctionArguments::None) => {
+            match f.name.0.as_slice() {
+                [part] => part.as_ident()?.value.to_lowercase(),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    matches!(
+        name.as_str(),
+        "current_role"
+            | "user"
+            | "current_user"
+            | "session_user"
+            | "current_schema"
+            | "current_catalog"
+    )
+    .then_some(name)
+}
+
+impl SqlStatementRewriteRule for SpecialRegisters {
+    fn rewrite(&self, mut statement: Statement) -> Statement {
+        use datafusion::sql::sqlparser::ast::{
+            Expr, Function, FunctionArgumentList, FunctionArguments, Ident, Query, SelectItem,
+            SetExpr, VisitMut, VisitorMut,
+        };
+        use std::ops::ControlFlow;
+
+        fn call(name: &str) -> Expr {
+            Expr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(name)]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            })
+        }
+
+        struct Calls;
+        impl VisitorMut for Calls {
+            type Break = ();
+            // A select item that is only a register is named after it, as
+            // PostgreSQL names it, in subqueries too.
+            fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+                if let SetExpr::Select(select) = query.body.as_mut() {
+                    for item in &mut select.projection {
+                        if let SelectItem::UnnamedExpr(expr) = item
+                            && let Some(name) = special_register(expr)
+                        {
+                            *item = SelectItem::ExprWithAlias {
+                                expr: expr.clone(),
+                                alias: Ident::new(name),
+                            };
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+
+            fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+                match special_register(expr).as_deref() {
+                    Some(register @ ("current_role" | "user" | "current_schema")) => {
+                        *expr = call(register)
+                    }
+                    Some("current_catalog") => *expr = call("current_database"),
+                    _ => {}
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = statement.visit(&mut Calls);
+        statement
+    }
+}
+
 /// Rewrites that only make Postgres syntax plannable, never change what a
 /// query means: applied to every statement.
 static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
@@ -663,7 +775,7 @@ static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock:
         Box::new(RewriteArrayAnyAllOperation),
         Box::new(StripCallableQualifier),
         Box::new(FixArrayLiteral),
-        Box::new(CurrentUserVariableToSessionUserFunctionCall),
+        Box::new(SpecialRegisters),
         Box::new(StripCollate),
         Box::new(RewritePgCatalogOperator),
         Box::new(RewriteRegCastToSubquery::new()),
@@ -801,6 +913,13 @@ pub(crate) fn name_insert_columns(
 }
 
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    Ok(parse_postgres_sql(sql)?
+        .into_iter()
+        .map(crate::function_catalog::show_functions)
+        .collect())
+}
+
+fn parse_postgres_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
     // Both checks keep large INSERTs from paying for rewrites they cannot need
     // (tokenizing and visiting 20,000 rows tripled their parse time).
     let substituted = sql

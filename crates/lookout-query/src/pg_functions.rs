@@ -40,6 +40,7 @@ pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udf(interval_mul());
     ctx.register_udf(ScalarUDF::new_from_impl(Age::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(Mod::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(PgTypeof::new()));
 }
 
 /// Runs `f` over rows, keeping a scalar result scalar.
@@ -410,5 +411,53 @@ mod tests {
         assert_eq!((v.months, v.days, v.nanoseconds), (0, 15, 0));
         let v = multiply(IntervalMonthDayNano::new(0, 1, 0), 0.25);
         assert_eq!((v.days, v.nanoseconds), (0, 6 * 3_600_000_000_000));
+    }
+}
+
+/// `pg_typeof(value)`: the name of the argument's type, as PostgreSQL
+/// prints a `regtype` (`integer`, `text[]`, `jsonb`, `unknown` for NULL).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+impl PgTypeof {
+    fn new() -> Self {
+        PgTypeof {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+/// The PostgreSQL name of a column's type, json and jsonb included.
+fn type_name_of(field: &arrow::datatypes::Field) -> String {
+    if let Some(kind) = crate::json::json_kind(field) {
+        return kind.name().to_string();
+    }
+    match field.data_type() {
+        DataType::Null => "unknown".to_string(),
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            format!("{}[]", type_name_of(item))
+        }
+        other => crate::format::pg_type_name(other).to_string(),
+    }
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = args.arg_fields.first().map(|f| type_name_of(f));
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(name)))
     }
 }

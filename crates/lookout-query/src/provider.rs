@@ -63,13 +63,14 @@ pub(crate) struct LookoutTable {
     /// by the storage engine on write, with an error that names the column
     /// and row, rather than by DataFusion's generic batch check.
     schema: SchemaRef,
+    /// The columns as declared, NOT NULL included, which the catalog shows.
+    declared: SchemaRef,
 }
 
 impl LookoutTable {
     pub(crate) fn new(ingest: Ingest, def: TableDef) -> Result<Self> {
-        let fields: Vec<Field> = def
-            .schema()
-            .map_err(storage_err)?
+        let declared = def.schema().map_err(storage_err)?;
+        let fields: Vec<Field> = declared
             .fields()
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
@@ -78,7 +79,14 @@ impl LookoutTable {
             ingest,
             def,
             schema: Arc::new(Schema::new(fields)),
+            declared,
         })
+    }
+
+    /// The columns as declared (`pg_attribute.attnotnull`, psql's `\d`);
+    /// queries plan with [`TableProvider::schema`], all nullable.
+    pub(crate) fn declared_schema(&self) -> SchemaRef {
+        Arc::clone(&self.declared)
     }
 
     /// The snapshot this execution reads, and its buffered rows under the

@@ -301,11 +301,7 @@ pub(crate) fn clock_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-/// An identifier as SQL text: double-quoted, with inner quotes doubled.
-/// Every identifier Lookout pastes into SQL it builds goes through here.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::quote::{quote_ident, quote_literal};
 
 /// A storage table name as SQL that resolves to it.
 pub(crate) fn quoted_table(name: &str) -> String {
@@ -508,7 +504,9 @@ impl Session {
         crate::functions::register(&ctx);
         ctx.register_udf(crate::functions::current_setting(published.clone()));
         ctx.register_udf(crate::functions::set_config(published.clone()));
-        ctx.register_udf(crate::functions::session_user(published.clone()));
+        for udf in crate::functions::session_users(published.clone()) {
+            ctx.register_udf(udf);
+        }
         let session = Session {
             lookout,
             ctx,

@@ -40,6 +40,11 @@ impl LatestVersions {
         }
     }
 
+    /// The table holding every version.
+    pub(crate) fn stored(&self) -> &LookoutTable {
+        &self.stored
+    }
+
     fn on_key_only(&self, filter: &Expr) -> bool {
         let columns = filter.column_refs();
         !columns.is_empty() && columns.iter().all(|c| self.versions.key.contains(&c.name))

@@ -93,7 +93,9 @@ pub(crate) fn user_error(e: &QueryError) -> PgWireError {
 }
 
 fn error_info(e: &QueryError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.to_string())
+    let mut info = ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.to_string());
+    info.hint = e.hint();
+    info
 }
 
 fn command_tag(tag: &str, rows: Option<u64>) -> Tag {

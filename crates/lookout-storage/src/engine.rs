@@ -299,22 +299,49 @@ fn poisoned<T>(_: T) -> StorageError {
 }
 
 impl Storage {
+    /// Adds a line to the lock file saying how to reach this process (e.g.
+    /// the address it serves), which another process that finds the
+    /// directory locked reports.
+    pub fn note_holder(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut guard = self.inner.lock.lock().map_err(poisoned)?;
+        if let Some(file) = guard.as_mut() {
+            writeln!(file, "{}", line.trim())?;
+        }
+        Ok(())
+    }
+
     /// Opens (or creates) a data directory: takes its lock, loads the
     /// manifest, replays the WAL and starts the writer.
     pub async fn open(dir: impl AsRef<FsPath>, options: StorageOptions) -> Result<Storage> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let lock_path = dir.join("LOCK");
-        let lock = File::options()
+        let mut lock = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&lock_path)?;
         if lock.try_lock().is_err() {
+            // The holder wrote who it is into the file (see `note_holder`).
+            let holder = std::fs::read_to_string(&lock_path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(StorageError::Locked {
                 path: dir.display().to_string(),
                 lock: lock_path.display().to_string(),
+                holder,
             });
+        }
+        {
+            use std::io::Write as _;
+            lock.set_len(0)?;
+            writeln!(lock, "process {}", std::process::id())?;
         }
         let store: Arc<dyn ObjectStore> = match &options.object_store {
             Some(s) => Arc::clone(s),
@@ -1824,8 +1851,15 @@ mod tests {
     async fn a_second_process_cannot_open_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _s = Storage::open(dir.path(), quiet()).await.expect("open");
+        _s.note_holder("serving 127.0.0.1:5433").expect("note");
         let err = Storage::open(dir.path(), quiet()).await.unwrap_err();
-        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+        let StorageError::Locked { holder, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            holder,
+            &format!("process {}, serving 127.0.0.1:5433", std::process::id())
+        );
     }
 
     #[tokio::test]

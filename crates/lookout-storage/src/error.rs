@@ -46,12 +46,17 @@ pub enum StorageError {
     #[error("{0}")]
     InvalidDefinition(String),
     /// Another process owns the data directory.
-    #[error("data directory {path} is locked by another Lookout process (lock file {lock})")]
+    #[error(
+        "data directory {path} is in use by another Lookout process ({holder}; lock file {lock})"
+    )]
     Locked {
         /// The data directory.
         path: String,
         /// The lock file that could not be taken.
         lock: String,
+        /// What the holder wrote into the lock file: its process id and,
+        /// for a server, the address it serves.
+        holder: String,
     },
     /// The engine is shutting down and takes no more writes.
     #[error("the storage engine is shutting down")]
