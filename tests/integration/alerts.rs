@@ -242,9 +242,10 @@ async fn rule_goes_pending_firing_escalated_resolved_and_restarts_send_no_duplic
     assert_eq!(alert(&m[2])["startsAt"], first["startsAt"]);
     assert_ne!(alert(&m[2])["endsAt"], "0001-01-01T00:00:00Z");
 
-    // A silenced instance fires without a notification.
+    // A silenced instance fires without a notification (the silence ends at
+    // an instant given as an expression).
     client
-        .simple_query("CREATE SILENCE FOR '1 hour' WHERE model = 'b' COMMENT 'maintenance'")
+        .simple_query("CREATE SILENCE UNTIL now() + INTERVAL '1 hour' WHERE model = 'b' COMMENT 'maintenance'")
         .await
         .expect("silence");
     insert(&client, "b", 50.0).await;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use lookout_query::{Access, Output, QueryError, Session, SqlExtension};
 use crate::backtest::BacktestRow;
 use crate::engine::{AlertEngine, Silence, describe_tiers, lock, now_micros};
 use crate::error::{AlertError, Result};
-use crate::grammar::{AlertStatement, is_alert_statement, parse};
+use crate::grammar::{AlertStatement, SilenceEnd, TimeBound, is_alert_statement, parse};
 use crate::rule::{RuleDef, format_duration};
 use crate::store::{int, labels_json, opt_text, text, timestamp};
 
@@ -147,6 +147,34 @@ impl SqlExtension for AlertStatements {
     }
 }
 
+/// The instant a time bound names, an expression evaluated by the session
+/// (with its `now()` and its rights on what the expression reads).
+async fn instant(session: &mut Session, bound: TimeBound, clause: &str) -> Result<i64> {
+    let expression = match bound {
+        TimeBound::At(micros) => return Ok(micros),
+        TimeBound::Expression(e) => e,
+    };
+    let batches = session
+        .query(&format!("SELECT CAST(({expression}) AS TIMESTAMPTZ)"))
+        .await?;
+    let value = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| {
+            let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            let micros = arrow::compute::cast(b.column(0), &utc)?;
+            arrow::compute::cast(&micros, &DataType::Int64)
+        })
+        .transpose()
+        .map_err(|e| AlertError::InvalidValue(format!("{clause}: {e}")))?;
+    value
+        .and_then(|a| {
+            let a = a.as_any().downcast_ref::<Int64Array>()?;
+            a.is_valid(0).then(|| a.value(0))
+        })
+        .ok_or_else(|| AlertError::InvalidValue(format!("{clause} is NULL")))
+}
+
 impl AlertStatements {
     async fn run(&self, sql: &str, session: &mut Session) -> Result<Output> {
         let engine = &self.engine;
@@ -226,6 +254,13 @@ impl AlertStatements {
                 to,
                 step,
             } => {
+                let from = instant(session, from, "FROM").await?;
+                let to = instant(session, to, "TO").await?;
+                if to < from {
+                    return Err(AlertError::InvalidValue(
+                        "BACKTEST: TO is before FROM".into(),
+                    ));
+                }
                 let rows = engine.backtest(&name, from, to, step).await?;
                 Ok(Output::from_batches(
                     backtest_schema(),
@@ -233,11 +268,14 @@ impl AlertStatements {
                 ))
             }
             AlertStatement::CreateSilence {
-                duration,
+                ends,
                 matchers,
                 comment,
             } => {
-                let ends_at = now_micros() + duration;
+                let ends_at = match ends {
+                    SilenceEnd::After(duration) => now_micros() + duration,
+                    SilenceEnd::Until(bound) => instant(session, bound, "UNTIL").await?,
+                };
                 let id = engine.inner.last_silence_id.fetch_add(1, Ordering::SeqCst) + 1;
                 engine
                     .inner

@@ -41,21 +41,22 @@ pub enum AlertStatement {
         /// Rule name.
         name: String,
     },
-    /// `BACKTEST ALERT name FROM 'ts' TO 'ts' [STEP 'interval']`.
+    /// `BACKTEST ALERT name FROM time TO time [STEP 'interval']`.
     Backtest {
         /// Rule name.
         name: String,
         /// First instant.
-        from: Micros,
+        from: TimeBound,
         /// Last instant (inclusive).
-        to: Micros,
+        to: TimeBound,
         /// Spacing; default the rule's EVERY.
         step: Option<Micros>,
     },
-    /// `CREATE SILENCE FOR 'interval' WHERE label = 'v' [AND ...] [COMMENT 'text']`.
+    /// `CREATE SILENCE { FOR 'interval' | UNTIL time } WHERE label = 'v'
+    /// [AND ...] [COMMENT 'text']`.
     CreateSilence {
-        /// How long from now.
-        duration: Micros,
+        /// When it ends.
+        ends: SilenceEnd,
         /// Label equalities that all must hold.
         matchers: Vec<(String, String)>,
         /// Why.
@@ -66,6 +67,26 @@ pub enum AlertStatement {
         /// The silence id.
         id: i64,
     },
+}
+
+/// When a silence ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SilenceEnd {
+    /// This long after it is created (`FOR '2 hours'`).
+    After(Micros),
+    /// At this instant (`UNTIL now() + INTERVAL '2 hours'`).
+    Until(TimeBound),
+}
+
+/// An instant a statement names: a timestamp in quotes, or an SQL
+/// expression the session evaluates when the statement runs (`now() -
+/// interval '1 day'`, `date_trunc('day', now())`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeBound {
+    /// A timestamp literal, in microseconds since the epoch.
+    At(Micros),
+    /// An expression of type `timestamptz`, as written.
+    Expression(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +202,13 @@ fn lex(sql: &str) -> Result<Lexed> {
                         b')' => ")",
                         b'-' => "-",
                         b'%' => "%",
+                        // Only inside time expressions, which are SQL.
+                        b'+' => "+",
+                        b'*' => "*",
+                        b'/' => "/",
+                        b':' => ":",
+                        b'.' => ".",
+                        b';' => ";",
                         _ => {
                             let ch = sql[start..].chars().next().unwrap_or('?');
                             return Err(AlertError::syntax(format!(
@@ -379,6 +407,52 @@ impl Parser<'_> {
         })
     }
 
+    /// A timestamp in quotes, or the SQL expression up to the first of
+    /// `stops` outside parentheses (or the end). The expression is checked
+    /// to be one expression: parentheses balanced, no `;`.
+    fn time_bound(&mut self, clause: &str, stops: &[&str]) -> Result<TimeBound> {
+        let is_stop = |t: Option<&(Token, usize)>| match t {
+            None => true,
+            Some((Token::Word(w), _)) => stops.iter().any(|s| w.eq_ignore_ascii_case(s)),
+            _ => false,
+        };
+        if matches!(self.peek(), Some(Token::Str(_))) && is_stop(self.tokens.get(self.pos + 1)) {
+            return self.timestamp(clause).map(TimeBound::At);
+        }
+        let Some(&(_, start)) = self.tokens.get(self.pos) else {
+            return Err(self.unexpected(&format!("a time after {clause}")));
+        };
+        let mut depth = 0i32;
+        while !(depth == 0 && is_stop(self.tokens.get(self.pos))) {
+            match self.peek() {
+                None => break,
+                Some(Token::Sym("(")) => depth += 1,
+                Some(Token::Sym(")")) => depth -= 1,
+                Some(Token::Sym(";")) => depth = -1,
+                Some(_) => {}
+            }
+            if depth < 0 {
+                break;
+            }
+            self.pos += 1;
+        }
+        if depth != 0 {
+            return Err(AlertError::syntax(format!(
+                "the time after {clause} is not one expression (check its parentheses)"
+            )));
+        }
+        let end = self
+            .tokens
+            .get(self.pos)
+            .map_or(self.sql.len(), |&(_, at)| at);
+        if end == start {
+            return Err(self.unexpected(&format!("a time after {clause}")));
+        }
+        Ok(TimeBound::Expression(
+            self.sql[start..end].trim().to_string(),
+        ))
+    }
+
     fn number(&mut self, what: &str) -> Result<f64> {
         let negative = self.eat_sym("-");
         match self.peek().cloned() {
@@ -449,15 +523,17 @@ impl Parser<'_> {
         if self.eat_words(&["BACKTEST", "ALERT"]) {
             let name = self.name()?;
             self.expect_word("FROM")?;
-            let from = self.timestamp("FROM")?;
+            let from = self.time_bound("FROM", &["TO"])?;
             self.expect_word("TO")?;
-            let to = self.timestamp("TO")?;
+            let to = self.time_bound("TO", &["STEP"])?;
             let step = if self.eat_word("STEP") {
                 Some(self.duration("STEP")?)
             } else {
                 None
             };
-            if to < from {
+            if let (TimeBound::At(from), TimeBound::At(to)) = (&from, &to)
+                && to < from
+            {
                 return Err(AlertError::InvalidValue(
                     "BACKTEST: TO is before FROM".into(),
                 ));
@@ -475,8 +551,13 @@ impl Parser<'_> {
             });
         }
         if self.eat_words(&["CREATE", "SILENCE"]) {
-            self.expect_word("FOR")?;
-            let duration = self.duration("FOR")?;
+            let ends = if self.eat_word("UNTIL") {
+                SilenceEnd::Until(self.time_bound("UNTIL", &["WHERE"])?)
+            } else {
+                self.expect_word("FOR")
+                    .map_err(|_| self.unexpected("FOR or UNTIL"))?;
+                SilenceEnd::After(self.duration("FOR")?)
+            };
             self.expect_word("WHERE")?;
             let mut matchers = Vec::new();
             loop {
@@ -494,7 +575,7 @@ impl Parser<'_> {
                 String::new()
             };
             return Ok(AlertStatement::CreateSilence {
-                duration,
+                ends,
                 matchers,
                 comment,
             });
@@ -787,18 +868,46 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
                 .expect("backtest"),
             AlertStatement::Backtest {
                 name: "a".into(),
-                from: 1_735_689_600_000_000,
-                to: 1_735_776_000_000_000,
+                from: TimeBound::At(1_735_689_600_000_000),
+                to: TimeBound::At(1_735_776_000_000_000),
                 step: Some(300_000_000)
+            }
+        );
+        assert_eq!(
+            parse("BACKTEST ALERT a FROM now() - interval '1 day' TO date_trunc('hour', now()) STEP '1 hour'")
+                .expect("backtest"),
+            AlertStatement::Backtest {
+                name: "a".into(),
+                from: TimeBound::Expression("now() - interval '1 day'".into()),
+                to: TimeBound::Expression("date_trunc('hour', now())".into()),
+                step: Some(3_600_000_000)
+            }
+        );
+        assert_eq!(
+            parse("BACKTEST ALERT a FROM '2025-01-01'::timestamptz TO now()").expect("backtest"),
+            AlertStatement::Backtest {
+                name: "a".into(),
+                from: TimeBound::Expression("'2025-01-01'::timestamptz".into()),
+                to: TimeBound::Expression("now()".into()),
+                step: None
             }
         );
         assert_eq!(
             parse("CREATE SILENCE FOR '2 hours' WHERE model = 'x' AND alertname = 'a' COMMENT 'deploy'")
                 .expect("silence"),
             AlertStatement::CreateSilence {
-                duration: 7_200_000_000,
+                ends: SilenceEnd::After(7_200_000_000),
                 matchers: vec![("model".into(), "x".into()), ("alertname".into(), "a".into())],
                 comment: "deploy".into()
+            }
+        );
+        assert_eq!(
+            parse("CREATE SILENCE UNTIL now() + INTERVAL '2 hours' WHERE model = 'x'")
+                .expect("silence"),
+            AlertStatement::CreateSilence {
+                ends: SilenceEnd::Until(TimeBound::Expression("now() + INTERVAL '2 hours'".into())),
+                matchers: vec![("model".into(), "x".into())],
+                comment: String::new()
             }
         );
         assert!(!is_alert_statement("SELECT 1"));
@@ -822,5 +931,12 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
         assert!(err("CREATE ALERT a EVERY '1 minute' SEVERITY P0 WHEN value > 1 NOTIFY 'ftp://x' AS SELECT 1")
             .contains("notification target"));
         assert!(err("BACKTEST ALERT a FROM '2025-01-02' TO '2025-01-01'").contains("before"));
+        // An expression is one expression: nothing can follow it as SQL.
+        assert!(err("BACKTEST ALERT a FROM now()) TO now()").contains("one expression"));
+        assert!(err("BACKTEST ALERT a FROM (now() TO now()").contains("one expression"));
+        assert!(
+            err("BACKTEST ALERT a FROM now(); DROP TABLE t TO now()").contains("one expression")
+        );
+        assert!(err("BACKTEST ALERT a FROM TO now()").contains("a time after FROM"));
     }
 }
