@@ -180,8 +180,41 @@ async fn grafana_dashboard_queries_run() {
         }
     }
     assert!(queries.len() >= 6);
+    // `$model` as Grafana interpolates a multi-value variable: first every
+    // model (the "All" choice), then one, which must narrow the panel.
+    let models: Vec<String> = client
+        .query(expand_grafana_macros(&queries[0].1, from, to).as_str(), &[])
+        .await
+        .expect("variable query")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert!(models.len() >= 2, "{models:?}");
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|m| format!("'{}'", m.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let filtered = queries
+        .iter()
+        .filter(|(_, sql)| sql.contains("$model"))
+        .count();
+    assert!(filtered >= 5, "every events panel filters by $model");
     for (what, sql) in queries {
-        let sql = expand_grafana_macros(&sql, from, to);
+        let all = expand_grafana_macros(&sql, from, to).replace("$model", &quoted(&models));
+        if sql.contains("$model") {
+            let one =
+                expand_grafana_macros(&sql, from, to).replace("$model", &quoted(&models[..1]));
+            let rows_all = crate::harness::rows(&client, &all).await;
+            let rows_one = crate::harness::rows(&client, &one).await;
+            assert!(
+                !rows_one.is_empty() && rows_one != rows_all,
+                "{what}: choosing one model changes nothing\n{one}"
+            );
+        }
+        let sql = all;
         let rows = client
             .query(sql.as_str(), &[])
             .await
