@@ -72,3 +72,10 @@ SELECT meta -> 'tokens' -> 'in' FROM calls ORDER BY meta -> 'tokens' -> 'in';
 -- unsupported: comparing jsonb values
 SELECT count(*) FROM calls WHERE meta -> 'score' > '1';
 SELECT model FROM calls ORDER BY (meta -> 'tokens' ->> 'in')::int NULLS FIRST, ts;
+-- params: ['{"tokens": {"out": 30, "in": 120}, "user": "u1", "tags": ["rag", "prod"], "score": 0.75}']
+SELECT model FROM calls WHERE meta = %s ORDER BY ts;
+-- params: ['{"tokens": {"out": 30, "in": 120}, "user": "u1", "tags": ["rag", "prod"], "score": 0.75}']
+-- binary
+SELECT model, meta FROM calls WHERE %s <> meta ORDER BY ts;
+-- params: ['not json']
+SELECT model FROM calls WHERE meta = %s;

@@ -211,10 +211,15 @@ impl ExprPlanner for JsonOperators {
             return Ok(PlannerResult::Original(expr));
         }
         // `jsonb = 'text'` compares as jsonb, as PostgreSQL casts the
-        // text: `{"b":1, "a":2}` equals the stored `{"a": 2, "b": 1}`.
+        // text: `{"b":1, "a":2}` equals the stored `{"a": 2, "b": 1}`. An
+        // untyped parameter (`jsonb_col = $1`) is text here, so it is too.
+        let untyped = |e: &PlanExpr, f: &arrow::datatypes::Field| {
+            matches!(e, PlanExpr::Placeholder(_))
+                && f.data_type() == &arrow::datatypes::DataType::Null
+        };
         if matches!(expr.op, BinaryOperator::Eq | BinaryOperator::NotEq)
-            && text(&left)
-            && text(&right)
+            && (text(&left) || untyped(&expr.left, &left))
+            && (text(&right) || untyped(&expr.right, &right))
             && let Some(jsonb) = function("jsonb")
         {
             let wrap = |e: PlanExpr| {
