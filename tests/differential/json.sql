@@ -79,3 +79,7 @@ SELECT model FROM calls WHERE meta = %s ORDER BY ts;
 SELECT model, meta FROM calls WHERE %s <> meta ORDER BY ts;
 -- params: ['not json']
 SELECT model FROM calls WHERE meta = %s;
+SELECT '{"a": 1.0, "b": [1, 2]}'::jsonb = '{"b": [1, 2.00], "a": 1}'::jsonb AS same, '[1, 2]'::jsonb = '[2, 1]'::jsonb AS reordered, '1e2'::jsonb <> '100'::jsonb AS differ;
+SELECT model FROM calls WHERE meta = '{"score": 0.750, "tags": ["rag", "prod"], "user": "u1", "tokens": {"in": 120.0, "out": 30}}' ORDER BY ts;
+SELECT a.model, b.model FROM calls a JOIN calls b ON a.meta = b.meta ORDER BY a.ts, b.ts;
+SELECT model, meta -> 'score' = '1.5' AS score_is_1_5 FROM calls ORDER BY ts;

@@ -79,6 +79,8 @@ pub(crate) enum Op {
     Path { text: bool, variadic: bool },
     /// `@>`.
     Contains,
+    /// jsonb `=` (`negated` false) and `<>` (`negated` true).
+    Equal { negated: bool },
     /// `?`.
     HasKey,
     /// `?|` (`all` false) and `?&` (`all` true).
@@ -209,7 +211,7 @@ impl ScalarUDFImpl for JsonFunction {
                 }
                 _ => Err(wrong()),
             },
-            Op::Contains | Op::Concat | Op::HasKey => match arg_types {
+            Op::Contains | Op::Equal { .. } | Op::Concat | Op::HasKey => match arg_types {
                 [a, b] => Ok(vec![json_arg(a)?, json_arg(b)?]),
                 _ => Err(wrong()),
             },
@@ -218,7 +220,7 @@ impl ScalarUDFImpl for JsonFunction {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.op {
-            Op::Contains | Op::HasKey | Op::HasKeys { .. } => DataType::Boolean,
+            Op::Contains | Op::Equal { .. } | Op::HasKey | Op::HasKeys { .. } => DataType::Boolean,
             Op::ArrayLength => DataType::Int32,
             Op::Elements { .. } | Op::Keys => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
@@ -407,7 +409,7 @@ impl JsonFunction {
                 }
                 Ok(Arc::new(out.finish()))
             }
-            Op::Contains | Op::HasKey | Op::HasKeys { .. } => {
+            Op::Contains | Op::Equal { .. } | Op::HasKey | Op::HasKeys { .. } => {
                 let mut out = BooleanBuilder::with_capacity(rows);
                 for row in 0..rows {
                     let Some(j) = parse(row)? else {
@@ -420,6 +422,13 @@ impl JsonFunction {
                                 &j,
                                 &value::parse(text, true).map_err(json_error)?,
                             )),
+                            None => None,
+                        },
+                        Op::Equal { negated } => match text_at(&arrays[1], row) {
+                            Some(text) => Some(
+                                value::equal(&j, &value::parse(text, true).map_err(json_error)?)
+                                    != negated,
+                            ),
                             None => None,
                         },
                         Op::HasKey => text_at(&arrays[1], row).map(|k| value::has_key(&j, k)),

@@ -58,6 +58,8 @@ static FUNCTIONS: LazyLock<Vec<Arc<ScalarUDF>>> = LazyLock::new(|| {
             None,
         ),
         f("jsonb_contains", Op::Contains, Some(Jsonb)),
+        f("jsonb_eq", Op::Equal { negated: false }, Some(Jsonb)),
+        f("jsonb_ne", Op::Equal { negated: true }, Some(Jsonb)),
         f("jsonb_exists", Op::HasKey, Some(Jsonb)),
         f("jsonb_exists_any", Op::HasKeys { all: false }, Some(Jsonb)),
         f("jsonb_exists_all", Op::HasKeys { all: true }, Some(Jsonb)),
@@ -210,44 +212,30 @@ impl ExprPlanner for JsonOperators {
             }
             return Ok(PlannerResult::Original(expr));
         }
-        // `jsonb = 'text'` compares as jsonb, as PostgreSQL casts the
-        // text: `{"b":1, "a":2}` equals the stored `{"a": 2, "b": 1}`. An
-        // untyped parameter (`jsonb_col = $1`) is text here, so it is too.
+        // `=` and `<>` with a jsonb operand compare as jsonb does: a text
+        // operand (or an untyped parameter, `jsonb_col = $1`) is read as
+        // jsonb, keys in any order, numbers as numerics (`1.0` = `1`).
         let untyped = |e: &PlanExpr, f: &arrow::datatypes::Field| {
             matches!(e, PlanExpr::Placeholder(_))
                 && f.data_type() == &arrow::datatypes::DataType::Null
         };
+        let jsonb_side = |f: &arrow::datatypes::Field| json_kind(f) == Some(JsonKind::Jsonb);
+        let operand = |e: &PlanExpr, f: &arrow::datatypes::Field| {
+            text(f) && json_kind(f) != Some(JsonKind::Json) || untyped(e, f)
+        };
         if matches!(expr.op, BinaryOperator::Eq | BinaryOperator::NotEq)
-            && (text(&left) || untyped(&expr.left, &left))
-            && (text(&right) || untyped(&expr.right, &right))
-            && let Some(jsonb) = function("jsonb")
+            && (jsonb_side(&left) || jsonb_side(&right))
+            && operand(&expr.left, &left)
+            && operand(&expr.right, &right)
+            && let Some(udf) = function(if expr.op == BinaryOperator::Eq {
+                "jsonb_eq"
+            } else {
+                "jsonb_ne"
+            })
         {
-            let wrap = |e: PlanExpr| {
-                PlanExpr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&jsonb), vec![e]))
-            };
-            let jsonb_side = |f: &arrow::datatypes::Field| json_kind(f) == Some(JsonKind::Jsonb);
-            match (
-                jsonb_side(&left),
-                json_kind(&right).is_none(),
-                jsonb_side(&right),
-                json_kind(&left).is_none(),
-            ) {
-                (true, true, _, _) => {
-                    return Ok(PlannerResult::Original(RawBinaryExpr {
-                        op: expr.op,
-                        left: expr.left,
-                        right: wrap(expr.right),
-                    }));
-                }
-                (_, _, true, true) => {
-                    return Ok(PlannerResult::Original(RawBinaryExpr {
-                        op: expr.op,
-                        left: wrap(expr.left),
-                        right: expr.right,
-                    }));
-                }
-                _ => {}
-            }
+            return Ok(PlannerResult::Planned(PlanExpr::ScalarFunction(
+                ScalarFunction::new_udf(udf, vec![expr.left, expr.right]),
+            )));
         }
         let (name, swap) = match &expr.op {
             _ if !text(&left) => return Ok(PlannerResult::Original(expr)),

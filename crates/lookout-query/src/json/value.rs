@@ -661,6 +661,25 @@ fn is_container(v: &Value<'_>) -> bool {
     matches!(v, Value::Array(_) | Value::Object(_))
 }
 
+/// `a = b` as jsonb defines equality: the same keys with equal values
+/// (repeated keys as jsonb keeps them), arrays equal item by item, numbers
+/// equal as numerics (`1.0` equals `1`).
+pub(crate) fn equal(a: &Node<'_>, b: &Node<'_>) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Object(x), Value::Object(y)) => {
+            let (x, y) = (jsonb_members(x), jsonb_members(y));
+            x.len() == y.len()
+                && x.iter()
+                    .zip(&y)
+                    .all(|((kx, vx), (ky, vy))| kx == ky && equal(vx, vy))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(i, j)| equal(i, j))
+        }
+        (x, y) => !is_container(x) && !is_container(y) && scalars_equal(x, y),
+    }
+}
+
 /// `a @> b`, as jsonb defines containment: objects contain their members'
 /// values, arrays contain elements in any order, and at the top level an
 /// array contains a scalar it holds.
@@ -771,6 +790,22 @@ mod tests {
             &normalized[..40]
         );
         assert!(normalized.contains(r#""k49999": 499991}"#));
+    }
+
+    #[test]
+    fn equality_is_jsonb_equality() {
+        let eq = |a: &str, b: &str| equal(&parse(a, true).expect(a), &parse(b, true).expect(b));
+        assert!(eq(
+            r#"{"a": 1.0, "b": [1, 2]}"#,
+            r#"{"b": [1, 2.00], "a": 1}"#
+        ));
+        assert!(eq(r#"{"a": 1, "a": 2}"#, r#"{"a": 2}"#));
+        assert!(eq("1e2", "100"));
+        assert!(!eq("[1, 2]", "[2, 1]"));
+        assert!(!eq(r#"{"a": 1}"#, r#"{"a": 1, "b": null}"#));
+        assert!(!eq("[1]", "1"));
+        assert!(!eq(r#""1""#, "1"));
+        assert!(!eq("null", "false"));
     }
 
     #[test]
