@@ -367,9 +367,9 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    db.storage()
-        .note_holder(&format!("serving {listen}"))
-        .context("writing the lock file")?;
+    if let Err(e) = db.storage().note_holder(&format!("serving {listen}")) {
+        tracing::warn!("cannot note the address in the lock file: {e}");
+    }
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
     }

@@ -150,44 +150,40 @@ async fn a_full_disk_at_restart_says_where_and_how_much_room_is_needed() {
     let _ = server.wait();
 }
 
-/// `lookout sql` and `import` do not answer from a new empty database when
-/// the path is mistyped, and on a directory a server holds they say how to
-/// reach that server instead.
+/// `lookout sql` (and `import`, which opens the same way) does not answer
+/// from a new empty database when the path is mistyped, and on a directory
+/// a server holds says how to reach that server instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_commands_refuse_a_missing_or_served_directory() {
-    let lookout = |args: &[&std::ffi::OsStr]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
-            .args(args)
+    let root = tempfile::tempdir().expect("tempdir");
+    let missing = root.path().join("typo");
+    // `lookout sql [flags] --data <missing> <statement>`: success and stderr.
+    let sql = |flags: &[&str], statement: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .arg("sql")
+            .args(flags)
+            .arg("--data")
+            .arg(&missing)
+            .arg(statement)
             .env("LOOKOUT_LOG", "warn")
             .current_dir(std::env::temp_dir())
             .output()
-            .expect("lookout")
+            .expect("lookout");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
-    let root = tempfile::tempdir().expect("tempdir");
-    let missing = root.path().join("typo");
-    let out = lookout(&[
-        "sql".as_ref(),
-        "--data".as_ref(),
-        missing.as_os_str(),
-        "SELECT 1".as_ref(),
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = sql(&[], "SELECT 1");
+    assert!(!ok);
     assert!(
         stderr.contains("does not exist") && stderr.contains("--create"),
         "{stderr}"
     );
     assert!(!missing.exists(), "nothing created");
 
-    let out = lookout(&[
-        "sql".as_ref(),
-        "--create".as_ref(),
-        "--data".as_ref(),
-        missing.as_os_str(),
-        "SELECT latency_quantile('a', 0.5)".as_ref(),
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = sql(&["--create"], "SELECT latency_quantile('a', 0.5)");
+    assert!(!ok);
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
@@ -201,14 +197,8 @@ async fn one_shot_commands_refuse_a_missing_or_served_directory() {
     let port = crate::harness::free_port();
     let mut server = crate::harness::spawn_server(&missing, port);
     let client = crate::harness::wait_ready(port).await;
-    let out = lookout(&[
-        "sql".as_ref(),
-        "--data".as_ref(),
-        missing.as_os_str(),
-        "SELECT 1".as_ref(),
-    ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = sql(&[], "SELECT 1");
+    assert!(!ok);
     assert!(
         stderr.contains(&format!("process {}", server.id()))
             && stderr.contains(&format!("psql -h 127.0.0.1 -p {port} -U lookout lookout")),

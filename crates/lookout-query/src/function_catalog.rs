@@ -36,10 +36,13 @@ fn by_oid(oid: i64) -> Option<&'static FunctionDoc> {
     FUNCTIONS.get(index)
 }
 
+/// The columns of `lookout.functions`.
+const COLUMNS: &str = "name, kind, arguments, result, description";
+
 /// The view of Lookout's own functions: `lookout.functions`, which `SHOW
-/// FUNCTIONS` reads and `pg_proc` adds to PostgreSQL's.
+/// FUNCTIONS` reads.
 pub(crate) fn functions_view() -> String {
-    let rows: Vec<String> = lookout_monitor::function_docs()
+    let rows: Vec<String> = FUNCTIONS
         .iter()
         .map(|f| {
             format!(
@@ -53,8 +56,7 @@ pub(crate) fn functions_view() -> String {
         })
         .collect();
     format!(
-        "SELECT name, kind, arguments, result, description FROM (VALUES {}) \
-         AS f(name, kind, arguments, result, description)",
+        "SELECT {COLUMNS} FROM (VALUES {}) AS f({COLUMNS})",
         rows.join(", ")
     )
 }
@@ -76,9 +78,7 @@ pub(crate) fn show_functions(statement: Statement) -> Statement {
         }
         Some(ShowStatementFilter::Where(e)) => format!(" WHERE {e}"),
     };
-    let sql = format!(
-        "SELECT name, kind, arguments, result, description FROM lookout.functions{condition} ORDER BY name"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM lookout.functions{condition} ORDER BY name");
     match Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
         Ok(mut parsed) if parsed.len() == 1 => parsed.remove(0),
         _ => statement,

@@ -338,10 +338,13 @@ impl Storage {
                 holder,
             });
         }
+        // Who holds the lock, for the error another process gets; only
+        // informative, so a full disk does not stop the open here.
         {
             use std::io::Write as _;
-            lock.set_len(0)?;
-            writeln!(lock, "process {}", std::process::id())?;
+            let _ = lock
+                .set_len(0)
+                .and_then(|()| writeln!(lock, "process {}", std::process::id()));
         }
         let store: Arc<dyn ObjectStore> = match &options.object_store {
             Some(s) => Arc::clone(s),
