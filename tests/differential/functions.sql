@@ -221,3 +221,5 @@ SELECT * FROM (SELECT current_user, session_user, current_role, user) AS who WHE
 SELECT current_user = session_user AS same, user = current_role AS also_same;
 SELECT pg_typeof('a'::text) AS t, pg_typeof(true) AS b, pg_typeof(1.5::float8) AS f, pg_typeof(now()) AS n, pg_typeof(NULL) AS u;
 SELECT pg_typeof('{"a": 1}'::jsonb) AS jb, pg_typeof('[1]'::json) AS j, pg_typeof(ARRAY['a', 'b']) AS a, pg_typeof(date '2025-01-01') AS d;
+SELECT 'int4'::regtype, 'text'::regtype, 'float8'::regtype, 'timestamptz'::regtype;
+SELECT 1 AS a, 2 AS a, 'x' AS a;

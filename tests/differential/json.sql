@@ -83,3 +83,4 @@ SELECT '{"a": 1.0, "b": [1, 2]}'::jsonb = '{"b": [1, 2.00], "a": 1}'::jsonb AS s
 SELECT model FROM calls WHERE meta = '{"score": 0.750, "tags": ["rag", "prod"], "user": "u1", "tokens": {"in": 120.0, "out": 30}}' ORDER BY ts;
 SELECT a.model, b.model FROM calls a JOIN calls b ON a.meta = b.meta ORDER BY a.ts, b.ts;
 SELECT model, meta -> 'score' = '1.5' AS score_is_1_5 FROM calls ORDER BY ts;
+SELECT 'calls'::regclass, 'public.calls'::regclass, 'jsonb'::regtype;

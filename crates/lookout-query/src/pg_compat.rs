@@ -768,6 +768,76 @@ impl SqlStatementRewriteRule for SpecialRegisters {
     }
 }
 
+/// A select item that is a name cast to `regclass` or `regtype` (`SELECT
+/// 'events'::regclass`) shows the name under the type's name, as PostgreSQL
+/// prints those types; everywhere else the casts stay object ids, which is
+/// what comparisons with catalog columns need.
+#[derive(Debug)]
+struct ShownRegCasts;
+
+impl SqlStatementRewriteRule for ShownRegCasts {
+    fn rewrite(&self, mut statement: Statement) -> Statement {
+        use datafusion::sql::sqlparser::ast::{
+            Expr, Ident, Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
+        };
+        use std::ops::ControlFlow;
+
+        fn shown(expr: &Expr) -> Option<(Expr, &'static str)> {
+            let Expr::Cast {
+                expr: operand,
+                data_type,
+                ..
+            } = expr
+            else {
+                return None;
+            };
+            if !matches!(operand.as_ref(), Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
+            {
+                return None;
+            }
+            let type_name = data_type.to_string().to_lowercase();
+            let (sql, name) = match type_name.trim_start_matches("pg_catalog.") {
+                // max(): NULL, not an error, for a name that is no table.
+                "regclass" => (
+                    format!(
+                        "(SELECT max(c.relname) FROM pg_catalog.pg_class c WHERE c.oid = {expr})"
+                    ),
+                    "regclass",
+                ),
+                "regtype" => (format!("format_type({expr}, NULL)"), "regtype"),
+                _ => return None,
+            };
+            let shown = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_expr())
+                .ok()?;
+            Some((shown, name))
+        }
+
+        struct Items;
+        impl VisitorMut for Items {
+            type Break = ();
+            fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+                if let SetExpr::Select(select) = query.body.as_mut() {
+                    for item in &mut select.projection {
+                        if let SelectItem::UnnamedExpr(expr) = item
+                            && let Some((shown, name)) = shown(expr)
+                        {
+                            *item = SelectItem::ExprWithAlias {
+                                expr: shown,
+                                alias: Ident::new(name),
+                            };
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let _ = statement.visit(&mut Items);
+        statement
+    }
+}
+
 /// Rewrites that only make Postgres syntax plannable, never change what a
 /// query means: applied to every statement.
 static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
@@ -778,6 +848,7 @@ static SYNTAX_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock:
         Box::new(SpecialRegisters),
         Box::new(StripCollate),
         Box::new(RewritePgCatalogOperator),
+        Box::new(ShownRegCasts),
         Box::new(RewriteRegCastToSubquery::new()),
         Box::new(FixVersionColumnName),
     ]

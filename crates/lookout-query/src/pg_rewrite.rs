@@ -585,22 +585,26 @@ fn projection_mut(stmt: &mut Statement) -> Option<&mut Vec<ast::SelectItem>> {
     }
 }
 
-/// Gives every unaliased output column of a query a distinct alias, for
-/// statements DataFusion refuses because two columns would get the same
-/// name (`SELECT v::text, v::int`); the client still sees PostgreSQL's
-/// names, from [`output_names`] of the statement as written. `false` if
-/// the statement is not such a query.
+/// Gives every output column of a query a distinct alias, for statements
+/// DataFusion refuses because two columns would get the same name (`SELECT
+/// v::text, v::int`, `SELECT 1 AS a, 2 AS a`); the client still sees
+/// PostgreSQL's names, from [`output_names`] of the statement as written.
+/// `false` if the statement is not such a query.
 pub(crate) fn alias_output_columns(stmt: &mut Statement) -> bool {
     let Some(items) = projection_mut(stmt) else {
         return false;
     };
     for (i, item) in items.iter_mut().enumerate() {
-        if let ast::SelectItem::UnnamedExpr(expr) = item {
-            *item = ast::SelectItem::ExprWithAlias {
-                expr: expr.clone(),
-                alias: ast::Ident::with_quote('"', format!("?column{i}?")),
-            };
-        }
+        let expr = match item {
+            ast::SelectItem::UnnamedExpr(expr) | ast::SelectItem::ExprWithAlias { expr, .. } => {
+                expr.clone()
+            }
+            _ => continue,
+        };
+        *item = ast::SelectItem::ExprWithAlias {
+            expr,
+            alias: ast::Ident::with_quote('"', format!("?column{i}?")),
+        };
     }
     true
 }
