@@ -84,3 +84,4 @@ SELECT model FROM calls WHERE meta = '{"score": 0.750, "tags": ["rag", "prod"], 
 SELECT a.model, b.model FROM calls a JOIN calls b ON a.meta = b.meta ORDER BY a.ts, b.ts;
 SELECT model, meta -> 'score' = '1.5' AS score_is_1_5 FROM calls ORDER BY ts;
 SELECT 'calls'::regclass, 'public.calls'::regclass, 'jsonb'::regtype;
+SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns WHERE table_name = 'calls' ORDER BY ordinal_position;

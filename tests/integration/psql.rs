@@ -109,7 +109,7 @@ async fn psql_describe_commands() {
         .await
         .batch_execute(
             "CREATE TABLE notes (ts TIMESTAMPTZ NOT NULL, model TEXT, value DOUBLE PRECISION, \
-             n BIGINT, ok BOOLEAN)",
+             n BIGINT, ok BOOLEAN, meta JSONB, raw JSON)",
         )
         .await
         .expect("create");
@@ -136,6 +136,8 @@ async fn psql_describe_commands() {
             "value|double precision|||",
             "n|bigint|||",
             "ok|boolean|||",
+            "meta|jsonb|||",
+            "raw|json|||",
         ],
         "{out}"
     );

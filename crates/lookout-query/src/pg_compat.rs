@@ -139,7 +139,7 @@ pub(crate) fn register(
         schemas: Arc::new(user_schemas),
     };
     let pg_catalog = PgCatalogSchemaProvider::try_new(
-        tables,
+        tables.clone(),
         Arc::clone(static_tables),
         LookoutRoles(lookout.clone()),
     )?;
@@ -149,6 +149,7 @@ pub(crate) fn register(
             inner: Arc::new(pg_catalog),
             settings,
             cursors,
+            tables,
         }),
     )?;
     catalog.register_schema("information_schema", information_schema)?;
@@ -337,6 +338,8 @@ struct PgCatalog {
     settings: crate::functions::SettingValues,
     /// The session's cursors, which `pg_cursors` lists.
     cursors: Arc<crate::cursor::Cursors>,
+    /// The schemas `pg_attribute` describes, for the json column types.
+    tables: UserSchemas,
 }
 
 impl PgCatalog {
@@ -363,6 +366,149 @@ impl PgCatalog {
             shape,
             vec![vec![batch]],
         )?))
+    }
+}
+
+impl PgCatalog {
+    /// `pg_attribute` with json and jsonb columns typed as such (114, 3802),
+    /// so psql's `\d` and `information_schema.columns` name them; the
+    /// crate types a column by its Arrow type, which is text for both.
+    async fn typed_json_columns(
+        &self,
+        attributes: Arc<dyn TableProvider>,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        use datafusion::arrow::array::{RecordBatch, StringArray, UInt32Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::common::JoinType;
+        use datafusion::datasource::{MemTable, provider_as_source};
+        use datafusion::logical_expr::{LogicalPlanBuilder, cast, col, ident};
+        let mut json_columns: Vec<(String, String, String, u32)> = Vec::new();
+        for (schema_name, schema) in self.tables.schemas.iter() {
+            for table_name in schema.table_names() {
+                let Some(table) = schema.table(&table_name).await? else {
+                    continue;
+                };
+                for field in declared_schema(table.as_ref()).fields() {
+                    if let Some(kind) = crate::json::json_kind(field) {
+                        let oid = match kind {
+                            crate::json::JsonKind::Json => 114,
+                            crate::json::JsonKind::Jsonb => 3802,
+                        };
+                        json_columns.push((
+                            schema_name.to_string(),
+                            table_name.clone(),
+                            field.name().clone(),
+                            oid,
+                        ));
+                    }
+                }
+            }
+        }
+        let (Some(classes), Some(namespaces)) = (
+            self.inner.table("pg_class").await?,
+            self.inner.table("pg_namespace").await?,
+        ) else {
+            return Ok(attributes);
+        };
+        if json_columns.is_empty() {
+            return Ok(attributes);
+        }
+        let shape = Arc::new(Schema::new(vec![
+            Field::new("j_nsp", DataType::Utf8, false),
+            Field::new("j_rel", DataType::Utf8, false),
+            Field::new("j_att", DataType::Utf8, false),
+            Field::new("j_typid", DataType::UInt32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&shape),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    json_columns.iter().map(|c| &c.0),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    json_columns.iter().map(|c| &c.1),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    json_columns.iter().map(|c| &c.2),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    json_columns.iter().map(|c| c.3),
+                )),
+            ],
+        )?;
+        let json = LogicalPlanBuilder::scan(
+            "j",
+            provider_as_source(Arc::new(MemTable::try_new(shape, vec![vec![batch]])?)),
+            None,
+        )?
+        .build()?;
+        let namespaces = LogicalPlanBuilder::scan("n", provider_as_source(namespaces), None)?
+            .project(vec![
+                cast(col("oid"), DataType::Int64).alias("n_oid"),
+                col("nspname").alias("n_nsp"),
+            ])?
+            .build()?;
+        let json_attributes = LogicalPlanBuilder::scan("c", provider_as_source(classes), None)?
+            .project(vec![
+                cast(col("oid"), DataType::Int64).alias("c_oid"),
+                col("relname").alias("c_rel"),
+                cast(col("relnamespace"), DataType::Int64).alias("c_ns"),
+            ])?
+            .join(
+                namespaces,
+                JoinType::Inner,
+                (vec!["c_ns"], vec!["n_oid"]),
+                None,
+            )?
+            .join(
+                json,
+                JoinType::Inner,
+                (vec!["n_nsp", "c_rel"], vec!["j_nsp", "j_rel"]),
+                None,
+            )?
+            .project(vec![
+                col("c_oid").alias("jc_rel"),
+                col("j_att").alias("jc_att"),
+                col("j_typid").alias("jc_typid"),
+            ])?
+            .build()?;
+        let fields = attributes.schema();
+        let plan = LogicalPlanBuilder::scan("a", provider_as_source(attributes), None)?
+            .project(
+                fields
+                    .fields()
+                    .iter()
+                    .map(|f| ident(f.name()))
+                    .chain([cast(ident("attrelid"), DataType::Int64).alias("a_rel")])
+                    .collect::<Vec<_>>(),
+            )?
+            .join(
+                json_attributes,
+                JoinType::Left,
+                (vec!["a_rel", "attname"], vec!["jc_rel", "jc_att"]),
+                None,
+            )?
+            .project(
+                fields
+                    .fields()
+                    .iter()
+                    .map(|f| match f.name().as_str() {
+                        "atttypid" => cast(
+                            datafusion::functions::expr_fn::coalesce(vec![
+                                cast(col("jc_typid"), f.data_type().clone()),
+                                ident("atttypid"),
+                            ]),
+                            f.data_type().clone(),
+                        )
+                        .alias("atttypid"),
+                        name => ident(name),
+                    })
+                    .collect::<Vec<_>>(),
+            )?
+            .build()?;
+        Ok(Arc::new(datafusion::catalog::view::ViewTable::new(
+            plan, None,
+        )))
     }
 }
 
@@ -432,6 +578,9 @@ impl SchemaProvider for PgCatalog {
         }
         if name == "pg_authid" {
             return password_free(table).map(Some);
+        }
+        if name == "pg_attribute" {
+            return self.typed_json_columns(table).await.map(Some);
         }
         if name == "pg_proc"
             && let Some(namespaces) = self.inner.table("pg_namespace").await?
