@@ -152,7 +152,8 @@ impl SqlExtension for AlertStatements {
 async fn instant(session: &mut Session, bound: TimeBound, clause: &str) -> Result<i64> {
     let expression = match bound {
         TimeBound::At(micros) => return Ok(micros),
-        TimeBound::Expression(e) => e,
+        // Checked again as SQL: the grammar's lexer stops at `AS`.
+        TimeBound::Expression(e) => lookout_query::one_expression(&e)?,
     };
     let batches = session
         .query(&format!("SELECT CAST(({expression}) AS TIMESTAMPTZ)"))

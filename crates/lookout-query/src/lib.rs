@@ -79,6 +79,7 @@ pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration
     interrupt::parse(value)
 }
 pub use pg_compat::is_oid_field;
+pub use quote::one_expression;
 pub use session::{CopyIn, Output, Prepared, Session, quote_ident, quote_literal};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.

@@ -820,6 +820,41 @@ impl UserSchemas {
     }
 }
 
+/// Gives each unnamed select item of every query in `statement`
+/// (subqueries too) for which `named` answers the expression and name it
+/// returns, as PostgreSQL would name the item as written.
+fn name_select_items(
+    statement: &mut Statement,
+    named: fn(
+        &datafusion::sql::sqlparser::ast::Expr,
+    ) -> Option<(datafusion::sql::sqlparser::ast::Expr, String)>,
+) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Ident, Query, SelectItem, SetExpr, VisitMut, VisitorMut,
+    };
+    use std::ops::ControlFlow;
+    struct Items(fn(&Expr) -> Option<(Expr, String)>);
+    impl VisitorMut for Items {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(expr) = item
+                        && let Some((expr, name)) = (self.0)(expr)
+                    {
+                        *item = SelectItem::ExprWithAlias {
+                            expr,
+                            alias: Ident::new(name),
+                        };
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Items(named));
+}
+
 /// PostgreSQL's parenthesis-less functions as calls DataFusion plans, each
 /// keeping its own name (so `SELECT current_user, session_user` names its
 /// columns as PostgreSQL does): `current_role`, `user` and `current_user`
@@ -858,8 +893,7 @@ fn special_register(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<Stri
 impl SqlStatementRewriteRule for SpecialRegisters {
     fn rewrite(&self, mut statement: Statement) -> Statement {
         use datafusion::sql::sqlparser::ast::{
-            Expr, Function, FunctionArgumentList, FunctionArguments, Ident, Query, SelectItem,
-            SetExpr, VisitMut, VisitorMut,
+            Expr, Function, FunctionArgumentList, FunctionArguments, Ident, VisitMut, VisitorMut,
         };
         use std::ops::ControlFlow;
 
@@ -880,27 +914,14 @@ impl SqlStatementRewriteRule for SpecialRegisters {
             })
         }
 
+        // A select item that is only a register is named after it, as
+        // PostgreSQL names it; then the registers become calls.
+        name_select_items(&mut statement, |expr| {
+            special_register(expr).map(|name| (expr.clone(), name))
+        });
         struct Calls;
         impl VisitorMut for Calls {
             type Break = ();
-            // A select item that is only a register is named after it, as
-            // PostgreSQL names it, in subqueries too.
-            fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-                if let SetExpr::Select(select) = query.body.as_mut() {
-                    for item in &mut select.projection {
-                        if let SelectItem::UnnamedExpr(expr) = item
-                            && let Some(name) = special_register(expr)
-                        {
-                            *item = SelectItem::ExprWithAlias {
-                                expr: expr.clone(),
-                                alias: Ident::new(name),
-                            };
-                        }
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-
             fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
                 match special_register(expr).as_deref() {
                     Some(register @ ("current_role" | "user" | "current_schema")) => {
@@ -926,12 +947,9 @@ struct ShownRegCasts;
 
 impl SqlStatementRewriteRule for ShownRegCasts {
     fn rewrite(&self, mut statement: Statement) -> Statement {
-        use datafusion::sql::sqlparser::ast::{
-            Expr, Ident, Query, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
-        };
-        use std::ops::ControlFlow;
+        use datafusion::sql::sqlparser::ast::{Expr, Value};
 
-        fn shown(expr: &Expr) -> Option<(Expr, &'static str)> {
+        fn shown(expr: &Expr) -> Option<(Expr, String)> {
             let Expr::Cast {
                 expr: operand,
                 data_type,
@@ -960,29 +978,10 @@ impl SqlStatementRewriteRule for ShownRegCasts {
                 .try_with_sql(&sql)
                 .and_then(|mut p| p.parse_expr())
                 .ok()?;
-            Some((shown, name))
+            Some((shown, name.to_string()))
         }
 
-        struct Items;
-        impl VisitorMut for Items {
-            type Break = ();
-            fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-                if let SetExpr::Select(select) = query.body.as_mut() {
-                    for item in &mut select.projection {
-                        if let SelectItem::UnnamedExpr(expr) = item
-                            && let Some((shown, name)) = shown(expr)
-                        {
-                            *item = SelectItem::ExprWithAlias {
-                                expr: shown,
-                                alias: Ident::new(name),
-                            };
-                        }
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-        }
-        let _ = statement.visit(&mut Items);
+        name_select_items(&mut statement, shown);
         statement
     }
 }

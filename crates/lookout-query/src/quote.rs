@@ -1,4 +1,11 @@
-//! Names and strings as SQL text, for every statement Lookout builds.
+//! Names, strings and expressions as SQL text, for every statement Lookout
+//! builds.
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::error::{QueryError, Result};
 
 /// An identifier as SQL text: double-quoted, with inner quotes doubled.
 /// Every identifier Lookout pastes into SQL it builds goes through here.
@@ -12,6 +19,22 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// `text` as exactly one SQL expression, printed back from its syntax tree,
+/// for pasting into a statement Lookout builds (`SELECT CAST((...) AS
+/// timestamptz)`): anything more than one expression (a `)` that closes the
+/// surrounding call, a `;` and another statement) is a syntax error (42601).
+pub fn one_expression(text: &str) -> Result<String> {
+    let invalid = |why: String| QueryError::syntax(format!("not one SQL expression: {why}"));
+    let mut parser = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .map_err(|e| invalid(e.to_string()))?;
+    let expr = parser.parse_expr().map_err(|e| invalid(e.to_string()))?;
+    match parser.peek_token().token {
+        Token::EOF => Ok(expr.to_string()),
+        other => Err(invalid(format!("unexpected {other} after it"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -20,5 +43,22 @@ mod tests {
     fn quotes_are_doubled() {
         assert_eq!(quote_ident(r#"q"t"#), r#""q""t""#);
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn one_expression_is_one_expression() {
+        assert_eq!(
+            one_expression("now() - interval '1 day'").expect("valid"),
+            "now() - INTERVAL '1 day'"
+        );
+        for bad in [
+            "now()) AS timestamptz); DROP TABLE t; SELECT ((1",
+            "1; DROP TABLE t",
+            "1 AS x",
+            "",
+        ] {
+            let e = one_expression(bad).expect_err(bad);
+            assert_eq!(e.sqlstate(), "42601", "{bad}");
+        }
     }
 }
