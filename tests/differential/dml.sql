@@ -111,17 +111,56 @@ DROP VIEW calls_per_status;
 DROP VIEW calls_per_status;
 DROP VIEW IF EXISTS calls_per_status;
 SELECT * FROM calls_per_status;
--- unsupported: RETURNING
-INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'p', 1, 'ok') RETURNING model;
--- unsupported: RETURNING
-UPDATE calls SET latency_ms = 2 RETURNING model;
--- unsupported: RETURNING
-DELETE FROM calls RETURNING model;
+INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'p', 1, 'ok'), ('2025-03-07 00:01:00+00', 'p2', 2, NULL) RETURNING model, latency_ms * 2 AS doubled, status IS NULL;
+INSERT INTO calls AS c (ts, model) VALUES ('2025-03-07 00:02:00+00', 'p3') RETURNING c.*;
+INSERT INTO calls VALUES ('2025-03-07 00:03:00+00', 'p5', 5, 'ok') RETURNING *, latency_ms + 1, model || '!';
+UPDATE calls SET latency_ms = latency_ms + 1 WHERE model LIKE 'p%' RETURNING model, latency_ms;
+UPDATE calls c SET status = 'late' WHERE c.model = 'p3' RETURNING c.model, upper(c.status);
+DELETE FROM calls WHERE model = 'p2' RETURNING *;
+DELETE FROM calls WHERE model = 'p5' RETURNING calls.model, calls.latency_ms > 1 AS slow;
+DELETE FROM calls WHERE false RETURNING model;
+DELETE FROM calls WHERE false;
+DELETE FROM calls WHERE 1 = 0 AND model = 'p';
+UPDATE calls SET latency_ms = 0 WHERE 1 = 0;
+UPDATE calls SET latency_ms = 0 WHERE NULL RETURNING model;
+DELETE FROM calls WHERE model = 'nobody' RETURNING model;
+SELECT model, latency_ms, status FROM calls WHERE model LIKE 'p%' ORDER BY model;
+BEGIN;
+INSERT INTO calls VALUES ('2025-03-07 00:03:00+00', 'p4', 4, 'ok') RETURNING model;
+DELETE FROM calls WHERE model IN ('p', 'p4') RETURNING model, latency_ms;
+UPDATE calls SET latency_ms = -1 WHERE model = 'p3' RETURNING model, latency_ms;
+ROLLBACK;
+SELECT model, latency_ms, status FROM calls WHERE model LIKE 'p%' ORDER BY model;
+INSERT INTO calls VALUES ('2025-03-07 00:04:00+00', 'p6', 1, 'ok') RETURNING nope;
+SELECT count(*) FROM calls WHERE model = 'p6';
+-- unsupported: a subquery in DELETE's condition
+DELETE FROM calls WHERE model IN (SELECT model FROM calls WHERE latency_ms > 1000);
+-- unsupported: a subquery in DELETE's condition
+DELETE FROM calls WHERE EXISTS (SELECT 1 FROM calls c2 WHERE c2.latency_ms > calls.latency_ms + 1000);
+-- unsupported: a subquery in UPDATE
+UPDATE calls SET latency_ms = (SELECT max(latency_ms) FROM calls) WHERE model = 'nobody';
+-- unsupported: a subquery in UPDATE's condition
+UPDATE calls SET latency_ms = 0 WHERE latency_ms < (SELECT avg(latency_ms) FROM calls) - 1000;
+SELECT model, latency_ms FROM calls ORDER BY ts, model;
 -- unsupported: ON CONFLICT
 INSERT INTO calls VALUES ('2025-03-07 00:00:00+00', 'q', 1, 'ok') ON CONFLICT DO NOTHING;
 -- unsupported: UPDATE ... FROM
 UPDATE calls SET latency_ms = c2.latency_ms FROM calls c2 WHERE calls.model = c2.model;
--- unsupported: COMMENT ON
 COMMENT ON TABLE calls IS 'LLM calls';
+COMMENT ON COLUMN calls.latency_ms IS 'milliseconds from request to last token';
+COMMENT ON COLUMN public.calls.model IS 'model name';
+SELECT obj_description('calls'::regclass, 'pg_class');
+SELECT col_description('calls'::regclass, 3);
+SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_catalog.pg_attribute a WHERE a.attrelid = 'calls'::regclass AND a.attnum > 0 ORDER BY a.attnum;
+SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c WHERE c.relname = 'calls';
+SELECT c.relname, obj_description(c.oid, 'pg_proc') FROM pg_catalog.pg_class c WHERE c.relname = 'calls';
+COMMENT ON TABLE calls IS NULL;
+SELECT obj_description('calls'::regclass, 'pg_class');
+COMMENT ON COLUMN calls.latency_ms IS '';
+SELECT col_description('calls'::regclass, 3), col_description('calls'::regclass, 2);
+COMMENT ON COLUMN calls.nope IS 'x';
+COMMENT ON TABLE nowhere IS 'x';
+-- unsupported: COMMENT ON VIEW
+COMMENT ON VIEW slow_calls IS 'slow ones';
 -- unsupported: TABLESAMPLE
 SELECT count(*) FROM calls TABLESAMPLE BERNOULLI (50);

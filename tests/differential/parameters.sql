@@ -55,6 +55,19 @@ UPDATE calls SET tokens = %s WHERE model = %s;
 -- params: [["e"]]
 DELETE FROM calls WHERE model = ANY(%s);
 SELECT model, tokens FROM calls ORDER BY ts, model;
+-- params: ["ts:2025-03-04T00:00:00+00:00", "f", 3.5, 9]
+INSERT INTO calls VALUES (%s, %s, %s, %s) RETURNING model, tokens * 2 AS doubled;
+-- params: ["ts:2025-03-04T00:00:00+00:00", "g", 4.5, 10]
+-- binary
+INSERT INTO calls VALUES (%s, %s, %s, %s) RETURNING *;
+-- params: [5, "f"]
+UPDATE calls SET tokens = tokens + %s WHERE model = %s RETURNING model, tokens;
+-- params: [False]
+DELETE FROM calls WHERE %s RETURNING model;
+-- params: [["f", "g"]]
+-- binary
+DELETE FROM calls WHERE model = ANY(%s) RETURNING model, tokens;
+SELECT model, tokens FROM calls ORDER BY ts, model;
 -- params: ["ts:2025-03-01T00:00:00+00:00"]
 SELECT %s::timestamptz + interval '1 hour';
 -- params: [3]

@@ -146,6 +146,26 @@ async fn psql_describe_commands() {
     assert!(ok, "\\d+ notes: {err}");
     assert!(out.contains("value|double precision||||plain|||"), "{out}");
 
+    // Comments are kept and shown where psql shows them.
+    let (ok, out, err) = run(vec![
+        "-c",
+        "COMMENT ON TABLE notes IS 'free-text notes on calls'",
+        "-c",
+        "COMMENT ON COLUMN notes.value IS 'judge score, 0 to 1'",
+        "-c",
+        "\\d+ notes",
+        "-c",
+        "\\dt+ notes",
+    ])
+    .await
+    .expect("psql");
+    assert!(ok, "COMMENT ON: {err}");
+    assert!(
+        out.contains("value|double precision||||plain|||judge score, 0 to 1"),
+        "{out}"
+    );
+    assert!(out.contains("|free-text notes on calls"), "{out}");
+
     let (ok, out, err) = run(vec!["-c", "\\dv lookout.*"]).await.expect("psql");
     assert!(ok, "\\dv: {err}");
     assert!(out.contains("lookout|alerts|view|"), "{out}");

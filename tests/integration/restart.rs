@@ -11,7 +11,9 @@ async fn added_columns_and_deletes_over_parquet_files() {
         .simple_query(
             "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, v DOUBLE PRECISION);
              INSERT INTO t VALUES ('2025-01-01 00:00:00+00', 'a', 1), ('2025-01-01 00:00:01+00', 'b', 2),
-                                  ('2025-01-01 00:00:02+00', 'a', 4)",
+                                  ('2025-01-01 00:00:02+00', 'a', 4);
+             COMMENT ON TABLE t IS 'calls';
+             COMMENT ON COLUMN t.v IS 'latency'",
         )
         .await
         .expect("setup");
@@ -72,6 +74,24 @@ async fn added_columns_and_deletes_over_parquet_files() {
             vec![Some("b".into()), Some("2".into())],
             vec![Some("a".into()), Some("3".into())]
         ]
+    );
+    // Comments survive the restart; DELETE ... RETURNING returns the rows
+    // it removed from a Parquet file.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT obj_description('t'::regclass, 'pg_class'), col_description('t'::regclass, 3)"
+        )
+        .await,
+        vec![vec![Some("calls".into()), Some("latency".into())]]
+    );
+    assert_eq!(
+        rows(&client, "DELETE FROM t WHERE model = 'b' RETURNING model, v").await,
+        vec![vec![Some("b".into()), Some("2".into())]]
+    );
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM t").await,
+        vec![vec![Some("1".into())]]
     );
     server.stop().await;
 }

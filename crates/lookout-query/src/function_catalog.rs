@@ -167,17 +167,21 @@ fn column_type(field: &Field) -> DataType {
 }
 
 /// What a catalog function reports of one of Lookout's functions.
+/// The description of the Lookout function with object id `oid`, which
+/// `obj_description(oid, 'pg_proc')` shows.
+pub(crate) fn description(oid: i64) -> Option<&'static str> {
+    by_oid(oid).map(|f| f.description)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Describe {
     Arguments,
     Result,
-    Description,
 }
 
-/// `pg_get_function_arguments(oid)`, `pg_get_function_identity_arguments(oid)`,
-/// `pg_get_function_result(oid)` and `obj_description(oid [, catalog])`:
-/// the text for Lookout's functions, NULL for every other object (which
-/// Lookout has no definitions or comments of).
+/// `pg_get_function_arguments(oid)`, `pg_get_function_identity_arguments(oid)`
+/// and `pg_get_function_result(oid)`: the text for Lookout's functions,
+/// NULL for every other object (which Lookout has no definitions of).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct FunctionText {
     name: &'static str,
@@ -191,7 +195,6 @@ pub(crate) fn describing_functions() -> Vec<ScalarUDF> {
         ("pg_get_function_arguments", Describe::Arguments),
         ("pg_get_function_identity_arguments", Describe::Arguments),
         ("pg_get_function_result", Describe::Result),
-        ("obj_description", Describe::Description),
     ]
     .into_iter()
     .map(|(name, describe)| {
@@ -205,15 +208,11 @@ pub(crate) fn describing_functions() -> Vec<ScalarUDF> {
 }
 
 impl FunctionText {
-    fn text(&self, oid: Option<i64>, catalog: Option<&str>) -> Option<&'static str> {
-        if self.describe == Describe::Description && catalog.is_some_and(|c| c != "pg_proc") {
-            return None;
-        }
+    fn text(&self, oid: Option<i64>) -> Option<&'static str> {
         let f = by_oid(oid?)?;
         Some(match self.describe {
             Describe::Arguments => f.arguments,
             Describe::Result => f.result,
-            Describe::Description => f.description,
         })
     }
 }
@@ -232,18 +231,14 @@ impl ScalarUDFImpl for FunctionText {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::Int64Type;
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let oids = match arrays.first() {
             Some(a) => Some(datafusion::arrow::compute::cast(a, &DataType::Int64)?),
             None => None,
         };
-        let catalogs = match arrays.get(1) {
-            Some(a) => Some(datafusion::arrow::compute::cast(a, &DataType::Utf8)?),
-            None => None,
-        };
-        use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::Int64Type;
         let out: StringArray = (0..rows)
             .map(|row| {
                 let oid = oids
@@ -251,12 +246,7 @@ impl ScalarUDFImpl for FunctionText {
                     .map(|a| a.as_primitive::<Int64Type>())
                     .filter(|a| a.is_valid(row))
                     .map(|a| a.value(row));
-                let catalog = catalogs
-                    .as_ref()
-                    .map(|a| a.as_string::<i32>())
-                    .filter(|a| a.is_valid(row))
-                    .map(|a| a.value(row));
-                self.text(oid, catalog)
+                self.text(oid)
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
@@ -280,17 +270,10 @@ mod tests {
         };
         let oid = Some(i64::from(FIRST_OID));
         assert_eq!(
-            describe(Describe::Arguments).text(oid, None),
+            describe(Describe::Arguments).text(oid),
             Some(first.arguments)
         );
-        assert_eq!(
-            describe(Describe::Description).text(oid, Some("pg_class")),
-            None
-        );
-        assert_eq!(
-            describe(Describe::Description).text(oid, Some("pg_proc")),
-            Some(first.description)
-        );
-        assert_eq!(describe(Describe::Result).text(Some(16384), None), None);
+        assert_eq!(description(i64::from(FIRST_OID)), Some(first.description));
+        assert_eq!(describe(Describe::Result).text(Some(16384)), None);
     }
 }

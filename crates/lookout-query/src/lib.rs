@@ -15,6 +15,7 @@
 
 mod access;
 mod catalog;
+mod comments;
 pub mod copy;
 mod cursor;
 mod error;
@@ -32,6 +33,7 @@ mod pg_functions;
 mod pg_rewrite;
 mod provider;
 mod quote;
+mod returning;
 mod rollup;
 mod sampling;
 mod scan_exec;
@@ -39,6 +41,7 @@ mod session;
 mod to_char;
 mod transaction;
 mod versions;
+mod write_check;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -86,7 +86,6 @@ static CATALOG_FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
     );
     functions.extend(
         [
-            "col_description",
             "shobj_description",
             "pg_get_function_sqlbody",
             "pg_get_indexdef",
@@ -138,6 +137,7 @@ pub(crate) fn register(
     let tables = UserSchemas {
         schemas: Arc::new(user_schemas),
     };
+    let relations = Arc::new(crate::comments::RelationNames::default());
     let pg_catalog = PgCatalogSchemaProvider::try_new(
         tables.clone(),
         Arc::clone(static_tables),
@@ -150,12 +150,16 @@ pub(crate) fn register(
             settings,
             cursors,
             tables,
+            relations: Arc::clone(&relations),
         }),
     )?;
     catalog.register_schema("information_schema", information_schema)?;
 
     for function in CATALOG_FUNCTIONS.iter() {
         ctx.register_udf(function.clone());
+    }
+    for function in crate::comments::description_functions(lookout, &relations) {
+        ctx.register_udf(function);
     }
     ctx.register_udtf("pg_get_keywords", static_tables.pg_get_keywords.clone());
     pg::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
@@ -340,6 +344,8 @@ struct PgCatalog {
     cursors: Arc<crate::cursor::Cursors>,
     /// The schemas `pg_attribute` describes, for the json column types.
     tables: UserSchemas,
+    /// The oids `pg_class` handed out, for the comment functions.
+    relations: Arc<crate::comments::RelationNames>,
 }
 
 impl PgCatalog {
@@ -587,6 +593,12 @@ impl SchemaProvider for PgCatalog {
         {
             return crate::function_catalog::pg_proc(table, namespaces).map(Some);
         }
+        let table = match self.inner.table("pg_namespace").await? {
+            Some(namespaces) if name == "pg_class" => {
+                self.relations.remember(table, namespaces).await?
+            }
+            _ => table,
+        };
         let extra: Vec<_> = EXTRA_COLUMNS
             .iter()
             .filter(|(t, _, _)| *t == name)

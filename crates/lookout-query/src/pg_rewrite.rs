@@ -433,7 +433,7 @@ fn refuse_silent_differences(stmt: &Statement) -> Result<()> {
     };
     if returning {
         return Err(QueryError::unsupported(
-            "RETURNING is not supported; query the rows after the write",
+            "RETURNING is supported on a top-level INSERT, UPDATE or DELETE only",
         ));
     }
     struct Finder;
@@ -609,9 +609,9 @@ pub(crate) fn alias_output_columns(stmt: &mut Statement) -> bool {
     true
 }
 
-/// The names PostgreSQL gives a query's output columns where they differ
-/// from DataFusion's, one per column (`None`: DataFusion's name is right);
-/// empty when the columns are not known from the syntax (`*`). They may
+/// The names PostgreSQL gives a query's output columns, one per select
+/// item: `None` for one `*` or `t.*`, whose columns keep their names; empty
+/// when the columns are not known from the syntax (two `*`s). They may
 /// repeat (`SELECT 1, 2` has two `?column?`), which DataFusion's plans do
 /// not allow, so they are applied to the schema sent to the client only.
 pub(crate) fn output_names(stmt: &Statement) -> Vec<Option<String>> {
@@ -635,6 +635,8 @@ pub(crate) fn output_names(stmt: &Statement) -> Vec<Option<String>> {
                     .unwrap_or_else(|| "?column?".to_string()),
             )),
             ast::SelectItem::ExprWithAlias { alias, .. } => names.push(Some(ident_text(alias))),
+            // One `*` or `t.*` keeps the names of the columns it stands for.
+            _ if !names.contains(&None) => names.push(None),
             _ => return Vec::new(),
         }
     }

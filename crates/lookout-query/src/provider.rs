@@ -36,6 +36,7 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::access::{Access, authorize};
 use crate::error::QueryError;
+use crate::returning::Returned;
 use crate::rollup::Ingest;
 use crate::scan_exec::{LookoutScanExec, ScanSummary};
 use crate::transaction::Block;
@@ -477,6 +478,7 @@ impl TableProvider for LookoutTable {
             assigned[i] = Some(state.create_physical_expr(expr, &df_schema)?);
         }
         let filter = RowFilter::new(state, &schema, filters)?;
+        let returned = state.config().get_extension::<Returned>();
         let (block, own) = match state.config().get_extension::<Block>() {
             Some(block) => (block, false),
             None => (Arc::new(Block::default()), true),
@@ -514,6 +516,9 @@ impl TableProvider for LookoutTable {
             }
             let new = RecordBatch::try_new(Arc::clone(&schema), columns)?;
             let new = storage.validate(&def, &stored, &new).map_err(storage_err)?;
+            if let Some(returned) = &returned {
+                returned.keep(new.clone());
+            }
             block.insert(table, new, true).map_err(query_err)?;
         }
         if own {
@@ -578,27 +583,41 @@ impl LookoutTable {
         let schema = self.schema();
         let filter = RowFilter::new(state, &schema, filters)?;
         let storage = self.ingest.storage();
-        let Some(block) = state.config().get_extension::<Block>() else {
-            return storage
-                .delete_rows(table, |f| filter.prune(f), |b| filter.select(b))
-                .await
-                .map_err(storage_err);
+        let returned = state.config().get_extension::<Returned>();
+        let (block, own_block) = match (state.config().get_extension::<Block>(), &returned) {
+            (Some(block), _) => (block, false),
+            // Rows to return are found, then deleted, in a block of its own.
+            (None, Some(_)) => (Arc::new(Block::default()), true),
+            (None, None) => {
+                return storage
+                    .delete_rows(table, |f| filter.prune(f), |b| filter.select(b))
+                    .await
+                    .map_err(storage_err);
+            }
         };
         let own = block
             .take_pending(table, |b| filter.select(b).map_err(QueryError::from))
             .map_err(query_err)?;
-        let found = storage
+        let mut found = storage
             .mark_rows(
                 table,
                 &block.marks(table),
                 |f| filter.prune(f),
                 |b| filter.select(b),
-                false,
+                returned.is_some(),
             )
             .await
             .map_err(storage_err)?;
         let count = found.count + own.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        if let Some(returned) = &returned {
+            own.into_iter()
+                .chain(std::mem::take(&mut found.rows))
+                .for_each(|rows| returned.keep(rows));
+        }
         block.absorb(table, found);
+        if own_block {
+            self.ingest.commit(block.take()).await.map_err(query_err)?;
+        }
         Ok(count)
     }
 }
@@ -873,17 +892,24 @@ impl DataSink for LookoutSink {
         }
         let schema = batches[0].schema();
         let all = arrow::compute::concat_batches(&schema, &batches)?;
-        if let Some(block) = context.session_config().get_extension::<Block>() {
+        let returned = context.session_config().get_extension::<Returned>();
+        let block = context.session_config().get_extension::<Block>();
+        if block.is_some() || returned.is_some() {
             let rows = all.num_rows() as u64;
             let storage = self.ingest.storage();
             let def = storage.table(&self.table).map_err(storage_err)?;
             let checked = storage
                 .validate(&def, &def.schema().map_err(storage_err)?, &all)
                 .map_err(storage_err)?;
-            block
-                .insert(&self.table, checked, false)
-                .map_err(query_err)?;
-            return Ok(rows);
+            if let Some(returned) = returned {
+                returned.keep(checked.clone());
+            }
+            if let Some(block) = block {
+                block
+                    .insert(&self.table, checked, false)
+                    .map_err(query_err)?;
+                return Ok(rows);
+            }
         }
         self.ingest
             .write(&self.table, all)

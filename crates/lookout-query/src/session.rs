@@ -45,11 +45,15 @@ pub enum Output {
         /// The rows, computed as they are pulled.
         stream: SendableRecordBatchStream,
     },
-    /// The rows a cursor's `FETCH` reads, completed with the tag `FETCH n`.
-    Fetched {
+    /// Rows completed with another tag than `SELECT n`: `FETCH n` for the
+    /// rows a cursor reads, `INSERT 0 n`/`UPDATE n`/`DELETE n` for the rows
+    /// a write's `RETURNING` list computes.
+    Tagged {
+        /// `FETCH`, `INSERT`, `UPDATE` or `DELETE`; the row count is added.
+        tag: &'static str,
         /// Result columns.
         schema: SchemaRef,
-        /// The rows, read from the cursor as they are pulled.
+        /// The rows, computed as they are pulled.
         stream: SendableRecordBatchStream,
     },
     /// A command that ran; Postgres's completion tag and affected rows.
@@ -96,7 +100,7 @@ impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
-            Output::Fetched { schema, .. } => write!(f, "Fetched({schema:?})"),
+            Output::Tagged { tag, schema, .. } => write!(f, "Tagged({tag}, {schema:?})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
             Output::CopyOut { .. } => write!(f, "CopyOut"),
@@ -130,6 +134,8 @@ pub struct Prepared {
     /// The Lookout tables the plan reads or writes, with their definitions
     /// when it was made: a plan whose tables changed since is made again.
     tables: Vec<(String, Option<TableDef>)>,
+    /// A write's `RETURNING` list, planned over the rows it writes.
+    returning: Option<LogicalPlan>,
 }
 
 /// One SQL session with its own settings (`SET lookout.now`, ...).
@@ -599,7 +605,7 @@ impl Session {
         for stmt in self.parse(sql)? {
             last = match self.execute(stmt).await? {
                 Output::Rows { mut stream, .. }
-                | Output::Fetched { mut stream, .. }
+                | Output::Tagged { mut stream, .. }
                 | Output::CopyOut { mut stream, .. } => {
                     let mut batches = Vec::new();
                     while let Some(b) = stream.next().await {
@@ -937,6 +943,21 @@ impl Session {
                     rows: None,
                 })
             }
+            Statement::Comment {
+                object_type,
+                object_name,
+                comment,
+                if_exists,
+            } => {
+                crate::comments::comment_on(
+                    &self.lookout,
+                    object_type,
+                    &object_name,
+                    comment,
+                    if_exists,
+                )
+                .await
+            }
             Statement::Set(set) => self.set(set),
             Statement::ShowVariable { variable } => self.show(&variable),
             Statement::Reset(r) => {
@@ -1039,7 +1060,11 @@ impl Session {
                         (Arc::clone(&schema), batches_stream(schema, batches))
                     }
                 };
-                Ok(Output::Fetched { schema, stream })
+                Ok(Output::Tagged {
+                    tag: "FETCH",
+                    schema,
+                    stream,
+                })
             }
             Statement::Close { cursor } => {
                 match cursor {
@@ -1091,6 +1116,7 @@ impl Session {
                     schema,
                     catalog: false,
                     tables: Vec::new(),
+                    returning: None,
                 }));
             }
         };
@@ -1113,6 +1139,7 @@ impl Session {
                 schema,
                 catalog: false,
                 tables: Vec::new(),
+                returning: None,
             }));
         }
         self.plan(stmt).await.map(Some)
@@ -1124,6 +1151,9 @@ impl Session {
             let def = storage.table(&table_name(name).ok()?).ok()?;
             Some(def.columns.into_iter().map(|c| c.name).collect())
         });
+        // Kept as written: a plan made again starts from it.
+        let written = stmt.clone();
+        let returning = crate::returning::split(&mut stmt)?;
         // Named from the statement as written, before the rewrites below.
         let names = crate::pg_rewrite::output_names(&stmt);
         crate::pg_rewrite::rewrite_statement(&mut stmt)?;
@@ -1153,7 +1183,19 @@ impl Session {
             .map_err(|_| {
                 QueryError::unsupported(format!("statement not supported by Lookout: {stmt}"))
             })?;
+        let returning = match (returning, &plan) {
+            (Some(select), LogicalPlan::Dml(dml)) => Some(self.plan_returning(select, dml).await?),
+            _ => None,
+        };
         let mut types = plan.get_parameter_types()?;
+        if let Some((returning, _)) = &returning {
+            for (id, data_type) in returning.get_parameter_types()? {
+                let slot = types.entry(id).or_insert(None);
+                if slot.is_none() {
+                    *slot = data_type;
+                }
+            }
+        }
         // `$1::type` fixes the parameter's type where the planner left it open.
         for (id, data_type) in cast_placeholders(&plan) {
             if let Some(slot @ None) = types.get_mut(&id) {
@@ -1175,9 +1217,10 @@ impl Session {
         for (i, t) in param_types {
             ordered[i - 1] = t;
         }
-        let mut schema = match &plan {
-            LogicalPlan::Dml(_) => None,
-            p => Some(with_names(Arc::new(p.schema().as_arrow().clone()), &names)),
+        let mut schema = match (&plan, &returning) {
+            (LogicalPlan::Dml(_), Some((_, named))) => Some(Arc::clone(named)),
+            (LogicalPlan::Dml(_), None) => None,
+            (p, _) => Some(with_names(Arc::new(p.schema().as_arrow().clone()), &names)),
         };
         let catalog = crate::pg_compat::reads_catalog(&stmt);
         if catalog {
@@ -1192,13 +1235,34 @@ impl Session {
             })
             .collect();
         Ok(Prepared {
-            statement: Command::Sql(stmt),
+            statement: Command::Sql(if returning.is_some() { written } else { stmt }),
             plan: Some(plan),
             param_types: ordered,
             schema,
             catalog,
             tables,
+            returning: returning.map(|(plan, _)| plan),
         })
+    }
+
+    /// Plans a write's `RETURNING` list (made a query by
+    /// [`crate::returning::split`]) over the rows of the written table;
+    /// returns the plan and its columns, named as PostgreSQL names them.
+    async fn plan_returning(
+        &self,
+        mut select: Statement,
+        dml: &DmlStatement,
+    ) -> Result<(LogicalPlan, SchemaRef)> {
+        let names = crate::pg_rewrite::output_names(&select);
+        crate::pg_rewrite::rewrite_statement(&mut select)?;
+        let columns = Arc::new(dml.target.schema().as_ref().clone());
+        let state = crate::returning::planning_state(&self.state(), columns);
+        let plan = state
+            .statement_to_plan(DFStatement::Statement(Box::new(select)))
+            .await?;
+        let plan = crate::pg_rewrite::rewrite_plan(plan)?;
+        let schema = with_names(Arc::new(plan.schema().as_arrow().clone()), &names);
+        Ok((plan, schema))
     }
 
     /// The plan to run `prepared` with: its own, or, when a table it uses
@@ -1278,12 +1342,13 @@ impl Session {
         let Some(plan) = prepared.plan.clone() else {
             return Err(QueryError::with_code("XX000", "statement has no plan"));
         };
-        let plan = match params {
-            Some(p) if !p.is_empty() => {
-                plan.with_param_values(ParamValues::List(p.into_iter().map(Into::into).collect()))?
-            }
-            _ => plan,
+        let with_params = |plan: LogicalPlan| match &params {
+            Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::List(
+                p.iter().cloned().map(Into::into).collect(),
+            )),
+            _ => Ok(plan),
         };
+        let plan = with_params(plan)?;
         let dml = match &plan {
             LogicalPlan::Dml(DmlStatement { op, .. }) => Some(match op {
                 WriteOp::Insert(_) => "INSERT",
@@ -1294,6 +1359,30 @@ impl Session {
             }),
             _ => None,
         };
+        // What the provider would be handed is checked on the plan as
+        // optimized with the parameters' values (`WHERE $1` may fold away).
+        let plan = match dml {
+            Some(tag @ ("DELETE" | "UPDATE")) => {
+                let optimized = self.state().optimize(&plan)?;
+                if crate::write_check::check(&optimized)? == crate::write_check::WriteShape::Nothing
+                {
+                    return Ok(match &prepared.schema {
+                        Some(schema) if prepared.returning.is_some() => Output::Tagged {
+                            tag,
+                            schema: Arc::clone(schema),
+                            stream: batches_stream(Arc::clone(schema), Vec::new()),
+                        },
+                        _ => Output::Command { tag, rows: Some(0) },
+                    });
+                }
+                optimized
+            }
+            _ => plan,
+        };
+        if let (Some(tag), Some(returning)) = (dml, &prepared.returning) {
+            let returning = with_params(returning.clone())?;
+            return self.run_returning(tag, plan, returning, prepared).await;
+        }
         let df = DataFrame::new(self.state(), plan);
         if let Some(tag) = dml {
             let batches = self.lookout.query_runtime().collect(df).await?;
@@ -1329,6 +1418,32 @@ impl Session {
         };
         let stream = self.lookout.query_runtime().execute(df).await?;
         Ok(Output::Rows { schema, stream })
+    }
+
+    /// Runs a write whose table provider hands the rows it writes to a
+    /// collector, then its `RETURNING` plan over those rows.
+    async fn run_returning(
+        &self,
+        tag: &'static str,
+        write: LogicalPlan,
+        returning: LogicalPlan,
+        prepared: &Prepared,
+    ) -> Result<Output> {
+        let mut state = self.state();
+        state
+            .config_mut()
+            .set_extension(Arc::new(crate::returning::Returned::default()));
+        let runtime = self.lookout.query_runtime();
+        runtime
+            .collect(DataFrame::new(state.clone(), write))
+            .await?;
+        let stream = runtime.execute(DataFrame::new(state, returning)).await?;
+        let schema = prepared.schema.clone().unwrap_or_else(|| stream.schema());
+        Ok(Output::Tagged {
+            tag,
+            schema,
+            stream,
+        })
     }
 
     async fn declare_cursor(&mut self, declare: ast::Declare) -> Result<()> {
@@ -1910,7 +2025,20 @@ fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
 /// `schema` with the output column names PostgreSQL gives (see
 /// [`crate::pg_rewrite::output_names`]).
 fn with_names(schema: SchemaRef, names: &[Option<String>]) -> SchemaRef {
-    if names.len() != schema.fields().len() || names.iter().all(Option::is_none) {
+    let width = schema.fields().len();
+    // A `None` stands for the columns of a `*`, however many they are.
+    let names: Vec<&Option<String>> = match names.iter().position(Option::is_none) {
+        Some(star) if width + 1 >= names.len() => {
+            let expanded = width + 1 - names.len();
+            names[..star]
+                .iter()
+                .chain(std::iter::repeat_n(&None, expanded))
+                .chain(&names[star + 1..])
+                .collect()
+        }
+        _ => names.iter().collect(),
+    };
+    if names.len() != width || names.iter().all(|n| n.is_none()) {
         return schema;
     }
     let fields: Vec<Field> = schema
@@ -1978,6 +2106,7 @@ fn handled_here(stmt: &Statement) -> bool {
                 ..
             }
             | Statement::AlterTable(_)
+            | Statement::Comment { .. }
             | Statement::Drop {
                 object_type: ObjectType::Table,
                 ..

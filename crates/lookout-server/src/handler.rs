@@ -126,10 +126,14 @@ impl Connection {
             Output::Rows { schema, stream } => {
                 Ok(Response::Query(query_response(&schema, stream, format)))
             }
-            Output::Fetched { schema, stream } => {
+            Output::Tagged {
+                tag,
+                schema,
+                stream,
+            } => {
                 let mut response = query_response(&schema, stream, format);
-                // pgwire adds the row count.
-                response.set_command_tag("FETCH");
+                // pgwire adds the row count; INSERT's tag carries an oid first.
+                response.set_command_tag(if tag == "INSERT" { "INSERT 0" } else { tag });
                 Ok(Response::Query(response))
             }
             Output::CopyIn(target) => {

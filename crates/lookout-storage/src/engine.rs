@@ -623,6 +623,33 @@ impl Storage {
         .await
     }
 
+    /// Sets (or, with `None`, removes) the comment of a table, or of one of
+    /// its columns.
+    pub async fn set_comment(
+        &self,
+        table: &str,
+        column: Option<&str>,
+        comment: Option<&str>,
+    ) -> Result<()> {
+        self.commit(|m| {
+            let def = &mut m.table_mut(table)?.def;
+            let slot = match column {
+                None => &mut def.comment,
+                Some(column) => match def.columns.iter_mut().find(|c| c.name == column) {
+                    Some(c) => &mut c.comment,
+                    None => {
+                        return Err(StorageError::Column(format!(
+                            "column \"{column}\" of relation \"{table}\" does not exist"
+                        )));
+                    }
+                },
+            };
+            *slot = comment.map(str::to_string);
+            Ok(())
+        })
+        .await
+    }
+
     /// Adds a nullable column; existing files are not rewritten (they read as NULL).
     pub async fn add_column(
         &self,
@@ -653,6 +680,7 @@ impl Storage {
                 data_type: normalize_type(field.data_type()).to_string(),
                 nullable: true,
                 sql_type: crate::schema::sql_type_of(field).map(str::to_string),
+                comment: None,
             });
             Ok(true)
         })

@@ -28,6 +28,9 @@ pub struct ColumnDef {
     /// travels as the field metadata [`SQL_TYPE_METADATA`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_type: Option<String>,
+    /// Set by `COMMENT ON COLUMN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// The field metadata key that carries a column's [`ColumnDef::sql_type`].
@@ -82,6 +85,9 @@ pub struct TableDef {
     /// Set when the table's rows are computed from another table's (a rollup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derived: Option<Derivation>,
+    /// Set by `COMMENT ON TABLE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// How a derived table is computed. The storage engine keeps the definition
@@ -180,6 +186,7 @@ impl TableDef {
                     data_type: data_type.to_string(),
                     nullable: f.is_nullable() && f.name() != &time_column,
                     sql_type: sql_type_of(f).map(str::to_string),
+                    comment: None,
                 }
             })
             .collect();
@@ -195,6 +202,7 @@ impl TableDef {
                 versions: None,
             },
             derived: None,
+            comment: None,
         })
     }
 
