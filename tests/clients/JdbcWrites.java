@@ -83,6 +83,38 @@ public class JdbcWrites {
             }
             check(count(admin, "model = 'batch'") == 50, "50 batch rows");
 
+            // Generated keys: pgjdbc appends RETURNING * and reads the row back,
+            // at every prepare threshold; an UPDATE ... RETURNING is a query.
+            for (int threshold : new int[] {0, 1, 5}) {
+                try (Connection c = DriverManager.getConnection(base + "&prepareThreshold=" + threshold);
+                        PreparedStatement ins = c.prepareStatement(
+                                "INSERT INTO jdbc_writes VALUES (?, ?, ?)", Statement.RETURN_GENERATED_KEYS)) {
+                    for (int i = 0; i < 6; i++) {
+                        ins.setObject(1, t0.plusMinutes(i));
+                        ins.setString(2, "keys" + threshold);
+                        ins.setLong(3, 1000 + i);
+                        check(ins.executeUpdate() == 1, "one generated-keys insert at run " + i);
+                        try (ResultSet keys = ins.getGeneratedKeys()) {
+                            check(keys.next() && keys.getLong("v") == 1000 + i
+                                    && ("keys" + threshold).equals(keys.getString("model")),
+                                    "the generated keys are the inserted row at run " + i);
+                            check(!keys.next(), "one generated row");
+                        }
+                    }
+                }
+            }
+            try (PreparedStatement upd = admin.prepareStatement(
+                    "UPDATE jdbc_writes SET v = v + 1 WHERE model = ? RETURNING v")) {
+                upd.setString(1, "keys0");
+                long sum = 0;
+                try (ResultSet rs = upd.executeQuery()) {
+                    while (rs.next()) {
+                        sum += rs.getLong(1);
+                    }
+                }
+                check(sum == 6 * 1000 + 15 + 6, "UPDATE ... RETURNING returns the new values, got " + sum);
+            }
+
             // setArray: = ANY(?) with a text array and a bigint array.
             try (PreparedStatement q = admin.prepareStatement("SELECT count(*) FROM jdbc_writes WHERE model = ANY(?)")) {
                 Array models = admin.createArrayOf("text", new String[] {"t0", "t1"});
