@@ -86,7 +86,11 @@ async fn added_columns_and_deletes_over_parquet_files() {
         vec![vec![Some("calls".into()), Some("latency".into())]]
     );
     assert_eq!(
-        rows(&client, "DELETE FROM t WHERE model = 'b' RETURNING model, v").await,
+        rows(
+            &client,
+            "DELETE FROM t WHERE model = 'b' RETURNING model, v"
+        )
+        .await,
         vec![vec![Some("b".into()), Some("2".into())]]
     );
     assert_eq!(

@@ -100,8 +100,12 @@ pub(crate) enum Op {
     /// The elements of an array as a list, for `jsonb_array_elements[_text]`
     /// (which the rewrite unnests).
     Elements { text: bool },
-    /// The keys of an object as a list, for `jsonb_object_keys`.
+    /// The keys of an object as a list, for `jsonb_object_keys` and the
+    /// `key` column of `jsonb_each`.
     Keys,
+    /// The values of an object as a list, in the order of [`Op::Keys`], for
+    /// the `value` column of `jsonb_each` (`text`: of `jsonb_each_text`).
+    Values { text: bool },
     /// `json::text`: the same text, no longer typed as JSON.
     AsText,
 }
@@ -187,6 +191,7 @@ impl ScalarUDFImpl for JsonFunction {
             | Op::ArrayLength
             | Op::Elements { .. }
             | Op::Keys
+            | Op::Values { .. }
             | Op::AsText => match arg_types {
                 [a] => Ok(vec![json_arg(a)?]),
                 _ => Err(wrong()),
@@ -222,7 +227,7 @@ impl ScalarUDFImpl for JsonFunction {
         Ok(match self.op {
             Op::Contains | Op::Equal { .. } | Op::HasKey | Op::HasKeys { .. } => DataType::Boolean,
             Op::ArrayLength => DataType::Int32,
-            Op::Elements { .. } | Op::Keys => {
+            Op::Elements { .. } | Op::Keys | Op::Values { .. } => {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
             }
             _ => DataType::Utf8,
@@ -540,6 +545,57 @@ impl JsonFunction {
                             return Err(sql_error(
                                 "22023",
                                 format!("cannot call jsonb_object_keys on {}", a_kind(&j)),
+                            ));
+                        }
+                    }
+                }
+                Ok(Arc::new(out.finish()))
+            }
+            Op::Values { text } => {
+                let mut out = ListBuilder::new(StringBuilder::new());
+                let name = if text {
+                    format!("{}_each_text", self.reads.unwrap_or(JsonKind::Jsonb).name())
+                } else {
+                    format!("{}_each", self.reads.unwrap_or(JsonKind::Jsonb).name())
+                };
+                for row in 0..rows {
+                    match parse(row)? {
+                        None => out.append_null(),
+                        Some(Node {
+                            value: Value::Object(members),
+                            ..
+                        }) => {
+                            let value = |node: &Node<'_>| {
+                                if text {
+                                    node.as_text(canonical)
+                                } else {
+                                    Some(node.to_text(canonical))
+                                }
+                            };
+                            if canonical {
+                                for (_, node) in value::jsonb_members(&members) {
+                                    out.values().append_option(value(node));
+                                }
+                            } else {
+                                for (_, node) in &members {
+                                    out.values().append_option(value(node));
+                                }
+                            }
+                            out.append(true);
+                        }
+                        Some(Node {
+                            value: Value::Array(_),
+                            ..
+                        }) if !canonical => {
+                            return Err(sql_error(
+                                "22023",
+                                "cannot deconstruct an array as an object",
+                            ));
+                        }
+                        Some(_) => {
+                            return Err(sql_error(
+                                "22023",
+                                format!("cannot call {name} on a non-object"),
                             ));
                         }
                     }

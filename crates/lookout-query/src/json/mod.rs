@@ -101,6 +101,16 @@ static FUNCTIONS: LazyLock<Vec<Arc<ScalarUDF>>> = LazyLock::new(|| {
                 Some(kind),
             ),
             f(&name("object_keys_list"), Op::Keys, Some(kind)),
+            f(
+                &name("each_values_list"),
+                Op::Values { text: false },
+                Some(kind),
+            ),
+            f(
+                &name("each_text_values_list"),
+                Op::Values { text: true },
+                Some(kind),
+            ),
         ]);
     }
     all
@@ -115,6 +125,15 @@ const SET_RETURNING: &[&str] = &[
     "jsonb_array_elements",
     "jsonb_array_elements_text",
     "jsonb_object_keys",
+];
+
+/// Set-returning JSON functions with two columns (`key`, `value`), read in
+/// `FROM` only: planned as two `unnest`s side by side.
+const EACH: &[&str] = &[
+    "json_each",
+    "json_each_text",
+    "jsonb_each",
+    "jsonb_each_text",
 ];
 
 fn function(name: &str) -> Option<Arc<ScalarUDF>> {
@@ -404,48 +423,270 @@ impl VisitorMut for JsonSyntax {
         ControlFlow::Continue(())
     }
 
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        lateral_from(query);
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         // `FROM jsonb_array_elements(...) AS e` reads from
         // `(SELECT jsonb(unnest(jsonb_array_elements_list(...))) AS value) AS e`.
-        if let TableFactor::Table {
+        let Some((name, args, alias)) = function_in_from(factor) else {
+            return ControlFlow::Continue(());
+        };
+        let Some(columns) = from_columns(name, args, alias) else {
+            return ControlFlow::Continue(());
+        };
+        let function = name.to_string().to_ascii_lowercase();
+        if let Ok(query) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("SELECT {columns}"))
+            .and_then(|mut p| p.parse_query())
+        {
+            let mut alias = alias.cloned().unwrap_or_else(|| alias_named(&function));
+            alias.columns.clear();
+            *factor = TableFactor::Derived {
+                lateral: false,
+                subquery: query,
+                alias: Some(alias),
+                sample: None,
+            };
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn alias_named(name: &str) -> ast::TableAlias {
+    ast::TableAlias {
+        explicit: true,
+        name: Ident::new(name),
+        columns: Vec::new(),
+        at: None,
+    }
+}
+
+/// A set-returning JSON function read in `FROM`: its name, arguments and
+/// alias.
+fn function_in_from(
+    factor: &TableFactor,
+) -> Option<(&ObjectName, Vec<String>, Option<&ast::TableAlias>)> {
+    let (name, args, alias) = match factor {
+        TableFactor::Table {
             name,
             args: Some(args),
             alias,
             ..
-        } = factor
-            && let Some((list, element_type)) = set_returning(name)
-        {
-            let function = name.to_string().to_ascii_lowercase();
-            let column = match alias.as_ref().and_then(|a| a.columns.first()) {
-                Some(c) => c.name.to_string(),
-                None if function.ends_with("object_keys") => function.clone(),
-                None => "value".to_string(),
-            };
-            let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
-            let each = format!("unnest({list}({}))", args.join(", "));
-            let each = match element_type {
-                Some(kind) => format!("{kind}({each})"),
-                None => each,
-            };
-            let sql = format!("SELECT {each} AS {}", crate::session::quote_ident(&column));
-            let query = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_query());
-            if let Ok(query) = query {
-                let mut alias = alias.clone().unwrap_or_else(|| ast::TableAlias {
-                    explicit: true,
-                    name: Ident::new(function),
-                    columns: Vec::new(),
-                    at: None,
-                });
-                alias.columns.clear();
-                *factor = TableFactor::Derived {
-                    lateral: false,
-                    subquery: query,
-                    alias: Some(alias),
-                    sample: None,
-                };
+        } => (
+            name,
+            args.args.iter().map(ToString::to_string).collect(),
+            alias,
+        ),
+        TableFactor::Function {
+            name, args, alias, ..
+        } => (name, args.iter().map(ToString::to_string).collect(), alias),
+        _ => return None,
+    };
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let lower = part.as_ident()?.value.to_ascii_lowercase();
+    (SET_RETURNING.contains(&lower.as_str()) || EACH.contains(&lower.as_str())).then_some((
+        name,
+        args,
+        alias.as_ref(),
+    ))
+}
+
+/// The select list that computes a set-returning JSON function's rows,
+/// its columns named by the alias's column list or as PostgreSQL names
+/// them (`value`; the function's name for `_object_keys`; `key`, `value`
+/// for `_each`).
+fn from_columns(
+    name: &ObjectName,
+    args: Vec<String>,
+    alias: Option<&ast::TableAlias>,
+) -> Option<String> {
+    let function = name.to_string().to_ascii_lowercase();
+    let named = |i: usize, default: &str| match alias.and_then(|a| a.columns.get(i)) {
+        Some(c) => c.name.to_string(),
+        None => crate::session::quote_ident(default),
+    };
+    let args = args.join(", ");
+    if EACH.contains(&function.as_str()) {
+        let kind = if function.starts_with("jsonb") {
+            "jsonb"
+        } else {
+            "json"
+        };
+        let text = function.ends_with("_text");
+        let keys = format!("unnest({kind}_object_keys_list({args}))");
+        let values = if text {
+            format!("unnest({kind}_each_text_values_list({args}))")
+        } else {
+            format!("{kind}(unnest({kind}_each_values_list({args})))")
+        };
+        return Some(format!(
+            "{keys} AS {}, {values} AS {}",
+            named(0, "key"),
+            named(1, "value")
+        ));
+    }
+    let (list, element_type) = set_returning(name)?;
+    let each = format!("unnest({list}({args}))");
+    let each = match element_type {
+        Some(kind) => format!("{kind}({each})"),
+        None => each,
+    };
+    // `_object_keys` returns a bare set of text, so its alias names its
+    // column too (`AS k`); the others' column is their OUT parameter `value`.
+    let default = match alias {
+        _ if !function.ends_with("object_keys") => "value".to_string(),
+        Some(a) if a.columns.is_empty() => crate::session::quote_ident(&a.name.value),
+        _ => crate::session::quote_ident(&function),
+    };
+    let column = match alias.and_then(|a| a.columns.first()) {
+        Some(c) => c.name.to_string(),
+        None => default,
+    };
+    Some(format!("{each} AS {column}"))
+}
+
+/// `FROM t [AS a], jsonb_each(a.meta) [AS x]` (also with `LATERAL` or
+/// `CROSS JOIN`) calls the function once per row of `t`, as PostgreSQL's
+/// implicit lateral join does. DataFusion plans no lateral references, so
+/// the pair becomes one derived table, `(SELECT a.*, <the function's
+/// columns> FROM t AS a) AS a`, and `x.column` becomes `a.column`.
+fn lateral_from(query: &mut ast::Query) {
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    // The two shapes: `FROM t, f(...)` and `FROM t CROSS JOIN f(...)`.
+    let (outer, function) = match select.from.as_slice() {
+        [outer, function] if outer.joins.is_empty() && function.joins.is_empty() => {
+            (&outer.relation, &function.relation)
+        }
+        [only] => match only.joins.as_slice() {
+            [join]
+                if matches!(
+                    join.join_operator,
+                    ast::JoinOperator::CrossJoin(_) | ast::JoinOperator::CrossApply
+                ) =>
+            {
+                (&only.relation, &join.relation)
             }
+            _ => return,
+        },
+        _ => return,
+    };
+    let Some((name, args, alias)) = function_in_from(function) else {
+        return;
+    };
+    // Arguments that name no column are computed once, as before.
+    if !args.iter().any(|a| reads_a_column(a)) {
+        return;
+    }
+    let outer_name = match outer {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => match alias {
+            Some(a) => a.name.clone(),
+            None => match name.0.last().and_then(|p| p.as_ident()) {
+                Some(last) => last.clone(),
+                None => return,
+            },
+        },
+        _ => return,
+    };
+    let function_alias = alias
+        .map(|a| a.name.value.clone())
+        .unwrap_or_else(|| name.to_string());
+    // A one-column function's alias alone stands for its value (`AS t`,
+    // then `t`), as for PostgreSQL's functions that return a bare set.
+    let function_name = name.to_string().to_ascii_lowercase();
+    let whole_row = (SET_RETURNING.contains(&function_name.as_str())
+        && !function_name.ends_with("object_keys"))
+    .then(|| {
+        alias
+            .filter(|a| a.columns.is_empty())
+            .map(|a| a.name.value.clone())
+    })
+    .flatten();
+    let Some(columns) = from_columns(name, args, alias) else {
+        return;
+    };
+    let sql = format!("SELECT {outer_name}.*, {columns} FROM {outer}");
+    let Ok(inner) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+    else {
+        return;
+    };
+    select.from = vec![ast::TableWithJoins {
+        relation: TableFactor::Derived {
+            lateral: false,
+            subquery: inner,
+            alias: Some(ast::TableAlias {
+                explicit: true,
+                name: outer_name.clone(),
+                columns: Vec::new(),
+                at: None,
+            }),
+            sample: None,
+        },
+        joins: Vec::new(),
+    }];
+    let mut requalify = Requalify {
+        from: function_alias,
+        to: outer_name,
+        whole_row,
+    };
+    let _ = query.visit(&mut requalify);
+}
+
+/// Whether an argument's text names a column (rather than being a literal).
+fn reads_a_column(arg: &str) -> bool {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(arg)
+        .and_then(|mut p| p.parse_expr())
+        .is_ok_and(|e| {
+            let mut found = false;
+            let _ = ast::visit_expressions(&e, |e| {
+                if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    found = true;
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            found
+        })
+}
+
+/// Renames the qualifier `from` to `to` in `from.column` references, and
+/// reads a bare `whole_row` name as `to.value`.
+struct Requalify {
+    from: String,
+    to: Ident,
+    whole_row: Option<String>,
+}
+
+impl VisitorMut for Requalify {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::CompoundIdentifier(parts) = expr
+            && let [qualifier, _] = parts.as_mut_slice()
+            && qualifier.value.eq_ignore_ascii_case(&self.from)
+        {
+            *qualifier = self.to.clone();
+        }
+        if let Expr::Identifier(ident) = expr
+            && self
+                .whole_row
+                .as_ref()
+                .is_some_and(|w| ident.value.eq_ignore_ascii_case(w))
+        {
+            *expr = Expr::CompoundIdentifier(vec![self.to.clone(), Ident::new("value")]);
         }
         ControlFlow::Continue(())
     }
