@@ -178,6 +178,57 @@ pub(crate) async fn load(db: &Lookout, rows: usize) -> anyhow::Result<()> {
         .bulk_load("events", futures::stream::iter([Ok(batch)]))
         .await?;
     tracing::info!(rows, "generated demo events for the 7 days ending now");
+    db.sql(GROUND_TRUTH).await?;
+    db.sql(ROLLUP).await?;
+    tracing::info!("created the demo's feedback table and hourly rollup");
+    Ok(())
+}
+
+/// Ground truth for the demo events, in the versioned `feedback` table of
+/// docs/ground-truth.md: users' thumbs (a few minutes after the call), the
+/// judge's groundedness scores, and reviewers' verdicts on thumbs-down
+/// calls, which arrive a day late.
+const GROUND_TRUTH: &str = "
+CREATE TABLE IF NOT EXISTS feedback (
+  ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
+  value DOUBLE PRECISION, label TEXT, author TEXT, deleted BOOLEAN
+) WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted');
+INSERT INTO feedback
+SELECT ts + INTERVAL '3 minutes', request_id, 'user', 'thumbs', CAST(feedback AS DOUBLE PRECISION),
+       NULL, NULL, NULL
+FROM events WHERE feedback IS NOT NULL AND ts < now() - INTERVAL '3 minutes';
+INSERT INTO feedback
+SELECT ts + INTERVAL '1 minute', request_id, 'judge', 'score', score_groundedness,
+       'groundedness', 'judge-v1', NULL
+FROM events WHERE score_groundedness IS NOT NULL AND ts < now() - INTERVAL '1 minute';
+INSERT INTO feedback
+SELECT ts + INTERVAL '1 day', request_id, 'review', 'verdict',
+       CASE WHEN status = 'ok' AND coalesce(score_groundedness, 1) >= 0.5 THEN 1.0 ELSE 0.0 END,
+       CASE WHEN status <> 'ok' THEN 'failed call' WHEN score_groundedness < 0.5 THEN 'ungrounded' ELSE 'fine' END,
+       'reviewer-1', NULL
+FROM events WHERE feedback < 0 AND ts < now() - INTERVAL '1 day';
+";
+
+/// The hourly statistics the docs read (`events_hourly`), built from the
+/// generated rows and kept up to date as rows arrive.
+const ROLLUP: &str = "
+CREATE ROLLUP IF NOT EXISTS events_hourly ON events GROUP BY model, segment EVERY '1 hour'
+  AS (count(*), quantile_sketch(latency_ms), score_state(score_groundedness, 0.7),
+      sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors);
+";
+
+/// A review queue of the calls users rated down (needs the review queues
+/// running).
+const REVIEW: &str = "
+CREATE REVIEW QUEUE IF NOT EXISTS triage ON events KEY request_id;
+ENQUEUE INTO triage SELECT request_id FROM feedback
+WHERE source = 'user' AND kind = 'thumbs' AND value < 0 ORDER BY ts;
+";
+
+/// Creates the demo's review queue and fills it (once: items already
+/// queued are skipped).
+pub(crate) async fn create_review_queue(db: &Lookout) -> anyhow::Result<()> {
+    db.sql(REVIEW).await?;
     Ok(())
 }
 

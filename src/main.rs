@@ -381,6 +381,7 @@ async fn serve(
         .context("starting the review queues")?;
     if demo_rows.is_some() {
         demo::create_alerts(&db).await?;
+        demo::create_review_queue(&db).await?;
     }
     tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;

@@ -10,6 +10,7 @@ mod clients;
 mod copy;
 mod crash;
 mod differential;
+mod docs;
 mod fuzz_corpora;
 mod harness;
 mod limits;
