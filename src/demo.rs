@@ -180,7 +180,11 @@ pub(crate) async fn load(db: &Lookout, rows: usize) -> anyhow::Result<()> {
     tracing::info!(rows, "generated demo events for the 7 days ending now");
     db.sql(GROUND_TRUTH).await?;
     db.sql(ROLLUP).await?;
-    tracing::info!("created the demo's feedback table and hourly rollup");
+    db.sql(SAMPLED).await?;
+    // Rows are decided a WINDOW after they arrive.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    db.sql("DECIDE SAMPLING ON traces").await?;
+    tracing::info!("created the demo's feedback table, hourly rollup and sampled traces");
     Ok(())
 }
 
@@ -215,6 +219,19 @@ const ROLLUP: &str = "
 CREATE ROLLUP IF NOT EXISTS events_hourly ON events GROUP BY model, segment EVERY '1 hour'
   AS (count(*), quantile_sketch(latency_ms), score_state(score_groundedness, 0.7),
       sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors);
+";
+
+/// `traces`: the last two days of calls with their prompt sizes, sampled
+/// at ingest as docs/sampling.md describes (every failed call, 5 % of the
+/// rest with at least 5 per model and hour); `sample_weight` stands for the
+/// calls dropped.
+const SAMPLED: &str = "
+CREATE TABLE IF NOT EXISTS traces (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, request_id TEXT,
+  status TEXT, latency_ms DOUBLE PRECISION, prompt_tokens INT, completion_tokens INT);
+ALTER TABLE traces SET SAMPLING (KEY request_id, SEGMENT BY (model), RATE 0.05,
+  MINIMUM 5 PER HOUR, KEEP WHEN status <> 'ok', WINDOW '1 second');
+INSERT INTO traces SELECT ts, model, request_id, status, latency_ms, prompt_tokens, completion_tokens
+FROM events WHERE ts >= now() - INTERVAL '2 days';
 ";
 
 /// A review queue of the calls users rated down (needs the review queues

@@ -106,7 +106,7 @@ async fn pgjdbc_writes() {
 
 /// Grafana's PostgreSQL macros, expanded as its data source does (macros.go)
 /// for a dashboard range of `from`..`to` (RFC 3339).
-fn expand_grafana_macros(sql: &str, from: &str, to: &str) -> String {
+pub(crate) fn expand_grafana_macros(sql: &str, from: &str, to: &str) -> String {
     fn seconds(interval: &str) -> u64 {
         let interval = interval.trim().trim_matches('\'');
         let (n, unit) = interval.split_at(interval.len() - 1);

@@ -112,6 +112,44 @@ fn documents() -> Vec<PathBuf> {
     docs
 }
 
+/// `lookout demo` on a fresh data directory, stopped when dropped.
+struct Demo {
+    port: u16,
+    process: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    async fn start() -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let process = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(["demo", "--rows", "20000", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(dir.path())
+            .env("LOOKOUT_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn lookout demo");
+        drop(wait_ready(port).await);
+        Demo {
+            port,
+            process,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 #[test]
 fn markers_and_indented_blocks_are_read() {
     let text = "intro\n\n<!-- docs-test: error 42P01 -->\n```sql\nSELECT * FROM nowhere;\n```\n\n  ```sql\n  SELECT 1;\n  ```\n<!-- docs-test: skip DuckDB -->\n```sql\nSELECT * FROM read_parquet('x');\n```\n```text\nnot sql\n```\n";
@@ -134,20 +172,8 @@ async fn every_sql_example_in_the_docs_runs_on_the_demo() {
         if blocks.iter().all(|b| b.expect == Expect::Skip) {
             continue;
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut server = Command::new(env!("CARGO_BIN_EXE_lookout"))
-            .args(["demo", "--rows", "20000", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data")
-            .arg(dir.path())
-            .env("LOOKOUT_LOG", "warn")
-            .current_dir(std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn lookout demo");
-        drop(wait_ready(port).await);
+        let demo = Demo::start().await;
+        let port = demo.port;
         let name = doc
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -178,8 +204,7 @@ async fn every_sql_example_in_the_docs_runs_on_the_demo() {
                 failures.push(format!("{name}:{}: {problem}", block.line));
             }
         }
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(demo);
     }
     println!("ran {ran} SQL examples from README.md and docs/");
     assert!(ran >= 25, "only {ran} examples found");
@@ -189,4 +214,57 @@ async fn every_sql_example_in_the_docs_runs_on_the_demo() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every query of the LLM-quality Grafana dashboard runs on the demo (its
+/// feedback, late labels, judge scores, sampled traces and review queue),
+/// with Grafana's macros expanded for the last 7 days, returns rows, and
+/// narrows when one model is chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_quality_dashboard_queries_run_on_the_demo() {
+    let demo = Demo::start().await;
+    let client = wait_ready(demo.port).await;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/lookout-llm-quality.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let now = chrono::Utc::now();
+    let to = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let from = (now - chrono::Duration::days(7)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expand = |sql: &str| crate::clients::expand_grafana_macros(sql, &from, &to);
+    let variable = dashboard["templating"]["list"][0]["query"]
+        .as_str()
+        .expect("variable query");
+    let models: Vec<String> = crate::harness::rows(&client, &expand(variable))
+        .await
+        .into_iter()
+        .filter_map(|mut r| r.remove(0))
+        .collect();
+    assert_eq!(models.len(), 8, "{models:?}");
+    let quoted = |names: &[String]| {
+        names
+            .iter()
+            .map(|m| format!("'{m}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut panels = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            panels += 1;
+            let what = panel["title"].as_str().unwrap_or_default();
+            let sql = expand(target["rawSql"].as_str().expect("rawSql"));
+            let all = crate::harness::rows(&client, &sql.replace("$model", &quoted(&models))).await;
+            assert!(!all.is_empty(), "{what}: no rows\n{sql}");
+            if sql.contains("$model") {
+                let one =
+                    crate::harness::rows(&client, &sql.replace("$model", &quoted(&models[..1])))
+                        .await;
+                assert!(
+                    !one.is_empty() && one != all,
+                    "{what}: choosing one model changes nothing\n{sql}"
+                );
+            }
+        }
+    }
+    assert!(panels >= 7, "{panels} panels");
 }
