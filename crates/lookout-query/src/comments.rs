@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{Array, AsArray, StringArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Result as DfResult;
@@ -254,34 +254,6 @@ impl ScalarUDFImpl for Descriptions {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let oids = arrays
-            .first()
-            .map(|a| arrow::compute::cast(a, &DataType::Int64))
-            .transpose()?;
-        let seconds = arrays
-            .get(1)
-            .map(|a| arrow::compute::cast(a, &DataType::Utf8))
-            .transpose()?;
-        let out: StringArray = (0..rows)
-            .map(|row| {
-                let oid = oids
-                    .as_ref()
-                    .map(|a| a.as_primitive::<Int64Type>())
-                    .filter(|a| a.is_valid(row))?
-                    .value(row);
-                let second = seconds
-                    .as_ref()
-                    .map(|a| a.as_string::<i32>())
-                    .filter(|a| a.is_valid(row))
-                    .map(|a| a.value(row));
-                if seconds.is_some() && second.is_none() {
-                    return None;
-                }
-                self.describe(oid, second)
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        crate::function_catalog::text_by_oid(args, |oid, second| self.describe(oid, second))
     }
 }

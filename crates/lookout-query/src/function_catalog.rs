@@ -231,26 +231,50 @@ impl ScalarUDFImpl for FunctionText {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::Int64Type;
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let oids = match arrays.first() {
-            Some(a) => Some(datafusion::arrow::compute::cast(a, &DataType::Int64)?),
-            None => None,
-        };
-        let out: StringArray = (0..rows)
-            .map(|row| {
-                let oid = oids
-                    .as_ref()
-                    .map(|a| a.as_primitive::<Int64Type>())
-                    .filter(|a| a.is_valid(row))
-                    .map(|a| a.value(row));
-                self.text(oid)
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        text_by_oid(args, |oid, _| self.text(Some(oid)).map(str::to_string))
     }
+}
+
+/// Evaluates a catalog function whose first argument is an object id and
+/// whose optional second one is read as text, with `text(oid, second)` per
+/// row; NULL where an argument is NULL or `text` has nothing.
+pub(crate) fn text_by_oid(
+    args: ScalarFunctionArgs,
+    text: impl Fn(i64, Option<&str>) -> Option<String>,
+) -> DfResult<ColumnarValue> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    let rows = args.number_rows;
+    let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+    let oids = arrays
+        .first()
+        .map(|a| datafusion::arrow::compute::cast(a, &DataType::Int64))
+        .transpose()?;
+    let seconds = arrays
+        .get(1)
+        .map(|a| datafusion::arrow::compute::cast(a, &DataType::Utf8))
+        .transpose()?;
+    let out: StringArray = (0..rows)
+        .map(|row| {
+            let oid = oids
+                .as_ref()
+                .map(|a| a.as_primitive::<Int64Type>())
+                .filter(|a| a.is_valid(row))?
+                .value(row);
+            let second = match &seconds {
+                None => None,
+                Some(a) => {
+                    let a = a.as_string::<i32>();
+                    if a.is_null(row) {
+                        return None;
+                    }
+                    Some(a.value(row))
+                }
+            };
+            text(oid, second)
+        })
+        .collect();
+    Ok(ColumnarValue::Array(Arc::new(out)))
 }
 
 #[cfg(test)]

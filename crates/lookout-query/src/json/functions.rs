@@ -131,6 +131,23 @@ impl JsonFunction {
         }
     }
 
+    /// The error of a function over object members given something else,
+    /// worded as PostgreSQL words it.
+    fn not_an_object(&self, j: &Node<'_>, canonical: bool) -> DataFusionError {
+        let kind = self.reads.unwrap_or(JsonKind::Jsonb).name();
+        let message = match self.op {
+            Op::Values { .. } if !canonical && matches!(j.value, Value::Array(_)) => {
+                "cannot deconstruct an array as an object".to_string()
+            }
+            Op::Values { text } => format!(
+                "cannot call {kind}_each{} on a non-object",
+                if text { "_text" } else { "" }
+            ),
+            _ => format!("cannot call jsonb_object_keys on {}", a_kind(j)),
+        };
+        sql_error("22023", message)
+    }
+
     pub(crate) fn udf(name: &str, op: Op, reads: Option<JsonKind>) -> ScalarUDF {
         ScalarUDF::new_from_impl(JsonFunction::new(name, op, reads))
     }
@@ -521,43 +538,15 @@ impl JsonFunction {
                 }
                 Ok(Arc::new(out.finish()))
             }
-            Op::Keys => {
-                let mut out = ListBuilder::new(StringBuilder::new());
-                for row in 0..rows {
-                    match parse(row)? {
-                        None => out.append_null(),
-                        Some(Node {
-                            value: Value::Object(members),
-                            ..
-                        }) => {
-                            if canonical {
-                                for (key, _) in value::jsonb_members(&members) {
-                                    out.values().append_value(key);
-                                }
-                            } else {
-                                for (key, _) in &members {
-                                    out.values().append_value(key.as_ref());
-                                }
-                            }
-                            out.append(true);
-                        }
-                        Some(j) => {
-                            return Err(sql_error(
-                                "22023",
-                                format!("cannot call jsonb_object_keys on {}", a_kind(&j)),
-                            ));
-                        }
-                    }
-                }
-                Ok(Arc::new(out.finish()))
-            }
-            Op::Values { text } => {
-                let mut out = ListBuilder::new(StringBuilder::new());
-                let name = if text {
-                    format!("{}_each_text", self.reads.unwrap_or(JsonKind::Jsonb).name())
-                } else {
-                    format!("{}_each", self.reads.unwrap_or(JsonKind::Jsonb).name())
+            Op::Keys | Op::Values { .. } => {
+                // One list item per member: its key, or its value (as text
+                // for the `_text` forms), in the order the type keeps them.
+                let item = |key: &str, node: &Node<'_>| match self.op {
+                    Op::Values { text: true } => node.as_text(canonical),
+                    Op::Values { text: false } => Some(node.to_text(canonical)),
+                    _ => Some(key.to_string()),
                 };
+                let mut out = ListBuilder::new(StringBuilder::new());
                 for row in 0..rows {
                     match parse(row)? {
                         None => out.append_null(),
@@ -565,39 +554,17 @@ impl JsonFunction {
                             value: Value::Object(members),
                             ..
                         }) => {
-                            let value = |node: &Node<'_>| {
-                                if text {
-                                    node.as_text(canonical)
-                                } else {
-                                    Some(node.to_text(canonical))
-                                }
-                            };
-                            if canonical {
-                                for (_, node) in value::jsonb_members(&members) {
-                                    out.values().append_option(value(node));
-                                }
+                            let members: Vec<(&str, &Node<'_>)> = if canonical {
+                                value::jsonb_members(&members)
                             } else {
-                                for (_, node) in &members {
-                                    out.values().append_option(value(node));
-                                }
+                                members.iter().map(|(k, n)| (k.as_ref(), n)).collect()
+                            };
+                            for (key, node) in members {
+                                out.values().append_option(item(key, node));
                             }
                             out.append(true);
                         }
-                        Some(Node {
-                            value: Value::Array(_),
-                            ..
-                        }) if !canonical => {
-                            return Err(sql_error(
-                                "22023",
-                                "cannot deconstruct an array as an object",
-                            ));
-                        }
-                        Some(_) => {
-                            return Err(sql_error(
-                                "22023",
-                                format!("cannot call {name} on a non-object"),
-                            ));
-                        }
+                        Some(j) => return Err(self.not_an_object(&j, canonical)),
                     }
                 }
                 Ok(Arc::new(out.finish()))
