@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tracing::warn;
 
-use crate::engine::{AlertEngine, full_labels, lock, now_micros, run_rule_query};
+use crate::engine::{AlertEngine, full_labels, lock, run_rule_query};
 use crate::error::{AlertError, Result};
 use crate::notify::fingerprint;
 use crate::rule::{Micros, RuleDef, Threshold};
@@ -120,7 +120,7 @@ impl AlertEngine {
         let mut calibrated = Calibrated::new();
         let mut values = Vec::new();
         let mut fewest = usize::MAX;
-        let now = now_micros();
+        let now = self.now_micros();
         for tier in &def.tiers {
             let Threshold::Baseline {
                 sigmas,
@@ -212,14 +212,14 @@ impl AlertEngine {
         detail: Option<&str>,
     ) -> Result<()> {
         let row = LogRow {
-            ts: now_micros(),
+            ts: self.now_micros(),
             kind: "calibration",
             rule,
             rule_version: version,
             state: Some(state),
             value: Some(progress),
             detail,
-            recorded_at: now_micros(),
+            recorded_at: self.now_micros(),
             baseline_to: Some(anchor),
             ..Default::default()
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::engine::{AlertEngine, lock, next_instant, now_micros};
+use crate::engine::{AlertEngine, lock, next_instant};
 use crate::error::Result;
 use crate::notify::{self, AlertMessage, fingerprint};
 use crate::rule::Micros;
@@ -94,7 +94,7 @@ impl AlertEngine {
         match state {
             Some(state) => {
                 let detail = result.err().map(|e| e.to_string());
-                let now = now_micros();
+                let now = self.now_micros();
                 let row = LogRow {
                     ts: now,
                     kind: "delivery",
@@ -127,7 +127,7 @@ impl AlertEngine {
         let every = self.inner.options.digest_every.max(1_000_000);
         let mut stop = self.inner.stop.subscribe();
         loop {
-            let now = now_micros();
+            let now = self.now_micros();
             let at = next_instant(every, now);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_micros((at - now).max(0) as u64)) => {}
@@ -166,7 +166,7 @@ impl AlertEngine {
                 per_target.entry(t).or_default().push(v);
             }
         }
-        let recorded = now_micros();
+        let recorded = self.now_micros();
         let mut deliveries = Vec::new();
         for (url, alerts) in &per_target {
             let id = format!(

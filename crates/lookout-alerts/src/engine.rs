@@ -115,10 +115,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn now_micros() -> Micros {
-    chrono::Utc::now().timestamp_micros()
-}
-
 /// The first multiple of `every` after `after`: rules run at aligned instants.
 pub(crate) fn next_instant(every: Micros, after: Micros) -> Micros {
     (after.div_euclid(every) + 1) * every
@@ -257,6 +253,11 @@ pub(crate) fn apply(
 }
 
 impl AlertEngine {
+    /// Now, by the database's clock (see `lookout_storage::clock`).
+    pub(crate) fn now_micros(&self) -> Micros {
+        self.inner.db.storage().clock().now_micros()
+    }
+
     /// Creates the alert tables if missing, restores rules and state, adds
     /// the alert statements to `db`'s SQL, and (with `options.schedule`)
     /// starts evaluating.
@@ -318,7 +319,7 @@ impl AlertEngine {
 
     /// A strictly increasing clock (µs): rule versions and the order of rule changes.
     pub(crate) fn new_version(&self) -> Micros {
-        let now = now_micros();
+        let now = self.now_micros();
         let prev = self.inner.last_version.fetch_max(now, Ordering::SeqCst);
         if prev >= now {
             self.inner.last_version.fetch_add(1, Ordering::SeqCst) + 1
@@ -335,7 +336,7 @@ impl AlertEngine {
         )
         .await?;
         let mut rules: BTreeMap<String, RuleState> = BTreeMap::new();
-        let now = now_micros();
+        let now = self.now_micros();
         for (b, i) in rows.iter() {
             let name = store::get_text(b, i, "name")?.unwrap_or_default();
             let version = store::get_i64(b, i, "version")?.unwrap_or_default();
@@ -527,7 +528,7 @@ impl AlertEngine {
     }
 
     pub(crate) fn add_rule(&self, def: RuleDef, version: Micros) {
-        let next_due = next_instant(def.every, now_micros());
+        let next_due = next_instant(def.every, self.now_micros());
         lock(&self.inner.rules).insert(
             def.name.clone(),
             RuleState {
@@ -548,7 +549,7 @@ impl AlertEngine {
     pub(crate) fn set_paused(&self, name: &str, paused: bool) {
         if let Some(r) = lock(&self.inner.rules).get_mut(name) {
             r.paused = paused;
-            r.next_due = next_instant(r.def.every, now_micros());
+            r.next_due = next_instant(r.def.every, self.now_micros());
         }
     }
 
@@ -559,7 +560,7 @@ impl AlertEngine {
             if self.stopped() {
                 break;
             }
-            let now = now_micros();
+            let now = self.now_micros();
             let mut due = Vec::new();
             let mut next_wake = now + 1_000_000;
             {
@@ -594,7 +595,7 @@ impl AlertEngine {
                     engine.done_in_flight();
                 });
             }
-            let wait = (next_wake - now_micros()).clamp(1_000, 1_000_000);
+            let wait = (next_wake - self.now_micros()).clamp(1_000, 1_000_000);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_micros(wait as u64)) => {}
                 _ = stop.changed() => {}
@@ -630,7 +631,7 @@ impl AlertEngine {
             Err(e) => Err(e),
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let recorded = now_micros();
+        let recorded = self.now_micros();
         let mut log: Vec<LogRow> = Vec::new();
         let mut deliveries: Vec<(&str, Delivery)> = Vec::new();
         let mut alertmanager: Vec<(String, Vec<AlertMessage>)> = Vec::new();

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use lookout_query::{Access, Output, QueryError, Session, SqlExtension};
 
 use crate::backtest::BacktestRow;
-use crate::engine::{AlertEngine, Silence, describe_tiers, lock, now_micros};
+use crate::engine::{AlertEngine, Silence, describe_tiers, lock};
 use crate::error::{AlertError, Result};
 use crate::grammar::{AlertStatement, SilenceEnd, TimeBound, is_alert_statement, parse};
 use crate::rule::{RuleDef, format_duration};
@@ -274,7 +274,7 @@ impl AlertStatements {
                 comment,
             } => {
                 let ends_at = match ends {
-                    SilenceEnd::After(duration) => now_micros() + duration,
+                    SilenceEnd::After(duration) => engine.now_micros() + duration,
                     SilenceEnd::Until(bound) => instant(session, bound, "UNTIL").await?,
                 };
                 let id = engine.inner.last_silence_id.fetch_add(1, Ordering::SeqCst) + 1;

@@ -533,7 +533,7 @@ impl Ingest {
         let mut group = vec![match &held {
             Some((name, schema)) => (
                 name.clone(),
-                crate::sampling::held_rows(&rows, schema, crate::session::clock_micros())?,
+                crate::sampling::held_rows(&rows, schema, self.storage.clock().now_micros())?,
             ),
             None => (table.to_string(), rows.clone()),
         }];
@@ -612,7 +612,7 @@ impl Ingest {
                 .collect::<Result<_>>()?,
         );
         let schema = def.schema()?;
-        let arrived = crate::session::clock_micros();
+        let arrived = self.storage.clock().now_micros();
         let storage = self.storage.clone();
         let observed = {
             let states = Arc::clone(&states);

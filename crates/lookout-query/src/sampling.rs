@@ -47,7 +47,7 @@ use lookout_storage::{CreateTable, Derivation, Storage, TableDef, time_type};
 
 use crate::error::{QueryError, Result};
 use crate::extension::SqlExtension;
-use crate::session::{Output, Session, clock_micros, quote_ident as quote, quoted_table};
+use crate::session::{Output, Session, quote_ident as quote, quoted_table};
 use crate::{Lookout, catalog::SYSTEM_PREFIX};
 
 const HOUR: i64 = 3_600_000_000;
@@ -935,7 +935,7 @@ impl Decisions {
         // Every write that took its arrival time before this has committed.
         let real = {
             let _gate = lookout.ingest().gate.write().await;
-            clock_micros()
+            lookout.storage().clock().now_micros()
         };
         let result = self.decide_at(lookout, table, clock, real).await;
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -1174,7 +1174,7 @@ pub(crate) fn spawn_decisions(lookout: Lookout, interval: Duration) -> tokio::ta
         loop {
             ticks.tick().await;
             let clock = Clock {
-                now: clock_micros(),
+                now: lookout.storage().clock().now_micros(),
                 close_all: false,
                 rescue_now: false,
             };
@@ -1431,7 +1431,7 @@ async fn reset_sampling(session: &mut Session, sql: &str) -> Result<Output> {
     // rows already sampled).
     lookout
         .decisions()
-        .decide_at(&lookout, &table, clock, clock_micros())
+        .decide_at(&lookout, &table, clock, lookout.storage().clock().now_micros())
         .await
         .map_err(|e| {
             QueryError::with_code(

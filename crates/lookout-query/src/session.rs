@@ -302,11 +302,6 @@ fn tables_of(plan: &LogicalPlan) -> Vec<String> {
     names
 }
 
-/// The clock, in microseconds since the epoch.
-pub(crate) fn clock_micros() -> i64 {
-    Utc::now().timestamp_micros()
-}
-
 pub use crate::quote::{quote_ident, quote_literal};
 
 /// A storage table name as SQL that resolves to it.
@@ -549,8 +544,10 @@ impl Session {
     /// lookout.now` if set, else the clock (for statements that act "now":
     /// leases, alert anchors, sampling decisions).
     pub fn now_micros(&self) -> i64 {
-        self.fixed_now
-            .map_or_else(clock_micros, |t| t.timestamp_micros())
+        self.fixed_now.map_or_else(
+            || self.lookout.storage().clock().now_micros(),
+            |t| t.timestamp_micros(),
+        )
     }
 
     /// Splits SQL text into statements, Lookout's own and those extensions claim.

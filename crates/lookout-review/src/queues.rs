@@ -304,7 +304,7 @@ impl ReviewQueues {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
-            let now = chrono::Utc::now().timestamp_micros();
+            let now = self.db.storage().clock().now_micros();
             let due: Vec<(String, String)> = {
                 let mut state = self.state.lock().await;
                 state

@@ -21,6 +21,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 use crate::batch::{self, PartitionSlice};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, StorageError};
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
 use crate::schema::{ColumnDef, Derivation, TableDef, Versions, normalize_type};
@@ -47,6 +48,8 @@ pub struct StorageOptions {
     pub background: bool,
     /// Where Parquet files and manifests go; `None` is `<dir>/data` on the local disk.
     pub object_store: Option<Arc<dyn ObjectStore>>,
+    /// Where "now" comes from (see [`crate::clock`]).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StorageOptions {
@@ -61,6 +64,7 @@ impl Default for StorageOptions {
             maintenance_interval: Duration::from_secs(60),
             background: true,
             object_store: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -266,10 +270,6 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
 /// Removes the files `expired` selects from a table's entry, noting their paths.
 fn retire_files(
     entry: &mut TableEntry,
@@ -378,6 +378,7 @@ impl Storage {
             tracing::info!(rows = replayed_rows, "replayed write-ahead log");
         }
         let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
+        let run = format!("{:x}", options.clock.now_micros());
         let inner = Arc::new(Inner {
             dir,
             store,
@@ -393,7 +394,7 @@ impl Storage {
             flush_wanted: Arc::new(Notify::new()),
             shutdown: Arc::new(Notify::new()),
             background: Mutex::new(None),
-            run: format!("{:x}", now_micros()),
+            run,
             next_file: AtomicU64::new(1),
             loads_in_flight: AtomicU64::new(0),
             lock: Mutex::new(Some(lock)),
@@ -416,6 +417,15 @@ impl Storage {
             *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
         }
         Ok(storage)
+    }
+
+    /// The clock every part of the database reads the present from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.options.clock
+    }
+
+    fn now_micros(&self) -> i64 {
+        self.inner.options.clock.now_micros()
     }
 
     /// The data directory.
@@ -577,7 +587,7 @@ impl Storage {
                         Err(StorageError::TableNotFound(name.to_string()))
                     };
                 };
-                let since = now_micros();
+                let since = self.now_micros();
                 m.garbage.extend(entry.files.iter().map(|f| Garbage {
                     path: f.path.clone(),
                     since,
@@ -716,7 +726,7 @@ impl Storage {
 
     fn check_horizon(&self, def: &TableDef, b: &RecordBatch) -> Result<()> {
         let times = batch::time_values(b, def)?;
-        let horizon = now_micros() + self.inner.options.future_horizon.as_micros() as i64;
+        let horizon = self.now_micros() + self.inner.options.future_horizon.as_micros() as i64;
         if let Some(i) = times.values().iter().position(|t| *t > horizon) {
             let shown = chrono::DateTime::from_timestamp_micros(times.value(i))
                 .map(|d| d.to_rfc3339())
@@ -1197,7 +1207,7 @@ impl Storage {
                     if let Some(entry) = m.tables.values_mut().find(|t| t.def.id == table_id) {
                         entry.files.extend(files);
                     } else {
-                        let since = now_micros();
+                        let since = self.now_micros();
                         m.garbage.extend(files.into_iter().map(|f| Garbage {
                             path: f.path,
                             since,
@@ -1446,7 +1456,7 @@ impl Storage {
                     let e = m.table_mut(name)?;
                     e.files.retain(|f| !old.contains(&f.path));
                     e.files.extend(outputs);
-                    let since = now_micros();
+                    let since = self.now_micros();
                     m.garbage.extend(old.iter().map(|p| Garbage {
                         path: p.clone(),
                         since,
@@ -1508,7 +1518,7 @@ impl Storage {
     /// Drops files whose whole bucket is older than the table's TTL.
     /// Returns the number of files dropped.
     pub async fn enforce_retention(&self) -> Result<usize> {
-        let now = now_micros();
+        let now = self.now_micros();
         self.commit_if(|m| {
             let mut dropped = Vec::new();
             for entry in m.tables.values_mut() {
@@ -1532,7 +1542,7 @@ impl Storage {
         table: &str,
         expired: impl Fn(&FileMeta) -> bool,
     ) -> Result<usize> {
-        let now = now_micros();
+        let now = self.now_micros();
         let id = self.table(table)?.id;
         self.commit_if(|m| {
             let mut dropped = Vec::new();
@@ -1547,7 +1557,7 @@ impl Storage {
     /// Deletes superseded files whose grace period has passed and that no
     /// snapshot still reads.
     pub async fn collect_garbage(&self) -> Result<usize> {
-        let cutoff = now_micros() - self.inner.options.gc_grace.as_micros() as i64;
+        let cutoff = self.now_micros() - self.inner.options.gc_grace.as_micros() as i64;
         let due: Vec<Garbage> = self
             .manifest()?
             .garbage
@@ -1900,7 +1910,7 @@ mod tests {
         s.create_table("t", &schema(), CreateTable::default(), false)
             .await
             .expect("create");
-        let far = now_micros() + 30 * DAY_MICROS;
+        let far = crate::SystemClock.now_micros() + 30 * DAY_MICROS;
         let err = s.write("t", batch(&[1, far], "a")).await.unwrap_err();
         assert!(
             err.to_string().contains("row 2") && err.to_string().contains("future horizon"),
@@ -1969,7 +1979,7 @@ mod tests {
         s.create_table("t", &schema(), request, false)
             .await
             .expect("create");
-        let now = now_micros();
+        let now = crate::SystemClock.now_micros();
         s.write(
             "t",
             batch(&[now - 30 * DAY_MICROS, now - 3_600_000_000], "a"),
@@ -1992,6 +2002,46 @@ mod tests {
             .filter(|p| p.ends_with(".parquet"))
             .count();
         assert_eq!(parquet_files, 1, "the expired file is deleted");
+    }
+
+    /// The horizon and retention read the clock in the options, so a test
+    /// can move time by hand.
+    #[tokio::test]
+    async fn a_manual_clock_moves_the_horizon_and_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = 1_577_836_800_000_000; // 2020-01-01
+        let clock = Arc::new(crate::ManualClock::new(start));
+        let opts = StorageOptions {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        let request = CreateTable {
+            ttl_micros: Some(7 * DAY_MICROS),
+            ..CreateTable::default()
+        };
+        s.create_table("t", &schema(), request, false)
+            .await
+            .expect("create");
+        let later = start + 2 * DAY_MICROS;
+        let err = s.write("t", batch(&[later], "a")).await.unwrap_err();
+        assert!(err.to_string().contains("future horizon"), "{err}");
+        s.write(
+            "t",
+            batch(&[start - 30 * DAY_MICROS, start - 3_600_000_000], "a"),
+        )
+        .await
+        .expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        assert_eq!(live_rows(&s, "t"), 1);
+        clock.advance(8 * DAY_MICROS);
+        s.write("t", batch(&[later], "a"))
+            .await
+            .expect("no longer ahead");
+        s.flush().await.expect("flush");
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        assert_eq!(live_rows(&s, "t"), 1);
     }
 
     #[tokio::test]

@@ -11,12 +11,14 @@
 //! This crate knows nothing of SQL or the wire protocol.
 
 pub mod batch;
+pub mod clock;
 mod engine;
 mod error;
 pub mod manifest;
 pub mod schema;
 mod wal;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     Combine, CreateTable, FilePin, MarkedRows, RowMarks, Storage, StorageOptions, TableSnapshot,
 };
