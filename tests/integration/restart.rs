@@ -85,6 +85,13 @@ async fn added_columns_and_deletes_over_parquet_files() {
         .await,
         vec![vec![Some("calls".into()), Some("latency".into())]]
     );
+    let long = format!("COMMENT ON TABLE t IS '{}'", "x".repeat(70 * 1024));
+    let err = client.simple_query(&long).await.expect_err("too long");
+    assert_eq!(
+        err.code().map(|c| c.code()),
+        Some("54000"),
+        "a 70 KiB comment: {err}"
+    );
     assert_eq!(
         rows(
             &client,

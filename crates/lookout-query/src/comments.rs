@@ -25,6 +25,10 @@ use datafusion::sql::sqlparser::ast::{CommentObject, ObjectName};
 use crate::error::{QueryError, Result};
 use crate::session::{Output, table_name};
 
+/// The longest comment kept: comments live in the table definitions,
+/// which every manifest commit rewrites.
+const MAX_COMMENT_BYTES: usize = 64 * 1024;
+
 /// Runs `COMMENT ON TABLE | COLUMN name IS 'text' | NULL`.
 pub(crate) async fn comment_on(
     lookout: &crate::Lookout,
@@ -33,6 +37,18 @@ pub(crate) async fn comment_on(
     comment: Option<String>,
     if_exists: bool,
 ) -> Result<Output> {
+    if comment
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
+    {
+        return Err(QueryError::with_code(
+            "54000",
+            format!(
+                "comment is longer than {} KiB; keep long documentation elsewhere and link to it",
+                MAX_COMMENT_BYTES / 1024
+            ),
+        ));
+    }
     let storage = lookout.storage();
     let (table, column) = match object {
         CommentObject::Table => (table_name(name)?, None),

@@ -468,21 +468,17 @@ fn alias_named(name: &str) -> ast::TableAlias {
 /// alias.
 fn function_in_from(
     factor: &TableFactor,
-) -> Option<(&ObjectName, Vec<String>, Option<&ast::TableAlias>)> {
+) -> Option<(&ObjectName, &[FunctionArg], Option<&ast::TableAlias>)> {
     let (name, args, alias) = match factor {
         TableFactor::Table {
             name,
             args: Some(args),
             alias,
             ..
-        } => (
-            name,
-            args.args.iter().map(ToString::to_string).collect(),
-            alias,
-        ),
+        } => (name, args.args.as_slice(), alias),
         TableFactor::Function {
             name, args, alias, ..
-        } => (name, args.iter().map(ToString::to_string).collect(), alias),
+        } => (name, args.as_slice(), alias),
         _ => return None,
     };
     let [part] = name.0.as_slice() else {
@@ -502,7 +498,7 @@ fn function_in_from(
 /// for `_each`).
 fn from_columns(
     name: &ObjectName,
-    args: Vec<String>,
+    args: &[FunctionArg],
     alias: Option<&ast::TableAlias>,
 ) -> Option<String> {
     let function = name.to_string().to_ascii_lowercase();
@@ -510,7 +506,11 @@ fn from_columns(
         Some(c) => c.name.to_string(),
         None => crate::session::quote_ident(default),
     };
-    let args = args.join(", ");
+    let args = args
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     if EACH.contains(&function.as_str()) {
         let kind = if function.starts_with("jsonb") {
             "jsonb"
@@ -581,7 +581,7 @@ fn lateral_from(query: &mut ast::Query) {
         return;
     };
     // Arguments that name no column are computed once, as before.
-    if !args.iter().any(|a| reads_a_column(a)) {
+    if !reads_a_column(args) {
         return;
     }
     let outer_name = match outer {
@@ -645,21 +645,15 @@ fn lateral_from(query: &mut ast::Query) {
     let _ = query.visit(&mut requalify);
 }
 
-/// Whether an argument's text names a column (rather than being a literal).
-fn reads_a_column(arg: &str) -> bool {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(arg)
-        .and_then(|mut p| p.parse_expr())
-        .is_ok_and(|e| {
-            let mut found = false;
-            let _ = ast::visit_expressions(&e, |e| {
-                if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                    found = true;
-                }
-                ControlFlow::<()>::Continue(())
-            });
-            found
+/// Whether the arguments name a column (rather than being literals).
+fn reads_a_column(args: &[FunctionArg]) -> bool {
+    args.iter().any(|arg| {
+        ast::visit_expressions(arg, |e| match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
         })
+        .is_break()
+    })
 }
 
 /// Renames the qualifier `from` to `to` in `from.column` references, and
