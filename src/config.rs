@@ -188,10 +188,16 @@ impl FileConfig {
             options.query_memory =
                 parse_bytes(m).map_err(|e| anyhow::anyhow!("server.query_memory: {e}"))?;
         }
+        Ok(options)
+    }
+
+    /// How sampled tables' held rows are decided in the background.
+    pub(crate) fn sampling_options(&self) -> anyhow::Result<lookout_sampling::SamplingOptions> {
+        let mut options = lookout_sampling::SamplingOptions::default();
         if let Some(t) = &self.server.sampling_interval {
             let us =
                 parse_duration(t).map_err(|e| anyhow::anyhow!("server.sampling_interval: {e}"))?;
-            options.sampling_interval = Duration::from_micros(us.max(1_000) as u64);
+            options.interval = Some(Duration::from_micros(us.max(1_000) as u64));
         }
         Ok(options)
     }
@@ -263,6 +269,8 @@ impl FileConfig {
     ) -> anyhow::Result<lookout_alerts::AlertOptions> {
         let mut options = lookout_alerts::AlertOptions {
             schedule,
+            crash_after_delivery: std::env::var("LOOKOUT_FAILPOINT").as_deref()
+                == Ok("crash-after-delivery"),
             ..Default::default()
         };
         if let Some(c) = self.alerts.concurrency {

@@ -232,8 +232,17 @@ async fn open(
     loopback: bool,
 ) -> anyhow::Result<Lookout> {
     let options = file.lookout_options(loopback)?;
+    let mut sampling = file.sampling_options()?;
+    if !options.storage.background {
+        sampling.interval = None;
+    }
     match Lookout::open_with(data, options).await {
-        Ok(db) => Ok(db),
+        Ok(db) => {
+            install_features(&db, sampling)
+                .await
+                .context("installing rollups and sampling")?;
+            Ok(db)
+        }
         Err(lookout_query::QueryError::Storage(lookout_storage::StorageError::Locked {
             holder,
             ..
@@ -241,6 +250,17 @@ async fn open(
         Err(e) => Err(anyhow::Error::new(e))
             .with_context(|| format!("opening data directory {}", data.display())),
     }
+}
+
+/// Installs the extensions that take part in storage and the write path, so
+/// every command that opens a data directory writes rollups and held rows
+/// as the server does.
+async fn install_features(
+    db: &Lookout,
+    sampling: lookout_sampling::SamplingOptions,
+) -> lookout_query::Result<()> {
+    lookout_rollups::install(db).await?;
+    lookout_sampling::install(db, sampling).await
 }
 
 /// Opens the data directory of a one-shot command (`sql`, `import`): one

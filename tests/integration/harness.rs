@@ -8,6 +8,21 @@ use lookout_query::{Lookout, LookoutOptions};
 use lookout_server::ServerOptions;
 use tokio::sync::oneshot;
 
+/// Opens a database with the extensions the binary installs in the storage
+/// and write path (rollups, sampling), as `lookout serve` does.
+pub(crate) async fn open_lookout(
+    dir: &Path,
+    options: LookoutOptions,
+    sampling: lookout_sampling::SamplingOptions,
+) -> Lookout {
+    let lookout = Lookout::open_with(dir, options).await.expect("open");
+    lookout_rollups::install(&lookout).await.expect("rollups");
+    lookout_sampling::install(&lookout, sampling)
+        .await
+        .expect("sampling");
+    lookout
+}
+
 /// An in-process server on a free loopback port, over a temporary data directory.
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
@@ -28,7 +43,19 @@ impl TestServer {
     }
 
     pub(crate) async fn start_with(dir: tempfile::TempDir, options: LookoutOptions) -> TestServer {
-        let lookout = Lookout::open_with(dir.path(), options).await.expect("open");
+        let sampling = lookout_sampling::SamplingOptions {
+            interval: options.storage.background.then(|| Duration::from_secs(10)),
+        };
+        Self::start_sampling(dir, options, sampling).await
+    }
+
+    /// As [`TestServer::start_with`], deciding sampled tables' rows as `sampling` says.
+    pub(crate) async fn start_sampling(
+        dir: tempfile::TempDir,
+        options: LookoutOptions,
+        sampling: lookout_sampling::SamplingOptions,
+    ) -> TestServer {
+        let lookout = open_lookout(dir.path(), options, sampling).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

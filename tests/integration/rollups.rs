@@ -214,3 +214,77 @@ async fn writes_racing_create_rollup_are_counted_once() {
     assert_eq!(rolled, raw);
     server.stop().await;
 }
+
+/// A data directory written before derived tables recorded their kind
+/// opens as before: each kind recognises its own definitions. A database
+/// opened without the rollups extension refuses writes to a table with a
+/// rollup (55000) rather than leaving the rollup behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_tables_without_a_recorded_kind_still_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sampling = lookout_sampling::SamplingOptions { interval: None };
+    let db =
+        crate::harness::open_lookout(dir.path(), LookoutOptions::default(), sampling.clone()).await;
+    db.sql(
+        "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, id TEXT, latency_ms DOUBLE PRECISION); \
+         CREATE ROLLUP calls_hourly ON calls GROUP BY model EVERY '1 hour' AS (count(*)); \
+         CREATE TABLE sampled (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, id TEXT); \
+         ALTER TABLE sampled SET SAMPLING (KEY id, RATE 0.5); \
+         INSERT INTO calls VALUES (now(), 'a', 'r1', 1.0)",
+    )
+    .await
+    .expect("setup");
+    db.close().await.expect("close");
+    drop(db);
+
+    // As the previous release wrote them: no "kind" in any definition.
+    let manifests = dir.path().join("data").join("_manifest");
+    let mut rewritten = 0;
+    for entry in std::fs::read_dir(&manifests).expect("manifests") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let old = text
+            .replace(r#","kind":"rollup""#, "")
+            .replace(r#","kind":"sampling""#, "");
+        if old != text {
+            rewritten += 1;
+            std::fs::write(&path, old).expect("write");
+        }
+    }
+    assert!(rewritten > 0, "no manifest carried a kind");
+
+    let bare = lookout_query::Lookout::open(dir.path())
+        .await
+        .expect("open");
+    let refused = bare
+        .sql("INSERT INTO calls VALUES (now(), 'a', 'r2', 2.0)")
+        .await
+        .expect_err("a write that would skip the rollup");
+    assert_eq!(refused.sqlstate(), "55000", "{refused}");
+    bare.close().await.expect("close");
+    drop(bare);
+
+    let db = crate::harness::open_lookout(dir.path(), LookoutOptions::default(), sampling).await;
+    db.sql(
+        "INSERT INTO calls VALUES (now(), 'a', 'r2', 2.0), (now(), 'b', 'r3', 3.0); \
+         INSERT INTO sampled VALUES (now(), 'a', 'k1')",
+    )
+    .await
+    .expect("writes");
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let batches = db.sql(sql).await.expect(sql);
+            arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string()
+        }
+    };
+    let rollup = count("SELECT CAST(sum(count) AS BIGINT) AS n FROM calls_hourly").await;
+    assert!(rollup.contains("| 3 |"), "{rollup}");
+    let held = count("SELECT count(*) AS n FROM lookout.sampled_held").await;
+    assert!(held.contains("| 1 |"), "{held}");
+    let shown = count("SHOW SAMPLING").await;
+    assert!(shown.contains("sampled"), "{shown}");
+    db.close().await.expect("close");
+}

@@ -24,12 +24,15 @@ fn number(rows: &[Vec<Option<String>>], row: usize, column: usize) -> f64 {
 async fn sampled_bench_data_keeps_errors_minimums_and_unbiased_counts() {
     let data = tempfile::tempdir().expect("tempdir");
     let files = generate_events(data.path(), 600_000, 2);
-    let options = LookoutOptions {
-        sampling_interval: Duration::from_secs(3600),
-        ..Default::default()
+    let sampling = lookout_sampling::SamplingOptions {
+        interval: Some(Duration::from_secs(3600)),
     };
-    let server =
-        TestServer::start_with(tempfile::tempdir().expect("tempdir"), options.clone()).await;
+    let server = TestServer::start_sampling(
+        tempfile::tempdir().expect("tempdir"),
+        LookoutOptions::default(),
+        sampling.clone(),
+    )
+    .await;
     let client = server.client().await;
     let copy = |table: &str, f: &std::path::Path| {
         format!("COPY {table} FROM '{}' WITH (FORMAT parquet)", f.display())
@@ -177,7 +180,7 @@ async fn sampled_bench_data_keeps_errors_minimums_and_unbiased_counts() {
 
     // A restart keeps the decisions, and deciding again repeats none.
     let dir = server.stop().await;
-    let server = TestServer::start_with(dir, options).await;
+    let server = TestServer::start_sampling(dir, LookoutOptions::default(), sampling).await;
     let client = server.client().await;
     client
         .simple_query("SET lookout.now = '2030-01-01 00:00:00+00'")
@@ -195,11 +198,15 @@ async fn sampled_bench_data_keeps_errors_minimums_and_unbiased_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_decides_on_its_own_schedule() {
-    let options = LookoutOptions {
-        sampling_interval: Duration::from_millis(200),
-        ..Default::default()
+    let sampling = lookout_sampling::SamplingOptions {
+        interval: Some(Duration::from_millis(200)),
     };
-    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+    let server = TestServer::start_sampling(
+        tempfile::tempdir().expect("tempdir"),
+        LookoutOptions::default(),
+        sampling,
+    )
+    .await;
     let client = connect(server.addr).await;
     client
         .batch_execute(

@@ -86,11 +86,15 @@ async fn sqllogictest_files() {
     // Each file on a fresh database, so no file depends on another's tables.
     for file in files {
         // Sampling decisions run only when a file asks (DECIDE SAMPLING).
-        let options = lookout_query::LookoutOptions {
-            sampling_interval: std::time::Duration::from_secs(3600),
-            ..Default::default()
+        let sampling = lookout_sampling::SamplingOptions {
+            interval: Some(std::time::Duration::from_secs(3600)),
         };
-        let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+        let server = TestServer::start_sampling(
+            tempfile::tempdir().expect("tempdir"),
+            lookout_query::LookoutOptions::default(),
+            sampling,
+        )
+        .await;
         // Alert statements; evaluation on schedule is tested with the real binary.
         let alerts = alert_statements(&server.lookout).await;
         lookout_review::ReviewQueues::start(server.lookout.clone())

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::StreamExt;
 
-use crate::engine::{AlertEngine, apply, lock, run_rule_query};
+use crate::engine::AlertEngine;
 use crate::error::{AlertError, Result};
+use crate::evaluation::{apply, lock, run_rule_query};
 use crate::rule::{Micros, Severity};
 use crate::state::{Event, Instance, State};
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tracing::warn;
 
-use crate::engine::{AlertEngine, full_labels, lock, run_rule_query};
+use crate::engine::AlertEngine;
 use crate::error::{AlertError, Result};
+use crate::evaluation::{full_labels, lock, run_rule_query};
 use crate::notify::fingerprint;
 use crate::rule::{Micros, RuleDef, Threshold};
 use crate::state::Calibrated;
@@ -302,7 +303,7 @@ pub(crate) fn query_window(query: &str) -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::next_instant;
+    use crate::evaluation::next_instant;
 
     #[test]
     fn windows_and_instants() {

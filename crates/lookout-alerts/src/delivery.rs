@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::engine::{AlertEngine, lock, next_instant};
+use crate::engine::AlertEngine;
 use crate::error::Result;
-use crate::notify::{self, AlertMessage, fingerprint};
+use crate::evaluation::{lock, next_instant};
+use crate::notify::{self, Delivery, fingerprint};
 use crate::rule::Micros;
 use crate::store::{self, LogRow, Rows, timestamp};
 
@@ -76,7 +77,7 @@ impl AlertEngine {
             return;
         };
         let result = notify::post(item.target.clone(), item.body.clone()).await;
-        if result.is_ok() && self.inner.crash_after_delivery {
+        if result.is_ok() && self.inner.options.crash_after_delivery {
             // For the at-least-once test: die between delivery and its record.
             std::process::abort();
         }
@@ -221,33 +222,4 @@ impl AlertEngine {
         self.inner.outbox_wake.notify_one();
         Ok(sent)
     }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Delivery {
-    pub(crate) id: String,
-    pub(crate) target: String,
-    pub(crate) body: String,
-    pub(crate) attempts: u32,
-    pub(crate) next_at: tokio::time::Instant,
-}
-
-pub(crate) fn digest_entry(a: &AlertMessage) -> String {
-    let pairs = |p: &[(String, String)]| {
-        serde_json::Value::Object(
-            p.iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-    };
-    serde_json::json!({
-        "status": a.status,
-        "labels": pairs(&a.labels),
-        "annotations": pairs(&a.annotations),
-        "startsAt": notify::rfc3339(a.starts_at),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "",
-        "fingerprint": a.fingerprint,
-    })
-    .to_string()
 }

@@ -1,26 +1,24 @@
 //! The alert engine: keeps the rules, restores them at start, evaluates
 //! them on schedule through SQL and records each evaluation in one write.
-//! Delivery is in `delivery.rs`, baselines in `baseline.rs`, back-tests in
+//! Starting is in `start.rs`, one evaluation's pieces in `evaluation.rs`,
+//! delivery in `delivery.rs`, baselines in `baseline.rs`, back-tests in
 //! `backtest.rs`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use lookout_query::Lookout;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
-use crate::delivery::{Delivery, digest_entry};
 use crate::error::{AlertError, Result};
-use crate::notify::{self, AlertMessage, Target, fingerprint};
+use crate::evaluation::{Change, apply, full_labels, lock, next_instant, run_rule_query};
+use crate::notify::{self, AlertMessage, Delivery, Target, digest_entry, fingerprint};
 use crate::rule::{Micros, RuleDef, Severity, Threshold, format_duration};
-use crate::state::{Calibrated, Event, Instance, Observation, State, step};
-use crate::store::{self, LogRow, Rows, timestamp};
+use crate::state::{Calibrated, Event, Instance, State};
+use crate::store::{self, LogRow, Rows};
 
 /// How long a resolved alert keeps being re-sent to Alertmanager.
 const RESOLVED_RETENTION: Micros = 15 * 60_000_000;
@@ -39,6 +37,10 @@ pub struct AlertOptions {
     /// How long the alert log (history, evaluations, deliveries) is kept;
     /// applied when the log table is created.
     pub history_ttl: Micros,
+    /// Test failpoint: abort the process between a delivery and its record
+    /// (the binary sets it from `LOOKOUT_FAILPOINT=crash-after-delivery`,
+    /// for the at-least-once test).
+    pub crash_after_delivery: bool,
 }
 
 impl Default for AlertOptions {
@@ -48,16 +50,9 @@ impl Default for AlertOptions {
             digest_every: 7 * 86_400_000_000,
             schedule: true,
             history_ttl: 90 * 86_400_000_000,
+            crash_after_delivery: false,
         }
     }
-}
-
-/// One row of a rule's result.
-#[derive(Debug, Clone)]
-pub(crate) struct ResultRow {
-    pub(crate) labels: Vec<(String, String)>,
-    pub(crate) value: Option<f64>,
-    pub(crate) n: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -99,9 +94,6 @@ pub(crate) struct Inner {
     pub(crate) last_version: AtomicI64,
     /// The highest silence id given so far.
     pub(crate) last_silence_id: AtomicI64,
-    /// Test failpoint (`LOOKOUT_FAILPOINT=crash-after-delivery`): abort
-    /// between a delivery and its record, for the at-least-once test.
-    pub(crate) crash_after_delivery: bool,
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -111,188 +103,10 @@ pub struct AlertEngine {
     pub(crate) inner: Arc<Inner>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The first multiple of `every` after `after`: rules run at aligned instants.
-pub(crate) fn next_instant(every: Micros, after: Micros) -> Micros {
-    (after.div_euclid(every) + 1) * every
-}
-
-/// Runs a rule's query with `now()` fixed to `at`.
-pub(crate) async fn run_rule_query(
-    db: &Lookout,
-    def: &RuleDef,
-    at: Micros,
-) -> Result<Vec<ResultRow>> {
-    let mut session = db.session();
-    session
-        .query(&format!("SET lookout.now = {}", timestamp(at)))
-        .await?;
-    let batches = session.query(&def.query).await?;
-    result_rows(&batches)
-}
-
-fn result_rows(batches: &[RecordBatch]) -> Result<Vec<ResultRow>> {
-    let mut out = Vec::new();
-    for batch in batches {
-        let schema = batch.schema();
-        let value_idx = schema
-            .fields()
-            .iter()
-            .position(|f| f.name() == "value")
-            .ok_or_else(|| {
-                AlertError::InvalidQuery("the rule's query must return a column named value".into())
-            })?;
-        let value = cast(batch.column(value_idx), &DataType::Float64)
-            .map_err(|e| AlertError::InvalidQuery(format!("column value must be numeric: {e}")))?;
-        let value = value.as_primitive::<Float64Type>();
-        let n = match schema.fields().iter().position(|f| f.name() == "n") {
-            Some(i) => Some(cast(batch.column(i), &DataType::Int64).map_err(|e| {
-                AlertError::InvalidQuery(format!("column n must be an integer: {e}"))
-            })?),
-            None => None,
-        };
-        let mut labels = Vec::new();
-        for (i, f) in schema.fields().iter().enumerate() {
-            if f.name() == "value" || f.name() == "n" {
-                continue;
-            }
-            let col = cast(batch.column(i), &DataType::Utf8).map_err(store::arrow_err)?;
-            labels.push((f.name().clone(), col));
-        }
-        for row in 0..batch.num_rows() {
-            let v = value
-                .is_valid(row)
-                .then(|| value.value(row))
-                .filter(|v| v.is_finite());
-            let count = n.as_ref().and_then(|c| {
-                let c = c.as_primitive::<Int64Type>();
-                c.is_valid(row).then(|| c.value(row))
-            });
-            let row_labels = labels
-                .iter()
-                .map(|(name, col)| {
-                    let col = col.as_string::<i32>();
-                    let v = if col.is_valid(row) {
-                        col.value(row)
-                    } else {
-                        ""
-                    };
-                    (name.clone(), v.to_string())
-                })
-                .collect();
-            out.push(ResultRow {
-                labels: row_labels,
-                value: v,
-                n: count,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// All labels of an instance: alertname, the rule's labels, the query's.
-pub(crate) fn full_labels(def: &RuleDef, labels: &[(String, String)]) -> Vec<(String, String)> {
-    let mut all = vec![("alertname".to_string(), def.name.clone())];
-    all.extend(def.labels.iter().cloned());
-    all.extend(labels.iter().cloned());
-    all
-}
-
-/// One instance's part of an evaluation.
-#[derive(Debug, Clone)]
-pub(crate) struct Change {
-    pub(crate) fingerprint: String,
-    pub(crate) from: State,
-    pub(crate) from_severity: Option<Severity>,
-    pub(crate) event: Option<Event>,
-}
-
-/// Feeds one evaluation's rows to the instances; forgets instances that are
-/// inactive and absent.
-pub(crate) fn apply(
-    def: &RuleDef,
-    calibrated: &Calibrated,
-    instances: &mut BTreeMap<String, Instance>,
-    rows: Vec<ResultRow>,
-    ts: Micros,
-) -> Result<Vec<Change>> {
-    let mut seen: HashMap<String, ResultRow> = HashMap::new();
-    for row in rows {
-        let fp = fingerprint(&full_labels(def, &row.labels));
-        if seen.contains_key(&fp) {
-            return Err(AlertError::InvalidQuery(format!(
-                "the query returned two rows with the same labels {}; every label set must be unique",
-                store::labels_json(&row.labels)
-            )));
-        }
-        seen.insert(fp, row);
-    }
-    let mut changes = Vec::new();
-    for (fp, row) in &seen {
-        instances
-            .entry(fp.clone())
-            .or_insert_with(|| Instance::new(row.labels.clone()));
-    }
-    for (fp, inst) in instances.iter_mut() {
-        let obs = seen
-            .get(fp)
-            .and_then(|r| r.value.map(|value| Observation { value, n: r.n }));
-        let s = step(def, calibrated, fp, inst, obs, ts);
-        changes.push(Change {
-            fingerprint: fp.clone(),
-            from: s.from,
-            from_severity: s.from_severity,
-            event: s.event,
-        });
-    }
-    instances.retain(|fp, inst| inst.state != State::Inactive || seen.contains_key(fp));
-    Ok(changes)
-}
-
 impl AlertEngine {
     /// Now, by the database's clock (see `lookout_storage::clock`).
     pub(crate) fn now_micros(&self) -> Micros {
         self.inner.db.storage().clock().now_micros()
-    }
-
-    /// Creates the alert tables if missing, restores rules and state, adds
-    /// the alert statements to `db`'s SQL, and (with `options.schedule`)
-    /// starts evaluating.
-    pub async fn start(db: Lookout, options: AlertOptions) -> Result<AlertEngine> {
-        store::install(&db, options.history_ttl).await?;
-        let (stop, _) = watch::channel(false);
-        let engine = AlertEngine {
-            inner: Arc::new(Inner {
-                db: db.clone(),
-                options,
-                rules: Mutex::default(),
-                silences: Mutex::default(),
-                outbox: Mutex::default(),
-                outbox_wake: Notify::new(),
-                stop,
-                in_flight: AtomicUsize::new(0),
-                idle: Notify::new(),
-                last_version: AtomicI64::new(0),
-                last_silence_id: AtomicI64::new(0),
-                crash_after_delivery: std::env::var("LOOKOUT_FAILPOINT").as_deref()
-                    == Ok("crash-after-delivery"),
-                tasks: Mutex::default(),
-            }),
-        };
-        engine.restore().await?;
-        db.register_extension(Arc::new(crate::extension::AlertStatements::new(
-            engine.clone(),
-        )));
-        if engine.inner.options.schedule {
-            let scheduler = tokio::spawn(engine.clone().schedule_loop());
-            let deliverer = tokio::spawn(engine.clone().delivery_loop());
-            let digests = tokio::spawn(engine.clone().digest_loop());
-            lock(&engine.inner.tasks).extend([scheduler, deliverer, digests]);
-        }
-        Ok(engine)
     }
 
     /// Stops evaluating; waits for evaluations and the delivery in progress.
@@ -328,7 +142,7 @@ impl AlertEngine {
         }
     }
 
-    async fn restore(&self) -> Result<()> {
+    pub(crate) async fn restore(&self) -> Result<()> {
         let db = &self.inner.db;
         let rows = Rows::query(
             db,
@@ -553,7 +367,7 @@ impl AlertEngine {
         }
     }
 
-    async fn schedule_loop(self) {
+    pub(crate) async fn schedule_loop(self) {
         let permits = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
         let mut stop = self.inner.stop.subscribe();
         loop {

@@ -8,11 +8,12 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use lookout_query::{Access, Output, QueryError, Session, SqlExtension};
+use lookout_query::{Access, ExtStatement, Output, QueryError, SqlExtension, SqlSession};
 
 use crate::backtest::BacktestRow;
-use crate::engine::{AlertEngine, Silence, describe_tiers, lock};
+use crate::engine::{AlertEngine, Silence, describe_tiers};
 use crate::error::{AlertError, Result};
+use crate::evaluation::lock;
 use crate::grammar::{AlertStatement, SilenceEnd, TimeBound, is_alert_statement, parse};
 use crate::rule::{RuleDef, format_duration};
 use crate::store::{int, labels_json, opt_text, text, timestamp};
@@ -113,43 +114,74 @@ fn command(tag: &'static str) -> Output {
     Output::Command { tag, rows: None }
 }
 
-#[async_trait]
 impl SqlExtension for AlertStatements {
-    fn claims(&self, sql: &str) -> bool {
-        is_alert_statement(sql)
+    fn parse(&self, sql: &str) -> Option<lookout_query::Result<Box<dyn ExtStatement>>> {
+        if !is_alert_statement(sql) {
+            return None;
+        }
+        Some(
+            parse(sql)
+                .map(|statement| {
+                    Box::new(ParsedAlert {
+                        statements: AlertStatements::new(self.engine.clone()),
+                        statement,
+                        sql: sql.to_string(),
+                    }) as Box<dyn ExtStatement>
+                })
+                .map_err(Into::into),
+        )
+    }
+}
+
+/// An alert statement, parsed once.
+#[derive(Debug)]
+struct ParsedAlert {
+    statements: AlertStatements,
+    statement: AlertStatement,
+    /// The text it was parsed from, recorded with the rules it changes.
+    sql: String,
+}
+
+impl std::fmt::Display for ParsedAlert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.sql)
+    }
+}
+
+#[async_trait]
+impl ExtStatement for ParsedAlert {
+    /// Rules are the admin's; anyone may look at them and back-test them,
+    /// and writers (the on-call) may silence.
+    fn access(&self) -> Access {
+        match self.statement {
+            AlertStatement::Show | AlertStatement::Backtest { .. } => Access::Read,
+            AlertStatement::CreateSilence { .. } | AlertStatement::DropSilence { .. } => {
+                Access::Write
+            }
+            _ => Access::Admin,
+        }
     }
 
-    fn describe(&self, sql: &str) -> lookout_query::Result<Option<SchemaRef>> {
-        Ok(match parse(sql)? {
+    fn schema(&self) -> Option<SchemaRef> {
+        match self.statement {
             AlertStatement::Backtest { .. } => Some(backtest_schema()),
             AlertStatement::CreateSilence { .. } => Some(silence_schema()),
             AlertStatement::Show => Some(show_schema()),
             _ => None,
-        })
-    }
-
-    /// Rules are the admin's; anyone may look at them and back-test them,
-    /// and writers (the on-call) may silence.
-    fn required_access(&self, sql: &str) -> Access {
-        match parse(sql) {
-            Ok(AlertStatement::Show | AlertStatement::Backtest { .. }) => Access::Read,
-            Ok(AlertStatement::CreateSilence { .. } | AlertStatement::DropSilence { .. }) => {
-                Access::Write
-            }
-            // A statement that does not parse fails with its syntax error.
-            Err(_) => Access::Read,
-            Ok(_) => Access::Admin,
         }
     }
 
-    async fn execute(&self, sql: &str, session: &mut Session) -> lookout_query::Result<Output> {
-        Ok(self.run(sql, session).await?)
+    async fn execute(&self, session: &mut dyn SqlSession) -> lookout_query::Result<Output> {
+        Ok(self
+            .statements
+            .run(self.statement.clone(), &self.sql, session)
+            .await?)
     }
 }
 
 /// The instant a time bound names, an expression evaluated by the session
 /// (with its `now()` and its rights on what the expression reads).
-async fn instant(session: &mut Session, bound: TimeBound, clause: &str) -> Result<i64> {
+async fn instant(session: &mut dyn SqlSession, bound: TimeBound, clause: &str) -> Result<i64> {
     let expression = match bound {
         TimeBound::At(micros) => return Ok(micros),
         // Checked again as SQL: the grammar's lexer stops at `AS`.
@@ -177,10 +209,15 @@ async fn instant(session: &mut Session, bound: TimeBound, clause: &str) -> Resul
 }
 
 impl AlertStatements {
-    async fn run(&self, sql: &str, session: &mut Session) -> Result<Output> {
+    async fn run(
+        &self,
+        statement: AlertStatement,
+        sql: &str,
+        session: &mut dyn SqlSession,
+    ) -> Result<Output> {
         let engine = &self.engine;
         let anchor = session.now_micros();
-        match parse(sql)? {
+        match statement {
             AlertStatement::Create {
                 rule,
                 if_not_exists,
@@ -234,13 +271,14 @@ impl AlertStatements {
                 Ok(command("ALTER ALERT"))
             }
             AlertStatement::Show => {
-                let mut commands = session.parse(&format!(
-                    "SELECT {SHOW_COLUMNS} FROM lookout.alerts ORDER BY name"
-                ))?;
-                let select = commands
-                    .pop()
-                    .ok_or_else(|| AlertError::syntax("SHOW ALERTS"))?;
-                Ok(session.execute(select).await?)
+                let plan = session
+                    .logical_plan(&format!(
+                        "SELECT {SHOW_COLUMNS} FROM lookout.alerts ORDER BY name"
+                    ))
+                    .await?;
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let stream = session.execute_logical(plan).await?;
+                Ok(Output::Rows { schema, stream })
             }
             AlertStatement::Recalibrate { name } => {
                 if self.rule(&name).is_none() {
@@ -352,14 +390,14 @@ impl AlertStatements {
 
     /// Plans the rule's query: it must return a numeric `value` (and an
     /// integer `n` with MIN SAMPLES).
-    async fn check_query(&self, rule: &RuleDef, session: &Session) -> Result<()> {
-        let prepared = session.prepare(&rule.query).await.map_err(|e| {
+    async fn check_query(&self, rule: &RuleDef, session: &dyn SqlSession) -> Result<()> {
+        let schema = session.describe(&rule.query).await.map_err(|e| {
             AlertError::Query(QueryError::with_code(
                 e.sqlstate(),
                 format!("the query of alert \"{}\" does not plan: {e}", rule.name),
             ))
         })?;
-        let schema = prepared.and_then(|p| p.schema).ok_or_else(|| {
+        let schema = schema.ok_or_else(|| {
             AlertError::InvalidQuery(
                 "the alert's AS clause must be a query that returns rows".into(),
             )

@@ -19,10 +19,12 @@ mod baseline;
 mod delivery;
 mod engine;
 mod error;
+mod evaluation;
 mod extension;
 pub mod grammar;
 pub mod notify;
 pub mod rule;
+mod start;
 pub mod state;
 mod store;
 

@@ -216,3 +216,34 @@ mod tests {
         assert_eq!(body["alerts"][0]["fingerprint"], "00ff");
     }
 }
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) id: String,
+    pub(crate) target: String,
+    pub(crate) body: String,
+    pub(crate) attempts: u32,
+    pub(crate) next_at: tokio::time::Instant,
+}
+
+/// One alert as an entry of the P2 digest (Alertmanager's alert shape).
+pub(crate) fn digest_entry(a: &AlertMessage) -> String {
+    let pairs = |p: &[(String, String)]| {
+        serde_json::Value::Object(
+            p.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    serde_json::json!({
+        "status": a.status,
+        "labels": pairs(&a.labels),
+        "annotations": pairs(&a.annotations),
+        "startsAt": rfc3339(a.starts_at),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": a.fingerprint,
+    })
+    .to_string()
+}

@@ -79,7 +79,8 @@ pub fn statement_grammars(data: &[u8]) {
     };
     let _ = lookout_alerts::grammar::parse(sql);
     lookout_review::fuzzing::review_statement(sql);
-    lookout_query::fuzzing::statement_grammars(sql);
+    lookout_rollups::fuzzing::rollup_statement(sql);
+    lookout_sampling::fuzzing::sampling_statement(sql);
     lookout_server::fuzzing::role_statement_and_scram(sql);
 }
 
@@ -104,6 +105,10 @@ fn shared() -> &'static Shared {
             .expect("runtime");
         let lookout = runtime.block_on(async {
             let lookout = Lookout::open(dir.path()).await.expect("open");
+            lookout_rollups::install(&lookout).await.expect("rollups");
+            lookout_sampling::install(&lookout, lookout_sampling::SamplingOptions::default())
+                .await
+                .expect("sampling");
             lookout
                 .sql(
                     "CREATE TABLE events (ts TIMESTAMPTZ NOT NULL, model TEXT, \

@@ -10,39 +10,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
 
 use crate::error::{QueryError, Result};
-use crate::extension::Command;
-
-/// A session's rights, each including the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Access {
-    /// Queries, session settings and cursors; no writes, no DDL.
-    Read,
-    /// Also writes (INSERT, COPY FROM STDIN) and table DDL.
-    Write,
-    /// Also alert rules, roles and server-side file COPY.
-    Admin,
-}
-
-impl Access {
-    /// The role name that grants this access.
-    pub fn role_name(self) -> &'static str {
-        match self {
-            Access::Read => "reader",
-            Access::Write => "writer",
-            Access::Admin => "admin",
-        }
-    }
-
-    /// The access a role name grants.
-    pub fn from_role_name(name: &str) -> Option<Access> {
-        match name.to_ascii_lowercase().as_str() {
-            "reader" | "read_only" | "readonly" => Some(Access::Read),
-            "writer" | "read_write" => Some(Access::Write),
-            "admin" => Some(Access::Admin),
-            _ => None,
-        }
-    }
-}
+use crate::ext::{Access, Command};
 
 /// The access a command needs; `restricted` tells the `lookout` schema
 /// tables only admins may touch.
@@ -50,7 +18,7 @@ pub(crate) fn required(command: &Command, restricted: impl Fn(&str) -> bool) -> 
     match command {
         Command::Sql(statement) if touches(statement, restricted) => Access::Admin,
         Command::Sql(statement) => required_for_statement(statement),
-        Command::Extension { sql, extension } => extension.required_access(sql),
+        Command::Extension(statement) => statement.access(),
     }
 }
 
@@ -148,7 +116,7 @@ impl Principal {
     /// storage name `table`; restricted `lookout` tables need an admin, and
     /// so does writing any `lookout` table directly.
     pub(crate) fn check_table(&self, table: &str, needed: Access) -> Result<()> {
-        self.require(match table.strip_prefix(crate::catalog::SYSTEM_PREFIX) {
+        self.require(match table.strip_prefix(crate::ext::SYSTEM_PREFIX) {
             Some(t) if self.lookout.is_restricted(t) => Access::Admin,
             // Lookout's own tables (alert rules and log, silences, review
             // queues, sampling state) change only through their statements,

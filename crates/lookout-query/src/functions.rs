@@ -28,9 +28,9 @@ pub(crate) fn register(ctx: &SessionContext) {
     let var_samp = datafusion::functions_aggregate::variance::var_samp_udaf();
     ctx.register_udaf(var_samp.as_ref().clone().with_aliases(["variance"]));
     ctx.register_udf(width_bucket());
-    crate::pg_functions::register(ctx);
+    crate::pg::functions::register(ctx);
     // Replaces DataFusion's, which takes chrono's patterns, not PostgreSQL's.
-    ctx.register_udf(crate::to_char::to_char());
+    ctx.register_udf(crate::pg::to_char::to_char());
     if let Err(e) = crate::json::register(ctx) {
         tracing::error!("json operators unavailable: {e}");
     }

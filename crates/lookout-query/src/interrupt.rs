@@ -15,7 +15,7 @@ use futures::{FutureExt, Stream};
 use tokio::time::Instant;
 
 use crate::error::{QueryError, Result};
-use crate::session::Output;
+use crate::ext::Output;
 
 /// Why a statement was interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) fn parse(value: &str) -> Result<Option<Duration>> {
         Ok(ms) => ms,
         Err(_) if value.trim_start_matches('0').is_empty() => 0,
         Err(_) => {
-            let micros = crate::interval::parse_duration(value).map_err(|_| {
+            let micros = crate::ext::parse_duration(value).map_err(|_| {
                 QueryError::with_code(
                     "22023",
                     format!("invalid value for parameter \"statement_timeout\": \"{value}\""),

@@ -14,34 +14,21 @@
 //! ```
 
 mod access;
-mod catalog;
-mod comments;
 pub mod copy;
 mod cursor;
 mod error;
 mod executor;
-mod extension;
+pub mod ext;
 pub mod format;
-mod function_catalog;
 mod functions;
 mod import;
+mod ingest;
 mod interrupt;
-mod interval;
 mod json;
-mod pg_compat;
-mod pg_functions;
-mod pg_rewrite;
-mod provider;
-mod quote;
-mod returning;
-mod rollup;
-mod sampling;
-mod scan_exec;
+mod pg;
 mod session;
-mod to_char;
+mod table;
 mod transaction;
-mod versions;
-mod write_check;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,39 +38,27 @@ use arrow::array::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use lookout_storage::{Storage, StorageOptions};
 
-pub use access::Access;
+use crate::ext::{DerivedKind, DerivedKinds, IngestHook};
+
 pub use copy::{CopyFormat, CopyKind};
 pub use datafusion::common::ScalarValue;
 pub use error::{QueryError, Result};
-pub use extension::{Command, SqlExtension, split_statements};
+pub use ext::{
+    Access, Command, CopyIn, ExtStatement, Output, SqlExtension, SqlSession, parse_duration,
+    parse_non_negative_duration, quote_ident, quote_literal, split_statements,
+};
 pub use import::ImportProgress;
-pub use interval::{parse_duration, parse_non_negative_duration};
+pub use ingest::Ingest;
 pub use json::{JsonKind, json_kind};
-
-/// Entry points for the fuzz targets in `fuzz/`: this crate's statement
-/// grammars, run on arbitrary text. Not an API.
-#[doc(hidden)]
-pub mod fuzzing {
-    /// Parses `sql` with every grammar of this crate (rollups, sampling);
-    /// errors are expected, panics are bugs.
-    pub fn statement_grammars(sql: &str) {
-        let _ = crate::rollup::parse_create(sql);
-        let _ = crate::rollup::parse_drop(sql);
-        let _ = crate::sampling::statement(sql);
-        let _ = crate::sampling::SamplingPolicy::parse(sql);
-        let _ = crate::sampling::parse_reset(sql);
-        let _ = crate::sampling::parse_decide(sql);
-    }
-}
 
 /// Parses a `statement_timeout` value as PostgreSQL does (a bare number is
 /// milliseconds, otherwise an interval); `None` for 0, no timeout.
 pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration>> {
     interrupt::parse(value)
 }
-pub use pg_compat::is_oid_field;
-pub use quote::one_expression;
-pub use session::{CopyIn, Output, Prepared, Session, quote_ident, quote_literal};
+pub use ext::one_expression;
+pub use pg::compat::is_oid_field;
+pub use session::{Prepared, Session};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,9 +240,6 @@ pub struct LookoutOptions {
     /// and a statement that cannot fails alone with SQLSTATE 53200.
     /// 0 = half the machine's memory.
     pub query_memory: usize,
-    /// How often sampled tables' held rows are decided in the background
-    /// (when the storage engine runs background work).
-    pub sampling_interval: std::time::Duration,
 }
 
 impl Default for LookoutOptions {
@@ -277,7 +249,6 @@ impl Default for LookoutOptions {
             file_access: FileAccess::Anywhere,
             query_threads: 0,
             query_memory: 0,
-            sampling_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -286,8 +257,10 @@ impl Default for LookoutOptions {
 #[derive(Clone, Debug)]
 pub struct Lookout {
     storage: Storage,
-    /// The write path: rows with their rollups' deltas.
-    ingest: rollup::Ingest,
+    /// The write path: rows with what the ingest hooks derive from them.
+    ingest: Ingest,
+    /// The kinds of derived tables the installed extensions maintain.
+    kinds: DerivedKinds,
     runtime: Arc<RuntimeEnv>,
     /// The threads queries execute on, apart from the connections'.
     query_runtime: Arc<executor::QueryRuntime>,
@@ -298,9 +271,8 @@ pub struct Lookout {
     restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
     /// Who may log in, as the server knows it (for `pg_roles`).
     roles: Arc<RwLock<Option<Arc<dyn RoleDirectory>>>>,
-    /// Sampling decisions, and the task that runs them on schedule.
-    decisions: Arc<sampling::Decisions>,
-    decider: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Extensions' background tasks, stopped on close.
+    background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The users who may log in and their access, for `pg_catalog.pg_roles`
@@ -347,34 +319,24 @@ impl Lookout {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(pool))
             .build_arc()?;
-        let url = url::Url::parse(provider::STORE_URL)
+        let url = url::Url::parse(table::provider::STORE_URL)
             .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
-        rollup::open_rollups(&storage).await?;
-        let builtin: Vec<Arc<dyn SqlExtension>> = vec![
-            Arc::new(rollup::RollupStatements),
-            Arc::new(sampling::SamplingStatements),
-        ];
-        let background = options.storage.background;
-        let interval = options.sampling_interval;
+        let kinds = DerivedKinds::default();
         let lookout = Lookout {
-            ingest: rollup::Ingest::new(storage.clone()),
+            ingest: Ingest::new(storage.clone(), kinds.clone()),
+            kinds,
             storage,
             runtime,
             query_runtime: Arc::new(executor::QueryRuntime::new(options.query_threads)?),
             options: Arc::new(options),
-            extensions: Arc::new(RwLock::new(builtin)),
+            extensions: Arc::default(),
             views: Arc::default(),
             restricted: Arc::default(),
             roles: Arc::default(),
-            decisions: Arc::default(),
-            decider: Arc::default(),
+            background: Arc::default(),
         };
-        lookout.register_view("functions", &function_catalog::functions_view());
-        if background {
-            let task = sampling::spawn_decisions(lookout.clone(), interval);
-            *lookout.decider.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        }
+        lookout.register_view("functions", &pg::function_catalog::functions_view());
         Ok(lookout)
     }
 
@@ -390,7 +352,7 @@ impl Lookout {
     }
 
     /// Writes a batch to a table: durable and visible when this returns,
-    /// together with the table's rollups.
+    /// together with what the ingest hooks derive from it.
     pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
         self.ingest.write(table, batch).await
     }
@@ -399,8 +361,53 @@ impl Lookout {
         &self.query_runtime
     }
 
-    pub(crate) fn ingest(&self) -> &rollup::Ingest {
+    /// The write path every table's rows take.
+    pub fn ingest(&self) -> &Ingest {
         &self.ingest
+    }
+
+    /// Adds a hook to the write path of every table.
+    pub fn register_ingest_hook(&self, hook: Arc<dyn IngestHook>) {
+        self.ingest.add_hook(hook);
+    }
+
+    /// Installs a kind of derived table: existing tables of the kind get
+    /// its combine function, and those whose derivation never finished (the
+    /// process stopped while it filled them) are dropped.
+    pub async fn register_derived_kind(&self, kind: Arc<dyn DerivedKind>) -> Result<()> {
+        self.kinds.register(Arc::clone(&kind));
+        let manifest = self.storage.manifest()?;
+        for entry in manifest.tables.values() {
+            let Some(derived) = entry.def.derived.as_ref().filter(|d| kind.defines(d)) else {
+                continue;
+            };
+            if derived.pending {
+                tracing::warn!(
+                    table = entry.def.name,
+                    kind = kind.name(),
+                    "dropping a derived table whose definition did not finish"
+                );
+                self.storage.drop_table(&entry.def.name, true).await?;
+                continue;
+            }
+            if let Some(combiner) = kind.combiner(&entry.def)? {
+                self.storage.set_combiner(&entry.def.name, combiner)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The installed kinds of derived tables.
+    pub fn derived_kinds(&self) -> &DerivedKinds {
+        &self.kinds
+    }
+
+    /// Runs `task` until the database closes.
+    pub fn add_background_task(&self, task: tokio::task::JoinHandle<()>) {
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
     }
 
     /// Imports Parquet files into `table`, creating it from the first file's
@@ -477,26 +484,18 @@ impl Lookout {
             .unwrap_or_default()
     }
 
-    /// The storage engine. Writes made directly to it do not update rollups.
+    /// The storage engine. Writes made directly to it pass no ingest hook.
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
 
     /// Flushes buffered rows and stops background work.
     pub async fn close(&self) -> Result<()> {
-        if let Some(task) = self
-            .decider
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        let tasks = std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             task.abort();
         }
         Ok(self.storage.close().await?)
-    }
-
-    pub(crate) fn decisions(&self) -> &sampling::Decisions {
-        &self.decisions
     }
 
     pub(crate) fn runtime(&self) -> Arc<RuntimeEnv> {

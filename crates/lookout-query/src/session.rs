@@ -18,106 +18,24 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     self, AlterTableOperation, ColumnOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
-    CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, ObjectType, Set, SqlOption, Statement,
-    Value,
+    CreateTableOptions, Expr as SqlExpr, Ident, ObjectType, Set, SqlOption, Statement, Value,
 };
 use futures::StreamExt;
 use lookout_storage::{CreateTable, StorageError, TableDef};
 
 use crate::Lookout;
-use crate::catalog::{InformationSchema, LookoutSchema, SYSTEM_PREFIX, SystemSchema};
 use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind, parse_timestamp_micros};
 use crate::error::{QueryError, Result};
-use crate::extension::{Command, split_statements};
-use crate::interval::parse_duration;
+use crate::ext::{
+    Command, CopyIn, Output, SYSTEM_PREFIX, batches_stream, ident_name, parse_duration,
+    quote_ident, quoted_table, split_statements, table_name,
+};
+use crate::table::catalog::{InformationSchema, LookoutSchema, SystemSchema};
 use crate::transaction::{Block, TransactionState};
 
 /// Writes of more rows than this go straight to Parquet (one atomic manifest
 /// commit) instead of through the WAL.
 const BULK_ROWS: u64 = 256 * 1024;
-
-/// What a statement produced.
-pub enum Output {
-    /// Rows to send to the client.
-    Rows {
-        /// Result columns.
-        schema: SchemaRef,
-        /// The rows, computed as they are pulled.
-        stream: SendableRecordBatchStream,
-    },
-    /// Rows completed with another tag than `SELECT n`: `FETCH n` for the
-    /// rows a cursor reads, `INSERT 0 n`/`UPDATE n`/`DELETE n` for the rows
-    /// a write's `RETURNING` list computes.
-    Tagged {
-        /// `FETCH`, `INSERT`, `UPDATE` or `DELETE`; the row count is added.
-        tag: &'static str,
-        /// Result columns.
-        schema: SchemaRef,
-        /// The rows, computed as they are pulled.
-        stream: SendableRecordBatchStream,
-    },
-    /// A command that ran; Postgres's completion tag and affected rows.
-    Command {
-        /// The tag, e.g. `CREATE TABLE`, `INSERT`, `DELETE`, `SET`.
-        tag: &'static str,
-        /// Rows affected, for tags that carry a count.
-        rows: Option<u64>,
-    },
-    /// `COPY ... FROM STDIN`: the caller streams the data to [`Session::copy_in`].
-    CopyIn(CopyIn),
-    /// `COPY ... TO STDOUT`: rows to encode with [`CopyEncoder`](crate::copy::CopyEncoder).
-    CopyOut {
-        /// Data format.
-        format: CopyFormat,
-        /// Columns.
-        schema: SchemaRef,
-        /// The rows.
-        stream: SendableRecordBatchStream,
-    },
-}
-
-impl Output {
-    /// Rows already computed.
-    pub fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Output {
-        Output::Rows {
-            stream: batches_stream(Arc::clone(&schema), batches),
-            schema,
-        }
-    }
-}
-
-/// Rows already computed, as a stream.
-fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
-    Box::pin(
-        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::iter(batches.into_iter().map(Ok)),
-        ),
-    )
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
-            Output::Tagged { tag, schema, .. } => write!(f, "Tagged({tag}, {schema:?})"),
-            Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
-            Output::CopyIn(c) => write!(f, "CopyIn({})", c.table),
-            Output::CopyOut { .. } => write!(f, "CopyOut"),
-        }
-    }
-}
-
-/// A pending `COPY ... FROM STDIN`.
-#[derive(Debug, Clone)]
-pub struct CopyIn {
-    /// Target table.
-    pub table: String,
-    /// The columns the data carries, in order.
-    pub schema: SchemaRef,
-    /// Data format.
-    pub format: CopyFormat,
-}
 
 /// A parsed statement ready to run with parameters (extended protocol).
 #[derive(Debug, Clone)]
@@ -156,7 +74,7 @@ pub struct Session {
     cursors: Arc<crate::cursor::Cursors>,
     /// Who is connected, and what they may do.
     user: String,
-    access: crate::access::Access,
+    access: crate::ext::Access,
     /// The open (or failed) transaction block, if any.
     transaction: TransactionState,
 }
@@ -178,36 +96,9 @@ fn parse_error(e: impl std::fmt::Display) -> QueryError {
     )
 }
 
-/// Name of a relation as Postgres folds it: unquoted identifiers lowercase.
-pub(crate) fn ident_name(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
-}
-
-pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident().map(ident_name))
-        .collect();
-    match parts.as_slice() {
-        [t] => Ok(t.clone()),
-        [s, t] if s == "public" => Ok(t.clone()),
-        [c, s, t] if (c == "lookout") && s == "public" => Ok(t.clone()),
-        [s, t] | [_, s, t] if s == "lookout" => Ok(format!("{SYSTEM_PREFIX}{t}")),
-        _ => Err(QueryError::with_code(
-            "3F000",
-            format!("schema of \"{name}\" does not exist"),
-        )),
-    }
-}
-
 fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
     check_complexity(sql)?;
-    crate::pg_compat::parse_sql(sql).map_err(|e| match e.to_string() {
+    crate::pg::compat::parse_sql(sql).map_err(|e| match e.to_string() {
         m if m.contains("recursion limit exceeded") => too_complex("expressions nested too deeply"),
         _ => parse_error(e),
     })
@@ -300,16 +191,6 @@ fn tables_of(plan: &LogicalPlan) -> Vec<String> {
         Ok(TreeNodeRecursion::Continue)
     });
     names
-}
-
-pub use crate::quote::{quote_ident, quote_literal};
-
-/// A storage table name as SQL that resolves to it.
-pub(crate) fn quoted_table(name: &str) -> String {
-    match name.strip_prefix(SYSTEM_PREFIX) {
-        Some(t) => format!("lookout.{}", quote_ident(t)),
-        None => quote_ident(name),
-    }
 }
 
 fn option_text(expr: &SqlExpr) -> Option<String> {
@@ -428,7 +309,7 @@ pub(crate) fn check_setting(key: &str, value: &str) -> Result<()> {
 
 /// Settings every Postgres client may ask for, with the values Lookout has.
 const DEFAULT_SETTINGS: &[(&str, &str)] = &[
-    ("server_version", crate::pg_compat::SERVER_VERSION),
+    ("server_version", crate::pg::compat::SERVER_VERSION),
     ("server_version_num", "160006"),
     ("server_encoding", "UTF8"),
     ("client_encoding", "UTF8"),
@@ -473,7 +354,7 @@ impl Session {
             .with_config(config)
             .with_runtime_env(lookout.runtime())
             .with_default_features()
-            .with_type_planner(crate::pg_compat::type_planner())
+            .with_type_planner(crate::pg::compat::type_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();
@@ -490,7 +371,7 @@ impl Session {
         let information_schema = Arc::new(InformationSchema::new(lookout.clone()));
         let published = crate::functions::SettingValues::default();
         let cursors = Arc::new(crate::cursor::Cursors::default());
-        if let Err(e) = crate::pg_compat::register(
+        if let Err(e) = crate::pg::compat::register(
             &ctx,
             &lookout,
             &catalog,
@@ -518,7 +399,7 @@ impl Session {
             statement_time_limit: None,
             cursors,
             user: "lookout".to_string(),
-            access: crate::access::Access::Admin,
+            access: crate::ext::Access::Admin,
             transaction: TransactionState::Idle,
         };
         session.publish();
@@ -558,11 +439,8 @@ impl Session {
         }
         let mut commands = Vec::new();
         for piece in split_statements(sql) {
-            match extensions.iter().find(|e| e.claims(piece)) {
-                Some(extension) => commands.push(Command::Extension {
-                    sql: piece.to_string(),
-                    extension: Arc::clone(extension),
-                }),
+            match extensions.iter().find_map(|e| e.parse(piece)) {
+                Some(statement) => commands.push(Command::Extension(Arc::from(statement?))),
                 None => commands.extend(parse_sql(piece)?.into_iter().map(Command::Sql)),
             }
         }
@@ -570,7 +448,7 @@ impl Session {
     }
 
     /// Plans a query without running it (views are planned this way).
-    pub(crate) async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+    pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
         let stmt = parse_sql(sql)?
             .pop()
             .ok_or_else(|| QueryError::syntax("empty view definition"))?;
@@ -581,7 +459,7 @@ impl Session {
     }
 
     /// Runs a plan made by [`Session::logical_plan`].
-    pub(crate) async fn execute_logical(
+    pub async fn execute_logical(
         &self,
         plan: LogicalPlan,
     ) -> Result<datafusion::execution::SendableRecordBatchStream> {
@@ -592,7 +470,7 @@ impl Session {
     }
 
     /// The database this session belongs to.
-    pub(crate) fn lookout(&self) -> &Lookout {
+    pub fn lookout(&self) -> &Lookout {
         &self.lookout
     }
 
@@ -629,7 +507,7 @@ impl Session {
     fn state(&self) -> datafusion::execution::SessionState {
         let mut state = self.ctx.state();
         let config = state.config_mut();
-        config.set_extension(Arc::new(crate::provider::QuerySnapshots::default()));
+        config.set_extension(Arc::new(crate::table::provider::QuerySnapshots::default()));
         config.set_extension(Arc::new(crate::access::Principal::new(
             &self.user,
             self.access,
@@ -768,7 +646,7 @@ impl Session {
 
     /// Sets who the session runs as and what it may do (by default the
     /// `lookout` user with [`Access::Admin`](crate::Access::Admin)).
-    pub fn set_user(&mut self, user: &str, access: crate::access::Access) {
+    pub fn set_user(&mut self, user: &str, access: crate::ext::Access) {
         self.user = user.to_string();
         self.access = access;
         self.apply_role_settings();
@@ -781,7 +659,7 @@ impl Session {
             .insert("session_authorization".to_string(), self.user.clone());
         self.settings.insert(
             "is_superuser".to_string(),
-            if self.access == crate::access::Access::Admin {
+            if self.access == crate::ext::Access::Admin {
                 "on"
             } else {
                 "off"
@@ -863,7 +741,7 @@ impl Session {
     }
 
     /// What the session may do.
-    pub fn access(&self) -> crate::access::Access {
+    pub fn access(&self) -> crate::ext::Access {
         self.access
     }
 
@@ -884,7 +762,7 @@ impl Session {
     async fn execute_command(&mut self, command: Command) -> Result<Output> {
         match command {
             Command::Sql(stmt) => self.execute_statement(stmt).await,
-            Command::Extension { sql, extension } => extension.execute(&sql, self).await,
+            Command::Extension(statement) => statement.execute(self).await,
         }
     }
 
@@ -927,7 +805,7 @@ impl Session {
                     match object_type {
                         ObjectType::View => storage.drop_view(&name, if_exists).await?,
                         _ => {
-                            crate::sampling::drop_sampling_of(&self.lookout, &name).await?;
+                            self.lookout.ingest().dropping(&name).await?;
                             storage.drop_table(&name, if_exists).await?
                         }
                     };
@@ -946,7 +824,7 @@ impl Session {
                 comment,
                 if_exists,
             } => {
-                crate::comments::comment_on(
+                crate::pg::comments::comment_on(
                     &self.lookout,
                     object_type,
                     &object_name,
@@ -1104,10 +982,10 @@ impl Session {
         let stmt = match stmts.pop() {
             None => return Ok(None),
             Some(Command::Sql(stmt)) => stmt,
-            Some(Command::Extension { sql, extension }) => {
-                let schema = extension.describe(&sql)?;
+            Some(Command::Extension(statement)) => {
+                let schema = statement.schema();
                 return Ok(Some(Prepared {
-                    statement: Command::Extension { sql, extension },
+                    statement: Command::Extension(statement),
                     plan: None,
                     param_types: Vec::new(),
                     schema,
@@ -1144,16 +1022,16 @@ impl Session {
 
     async fn plan(&self, stmt: Statement) -> Result<Prepared> {
         let storage = self.lookout.storage();
-        let mut stmt = crate::pg_compat::name_insert_columns(stmt, |name| {
+        let mut stmt = crate::pg::compat::name_insert_columns(stmt, |name| {
             let def = storage.table(&table_name(name).ok()?).ok()?;
             Some(def.columns.into_iter().map(|c| c.name).collect())
         });
         // Kept as written: a plan made again starts from it.
         let written = stmt.clone();
-        let returning = crate::returning::split(&mut stmt)?;
+        let returning = crate::table::returning::split(&mut stmt)?;
         // Named from the statement as written, before the rewrites below.
-        let names = crate::pg_rewrite::output_names(&stmt);
-        crate::pg_rewrite::rewrite_statement(&mut stmt)?;
+        let names = crate::pg::rewrite::output_names(&stmt);
+        crate::pg::rewrite::rewrite_statement(&mut stmt)?;
         let state = self.state();
         let plan = match state
             .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
@@ -1165,7 +1043,7 @@ impl Session {
             Err(e)
                 if e.to_string().contains("unique expression names")
                     && !names.is_empty()
-                    && crate::pg_rewrite::alias_output_columns(&mut stmt) =>
+                    && crate::pg::rewrite::alias_output_columns(&mut stmt) =>
             {
                 state
                     .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
@@ -1173,7 +1051,7 @@ impl Session {
             }
             planned => planned?,
         };
-        let plan = crate::pg_rewrite::rewrite_plan(plan)?;
+        let plan = crate::pg::rewrite::rewrite_plan(plan)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .verify_plan(&plan)
@@ -1219,10 +1097,10 @@ impl Session {
             (LogicalPlan::Dml(_), None) => None,
             (p, _) => Some(with_names(Arc::new(p.schema().as_arrow().clone()), &names)),
         };
-        let catalog = crate::pg_compat::reads_catalog(&stmt);
+        let catalog = crate::pg::compat::reads_catalog(&stmt);
         if catalog {
             // Integer lists in catalog queries are lists of object ids.
-            schema = schema.map(|s| crate::pg_compat::mark_oid_lists(&s));
+            schema = schema.map(|s| crate::pg::compat::mark_oid_lists(&s));
         }
         let tables = tables_of(&plan)
             .into_iter()
@@ -1243,21 +1121,21 @@ impl Session {
     }
 
     /// Plans a write's `RETURNING` list (made a query by
-    /// [`crate::returning::split`]) over the rows of the written table;
+    /// [`crate::table::returning::split`]) over the rows of the written table;
     /// returns the plan and its columns, named as PostgreSQL names them.
     async fn plan_returning(
         &self,
         mut select: Statement,
         dml: &DmlStatement,
     ) -> Result<(LogicalPlan, SchemaRef)> {
-        let names = crate::pg_rewrite::output_names(&select);
-        crate::pg_rewrite::rewrite_statement(&mut select)?;
+        let names = crate::pg::rewrite::output_names(&select);
+        crate::pg::rewrite::rewrite_statement(&mut select)?;
         let columns = Arc::new(dml.target.schema().as_ref().clone());
-        let state = crate::returning::planning_state(&self.state(), columns);
+        let state = crate::table::returning::planning_state(&self.state(), columns);
         let plan = state
             .statement_to_plan(DFStatement::Statement(Box::new(select)))
             .await?;
-        let plan = crate::pg_rewrite::rewrite_plan(plan)?;
+        let plan = crate::pg::rewrite::rewrite_plan(plan)?;
         let schema = with_names(Arc::new(plan.schema().as_arrow().clone()), &names);
         Ok((plan, schema))
     }
@@ -1361,7 +1239,8 @@ impl Session {
         let plan = match dml {
             Some(tag @ ("DELETE" | "UPDATE")) => {
                 let optimized = self.state().optimize(&plan)?;
-                if crate::write_check::check(&optimized)? == crate::write_check::WriteShape::Nothing
+                if crate::table::write_check::check(&optimized)?
+                    == crate::table::write_check::WriteShape::Nothing
                 {
                     return Ok(match &prepared.schema {
                         Some(schema) if prepared.returning.is_some() => Output::Tagged {
@@ -1429,7 +1308,7 @@ impl Session {
         let mut state = self.state();
         state
             .config_mut()
-            .set_extension(Arc::new(crate::returning::Returned::default()));
+            .set_extension(Arc::new(crate::table::returning::Returned::default()));
         let runtime = self.lookout.query_runtime();
         runtime
             .collect(DataFrame::new(state.clone(), write))
@@ -1578,7 +1457,7 @@ impl Session {
             ));
         }
         let name = table_name(&view.name)?;
-        if name.starts_with(crate::catalog::SYSTEM_PREFIX) || name.contains('.') {
+        if name.starts_with(SYSTEM_PREFIX) || name.contains('.') {
             return Err(QueryError::with_code(
                 "42501",
                 format!("views are created in the public schema, not as \"{name}\""),
@@ -1970,6 +1849,33 @@ impl Session {
 
 /// The setting `SHOW` names; multi-word forms (`SHOW TRANSACTION ISOLATION
 /// LEVEL`) parse as one identifier per word.
+#[async_trait::async_trait]
+impl crate::ext::SqlSession for Session {
+    async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Session::query(self, sql).await
+    }
+
+    async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
+        Session::logical_plan(self, sql).await
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Option<SchemaRef>> {
+        Ok(self.prepare(sql).await?.and_then(|p| p.schema))
+    }
+
+    async fn execute_logical(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        Session::execute_logical(self, plan).await
+    }
+
+    fn now_micros(&self) -> i64 {
+        Session::now_micros(self)
+    }
+
+    fn user(&self) -> &str {
+        Session::user(self)
+    }
+}
+
 fn show_key(variable: &[Ident]) -> String {
     let key = variable
         .iter()
@@ -2020,7 +1926,7 @@ fn cast_placeholders(plan: &LogicalPlan) -> Vec<(String, DataType)> {
 }
 
 /// `schema` with the output column names PostgreSQL gives (see
-/// [`crate::pg_rewrite::output_names`]).
+/// [`crate::pg::rewrite::output_names`]).
 fn with_names(schema: SchemaRef, names: &[Option<String>]) -> SchemaRef {
     let width = schema.fields().len();
     // A `None` stands for the columns of a `*`, however many they are.
@@ -2054,9 +1960,7 @@ fn with_names(schema: SchemaRef, names: &[Option<String>]) -> SchemaRef {
 /// change nothing stored.
 fn fits_in_block(command: &Command) -> bool {
     match command {
-        Command::Extension { sql, extension } => {
-            extension.required_access(sql) == crate::access::Access::Read
-        }
+        Command::Extension(statement) => statement.access() == crate::ext::Access::Read,
         Command::Sql(stmt) => matches!(
             stmt,
             Statement::Query(_)
@@ -2085,7 +1989,7 @@ fn fits_in_block(command: &Command) -> bool {
 /// A statement's name for messages: its first words.
 fn command_name(command: &Command) -> String {
     let text = match command {
-        Command::Extension { sql, .. } => sql.clone(),
+        Command::Extension(statement) => statement.to_string(),
         Command::Sql(stmt) => stmt.to_string(),
     };
     let words: Vec<&str> = text.split_whitespace().take(2).collect();

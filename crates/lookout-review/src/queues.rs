@@ -8,7 +8,9 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use lookout_query::{Access, Lookout, Output, QueryError, Result, Session, SqlExtension};
+use lookout_query::{
+    Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession,
+};
 use tokio::sync::Mutex;
 
 use crate::grammar::{Statement, is_review_statement, parse};
@@ -434,7 +436,7 @@ impl ReviewQueues {
         Ok(())
     }
 
-    async fn run(&self, statement: Statement, session: &mut Session) -> Result<Output> {
+    async fn run(&self, statement: Statement, session: &mut dyn SqlSession) -> Result<Output> {
         let now = session.now_micros();
         let user = session.user().to_string();
         match statement {
@@ -783,32 +785,56 @@ struct ReviewStatements {
     queues: ReviewQueues,
 }
 
-#[async_trait]
 impl SqlExtension for ReviewStatements {
-    fn claims(&self, sql: &str) -> bool {
-        is_review_statement(sql)
+    fn parse(&self, sql: &str) -> Option<Result<Box<dyn ExtStatement>>> {
+        if !is_review_statement(sql) {
+            return None;
+        }
+        Some(parse(sql).map(|statement| {
+            Box::new(ParsedReview {
+                queues: self.queues.clone(),
+                statement,
+                sql: sql.to_string(),
+            }) as Box<dyn ExtStatement>
+        }))
     }
+}
 
-    fn describe(&self, sql: &str) -> Result<Option<SchemaRef>> {
-        Ok(match parse(sql)? {
-            Statement::Claim { .. } => Some(claim_schema()),
-            Statement::Show => Some(show_schema()),
-            _ => None,
-        })
+/// A review statement, parsed once.
+#[derive(Debug)]
+struct ParsedReview {
+    queues: ReviewQueues,
+    statement: Statement,
+    sql: String,
+}
+
+impl std::fmt::Display for ParsedReview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.sql)
     }
+}
 
+#[async_trait]
+impl ExtStatement for ParsedReview {
     /// Admins define queues; writers (reviewers) fill and work them;
     /// readers look at them.
-    fn required_access(&self, sql: &str) -> Access {
-        match parse(sql) {
-            Ok(Statement::Show) | Err(_) => Access::Read,
-            Ok(Statement::Create { .. } | Statement::Drop { .. }) => Access::Admin,
-            Ok(_) => Access::Write,
+    fn access(&self) -> Access {
+        match self.statement {
+            Statement::Show => Access::Read,
+            Statement::Create { .. } | Statement::Drop { .. } => Access::Admin,
+            _ => Access::Write,
         }
     }
 
-    async fn execute(&self, sql: &str, session: &mut Session) -> Result<Output> {
-        let statement = parse(sql)?;
-        self.queues.run(statement, session).await
+    fn schema(&self) -> Option<SchemaRef> {
+        match self.statement {
+            Statement::Claim { .. } => Some(claim_schema()),
+            Statement::Show => Some(show_schema()),
+            _ => None,
+        }
+    }
+
+    async fn execute(&self, session: &mut dyn SqlSession) -> Result<Output> {
+        self.queues.run(self.statement.clone(), session).await
     }
 }

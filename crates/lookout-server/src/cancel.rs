@@ -7,14 +7,20 @@
 //! signal that the SQL session watches until its last row is sent.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pgwire::api::RandomPidSecretKeyGenerator;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::oneshot;
+
+/// Process ids and cancel keys, one sequence for the whole server (a
+/// generator per connection would hand every client the same process id).
+pub(crate) static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
+    LazyLock::new(RandomPidSecretKeyGenerator::default);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -8,7 +8,6 @@ use futures::{Sink, SinkExt, StreamExt, stream};
 use lookout_query::copy::CopyDecoder;
 use lookout_query::{Access, CopyIn, Lookout, Output, Prepared, QueryError, Session};
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
@@ -18,9 +17,7 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, PgWireServerHandlers, Type,
-};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -720,11 +717,18 @@ impl ClientIdentity {
     }
 }
 
+impl Connection {
+    /// Every connection's cancel slot, for the CancelRequests pgwire hands over.
+    pub(crate) fn cancel_registry(&self) -> Arc<CancelRegistry> {
+        Arc::clone(&self.registry)
+    }
+}
+
 /// Without authentication every client is let in, as an admin.
 #[async_trait]
 impl NoopStartupHandler for Connection {
     fn pid_secret_key_generator(&self) -> &dyn pgwire::api::PidSecretKeyGenerator {
-        &*crate::startup::PID_GENERATOR
+        &*crate::cancel::PID_GENERATOR
     }
 
     async fn post_startup<C>(
@@ -740,34 +744,6 @@ impl NoopStartupHandler for Connection {
         self.started(ClientIdentity::of(client), Access::Admin)
             .await;
         Ok(())
-    }
-}
-
-/// Hands pgwire the handlers of one connection.
-pub(crate) struct ConnectionHandlers {
-    pub(crate) conn: Arc<Connection>,
-    pub(crate) startup: Arc<crate::startup::Startup>,
-}
-
-impl PgWireServerHandlers for ConnectionHandlers {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.conn)
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.conn)
-    }
-
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::clone(&self.startup)
-    }
-
-    fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        Arc::clone(&self.conn)
-    }
-
-    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::clone(&self.conn.registry)
     }
 }
 

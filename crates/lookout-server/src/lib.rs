@@ -9,6 +9,7 @@
 mod auth;
 mod cancel;
 mod handler;
+mod handlers;
 mod roles;
 mod scram;
 mod startup;
@@ -26,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use crate::auth::{RoleLimits, SCRAM_ITERATIONS, User, Users, Verifier};
-use crate::handler::{Connection, ConnectionHandlers};
+use crate::handler::Connection;
+use crate::handlers::ConnectionHandlers;
 pub use crate::roles::install_roles;
 pub use crate::startup::Authentication;
 pub use crate::tls::{tls_acceptor, tls_server_end_point};

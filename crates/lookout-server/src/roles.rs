@@ -18,9 +18,10 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use lookout_query::{Access, Lookout, Output, QueryError, Result, Session, SqlExtension};
+use lookout_query::{
+    Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession,
+};
 
 use crate::auth::{RoleLimits, User, Users, Verifier};
 
@@ -135,7 +136,7 @@ struct RoleStatements {
 }
 
 /// What `CREATE ROLE` or `ALTER ROLE` sets; `None` leaves it as it is.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct RoleOptions {
     secret: Option<String>,
     access: Option<Access>,
@@ -144,7 +145,7 @@ pub(crate) struct RoleOptions {
 }
 
 /// One role statement.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RoleStatement {
     Create {
         name: String,
@@ -411,7 +412,12 @@ fn row_values(name: &str, user: Option<&User>) -> String {
 }
 
 impl RoleStatements {
-    async fn record(&self, session: &mut Session, name: &str, user: Option<&User>) -> Result<()> {
+    async fn record(
+        &self,
+        session: &mut dyn SqlSession,
+        name: &str,
+        user: Option<&User>,
+    ) -> Result<()> {
         session
             .query(&format!(
                 "INSERT INTO lookout.roles ({COLUMNS}) VALUES {}",
@@ -445,29 +451,75 @@ fn secret_error(e: String) -> QueryError {
     QueryError::with_code("22023", e)
 }
 
-#[async_trait]
 impl SqlExtension for RoleStatements {
-    fn claims(&self, sql: &str) -> bool {
-        let words: Vec<String> = sql
-            .split_whitespace()
-            .take(2)
-            .map(str::to_lowercase)
-            .collect();
-        match words.as_slice() {
-            [verb, kind] if ["create", "alter", "drop"].contains(&verb.as_str()) => {
-                kind == "role" || kind == "user"
-            }
-            [verb, role] if verb == "grant" => Access::from_role_name(role).is_some(),
-            _ => false,
+    fn parse(&self, sql: &str) -> Option<Result<Box<dyn ExtStatement>>> {
+        if !is_role_statement(sql) {
+            return None;
         }
+        Some(parse(sql).map(|statement| {
+            Box::new(ParsedRole {
+                users: Arc::clone(&self.users),
+                statement,
+            }) as Box<dyn ExtStatement>
+        }))
+    }
+}
+
+/// Whether `sql` is a role statement.
+fn is_role_statement(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(2)
+        .map(str::to_lowercase)
+        .collect();
+    match words.as_slice() {
+        [verb, kind] if ["create", "alter", "drop"].contains(&verb.as_str()) => {
+            kind == "role" || kind == "user"
+        }
+        [verb, role] if verb == "grant" => Access::from_role_name(role).is_some(),
+        _ => false,
+    }
+}
+
+/// A role statement, parsed once.
+#[derive(Debug)]
+struct ParsedRole {
+    users: Arc<Users>,
+    statement: RoleStatement,
+}
+
+/// Prints the statement without its options: they may hold a password.
+impl std::fmt::Display for ParsedRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (verb, name) = match &self.statement {
+            RoleStatement::Create { name, .. } => ("CREATE", name),
+            RoleStatement::Alter { name, .. } | RoleStatement::SetStatementTimeout { name, .. } => {
+                ("ALTER", name)
+            }
+            RoleStatement::Drop { name, .. } => ("DROP", name),
+        };
+        write!(f, "{verb} ROLE {}", lookout_query::quote_ident(name))
+    }
+}
+
+#[async_trait]
+impl ExtStatement for ParsedRole {
+    fn access(&self) -> Access {
+        Access::Admin
     }
 
-    fn describe(&self, _sql: &str) -> Result<Option<SchemaRef>> {
-        Ok(None)
+    async fn execute(&self, session: &mut dyn SqlSession) -> Result<Output> {
+        RoleStatements {
+            users: Arc::clone(&self.users),
+        }
+        .run(self.statement.clone(), session)
+        .await
     }
+}
 
-    async fn execute(&self, sql: &str, session: &mut Session) -> Result<Output> {
-        match parse(sql)? {
+impl RoleStatements {
+    async fn run(&self, statement: RoleStatement, session: &mut dyn SqlSession) -> Result<Output> {
+        match statement {
             RoleStatement::Create { name, options } => {
                 self.not_configured(&name)?;
                 if self.users.get(&name).is_some() {

@@ -2,7 +2,7 @@
 //! authentication is on, or straight in when it is off.
 
 use std::fmt::Debug;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,10 +11,7 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
-use pgwire::api::{
-    ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator,
-};
+use pgwire::api::{ClientInfo, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication as AuthMessage;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -38,11 +35,6 @@ pub struct Authentication {
     /// SCRAM-SHA-256-PLUS (channel binding).
     pub tls_server_end_point: Option<Arc<[u8]>>,
 }
-
-/// Process ids and cancel keys, one sequence for the whole server (a
-/// generator per connection would hand every client the same process id).
-pub(crate) static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
-    LazyLock::new(RandomPidSecretKeyGenerator::default);
 
 /// Where a connection's SCRAM login stands.
 enum Login {
@@ -201,7 +193,7 @@ impl StartupHandler for Startup {
                             AuthMessage::SASLFinal(Bytes::from(reply)),
                         ))
                         .await?;
-                    let (pid, secret) = PID_GENERATOR.generate(client);
+                    let (pid, secret) = crate::cancel::PID_GENERATOR.generate(client);
                     client.set_pid_and_secret_key(pid, secret);
                     finish_authentication(client, &DefaultServerParameterProvider::default())
                         .await?;

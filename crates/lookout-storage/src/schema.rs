@@ -90,15 +90,20 @@ pub struct TableDef {
     pub comment: Option<String>,
 }
 
-/// How a derived table is computed. The storage engine keeps the definition
-/// as opaque text for the layer that computes the rows, and refuses to drop
-/// a table that others derive from.
+/// How a derived table is computed. The storage engine keeps the kind and
+/// the definition as opaque text for the layer that computes the rows, and
+/// refuses to drop a table that others derive from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Derivation {
     /// The table whose rows this one is computed from.
     pub source: String,
     /// The definition, in the deriving layer's language (a `CREATE ROLLUP` statement).
     pub definition: String,
+    /// Which kind of derived table this is (`rollup`, `sampling`); absent
+    /// in definitions written before kinds were recorded, whose kind the
+    /// deriving layer tells from the definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Set while the table is being filled from its source's existing rows;
     /// a table still pending at the next open was never finished.
     #[serde(default)]

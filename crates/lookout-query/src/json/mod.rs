@@ -504,7 +504,7 @@ fn from_columns(
     let function = name.to_string().to_ascii_lowercase();
     let named = |i: usize, default: &str| match alias.and_then(|a| a.columns.get(i)) {
         Some(c) => c.name.to_string(),
-        None => crate::session::quote_ident(default),
+        None => crate::ext::quote_ident(default),
     };
     let args = args
         .iter()
@@ -540,8 +540,8 @@ fn from_columns(
     // column too (`AS k`); the others' column is their OUT parameter `value`.
     let default = match alias {
         _ if !function.ends_with("object_keys") => "value".to_string(),
-        Some(a) if a.columns.is_empty() => crate::session::quote_ident(&a.name.value),
-        _ => crate::session::quote_ident(&function),
+        Some(a) if a.columns.is_empty() => crate::ext::quote_ident(&a.name.value),
+        _ => crate::ext::quote_ident(&function),
     };
     let column = match alias.and_then(|a| a.columns.first()) {
         Some(c) => c.name.to_string(),

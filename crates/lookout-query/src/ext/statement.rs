@@ -1,37 +1,76 @@
-//! Statements that other crates add to Lookout's SQL (`CREATE ALERT`, ...).
+//! Statements that other crates add to Lookout's SQL (`CREATE ALERT`,
+//! `CREATE ROLLUP`, ...).
 //!
-//! An extension claims a statement by its text before the SQL parser sees it,
-//! so its grammar is its own; whatever it needs from the database it asks for
-//! in SQL through the [`Session`] it is given.
+//! An extension recognises its statements by their text before the SQL
+//! parser sees them, so its grammar is its own: it parses a statement once
+//! into a typed [`ExtStatement`], which knows the access it needs, the
+//! columns it returns and how to run. Whatever it needs from the database it
+//! asks for in SQL through the [`SqlSession`] it runs in (as DataFusion's
+//! `TableProvider` sees its caller only through the `Session` trait).
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::error::Result;
-use crate::session::{Output, Session};
+use crate::ext::{Access, Output};
+
+/// The session an extension's statement runs in: its SQL, with the
+/// session's user, rights, settings and `now()`.
+#[async_trait]
+pub trait SqlSession: Send + Sync {
+    /// Runs SQL (one or more statements) and returns the rows of the last.
+    async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>>;
+
+    /// Plans one query without running it.
+    async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan>;
+
+    /// The columns one statement returns, planned as the extended
+    /// protocol's Describe plans it (`None`: it returns no rows).
+    async fn describe(&self, sql: &str) -> Result<Option<SchemaRef>>;
+
+    /// Runs a plan made by [`SqlSession::logical_plan`].
+    async fn execute_logical(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream>;
+
+    /// The session's `now()`, in microseconds since the epoch (`SET
+    /// lookout.now` or the database's clock).
+    fn now_micros(&self) -> i64;
+
+    /// Who is connected.
+    fn user(&self) -> &str;
+}
 
 /// A family of statements handled outside the SQL planner.
-#[async_trait]
 pub trait SqlExtension: Send + Sync + Debug {
-    /// Whether this extension handles `sql`: one statement, trimmed, without
-    /// its final semicolon.
-    fn claims(&self, sql: &str) -> bool;
+    /// Parses `sql` (one statement, trimmed, without its final semicolon)
+    /// if it is one of this extension's statements: `None` hands it on to
+    /// the next extension and then to the SQL parser; `Some(Err(_))` is
+    /// a statement of this family that does not parse.
+    fn parse(&self, sql: &str) -> Option<Result<Box<dyn ExtStatement>>>;
+}
 
-    /// The columns the statement returns, if it returns rows (for Describe
-    /// in the extended protocol).
-    fn describe(&self, sql: &str) -> Result<Option<SchemaRef>>;
+/// One statement an extension parsed, ready to run any number of times.
+///
+/// `Display` prints it back as SQL.
+#[async_trait]
+pub trait ExtStatement: Send + Sync + Debug + Display {
+    /// What a session needs to run it.
+    fn access(&self) -> Access;
 
-    /// What a session needs to run the statement (by default, admin).
-    fn required_access(&self, _sql: &str) -> crate::Access {
-        crate::Access::Admin
+    /// The columns it returns, if it returns rows (for Describe in the
+    /// extended protocol).
+    fn schema(&self) -> Option<SchemaRef> {
+        None
     }
 
-    /// Runs the statement in `session`.
-    async fn execute(&self, sql: &str, session: &mut Session) -> Result<Output>;
+    /// Runs it in `session`.
+    async fn execute(&self, session: &mut dyn SqlSession) -> Result<Output>;
 }
 
 /// One statement of a query string, ready to run.
@@ -40,20 +79,15 @@ pub trait SqlExtension: Send + Sync + Debug {
 pub enum Command {
     /// A statement of Lookout's SQL dialect.
     Sql(Statement),
-    /// A statement an extension claimed.
-    Extension {
-        /// The statement's text.
-        sql: String,
-        /// Who runs it.
-        extension: Arc<dyn SqlExtension>,
-    },
+    /// A statement an extension parsed.
+    Extension(Arc<dyn ExtStatement>),
 }
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Sql(s) => write!(f, "{s}"),
-            Command::Extension { sql, .. } => f.write_str(sql),
+            Command::Extension(s) => write!(f, "{s}"),
         }
     }
 }

@@ -116,7 +116,7 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
         {
             let checked =
                 PlanExpr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-                    crate::pg_functions::nonzero_divisor(),
+                    crate::pg::functions::nonzero_divisor(),
                     vec![right.as_ref().clone()],
                 ));
             Ok(Transformed::yes(PlanExpr::BinaryExpr(BinaryExpr::new(
@@ -186,7 +186,7 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 .map(|a| {
                     PlanExpr::ScalarFunction(
                         datafusion::logical_expr::expr::ScalarFunction::new_udf(
-                            crate::pg_functions::log_argument(),
+                            crate::pg::functions::log_argument(),
                             vec![a.clone()],
                         ),
                     )
@@ -221,7 +221,7 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
 
 fn float_text(expr: &PlanExpr) -> PlanExpr {
     PlanExpr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-        crate::pg_functions::float8_text(),
+        crate::pg::functions::float8_text(),
         vec![expr.clone()],
     ))
 }

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::ExecutionPlan;
 use lookout_storage::Versions;
 
-use crate::provider::LookoutTable;
+use crate::table::provider::LookoutTable;
 
 /// The row-number column the latest-version filter uses; never shown.
 const RANK: &str = "__lookout_version_rank";

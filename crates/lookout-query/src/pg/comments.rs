@@ -23,7 +23,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CommentObject, ObjectName};
 
 use crate::error::{QueryError, Result};
-use crate::session::{Output, table_name};
+use crate::ext::{Output, SYSTEM_PREFIX, ident_name, table_name};
 
 /// The longest comment kept: comments live in the table definitions,
 /// which every manifest commit rewrites.
@@ -56,7 +56,7 @@ pub(crate) async fn comment_on(
             let mut parts = name.0.clone();
             let column = parts
                 .pop()
-                .and_then(|p| p.as_ident().map(crate::session::ident_name))
+                .and_then(|p| p.as_ident().map(ident_name))
                 .filter(|_| !parts.is_empty())
                 .ok_or_else(|| {
                     QueryError::syntax("COMMENT ON COLUMN takes table.column".to_string())
@@ -69,7 +69,7 @@ pub(crate) async fn comment_on(
             )));
         }
     };
-    if table.starts_with(crate::catalog::SYSTEM_PREFIX) {
+    if table.starts_with(SYSTEM_PREFIX) {
         return Err(QueryError::unsupported(
             "COMMENT ON a lookout.* table is not supported; its columns are documented in docs/",
         ));
@@ -243,10 +243,10 @@ impl Descriptions {
             (Described::Column, None) => None,
             (Described::Object, Some("pg_class")) => self.table_comment(oid),
             (Described::Object, Some("pg_proc")) => {
-                crate::function_catalog::description(oid).map(str::to_string)
+                crate::pg::function_catalog::description(oid).map(str::to_string)
             }
             (Described::Object, Some(_)) => None,
-            (Described::Object, None) => crate::function_catalog::description(oid)
+            (Described::Object, None) => crate::pg::function_catalog::description(oid)
                 .map(str::to_string)
                 .or_else(|| self.table_comment(oid)),
         }
@@ -270,6 +270,6 @@ impl ScalarUDFImpl for Descriptions {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        crate::function_catalog::text_by_oid(args, |oid, second| self.describe(oid, second))
+        crate::pg::function_catalog::text_by_oid(args, |oid, second| self.describe(oid, second))
     }
 }

@@ -7,8 +7,9 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result;
 use lookout_storage::StorageError;
 
-use crate::provider::{LookoutTable, storage_err};
-use crate::rollup::Ingest;
+use crate::ext::names::SYSTEM_PREFIX;
+use crate::ingest::Ingest;
+use crate::table::provider::{LookoutTable, storage_err};
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
 /// query is planned against the tables in force; the files and rows it
@@ -61,7 +62,7 @@ fn open_table(ingest: &Ingest, name: &str) -> Result<Option<Arc<dyn TableProvide
             let versions = def.options.versions.clone();
             let table = LookoutTable::new(ingest.clone(), def)?;
             Ok(Some(match versions {
-                Some(v) => Arc::new(crate::versions::LatestVersions::new(table, v)),
+                Some(v) => Arc::new(crate::table::versions::LatestVersions::new(table, v)),
                 None => Arc::new(table),
             }))
         }
@@ -69,9 +70,6 @@ fn open_table(ingest: &Ingest, name: &str) -> Result<Option<Arc<dyn TableProvide
         Err(e) => Err(storage_err(e)),
     }
 }
-
-/// Prefix of the storage names of tables in the `lookout` schema.
-pub(crate) const SYSTEM_PREFIX: &str = "lookout.";
 
 /// The `lookout` schema: tables Lookout's own components keep (their storage
 /// names carry the `lookout.` prefix) and the views they define.

@@ -1,11 +1,53 @@
 //! Names, strings and expressions as SQL text, for every statement Lookout
-//! builds.
+//! builds, and relation names as PostgreSQL folds them.
 
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use crate::error::{QueryError, Result};
+
+/// The storage name prefix of the tables in the `lookout` schema (the
+/// system tables extensions keep their state in).
+pub const SYSTEM_PREFIX: &str = "lookout.";
+
+/// Name of a relation as Postgres folds it: unquoted identifiers lowercase.
+pub fn ident_name(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+/// The storage name of a table as SQL names it: `t`, `public.t` and
+/// `lookout.public.t` are `t`; `lookout.t` is a system table.
+pub fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(ident_name))
+        .collect();
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == "public" => Ok(t.clone()),
+        [c, s, t] if (c == "lookout") && s == "public" => Ok(t.clone()),
+        [s, t] | [_, s, t] if s == "lookout" => Ok(format!("{SYSTEM_PREFIX}{t}")),
+        _ => Err(QueryError::with_code(
+            "3F000",
+            format!("schema of \"{name}\" does not exist"),
+        )),
+    }
+}
+
+/// A storage table name as SQL that resolves to it.
+pub fn quoted_table(name: &str) -> String {
+    match name.strip_prefix(SYSTEM_PREFIX) {
+        Some(t) => format!("lookout.{}", quote_ident(t)),
+        None => quote_ident(name),
+    }
+}
 
 /// An identifier as SQL text: double-quoted, with inner quotes doubled.
 /// Every identifier Lookout pastes into SQL it builds goes through here.

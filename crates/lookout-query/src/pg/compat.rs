@@ -112,7 +112,7 @@ static CATALOG_FUNCTIONS: LazyLock<Vec<ScalarUDF>> = LazyLock::new(|| {
         ]
         .map(visible_udf),
     );
-    functions.extend(crate::function_catalog::describing_functions());
+    functions.extend(crate::pg::function_catalog::describing_functions());
     if let Ok(static_tables) = STATIC_TABLES.as_ref() {
         functions.push(to_regtype_udf(static_tables));
     }
@@ -137,7 +137,7 @@ pub(crate) fn register(
     let tables = UserSchemas {
         schemas: Arc::new(user_schemas),
     };
-    let relations = Arc::new(crate::comments::RelationNames::default());
+    let relations = Arc::new(crate::pg::comments::RelationNames::default());
     let pg_catalog = PgCatalogSchemaProvider::try_new(
         tables.clone(),
         Arc::clone(static_tables),
@@ -158,7 +158,7 @@ pub(crate) fn register(
     for function in CATALOG_FUNCTIONS.iter() {
         ctx.register_udf(function.clone());
     }
-    for function in crate::comments::description_functions(lookout, &relations) {
+    for function in crate::pg::comments::description_functions(lookout, &relations) {
         ctx.register_udf(function);
     }
     ctx.register_udtf("pg_get_keywords", static_tables.pg_get_keywords.clone());
@@ -345,7 +345,7 @@ struct PgCatalog {
     /// The schemas `pg_attribute` describes, for the json column types.
     tables: UserSchemas,
     /// The oids `pg_class` handed out, for the comment functions.
-    relations: Arc<crate::comments::RelationNames>,
+    relations: Arc<crate::pg::comments::RelationNames>,
 }
 
 impl PgCatalog {
@@ -591,7 +591,7 @@ impl SchemaProvider for PgCatalog {
         if name == "pg_proc"
             && let Some(namespaces) = self.inner.table("pg_namespace").await?
         {
-            return crate::function_catalog::pg_proc(table, namespaces).map(Some);
+            return crate::pg::function_catalog::pg_proc(table, namespaces).map(Some);
         }
         let table = match self.inner.table("pg_namespace").await? {
             Some(namespaces) if name == "pg_class" => {
@@ -728,10 +728,10 @@ impl PgCatalogContextProvider for LookoutRoles {
 /// tables with every column nullable (storage checks NOT NULL itself), but
 /// `pg_attribute.attnotnull` and psql's `\d` show the declaration.
 fn declared_schema(table: &dyn TableProvider) -> SchemaRef {
-    if let Some(t) = table.downcast_ref::<crate::provider::LookoutTable>() {
+    if let Some(t) = table.downcast_ref::<crate::table::provider::LookoutTable>() {
         return t.declared_schema();
     }
-    if let Some(v) = table.downcast_ref::<crate::versions::LatestVersions>() {
+    if let Some(v) = table.downcast_ref::<crate::table::versions::LatestVersions>() {
         return v.stored().declared_schema();
     }
     table.schema()
@@ -1146,7 +1146,7 @@ pub(crate) fn name_insert_columns(
 pub(crate) fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
     Ok(parse_postgres_sql(sql)?
         .into_iter()
-        .map(crate::function_catalog::show_functions)
+        .map(crate::pg::function_catalog::show_functions)
         .collect())
 }
 

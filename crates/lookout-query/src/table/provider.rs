@@ -34,11 +34,12 @@ use futures::StreamExt;
 use lookout_storage::{FileMeta, StatValue, StorageError, TableDef, TableSnapshot};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
-use crate::access::{Access, authorize};
+use crate::access::authorize;
 use crate::error::QueryError;
-use crate::returning::Returned;
-use crate::rollup::Ingest;
-use crate::scan_exec::{LookoutScanExec, ScanSummary};
+use crate::ext::Access;
+use crate::ingest::Ingest;
+use crate::table::returning::Returned;
+use crate::table::scan_exec::{LookoutScanExec, ScanSummary};
 use crate::transaction::Block;
 
 /// The object store URL Lookout's files are registered under.
@@ -462,12 +463,11 @@ impl TableProvider for LookoutTable {
         authorize(state, &self.def.name, Access::Write)?;
         let table = &self.def.name;
         let storage = self.ingest.storage();
-        if !crate::rollup::rollups_of(storage, table)
-            .map_err(query_err)?
-            .is_empty()
-        {
+        let derived = self.ingest.derived_from(table).map_err(query_err)?;
+        if let Some(first) = derived.first() {
             return Err(query_err(QueryError::unsupported(format!(
-                "UPDATE of \"{table}\", which has rollups: a rollup cannot take back the old values; delete and insert instead"
+                "UPDATE of \"{table}\", from which \"{}\" is derived: derived rows cannot take back the old values; delete and insert instead",
+                first.target()
             ))));
         }
         let schema = self.schema();

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use lookout_monitor::FunctionDoc;
 
-use crate::quote::quote_literal;
+use crate::ext::names::quote_literal;
 
 /// The object id of the first of Lookout's functions in `pg_proc`; the rest
 /// follow in name order. Far above the built-in ids (below 16384) and the

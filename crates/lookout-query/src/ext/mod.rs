@@ -1,0 +1,31 @@
+//! What an extension crate needs from the SQL core: the statement trait,
+//! statement output, access levels, names and quoting, durations, the ingest
+//! hook and derived-table kinds, and the clock.
+//!
+//! Alerts, review queues, rollups, sampling and roles are built on this kit
+//! alone; the core names none of them.
+
+mod access;
+mod interval;
+pub(crate) mod names;
+mod output;
+mod statement;
+
+pub use access::Access;
+pub use interval::{parse_duration, parse_non_negative_duration};
+pub use lookout_storage::clock::{Clock, ManualClock, SystemClock};
+pub use names::{
+    SYSTEM_PREFIX, ident_name, one_expression, quote_ident, quote_literal, quoted_table, table_name,
+};
+pub(crate) use output::batches_stream;
+pub use output::{CopyIn, Output};
+pub use statement::{Command, ExtStatement, SqlExtension, SqlSession, split_statements};
+
+pub use crate::ingest::{Derive, IngestHook, Redirect};
+
+/// Registers Lookout's functions (monitoring aggregates, PostgreSQL's
+/// functions, JSON) in a context an extension plans its own queries in.
+pub fn register_functions(ctx: &datafusion::prelude::SessionContext) {
+    crate::functions::register(ctx);
+}
+pub use crate::table::derived::{DerivedKind, DerivedKinds};

@@ -1,0 +1,11 @@
+//! Lookout's tables as DataFusion sees them: the schemas that list them, the
+//! provider that scans and writes them, versioned tables, the scan node, and
+//! the kinds of derived tables.
+
+pub(crate) mod catalog;
+pub(crate) mod derived;
+pub(crate) mod provider;
+pub(crate) mod returning;
+pub(crate) mod scan_exec;
+pub(crate) mod versions;
+pub(crate) mod write_check;

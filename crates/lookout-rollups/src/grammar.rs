@@ -1,0 +1,429 @@
+//! The grammar of `CREATE ROLLUP` and `DROP ROLLUP`, and a rollup's
+//! definition: its columns, the SQL that computes its rows from the source's
+//! and the SQL that merges them.
+
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+use lookout_query::ext::{
+    SYSTEM_PREFIX, ident_name, parse_duration, quote_ident as quote, table_name,
+};
+use lookout_query::{QueryError, Result};
+use lookout_storage::schema::DAY_MICROS;
+
+/// The time column of every rollup table.
+pub(crate) const BUCKET_COLUMN: &str = "bucket";
+
+/// What one rollup column keeps, and how two of its values merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `count(*)`: rows; merged by `sum`.
+    Rows,
+    /// `count(expr)`: non-NULL values; merged by `sum`.
+    Count,
+    /// `sum(expr)` as double precision; merged by `sum`.
+    Sum,
+    /// `min(expr)` as double precision; merged by `min`.
+    Min,
+    /// `max(expr)` as double precision; merged by `max`.
+    Max,
+    /// `quantile_sketch(expr)`; merged by `sketch_merge`.
+    Sketch,
+    /// `score_state(expr [, threshold])`; merged by `score_merge`.
+    Score,
+}
+
+impl Kind {
+    fn from_function(name: &str) -> Option<Kind> {
+        Some(match name {
+            "count" => Kind::Count,
+            "sum" => Kind::Sum,
+            "min" => Kind::Min,
+            "max" => Kind::Max,
+            "quantile_sketch" => Kind::Sketch,
+            "score_state" => Kind::Score,
+            _ => return None,
+        })
+    }
+
+    /// The aggregate function computing it from rows.
+    fn function(self) -> &'static str {
+        match self {
+            Kind::Rows | Kind::Count => "count",
+            Kind::Sum => "sum",
+            Kind::Min => "min",
+            Kind::Max => "max",
+            Kind::Sketch => "quantile_sketch",
+            Kind::Score => "score_state",
+        }
+    }
+
+    /// The suffix of a column's default name (`latency_ms_sketch`).
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Rows | Kind::Count => "count",
+            Kind::Sum => "sum",
+            Kind::Min => "min",
+            Kind::Max => "max",
+            Kind::Sketch => "sketch",
+            Kind::Score => "state",
+        }
+    }
+}
+
+/// One column of a rollup: what it aggregates and its name.
+#[derive(Debug, Clone)]
+struct Column {
+    kind: Kind,
+    /// The aggregated expression, as SQL text (none for `count(*)`).
+    arg: Option<String>,
+    /// The second argument, as SQL text: `score_state`'s threshold or
+    /// `quantile_sketch`'s weight.
+    second: Option<String>,
+    name: String,
+}
+
+impl Column {
+    /// The aggregate call with `arg` as its first argument.
+    fn call_with(&self, arg: &str) -> String {
+        let function = self.kind.function();
+        match &self.second {
+            Some(second) => format!("{function}({arg}, {second})"),
+            None => format!("{function}({arg})"),
+        }
+    }
+
+    /// As computed from rows: sums and extremes in double precision.
+    fn delta_sql(&self) -> String {
+        let arg = self.arg.as_deref().unwrap_or("*");
+        let arg = match self.kind {
+            Kind::Sum | Kind::Min | Kind::Max => format!("CAST({arg} AS DOUBLE PRECISION)"),
+            _ => arg.to_string(),
+        };
+        format!("{} AS {}", self.call_with(&arg), quote(&self.name))
+    }
+
+    fn merge_sql(&self) -> String {
+        let merge = match self.kind {
+            Kind::Rows | Kind::Count | Kind::Sum => "sum",
+            Kind::Min => "min",
+            Kind::Max => "max",
+            Kind::Sketch => "sketch_merge",
+            Kind::Score => "score_merge",
+        };
+        let name = quote(&self.name);
+        format!("{merge}({name}) AS {name}")
+    }
+
+    /// As declared.
+    fn definition(&self) -> String {
+        let arg = self.arg.as_deref().unwrap_or("*");
+        format!("{} AS {}", self.call_with(arg), quote(&self.name))
+    }
+}
+
+/// A rollup as declared by `CREATE ROLLUP`.
+#[derive(Debug, Clone)]
+pub(crate) struct RollupDef {
+    pub(crate) name: String,
+    pub(crate) source: String,
+    pub(crate) group_by: Vec<String>,
+    /// Bucket width, in microseconds.
+    pub(crate) every: i64,
+    /// The width as written.
+    pub(crate) every_text: String,
+    columns: Vec<Column>,
+}
+
+fn syntax(e: impl std::fmt::Display) -> QueryError {
+    QueryError::syntax(e.to_string())
+}
+
+/// Whether `sql` starts with `word1 word2` (case-insensitive).
+pub(crate) fn starts_with_words(sql: &str, first: &str, second: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    words.next().is_some_and(|w| w.eq_ignore_ascii_case(first))
+        && words.next().is_some_and(|w| w.eq_ignore_ascii_case(second))
+}
+
+fn expect_word(parser: &mut Parser<'_>, word: &str) -> Result<()> {
+    let token = parser.next_token();
+    match &token.token {
+        Token::Word(w) if w.value.eq_ignore_ascii_case(word) => Ok(()),
+        other => Err(QueryError::syntax(format!(
+            "expected {word}, found {other} in CREATE ROLLUP"
+        ))),
+    }
+}
+
+fn parse_name(parser: &mut Parser<'_>) -> Result<String> {
+    let name = parser.parse_object_name(false).map_err(syntax)?;
+    let table = table_name(&name)?;
+    if table.starts_with(SYSTEM_PREFIX) {
+        return Err(QueryError::with_code(
+            "42501",
+            format!("rollups cannot be defined on or in the lookout schema: \"{name}\""),
+        ));
+    }
+    Ok(table)
+}
+
+/// `CREATE ROLLUP [IF NOT EXISTS] name ON table [GROUP BY col, ...] EVERY
+/// 'interval' AS (aggregate [AS name], ...)`; returns the definition and
+/// whether IF NOT EXISTS was given.
+pub(crate) fn parse_create(sql: &str) -> Result<(RollupDef, bool)> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    parser.expect_keyword(Keyword::CREATE).map_err(syntax)?;
+    expect_word(&mut parser, "rollup")?;
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parse_name(&mut parser)?;
+    parser.expect_keyword(Keyword::ON).map_err(syntax)?;
+    let source = parse_name(&mut parser)?;
+    let mut group_by = Vec::new();
+    if parser.parse_keywords(&[Keyword::GROUP, Keyword::BY]) {
+        loop {
+            let ident = parser.parse_identifier().map_err(syntax)?;
+            group_by.push(ident_name(&ident));
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+    }
+    expect_word(&mut parser, "every")?;
+    let every_text = parser.parse_literal_string().map_err(syntax)?;
+    let every = parse_duration(&every_text)?;
+    parser.expect_keyword(Keyword::AS).map_err(syntax)?;
+    parser.expect_token(&Token::LParen).map_err(syntax)?;
+    let mut columns = Vec::new();
+    loop {
+        let expr = parser.parse_expr().map_err(syntax)?;
+        let alias = if parser.parse_keyword(Keyword::AS) {
+            Some(ident_name(&parser.parse_identifier().map_err(syntax)?))
+        } else {
+            None
+        };
+        columns.push(column(&expr, alias)?);
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen).map_err(syntax)?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(QueryError::syntax(format!(
+            "unexpected {} after CREATE ROLLUP's column list",
+            parser.peek_token().token
+        )));
+    }
+    let def = RollupDef {
+        name,
+        source,
+        group_by,
+        every,
+        every_text,
+        columns,
+    };
+    def.check_names()?;
+    Ok((def, if_not_exists))
+}
+
+/// `DROP ROLLUP [IF EXISTS] name`: the name and whether IF EXISTS was given.
+pub(crate) fn parse_drop(sql: &str) -> Result<(String, bool)> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    parser.expect_keyword(Keyword::DROP).map_err(syntax)?;
+    expect_word(&mut parser, "rollup")?;
+    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = parse_name(&mut parser)?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(QueryError::syntax(format!(
+            "unexpected {} after DROP ROLLUP {name}",
+            parser.peek_token().token
+        )));
+    }
+    Ok((name, if_exists))
+}
+
+/// One rollup column from its aggregate call.
+fn column(expr: &SqlExpr, alias: Option<String>) -> Result<Column> {
+    let unsupported = || {
+        QueryError::unsupported(format!(
+            "{expr} cannot be kept in a rollup: use count(*), count(x), sum(x), min(x), max(x), quantile_sketch(x) or score_state(x [, threshold]), whose partial results merge (an average is sum(x) / count(x))"
+        ))
+    };
+    let SqlExpr::Function(f) = expr else {
+        return Err(unsupported());
+    };
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return Err(unsupported());
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(unsupported());
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return Err(unsupported());
+    }
+    let function = f.name.to_string().to_lowercase();
+    let mut kind = Kind::from_function(&function).ok_or_else(unsupported)?;
+    let mut args = Vec::new();
+    for arg in &list.args {
+        match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Wildcard) if kind == Kind::Count => {
+                kind = Kind::Rows;
+            }
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => args.push(e),
+            _ => return Err(unsupported()),
+        }
+    }
+    let arity_ok = match kind {
+        Kind::Rows => args.is_empty(),
+        Kind::Score | Kind::Sketch => (1..=2).contains(&args.len()),
+        _ => args.len() == 1,
+    };
+    if !arity_ok {
+        return Err(unsupported());
+    }
+    let name = match (alias, args.first()) {
+        (Some(a), _) => a,
+        (None, None) => "count".to_string(),
+        (None, Some(SqlExpr::Identifier(i))) => {
+            format!("{}_{}", ident_name(i), kind.suffix())
+        }
+        (None, Some(_)) => {
+            return Err(QueryError::syntax(format!(
+                "name the rollup column {expr} with AS"
+            )));
+        }
+    };
+    Ok(Column {
+        kind,
+        arg: args.first().map(|e| e.to_string()),
+        second: args.get(1).map(|e| e.to_string()),
+        name,
+    })
+}
+
+impl RollupDef {
+    fn check_names(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for name in std::iter::once(BUCKET_COLUMN)
+            .chain(self.group_by.iter().map(String::as_str))
+            .chain(self.columns.iter().map(|c| c.name.as_str()))
+        {
+            if !seen.insert(name) {
+                return Err(QueryError::with_code(
+                    "42701",
+                    format!(
+                        "column \"{name}\" appears twice in rollup \"{}\" (\"{BUCKET_COLUMN}\" is the bucket's start)",
+                        self.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The definition as stored, parsed back at every open.
+    pub(crate) fn to_sql(&self) -> String {
+        let group = if self.group_by.is_empty() {
+            String::new()
+        } else {
+            let cols: Vec<String> = self.group_by.iter().map(|g| quote(g)).collect();
+            format!(" GROUP BY {}", cols.join(", "))
+        };
+        let columns: Vec<String> = self.columns.iter().map(Column::definition).collect();
+        format!(
+            "CREATE ROLLUP {} ON {}{group} EVERY '{}' AS ({})",
+            quote(&self.name),
+            quote(&self.source),
+            self.every_text.replace('\'', "''"),
+            columns.join(", ")
+        )
+    }
+
+    fn group_list(&self) -> String {
+        self.group_by
+            .iter()
+            .map(|g| format!(", {}", quote(g)))
+            .collect()
+    }
+
+    /// The query computing this rollup's rows from `from`'s rows.
+    pub(crate) fn delta_sql(&self, time_column: &str, from: &str) -> String {
+        let bucket = format!(
+            "date_bin(INTERVAL '{} microseconds', {})",
+            self.every,
+            quote(time_column)
+        );
+        let columns: Vec<String> = self.columns.iter().map(Column::delta_sql).collect();
+        let group = self.group_list();
+        format!(
+            "SELECT {bucket} AS {BUCKET_COLUMN}{group}, {} FROM {from} GROUP BY {bucket}{group}",
+            columns.join(", ")
+        )
+    }
+
+    /// The query merging rollup rows of `from` into one row per bucket and group.
+    pub(crate) fn merge_sql(&self, from: &str) -> String {
+        let columns: Vec<String> = self.columns.iter().map(Column::merge_sql).collect();
+        let group = self.group_list();
+        format!(
+            "SELECT {BUCKET_COLUMN}{group}, {} FROM {from} GROUP BY {BUCKET_COLUMN}{group}",
+            columns.join(", ")
+        )
+    }
+
+    /// Width of the rollup table's time partitions: about 720 buckets
+    /// (30 days of an hourly rollup), in whole days. A rollup is small, and
+    /// a query over a month should open a handful of files, not one a day.
+    pub(crate) fn partition_width(&self) -> i64 {
+        let width = self.every.saturating_mul(720);
+        (width + DAY_MICROS - 1) / DAY_MICROS * DAY_MICROS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_round_trip_with_default_names() {
+        let (def, ine) = parse_create(
+            "create rollup IF NOT EXISTS events_hourly on events group by model, segment every '1 hour' \
+             as (count(*), quantile_sketch(latency_ms), score_state(score_groundedness, 0.7) as grounded, \
+             sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors)",
+        )
+        .expect("parse");
+        assert!(ine);
+        assert_eq!(def.every, 3_600_000_000);
+        let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["count", "latency_ms_sketch", "grounded", "errors"]);
+        let (again, _) = parse_create(&def.to_sql()).expect("reparse");
+        assert_eq!(again.to_sql(), def.to_sql());
+        assert_eq!(again.group_by, ["model", "segment"]);
+    }
+
+    #[test]
+    fn aggregates_that_do_not_merge_are_refused() {
+        for sql in [
+            "CREATE ROLLUP r ON t EVERY '1 hour' AS (avg(x))",
+            "CREATE ROLLUP r ON t EVERY '1 hour' AS (count(DISTINCT x))",
+            "CREATE ROLLUP r ON t EVERY '1 hour' AS (x + 1)",
+        ] {
+            let e = parse_create(sql).expect_err(sql);
+            assert_eq!(e.sqlstate(), "0A000", "{sql}: {e}");
+        }
+        let e = parse_create("CREATE ROLLUP r ON t EVERY '1 hour' AS (sum(x * 2))")
+            .expect_err("unnamed");
+        assert_eq!(e.sqlstate(), "42601");
+        let e = parse_create("CREATE ROLLUP r ON t GROUP BY bucket EVERY '1 hour' AS (count(*))")
+            .expect_err("bucket");
+        assert_eq!(e.sqlstate(), "42701");
+        let e = parse_create("CREATE ROLLUP r ON t EVERY 'soon' AS (count(*))").expect_err("every");
+        assert_eq!(e.sqlstate(), "22007");
+    }
+}

@@ -1,0 +1,857 @@
+//! Decisions: which held rows a sampled table keeps, with which weights.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use futures::StreamExt;
+use lookout_storage::{CreateTable, Storage, TableDef, time_type};
+
+use crate::policy::{
+    ARRIVED, HOUR, LATE, RESCUE_EVERY, SamplingPolicy, WAL_ROWS, counts_table, floor_hour,
+    held_table, is_sampling, policy_of, ts_literal,
+};
+use lookout_query::ext::{quote_ident as quote, quoted_table};
+use lookout_query::{Lookout, QueryError, Result, SqlSession};
+
+/// How far decisions on a table have gone.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Marks {
+    /// Rows that arrived before this are decided, or wait for their hour.
+    pub(crate) decided_through: i64,
+    /// Hours before this are closed: their rows are decided.
+    pub(crate) hours_closed_before: i64,
+}
+
+/// What one decision did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Decided {
+    pub(crate) kept: u64,
+    pub(crate) dropped: u64,
+    pub(crate) rescued: u64,
+}
+
+/// Per-process state of the decisions: one runs at a time per database,
+/// marks advanced past rows that only wait, when the last rescue ran.
+#[derive(Debug)]
+pub(crate) struct Decisions {
+    /// The database decided on.
+    pub(crate) lookout: Lookout,
+    pub(crate) running: tokio::sync::Mutex<()>,
+    pub(crate) marks: Mutex<HashMap<String, Marks>>,
+    pub(crate) last_rescue: Mutex<HashMap<String, Instant>>,
+    /// The error of each table's last decision, when it failed (shown by
+    /// `SHOW SAMPLING`; cleared by the next decision that succeeds).
+    pub(crate) failures: Mutex<HashMap<String, String>>,
+}
+
+impl Decisions {
+    pub(crate) fn new(lookout: Lookout) -> Decisions {
+        Decisions {
+            lookout,
+            running: tokio::sync::Mutex::default(),
+            marks: Mutex::default(),
+            last_rescue: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// When a decision runs and what it may close.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// The decision's "now" (the session's `lookout.now`, or the clock).
+    pub(crate) now: i64,
+    /// Close every hour that has rows (`RESET SAMPLING`).
+    pub(crate) close_all: bool,
+    /// Run the rescue pass even if it ran less than a minute ago.
+    pub(crate) rescue_now: bool,
+}
+
+pub(crate) struct Plan<'a> {
+    pub(crate) policy: &'a SamplingPolicy,
+    pub(crate) def: TableDef,
+    pub(crate) marks: Marks,
+    pub(crate) cutoff: i64,
+    pub(crate) close_before: i64,
+}
+
+impl Plan<'_> {
+    pub(crate) fn ts(&self) -> String {
+        quote(&self.def.options.time_column)
+    }
+
+    pub(crate) fn columns(&self) -> Vec<String> {
+        self.def.columns.iter().map(|c| quote(&c.name)).collect()
+    }
+
+    pub(crate) fn segments(&self) -> String {
+        self.policy
+            .segment_by
+            .iter()
+            .map(|c| format!("{}, ", quote(c)))
+            .collect()
+    }
+
+    /// The rows this decision looks at, with their hour, hash, rate and
+    /// whether a keep-rule matches: new arrivals, and the waiting rows of
+    /// the hours it closes that are not in the table already.
+    pub(crate) fn candidates(&self) -> String {
+        let p = self.policy;
+        let source = quote(&p.table);
+        let held = quoted_table(&held_table(&p.table));
+        let table = quoted_table(&p.table);
+        let (ts, key) = (self.ts(), quote(&p.key));
+        let rules = p.row_rules();
+        let (wm, cutoff) = (
+            ts_literal(self.marks.decided_through),
+            ts_literal(self.cutoff),
+        );
+        let (hc, hc2) = (
+            ts_literal(self.marks.hours_closed_before),
+            ts_literal(self.close_before),
+        );
+        // Rows of closing hours that arrived earlier may be in the table
+        // already (kept by a rule); the left join on the table finds them.
+        // A (segment, hour) already closed with rows makes a new row late;
+        // one never closed (historical rows loaded now) closes with it.
+        // The closed hours' segment columns get names of their own, so that
+        // an unqualified segment column in the rate or a keep-rule names the
+        // row's own column, not an ambiguous one.
+        let counts = quoted_table(&counts_table(&p.table));
+        let closed_columns: String = p
+            .segment_by
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} AS \"_closed{i}\", ", quote(c)))
+            .collect();
+        let closed_segment: String = p
+            .segment_by
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "(k.\"_closed{i}\" IS NOT DISTINCT FROM {source}.{}) AND ",
+                    quote(c)
+                )
+            })
+            .collect();
+        let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
+            Some(keys) => (
+                format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
+                format!(
+                    "{} OR r.\"_matched\" IS NOT NULL",
+                    SamplingPolicy::keep_expr(&rules)
+                ),
+            ),
+            None => (String::new(), SamplingPolicy::keep_expr(&rules)),
+        };
+        format!(
+            "SELECT {}, date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\", \
+             sample_hash(CAST({source}.{key} AS VARCHAR)) AS \"_h\", \
+             least(greatest(coalesce(CAST(({}) AS DOUBLE PRECISION), 0.0), 0.0), 1.0) AS \"_rate\", \
+             nullif({keep}, NULL) AS \"_keep\", \
+             nullif(k.\"_closed\" IS NOT NULL, NULL) AS \"_late\" \
+             FROM {held} AS {source} {matched}\
+             LEFT JOIN (SELECT DISTINCT {closed_columns}\"hour\" AS \"_closed\" FROM {counts} WHERE closes_hour) k \
+               ON {closed_segment}k.\"_closed\" = date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') \
+             LEFT JOIN (SELECT DISTINCT {key} AS \"_published\" FROM {table} WHERE {ts} >= {hc} AND {ts} < {hc2}) p \
+               ON p.\"_published\" = {source}.{key} \
+             WHERE ({ARRIVED} >= {wm} AND {ARRIVED} < {cutoff}) \
+                OR ({ARRIVED} < {wm} AND {source}.{ts} >= {hc} AND {source}.{ts} < {hc2} AND p.\"_published\" IS NULL)",
+            self.columns()
+                .iter()
+                .map(|c| format!("{source}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.rate,
+        )
+    }
+
+    /// `a.col IS NOT DISTINCT FROM b.col AND ` for each segment column.
+    pub(crate) fn same_segment(&self, a: &str, b: &str) -> String {
+        self.policy
+            .segment_by
+            .iter()
+            .map(|c| {
+                let c = quote(c);
+                format!("({a}.{c} IS NOT DISTINCT FROM {b}.{c}) AND ")
+            })
+            .collect()
+    }
+
+    /// The table's columns, the weight column given by `weight`.
+    pub(crate) fn output_columns(&self, weight: &str) -> Vec<String> {
+        self.def
+            .columns
+            .iter()
+            .map(|c| {
+                if c.name == self.policy.weight {
+                    format!("{weight} AS {}", quote(&c.name))
+                } else {
+                    quote(&c.name)
+                }
+            })
+            .collect()
+    }
+
+    /// Keys of held rows (that `filter` selects) that a table-reading rule
+    /// matches, one filter per rule; None without such rules.
+    pub(crate) fn table_rule_keys(&self, filter: &str) -> Option<String> {
+        let p = self.policy;
+        let rules = p.table_rules();
+        if rules.is_empty() {
+            return None;
+        }
+        let held = quoted_table(&held_table(&p.table));
+        let (source, key) = (quote(&p.table), quote(&p.key));
+        let selects: Vec<String> = rules
+            .iter()
+            .map(|rule| {
+                format!(
+                    "SELECT {source}.{key} AS \"_matched\" FROM {held} AS {source} WHERE {filter} AND ({rule})"
+                )
+            })
+            .collect();
+        Some(selects.join(" UNION "))
+    }
+
+    /// Nominal rows whose (segment, hour) this decision closes.
+    pub(crate) fn closing(&self) -> String {
+        format!(
+            "NOT \"_keep\" AND NOT \"_late\" AND \"_hour\" < {}",
+            ts_literal(self.close_before)
+        )
+    }
+
+    /// Per (segment, hour): rows kept by a rule, late rows and those kept of
+    /// them, rows of closing hours and those under the rate.
+    pub(crate) fn counts_sql(&self) -> String {
+        let seg = self.segments();
+        let (closing, late) = (self.closing(), LATE);
+        format!(
+            "WITH c AS ({}) SELECT {seg}\"_hour\", \
+             count(*) FILTER (WHERE \"_keep\") AS rule, \
+             count(*) FILTER (WHERE {late}) AS late_n, \
+             count(*) FILTER (WHERE {late} AND \"_h\" < \"_rate\") AS late_k, \
+             count(*) FILTER (WHERE {closing}) AS n, \
+             count(*) FILTER (WHERE {closing} AND \"_h\" < \"_rate\") AS k \
+             FROM c GROUP BY {seg}\"_hour\"",
+            self.candidates()
+        )
+    }
+
+    /// The kept rows, in the table's columns, the weight column set.
+    pub(crate) fn kept_sql(&self) -> String {
+        let p = self.policy;
+        let seg = self.segments();
+        let m = p.minimum;
+        let cols = self.columns().join(", ");
+        let same_segment = self.same_segment("c", "s");
+        let out = self.output_columns("\"_w\"");
+        format!(
+            "WITH c AS ({candidates}), \
+             s AS (SELECT {seg}\"_hour\", count(*) AS \"_n\", count(*) FILTER (WHERE \"_h\" < \"_rate\") AS \"_k\" \
+                   FROM c WHERE {closing} GROUP BY {seg}\"_hour\"), \
+             d AS (SELECT c.*, s.\"_n\", s.\"_k\" FROM c JOIN s ON {same_segment}c.\"_hour\" = s.\"_hour\" WHERE NOT c.\"_keep\" AND NOT c.\"_late\"), \
+             small AS (SELECT *, row_number() OVER (PARTITION BY {seg}\"_hour\" ORDER BY \"_h\", {key}) AS \"_rank\" \
+                       FROM d WHERE \"_k\" < {m}) \
+             SELECT {out} FROM ( \
+               SELECT {cols}, 1.0 AS \"_w\" FROM c WHERE \"_keep\" \
+               UNION ALL SELECT {cols}, 1.0 / \"_rate\" AS \"_w\" FROM c WHERE {LATE} AND \"_h\" < \"_rate\" \
+               UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / \"_k\" AS \"_w\" FROM d WHERE \"_k\" >= {m} AND \"_k\" > 0 AND \"_h\" < \"_rate\" \
+               UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / least(\"_n\", {m}) AS \"_w\" FROM small WHERE \"_rank\" <= {m} \
+             ) kept",
+            candidates = self.candidates(),
+            closing = self.closing(),
+            key = quote(&p.key),
+            out = out.join(", "),
+        )
+    }
+
+    /// Dropped rows still in the overflow that a rule reading other tables
+    /// now matches, and that are not in the table.
+    pub(crate) fn rescue_sql(&self, overflow_from: i64) -> Option<String> {
+        let p = self.policy;
+        let source = quote(&p.table);
+        let (ts, key) = (self.ts(), quote(&p.key));
+        let out = self.output_columns("1.0");
+        let decided = format!(
+            "{ARRIVED} < {} AND {ARRIVED} >= {} AND {source}.{ts} < {}",
+            ts_literal(self.marks.decided_through),
+            ts_literal(overflow_from),
+            ts_literal(self.marks.hours_closed_before),
+        );
+        let matched = self.table_rule_keys(&decided)?;
+        Some(format!(
+            "SELECT {}, date_bin(INTERVAL '1 hour', {ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\" \
+             FROM {} AS {source} WHERE {decided} AND {source}.{key} IN ({matched}) \
+             AND {source}.{key} NOT IN (SELECT {key} FROM {} WHERE {key} IS NOT NULL)",
+            out.join(", "),
+            quoted_table(&held_table(&p.table)),
+            quoted_table(&p.table),
+        ))
+    }
+}
+
+/// The counts table's columns for a policy.
+pub(crate) fn counts_schema(policy: &SamplingPolicy, def: &TableDef) -> Result<Schema> {
+    let source = def.schema()?;
+    let mut fields = vec![
+        Field::new("decided_at", time_type(), false),
+        Field::new("hour", time_type(), true),
+    ];
+    for c in &policy.segment_by {
+        let f = source
+            .field_with_name(c)
+            .map_err(|_| missing_column(c, &def.name))?;
+        fields.push(Field::new(c, f.data_type().clone(), true));
+    }
+    for name in [
+        "seen",
+        "kept_by_rule",
+        "kept_by_rate",
+        "kept_for_minimum",
+        "rescued",
+        "dropped",
+    ] {
+        fields.push(Field::new(name, DataType::Int64, false));
+    }
+    fields.push(Field::new("weight", DataType::Float64, true));
+    fields.push(Field::new("closes_hour", DataType::Boolean, false));
+    fields.push(Field::new("decided_through", time_type(), false));
+    fields.push(Field::new("hours_closed_before", time_type(), false));
+    Ok(Schema::new(fields))
+}
+
+pub(crate) fn missing_column(column: &str, table: &str) -> QueryError {
+    QueryError::with_code(
+        "42703",
+        format!("column \"{column}\" of relation \"{table}\" does not exist"),
+    )
+}
+
+/// One row of the counts table.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Count {
+    pub(crate) hour: Option<i64>,
+    /// The segment's values, as one-row arrays of the segment columns.
+    pub(crate) segment: Vec<ArrayRef>,
+    pub(crate) seen: i64,
+    pub(crate) kept_by_rule: i64,
+    pub(crate) kept_by_rate: i64,
+    pub(crate) kept_for_minimum: i64,
+    pub(crate) rescued: i64,
+    pub(crate) dropped: i64,
+    pub(crate) weight: Option<f64>,
+    /// Whether this decision closed the (segment, hour).
+    pub(crate) closes_hour: bool,
+}
+
+pub(crate) fn counts_batch(
+    schema: &SchemaRef,
+    segments: usize,
+    counts: &[Count],
+    decided_at: i64,
+    marks: Marks,
+) -> Result<RecordBatch> {
+    let n = counts.len();
+    let stamp = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v; n])) };
+    let mut columns: Vec<ArrayRef> = vec![
+        stamp(decided_at),
+        Arc::new(TimestampMicrosecondArray::from(
+            counts.iter().map(|c| c.hour).collect::<Vec<_>>(),
+        )),
+    ];
+    for i in 0..segments {
+        let field = schema.field(2 + i);
+        let parts: Vec<ArrayRef> = counts
+            .iter()
+            .map(|c| {
+                c.segment
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| arrow::array::new_null_array(field.data_type(), 1))
+            })
+            .collect();
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        columns.push(if refs.is_empty() {
+            arrow::array::new_empty_array(field.data_type())
+        } else {
+            arrow::compute::concat(&refs)?
+        });
+    }
+    let ints = |f: fn(&Count) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from(counts.iter().map(f).collect::<Vec<_>>()))
+    };
+    columns.push(ints(|c| c.seen));
+    columns.push(ints(|c| c.kept_by_rule));
+    columns.push(ints(|c| c.kept_by_rate));
+    columns.push(ints(|c| c.kept_for_minimum));
+    columns.push(ints(|c| c.rescued));
+    columns.push(ints(|c| c.dropped));
+    columns.push(Arc::new(Float64Array::from(
+        counts.iter().map(|c| c.weight).collect::<Vec<_>>(),
+    )));
+    columns.push(Arc::new(BooleanArray::from(
+        counts.iter().map(|c| c.closes_hour).collect::<Vec<_>>(),
+    )));
+    columns.push(stamp(marks.decided_through));
+    columns.push(stamp(marks.hours_closed_before));
+    // The time columns' time zone comes from the schema.
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(&c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+pub(crate) fn int_at(batch: &RecordBatch, name: &str, row: usize) -> Result<i64> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| QueryError::with_code("XX000", format!("no column {name}")))?;
+    let column = arrow::compute::cast(column, &DataType::Int64)?;
+    let column = column.as_primitive::<Int64Type>();
+    Ok(if column.is_null(row) {
+        0
+    } else {
+        column.value(row)
+    })
+}
+
+/// Timestamps (of any unit) as microseconds since the epoch.
+pub(crate) fn micros(column: &ArrayRef) -> Result<ArrayRef> {
+    let unit = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
+    Ok(arrow::compute::cast(
+        &arrow::compute::cast(column, &unit)?,
+        &DataType::Int64,
+    )?)
+}
+
+/// Reads the counts query's groups into counts-table rows.
+pub(crate) fn counts_from(batch: &RecordBatch, policy: &SamplingPolicy) -> Result<Vec<Count>> {
+    let segments = policy.segment_by.len();
+    let hours = micros(batch.column(segments))?;
+    let hours = hours.as_primitive::<Int64Type>();
+    let m = policy.minimum as i64;
+    let mut out = Vec::new();
+    for row in 0..batch.num_rows() {
+        let get = |name| int_at(batch, name, row);
+        let (rule, late_n, late_k, n, k) = (
+            get("rule")?,
+            get("late_n")?,
+            get("late_k")?,
+            get("n")?,
+            get("k")?,
+        );
+        if rule + late_n + n == 0 {
+            continue;
+        }
+        let small = n > 0 && k < m;
+        let for_minimum = if small { n.min(m) } else { 0 };
+        let by_rate = late_k + if small { 0 } else { k };
+        let sampled = if small { n.min(m) } else { k };
+        let weight = (sampled > 0).then(|| n as f64 / sampled as f64);
+        out.push(Count {
+            hour: hours.is_valid(row).then(|| hours.value(row)),
+            segment: (0..segments)
+                .map(|i| batch.column(i).slice(row, 1))
+                .collect(),
+            seen: rule + late_n + n,
+            kept_by_rule: rule,
+            kept_by_rate: by_rate,
+            kept_for_minimum: for_minimum,
+            rescued: 0,
+            dropped: late_n - late_k + n - sampled,
+            weight,
+            closes_hour: n > 0,
+        });
+    }
+    Ok(out)
+}
+
+/// Creates (or widens) the counts table for a policy.
+pub(crate) async fn ensure_counts_table(storage: &Storage, policy: &SamplingPolicy) -> Result<()> {
+    let def = storage.table(&policy.table)?;
+    let schema = counts_schema(policy, &def)?;
+    let name = counts_table(&policy.table);
+    let request = CreateTable {
+        time_column: Some("decided_at".into()),
+        partition_column: Some(None),
+        bucket_micros: Some(30 * 24 * HOUR),
+        ttl_micros: None,
+        versions: None,
+        derived: None,
+    };
+    if !storage.create_table(&name, &schema, request, true).await? {
+        for field in schema.fields().iter().skip(2).take(policy.segment_by.len()) {
+            storage.add_column(&name, field, true).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn read_marks(session: &mut dyn SqlSession, table: &str) -> Result<Marks> {
+    let sql = format!(
+        "SELECT CAST(max(decided_through) AS BIGINT), CAST(max(hours_closed_before) AS BIGINT) FROM {}",
+        quoted_table(&counts_table(table))
+    );
+    let batches = session.query(&sql).await?;
+    let first = |i: usize| -> i64 {
+        batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| b.column(i).as_primitive::<Int64Type>())
+            .filter(|c| c.is_valid(0))
+            .map(|c| c.value(0))
+            .unwrap_or(0)
+    };
+    Ok(Marks {
+        decided_through: first(0),
+        hours_closed_before: first(1),
+    })
+}
+
+pub(crate) async fn collect(session: &mut dyn SqlSession, sql: &str) -> Result<RecordBatch> {
+    let plan = session.logical_plan(sql).await?;
+    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let batches: Vec<RecordBatch> = session
+        .execute_logical(plan)
+        .await?
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+/// Writes kept rows and counts together: one WAL record, or for many rows
+/// one bulk load committed with the counts.
+pub(crate) async fn commit(
+    storage: &Storage,
+    table: &str,
+    kept: RecordBatch,
+    counts: (String, RecordBatch),
+) -> Result<()> {
+    if kept.num_rows() <= WAL_ROWS {
+        storage
+            .write_group(vec![counts, (table.to_string(), kept)])
+            .await?;
+    } else {
+        let rows = futures::stream::iter(
+            (0..kept.num_rows())
+                .step_by(WAL_ROWS)
+                .map(move |i| Ok(kept.slice(i, WAL_ROWS.min(kept.num_rows() - i))))
+                .collect::<Vec<_>>(),
+        );
+        storage
+            .bulk_load_with(table, rows, move || async move { Ok(vec![counts]) })
+            .await?;
+    }
+    Ok(())
+}
+
+impl Decisions {
+    /// Decides what is due in every sampled table.
+    pub(crate) async fn decide_all(&self, lookout: &Lookout, clock: Clock) -> Result<Decided> {
+        let mut total = Decided::default();
+        let names: Vec<String> = lookout
+            .storage()
+            .manifest()?
+            .tables
+            .values()
+            .filter_map(|e| e.def.derived.as_ref().filter(|d| is_sampling(d)))
+            .map(|d| d.source.clone())
+            .collect();
+        // One table's failure (a keep-rule reading a dropped table) does not
+        // hold up the others; the first error is returned after all ran.
+        let mut first_error = None;
+        for table in names {
+            match self.decide(lookout, &table, clock).await {
+                Ok(d) => {
+                    total.kept += d.kept;
+                    total.dropped += d.dropped;
+                    total.rescued += d.rescued;
+                }
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "sampling decision failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(total), Err)
+    }
+
+    /// Decides what is due in one sampled table.
+    pub(crate) async fn decide(
+        &self,
+        lookout: &Lookout,
+        table: &str,
+        clock: Clock,
+    ) -> Result<Decided> {
+        // Every write that took its arrival time before this has committed.
+        let real = {
+            let _gate = lookout.ingest().gate().write().await;
+            lookout.storage().clock().now_micros()
+        };
+        let result = self.decide_at(lookout, table, clock, real).await;
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => failures.remove(table),
+            Err(e) => failures.insert(table.to_string(), e.to_string()),
+        };
+        result
+    }
+
+    /// Forgets `table`'s last error (its policy was set anew or reset).
+    pub(crate) fn forget_failure(&self, table: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(table);
+    }
+
+    /// The error of `table`'s last decision, if it failed.
+    pub(crate) fn failure(&self, table: &str) -> Option<String> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.get(table).cloned()
+    }
+
+    /// Decides what is due in one sampled table, for rows that arrived
+    /// before `real` (all of which have committed).
+    pub(crate) async fn decide_at(
+        &self,
+        lookout: &Lookout,
+        table: &str,
+        clock: Clock,
+        real: i64,
+    ) -> Result<Decided> {
+        let _running = self.running.lock().await;
+        let storage = lookout.storage();
+        let Some(policy) = policy_of(storage, table)? else {
+            return Err(QueryError::with_code(
+                "55000",
+                format!("table \"{table}\" is not sampled"),
+            ));
+        };
+        let mut session = lookout.session();
+        let stored = read_marks(&mut session, table).await?;
+        // Marks this process advanced past rows that only wait for their
+        // hour (nothing written); after a restart those rows are looked at
+        // again, which decides nothing twice.
+        let marks = {
+            let cached = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.get(table) {
+                Some(m)
+                    if m.decided_through >= stored.decided_through
+                        && m.hours_closed_before >= stored.hours_closed_before =>
+                {
+                    *m
+                }
+                _ => stored,
+            }
+        };
+        let def = storage.table(table)?;
+        let mut cutoff = (clock.now - policy.window).min(real);
+        let mut close_before = floor_hour(clock.now - 2 * policy.window);
+        if clock.close_all {
+            cutoff = real;
+            let sql = format!(
+                "SELECT CAST(max({}) AS BIGINT) FROM {}",
+                quote(&def.options.time_column),
+                quoted_table(&held_table(table))
+            );
+            let last = collect(&mut session, &sql).await?;
+            let last = last.column(0).as_primitive::<Int64Type>();
+            if last.is_valid(0) {
+                close_before = close_before.max(floor_hour(last.value(0)) + HOUR);
+            }
+        }
+        let plan = Plan {
+            policy: &policy,
+            def,
+            marks,
+            cutoff: cutoff.max(marks.decided_through),
+            close_before: close_before.max(marks.hours_closed_before),
+        };
+        let mut decided = Decided::default();
+        let advanced = Marks {
+            decided_through: plan.cutoff,
+            hours_closed_before: plan.close_before,
+        };
+        if advanced != marks {
+            let counts = counts_from(&collect(&mut session, &plan.counts_sql()).await?, &policy)?;
+            if counts.is_empty() {
+                // Nothing decided: only rows waiting for their hour arrived.
+                self.marks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(table.to_string(), advanced);
+            } else {
+                let kept = collect(&mut session, &plan.kept_sql()).await?;
+                let schema = storage.table(&counts_table(table))?.schema()?;
+                let batch =
+                    counts_batch(&schema, policy.segment_by.len(), &counts, real, advanced)?;
+                decided.kept = kept.num_rows() as u64;
+                decided.dropped = counts.iter().map(|c| c.dropped as u64).sum();
+                let expected: i64 = counts
+                    .iter()
+                    .map(|c| c.kept_by_rule + c.kept_by_rate + c.kept_for_minimum)
+                    .sum();
+                if expected != kept.num_rows() as i64 {
+                    return Err(QueryError::with_code(
+                        "XX000",
+                        format!(
+                            "sampling of \"{table}\": {} rows selected but {expected} counted; nothing was written",
+                            kept.num_rows()
+                        ),
+                    ));
+                }
+                commit(storage, table, kept, (counts_table(table), batch)).await?;
+                self.marks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(table.to_string(), advanced);
+            }
+        }
+        let plan = Plan {
+            marks: advanced,
+            ..plan
+        };
+        decided.rescued = self
+            .rescue(lookout, &mut session, &plan, real, clock)
+            .await?;
+        self.collect_held(storage, &plan, real).await?;
+        Ok(decided)
+    }
+
+    pub(crate) async fn rescue(
+        &self,
+        lookout: &Lookout,
+        session: &mut dyn SqlSession,
+        plan: &Plan<'_>,
+        real: i64,
+        clock: Clock,
+    ) -> Result<u64> {
+        let policy = plan.policy;
+        let Some(sql) = plan.rescue_sql(real - policy.overflow) else {
+            return Ok(0);
+        };
+        {
+            let mut last = self.last_rescue.lock().unwrap_or_else(|p| p.into_inner());
+            let due = clock.rescue_now
+                || last
+                    .get(&policy.table)
+                    .is_none_or(|t| t.elapsed() >= RESCUE_EVERY);
+            if !due {
+                return Ok(0);
+            }
+            last.insert(policy.table.clone(), Instant::now());
+        }
+        let found = collect(session, &sql).await?;
+        if found.num_rows() == 0 {
+            return Ok(0);
+        }
+        // Counts of rescued rows per (segment, hour).
+        let segments = policy.segment_by.len();
+        let hour_col = found.num_columns() - 1;
+        let mut counts: Vec<Count> = Vec::new();
+        let hours = micros(found.column(hour_col))?;
+        let hours = hours.as_primitive::<Int64Type>();
+        let seg_cols: Vec<ArrayRef> = policy
+            .segment_by
+            .iter()
+            .map(|c| {
+                found
+                    .column_by_name(c)
+                    .cloned()
+                    .ok_or_else(|| missing_column(c, &policy.table))
+            })
+            .collect::<Result<_>>()?;
+        for row in 0..found.num_rows() {
+            let segment: Vec<ArrayRef> = seg_cols.iter().map(|c| c.slice(row, 1)).collect();
+            let hour = hours.is_valid(row).then(|| hours.value(row));
+            let same = |c: &&mut Count| {
+                c.hour == hour
+                    && c.segment
+                        .iter()
+                        .zip(&segment)
+                        .all(|(a, b)| a.to_data() == b.to_data())
+            };
+            match counts.iter_mut().find(same) {
+                Some(c) => {
+                    c.rescued += 1;
+                    c.dropped -= 1;
+                }
+                None => counts.push(Count {
+                    hour,
+                    segment,
+                    rescued: 1,
+                    dropped: -1,
+                    ..Count::default()
+                }),
+            }
+        }
+        let storage = lookout.storage();
+        let kept = found.project(&(0..hour_col).collect::<Vec<_>>())?;
+        let schema = storage.table(&counts_table(&policy.table))?.schema()?;
+        let batch = counts_batch(&schema, segments, &counts, real, plan.marks)?;
+        let n = kept.num_rows() as u64;
+        commit(
+            storage,
+            &policy.table,
+            kept,
+            (counts_table(&policy.table), batch),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// Drops held files whose rows are all decided and past the overflow.
+    pub(crate) async fn collect_held(
+        &self,
+        storage: &Storage,
+        plan: &Plan<'_>,
+        real: i64,
+    ) -> Result<()> {
+        let expired_before = plan.marks.decided_through.min(real - plan.policy.overflow);
+        let closed = plan.marks.hours_closed_before;
+        let ts = plan.def.options.time_column.clone();
+        storage
+            .drop_files(&held_table(&plan.policy.table), |f| {
+                let decided = matches!(
+                    f.stats.get(&ts).and_then(|s| s.max.as_ref()),
+                    Some(lookout_storage::StatValue::Int(max)) if *max < closed
+                );
+                decided && f.max_time < expired_before
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs decisions every `interval` until the database closes.
+pub(crate) fn spawn_decisions(
+    lookout: Lookout,
+    decisions: Arc<Decisions>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let clock = Clock {
+                now: lookout.storage().clock().now_micros(),
+                close_all: false,
+                rescue_now: false,
+            };
+            // Failures are logged per table; the next tick retries.
+            let _ = decisions.decide_all(&lookout, clock).await;
+        }
+    })
+}
