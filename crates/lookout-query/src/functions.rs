@@ -219,8 +219,7 @@ impl SettingFunction {
             } else {
                 values.value(row)
             };
-            crate::session::check_setting(&name, value)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            check_setting(&name, value).map_err(|e| DataFusionError::External(Box::new(e)))?;
             if !(local.is_valid(row) && local.value(row)) {
                 self.values.assign(&name, value);
             }
@@ -788,5 +787,45 @@ mod tests {
         assert_eq!(interpolate(&v, 0.0), 1.0);
         assert_eq!(interpolate(&v, 1.0), 4.0);
         assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
+    }
+}
+
+/// Refuses values Lookout cannot take: a `lookout.now` that is not a
+/// timestamp, a time zone other than UTC.
+pub(crate) fn check_setting(key: &str, value: &str) -> crate::Result<()> {
+    let is_default = value.eq_ignore_ascii_case("default") || value.is_empty();
+    match key {
+        "lookout.now" if !is_default && crate::copy::parse_timestamp_micros(value).is_none() => {
+            Err(crate::QueryError::with_code(
+                "22007",
+                format!("invalid value for lookout.now: \"{value}\" (expected a timestamp)"),
+            ))
+        }
+        "statement_timeout" => crate::interrupt::parse(value).map(|_| ()),
+        "time zone" | "timezone" => {
+            let utc = [
+                "utc",
+                "etc/utc",
+                "gmt",
+                "z",
+                "+00",
+                "+00:00",
+                "0",
+                "zulu",
+                "universal",
+                "default",
+            ];
+            if utc.contains(&value.to_ascii_lowercase().as_str()) {
+                Ok(())
+            } else {
+                Err(crate::QueryError::with_code(
+                    "22023",
+                    format!(
+                        "Lookout shows every timestamp in UTC; time zone \"{value}\" is not supported"
+                    ),
+                ))
+            }
+        }
+        _ => Ok(()),
     }
 }

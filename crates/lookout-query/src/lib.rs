@@ -51,6 +51,12 @@ pub use import::ImportProgress;
 pub use ingest::Ingest;
 pub use json::{JsonKind, json_kind};
 
+/// Registers Lookout's functions (monitoring aggregates, PostgreSQL's
+/// functions, JSON) in a context an extension plans its own queries in.
+pub fn register_functions(ctx: &datafusion::prelude::SessionContext) {
+    crate::functions::register(ctx);
+}
+
 /// Parses a `statement_timeout` value as PostgreSQL does (a bare number is
 /// milliseconds, otherwise an interval); `None` for 0, no timeout.
 pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration>> {
@@ -58,7 +64,8 @@ pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration
 }
 pub use ext::one_expression;
 pub use pg::compat::is_oid_field;
-pub use session::{Prepared, Session};
+pub use session::Session;
+pub use session::prepare::Prepared;
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ async fn run_over(
     sql: &str,
 ) -> Result<RecordBatch> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    lookout_query::ext::register_functions(&ctx);
+    lookout_query::register_functions(&ctx);
     let table = MemTable::try_new(Arc::clone(&schema), vec![rows])?;
     ctx.register_table(
         datafusion::common::TableReference::bare(name.to_string()),

@@ -23,9 +23,4 @@ pub use statement::{Command, ExtStatement, SqlExtension, SqlSession, split_state
 
 pub use crate::ingest::{Derive, IngestHook, Redirect};
 
-/// Registers Lookout's functions (monitoring aggregates, PostgreSQL's
-/// functions, JSON) in a context an extension plans its own queries in.
-pub fn register_functions(ctx: &datafusion::prelude::SessionContext) {
-    crate::functions::register(ctx);
-}
 pub use crate::table::derived::{DerivedKind, DerivedKinds};
