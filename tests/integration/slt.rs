@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sqllogictest::{DBOutput, DefaultColumnType};
+use sqllogictest::DBOutput;
 
 use crate::harness::{TestServer, alert_statements, connect};
 
@@ -22,12 +22,83 @@ struct Postgres {
     client: tokio_postgres::Client,
 }
 
+/// A result column's type as a file declares it: `T` text (and every type
+/// without a letter of its own), `I` integer, `R` floating point or numeric,
+/// `B` boolean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SltType {
+    Text,
+    Integer,
+    Float,
+    Boolean,
+    /// Not known: the database could not describe the query on its own.
+    Any,
+}
+
+impl sqllogictest::ColumnType for SltType {
+    fn from_char(value: char) -> Option<Self> {
+        Some(match value {
+            'T' => SltType::Text,
+            'I' => SltType::Integer,
+            'R' => SltType::Float,
+            'B' => SltType::Boolean,
+            _ => return None,
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            SltType::Text => 'T',
+            SltType::Integer => 'I',
+            SltType::Float => 'R',
+            SltType::Boolean => 'B',
+            SltType::Any => '?',
+        }
+    }
+}
+
+impl Postgres {
+    /// The types of a query's `n` columns as the extended protocol
+    /// describes them; `Any` where it cannot be described on its own
+    /// (several statements in one string).
+    async fn column_types(&self, sql: &str, n: usize) -> Vec<SltType> {
+        use tokio_postgres::types::Type;
+        match self.client.prepare(sql).await {
+            Ok(statement) if statement.columns().len() == n => statement
+                .columns()
+                .iter()
+                .map(|c| match *c.type_() {
+                    Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => SltType::Integer,
+                    Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => SltType::Float,
+                    Type::BOOL => SltType::Boolean,
+                    _ => SltType::Text,
+                })
+                .collect(),
+            _ => vec![SltType::Any; n],
+        }
+    }
+}
+
+/// Each column's type as the file declares it, where the database could
+/// tell it.
+#[expect(
+    clippy::ptr_arg,
+    reason = "sqllogictest's validator type takes vectors"
+)]
+fn columns_match(actual: &Vec<SltType>, expected: &Vec<SltType>) -> bool {
+    actual.len() == expected.len()
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| *a == SltType::Any || a == e)
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for Postgres {
     type Error = SqlError;
-    type ColumnType = DefaultColumnType;
+    type ColumnType = SltType;
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>, SqlError> {
         let messages = self.client.simple_query(sql).await.map_err(|e| {
             SqlError(match e.as_db_error() {
                 // Errors read "<SQLSTATE>: <message>" so files can match either.
@@ -59,7 +130,7 @@ impl sqllogictest::AsyncDB for Postgres {
         }
         match columns {
             Some(n) => Ok(DBOutput::Rows {
-                types: vec![DefaultColumnType::Any; n],
+                types: self.column_types(sql, n).await,
                 rows,
             }),
             None => Ok(DBOutput::StatementComplete(affected)),
@@ -106,6 +177,7 @@ async fn sqllogictest_files() {
                 client: connect(addr).await,
             })
         });
+        runner.with_column_validator(columns_match);
         runner
             .run_file_async(&file)
             .await

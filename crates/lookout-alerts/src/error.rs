@@ -1,6 +1,6 @@
 //! Errors of the alert engine, each with the SQLSTATE a client sees.
 
-use lookout_query::QueryError;
+use lookout_query::{QueryError, SqlState};
 use thiserror::Error;
 
 /// An alert statement or evaluation failed.
@@ -40,18 +40,23 @@ impl AlertError {
         AlertError::Syntax(message.into())
     }
 
-    /// The Postgres SQLSTATE of this error.
-    pub fn sqlstate(&self) -> &'static str {
+    /// What kind of error this is, as PostgreSQL classifies it.
+    pub fn state(&self) -> SqlState {
         match self {
-            AlertError::Syntax(_) => "42601",
-            AlertError::InvalidValue(_) => "22023",
-            AlertError::InvalidDatetime(_) => "22007",
-            AlertError::NotFound(_) => "42704",
-            AlertError::Exists(_) => "42710",
-            AlertError::InvalidQuery(_) => "42P17",
-            AlertError::Query(e) => e.sqlstate(),
-            AlertError::Delivery(_) => "08006",
+            AlertError::Syntax(_) => SqlState::SyntaxError,
+            AlertError::InvalidValue(_) => SqlState::InvalidParameterValue,
+            AlertError::InvalidDatetime(_) => SqlState::InvalidDatetimeFormat,
+            AlertError::NotFound(_) => SqlState::UndefinedObject,
+            AlertError::Exists(_) => SqlState::DuplicateObject,
+            AlertError::InvalidQuery(_) => SqlState::InvalidObjectDefinition,
+            AlertError::Query(e) => e.state(),
+            AlertError::Delivery(_) => SqlState::ConnectionFailure,
         }
+    }
+
+    /// The five-character SQLSTATE a client gets for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        self.state().code()
     }
 }
 
@@ -59,7 +64,7 @@ impl From<AlertError> for QueryError {
     fn from(e: AlertError) -> QueryError {
         match e {
             AlertError::Query(q) => q,
-            other => QueryError::with_code(other.sqlstate(), other.to_string()),
+            other => QueryError::new(other.state(), other.to_string()),
         }
     }
 }

@@ -392,8 +392,8 @@ impl AlertStatements {
     /// integer `n` with MIN SAMPLES).
     async fn check_query(&self, rule: &RuleDef, session: &dyn SqlSession) -> Result<()> {
         let schema = session.describe(&rule.query).await.map_err(|e| {
-            AlertError::Query(QueryError::with_code(
-                e.sqlstate(),
+            AlertError::Query(QueryError::new(
+                e.state(),
                 format!("the query of alert \"{}\" does not plan: {e}", rule.name),
             ))
         })?;

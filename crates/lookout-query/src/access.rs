@@ -9,6 +9,7 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Statement};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Access, Command};
 
@@ -193,8 +194,8 @@ fn denied(user: &str, granted: Access, needed: Access) -> QueryError {
         Access::Write => "write or change tables",
         Access::Admin => "manage alerts and roles, or read and write server files",
     };
-    QueryError::with_code(
-        "42501",
+    QueryError::new(
+        SqlState::InsufficientPrivilege,
         format!(
             "permission denied: role \"{user}\" ({}) may not {what}",
             granted.role_name()

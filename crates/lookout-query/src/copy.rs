@@ -11,6 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::format::{pg_type_name, write_value};
 
@@ -358,8 +359,8 @@ impl CopyDecoder {
 
     fn decode(&mut self, data: &[u8]) -> Result<()> {
         let text = std::str::from_utf8(data).map_err(|e| {
-            QueryError::with_code(
-                "22021",
+            QueryError::new(
+                SqlState::CharacterNotInRepertoire,
                 format!(
                     "invalid byte sequence for encoding \"UTF8\" near line {}: {e}",
                     self.line + 1
@@ -422,8 +423,8 @@ impl CopyDecoder {
             } else {
                 String::new()
             };
-            return Err(QueryError::with_code(
-                "22P04",
+            return Err(QueryError::new(
+                SqlState::BadCopyFileFormat,
                 format!("{what}{column} (COPY {}, line {})", self.table, self.line),
             ));
         }
@@ -432,8 +433,8 @@ impl CopyDecoder {
             match value {
                 None => {
                     if !field.is_nullable() {
-                        return Err(QueryError::with_code(
-                            "23502",
+                        return Err(QueryError::new(
+                            SqlState::NotNullViolation,
                             format!(
                                 "null value in column \"{}\" of relation \"{}\" violates not-null constraint (COPY {}, line {})",
                                 field.name(),
@@ -451,11 +452,11 @@ impl CopyDecoder {
                             field.data_type(),
                             DataType::Timestamp(_, _) | DataType::Date32
                         ) {
-                            "22007"
+                            SqlState::InvalidDatetimeFormat
                         } else {
-                            "22P02"
+                            SqlState::InvalidTextRepresentation
                         };
-                        return Err(QueryError::with_code(
+                        return Err(QueryError::new(
                             code,
                             format!(
                                 "invalid input syntax for type {}: \"{}\" (COPY {}, line {}, column {})",
@@ -487,7 +488,7 @@ impl CopyDecoder {
             .map(ColumnBuilder::finish)
             .collect();
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+            .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
         self.batches.push(batch);
         Ok(())
     }
@@ -522,12 +523,12 @@ impl SplitError {
     fn at(self, table: &str, line: usize) -> QueryError {
         match self {
             SplitError::Nul => nul_byte(line),
-            SplitError::Encoding => QueryError::with_code(
-                "22021",
+            SplitError::Encoding => QueryError::new(
+                SqlState::CharacterNotInRepertoire,
                 format!("invalid byte sequence for encoding \"UTF8\" (COPY {table}, line {line})"),
             ),
-            SplitError::UnterminatedQuote => QueryError::with_code(
-                "22P04",
+            SplitError::UnterminatedQuote => QueryError::new(
+                SqlState::BadCopyFileFormat,
                 format!("unterminated CSV quoted field (COPY {table}, line {line})"),
             ),
         }
@@ -535,8 +536,8 @@ impl SplitError {
 }
 
 fn nul_byte(line: usize) -> QueryError {
-    QueryError::with_code(
-        "22021",
+    QueryError::new(
+        SqlState::CharacterNotInRepertoire,
         format!("invalid byte sequence for encoding \"UTF8\": 0x00 (line {line})"),
     )
 }

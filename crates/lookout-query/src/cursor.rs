@@ -13,6 +13,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::{FetchDirection, Value};
 use futures::StreamExt;
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// An open cursor: the rest of its query's rows.
@@ -45,17 +46,23 @@ impl std::fmt::Debug for Cursors {
 }
 
 fn not_found(name: &str) -> QueryError {
-    QueryError::with_code("34000", format!("cursor \"{name}\" does not exist"))
+    QueryError::new(
+        SqlState::InvalidCursorName,
+        format!("cursor \"{name}\" does not exist"),
+    )
 }
 
 /// How many rows a `FETCH` asks for (`None` = all).
 pub(crate) fn fetch_count(direction: &FetchDirection) -> Result<Option<usize>> {
     let count = |v: &Value| match v {
-        Value::Number(n, _) => n
-            .parse::<usize>()
-            .map_err(|_| QueryError::with_code("22023", format!("invalid FETCH count {n}"))),
-        other => Err(QueryError::with_code(
-            "22023",
+        Value::Number(n, _) => n.parse::<usize>().map_err(|_| {
+            QueryError::new(
+                SqlState::InvalidParameterValue,
+                format!("invalid FETCH count {n}"),
+            )
+        }),
+        other => Err(QueryError::new(
+            SqlState::InvalidParameterValue,
             format!("invalid FETCH count {other}"),
         )),
     };
@@ -65,8 +72,8 @@ pub(crate) fn fetch_count(direction: &FetchDirection) -> Result<Option<usize>> {
             count(&limit.value).map(Some)
         }
         FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
-        other => Err(QueryError::with_code(
-            "55000",
+        other => Err(QueryError::new(
+            SqlState::ObjectNotInPrerequisiteState,
             format!("cursor can only scan forward (FETCH {other} is not supported)"),
         )),
     }
@@ -88,8 +95,8 @@ impl Cursors {
     ) -> Result<()> {
         let mut open = self.lock();
         if open.contains_key(name) {
-            return Err(QueryError::with_code(
-                "42P03",
+            return Err(QueryError::new(
+                SqlState::DuplicateCursor,
                 format!("cursor \"{name}\" already exists"),
             ));
         }
@@ -245,7 +252,7 @@ impl CursorsTable {
             ),
         ];
         RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|e| QueryError::with_code("XX000", e.to_string()))
+            .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))
     }
 }
 

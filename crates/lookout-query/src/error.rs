@@ -14,11 +14,249 @@ pub enum QueryError {
     /// An error with an explicit SQLSTATE.
     #[error("{message}")]
     Sql {
-        /// Five-character SQLSTATE.
-        code: &'static str,
+        /// What kind of error it is.
+        state: SqlState,
         /// Human-readable message.
         message: String,
     },
+}
+
+/// A PostgreSQL error code (SQLSTATE), by its name in PostgreSQL's
+/// `errcodes.txt`. Errors carry it typed; [`SqlState::code`] maps it to the
+/// five characters at the edge (the wire, the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SqlState {
+    /// `08006` connection_failure.
+    ConnectionFailure,
+    /// `08P01` protocol_violation.
+    ProtocolViolation,
+    /// `0A000` feature_not_supported.
+    FeatureNotSupported,
+    /// `22000` data_exception.
+    DataException,
+    /// `22003` numeric_value_out_of_range.
+    NumericValueOutOfRange,
+    /// `22004` null_value_not_allowed.
+    NullValueNotAllowed,
+    /// `22007` invalid_datetime_format.
+    InvalidDatetimeFormat,
+    /// `22012` division_by_zero.
+    DivisionByZero,
+    /// `2201E` invalid_argument_for_logarithm.
+    InvalidArgumentForLogarithm,
+    /// `22021` character_not_in_repertoire.
+    CharacterNotInRepertoire,
+    /// `22023` invalid_parameter_value.
+    InvalidParameterValue,
+    /// `22P02` invalid_text_representation.
+    InvalidTextRepresentation,
+    /// `22P04` bad_copy_file_format.
+    BadCopyFileFormat,
+    /// `22P05` untranslatable_character.
+    UntranslatableCharacter,
+    /// `23502` not_null_violation.
+    NotNullViolation,
+    /// `25P01` no_active_sql_transaction.
+    NoActiveSqlTransaction,
+    /// `25P02` in_failed_sql_transaction.
+    InFailedSqlTransaction,
+    /// `28000` invalid_authorization_specification.
+    InvalidAuthorizationSpecification,
+    /// `28P01` invalid_password.
+    InvalidPassword,
+    /// `2BP01` dependent_objects_still_exist.
+    DependentObjectsStillExist,
+    /// `34000` invalid_cursor_name.
+    InvalidCursorName,
+    /// `3B001` invalid_savepoint_specification.
+    InvalidSavepointSpecification,
+    /// `3F000` invalid_schema_name.
+    InvalidSchemaName,
+    /// `42501` insufficient_privilege.
+    InsufficientPrivilege,
+    /// `42601` syntax_error.
+    SyntaxError,
+    /// `42602` invalid_name.
+    InvalidName,
+    /// `42701` duplicate_column.
+    DuplicateColumn,
+    /// `42702` ambiguous_column.
+    AmbiguousColumn,
+    /// `42703` undefined_column.
+    UndefinedColumn,
+    /// `42704` undefined_object.
+    UndefinedObject,
+    /// `42710` duplicate_object.
+    DuplicateObject,
+    /// `42804` datatype_mismatch.
+    DatatypeMismatch,
+    /// `42809` wrong_object_type.
+    WrongObjectType,
+    /// `42883` undefined_function.
+    UndefinedFunction,
+    /// `42P01` undefined_table.
+    UndefinedTable,
+    /// `42P03` duplicate_cursor.
+    DuplicateCursor,
+    /// `42P07` duplicate_table.
+    DuplicateTable,
+    /// `42P10` invalid_column_reference.
+    InvalidColumnReference,
+    /// `42P16` invalid_table_definition.
+    InvalidTableDefinition,
+    /// `42P17` invalid_object_definition.
+    InvalidObjectDefinition,
+    /// `53200` out_of_memory.
+    OutOfMemory,
+    /// `53300` too_many_connections.
+    TooManyConnections,
+    /// `54000` program_limit_exceeded.
+    ProgramLimitExceeded,
+    /// `54001` statement_too_complex.
+    StatementTooComplex,
+    /// `55000` object_not_in_prerequisite_state.
+    ObjectNotInPrerequisiteState,
+    /// `55006` object_in_use.
+    ObjectInUse,
+    /// `57014` query_canceled.
+    QueryCanceled,
+    /// `57P01` admin_shutdown.
+    AdminShutdown,
+    /// `58030` io_error.
+    IoError,
+    /// `58P01` undefined_file.
+    UndefinedFile,
+    /// `XX000` internal_error.
+    InternalError,
+    /// `XX001` data_corrupted.
+    DataCorrupted,
+}
+
+impl SqlState {
+    /// The five-character code clients see.
+    pub fn code(self) -> &'static str {
+        match self {
+            SqlState::ConnectionFailure => "08006",
+            SqlState::ProtocolViolation => "08P01",
+            SqlState::FeatureNotSupported => "0A000",
+            SqlState::DataException => "22000",
+            SqlState::NumericValueOutOfRange => "22003",
+            SqlState::NullValueNotAllowed => "22004",
+            SqlState::InvalidDatetimeFormat => "22007",
+            SqlState::DivisionByZero => "22012",
+            SqlState::InvalidArgumentForLogarithm => "2201E",
+            SqlState::CharacterNotInRepertoire => "22021",
+            SqlState::InvalidParameterValue => "22023",
+            SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::BadCopyFileFormat => "22P04",
+            SqlState::UntranslatableCharacter => "22P05",
+            SqlState::NotNullViolation => "23502",
+            SqlState::NoActiveSqlTransaction => "25P01",
+            SqlState::InFailedSqlTransaction => "25P02",
+            SqlState::InvalidAuthorizationSpecification => "28000",
+            SqlState::InvalidPassword => "28P01",
+            SqlState::DependentObjectsStillExist => "2BP01",
+            SqlState::InvalidCursorName => "34000",
+            SqlState::InvalidSavepointSpecification => "3B001",
+            SqlState::InvalidSchemaName => "3F000",
+            SqlState::InsufficientPrivilege => "42501",
+            SqlState::SyntaxError => "42601",
+            SqlState::InvalidName => "42602",
+            SqlState::DuplicateColumn => "42701",
+            SqlState::AmbiguousColumn => "42702",
+            SqlState::UndefinedColumn => "42703",
+            SqlState::UndefinedObject => "42704",
+            SqlState::DuplicateObject => "42710",
+            SqlState::DatatypeMismatch => "42804",
+            SqlState::WrongObjectType => "42809",
+            SqlState::UndefinedFunction => "42883",
+            SqlState::UndefinedTable => "42P01",
+            SqlState::DuplicateCursor => "42P03",
+            SqlState::DuplicateTable => "42P07",
+            SqlState::InvalidColumnReference => "42P10",
+            SqlState::InvalidTableDefinition => "42P16",
+            SqlState::InvalidObjectDefinition => "42P17",
+            SqlState::OutOfMemory => "53200",
+            SqlState::TooManyConnections => "53300",
+            SqlState::ProgramLimitExceeded => "54000",
+            SqlState::StatementTooComplex => "54001",
+            SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::ObjectInUse => "55006",
+            SqlState::QueryCanceled => "57014",
+            SqlState::AdminShutdown => "57P01",
+            SqlState::IoError => "58030",
+            SqlState::UndefinedFile => "58P01",
+            SqlState::InternalError => "XX000",
+            SqlState::DataCorrupted => "XX001",
+        }
+    }
+
+    /// The state a five-character code names; an unknown code is an
+    /// internal error.
+    pub fn from_code(code: &str) -> SqlState {
+        match code {
+            "08006" => SqlState::ConnectionFailure,
+            "08P01" => SqlState::ProtocolViolation,
+            "0A000" => SqlState::FeatureNotSupported,
+            "22000" => SqlState::DataException,
+            "22003" => SqlState::NumericValueOutOfRange,
+            "22004" => SqlState::NullValueNotAllowed,
+            "22007" => SqlState::InvalidDatetimeFormat,
+            "22012" => SqlState::DivisionByZero,
+            "2201E" => SqlState::InvalidArgumentForLogarithm,
+            "22021" => SqlState::CharacterNotInRepertoire,
+            "22023" => SqlState::InvalidParameterValue,
+            "22P02" => SqlState::InvalidTextRepresentation,
+            "22P04" => SqlState::BadCopyFileFormat,
+            "22P05" => SqlState::UntranslatableCharacter,
+            "23502" => SqlState::NotNullViolation,
+            "25P01" => SqlState::NoActiveSqlTransaction,
+            "25P02" => SqlState::InFailedSqlTransaction,
+            "28000" => SqlState::InvalidAuthorizationSpecification,
+            "28P01" => SqlState::InvalidPassword,
+            "2BP01" => SqlState::DependentObjectsStillExist,
+            "34000" => SqlState::InvalidCursorName,
+            "3B001" => SqlState::InvalidSavepointSpecification,
+            "3F000" => SqlState::InvalidSchemaName,
+            "42501" => SqlState::InsufficientPrivilege,
+            "42601" => SqlState::SyntaxError,
+            "42602" => SqlState::InvalidName,
+            "42701" => SqlState::DuplicateColumn,
+            "42702" => SqlState::AmbiguousColumn,
+            "42703" => SqlState::UndefinedColumn,
+            "42704" => SqlState::UndefinedObject,
+            "42710" => SqlState::DuplicateObject,
+            "42804" => SqlState::DatatypeMismatch,
+            "42809" => SqlState::WrongObjectType,
+            "42883" => SqlState::UndefinedFunction,
+            "42P01" => SqlState::UndefinedTable,
+            "42P03" => SqlState::DuplicateCursor,
+            "42P07" => SqlState::DuplicateTable,
+            "42P10" => SqlState::InvalidColumnReference,
+            "42P16" => SqlState::InvalidTableDefinition,
+            "42P17" => SqlState::InvalidObjectDefinition,
+            "53200" => SqlState::OutOfMemory,
+            "53300" => SqlState::TooManyConnections,
+            "54000" => SqlState::ProgramLimitExceeded,
+            "54001" => SqlState::StatementTooComplex,
+            "55000" => SqlState::ObjectNotInPrerequisiteState,
+            "55006" => SqlState::ObjectInUse,
+            "57014" => SqlState::QueryCanceled,
+            "57P01" => SqlState::AdminShutdown,
+            "58030" => SqlState::IoError,
+            "58P01" => SqlState::UndefinedFile,
+            "XX000" => SqlState::InternalError,
+            "XX001" => SqlState::DataCorrupted,
+            _ => SqlState::InternalError,
+        }
+    }
+}
+
+impl std::fmt::Display for SqlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
 }
 
 impl From<arrow::error::ArrowError> for QueryError {
@@ -33,35 +271,34 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 impl QueryError {
     /// A syntax error (42601).
     pub fn syntax(message: impl Into<String>) -> Self {
-        QueryError::Sql {
-            code: "42601",
-            message: message.into(),
-        }
+        QueryError::new(SqlState::SyntaxError, message)
     }
 
     /// A feature Lookout does not support (0A000).
     pub fn unsupported(message: impl Into<String>) -> Self {
+        QueryError::new(SqlState::FeatureNotSupported, message)
+    }
+
+    /// An error of the given kind.
+    pub fn new(state: SqlState, message: impl Into<String>) -> Self {
         QueryError::Sql {
-            code: "0A000",
+            state,
             message: message.into(),
         }
     }
 
-    /// An error with the given SQLSTATE.
-    pub fn with_code(code: &'static str, message: impl Into<String>) -> Self {
-        QueryError::Sql {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The Postgres SQLSTATE for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    /// What kind of error this is.
+    pub fn state(&self) -> SqlState {
         match self {
             QueryError::Storage(e) => storage_sqlstate(e),
             QueryError::DataFusion(e) => describe(e).code.unwrap_or_else(|| datafusion_sqlstate(e)),
-            QueryError::Sql { code, .. } => code,
+            QueryError::Sql { state, .. } => *state,
         }
+    }
+
+    /// The five-character SQLSTATE a client gets for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        self.state().code()
     }
 
     /// What to do about the error, sent as the `HINT` field: for a call
@@ -80,7 +317,7 @@ struct Described {
     message: String,
     hint: Option<String>,
     /// The SQLSTATE when the wording decides it.
-    code: Option<&'static str>,
+    code: Option<SqlState>,
 }
 
 /// DataFusion's wording for a call that matches no signature; the call
@@ -138,7 +375,7 @@ fn describe_no_match(text: &str) -> Option<Described> {
     Some(Described {
         message: format!("function {name}({}) does not exist", given.join(", ")),
         hint: Some(hint),
-        code: Some("42883"),
+        code: Some(SqlState::UndefinedFunction),
     })
 }
 
@@ -150,7 +387,7 @@ fn describe_unknown_function(text: &str) -> Option<Described> {
     Some(Described {
         message: format!("function {name} does not exist"),
         hint: (!suggestion.is_empty()).then(|| suggestion.replace('\'', "")),
-        code: Some("42883"),
+        code: Some(SqlState::UndefinedFunction),
     })
 }
 
@@ -231,27 +468,27 @@ fn strip_nested(s: &str) -> String {
     s.to_string()
 }
 
-fn storage_sqlstate(e: &StorageError) -> &'static str {
+fn storage_sqlstate(e: &StorageError) -> SqlState {
     match e {
-        StorageError::TableNotFound(_) => "42P01",
-        StorageError::TableExists(_) => "42P07",
-        StorageError::Dependent { .. } => "2BP01",
-        StorageError::Column(m) if m.contains("already exists") => "42701",
-        StorageError::Column(_) => "42703",
-        StorageError::NotNull(_) => "23502",
-        StorageError::InvalidData(_) => "22023",
-        StorageError::InvalidValue { sqlstate, .. } => sqlstate,
-        StorageError::InvalidDefinition(_) => "42P16",
-        StorageError::Locked { .. } => "55006",
-        StorageError::ShuttingDown => "57P01",
-        StorageError::Corrupt(_) => "XX001",
-        StorageError::Io(_) | StorageError::ObjectStore(_) => "58030",
-        StorageError::Arrow(_) => "22000",
-        StorageError::Parquet(_) => "XX000",
+        StorageError::TableNotFound(_) => SqlState::UndefinedTable,
+        StorageError::TableExists(_) => SqlState::DuplicateTable,
+        StorageError::Dependent { .. } => SqlState::DependentObjectsStillExist,
+        StorageError::Column(m) if m.contains("already exists") => SqlState::DuplicateColumn,
+        StorageError::Column(_) => SqlState::UndefinedColumn,
+        StorageError::NotNull(_) => SqlState::NotNullViolation,
+        StorageError::InvalidData(_) => SqlState::InvalidParameterValue,
+        StorageError::InvalidValue { sqlstate, .. } => SqlState::from_code(sqlstate),
+        StorageError::InvalidDefinition(_) => SqlState::InvalidTableDefinition,
+        StorageError::Locked { .. } => SqlState::ObjectInUse,
+        StorageError::ShuttingDown => SqlState::AdminShutdown,
+        StorageError::Corrupt(_) => SqlState::DataCorrupted,
+        StorageError::Io(_) | StorageError::ObjectStore(_) => SqlState::IoError,
+        StorageError::Arrow(_) => SqlState::DataException,
+        StorageError::Parquet(_) => SqlState::InternalError,
     }
 }
 
-fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+fn datafusion_sqlstate(e: &DataFusionError) -> SqlState {
     use arrow::error::ArrowError;
     let root = e.find_root();
     match root {
@@ -259,58 +496,60 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
             if let Some(s) = inner.downcast_ref::<StorageError>() {
                 storage_sqlstate(s)
             } else if let Some(q) = inner.downcast_ref::<QueryError>() {
-                q.sqlstate()
+                q.state()
             } else {
-                "XX000"
+                SqlState::InternalError
             }
         }
-        DataFusionError::SQL(_, _) => "42601",
-        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::SQL(_, _) => SqlState::SyntaxError,
+        DataFusionError::NotImplemented(_) => SqlState::FeatureNotSupported,
         DataFusionError::SchemaError(se, _) => {
             let m = se.to_string();
             if m.contains("No field named") || m.contains("not found") {
-                "42703"
+                SqlState::UndefinedColumn
             } else if m.contains("Ambiguous") || m.contains("ambiguous") {
-                "42702"
+                SqlState::AmbiguousColumn
             } else {
-                "42P10"
+                SqlState::InvalidColumnReference
             }
         }
         DataFusionError::ArrowError(ae, _) => match ae.as_ref() {
-            ArrowError::DivideByZero => "22012",
-            ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
-            ArrowError::ArithmeticOverflow(_) => "22003",
-            _ => "22000",
+            ArrowError::DivideByZero => SqlState::DivisionByZero,
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+                SqlState::InvalidTextRepresentation
+            }
+            ArrowError::ArithmeticOverflow(_) => SqlState::NumericValueOutOfRange,
+            _ => SqlState::DataException,
         },
         DataFusionError::Plan(m) => {
             if m.contains("table") && m.contains("not found") {
-                "42P01"
+                SqlState::UndefinedTable
             } else if m.contains("Invalid function")
                 || m.contains("function") && m.contains("does not exist")
             {
-                "42883"
+                SqlState::UndefinedFunction
             } else if m.contains("No field named") {
-                "42703"
+                SqlState::UndefinedColumn
             } else {
-                "42804"
+                SqlState::DatatypeMismatch
             }
         }
         DataFusionError::Execution(m) => {
             if m.contains("Divide by zero") || m.contains("division by zero") {
-                "22012"
+                SqlState::DivisionByZero
             } else if m.contains("unrecognized configuration parameter") {
-                "42704"
+                SqlState::UndefinedObject
             } else if m.contains("Cannot cast")
                 || m.contains("Cast error")
                 || m.contains("cannot be cast")
             {
-                "22P02"
+                SqlState::InvalidTextRepresentation
             } else {
-                "XX000"
+                SqlState::InternalError
             }
         }
-        DataFusionError::ResourcesExhausted(_) => "53200",
-        _ => "XX000",
+        DataFusionError::ResourcesExhausted(_) => SqlState::OutOfMemory,
+        _ => SqlState::InternalError,
     }
 }
 

@@ -19,6 +19,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// Stack of every query thread: plans and expressions are evaluated by
@@ -53,17 +54,16 @@ impl QueryRuntime {
             .thread_stack_size(QUERY_THREAD_STACK)
             .enable_all()
             .build()
-            .map_err(|e| QueryError::with_code("XX000", format!("query threads: {e}")))?;
+            .map_err(|e| QueryError::new(SqlState::InternalError, format!("query threads: {e}")))?;
         Ok(QueryRuntime {
             runtime: Some(runtime),
         })
     }
 
     fn handle(&self) -> Result<&tokio::runtime::Handle> {
-        self.runtime
-            .as_ref()
-            .map(|r| r.handle())
-            .ok_or_else(|| QueryError::with_code("57P01", "the database is shutting down"))
+        self.runtime.as_ref().map(|r| r.handle()).ok_or_else(|| {
+            QueryError::new(SqlState::AdminShutdown, "the database is shutting down")
+        })
     }
 
     /// Plans `frame` physically and runs it on the query threads. Its rows
@@ -109,8 +109,8 @@ impl QueryRuntime {
         let schema = match schema.await {
             Ok(schema) => schema?,
             Err(_) => {
-                return Err(QueryError::with_code(
-                    "XX000",
+                return Err(QueryError::new(
+                    SqlState::InternalError,
                     "the query stopped before it started (see the server log)",
                 ));
             }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::error::SqlState;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
@@ -206,12 +207,10 @@ impl SettingFunction {
         let mut out = Vec::with_capacity(names.len());
         for row in 0..names.len() {
             if names.is_null(row) {
-                return Err(DataFusionError::External(Box::new(
-                    crate::QueryError::with_code(
-                        "22004",
-                        "NULL value not allowed for set_config's name",
-                    ),
-                )));
+                return Err(DataFusionError::External(Box::new(crate::QueryError::new(
+                    SqlState::NullValueNotAllowed,
+                    "NULL value not allowed for set_config's name",
+                ))));
             }
             let name = setting_key(names.value(row));
             let value = if values.is_null(row) {
@@ -776,28 +775,14 @@ fn width_bucket() -> datafusion::logical_expr::ScalarUDF {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interpolates_like_postgres() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(interpolate(&v, 0.5), 2.5);
-        assert_eq!(interpolate(&v, 0.0), 1.0);
-        assert_eq!(interpolate(&v, 1.0), 4.0);
-        assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
-    }
-}
-
 /// Refuses values Lookout cannot take: a `lookout.now` that is not a
 /// timestamp, a time zone other than UTC.
 pub(crate) fn check_setting(key: &str, value: &str) -> crate::Result<()> {
     let is_default = value.eq_ignore_ascii_case("default") || value.is_empty();
     match key {
         "lookout.now" if !is_default && crate::copy::parse_timestamp_micros(value).is_none() => {
-            Err(crate::QueryError::with_code(
-                "22007",
+            Err(crate::QueryError::new(
+                SqlState::InvalidDatetimeFormat,
                 format!("invalid value for lookout.now: \"{value}\" (expected a timestamp)"),
             ))
         }
@@ -818,8 +803,8 @@ pub(crate) fn check_setting(key: &str, value: &str) -> crate::Result<()> {
             if utc.contains(&value.to_ascii_lowercase().as_str()) {
                 Ok(())
             } else {
-                Err(crate::QueryError::with_code(
-                    "22023",
+                Err(crate::QueryError::new(
+                    SqlState::InvalidParameterValue,
                     format!(
                         "Lookout shows every timestamp in UTC; time zone \"{value}\" is not supported"
                     ),
@@ -827,5 +812,19 @@ pub(crate) fn check_setting(key: &str, value: &str) -> crate::Result<()> {
             }
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_like_postgres() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(interpolate(&v, 0.5), 2.5);
+        assert_eq!(interpolate(&v, 0.0), 1.0);
+        assert_eq!(interpolate(&v, 1.0), 4.0);
+        assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
     }
 }

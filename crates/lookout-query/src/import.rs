@@ -16,14 +16,15 @@ use parquet::file::properties::WriterProperties;
 
 use crate::Lookout;
 use crate::copy::{CopyEncoder, CopyFormat, CopyKind};
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// Called with the number of rows read so far.
 pub type ImportProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
 fn open_error(path: &Path, e: impl std::fmt::Display) -> QueryError {
-    QueryError::with_code(
-        "58P01",
+    QueryError::new(
+        SqlState::UndefinedFile,
         format!("could not read Parquet file \"{}\": {e}", path.display()),
     )
 }
@@ -37,8 +38,8 @@ fn table_schema_from(file_schema: &Schema) -> Result<(Schema, String)> {
         .find(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
         .map(|f| f.name().clone())
         .ok_or_else(|| {
-            QueryError::with_code(
-                "42P16",
+            QueryError::new(
+                SqlState::InvalidTableDefinition,
                 "the Parquet file has no timestamp column to use as time column",
             )
         })?;
@@ -144,8 +145,8 @@ pub(crate) async fn export_file(
 ) -> Result<u64> {
     let path = target.path();
     let io = |e: std::io::Error| {
-        QueryError::with_code(
-            "58030",
+        QueryError::new(
+            SqlState::IoError,
             format!("could not write \"{}\": {e}", path.display()),
         )
     };
@@ -157,19 +158,19 @@ pub(crate) async fn export_file(
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
                 .build();
             let mut writer = ArrowWriter::try_new(file, schema, Some(props))
-                .map_err(|e| QueryError::with_code("58030", e.to_string()))?;
+                .map_err(|e| QueryError::new(SqlState::IoError, e.to_string()))?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows() as u64;
                 writer = tokio::task::spawn_blocking(move || writer.write(&batch).map(|_| writer))
                     .await
-                    .map_err(|e| QueryError::with_code("XX000", e.to_string()))?
-                    .map_err(|e| QueryError::with_code("58030", e.to_string()))?;
+                    .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?
+                    .map_err(|e| QueryError::new(SqlState::IoError, e.to_string()))?;
             }
             tokio::task::spawn_blocking(move || writer.close())
                 .await
-                .map_err(|e| QueryError::with_code("XX000", e.to_string()))?
-                .map_err(|e| QueryError::with_code("58030", e.to_string()))?;
+                .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?
+                .map_err(|e| QueryError::new(SqlState::IoError, e.to_string()))?;
         }
         CopyKind::Text | CopyKind::Csv => {
             use tokio::io::AsyncWriteExt;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use lookout_storage::{Storage, StorageError, TableDef};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::table::derived::DerivedKinds;
 use crate::transaction::BlockWrites;
@@ -150,8 +151,8 @@ impl Ingest {
                 continue;
             };
             if self.kinds.kind_of(derivation).is_none() {
-                return Err(QueryError::with_code(
-                    "55000",
+                return Err(QueryError::new(
+                    SqlState::ObjectNotInPrerequisiteState,
                     format!(
                         "\"{}\" is derived from \"{table}\" by an extension this database was opened without ({}); writes to \"{table}\" are refused until it is installed",
                         entry.def.name,

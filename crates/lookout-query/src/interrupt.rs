@@ -14,6 +14,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream};
 use tokio::time::Instant;
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::Output;
 
@@ -25,8 +26,8 @@ pub(crate) enum Reason {
 }
 
 pub(crate) fn canceled(reason: Reason) -> QueryError {
-    QueryError::with_code(
-        "57014",
+    QueryError::new(
+        SqlState::QueryCanceled,
         match reason {
             Reason::Timeout => "canceling statement due to statement timeout",
             Reason::UserRequest => "canceling statement due to user request",
@@ -86,8 +87,8 @@ pub(crate) fn parse(value: &str) -> Result<Option<Duration>> {
         Err(_) if value.trim_start_matches('0').is_empty() => 0,
         Err(_) => {
             let micros = crate::ext::parse_duration(value).map_err(|_| {
-                QueryError::with_code(
-                    "22023",
+                QueryError::new(
+                    SqlState::InvalidParameterValue,
                     format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
                 )
             })?;

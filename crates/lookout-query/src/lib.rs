@@ -42,7 +42,7 @@ use crate::ext::{DerivedKind, DerivedKinds, IngestHook};
 
 pub use copy::{CopyFormat, CopyKind};
 pub use datafusion::common::ScalarValue;
-pub use error::{QueryError, Result};
+pub use error::{QueryError, Result, SqlState};
 pub use ext::{
     Access, Command, CopyIn, ExtStatement, Output, SqlExtension, SqlSession, parse_duration,
     parse_non_negative_duration, quote_ident, quote_literal, split_statements,
@@ -89,15 +89,15 @@ impl FileAccess {
     fn resolve(&self, path: &str) -> Result<PathBuf> {
         let p = Path::new(path);
         if !p.is_absolute() {
-            return Err(QueryError::with_code(
-                "42602",
+            return Err(QueryError::new(
+                SqlState::InvalidName,
                 format!("relative path not allowed for COPY to or from a file: {path}"),
             ));
         }
         match self {
             FileAccess::Anywhere => Ok(p.to_path_buf()),
-            FileAccess::Nowhere => Err(QueryError::with_code(
-                "42501",
+            FileAccess::Nowhere => Err(QueryError::new(
+                SqlState::InsufficientPrivilege,
                 "server-side COPY to or from a file is not allowed on this server; use \\copy (COPY FROM STDIN / TO STDOUT)",
             )),
             FileAccess::Only(dirs) => {
@@ -108,8 +108,8 @@ impl FileAccess {
                 let resolved = match p.canonicalize() {
                     Ok(r) => r,
                     Err(_) if p.symlink_metadata().is_ok() => {
-                        return Err(QueryError::with_code(
-                            "42501",
+                        return Err(QueryError::new(
+                            SqlState::InsufficientPrivilege,
                             format!("COPY file \"{path}\" is a dangling symbolic link"),
                         ));
                     }
@@ -117,8 +117,8 @@ impl FileAccess {
                         let name = match p.components().next_back() {
                             Some(std::path::Component::Normal(n)) => n,
                             _ => {
-                                return Err(QueryError::with_code(
-                                    "42602",
+                                return Err(QueryError::new(
+                                    SqlState::InvalidName,
                                     format!("COPY file \"{path}\" does not name a file"),
                                 ));
                             }
@@ -127,8 +127,8 @@ impl FileAccess {
                         parent
                             .canonicalize()
                             .map_err(|e| {
-                                QueryError::with_code(
-                                    "58P01",
+                                QueryError::new(
+                                    SqlState::UndefinedFile,
                                     format!("could not access \"{path}\": {e}"),
                                 )
                             })?
@@ -142,8 +142,8 @@ impl FileAccess {
                 if allowed {
                     Ok(resolved)
                 } else {
-                    Err(QueryError::with_code(
-                        "42501",
+                    Err(QueryError::new(
+                        SqlState::InsufficientPrivilege,
                         format!(
                             "COPY file \"{path}\" is outside the configured import/export directories"
                         ),
@@ -177,7 +177,11 @@ impl ServerFile {
     /// Opens the file to read.
     pub fn open(&self) -> Result<std::fs::File> {
         use rustix::fs::OFlags;
-        self.opened(OFlags::RDONLY, "58P01", "could not open file")
+        self.opened(
+            OFlags::RDONLY,
+            SqlState::UndefinedFile,
+            "could not open file",
+        )
     }
 
     /// Creates (or truncates) the file to write.
@@ -185,7 +189,7 @@ impl ServerFile {
         use rustix::fs::OFlags;
         self.opened(
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-            "58030",
+            SqlState::IoError,
             "could not write",
         )
     }
@@ -193,7 +197,7 @@ impl ServerFile {
     fn opened(
         &self,
         flags: rustix::fs::OFlags,
-        code: &'static str,
+        code: SqlState,
         what: &str,
     ) -> Result<std::fs::File> {
         use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
@@ -212,15 +216,15 @@ impl ServerFile {
             .map(std::fs::File::from)
             .map_err(|e| {
                 if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::XDEV {
-                    QueryError::with_code(
-                        "42501",
+                    QueryError::new(
+                        SqlState::InsufficientPrivilege,
                         format!(
                             "COPY file \"{}\" changed into a symbolic link after it was checked",
                             self.path.display()
                         ),
                     )
                 } else {
-                    QueryError::with_code(
+                    QueryError::new(
                         code,
                         format!(
                             "{what} \"{}\": {}",
@@ -327,7 +331,7 @@ impl Lookout {
             .with_memory_pool(Arc::new(pool))
             .build_arc()?;
         let url = url::Url::parse(table::provider::STORE_URL)
-            .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+            .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
         let kinds = DerivedKinds::default();
         let lookout = Lookout {

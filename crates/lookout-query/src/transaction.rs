@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use lookout_storage::{FilePin, MarkedRows, RowMarks, TableSnapshot};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// Uncommitted writes a block may hold, in bytes of Arrow memory; past it
@@ -74,8 +75,8 @@ impl Block {
         let mut guard = self.lock();
         let bytes = guard.1 + rows.get_array_memory_size();
         if bytes > MAX_BLOCK_BYTES {
-            return Err(QueryError::with_code(
-                "54000",
+            return Err(QueryError::new(
+                SqlState::ProgramLimitExceeded,
                 format!(
                     "transaction block holds more than {} MiB of uncommitted rows; commit in smaller blocks, or load large data outside a block",
                     MAX_BLOCK_BYTES >> 20
@@ -221,7 +222,10 @@ fn find_savepoint(savepoints: &[Savepoint], name: &str) -> Result<usize> {
         .iter()
         .rposition(|s| s.name == name)
         .ok_or_else(|| {
-            QueryError::with_code("3B001", format!("savepoint \"{name}\" does not exist"))
+            QueryError::new(
+                SqlState::InvalidSavepointSpecification,
+                format!("savepoint \"{name}\" does not exist"),
+            )
         })
 }
 
@@ -241,8 +245,8 @@ pub(crate) enum TransactionState {
 
 /// The error every statement of a failed block gets.
 pub(crate) fn aborted() -> QueryError {
-    QueryError::with_code(
-        "25P02",
+    QueryError::new(
+        SqlState::InFailedSqlTransaction,
         "current transaction is aborted, commands ignored until end of transaction block",
     )
 }

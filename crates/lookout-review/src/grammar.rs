@@ -1,5 +1,6 @@
 //! The review queue statements, parsed with sqlparser's tokenizer.
 
+use lookout_query::SqlState;
 use lookout_query::{QueryError, Result, parse_duration};
 
 /// One review queue statement.
@@ -202,8 +203,12 @@ impl Tokens {
         match self.tokens.get(self.at) {
             Some(Token::Number(n)) => {
                 self.at += 1;
-                n.parse()
-                    .map_err(|_| QueryError::with_code("22P02", format!("invalid {what}: {n}")))
+                n.parse().map_err(|_| {
+                    QueryError::new(
+                        SqlState::InvalidTextRepresentation,
+                        format!("invalid {what}: {n}"),
+                    )
+                })
             }
             _ => Err(syntax(format!("expected {what} in \"{}\"", self.sql))),
         }
@@ -314,8 +319,8 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
             t.number("the number of items")?
         };
         if count < 1.0 || count.fract() != 0.0 || count > 10_000.0 {
-            return Err(QueryError::with_code(
-                "22023",
+            return Err(QueryError::new(
+                SqlState::InvalidParameterValue,
                 format!("CLAIM takes 1 to 10000 items, not {count}"),
             ));
         }

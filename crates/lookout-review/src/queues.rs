@@ -14,6 +14,7 @@ use lookout_query::{
 use tokio::sync::Mutex;
 
 use crate::grammar::{Statement, is_review_statement, parse};
+use lookout_query::SqlState;
 
 type Micros = i64;
 
@@ -193,7 +194,10 @@ struct State {
 impl State {
     fn queue(&mut self, name: &str) -> Result<&mut Queue> {
         self.queues.get_mut(name).ok_or_else(|| {
-            QueryError::with_code("42704", format!("review queue \"{name}\" does not exist"))
+            QueryError::new(
+                SqlState::UndefinedObject,
+                format!("review queue \"{name}\" does not exist"),
+            )
         })
     }
 
@@ -230,7 +234,7 @@ fn ident(s: &str) -> String {
 }
 
 fn column_as(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {
-    cast(batch.column(i), to).map_err(|e| QueryError::with_code("XX000", e.to_string()))
+    cast(batch.column(i), to).map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))
 }
 
 fn strings(batch: &RecordBatch, i: usize) -> Result<Vec<Option<String>>> {
@@ -466,8 +470,7 @@ impl ReviewQueues {
                     ))
                     .await
                     .map_err(|e| {
-                        QueryError::with_code(
-                            "42P16",
+                        QueryError::new(SqlState::InvalidTableDefinition,
                             format!(
                                 "labels table \"{labels}\" cannot take verdicts: it needs columns ts, {key}, source, kind, value, label, author ({e})"
                             ),
@@ -484,8 +487,8 @@ impl ReviewQueues {
                     if if_not_exists {
                         return Ok(command("CREATE REVIEW QUEUE", None));
                     }
-                    return Err(QueryError::with_code(
-                        "42710",
+                    return Err(QueryError::new(
+                        SqlState::DuplicateObject,
                         format!("review queue \"{name}\" already exists"),
                     ));
                 }
@@ -652,10 +655,10 @@ impl ReviewQueues {
 /// Checks that `reviewer` holds `item`'s claim (an expired lease still
 /// counts until someone else claims the item).
 fn holds_claim(queue: &Queue, name: &str, item: &str, reviewer: &str) -> Result<()> {
-    let not_ready = |m: String| QueryError::with_code("55000", m);
+    let not_ready = |m: String| QueryError::new(SqlState::ObjectNotInPrerequisiteState, m);
     match queue.items.get(item).map(|i| &i.state) {
-        None => Err(QueryError::with_code(
-            "42704",
+        None => Err(QueryError::new(
+            SqlState::UndefinedObject,
             format!("\"{item}\" is not in review queue \"{name}\""),
         )),
         Some(ItemState::Claimed { reviewer: r, .. }) if r == reviewer => Ok(()),
@@ -716,7 +719,7 @@ fn claimed_rows(
             timestamps(vec![Some(until); n]),
         ],
     )
-    .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+    .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
     Ok(Output::from_batches(schema, vec![batch]))
 }
 
@@ -775,7 +778,7 @@ fn show(state: &State, now: Micros) -> Result<Output> {
             Arc::new(arrow::array::Float64Array::from(age)),
         ],
     )
-    .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+    .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
     Ok(Output::from_batches(schema, vec![batch]))
 }
 

@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
+use lookout_query::SqlState;
 use lookout_query::ext::{
     SYSTEM_PREFIX, ident_name, parse_duration, quote_ident as quote, table_name,
 };
@@ -164,8 +165,8 @@ fn parse_name(parser: &mut Parser<'_>) -> Result<String> {
     let name = parser.parse_object_name(false).map_err(syntax)?;
     let table = table_name(&name)?;
     if table.starts_with(SYSTEM_PREFIX) {
-        return Err(QueryError::with_code(
-            "42501",
+        return Err(QueryError::new(
+            SqlState::InsufficientPrivilege,
             format!("rollups cannot be defined on or in the lookout schema: \"{name}\""),
         ));
     }
@@ -315,8 +316,8 @@ impl RollupDef {
             .chain(self.columns.iter().map(|c| c.name.as_str()))
         {
             if !seen.insert(name) {
-                return Err(QueryError::with_code(
-                    "42701",
+                return Err(QueryError::new(
+                    SqlState::DuplicateColumn,
                     format!(
                         "column \"{name}\" appears twice in rollup \"{}\" (\"{BUCKET_COLUMN}\" is the bucket's start)",
                         self.name

@@ -14,6 +14,7 @@ use lookout_storage::{CreateTable, Derivation, Storage, StorageError};
 
 use crate::derive::{Combiner, KIND, fit, is_rollup};
 use crate::grammar::{BUCKET_COLUMN, RollupDef, parse_create, parse_drop, starts_with_words};
+use lookout_query::SqlState;
 
 /// The statement extension.
 #[derive(Debug)]
@@ -155,15 +156,15 @@ async fn drop_rollup(storage: &Storage, name: &str, if_exists: bool) -> Result<O
             storage.drop_table(name, false).await?;
         }
         Ok(_) => {
-            return Err(QueryError::with_code(
-                "42809",
+            return Err(QueryError::new(
+                SqlState::WrongObjectType,
                 format!("\"{name}\" is a table, not a rollup; use DROP TABLE"),
             ));
         }
         Err(StorageError::TableNotFound(_)) if if_exists => {}
         Err(StorageError::TableNotFound(_)) => {
-            return Err(QueryError::with_code(
-                "42704",
+            return Err(QueryError::new(
+                SqlState::UndefinedObject,
                 format!("rollup \"{name}\" does not exist"),
             ));
         }
@@ -188,8 +189,8 @@ async fn create_rollup(
         )));
     }
     if rollup.every < 1_000_000 {
-        return Err(QueryError::with_code(
-            "22023",
+        return Err(QueryError::new(
+            SqlState::InvalidParameterValue,
             format!(
                 "a rollup bucket must be at least a second, not '{}'",
                 rollup.every_text

@@ -16,6 +16,7 @@ use crate::policy::{
     ARRIVED, HOUR, LATE, RESCUE_EVERY, SamplingPolicy, WAL_ROWS, counts_table, floor_hour,
     held_table, is_sampling, policy_of, ts_literal,
 };
+use lookout_query::SqlState;
 use lookout_query::ext::{quote_ident as quote, quoted_table};
 use lookout_query::{Lookout, QueryError, Result, SqlSession};
 
@@ -330,8 +331,8 @@ pub(crate) fn counts_schema(policy: &SamplingPolicy, def: &TableDef) -> Result<S
 }
 
 pub(crate) fn missing_column(column: &str, table: &str) -> QueryError {
-    QueryError::with_code(
-        "42703",
+    QueryError::new(
+        SqlState::UndefinedColumn,
         format!("column \"{column}\" of relation \"{table}\" does not exist"),
     )
 }
@@ -415,7 +416,7 @@ pub(crate) fn counts_batch(
 pub(crate) fn int_at(batch: &RecordBatch, name: &str, row: usize) -> Result<i64> {
     let column = batch
         .column_by_name(name)
-        .ok_or_else(|| QueryError::with_code("XX000", format!("no column {name}")))?;
+        .ok_or_else(|| QueryError::new(SqlState::InternalError, format!("no column {name}")))?;
     let column = arrow::compute::cast(column, &DataType::Int64)?;
     let column = column.as_primitive::<Int64Type>();
     Ok(if column.is_null(row) {
@@ -633,8 +634,8 @@ impl Decisions {
         let _running = self.running.lock().await;
         let storage = lookout.storage();
         let Some(policy) = policy_of(storage, table)? else {
-            return Err(QueryError::with_code(
-                "55000",
+            return Err(QueryError::new(
+                SqlState::ObjectNotInPrerequisiteState,
                 format!("table \"{table}\" is not sampled"),
             ));
         };
@@ -703,8 +704,8 @@ impl Decisions {
                     .map(|c| c.kept_by_rule + c.kept_by_rate + c.kept_for_minimum)
                     .sum();
                 if expected != kept.num_rows() as i64 {
-                    return Err(QueryError::with_code(
-                        "XX000",
+                    return Err(QueryError::new(
+                        SqlState::InternalError,
                         format!(
                             "sampling of \"{table}\": {} rows selected but {expected} counted; nothing was written",
                             kept.num_rows()

@@ -14,6 +14,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use lookout_query::ext::DerivedKind;
 use lookout_storage::{Combine, Derivation, Storage, TableDef};
 
+use lookout_query::SqlState;
 use lookout_query::ext::{SYSTEM_PREFIX, quote_ident as quote, quoted_table};
 use lookout_query::{QueryError, Result};
 
@@ -129,8 +130,8 @@ pub(crate) fn parse_table(parser: &mut Parser<'_>) -> Result<String> {
     let name = parser.parse_object_name(false).map_err(syntax)?;
     let table = lookout_query::ext::table_name(&name)?;
     if table.starts_with(SYSTEM_PREFIX) {
-        return Err(QueryError::with_code(
-            "42501",
+        return Err(QueryError::new(
+            SqlState::InsufficientPrivilege,
             format!("tables of the lookout schema cannot be sampled: \"{name}\""),
         ));
     }
@@ -206,8 +207,8 @@ impl SamplingPolicy {
                     if let Some(rate) = constant_rate(&expr)
                         && !(0.0..=1.0).contains(&rate)
                     {
-                        return Err(QueryError::with_code(
-                            "22023",
+                        return Err(QueryError::new(
+                            SqlState::InvalidParameterValue,
                             format!("a sampling rate is between 0 and 1, not {rate}"),
                         ));
                     }

@@ -15,6 +15,7 @@ use crate::policy::{
     ARRIVED, HOUR, SamplingPolicy, Statement, counts_table, held_table, is_sampling, parse_decide,
     parse_reset, policy_of, statement,
 };
+use lookout_query::SqlState;
 use lookout_query::ext::{
     Access, ExtStatement, Output, SqlExtension, quote_ident as quote, quoted_table,
 };
@@ -156,8 +157,8 @@ pub(crate) async fn set_sampling(
     }
     match schema.field_with_name(&policy.weight) {
         Ok(f) if f.data_type() != &DataType::Float64 => {
-            return Err(QueryError::with_code(
-                "42804",
+            return Err(QueryError::new(
+                SqlState::DatatypeMismatch,
                 format!(
                     "the weight column \"{}\" must be double precision, not {}",
                     policy.weight,
@@ -249,8 +250,8 @@ pub(crate) async fn check_decisions(
     queries.extend(plan.rescue_sql(0));
     for sql in queries {
         session.logical_plan(&sql).await.map_err(|e| {
-            QueryError::with_code(
-                e.sqlstate(),
+            QueryError::new(
+                e.state(),
                 format!("this sampling policy could not decide: {e}"),
             )
         })?;
@@ -286,8 +287,8 @@ pub(crate) async fn check_expressions(
     for rule in policy.table_rules() {
         let sql = format!("SELECT 1 FROM {table} WHERE ({rule}) LIMIT 1");
         session.query(&sql).await.map_err(|e| {
-            QueryError::with_code(
-                e.sqlstate(),
+            QueryError::new(
+                e.state(),
                 format!(
                     "keep-rule {rule}: {e} (a rule reading another table is a condition such as \
                      key IN (SELECT ...) or EXISTS (...), ANDed with conditions on the row)"
@@ -325,8 +326,8 @@ pub(crate) async fn reset_sampling(
         .decide_at(&lookout, &table, clock, lookout.storage().clock().now_micros())
         .await
         .map_err(|e| {
-            QueryError::with_code(
-                e.sqlstate(),
+            QueryError::new(
+                e.state(),
                 format!(
                     "RESET SAMPLING decides the rows \"{table}\" holds one last time, and that failed: {e}; \
                      fix its cause and try again, or DROP TABLE to discard the table with its held rows"

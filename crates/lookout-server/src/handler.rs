@@ -30,6 +30,7 @@ use tokio::sync::Mutex;
 use crate::auth::{Admission, RoleLimits};
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::types::{arrow_type_of, decode_param, encode_rows, fields, pg_type};
+use lookout_query::SqlState;
 
 /// A `COPY ... FROM STDIN` in progress.
 struct CopyState {
@@ -252,8 +253,8 @@ impl CopyHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let Some(state) = self.copy.lock().await.take() else {
-            return Err(user_error(&QueryError::with_code(
-                "08P01",
+            return Err(user_error(&QueryError::new(
+                SqlState::ProtocolViolation,
                 "no COPY in progress",
             )));
         };
@@ -261,8 +262,8 @@ impl CopyHandler for Connection {
             return Err(user_error(&e));
         }
         let Some(decoder) = state.decoder else {
-            return Err(user_error(&QueryError::with_code(
-                "08P01",
+            return Err(user_error(&QueryError::new(
+                SqlState::ProtocolViolation,
                 "no COPY in progress",
             )));
         };
@@ -289,8 +290,8 @@ impl CopyHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         *self.copy.lock().await = None;
-        user_error(&QueryError::with_code(
-            "57014",
+        user_error(&QueryError::new(
+            SqlState::QueryCanceled,
             format!("COPY from stdin failed: {}", fail.message),
         ))
     }
@@ -431,8 +432,8 @@ impl ExtendedQueryHandler for Connection {
         let fetched = {
             let mut session = self.session.lock().await;
             if session.cursor_schema(name).is_err() {
-                Err(QueryError::with_code(
-                    "34000",
+                Err(QueryError::new(
+                    SqlState::InvalidCursorName,
                     format!("portal \"{name}\" does not exist"),
                 ))
             } else {
@@ -560,8 +561,8 @@ impl ExtendedQueryHandler for Connection {
                 &target,
             )
             .map_err(|m| {
-                user_error(&QueryError::with_code(
-                    "22P02",
+                user_error(&QueryError::new(
+                    SqlState::InvalidTextRepresentation,
                     format!("parameter ${}: {m}", i + 1),
                 ))
             })?;
@@ -623,8 +624,8 @@ impl Connection {
                     *state = PortalExecutionState::Finished;
                 }
                 _ => {
-                    return Err(user_error(&QueryError::with_code(
-                        "XX000",
+                    return Err(user_error(&QueryError::new(
+                        SqlState::InternalError,
                         "a statement that returns rows answered otherwise",
                     )));
                 }

@@ -24,6 +24,7 @@ use lookout_query::{
 };
 
 use crate::auth::{RoleLimits, User, Users, Verifier};
+use lookout_query::SqlState;
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS lookout.roles (
     ts TIMESTAMPTZ NOT NULL, name TEXT NOT NULL, verifier TEXT, role TEXT,
@@ -72,8 +73,9 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
                 None
             } else {
                 legacy |= Verifier::is_legacy(verifiers.value(row));
-                let verifier = Verifier::parse(verifiers.value(row))
-                    .map_err(|e| QueryError::with_code("XX000", format!("lookout.roles: {e}")))?;
+                let verifier = Verifier::parse(verifiers.value(row)).map_err(|e| {
+                    QueryError::new(SqlState::InternalError, format!("lookout.roles: {e}"))
+                })?;
                 let access = Access::from_role_name(roles.value(row)).unwrap_or(Access::Read);
                 let limits = RoleLimits {
                     connections: (!connection_limits.is_null(row))
@@ -177,7 +179,7 @@ enum Token {
 }
 
 fn syntax(msg: impl Into<String>) -> QueryError {
-    QueryError::with_code("42601", msg.into())
+    QueryError::new(SqlState::SyntaxError, msg.into())
 }
 
 fn lex(sql: &str) -> Result<Vec<Token>> {
@@ -240,8 +242,8 @@ fn name(t: Option<&Token>) -> Result<String> {
 fn role(t: Option<&Token>) -> Result<Access> {
     let n = name(t)?;
     Access::from_role_name(&n).ok_or_else(|| {
-        QueryError::with_code(
-            "42704",
+        QueryError::new(
+            SqlState::UndefinedObject,
             format!("role \"{n}\" does not exist (roles are reader, writer and admin)"),
         )
     })
@@ -297,8 +299,8 @@ pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
     {
         let reset = is_word(it.next(), "reset");
         if !is_word(it.next(), "statement_timeout") {
-            return Err(QueryError::with_code(
-                "0A000",
+            return Err(QueryError::new(
+                SqlState::FeatureNotSupported,
                 "a role may set only statement_timeout",
             ));
         }
@@ -361,8 +363,8 @@ pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
                     (true, Some(1)) => None,
                     (false, Some(n)) => Some(n),
                     _ => {
-                        return Err(QueryError::with_code(
-                            "22023",
+                        return Err(QueryError::new(
+                            SqlState::InvalidParameterValue,
                             "CONNECTION LIMIT is -1 (no limit) or a count of connections",
                         ));
                     }
@@ -432,14 +434,17 @@ impl RoleStatements {
     fn existing(&self, name: &str) -> Result<User> {
         self.not_configured(name)?;
         self.users.get(name).ok_or_else(|| {
-            QueryError::with_code("42704", format!("role \"{name}\" does not exist"))
+            QueryError::new(
+                SqlState::UndefinedObject,
+                format!("role \"{name}\" does not exist"),
+            )
         })
     }
 
     fn not_configured(&self, name: &str) -> Result<()> {
         if self.users.is_configured(name) {
-            return Err(QueryError::with_code(
-                "42501",
+            return Err(QueryError::new(
+                SqlState::InsufficientPrivilege,
                 format!("role \"{name}\" is defined in the configuration file; change it there"),
             ));
         }
@@ -448,7 +453,7 @@ impl RoleStatements {
 }
 
 fn secret_error(e: String) -> QueryError {
-    QueryError::with_code("22023", e)
+    QueryError::new(SqlState::InvalidParameterValue, e)
 }
 
 impl SqlExtension for RoleStatements {
@@ -523,8 +528,8 @@ impl RoleStatements {
             RoleStatement::Create { name, options } => {
                 self.not_configured(&name)?;
                 if self.users.get(&name).is_some() {
-                    return Err(QueryError::with_code(
-                        "42710",
+                    return Err(QueryError::new(
+                        SqlState::DuplicateObject,
                         format!("role \"{name}\" already exists"),
                     ));
                 }
@@ -577,8 +582,8 @@ impl RoleStatements {
                             rows: None,
                         });
                     }
-                    return Err(QueryError::with_code(
-                        "42704",
+                    return Err(QueryError::new(
+                        SqlState::UndefinedObject,
                         format!("role \"{name}\" does not exist"),
                     ));
                 }

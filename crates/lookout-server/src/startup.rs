@@ -19,6 +19,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use crate::auth::Users;
 use crate::handler::{ClientIdentity, Connection};
 use crate::scram::{self, AwaitingProof, ScramError};
+use lookout_query::SqlState;
 
 /// How clients get in; shared by all connections.
 #[derive(Debug, Clone, Default)]
@@ -81,10 +82,10 @@ impl Startup {
     }
 }
 
-fn fatal(code: &str, message: &str) -> PgWireError {
+fn fatal(state: SqlState, message: &str) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".to_owned(),
-        code.to_owned(),
+        state.code().to_owned(),
         message.to_owned(),
     )))
 }
@@ -95,7 +96,7 @@ fn login_failed<C: ClientInfo>(client: &C, why: &ScramError) -> PgWireError {
     let user = user_of(client);
     tracing::info!(user, ?why, "password authentication failed");
     fatal(
-        "28P01",
+        SqlState::InvalidPassword,
         &format!("password authentication failed for user \"{user}\""),
     )
 }
@@ -125,7 +126,7 @@ impl StartupHandler for Startup {
             && matches!(message, PgWireFrontendMessage::Startup(_))
         {
             return Err(fatal(
-                "28000",
+                SqlState::InvalidAuthorizationSpecification,
                 "this server accepts only TLS connections (connect with sslmode=require)",
             ));
         }
@@ -159,7 +160,7 @@ impl StartupHandler for Startup {
                         (scram::MECHANISM_PLUS, Some(data)) => scram::Binding::Chosen(data),
                         (other, _) => {
                             return Err(fatal(
-                                "28000",
+                                SqlState::InvalidAuthorizationSpecification,
                                 &format!("SASL mechanism {other} was not offered"),
                             ));
                         }
@@ -182,12 +183,15 @@ impl StartupHandler for Startup {
                         .verify(&response.data)
                         .map_err(|e| login_failed(client, &e))?;
                     let identity_name = user_of(client);
-                    let user = users
-                        .get(&identity_name)
-                        .ok_or_else(|| fatal("28P01", "the user was dropped while logging in"))?;
+                    let user = users.get(&identity_name).ok_or_else(|| {
+                        fatal(
+                            SqlState::InvalidPassword,
+                            "the user was dropped while logging in",
+                        )
+                    })?;
                     let admission = users
                         .admit(&identity_name, &user)
-                        .map_err(|e| fatal("53300", &e))?;
+                        .map_err(|e| fatal(SqlState::TooManyConnections, &e))?;
                     client
                         .send(PgWireBackendMessage::Authentication(
                             AuthMessage::SASLFinal(Bytes::from(reply)),
@@ -203,7 +207,10 @@ impl StartupHandler for Startup {
                     self.conn.held_to(admission, user.limits).await;
                 }
                 Login::Done => {
-                    return Err(fatal("08P01", "unexpected password message"));
+                    return Err(fatal(
+                        SqlState::ProtocolViolation,
+                        "unexpected password message",
+                    ));
                 }
             },
             _ => {}

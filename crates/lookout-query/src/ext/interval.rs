@@ -1,11 +1,12 @@
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// Parses a duration such as `'90 days'`, `'1 hour'`, `'1 day 12 hours'` or
 /// `'15m'` into microseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
     match parse_non_negative_duration(text)? {
-        0 => Err(QueryError::with_code(
-            "22007",
+        0 => Err(QueryError::new(
+            SqlState::InvalidDatetimeFormat,
             format!("invalid interval: \"{text}\""),
         )),
         micros => Ok(micros),
@@ -15,7 +16,12 @@ pub fn parse_duration(text: &str) -> Result<i64> {
 /// As [`parse_duration`], but zero (`'0'`, `'0 seconds'`) is allowed: for
 /// timers such as an alert's `FOR`, where zero means "at once".
 pub fn parse_non_negative_duration(text: &str) -> Result<i64> {
-    let bad = || QueryError::with_code("22007", format!("invalid interval: \"{text}\""));
+    let bad = || {
+        QueryError::new(
+            SqlState::InvalidDatetimeFormat,
+            format!("invalid interval: \"{text}\""),
+        )
+    };
     if text.trim() == "0" {
         return Ok(0);
     }

@@ -21,6 +21,7 @@ pub(crate) use output::batches_stream;
 pub use output::{CopyIn, Output};
 pub use statement::{Command, ExtStatement, SqlExtension, SqlSession, split_statements};
 
+pub use crate::error::SqlState;
 pub use crate::ingest::{Derive, IngestHook, Redirect};
 
 pub use crate::table::derived::{DerivedKind, DerivedKinds};

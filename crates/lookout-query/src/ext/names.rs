@@ -6,6 +6,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 
 /// The storage name prefix of the tables in the `lookout` schema (the
@@ -34,8 +35,8 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
         [s, t] if s == "public" => Ok(t.clone()),
         [c, s, t] if (c == "lookout") && s == "public" => Ok(t.clone()),
         [s, t] | [_, s, t] if s == "lookout" => Ok(format!("{SYSTEM_PREFIX}{t}")),
-        _ => Err(QueryError::with_code(
-            "3F000",
+        _ => Err(QueryError::new(
+            SqlState::InvalidSchemaName,
             format!("schema of \"{name}\" does not exist"),
         )),
     }

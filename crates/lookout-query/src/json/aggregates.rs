@@ -11,6 +11,7 @@ use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatil
 
 use super::functions::{JsonKind, json_error, sql_error, write_sql_value};
 use super::value;
+use crate::error::SqlState;
 
 /// One JSON aggregate: an array of values, or an object of key/value pairs.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -69,7 +70,7 @@ impl AggregateUDFImpl for JsonAggregate {
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         if !args.order_bys.is_empty() {
             return Err(sql_error(
-                "0A000",
+                SqlState::FeatureNotSupported,
                 format!(
                     "{}(... ORDER BY ...) is not supported yet; the items come in the order rows are read",
                     self.name
@@ -100,7 +101,10 @@ impl Accumulator for JsonAccumulator {
             if self.object {
                 let key = &values[0];
                 if key.data_type() == &DataType::Null || key.is_null(row) {
-                    return Err(sql_error("22004", "field name must not be null"));
+                    return Err(sql_error(
+                        SqlState::NullValueNotAllowed,
+                        "field name must not be null",
+                    ));
                 }
                 let mut text = String::new();
                 crate::format::write_value(key.as_ref(), row, &mut text);

@@ -21,6 +21,7 @@ use lookout_storage::{SQL_TYPE_METADATA, sql_type_of};
 
 use super::value::{self, JsonError, Node, Value};
 use crate::error::QueryError;
+use crate::error::SqlState;
 
 /// Which of PostgreSQL's two JSON types a value has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,11 +62,11 @@ pub fn json_kind(field: &Field) -> Option<JsonKind> {
 }
 
 pub(crate) fn json_error(e: JsonError) -> DataFusionError {
-    DataFusionError::External(Box::new(QueryError::with_code(e.sqlstate(), e.to_string())))
+    DataFusionError::External(Box::new(QueryError::new(e.sqlstate(), e.to_string())))
 }
 
-pub(crate) fn sql_error(code: &'static str, message: impl Into<String>) -> DataFusionError {
-    DataFusionError::External(Box::new(QueryError::with_code(code, message)))
+pub(crate) fn sql_error(state: SqlState, message: impl Into<String>) -> DataFusionError {
+    DataFusionError::External(Box::new(QueryError::new(state, message)))
 }
 
 /// What a [`JsonFunction`] computes.
@@ -145,7 +146,7 @@ impl JsonFunction {
             ),
             _ => format!("cannot call jsonb_object_keys on {}", a_kind(j)),
         };
-        sql_error("22023", message)
+        sql_error(SqlState::InvalidParameterValue, message)
     }
 
     pub(crate) fn udf(name: &str, op: Op, reads: Option<JsonKind>) -> ScalarUDF {
@@ -345,7 +346,7 @@ fn keys_at(array: &ArrayRef, row: usize) -> Result<Option<Vec<Option<String>>>> 
         _ => match text_at(array, row) {
             Some(text) => crate::format::parse_array_text(text)
                 .map(Some)
-                .map_err(|e| sql_error("22P02", e)),
+                .map_err(|e| sql_error(SqlState::InvalidTextRepresentation, e)),
             None => Ok(None),
         },
     }
@@ -486,7 +487,7 @@ impl JsonFunction {
                         }) => out.append_value(i32::try_from(items.len()).unwrap_or(i32::MAX)),
                         Some(j) => {
                             return Err(sql_error(
-                                "22023",
+                                SqlState::InvalidParameterValue,
                                 format!(
                                     "cannot get array length of a {}",
                                     match j.value {
@@ -524,7 +525,7 @@ impl JsonFunction {
                         }
                         Some(j) => {
                             return Err(sql_error(
-                                "22023",
+                                SqlState::InvalidParameterValue,
                                 format!(
                                     "cannot extract elements from {}",
                                     match j.value {
@@ -718,7 +719,7 @@ fn build(
         && !arrays.len().is_multiple_of(2)
     {
         return Err(sql_error(
-            "22023",
+            SqlState::InvalidParameterValue,
             "argument list must have even number of elements: the arguments of json_build_object() must consist of alternating keys and values",
         ));
     }
@@ -737,7 +738,12 @@ fn build(
                     write_sql_value(a, fields.first(), row, kind, &mut raw)?;
                     text = reprint(&raw, kind)?;
                 }
-                None => return Err(sql_error("42883", "to_jsonb takes one argument")),
+                None => {
+                    return Err(sql_error(
+                        SqlState::UndefinedFunction,
+                        "to_jsonb takes one argument",
+                    ));
+                }
             },
             Op::BuildArray(_) => {
                 let mut raw = String::from("[");
@@ -756,7 +762,7 @@ fn build(
                     let key = &kv[0];
                     if key.is_null(row) {
                         return Err(sql_error(
-                            "22004",
+                            SqlState::NullValueNotAllowed,
                             format!(
                                 "null value not allowed for object key (argument {})",
                                 pair * 2 + 1
@@ -809,11 +815,12 @@ impl lookout_storage::batch::ValueFormat for JsonColumns {
                 None => out.append_null(),
                 Some(text) => match kind {
                     JsonKind::Json => {
-                        value::parse(text, false).map_err(|e| (e.sqlstate(), e.to_string()))?;
+                        value::parse(text, false)
+                            .map_err(|e| (e.sqlstate().code(), e.to_string()))?;
                         out.append_value(text);
                     }
                     JsonKind::Jsonb => out.append_value(
-                        value::normalize(text).map_err(|e| (e.sqlstate(), e.to_string()))?,
+                        value::normalize(text).map_err(|e| (e.sqlstate().code(), e.to_string()))?,
                     ),
                 },
             }

@@ -28,6 +28,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use crate::error::SqlState;
 use functions::{JsonFunction, Op};
 pub use functions::{JsonKind, json_kind};
 
@@ -221,7 +222,7 @@ impl ExprPlanner for JsonOperators {
         ) {
             if let Some(kind) = json_kind(&left).or(json_kind(&right)) {
                 return Err(functions::sql_error(
-                    "0A000",
+                    SqlState::FeatureNotSupported,
                     format!(
                         "comparing {} values with {} is not supported; compare a typed field, e.g. (meta ->> 'score')::float8 > 0.5",
                         kind.name(),
@@ -325,7 +326,7 @@ pub(crate) fn refuse_json_order<'a>(
             && let Some(kind) = json_kind(&field)
         {
             return Err(functions::sql_error(
-                "0A000",
+                SqlState::FeatureNotSupported,
                 format!(
                     "ordering by a {} value is not supported; order by its text or a typed field, e.g. ORDER BY (meta ->> 'score')::float8",
                     kind.name()

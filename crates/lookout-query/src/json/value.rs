@@ -6,6 +6,7 @@
 //! the exact text of an element; `serde_json` keeps number text only under a
 //! crate-wide feature that changes every other user of it in the build.
 
+use crate::error::SqlState;
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
@@ -31,12 +32,12 @@ pub(crate) enum JsonError {
 
 impl JsonError {
     /// The SQLSTATE PostgreSQL gives for this error.
-    pub(crate) fn sqlstate(&self) -> &'static str {
+    pub(crate) fn sqlstate(&self) -> SqlState {
         match self {
-            JsonError::Syntax(_) => "22P02",
-            JsonError::NulEscape => "22P05",
-            JsonError::TooDeep => "54001",
-            JsonError::NumberRange => "22003",
+            JsonError::Syntax(_) => SqlState::InvalidTextRepresentation,
+            JsonError::NulEscape => SqlState::UntranslatableCharacter,
+            JsonError::TooDeep => SqlState::StatementTooComplex,
+            JsonError::NumberRange => SqlState::NumericValueOutOfRange,
         }
     }
 }
@@ -828,16 +829,22 @@ mod tests {
             "\"\\ud800\"",
         ] {
             let e = normalize(bad).expect_err(bad);
-            assert_eq!(e.sqlstate(), "22P02", "{bad}: {e}");
+            assert_eq!(e.sqlstate().code(), "22P02", "{bad}: {e}");
         }
         assert_eq!(
-            normalize(r#""\u0000""#).map_err(|e| e.sqlstate()),
+            normalize(r#""\u0000""#).map_err(|e| e.sqlstate().code()),
             Err("22P05")
         );
         assert!(parse(r#""\u0000""#, false).is_ok(), "json keeps \\u0000");
-        assert_eq!(normalize("1e1001").map_err(|e| e.sqlstate()), Err("22003"));
+        assert_eq!(
+            normalize("1e1001").map_err(|e| e.sqlstate().code()),
+            Err("22003")
+        );
         let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
-        assert_eq!(normalize(&deep).map_err(|e| e.sqlstate()), Err("54001"));
+        assert_eq!(
+            normalize(&deep).map_err(|e| e.sqlstate().code()),
+            Err("54001")
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CommentObject, ObjectName};
 
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Output, SYSTEM_PREFIX, ident_name, table_name};
 
@@ -41,8 +42,8 @@ pub(crate) async fn comment_on(
         .as_ref()
         .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
     {
-        return Err(QueryError::with_code(
-            "54000",
+        return Err(QueryError::new(
+            SqlState::ProgramLimitExceeded,
             format!(
                 "comment is longer than {} KiB; keep long documentation elsewhere and link to it",
                 MAX_COMMENT_BYTES / 1024

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::error::SqlState;
 use arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoBuilder};
 use arrow::datatypes::{
     DataType, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
@@ -91,8 +92,8 @@ fn smallest_abs_and_min(arg: &ColumnarValue) -> Option<(f64, f64)> {
     }
 }
 
-fn sql_error(code: &'static str, message: &str) -> DataFusionError {
-    DataFusionError::External(Box::new(crate::error::QueryError::with_code(code, message)))
+fn sql_error(state: SqlState, message: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::QueryError::new(state, message)))
 }
 
 /// The divisor of a double precision division, refused when zero with
@@ -105,7 +106,7 @@ pub(crate) fn nonzero_divisor() -> Arc<ScalarUDF> {
             DataType::Float64,
             |args| {
                 if smallest_abs_and_min(&args[0]).is_some_and(|(abs, _)| abs == 0.0) {
-                    return Err(sql_error("22012", "division by zero"));
+                    return Err(sql_error(SqlState::DivisionByZero, "division by zero"));
                 }
                 Ok(args[0].clone())
             },
@@ -122,10 +123,13 @@ pub(crate) fn log_argument() -> Arc<ScalarUDF> {
             Arc::new(float_function("log_argument", DataType::Float64, |args| {
                 match smallest_abs_and_min(&args[0]) {
                     Some((_, min)) if min < 0.0 => Err(sql_error(
-                        "2201E",
+                        SqlState::InvalidArgumentForLogarithm,
                         "cannot take logarithm of a negative number",
                     )),
-                    Some((0.0, _)) => Err(sql_error("2201E", "cannot take logarithm of zero")),
+                    Some((0.0, _)) => Err(sql_error(
+                        SqlState::InvalidArgumentForLogarithm,
+                        "cannot take logarithm of zero",
+                    )),
                     _ => Ok(args[0].clone()),
                 }
             }))
@@ -371,7 +375,7 @@ impl ScalarUDFImpl for Mod {
             if arrays[1].data_type().is_integer() {
                 let divisors = arrays[1].as_primitive::<arrow::datatypes::Int64Type>();
                 if divisors.iter().any(|d| d == Some(0)) {
-                    return Err(sql_error("22012", "division by zero"));
+                    return Err(sql_error(SqlState::DivisionByZero, "division by zero"));
                 }
             }
             Ok(arrow::compute::kernels::numeric::rem(

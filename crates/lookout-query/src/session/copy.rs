@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::ast::{self, CopyLegacyOption, CopyOption, CopySo
 
 use super::{Session, parse_sql};
 use crate::copy::{CopyDecoder, CopyEncoder, CopyFormat, CopyKind};
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{CopyIn, Output, ident_name, quote_ident, quoted_table, table_name};
 use crate::transaction::TransactionState;
@@ -27,8 +28,8 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
                     ));
                 }
                 other => {
-                    return Err(QueryError::with_code(
-                        "22023",
+                    return Err(QueryError::new(
+                        SqlState::InvalidParameterValue,
                         format!("COPY format \"{other}\" not recognized"),
                     ));
                 }
@@ -83,8 +84,8 @@ fn single_byte(c: char) -> Result<u8> {
         .ok()
         .filter(u8::is_ascii)
         .ok_or_else(|| {
-            QueryError::with_code(
-                "22023",
+            QueryError::new(
+                SqlState::InvalidParameterValue,
                 "COPY delimiter, quote and escape must be single ASCII characters",
             )
         })
@@ -189,8 +190,8 @@ impl Session {
                 .map(|c| {
                     let n = ident_name(c);
                     full.field_with_name(&n).cloned().map_err(|_| {
-                        QueryError::with_code(
-                            "42703",
+                        QueryError::new(
+                            SqlState::UndefinedColumn,
                             format!("column \"{n}\" of relation \"{table}\" does not exist"),
                         )
                     })
@@ -220,8 +221,8 @@ impl Session {
                 )
                 .await
                 .map_err(|e| {
-                    QueryError::with_code(
-                        "58P01",
+                    QueryError::new(
+                        SqlState::UndefinedFile,
                         format!("could not read file \"{filename}\": {e}"),
                     )
                 })?;
@@ -264,7 +265,7 @@ impl Session {
         if rows <= BULK_ROWS {
             let schema = batches[0].schema();
             let all = arrow::compute::concat_batches(&schema, &batches)
-                .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+                .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
             ingest.write(table, all).await
         } else {
             let stream = futures::stream::iter(batches.into_iter().map(Ok));

@@ -7,6 +7,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::ast::{self, Statement};
 
 use super::Session;
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Output, ident_name};
 
@@ -28,8 +29,8 @@ impl Session {
         }
         let holdable = declare.hold == Some(true);
         if !holdable && !self.in_transaction() {
-            return Err(QueryError::with_code(
-                "25P01",
+            return Err(QueryError::new(
+                SqlState::NoActiveSqlTransaction,
                 "DECLARE CURSOR can only be used in transaction blocks (or declare it WITH HOLD)",
             ));
         }

@@ -7,6 +7,7 @@ use datafusion::sql::sqlparser::ast::{
 use lookout_storage::{CreateTable, StorageError};
 
 use super::{Session, option_text};
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Output, SYSTEM_PREFIX, ident_name, parse_duration, quote_ident, table_name};
 
@@ -32,8 +33,8 @@ fn arrow_type(dt: &ast::DataType) -> Result<DataType> {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         }
         _ => {
-            return Err(QueryError::with_code(
-                "42704",
+            return Err(QueryError::new(
+                SqlState::UndefinedObject,
                 format!("type \"{text}\" is not supported"),
             ));
         }
@@ -113,8 +114,8 @@ impl Session {
                     }
                 }
                 other => {
-                    return Err(QueryError::with_code(
-                        "22023",
+                    return Err(QueryError::new(
+                        SqlState::InvalidParameterValue,
                         format!(
                             "unrecognized table option \"{other}\" (known: time_column, partition_column, bucket, ttl, key, version, deleted)"
                         ),
@@ -130,8 +131,8 @@ impl Session {
                 deleted,
             }),
             _ => {
-                return Err(QueryError::with_code(
-                    "22023",
+                return Err(QueryError::new(
+                    SqlState::InvalidParameterValue,
                     "a versioned table needs both key and version options (deleted is optional)",
                 ));
             }
@@ -158,8 +159,8 @@ impl Session {
         }
         let name = table_name(&view.name)?;
         if name.starts_with(SYSTEM_PREFIX) || name.contains('.') {
-            return Err(QueryError::with_code(
-                "42501",
+            return Err(QueryError::new(
+                SqlState::InsufficientPrivilege,
                 format!("views are created in the public schema, not as \"{name}\""),
             ));
         }
@@ -170,8 +171,8 @@ impl Session {
         } else {
             let planned = plan.schema().fields();
             if view.columns.len() > planned.len() {
-                return Err(QueryError::with_code(
-                    "42601",
+                return Err(QueryError::new(
+                    SqlState::SyntaxError,
                     "CREATE VIEW specifies more column names than columns",
                 ));
             }

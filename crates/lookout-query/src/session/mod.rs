@@ -30,6 +30,7 @@ use datafusion::sql::sqlparser::ast::{self, Expr as SqlExpr, Ident, ObjectType, 
 use futures::StreamExt;
 
 use crate::Lookout;
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Command, Output, batches_stream, ident_name, split_statements, table_name};
 use crate::table::catalog::{InformationSchema, LookoutSchema, SystemSchema};
@@ -90,8 +91,8 @@ fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
 pub(crate) const MAX_OPERATORS: usize = 10_000;
 
 fn too_complex(detail: &str) -> QueryError {
-    QueryError::with_code(
-        "54001",
+    QueryError::new(
+        SqlState::StatementTooComplex,
         format!("statement too complex: {detail}; split it or use IN (...) lists and joins"),
     )
 }
@@ -422,8 +423,8 @@ impl Session {
             TransactionState::Open(block) | TransactionState::Failed(block) => {
                 Ok(Arc::clone(block))
             }
-            TransactionState::Idle => Err(QueryError::with_code(
-                "25P01",
+            TransactionState::Idle => Err(QueryError::new(
+                SqlState::NoActiveSqlTransaction,
                 format!("{statement} can only be used in transaction blocks"),
             )),
         }

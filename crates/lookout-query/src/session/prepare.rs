@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use lookout_storage::TableDef;
 
 use super::{Session, handled_here, show_column};
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Command, Output, SYSTEM_PREFIX, batches_stream, ident_name, table_name};
 
@@ -322,8 +323,8 @@ impl Session {
             })
         };
         if shape(&replanned.schema) != shape(&prepared.schema) {
-            return Err(QueryError::with_code(
-                "0A000",
+            return Err(QueryError::new(
+                SqlState::FeatureNotSupported,
                 "cached plan must not change result type: a table the statement reads changed \
                  since it was prepared; prepare it again",
             ));
@@ -368,7 +369,10 @@ impl Session {
         params: Option<Vec<ScalarValue>>,
     ) -> Result<Output> {
         let Some(plan) = prepared.plan.clone() else {
-            return Err(QueryError::with_code("XX000", "statement has no plan"));
+            return Err(QueryError::new(
+                SqlState::InternalError,
+                "statement has no plan",
+            ));
         };
         let with_params = |plan: LogicalPlan| match &params {
             Some(p) if !p.is_empty() => plan.with_param_values(ParamValues::List(

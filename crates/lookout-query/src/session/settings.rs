@@ -10,6 +10,7 @@ use datafusion::sql::sqlparser::ast::{Ident, Set};
 
 use super::{Session, option_text, show_column, show_key};
 use crate::copy::parse_timestamp_micros;
+use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::Output;
 use crate::functions::check_setting;
@@ -46,7 +47,7 @@ fn text_rows(name: &str, values: Vec<String>) -> Result<Output> {
         Arc::clone(&schema),
         vec![Arc::new(StringArray::from(values))],
     )
-    .map_err(|e| QueryError::with_code("XX000", e.to_string()))?;
+    .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
     Ok(Output::from_batches(schema, vec![batch]))
 }
 
@@ -106,8 +107,8 @@ impl Session {
         };
         match crate::interrupt::parse(value)? {
             Some(asked) if asked <= limit => Ok(()),
-            _ => Err(QueryError::with_code(
-                "42501",
+            _ => Err(QueryError::new(
+                SqlState::InsufficientPrivilege,
                 format!(
                     "statement_timeout is limited to {} ms for role \"{}\"",
                     limit.as_millis(),
@@ -159,7 +160,7 @@ impl Session {
                     .config_mut()
                     .options_mut()
                     .set(k, value)
-                    .map_err(|e| QueryError::with_code("22023", e.to_string()))?;
+                    .map_err(|e| QueryError::new(SqlState::InvalidParameterValue, e.to_string()))?;
             }
             _ => {}
         }
@@ -219,8 +220,8 @@ impl Session {
         }
         match self.setting(&key) {
             Some(v) => text_rows(&show_column(variable), vec![v]),
-            None => Err(QueryError::with_code(
-                "42704",
+            None => Err(QueryError::new(
+                SqlState::UndefinedObject,
                 format!("unrecognized configuration parameter \"{key}\""),
             )),
         }

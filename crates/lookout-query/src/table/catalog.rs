@@ -7,6 +7,7 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::Result;
 use lookout_storage::StorageError;
 
+use crate::error::SqlState;
 use crate::ext::names::SYSTEM_PREFIX;
 use crate::ingest::Ingest;
 use crate::table::provider::{LookoutTable, storage_err};
@@ -130,8 +131,8 @@ async fn plan_view(lookout: &crate::Lookout, sql: &str) -> Result<Arc<dyn TableP
     let depth = VIEW_DEPTH.try_with(|d| *d).unwrap_or(0);
     if depth >= MAX_VIEW_DEPTH {
         return Err(datafusion::error::DataFusionError::External(Box::new(
-            crate::error::QueryError::with_code(
-                "42P17",
+            crate::error::QueryError::new(
+                SqlState::InvalidObjectDefinition,
                 format!("infinite recursion detected in views (more than {MAX_VIEW_DEPTH} deep)"),
             ),
         )));

@@ -36,6 +36,7 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::access::authorize;
 use crate::error::QueryError;
+use crate::error::SqlState;
 use crate::ext::Access;
 use crate::ingest::Ingest;
 use crate::table::returning::Returned;
@@ -182,8 +183,8 @@ fn fit_to_plan(
             _ if !needed(i) => sources.push(None),
             _ => {
                 return Err(DataFusionError::External(Box::new(
-                    crate::error::QueryError::with_code(
-                        "0A000",
+                    crate::error::QueryError::new(
+                        SqlState::FeatureNotSupported,
                         format!(
                             "cached plan must not change result type: column \"{}\" of \"{}\" changed since the statement was prepared; prepare it again",
                             field.name(),
