@@ -1,10 +1,11 @@
 //! The alert engine: keeps the rules, restores them at start, evaluates
 //! them on schedule through SQL and records each evaluation in one write.
-//! Starting is in `start.rs`, one evaluation's pieces in `evaluation.rs`,
-//! delivery in `delivery.rs`, baselines in `baseline.rs`, back-tests in
-//! `backtest.rs`.
+//! Starting is in `start.rs`, one evaluation's pieces in `evaluation.rs`
+//! (the query and the state machine) and `outcome.rs` (what is notified and
+//! logged), delivery in `delivery.rs`, baselines in `baseline.rs`,
+//! back-tests in `backtest.rs`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,16 +15,12 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::error::{AlertError, Result};
-use crate::evaluation::{Change, apply, full_labels, lock, next_instant, run_rule_query};
-use crate::notify::{self, AlertMessage, Delivery, Target, digest_entry, fingerprint};
-use crate::rule::{Micros, RuleDef, Severity, Threshold, format_duration};
-use crate::state::{Calibrated, Event, Instance, State};
+use crate::evaluation::{apply, lock, next_instant, run_rule_query};
+use crate::notify::{self, AlertMessage, Delivery, digest_entry};
+use crate::outcome::{self, ALERTMANAGER_RESEND, ChangesByFingerprint, Silence};
+use crate::rule::{Micros, RuleDef, Severity};
+use crate::state::{Calibrated, Instance, State};
 use crate::store::{self, LogRow, Rows};
-
-/// How long a resolved alert keeps being re-sent to Alertmanager.
-const RESOLVED_RETENTION: Micros = 15 * 60_000_000;
-/// Minimum gap between re-posts of firing alerts to Alertmanager.
-const ALERTMANAGER_RESEND: Micros = 60_000_000;
 
 /// Tunables of the alert engine.
 #[derive(Debug, Clone)]
@@ -65,19 +62,6 @@ pub(crate) struct RuleState {
     next_due: Micros,
     running: bool,
     last_alertmanager_post: Micros,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Silence {
-    pub(crate) id: i64,
-    pub(crate) ends_at: Micros,
-    pub(crate) matchers: Vec<(String, String)>,
-}
-
-impl Silence {
-    fn mutes(&self, labels: &[(String, String)], at: Micros) -> bool {
-        at < self.ends_at && self.matchers.iter().all(|m| labels.iter().any(|l| l == m))
-    }
 }
 
 #[derive(Debug)]
@@ -446,201 +430,39 @@ impl AlertEngine {
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let recorded = self.now_micros();
-        let mut log: Vec<LogRow> = Vec::new();
-        let mut deliveries: Vec<(&str, Delivery)> = Vec::new();
-        let mut alertmanager: Vec<(String, Vec<AlertMessage>)> = Vec::new();
-        let (health, error, changes) = match outcome {
-            Ok(changes) if instances.is_empty() => ("nodata", None, changes),
-            Ok(changes) => ("ok", None, changes),
-            Err(e) => {
-                let changes = instances
-                    .iter_mut()
-                    .map(|(fp, inst)| {
-                        let s = crate::state::query_failed(inst);
-                        Change {
-                            fingerprint: fp.clone(),
-                            from: s.from,
-                            from_severity: s.from_severity,
-                            event: None,
-                        }
-                    })
-                    .collect();
-                ("error", Some(e.to_string()), changes)
-            }
-        };
-        let silences = lock(&self.inner.silences).clone();
-        let mut by_fp: HashMap<&str, &Change> = HashMap::new();
-        for c in &changes {
-            by_fp.insert(&c.fingerprint, c);
-        }
-        // Webhook alerts per target, for this evaluation's events.
-        let mut webhook: BTreeMap<String, Vec<AlertMessage>> = BTreeMap::new();
-        let mut digest: Vec<(String, AlertMessage)> = Vec::new();
-        let mut notified: HashMap<String, &'static str> = HashMap::new();
-        for (fp, inst) in instances.iter_mut() {
-            let Some(change) = by_fp.get(fp.as_str()) else {
-                continue;
-            };
-            let Some(event) = change.event else {
-                continue;
-            };
-            let labels = full_labels(&def, &inst.labels);
-            if silences.iter().any(|s| s.mutes(&labels, ts)) {
-                notified.insert(fp.clone(), "silenced");
-                continue;
-            }
-            let severity = inst.severity.unwrap_or(Severity::P2);
-            let message = message(&def, inst, fp, ts, None);
-            for url in def.targets(severity) {
-                if let Ok(Target::Webhook(url)) = Target::parse(url) {
-                    if severity == Severity::P2 && event != Event::Resolved {
-                        digest.push((url, message.clone()));
-                    } else if severity != Severity::P2 {
-                        webhook.entry(url).or_default().push(message.clone());
-                    }
-                }
-            }
-            inst.last_sent_at = Some(ts);
-            notified.insert(fp.clone(), event.as_str());
-        }
-        // Alertmanager: every active alert, re-posted at most once a minute.
-        let am_targets: Vec<String> = all_targets(&def)
-            .into_iter()
-            .filter_map(|t| match Target::parse(&t) {
-                Ok(Target::Alertmanager(url)) => Some(url),
-                _ => None,
-            })
-            .collect();
-        if !am_targets.is_empty() {
-            let last_post = lock(&self.inner.rules)
-                .get(name)
-                .map_or(0, |r| r.last_alertmanager_post);
-            if !notified.is_empty() || ts - last_post >= ALERTMANAGER_RESEND {
-                let valid_until = ts + 4 * def.every.max(ALERTMANAGER_RESEND);
-                let mut alerts = Vec::new();
-                for (fp, inst) in &instances {
-                    let labels = full_labels(&def, &inst.labels);
-                    if silences.iter().any(|s| s.mutes(&labels, ts)) {
-                        continue;
-                    }
-                    if inst.state.is_active() {
-                        alerts.push(message(&def, inst, fp, ts, Some(valid_until)));
-                    } else if inst
-                        .resolved_at
-                        .is_some_and(|r| ts - r <= RESOLVED_RETENTION)
-                    {
-                        alerts.push(message(&def, inst, fp, ts, None));
-                    }
-                    // The alert of a tier left behind ends now.
-                    if let Some(c) = by_fp.get(fp.as_str())
-                        && c.from.is_active()
-                        && c.from_severity.is_some()
-                        && c.from_severity != inst.severity
-                    {
-                        let mut old = inst.clone();
-                        old.severity = c.from_severity;
-                        old.state = State::Resolved;
-                        old.resolved_at = Some(ts);
-                        alerts.push(message(&def, &old, fp, ts, None));
-                    }
-                }
-                if !alerts.is_empty() {
-                    for url in &am_targets {
-                        alertmanager.push((url.clone(), alerts.clone()));
-                    }
-                }
-                if let Some(r) = lock(&self.inner.rules).get_mut(name) {
-                    r.last_alertmanager_post = ts;
-                }
-            }
-        }
-        // Quiet instances (inactive, unchanged) are most of them and say
-        // nothing: only the others are recorded, which is also all a restart needs.
-        let recorded_states: Vec<(&String, &Instance, Option<&&Change>, String)> = instances
+        let (health, error, changes) = outcome::health(outcome, &mut instances);
+        let by_fp: ChangesByFingerprint<'_> = changes
             .iter()
-            .filter_map(|(fp, inst)| {
-                let change = by_fp.get(fp.as_str());
-                let quiet = inst.state == State::Inactive
-                    && change.is_none_or(|c| c.from == State::Inactive);
-                (!quiet).then(|| (fp, inst, change, store::labels_json(&inst.labels)))
-            })
+            .map(|c| (c.fingerprint.as_str(), c))
             .collect();
-        for (fp, inst, change, labels) in recorded_states {
-            log.push(LogRow {
-                ts,
-                kind: "state",
-                rule: &def.name,
-                rule_version: version,
-                fingerprint: Some(fp),
-                labels: Some(labels),
-                previous_state: Some(change.map_or(inst.state, |c| c.from).as_str()),
-                state: Some(inst.state.as_str()),
-                severity: inst.severity.map(Severity::as_str),
-                value: inst.value,
-                n: inst.n,
-                threshold: inst.threshold,
-                active_at: inst.active_at,
-                fired_at: inst.fired_at,
-                keep_firing_since: inst.keep_firing_since,
-                resolved_at: inst.resolved_at,
-                last_sent_at: inst.last_sent_at,
-                missed: Some(i64::from(inst.missed)),
-                notification: notified.get(fp).copied(),
-                recorded_at: recorded,
-                ..Default::default()
-            });
-        }
-        for (url, alerts) in webhook {
-            let id = format!(
-                "{}:{version}:{ts}:{}",
-                def.name,
-                fingerprint(&[("target".into(), url.clone())])
-            );
-            let body = notify::webhook_body(&def.name, &alerts);
-            let firing = alerts.iter().any(|a| a.status == "firing");
-            deliveries.push((
-                if firing { "firing" } else { "resolved" },
-                Delivery {
-                    id,
-                    target: url,
-                    body,
-                    attempts: 0,
-                    next_at: tokio::time::Instant::now(),
-                },
-            ));
-        }
-        for (kind, d) in &deliveries {
-            log.push(LogRow {
-                ts,
-                kind: "notification",
-                rule: &def.name,
-                rule_version: version,
-                notification: Some(kind),
-                target: Some(&d.target),
-                payload: Some(&d.body),
-                detail: Some(&d.id),
-                recorded_at: recorded,
-                ..Default::default()
-            });
-        }
-        let digest: Vec<(String, String, String)> = digest
-            .into_iter()
-            .map(|(url, alert)| (url, digest_entry(&alert), alert.fingerprint))
+        let silences = lock(&self.inner.silences).clone();
+        let mut routed = outcome::route(&def, &mut instances, &by_fp, &silences, ts);
+        let alertmanager = self.alertmanager_posts(
+            name,
+            &def,
+            &instances,
+            &by_fp,
+            &silences,
+            !routed.notified.is_empty(),
+            ts,
+        );
+        let deliveries =
+            outcome::webhook_deliveries(&def, version, ts, std::mem::take(&mut routed.webhook));
+        let digest: Vec<(String, String, String)> = routed
+            .digest
+            .iter()
+            .map(|(url, alert)| (url.clone(), digest_entry(alert), alert.fingerprint.clone()))
             .collect();
-        for (url, entry, fp) in &digest {
-            log.push(LogRow {
-                ts,
-                kind: "digest",
-                rule: &def.name,
-                rule_version: version,
-                fingerprint: Some(fp),
-                severity: Some("P2"),
-                target: Some(url),
-                payload: Some(entry),
-                recorded_at: recorded,
-                ..Default::default()
-            });
-        }
+        let mut log = outcome::log_rows(
+            &def,
+            version,
+            &instances,
+            &by_fp,
+            &routed,
+            &deliveries,
+            &digest,
+            (ts, recorded),
+        );
         log.push(LogRow {
             ts,
             kind: "evaluation",
@@ -685,59 +507,43 @@ impl AlertEngine {
         }
         Ok(count)
     }
-}
 
-fn all_targets(def: &RuleDef) -> Vec<String> {
-    let mut all: Vec<String> = def.notify.clone();
-    for t in &def.tiers {
-        all.extend(t.notify.iter().cloned());
-    }
-    all.sort();
-    all.dedup();
-    all
-}
-
-pub(crate) fn message(
-    def: &RuleDef,
-    inst: &Instance,
-    fp: &str,
-    ts: Micros,
-    valid_until: Option<Micros>,
-) -> AlertMessage {
-    let mut labels = full_labels(def, &inst.labels);
-    let severity = inst.severity.map_or("none", Severity::as_str);
-    labels.insert(1, ("severity".to_string(), severity.to_string()));
-    let firing = inst.state.is_active();
-    let mut annotations = vec![(
-        "summary".to_string(),
-        format!(
-            "{}: value {} (threshold {}, n = {})",
-            def.name,
-            inst.value.map_or("-".to_string(), |v| format!("{v}")),
-            inst.threshold.map_or("-".to_string(), |v| format!("{v}")),
-            inst.n.map_or("-".to_string(), |v| v.to_string()),
-        ),
-    )];
-    if let Some(v) = inst.value {
-        annotations.push(("value".to_string(), format!("{v}")));
-    }
-    if let Some(t) = inst.threshold {
-        annotations.push(("threshold".to_string(), format!("{t}")));
-    }
-    if let Some(n) = inst.n {
-        annotations.push(("n".to_string(), n.to_string()));
-    }
-    AlertMessage {
-        status: if firing { "firing" } else { "resolved" },
-        labels,
-        annotations,
-        starts_at: inst.fired_at.unwrap_or(ts),
-        ends_at: if firing {
-            valid_until
-        } else {
-            inst.resolved_at.or(Some(ts))
-        },
-        fingerprint: fp.to_string(),
+    /// The Alertmanager posts of an evaluation: its alerts to each of the
+    /// rule's Alertmanager targets when something was notified, else at
+    /// most once per `ALERTMANAGER_RESEND` (Alertmanager forgets an alert
+    /// not re-posted).
+    #[allow(clippy::too_many_arguments)]
+    fn alertmanager_posts(
+        &self,
+        name: &str,
+        def: &RuleDef,
+        instances: &BTreeMap<String, Instance>,
+        changes: &ChangesByFingerprint<'_>,
+        silences: &[Silence],
+        notified: bool,
+        ts: Micros,
+    ) -> Vec<(String, Vec<AlertMessage>)> {
+        let targets = outcome::alertmanager_targets(def);
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let last_post = lock(&self.inner.rules)
+            .get(name)
+            .map_or(0, |r| r.last_alertmanager_post);
+        if !notified && ts - last_post < ALERTMANAGER_RESEND {
+            return Vec::new();
+        }
+        let alerts = outcome::alertmanager_alerts(def, instances, changes, silences, ts);
+        if let Some(r) = lock(&self.inner.rules).get_mut(name) {
+            r.last_alertmanager_post = ts;
+        }
+        if alerts.is_empty() {
+            return Vec::new();
+        }
+        targets
+            .into_iter()
+            .map(|url| (url, alerts.clone()))
+            .collect()
     }
 }
 
@@ -746,32 +552,11 @@ pub(crate) fn describe_tiers(def: &RuleDef) -> String {
     def.tiers
         .iter()
         .map(|t| {
-            let threshold = match &t.threshold {
-                Threshold::Fixed(v) => format!("{v}"),
-                Threshold::Baseline {
-                    sigmas,
-                    robust,
-                    over,
-                    step,
-                    margin,
-                } => {
-                    let unit = if *robust { "MAD" } else { "SIGMA" };
-                    let mut s =
-                        format!("BASELINE({sigmas} {unit} OVER '{}'", format_duration(*over));
-                    if let Some(step) = step {
-                        s.push_str(&format!(" STEP '{}'", format_duration(*step)));
-                    }
-                    if *margin > 0.0 {
-                        s.push_str(&format!(" MARGIN {margin}"));
-                    }
-                    s.push(')');
-                    s
-                }
-            };
             format!(
-                "{} WHEN value {} {threshold}",
+                "{} WHEN value {} {}",
                 t.severity.as_str(),
-                t.op.as_str()
+                t.op.as_str(),
+                t.threshold
             )
         })
         .collect::<Vec<_>>()

@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use lookout_query::{Access, ExtStatement, Output, QueryError, SqlExtension, SqlSession};
 
 use crate::backtest::BacktestRow;
-use crate::engine::{AlertEngine, Silence, describe_tiers};
+use crate::engine::{AlertEngine, describe_tiers};
 use crate::error::{AlertError, Result};
 use crate::evaluation::lock;
 use crate::grammar::{AlertStatement, SilenceEnd, TimeBound, is_alert_statement, parse};
+use crate::outcome::Silence;
 use crate::rule::{RuleDef, format_duration};
 use crate::store::{int, labels_json, opt_text, text, timestamp};
 
@@ -144,7 +145,7 @@ struct ParsedAlert {
 
 impl std::fmt::Display for ParsedAlert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.sql)
+        self.statement.fmt(f)
     }
 }
 

@@ -1,14 +1,18 @@
 //! The alert statements: `CREATE ALERT`, `DROP ALERT`, `ALTER ALERT`,
 //! `SHOW ALERTS`, `RECALIBRATE ALERT`, `BACKTEST ALERT`, and silences.
 //!
-//! Clauses are parsed here; the query after `AS` is kept as written and
-//! checked by planning it.
+//! Clauses are parsed here with the core's grammar kit ([`Words`]); the
+//! query after `AS` is kept as written and checked by planning it.
+
+use std::fmt;
 
 use lookout_query::copy::parse_timestamp_micros;
-use lookout_query::parse_non_negative_duration;
+use lookout_query::ext::{Piece, Words, leading_words, one_expression, quote_ident, quote_literal};
 
 use crate::error::{AlertError, Result};
-use crate::rule::{DEFAULT_REPEAT, Micros, Op, Recover, RuleDef, Severity, Threshold, Tier};
+use crate::rule::{
+    DEFAULT_REPEAT, Micros, Op, Recover, RuleDef, Severity, Threshold, Tier, format_duration,
+};
 
 /// A parsed alert statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,141 +93,6 @@ pub enum TimeBound {
     Expression(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Word(String),
-    Str(String),
-    Num(f64),
-    Sym(&'static str),
-}
-
-struct Lexed {
-    tokens: Vec<(Token, usize)>,
-}
-
-fn lex(sql: &str) -> Result<Lexed> {
-    let bytes = sql.as_bytes();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let start = i;
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'-' && bytes.get(i + 1) == Some(&b'-') {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
-            }
-        } else if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
-            match sql[i + 2..].find("*/") {
-                Some(end) => i += end + 4,
-                None => return Err(AlertError::syntax("unterminated comment")),
-            }
-        } else if c == b'\'' {
-            let mut text = String::new();
-            i += 1;
-            loop {
-                match sql[i..].find('\'') {
-                    None => return Err(AlertError::syntax("unterminated quoted string")),
-                    Some(q) => {
-                        text.push_str(&sql[i..i + q]);
-                        i += q + 1;
-                        if bytes.get(i) == Some(&b'\'') {
-                            text.push('\'');
-                            i += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
-            tokens.push((Token::Str(text), start));
-        } else if c == b'"' {
-            match sql[i + 1..].find('"') {
-                Some(q) => {
-                    tokens.push((
-                        Token::Word(format!("\"{}\"", &sql[i + 1..i + 1 + q])),
-                        start,
-                    ));
-                    i += q + 2;
-                }
-                None => return Err(AlertError::syntax("unterminated quoted identifier")),
-            }
-        } else if c.is_ascii_digit()
-            || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
-        {
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_')
-            {
-                // An exponent's sign belongs to the number.
-                if (bytes[i] == b'e' || bytes[i] == b'E')
-                    && matches!(bytes.get(i + 1), Some(b'-') | Some(b'+'))
-                {
-                    i += 1;
-                }
-                i += 1;
-            }
-            let text = &sql[start..i];
-            let n = text
-                .replace('_', "")
-                .parse::<f64>()
-                .map_err(|_| AlertError::syntax(format!("invalid number \"{text}\"")))?;
-            tokens.push((Token::Num(n), start));
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                i += 1;
-            }
-            let word = &sql[start..i];
-            tokens.push((Token::Word(word.to_string()), start));
-            // The query after AS is SQL, not ours to lex.
-            if word.eq_ignore_ascii_case("AS") {
-                break;
-            }
-        } else {
-            let two = sql.get(i..i + 2).unwrap_or("");
-            let sym = match two {
-                ">=" => Some(">="),
-                "<=" => Some("<="),
-                _ => None,
-            };
-            let sym = match sym {
-                Some(s) => {
-                    i += 2;
-                    s
-                }
-                None => {
-                    i += 1;
-                    match c {
-                        b'>' => ">",
-                        b'<' => "<",
-                        b'=' => "=",
-                        b',' => ",",
-                        b'(' => "(",
-                        b')' => ")",
-                        b'-' => "-",
-                        b'%' => "%",
-                        // Only inside time expressions, which are SQL.
-                        b'+' => "+",
-                        b'*' => "*",
-                        b'/' => "/",
-                        b':' => ":",
-                        b'.' => ".",
-                        b';' => ";",
-                        _ => {
-                            let ch = sql[start..].chars().next().unwrap_or('?');
-                            return Err(AlertError::syntax(format!(
-                                "unexpected character \"{ch}\" in alert statement"
-                            )));
-                        }
-                    }
-                }
-            };
-            tokens.push((Token::Sym(sym), start));
-        }
-    }
-    Ok(Lexed { tokens })
-}
-
 /// Whether `sql` is an alert statement (so Lookout's SQL parser never sees it).
 pub fn is_alert_statement(sql: &str) -> bool {
     let words: Vec<String> = leading_words(sql, 4);
@@ -242,245 +111,75 @@ pub fn is_alert_statement(sql: &str) -> bool {
     )
 }
 
-/// The first `max` words of `sql` in upper case, after comments.
-fn leading_words(sql: &str, max: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut rest = sql;
-    while words.len() < max {
-        rest = rest.trim_start();
-        if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len());
-            if end == 0 {
-                break;
-            }
-            words.push(rest[..end].to_ascii_uppercase());
-            rest = &rest[end..];
-        }
-    }
-    words
-}
-
+/// The alert grammar over the statement's words.
 struct Parser<'a> {
-    sql: &'a str,
-    tokens: Vec<(Token, usize)>,
-    pos: usize,
+    w: Words<'a>,
 }
 
 /// Parses one alert statement.
 pub fn parse(sql: &str) -> Result<AlertStatement> {
     let sql = sql.trim().trim_end_matches(';').trim_end();
     let mut p = Parser {
-        sql,
-        tokens: lex(sql)?.tokens,
-        pos: 0,
+        w: Words::new(sql)?,
     };
     let stmt = p.statement()?;
-    if let Some((t, _)) = p.tokens.get(p.pos) {
-        return Err(AlertError::syntax(format!(
-            "unexpected {} at the end of the statement",
-            describe(t)
-        )));
-    }
+    p.w.expect_end()?;
     Ok(stmt)
 }
 
-fn describe(t: &Token) -> String {
-    match t {
-        Token::Word(w) => format!("\"{w}\""),
-        Token::Str(s) => format!("'{s}'"),
-        Token::Num(n) => n.to_string(),
-        Token::Sym(s) => format!("\"{s}\""),
-    }
-}
-
 impl Parser<'_> {
-    fn peek(&self) -> Option<&Token> {
-        self.tokens.get(self.pos).map(|(t, _)| t)
-    }
-
-    fn peek_word(&self, word: &str) -> bool {
-        matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(word))
-    }
-
-    fn peek_words(&self, words: &[&str]) -> bool {
-        words.iter().enumerate().all(|(k, word)| {
-            matches!(self.tokens.get(self.pos + k), Some((Token::Word(w), _)) if w.eq_ignore_ascii_case(word))
-        })
-    }
-
-    fn eat_word(&mut self, word: &str) -> bool {
-        if self.peek_word(word) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn eat_words(&mut self, words: &[&str]) -> bool {
-        if self.peek_words(words) {
-            self.pos += words.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect_word(&mut self, word: &str) -> Result<()> {
-        if self.eat_word(word) {
-            Ok(())
-        } else {
-            Err(self.unexpected(word))
-        }
-    }
-
-    fn eat_sym(&mut self, sym: &str) -> bool {
-        if matches!(self.peek(), Some(Token::Sym(s)) if *s == sym) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect_sym(&mut self, sym: &str) -> Result<()> {
-        if self.eat_sym(sym) {
-            Ok(())
-        } else {
-            Err(self.unexpected(&format!("\"{sym}\"")))
-        }
-    }
-
     fn unexpected(&self, wanted: &str) -> AlertError {
-        match self.peek() {
-            Some(t) => AlertError::syntax(format!("expected {wanted}, found {}", describe(t))),
-            None => AlertError::syntax(format!("expected {wanted} at the end of the statement")),
-        }
-    }
-
-    fn name(&mut self) -> Result<String> {
-        match self.peek().cloned() {
-            Some(Token::Word(w)) => {
-                self.pos += 1;
-                Ok(
-                    match w.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-                        Some(quoted) => quoted.to_string(),
-                        None => w.to_lowercase(),
-                    },
-                )
-            }
-            _ => Err(self.unexpected("a name")),
-        }
-    }
-
-    fn string(&mut self, what: &str) -> Result<String> {
-        match self.peek().cloned() {
-            Some(Token::Str(s)) => {
-                self.pos += 1;
-                Ok(s)
-            }
-            _ => Err(self.unexpected(what)),
-        }
-    }
-
-    fn duration(&mut self, clause: &str) -> Result<Micros> {
-        let text = self.string(&format!("an interval in quotes after {clause}"))?;
-        let micros = parse_non_negative_duration(&text)?;
-        if micros < 0 {
-            return Err(AlertError::InvalidValue(format!(
-                "{clause} must not be negative"
-            )));
-        }
-        Ok(micros)
+        self.w.unexpected(wanted).into()
     }
 
     fn timestamp(&mut self, clause: &str) -> Result<Micros> {
-        let text = self.string(&format!("a timestamp in quotes after {clause}"))?;
+        let text = self
+            .w
+            .string(&format!("a timestamp in quotes after {clause}"))?;
         parse_timestamp_micros(&text).ok_or_else(|| {
             AlertError::InvalidDatetime(format!("invalid timestamp after {clause}: \"{text}\""))
         })
     }
 
-    /// A timestamp in quotes, or the SQL expression up to the first of
-    /// `stops` outside parentheses (or the end). The expression is checked
-    /// to be one expression: parentheses balanced, no `;`.
+    /// A timestamp in quotes, or the SQL text up to the first of `stops`
+    /// outside parentheses (or the end), checked to be one expression and
+    /// kept as written.
     fn time_bound(&mut self, clause: &str, stops: &[&str]) -> Result<TimeBound> {
-        let is_stop = |t: Option<&(Token, usize)>| match t {
-            None => true,
-            Some((Token::Word(w), _)) => stops.iter().any(|s| w.eq_ignore_ascii_case(s)),
-            _ => false,
-        };
-        if matches!(self.peek(), Some(Token::Str(_))) && is_stop(self.tokens.get(self.pos + 1)) {
+        let is_stop = |p: &Piece| stops.iter().any(|s| p.is_word(s));
+        if matches!(self.w.peek(), Some(Piece::Str(_))) && self.w.peek_at(1).is_none_or(is_stop) {
             return self.timestamp(clause).map(TimeBound::At);
         }
-        let Some(&(_, start)) = self.tokens.get(self.pos) else {
-            return Err(self.unexpected(&format!("a time after {clause}")));
-        };
-        let mut depth = 0i32;
-        while !(depth == 0 && is_stop(self.tokens.get(self.pos))) {
-            match self.peek() {
-                None => break,
-                Some(Token::Sym("(")) => depth += 1,
-                Some(Token::Sym(")")) => depth -= 1,
-                Some(Token::Sym(";")) => depth = -1,
-                Some(_) => {}
-            }
-            if depth < 0 {
-                break;
-            }
-            self.pos += 1;
-        }
-        if depth != 0 {
-            return Err(AlertError::syntax(format!(
-                "the time after {clause} is not one expression (check its parentheses)"
-            )));
-        }
-        let end = self
-            .tokens
-            .get(self.pos)
-            .map_or(self.sql.len(), |&(_, at)| at);
-        if end == start {
+        if self.w.peek().is_none_or(is_stop) {
             return Err(self.unexpected(&format!("a time after {clause}")));
         }
-        Ok(TimeBound::Expression(
-            self.sql[start..end].trim().to_string(),
-        ))
-    }
-
-    fn number(&mut self, what: &str) -> Result<f64> {
-        let negative = self.eat_sym("-");
-        match self.peek().cloned() {
-            Some(Token::Num(n)) => {
-                self.pos += 1;
-                Ok(if negative { -n } else { n })
-            }
-            _ => Err(self.unexpected(what)),
-        }
+        let text = self.w.text_until(is_stop);
+        one_expression(text).map_err(|e| {
+            AlertError::syntax(format!(
+                "the time after {clause} is not one expression ({e})"
+            ))
+        })?;
+        Ok(TimeBound::Expression(text.to_string()))
     }
 
     fn op(&mut self) -> Result<Op> {
-        let op = match self.peek() {
-            Some(Token::Sym(">")) => Op::Gt,
-            Some(Token::Sym(">=")) => Op::Ge,
-            Some(Token::Sym("<")) => Op::Lt,
-            Some(Token::Sym("<=")) => Op::Le,
+        let op = match self.w.peek() {
+            Some(Piece::Symbol(s)) => match s.as_str() {
+                ">" => Op::Gt,
+                ">=" => Op::Ge,
+                "<" => Op::Lt,
+                "<=" => Op::Le,
+                _ => return Err(self.unexpected("a comparison (>, >=, <, <=)")),
+            },
             _ => return Err(self.unexpected("a comparison (>, >=, <, <=)")),
         };
-        self.pos += 1;
+        self.w.advance();
         Ok(op)
     }
 
     fn targets(&mut self) -> Result<Vec<String>> {
-        let mut targets = vec![self.string("a notification URL in quotes")?];
-        while matches!(self.tokens.get(self.pos + 1), Some((Token::Str(_), _))) && self.eat_sym(",")
-        {
-            targets.push(self.string("a notification URL")?);
+        let mut targets = vec![self.w.string("a notification URL in quotes")?];
+        while matches!(self.w.peek_at(1), Some(Piece::Str(_))) && self.w.eat_symbol(",") {
+            targets.push(self.w.string("a notification URL")?);
         }
         for t in &targets {
             crate::notify::Target::parse(t)?;
@@ -489,45 +188,45 @@ impl Parser<'_> {
     }
 
     fn statement(&mut self) -> Result<AlertStatement> {
-        if self.eat_words(&["CREATE", "ALERT"]) {
-            let if_not_exists = self.eat_words(&["IF", "NOT", "EXISTS"]);
+        if self.w.eat_words(&["CREATE", "ALERT"]) {
+            let if_not_exists = self.w.eat_words(&["IF", "NOT", "EXISTS"]);
             let rule = self.create_body()?;
             return Ok(AlertStatement::Create {
                 rule,
                 if_not_exists,
             });
         }
-        if self.eat_words(&["DROP", "ALERT"]) {
-            let if_exists = self.eat_words(&["IF", "EXISTS"]);
-            let name = self.name()?;
+        if self.w.eat_words(&["DROP", "ALERT"]) {
+            let if_exists = self.w.eat_words(&["IF", "EXISTS"]);
+            let name = self.w.name()?;
             return Ok(AlertStatement::Drop { name, if_exists });
         }
-        if self.eat_words(&["ALTER", "ALERT"]) {
-            let name = self.name()?;
-            let paused = if self.eat_word("PAUSE") {
+        if self.w.eat_words(&["ALTER", "ALERT"]) {
+            let name = self.w.name()?;
+            let paused = if self.w.eat_word("PAUSE") {
                 true
-            } else if self.eat_word("RESUME") {
+            } else if self.w.eat_word("RESUME") {
                 false
             } else {
                 return Err(self.unexpected("PAUSE or RESUME"));
             };
             return Ok(AlertStatement::SetPaused { name, paused });
         }
-        if self.eat_words(&["SHOW", "ALERTS"]) {
+        if self.w.eat_words(&["SHOW", "ALERTS"]) {
             return Ok(AlertStatement::Show);
         }
-        if self.eat_words(&["RECALIBRATE", "ALERT"]) {
-            let name = self.name()?;
+        if self.w.eat_words(&["RECALIBRATE", "ALERT"]) {
+            let name = self.w.name()?;
             return Ok(AlertStatement::Recalibrate { name });
         }
-        if self.eat_words(&["BACKTEST", "ALERT"]) {
-            let name = self.name()?;
-            self.expect_word("FROM")?;
+        if self.w.eat_words(&["BACKTEST", "ALERT"]) {
+            let name = self.w.name()?;
+            self.w.expect_word("FROM")?;
             let from = self.time_bound("FROM", &["TO"])?;
-            self.expect_word("TO")?;
+            self.w.expect_word("TO")?;
             let to = self.time_bound("TO", &["STEP"])?;
-            let step = if self.eat_word("STEP") {
-                Some(self.duration("STEP")?)
+            let step = if self.w.eat_word("STEP") {
+                Some(self.w.duration("STEP")?)
             } else {
                 None
             };
@@ -550,27 +249,28 @@ impl Parser<'_> {
                 step,
             });
         }
-        if self.eat_words(&["CREATE", "SILENCE"]) {
-            let ends = if self.eat_word("UNTIL") {
+        if self.w.eat_words(&["CREATE", "SILENCE"]) {
+            let ends = if self.w.eat_word("UNTIL") {
                 SilenceEnd::Until(self.time_bound("UNTIL", &["WHERE"])?)
             } else {
-                self.expect_word("FOR")
+                self.w
+                    .expect_word("FOR")
                     .map_err(|_| self.unexpected("FOR or UNTIL"))?;
-                SilenceEnd::After(self.duration("FOR")?)
+                SilenceEnd::After(self.w.duration("FOR")?)
             };
-            self.expect_word("WHERE")?;
+            self.w.expect_word("WHERE")?;
             let mut matchers = Vec::new();
             loop {
-                let label = self.name()?;
-                self.expect_sym("=")?;
-                let value = self.string("a label value in quotes")?;
+                let label = self.w.name()?;
+                self.w.expect_symbol("=")?;
+                let value = self.w.string("a label value in quotes")?;
                 matchers.push((label, value));
-                if !self.eat_word("AND") {
+                if !self.w.eat_word("AND") {
                     break;
                 }
             }
-            let comment = if self.eat_word("COMMENT") {
-                self.string("a comment in quotes")?
+            let comment = if self.w.eat_word("COMMENT") {
+                self.w.string("a comment in quotes")?
             } else {
                 String::new()
             };
@@ -580,8 +280,8 @@ impl Parser<'_> {
                 comment,
             });
         }
-        if self.eat_words(&["DROP", "SILENCE"]) {
-            let id = self.number("a silence id")?;
+        if self.w.eat_words(&["DROP", "SILENCE"]) {
+            let id = self.w.number("a silence id")?;
             if id.fract() != 0.0 || id < 0.0 {
                 return Err(AlertError::InvalidValue(format!("invalid silence id {id}")));
             }
@@ -591,7 +291,7 @@ impl Parser<'_> {
     }
 
     fn create_body(&mut self) -> Result<RuleDef> {
-        let name = self.name()?;
+        let name = self.w.name()?;
         let mut rule = RuleDef {
             name,
             every: 0,
@@ -608,64 +308,62 @@ impl Parser<'_> {
         };
         let mut every = None;
         loop {
-            if self.eat_word("EVERY") {
-                every = Some(self.duration("EVERY")?);
-            } else if self.eat_words(&["KEEP", "FIRING", "FOR"]) {
-                rule.keep_firing_for = self.duration("KEEP FIRING FOR")?;
-            } else if self.eat_word("FOR") {
-                rule.for_ = self.duration("FOR")?;
-            } else if self.eat_word("SEVERITY") {
+            if self.w.eat_word("EVERY") {
+                every = Some(self.w.duration("EVERY")?);
+            } else if self.w.eat_words(&["KEEP", "FIRING", "FOR"]) {
+                rule.keep_firing_for = self.w.duration("KEEP FIRING FOR")?;
+            } else if self.w.eat_word("FOR") {
+                rule.for_ = self.w.duration("FOR")?;
+            } else if self.w.eat_word("SEVERITY") {
                 loop {
                     rule.tiers.push(self.tier()?);
-                    if !(self.peek_words(&["SEVERITY"])
-                        || (matches!(self.peek(), Some(Token::Sym(",")))
-                            && matches!(self.tokens.get(self.pos + 1), Some((Token::Word(w), _)) if w.eq_ignore_ascii_case("SEVERITY"))))
+                    if !(self.w.peek_words(&["SEVERITY"])
+                        || (self.w.peek().is_some_and(|p| p.is_symbol(","))
+                            && self.w.peek_at(1).is_some_and(|p| p.is_word("SEVERITY"))))
                     {
                         break;
                     }
-                    self.eat_sym(",");
-                    self.expect_word("SEVERITY")?;
+                    self.w.eat_symbol(",");
+                    self.w.expect_word("SEVERITY")?;
                 }
-            } else if self.eat_words(&["RECOVER", "WHEN"]) {
-                self.expect_word("value")?;
+            } else if self.w.eat_words(&["RECOVER", "WHEN"]) {
+                self.w.expect_word("value")?;
                 let op = self.op()?;
-                let value = self.number("a number")?;
+                let value = self.w.number("a number")?;
                 rule.recover = Some(Recover { op, value });
-            } else if self.eat_words(&["MIN", "SAMPLES"]) {
-                let n = self.number("a row count")?;
+            } else if self.w.eat_words(&["MIN", "SAMPLES"]) {
+                let n = self.w.number("a row count")?;
                 if n < 0.0 || n.fract() != 0.0 {
                     return Err(AlertError::InvalidValue(format!(
                         "MIN SAMPLES must be a whole number, not {n}"
                     )));
                 }
                 rule.min_samples = Some(n as i64);
-            } else if self.eat_word("LABELS") {
-                self.expect_sym("(")?;
+            } else if self.w.eat_word("LABELS") {
+                self.w.expect_symbol("(")?;
                 loop {
-                    let key = self.name()?;
-                    self.expect_sym("=")?;
-                    let value = self.string("a label value in quotes")?;
+                    let key = self.w.name()?;
+                    self.w.expect_symbol("=")?;
+                    let value = self.w.string("a label value in quotes")?;
                     if key == "alertname" || key == "severity" {
                         return Err(AlertError::InvalidValue(format!(
                             "label \"{key}\" is set by Lookout"
                         )));
                     }
                     rule.labels.push((key, value));
-                    if !self.eat_sym(",") {
+                    if !self.w.eat_symbol(",") {
                         break;
                     }
                 }
-                self.expect_sym(")")?;
-            } else if self.eat_word("DELAY") {
-                rule.delay = self.duration("DELAY")?;
-            } else if self.eat_words(&["REPEAT", "EVERY"]) {
-                rule.repeat_every = self.duration("REPEAT EVERY")?;
-            } else if self.eat_word("NOTIFY") {
+                self.w.expect_symbol(")")?;
+            } else if self.w.eat_word("DELAY") {
+                rule.delay = self.w.duration("DELAY")?;
+            } else if self.w.eat_words(&["REPEAT", "EVERY"]) {
+                rule.repeat_every = self.w.duration("REPEAT EVERY")?;
+            } else if self.w.eat_word("NOTIFY") {
                 rule.notify.extend(self.targets()?);
-            } else if self.peek_word("AS") {
-                let (_, at) = self.tokens[self.pos];
-                rule.query = self.sql[at + 2..].trim().to_string();
-                self.pos = self.tokens.len();
+            } else if self.w.eat_word("AS") {
+                rule.query = self.w.rest().to_string();
                 break;
             } else {
                 return Err(self.unexpected(
@@ -702,38 +400,38 @@ impl Parser<'_> {
     }
 
     fn tier(&mut self) -> Result<Tier> {
-        let severity = match self.peek().cloned() {
-            Some(Token::Word(w)) => Severity::parse(&w),
+        let severity = match self.w.peek() {
+            Some(Piece::Word { text, .. }) => Severity::parse(text),
             _ => None,
         }
         .ok_or_else(|| self.unexpected("P0, P1 or P2"))?;
-        self.pos += 1;
-        self.expect_word("WHEN")?;
-        self.expect_word("value")?;
+        self.w.advance();
+        self.w.expect_word("WHEN")?;
+        self.w.expect_word("value")?;
         let op = self.op()?;
-        let threshold = if self.eat_word("BASELINE") {
-            self.expect_sym("(")?;
-            let sigmas = self.number("a number of standard deviations")?;
-            let robust = if self.eat_word("MAD") {
+        let threshold = if self.w.eat_word("BASELINE") {
+            self.w.expect_symbol("(")?;
+            let sigmas = self.w.number("a number of standard deviations")?;
+            let robust = if self.w.eat_word("MAD") {
                 true
             } else {
-                self.expect_word("SIGMA")?;
+                self.w.expect_word("SIGMA")?;
                 false
             };
-            self.expect_word("OVER")?;
-            let over = self.duration("OVER")?;
-            let step = if self.eat_word("STEP") {
-                Some(self.duration("STEP")?)
+            self.w.expect_word("OVER")?;
+            let over = self.w.duration("OVER")?;
+            let step = if self.w.eat_word("STEP") {
+                Some(self.w.duration("STEP")?)
             } else {
                 None
             };
-            let margin = if self.eat_word("MARGIN") {
-                let m = self.number("a relative margin")?;
-                if self.eat_sym("%") { m / 100.0 } else { m }
+            let margin = if self.w.eat_word("MARGIN") {
+                let m = self.w.number("a relative margin")?;
+                if self.w.eat_symbol("%") { m / 100.0 } else { m }
             } else {
                 0.0
             };
-            self.expect_sym(")")?;
+            self.w.expect_symbol(")")?;
             if over <= 0 || sigmas < 0.0 || margin < 0.0 || step == Some(0) {
                 return Err(AlertError::InvalidValue(
                     "BASELINE needs k >= 0 SIGMA (or MAD) OVER a positive window (and a positive STEP)"
@@ -748,9 +446,9 @@ impl Parser<'_> {
                 margin,
             }
         } else {
-            Threshold::Fixed(self.number("a number or BASELINE(...)")?)
+            Threshold::Fixed(self.w.number("a number or BASELINE(...)")?)
         };
-        let notify = if self.eat_word("NOTIFY") {
+        let notify = if self.w.eat_word("NOTIFY") {
             self.targets()?
         } else {
             Vec::new()
@@ -761,6 +459,156 @@ impl Parser<'_> {
             threshold,
             notify,
         })
+    }
+}
+
+/// An interval as a literal the grammar reads back.
+fn interval(micros: Micros) -> String {
+    quote_literal(&format_duration(micros))
+}
+
+/// An instant as a literal, or the expression as written.
+fn time_bound(bound: &TimeBound) -> String {
+    match bound {
+        TimeBound::At(micros) => quote_literal(
+            &chrono::DateTime::from_timestamp_micros(*micros)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+                .unwrap_or_default(),
+        ),
+        TimeBound::Expression(text) => text.clone(),
+    }
+}
+
+/// Notification targets as a list of literals.
+fn targets(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| quote_literal(u))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `name = 'value'` pairs.
+fn label_pairs(labels: &[(String, String)], separator: &str) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{} = {}", quote_ident(k), quote_literal(v)))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// A rule's clauses after `CREATE ALERT [IF NOT EXISTS]`, in the grammar's
+/// order, defaults left out.
+fn write_rule(f: &mut fmt::Formatter<'_>, rule: &RuleDef) -> fmt::Result {
+    write!(
+        f,
+        "{} EVERY {}",
+        quote_ident(&rule.name),
+        interval(rule.every)
+    )?;
+    if rule.for_ > 0 {
+        write!(f, " FOR {}", interval(rule.for_))?;
+    }
+    if rule.keep_firing_for > 0 {
+        write!(f, " KEEP FIRING FOR {}", interval(rule.keep_firing_for))?;
+    }
+    for tier in &rule.tiers {
+        write!(
+            f,
+            " SEVERITY {} WHEN value {} {}",
+            tier.severity.as_str(),
+            tier.op.as_str(),
+            tier.threshold
+        )?;
+        if !tier.notify.is_empty() {
+            write!(f, " NOTIFY {}", targets(&tier.notify))?;
+        }
+    }
+    if let Some(r) = &rule.recover {
+        write!(f, " RECOVER WHEN value {} {}", r.op.as_str(), r.value)?;
+    }
+    if let Some(n) = rule.min_samples {
+        write!(f, " MIN SAMPLES {n}")?;
+    }
+    if !rule.labels.is_empty() {
+        write!(f, " LABELS ({})", label_pairs(&rule.labels, ", "))?;
+    }
+    if rule.delay > 0 {
+        write!(f, " DELAY {}", interval(rule.delay))?;
+    }
+    if rule.repeat_every != DEFAULT_REPEAT {
+        write!(f, " REPEAT EVERY {}", interval(rule.repeat_every))?;
+    }
+    if !rule.notify.is_empty() {
+        write!(f, " NOTIFY {}", targets(&rule.notify))?;
+    }
+    write!(f, " AS {}", rule.query)
+}
+
+/// The statement as SQL that parses back to it.
+impl fmt::Display for AlertStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AlertStatement::Create {
+                rule,
+                if_not_exists,
+            } => {
+                f.write_str("CREATE ALERT ")?;
+                if *if_not_exists {
+                    f.write_str("IF NOT EXISTS ")?;
+                }
+                write_rule(f, rule)
+            }
+            AlertStatement::Drop { name, if_exists } => {
+                let if_exists = if *if_exists { "IF EXISTS " } else { "" };
+                write!(f, "DROP ALERT {if_exists}{}", quote_ident(name))
+            }
+            AlertStatement::SetPaused { name, paused } => {
+                let verb = if *paused { "PAUSE" } else { "RESUME" };
+                write!(f, "ALTER ALERT {} {verb}", quote_ident(name))
+            }
+            AlertStatement::Show => f.write_str("SHOW ALERTS"),
+            AlertStatement::Recalibrate { name } => {
+                write!(f, "RECALIBRATE ALERT {}", quote_ident(name))
+            }
+            AlertStatement::Backtest {
+                name,
+                from,
+                to,
+                step,
+            } => {
+                write!(
+                    f,
+                    "BACKTEST ALERT {} FROM {} TO {}",
+                    quote_ident(name),
+                    time_bound(from),
+                    time_bound(to)
+                )?;
+                if let Some(step) = step {
+                    write!(f, " STEP {}", interval(*step))?;
+                }
+                Ok(())
+            }
+            AlertStatement::CreateSilence {
+                ends,
+                matchers,
+                comment,
+            } => {
+                match ends {
+                    SilenceEnd::After(micros) => {
+                        write!(f, "CREATE SILENCE FOR {}", interval(*micros))?
+                    }
+                    SilenceEnd::Until(bound) => {
+                        write!(f, "CREATE SILENCE UNTIL {}", time_bound(bound))?
+                    }
+                }
+                write!(f, " WHERE {}", label_pairs(matchers, " AND "))?;
+                if !comment.is_empty() {
+                    write!(f, " COMMENT {}", quote_literal(comment))?;
+                }
+                Ok(())
+            }
+            AlertStatement::DropSilence { id } => write!(f, "DROP SILENCE {id}"),
+        }
     }
 }
 
@@ -916,6 +764,31 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
     }
 
     #[test]
+    fn statements_print_back_to_what_they_parse_from() {
+        for sql in [
+            "CREATE ALERT IF NOT EXISTS \"P99\" EVERY '1 minute' FOR '5 minutes' KEEP FIRING FOR '10 minutes'
+               SEVERITY P0 WHEN value > 8000, SEVERITY P1 WHEN value >= -4000.5 NOTIFY 'http://a/b'
+               RECOVER WHEN value < 3500 MIN SAMPLES 50 LABELS (team = 'it''s', \"Env\" = 'x')
+               DELAY '1 minute 30 seconds' REPEAT EVERY '0' NOTIFY 'http://c/d', 'alertmanager://e:9093'
+               AS SELECT 1 AS value -- trailing comment",
+            "CREATE ALERT d EVERY '1 hour' SEVERITY P2 WHEN value < BASELINE(3.5 MAD OVER '14 days' STEP '1 day' MARGIN 10%) AS SELECT 1 AS value",
+            "CREATE ALERT e EVERY '2 seconds 500 microseconds' SEVERITY P1 WHEN value <= BASELINE(2 SIGMA OVER '1 day') AS SELECT 1 AS value",
+            "DROP ALERT IF EXISTS x",
+            "ALTER ALERT \"A b\" RESUME",
+            "SHOW ALERTS",
+            "RECALIBRATE ALERT a",
+            "BACKTEST ALERT a FROM '2025-01-01 00:00:00.000001' TO now() - interval '1 hour' STEP '5 minutes'",
+            "CREATE SILENCE UNTIL '2025-01-02' WHERE model = 'x' AND alertname = 'a' COMMENT 'deploy ''7'' today'",
+            "CREATE SILENCE FOR '2 hours' WHERE model = 'x'",
+            "DROP SILENCE 12",
+        ] {
+            let parsed = parse(sql).expect("parses");
+            let printed = parsed.to_string();
+            assert_eq!(parse(&printed).expect("reparses"), parsed, "{printed}");
+        }
+    }
+
+    #[test]
     fn errors_name_what_was_expected() {
         let err = |sql: &str| parse(sql).expect_err("must fail").to_string();
         assert!(err("CREATE ALERT a SEVERITY P0 WHEN value > 1 AS SELECT 1").contains("EVERY"));
@@ -932,10 +805,11 @@ AS SELECT model, latency_quantile(latency_ms, 0.99) AS value, count(*) AS n
             .contains("notification target"));
         assert!(err("BACKTEST ALERT a FROM '2025-01-02' TO '2025-01-01'").contains("before"));
         // An expression is one expression: nothing can follow it as SQL.
-        assert!(err("BACKTEST ALERT a FROM now()) TO now()").contains("one expression"));
-        assert!(err("BACKTEST ALERT a FROM (now() TO now()").contains("one expression"));
+        assert!(err("BACKTEST ALERT a FROM now()) TO now()").contains("one SQL expression"));
+        assert!(err("BACKTEST ALERT a FROM (now() TO now()").contains("one SQL expression"));
         assert!(
-            err("BACKTEST ALERT a FROM now(); DROP TABLE t TO now()").contains("one expression")
+            err("BACKTEST ALERT a FROM now(); DROP TABLE t TO now()")
+                .contains("one SQL expression")
         );
         assert!(err("BACKTEST ALERT a FROM TO now()").contains("a time after FROM"));
     }

@@ -23,6 +23,7 @@ mod evaluation;
 mod extension;
 pub mod grammar;
 pub mod notify;
+mod outcome;
 pub mod rule;
 mod start;
 pub mod state;

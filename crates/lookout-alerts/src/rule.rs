@@ -1,5 +1,6 @@
 //! What an alert rule is: the parsed form of `CREATE ALERT`.
 
+pub use lookout_query::ext::format_duration;
 use serde::{Deserialize, Serialize};
 
 /// Microseconds, the unit of every duration and instant here.
@@ -105,6 +106,37 @@ pub enum Threshold {
     },
 }
 
+/// The threshold as the grammar writes it (`8000`, `BASELINE(3 SIGMA OVER
+/// '14 days' STEP '1 day' MARGIN 0.1)`).
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Fixed(v) => write!(f, "{v}"),
+            Threshold::Baseline {
+                sigmas,
+                robust,
+                over,
+                step,
+                margin,
+            } => {
+                let unit = if *robust { "MAD" } else { "SIGMA" };
+                write!(
+                    f,
+                    "BASELINE({sigmas} {unit} OVER '{}'",
+                    format_duration(*over)
+                )?;
+                if let Some(step) = step {
+                    write!(f, " STEP '{}'", format_duration(*step))?;
+                }
+                if *margin > 0.0 {
+                    write!(f, " MARGIN {margin}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
 /// One `SEVERITY Px WHEN value op threshold [NOTIFY ...]` clause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tier {
@@ -174,31 +206,4 @@ impl RuleDef {
             .iter()
             .any(|t| matches!(t.threshold, Threshold::Baseline { .. }))
     }
-}
-
-/// Formats microseconds as a Postgres interval literal's text (`1 hour 30 minutes`).
-pub fn format_duration(micros: Micros) -> String {
-    if micros == 0 {
-        return "0".into();
-    }
-    let units: [(&str, i64); 5] = [
-        ("day", 86_400_000_000),
-        ("hour", 3_600_000_000),
-        ("minute", 60_000_000),
-        ("second", 1_000_000),
-        ("millisecond", 1_000),
-    ];
-    let mut rest = micros;
-    let mut parts = Vec::new();
-    for (name, size) in units {
-        let count = rest / size;
-        if count > 0 {
-            parts.push(format!(
-                "{count} {name}{}",
-                if count == 1 { "" } else { "s" }
-            ));
-            rest -= count * size;
-        }
-    }
-    parts.join(" ")
 }

@@ -1,6 +1,10 @@
-//! The review queue statements, parsed with sqlparser's tokenizer.
+//! The review queue statements, parsed with the core's grammar kit
+//! ([`Words`]).
+
+use std::fmt;
 
 use lookout_query::SqlState;
+use lookout_query::ext::{Words, format_duration, leading_words, quote_ident, quote_literal};
 use lookout_query::{QueryError, Result, parse_duration};
 
 /// One review queue statement.
@@ -51,239 +55,76 @@ const DEFAULT_LEASE: i64 = 15 * 60 * 1_000_000;
 
 /// Whether `sql` is a review statement.
 pub(crate) fn is_review_statement(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(3)
-        .map(str::to_ascii_lowercase)
-        .collect();
+    let words = leading_words(sql, 3);
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     matches!(
         w.as_slice(),
-        ["create", "review", "queue"]
-            | ["drop", "review", "queue"]
-            | ["show", "review", "queues"]
-            | ["enqueue", "into", ..]
-            | ["claim", ..]
-            | ["submit", "review", ..]
-            | ["release", "review", ..]
+        ["CREATE", "REVIEW", "QUEUE"]
+            | ["DROP", "REVIEW", "QUEUE"]
+            | ["SHOW", "REVIEW", "QUEUES"]
+            | ["ENQUEUE", "INTO", ..]
+            | ["CLAIM", ..]
+            | ["SUBMIT", "REVIEW", ..]
+            | ["RELEASE", "REVIEW", ..]
     )
-}
-
-/// Words and literals of a statement.
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Word(String),
-    Text(String),
-    Number(String),
-}
-
-struct Tokens {
-    tokens: Vec<Token>,
-    at: usize,
-    sql: String,
 }
 
 fn syntax(message: impl Into<String>) -> QueryError {
     QueryError::syntax(message)
 }
 
-impl Tokens {
-    /// Splits a statement into words, 'quoted' texts and numbers.
-    fn new(sql: &str) -> Result<Tokens> {
-        let mut tokens = Vec::new();
-        let chars: Vec<char> = sql.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            if c.is_whitespace() {
-                i += 1;
-            } else if c == '\'' {
-                let mut text = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(syntax("unterminated quoted string")),
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                            text.push('\'');
-                            i += 2;
-                        }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            text.push(*ch);
-                            i += 1;
-                        }
-                    }
-                }
-                tokens.push(Token::Text(text));
-            } else if c == '"' {
-                let end = chars[i + 1..]
-                    .iter()
-                    .position(|ch| *ch == '"')
-                    .ok_or_else(|| syntax("unterminated quoted identifier"))?;
-                tokens.push(Token::Word(chars[i + 1..i + 1 + end].iter().collect()));
-                i += end + 2;
-            } else if c.is_ascii_digit() || c == '-' || c == '.' {
-                let start = i;
-                i += 1;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                tokens.push(Token::Number(chars[start..i].iter().collect()));
-            } else if c.is_alphanumeric() || c == '_' {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
-                {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                tokens.push(Token::Word(word.to_lowercase()));
-            } else {
-                return Err(syntax(format!("unexpected \"{c}\" in review statement")));
-            }
-        }
-        Ok(Tokens {
-            tokens,
-            at: 0,
-            sql: sql.to_string(),
-        })
+/// `[AS 'reviewer']` at the end of a statement.
+fn reviewer(t: &mut Words<'_>) -> Result<Option<String>> {
+    if t.eat_word("as") {
+        Ok(Some(t.string("the reviewer in quotes")?))
+    } else {
+        Ok(None)
     }
+}
 
-    fn peek_word(&self, word: &str) -> bool {
-        matches!(self.tokens.get(self.at), Some(Token::Word(w)) if w == word)
-    }
-
-    fn keyword(&mut self, word: &str) -> bool {
-        let found = self.peek_word(word);
-        if found {
-            self.at += 1;
-        }
-        found
-    }
-
-    fn expect(&mut self, word: &str) -> Result<()> {
-        if self.keyword(word) {
-            Ok(())
-        } else {
-            Err(syntax(format!(
-                "expected {} in \"{}\"",
-                word.to_uppercase(),
-                self.sql
-            )))
-        }
-    }
-
-    fn name(&mut self, what: &str) -> Result<String> {
-        match self.tokens.get(self.at) {
-            Some(Token::Word(w)) => {
-                self.at += 1;
-                Ok(w.clone())
-            }
-            _ => Err(syntax(format!("expected {what} in \"{}\"", self.sql))),
-        }
-    }
-
-    fn text(&mut self, what: &str) -> Result<String> {
-        match self.tokens.get(self.at) {
-            Some(Token::Text(t)) => {
-                self.at += 1;
-                Ok(t.clone())
-            }
-            _ => Err(syntax(format!(
-                "expected {what} as a quoted string in \"{}\"",
-                self.sql
-            ))),
-        }
-    }
-
-    fn number(&mut self, what: &str) -> Result<f64> {
-        match self.tokens.get(self.at) {
-            Some(Token::Number(n)) => {
-                self.at += 1;
-                n.parse().map_err(|_| {
-                    QueryError::new(
-                        SqlState::InvalidTextRepresentation,
-                        format!("invalid {what}: {n}"),
-                    )
-                })
-            }
-            _ => Err(syntax(format!("expected {what} in \"{}\"", self.sql))),
-        }
-    }
-
-    fn reviewer(&mut self) -> Result<Option<String>> {
-        if self.keyword("as") {
-            Ok(Some(self.text("reviewer")?))
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn end(&self) -> Result<()> {
-        match self.tokens.get(self.at) {
-            None => Ok(()),
-            Some(t) => Err(syntax(format!(
-                "unexpected {t:?} at the end of \"{}\"",
-                self.sql
-            ))),
-        }
+/// A query that ends the statement (`ENQUEUE INTO q <query>`, `ENQUEUE
+/// EVERY ... AS <query>`), kept as written.
+fn query(t: &mut Words<'_>, missing: &str) -> Result<String> {
+    match t.rest() {
+        "" => Err(syntax(missing)),
+        q => Ok(q.to_string()),
     }
 }
 
 /// Parses one review statement.
 pub(crate) fn parse(sql: &str) -> Result<Statement> {
     let trimmed = sql.trim().trim_end_matches(';').trim();
-    let lowered = trimmed.to_ascii_lowercase();
-    if lowered.starts_with("enqueue") {
-        // ENQUEUE INTO q <query>: only the head is ours.
-        let mut words = trimmed.splitn(4, char::is_whitespace);
-        let (_, into, name, query) = (words.next(), words.next(), words.next(), words.next());
-        if !into.is_some_and(|w| w.eq_ignore_ascii_case("into")) {
-            return Err(syntax("expected ENQUEUE INTO queue <query>"));
-        }
-        let name = name.ok_or_else(|| syntax("expected a queue name after ENQUEUE INTO"))?;
-        let query = query
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .ok_or_else(|| syntax("ENQUEUE INTO needs a query returning the items' keys"))?;
-        return Ok(Statement::Enqueue {
-            name: name.trim_matches('"').to_lowercase(),
-            query: query.to_string(),
-        });
-    }
-    // A scheduled rule ends CREATE REVIEW QUEUE with a query, which is not ours to tokenize.
-    let (head, rule) = match lowered.find(" enqueue every ") {
-        Some(at) if lowered.starts_with("create") => (
-            &trimmed[..at],
-            Some(parse_rule(&trimmed[at + " enqueue every ".len()..])?),
-        ),
-        _ => (trimmed, None),
-    };
-    let mut t = Tokens::new(head)?;
-    let statement = if t.keyword("create") {
-        t.expect("review")?;
-        t.expect("queue")?;
-        let if_not_exists = t.keyword("if");
-        if if_not_exists {
-            t.expect("not")?;
-            t.expect("exists")?;
-        }
-        let name = t.name("a queue name")?;
-        t.expect("on")?;
-        let source = t.name("the table reviewed")?;
-        t.expect("key")?;
-        let key = t.name("the key column")?;
+    let mut t = Words::new(trimmed)?;
+    let statement = if t.eat_word("enqueue") {
+        t.expect_word("into")?;
+        let name = t.name()?;
+        let query = query(
+            &mut t,
+            "ENQUEUE INTO needs a query returning the items' keys",
+        )?;
+        Statement::Enqueue { name, query }
+    } else if t.eat_words(&["create", "review", "queue"]) {
+        let if_not_exists = t.eat_words(&["if", "not", "exists"]);
+        let name = t.name()?;
+        t.expect_word("on")?;
+        let source = t.dotted_name()?;
+        t.expect_word("key")?;
+        let key = t.name()?;
         let mut labels = "feedback".to_string();
         let mut lease = DEFAULT_LEASE;
+        let mut rule = None;
         loop {
-            if t.keyword("labels") {
-                t.expect("into")?;
-                labels = t.name("the labels table")?;
-            } else if t.keyword("lease") {
-                lease = parse_duration(&t.text("the lease")?)?;
+            if t.eat_word("labels") {
+                t.expect_word("into")?;
+                labels = t.dotted_name()?;
+            } else if t.eat_word("lease") {
+                lease = parse_duration(&t.string("the lease in quotes")?)?;
+            } else if t.eat_words(&["enqueue", "every"]) {
+                let every =
+                    parse_duration(&t.string("an interval in quotes after ENQUEUE EVERY")?)?;
+                t.expect_word("as")?;
+                let query = query(&mut t, "ENQUEUE EVERY needs AS <query>")?;
+                rule = Some((every, query));
             } else {
                 break;
             }
@@ -297,22 +138,15 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
             lease,
             rule,
         }
-    } else if t.keyword("drop") {
-        t.expect("review")?;
-        t.expect("queue")?;
-        let if_exists = t.keyword("if");
-        if if_exists {
-            t.expect("exists")?;
-        }
+    } else if t.eat_words(&["drop", "review", "queue"]) {
+        let if_exists = t.eat_words(&["if", "exists"]);
         Statement::Drop {
-            name: t.name("a queue name")?,
+            name: t.name()?,
             if_exists,
         }
-    } else if t.keyword("show") {
-        t.expect("review")?;
-        t.expect("queues")?;
+    } else if t.eat_words(&["show", "review", "queues"]) {
         Statement::Show
-    } else if t.keyword("claim") {
+    } else if t.eat_word("claim") {
         let count = if t.peek_word("from") {
             1.0
         } else {
@@ -324,24 +158,23 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
                 format!("CLAIM takes 1 to 10000 items, not {count}"),
             ));
         }
-        t.expect("from")?;
-        let name = t.name("a queue name")?;
+        t.expect_word("from")?;
+        let name = t.name()?;
         Statement::Claim {
             name,
             count: count as usize,
-            reviewer: t.reviewer()?,
+            reviewer: reviewer(&mut t)?,
         }
-    } else if t.keyword("submit") {
-        t.expect("review")?;
-        let name = t.name("a queue name")?;
-        let item = t.text("the item")?;
+    } else if t.eat_words(&["submit", "review"]) {
+        let name = t.name()?;
+        let item = t.string("the item in quotes")?;
         let mut value = None;
         let mut label = None;
         loop {
-            if t.keyword("value") {
+            if t.eat_word("value") {
                 value = Some(t.number("the value")?);
-            } else if t.keyword("label") {
-                label = Some(t.text("the label")?);
+            } else if t.eat_word("label") {
+                label = Some(t.string("the label in quotes")?);
             } else {
                 break;
             }
@@ -354,46 +187,145 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
             item,
             value,
             label,
-            reviewer: t.reviewer()?,
+            reviewer: reviewer(&mut t)?,
         }
-    } else if t.keyword("release") {
-        t.expect("review")?;
-        let name = t.name("a queue name")?;
-        let item = t.text("the item")?;
+    } else if t.eat_words(&["release", "review"]) {
+        let name = t.name()?;
+        let item = t.string("the item in quotes")?;
         Statement::Release {
             name,
             item,
-            reviewer: t.reviewer()?,
+            reviewer: reviewer(&mut t)?,
         }
     } else {
         return Err(syntax(format!("not a review statement: \"{trimmed}\"")));
     };
-    t.end()?;
+    t.expect_end()?;
     Ok(statement)
 }
 
-/// `'interval' AS <query>` after `ENQUEUE EVERY`.
-fn parse_rule(text: &str) -> Result<(i64, String)> {
-    let text = text.trim_start();
-    let bad = || syntax("expected ENQUEUE EVERY 'interval' AS <query>");
-    let quoted = text.strip_prefix('\'').ok_or_else(bad)?;
-    let end = quoted.find('\'').ok_or_else(bad)?;
-    let every = parse_duration(&quoted[..end])?;
-    let rest = quoted[end + 1..].trim_start();
-    let query = rest
-        .get(..2)
-        .filter(|w| w.eq_ignore_ascii_case("as"))
-        .and_then(|_| rest.get(2..))
-        .filter(|q| q.starts_with(char::is_whitespace))
-        .map(str::trim)
-        .filter(|q| !q.is_empty())
-        .ok_or_else(bad)?;
-    Ok((every, query.to_string()))
+/// A dotted name with each part quoted.
+fn dotted(name: &str) -> String {
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// `[AS 'reviewer']`.
+fn as_reviewer(reviewer: &Option<String>) -> String {
+    reviewer
+        .as_ref()
+        .map(|r| format!(" AS {}", quote_literal(r)))
+        .unwrap_or_default()
+}
+
+/// The statement as SQL that parses back to it.
+impl fmt::Display for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Statement::Create {
+                name,
+                if_not_exists,
+                source,
+                key,
+                labels,
+                lease,
+                rule,
+            } => {
+                let if_not_exists = if *if_not_exists { "IF NOT EXISTS " } else { "" };
+                write!(
+                    f,
+                    "CREATE REVIEW QUEUE {if_not_exists}{} ON {} KEY {} LABELS INTO {} LEASE {}",
+                    quote_ident(name),
+                    dotted(source),
+                    quote_ident(key),
+                    dotted(labels),
+                    quote_literal(&format_duration(*lease)),
+                )?;
+                if let Some((every, query)) = rule {
+                    let every = quote_literal(&format_duration(*every));
+                    write!(f, " ENQUEUE EVERY {every} AS {query}")?;
+                }
+                Ok(())
+            }
+            Statement::Drop { name, if_exists } => {
+                let if_exists = if *if_exists { "IF EXISTS " } else { "" };
+                write!(f, "DROP REVIEW QUEUE {if_exists}{}", quote_ident(name))
+            }
+            Statement::Enqueue { name, query } => {
+                write!(f, "ENQUEUE INTO {} {query}", quote_ident(name))
+            }
+            Statement::Claim {
+                name,
+                count,
+                reviewer,
+            } => write!(
+                f,
+                "CLAIM {count} FROM {}{}",
+                quote_ident(name),
+                as_reviewer(reviewer)
+            ),
+            Statement::Submit {
+                name,
+                item,
+                value,
+                label,
+                reviewer,
+            } => {
+                write!(
+                    f,
+                    "SUBMIT REVIEW {} {}",
+                    quote_ident(name),
+                    quote_literal(item)
+                )?;
+                if let Some(v) = value {
+                    write!(f, " VALUE {v}")?;
+                }
+                if let Some(l) = label {
+                    write!(f, " LABEL {}", quote_literal(l))?;
+                }
+                f.write_str(&as_reviewer(reviewer))
+            }
+            Statement::Release {
+                name,
+                item,
+                reviewer,
+            } => write!(
+                f,
+                "RELEASE REVIEW {} {}{}",
+                quote_ident(name),
+                quote_literal(item),
+                as_reviewer(reviewer)
+            ),
+            Statement::Show => f.write_str("SHOW REVIEW QUEUES"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_print_back_to_what_they_parse_from() {
+        for sql in [
+            "CREATE REVIEW QUEUE IF NOT EXISTS \"Support\" ON public.calls KEY request_id LABELS INTO lookout.labels LEASE '10 minutes' ENQUEUE EVERY '5 minutes' AS SELECT request_id FROM calls",
+            "CREATE REVIEW QUEUE q ON calls KEY k",
+            "DROP REVIEW QUEUE IF EXISTS q",
+            "ENQUEUE INTO q SELECT 'a;b'",
+            "CLAIM 3 FROM q AS 'ann o''neil'",
+            "CLAIM FROM q",
+            "SUBMIT REVIEW q 'req-1' VALUE -1.5 LABEL 'wrong' AS 'bo'",
+            "SUBMIT REVIEW q 'req-1' LABEL 'ok'",
+            "RELEASE REVIEW q 'x'",
+            "SHOW REVIEW QUEUES",
+        ] {
+            let parsed = parse(sql).expect("parses");
+            let printed = parsed.to_string();
+            assert_eq!(parse(&printed).expect("reparses"), parsed, "{printed}");
+        }
+    }
 
     #[test]
     fn statements_parse() {

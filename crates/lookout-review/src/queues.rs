@@ -797,7 +797,6 @@ impl SqlExtension for ReviewStatements {
             Box::new(ParsedReview {
                 queues: self.queues.clone(),
                 statement,
-                sql: sql.to_string(),
             }) as Box<dyn ExtStatement>
         }))
     }
@@ -808,12 +807,11 @@ impl SqlExtension for ReviewStatements {
 struct ParsedReview {
     queues: ReviewQueues,
     statement: Statement,
-    sql: String,
 }
 
 impl std::fmt::Display for ParsedReview {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.sql)
+        self.statement.fmt(f)
     }
 }
 

@@ -5,13 +5,10 @@
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
 use lookout_query::SqlState;
 use lookout_query::ext::{
-    SYSTEM_PREFIX, ident_name, parse_duration, quote_ident as quote, table_name,
+    SYSTEM_PREFIX, Words, ident_name, leading_words, parse_duration, quote_ident as quote,
+    table_name,
 };
 use lookout_query::{QueryError, Result};
 use lookout_storage::schema::DAY_MICROS;
@@ -140,29 +137,17 @@ pub(crate) struct RollupDef {
     columns: Vec<Column>,
 }
 
-fn syntax(e: impl std::fmt::Display) -> QueryError {
-    QueryError::syntax(e.to_string())
-}
-
 /// Whether `sql` starts with `word1 word2` (case-insensitive).
 pub(crate) fn starts_with_words(sql: &str, first: &str, second: &str) -> bool {
-    let mut words = sql.split_whitespace();
-    words.next().is_some_and(|w| w.eq_ignore_ascii_case(first))
-        && words.next().is_some_and(|w| w.eq_ignore_ascii_case(second))
+    let words = leading_words(sql, 2);
+    words.len() == 2
+        && words[0].eq_ignore_ascii_case(first)
+        && words[1].eq_ignore_ascii_case(second)
 }
 
-fn expect_word(parser: &mut Parser<'_>, word: &str) -> Result<()> {
-    let token = parser.next_token();
-    match &token.token {
-        Token::Word(w) if w.value.eq_ignore_ascii_case(word) => Ok(()),
-        other => Err(QueryError::syntax(format!(
-            "expected {word}, found {other} in CREATE ROLLUP"
-        ))),
-    }
-}
-
-fn parse_name(parser: &mut Parser<'_>) -> Result<String> {
-    let name = parser.parse_object_name(false).map_err(syntax)?;
+/// A table name, refused in the `lookout` schema.
+fn parse_name(w: &mut Words<'_>) -> Result<String> {
+    let name = w.parse_with(|p| p.parse_object_name(false))?;
     let table = table_name(&name)?;
     if table.starts_with(SYSTEM_PREFIX) {
         return Err(QueryError::new(
@@ -177,49 +162,42 @@ fn parse_name(parser: &mut Parser<'_>) -> Result<String> {
 /// 'interval' AS (aggregate [AS name], ...)`; returns the definition and
 /// whether IF NOT EXISTS was given.
 pub(crate) fn parse_create(sql: &str) -> Result<(RollupDef, bool)> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    parser.expect_keyword(Keyword::CREATE).map_err(syntax)?;
-    expect_word(&mut parser, "rollup")?;
-    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = parse_name(&mut parser)?;
-    parser.expect_keyword(Keyword::ON).map_err(syntax)?;
-    let source = parse_name(&mut parser)?;
+    let mut w = Words::new(sql.trim().trim_end_matches(';'))?;
+    w.expect_word("create")?;
+    w.expect_word("rollup")?;
+    let if_not_exists = w.eat_words(&["if", "not", "exists"]);
+    let name = parse_name(&mut w)?;
+    w.expect_word("on")?;
+    let source = parse_name(&mut w)?;
     let mut group_by = Vec::new();
-    if parser.parse_keywords(&[Keyword::GROUP, Keyword::BY]) {
+    if w.eat_words(&["group", "by"]) {
         loop {
-            let ident = parser.parse_identifier().map_err(syntax)?;
-            group_by.push(ident_name(&ident));
-            if !parser.consume_token(&Token::Comma) {
+            group_by.push(w.name()?);
+            if !w.eat_symbol(",") {
                 break;
             }
         }
     }
-    expect_word(&mut parser, "every")?;
-    let every_text = parser.parse_literal_string().map_err(syntax)?;
+    w.expect_word("every")?;
+    let every_text = w.string("an interval in quotes after EVERY")?;
     let every = parse_duration(&every_text)?;
-    parser.expect_keyword(Keyword::AS).map_err(syntax)?;
-    parser.expect_token(&Token::LParen).map_err(syntax)?;
+    w.expect_word("as")?;
+    w.expect_symbol("(")?;
     let mut columns = Vec::new();
     loop {
-        let expr = parser.parse_expr().map_err(syntax)?;
-        let alias = if parser.parse_keyword(Keyword::AS) {
-            Some(ident_name(&parser.parse_identifier().map_err(syntax)?))
+        let expr = w.parse_with(|p| p.parse_expr())?;
+        let alias = if w.eat_word("as") {
+            Some(w.name()?)
         } else {
             None
         };
         columns.push(column(&expr, alias)?);
-        if !parser.consume_token(&Token::Comma) {
+        if !w.eat_symbol(",") {
             break;
         }
     }
-    parser.expect_token(&Token::RParen).map_err(syntax)?;
-    if parser.peek_token().token != Token::EOF {
-        return Err(QueryError::syntax(format!(
-            "unexpected {} after CREATE ROLLUP's column list",
-            parser.peek_token().token
-        )));
-    }
+    w.expect_symbol(")")?;
+    w.expect_end()?;
     let def = RollupDef {
         name,
         source,
@@ -234,18 +212,12 @@ pub(crate) fn parse_create(sql: &str) -> Result<(RollupDef, bool)> {
 
 /// `DROP ROLLUP [IF EXISTS] name`: the name and whether IF EXISTS was given.
 pub(crate) fn parse_drop(sql: &str) -> Result<(String, bool)> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    parser.expect_keyword(Keyword::DROP).map_err(syntax)?;
-    expect_word(&mut parser, "rollup")?;
-    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = parse_name(&mut parser)?;
-    if parser.peek_token().token != Token::EOF {
-        return Err(QueryError::syntax(format!(
-            "unexpected {} after DROP ROLLUP {name}",
-            parser.peek_token().token
-        )));
-    }
+    let mut w = Words::new(sql.trim().trim_end_matches(';'))?;
+    w.expect_word("drop")?;
+    w.expect_word("rollup")?;
+    let if_exists = w.eat_words(&["if", "exists"]);
+    let name = parse_name(&mut w)?;
+    w.expect_end()?;
     Ok((name, if_exists))
 }
 

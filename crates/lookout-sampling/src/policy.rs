@@ -7,16 +7,12 @@ use std::time::Duration;
 use arrow::array::{RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
-use lookout_query::ext::DerivedKind;
-use lookout_storage::{Combine, Derivation, Storage, TableDef};
-
 use lookout_query::SqlState;
-use lookout_query::ext::{SYSTEM_PREFIX, quote_ident as quote, quoted_table};
+use lookout_query::ext::{
+    DerivedKind, Piece, SYSTEM_PREFIX, Words, leading_words, quote_ident as quote, quoted_table,
+};
 use lookout_query::{QueryError, Result};
+use lookout_storage::{Combine, Derivation, Storage, TableDef};
 
 pub(crate) const HOUR: i64 = 3_600_000_000;
 
@@ -55,10 +51,6 @@ pub(crate) struct SamplingPolicy {
     pub(crate) weight: String,
 }
 
-pub(crate) fn syntax(e: impl std::fmt::Display) -> QueryError {
-    QueryError::syntax(e.to_string())
-}
-
 /// `TIMESTAMPTZ '...'` for microseconds since the epoch.
 pub(crate) fn ts_literal(micros: i64) -> String {
     let at = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
@@ -78,13 +70,6 @@ pub(crate) fn counts_table(table: &str) -> String {
     format!("{SYSTEM_PREFIX}{table}_sampling")
 }
 
-pub(crate) fn words(sql: &str) -> Vec<String> {
-    sql.split_whitespace()
-        .take(6)
-        .map(|w| w.to_ascii_lowercase())
-        .collect()
-}
-
 /// `ALTER TABLE t SET SAMPLING (...)`, `ALTER TABLE t RESET SAMPLING`,
 /// `SHOW SAMPLING`, `DECIDE SAMPLING [ON t]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,38 +81,30 @@ pub(crate) enum Statement {
 }
 
 pub(crate) fn statement(sql: &str) -> Option<Statement> {
-    let w = words(sql);
-    let w: Vec<&str> = w.iter().map(String::as_str).collect();
-    match w.as_slice() {
-        ["show", "sampling", ..] => Some(Statement::Show),
-        ["decide", "sampling", ..] => Some(Statement::Decide),
-        ["alter", "table", _, "set", s, ..] if s.starts_with("sampling") => Some(Statement::Set),
-        ["alter", "table", _, "reset", "sampling"] => Some(Statement::Reset),
+    let first = leading_words(sql, 2);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    match first.as_slice() {
+        ["SHOW", "SAMPLING"] => Some(Statement::Show),
+        ["DECIDE", "SAMPLING"] => Some(Statement::Decide),
+        ["ALTER", "TABLE"] => {
+            let mut w = Words::new(sql).ok()?;
+            w.eat_words(&["alter", "table"]);
+            w.dotted_name().ok()?;
+            if w.peek_words(&["set", "sampling"]) {
+                Some(Statement::Set)
+            } else if w.peek_words(&["reset", "sampling"]) {
+                Some(Statement::Reset)
+            } else {
+                None
+            }
+        }
         _ => None,
     }
 }
 
-pub(crate) fn expect_word(parser: &mut Parser<'_>, word: &str) -> Result<()> {
-    let token = parser.next_token();
-    match &token.token {
-        Token::Word(w) if w.value.eq_ignore_ascii_case(word) => Ok(()),
-        other => Err(QueryError::syntax(format!(
-            "expected {word}, found {other} in a sampling statement"
-        ))),
-    }
-}
-
-pub(crate) fn parse_word(parser: &mut Parser<'_>) -> Result<String> {
-    match parser.next_token().token {
-        Token::Word(w) => Ok(w.value.to_ascii_lowercase()),
-        other => Err(QueryError::syntax(format!(
-            "expected a SET SAMPLING clause, found {other}"
-        ))),
-    }
-}
-
-pub(crate) fn parse_table(parser: &mut Parser<'_>) -> Result<String> {
-    let name = parser.parse_object_name(false).map_err(syntax)?;
+/// A table that may be sampled: not one of the `lookout` schema.
+fn parse_table(w: &mut Words<'_>) -> Result<String> {
+    let name = w.parse_with(|p| p.parse_object_name(false))?;
     let table = lookout_query::ext::table_name(&name)?;
     if table.starts_with(SYSTEM_PREFIX) {
         return Err(QueryError::new(
@@ -138,24 +115,9 @@ pub(crate) fn parse_table(parser: &mut Parser<'_>) -> Result<String> {
     Ok(table)
 }
 
-pub(crate) fn parse_column(parser: &mut Parser<'_>) -> Result<String> {
-    Ok(lookout_query::ext::ident_name(
-        &parser.parse_identifier().map_err(syntax)?,
-    ))
-}
-
-pub(crate) fn expect_end(parser: &mut Parser<'_>, after: &str) -> Result<()> {
-    if parser.peek_token().token != Token::EOF {
-        return Err(QueryError::syntax(format!(
-            "unexpected {} after {after}",
-            parser.peek_token().token
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn duration(parser: &mut Parser<'_>) -> Result<(i64, String)> {
-    let text = parser.parse_literal_string().map_err(syntax)?;
+/// A non-negative interval in quotes, with its text.
+fn duration(w: &mut Words<'_>, clause: &str) -> Result<(i64, String)> {
+    let text = w.string(&format!("an interval in quotes after {clause}"))?;
     Ok((
         lookout_query::ext::parse_non_negative_duration(&text)?,
         text,
@@ -165,14 +127,13 @@ pub(crate) fn duration(parser: &mut Parser<'_>) -> Result<(i64, String)> {
 impl SamplingPolicy {
     /// Parses `ALTER TABLE t SET SAMPLING (clause, ...)`.
     pub(crate) fn parse(sql: &str) -> Result<SamplingPolicy> {
-        let dialect = PostgreSqlDialect {};
-        let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-        parser.expect_keyword(Keyword::ALTER).map_err(syntax)?;
-        parser.expect_keyword(Keyword::TABLE).map_err(syntax)?;
-        let table = parse_table(&mut parser)?;
-        parser.expect_keyword(Keyword::SET).map_err(syntax)?;
-        expect_word(&mut parser, "sampling")?;
-        parser.expect_token(&Token::LParen).map_err(syntax)?;
+        let mut w = Words::new(sql.trim().trim_end_matches(';'))?;
+        w.expect_word("alter")?;
+        w.expect_word("table")?;
+        let table = parse_table(&mut w)?;
+        w.expect_word("set")?;
+        w.expect_word("sampling")?;
+        w.expect_symbol("(")?;
         let mut policy = SamplingPolicy {
             table,
             key: String::new(),
@@ -187,23 +148,28 @@ impl SamplingPolicy {
             weight: "sample_weight".into(),
         };
         loop {
-            match parse_word(&mut parser)?.as_str() {
-                "key" => policy.key = parse_column(&mut parser)?,
+            let clause = match w.peek() {
+                Some(Piece::Word { text, .. }) => text.to_ascii_lowercase(),
+                _ => return Err(w.unexpected("a SET SAMPLING clause")),
+            };
+            w.advance();
+            match clause.as_str() {
+                "key" => policy.key = w.name()?,
                 "segment" => {
-                    parser.expect_keyword(Keyword::BY).map_err(syntax)?;
-                    let parenthesized = parser.consume_token(&Token::LParen);
+                    w.expect_word("by")?;
+                    let parenthesized = w.eat_symbol("(");
                     loop {
-                        policy.segment_by.push(parse_column(&mut parser)?);
-                        if !parenthesized || !parser.consume_token(&Token::Comma) {
+                        policy.segment_by.push(w.name()?);
+                        if !parenthesized || !w.eat_symbol(",") {
                             break;
                         }
                     }
                     if parenthesized {
-                        parser.expect_token(&Token::RParen).map_err(syntax)?;
+                        w.expect_symbol(")")?;
                     }
                 }
                 "rate" => {
-                    let expr = parser.parse_expr().map_err(syntax)?;
+                    let expr = w.parse_with(|p| p.parse_expr())?;
                     if let Some(rate) = constant_rate(&expr)
                         && !(0.0..=1.0).contains(&rate)
                     {
@@ -215,33 +181,35 @@ impl SamplingPolicy {
                     policy.rate = expr.to_string();
                 }
                 "minimum" => {
-                    let n = parser.parse_literal_uint().map_err(syntax)?;
-                    if parser.parse_keyword(Keyword::PER) {
-                        expect_word(&mut parser, "hour")?;
+                    let n = w.parse_with(|p| p.parse_literal_uint())?;
+                    if w.eat_word("per") {
+                        w.expect_word("hour")?;
                     }
                     policy.minimum = n;
                 }
                 "keep" => {
-                    parser.expect_keyword(Keyword::WHEN).map_err(syntax)?;
+                    w.expect_word("when")?;
                     policy
                         .keep
-                        .push(parser.parse_expr().map_err(syntax)?.to_string());
+                        .push(w.parse_with(|p| p.parse_expr())?.to_string());
                 }
-                "window" => (policy.window, policy.window_text) = duration(&mut parser)?,
-                "overflow" => (policy.overflow, policy.overflow_text) = duration(&mut parser)?,
-                "weight" => policy.weight = parse_column(&mut parser)?,
+                "window" => (policy.window, policy.window_text) = duration(&mut w, "WINDOW")?,
+                "overflow" => {
+                    (policy.overflow, policy.overflow_text) = duration(&mut w, "OVERFLOW")?
+                }
+                "weight" => policy.weight = w.name()?,
                 other => {
                     return Err(QueryError::syntax(format!(
                         "unknown SET SAMPLING clause \"{other}\" (KEY, SEGMENT BY, RATE, MINIMUM, KEEP WHEN, WINDOW, OVERFLOW, WEIGHT)"
                     )));
                 }
             }
-            if !parser.consume_token(&Token::Comma) {
+            if !w.eat_symbol(",") {
                 break;
             }
         }
-        parser.expect_token(&Token::RParen).map_err(syntax)?;
-        expect_end(&mut parser, "SET SAMPLING (...)")?;
+        w.expect_symbol(")")?;
+        w.expect_end()?;
         if policy.key.is_empty() || policy.rate.is_empty() {
             return Err(QueryError::syntax(
                 "SET SAMPLING needs KEY column and RATE (a number or an expression between 0 and 1)",
@@ -365,30 +333,29 @@ pub(crate) fn held_rows(rows: &RecordBatch, held: &SchemaRef, arrived: i64) -> R
     Ok(RecordBatch::try_new(Arc::clone(held), columns)?)
 }
 
+/// `ALTER TABLE t RESET SAMPLING`: the table.
 pub(crate) fn parse_reset(sql: &str) -> Result<String> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    parser.expect_keyword(Keyword::ALTER).map_err(syntax)?;
-    parser.expect_keyword(Keyword::TABLE).map_err(syntax)?;
-    let table = parse_table(&mut parser)?;
-    parser.expect_keyword(Keyword::RESET).map_err(syntax)?;
-    expect_word(&mut parser, "sampling")?;
-    expect_end(&mut parser, "RESET SAMPLING")?;
+    let mut w = Words::new(sql.trim().trim_end_matches(';'))?;
+    w.expect_word("alter")?;
+    w.expect_word("table")?;
+    let table = parse_table(&mut w)?;
+    w.expect_word("reset")?;
+    w.expect_word("sampling")?;
+    w.expect_end()?;
     Ok(table)
 }
 
 /// `DECIDE SAMPLING [ON t]`: the table, if one is named.
 pub(crate) fn parse_decide(sql: &str) -> Result<Option<String>> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    expect_word(&mut parser, "decide")?;
-    expect_word(&mut parser, "sampling")?;
-    let table = if parser.parse_keyword(Keyword::ON) {
-        Some(parse_table(&mut parser)?)
+    let mut w = Words::new(sql.trim().trim_end_matches(';'))?;
+    w.expect_word("decide")?;
+    w.expect_word("sampling")?;
+    let table = if w.eat_word("on") {
+        Some(parse_table(&mut w)?)
     } else {
         None
     };
-    expect_end(&mut parser, "DECIDE SAMPLING")?;
+    w.expect_end()?;
     Ok(table)
 }
 

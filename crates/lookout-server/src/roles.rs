@@ -23,8 +23,10 @@ use lookout_query::{
     Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession,
 };
 
-use crate::auth::{RoleLimits, User, Users, Verifier};
 use lookout_query::SqlState;
+use lookout_query::ext::{Piece, Words, leading_words};
+
+use crate::auth::{RoleLimits, User, Users, Verifier};
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS lookout.roles (
     ts TIMESTAMPTZ NOT NULL, name TEXT NOT NULL, verifier TEXT, role TEXT,
@@ -170,77 +172,13 @@ pub(crate) enum RoleStatement {
     },
 }
 
-#[derive(Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Quoted(String),
-    Str(String),
-    Symbol(char),
-}
-
 fn syntax(msg: impl Into<String>) -> QueryError {
     QueryError::new(SqlState::SyntaxError, msg.into())
 }
 
-fn lex(sql: &str) -> Result<Vec<Token>> {
-    let mut tokens = Vec::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c == '\'' || c == '"' {
-            chars.next();
-            let mut s = String::new();
-            loop {
-                match chars.next() {
-                    Some(q) if q == c && chars.peek() == Some(&c) => {
-                        chars.next();
-                        s.push(c);
-                    }
-                    Some(q) if q == c => break,
-                    Some(other) => s.push(other),
-                    None => return Err(syntax("unterminated quoted string")),
-                }
-            }
-            tokens.push(if c == '\'' {
-                Token::Str(s)
-            } else {
-                Token::Quoted(s)
-            });
-        } else if c.is_alphanumeric() || c == '_' {
-            let mut s = String::new();
-            while let Some(&w) = chars.peek() {
-                if !(w.is_alphanumeric() || w == '_') {
-                    break;
-                }
-                s.push(w);
-                chars.next();
-            }
-            tokens.push(Token::Word(s));
-        } else if c == '=' || c == '-' {
-            chars.next();
-            tokens.push(Token::Symbol(c));
-        } else {
-            return Err(syntax(format!("syntax error at or near \"{c}\"")));
-        }
-    }
-    Ok(tokens)
-}
-
-fn is_word(t: Option<&Token>, word: &str) -> bool {
-    matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(word))
-}
-
-fn name(t: Option<&Token>) -> Result<String> {
-    match t {
-        Some(Token::Word(w)) => Ok(w.to_lowercase()),
-        Some(Token::Quoted(q)) => Ok(q.clone()),
-        _ => Err(syntax("expected a role name")),
-    }
-}
-
-fn role(t: Option<&Token>) -> Result<Access> {
-    let n = name(t)?;
+/// `reader`, `writer` or `admin`.
+fn role(t: &mut Words<'_>) -> Result<Access> {
+    let n = t.name()?;
     Access::from_role_name(&n).ok_or_else(|| {
         QueryError::new(
             SqlState::UndefinedObject,
@@ -250,55 +188,41 @@ fn role(t: Option<&Token>) -> Result<Access> {
 }
 
 pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
-    let tokens = lex(sql)?;
-    let mut it = tokens.iter().peekable();
-    let verb = name(it.next())?;
+    let mut t = Words::new(sql)?;
+    let verb = t.name()?;
     if verb == "grant" {
-        let access = role(it.next())?;
-        if !is_word(it.next(), "to") {
+        let access = role(&mut t)?;
+        if !t.eat_word("to") {
             return Err(syntax("expected GRANT reader|writer|admin TO name"));
         }
-        let user = name(it.next())?;
-        return finish(
-            it.next(),
-            RoleStatement::Alter {
-                name: user,
-                options: RoleOptions {
-                    access: Some(access),
-                    ..RoleOptions::default()
-                },
-                tag: "GRANT ROLE",
+        let name = t.name()?;
+        t.expect_end()?;
+        return Ok(RoleStatement::Alter {
+            name,
+            options: RoleOptions {
+                access: Some(access),
+                ..RoleOptions::default()
             },
-        );
+            tag: "GRANT ROLE",
+        });
     }
-    let kind = it.next();
-    if !is_word(kind, "role") && !is_word(kind, "user") {
+    if !(t.eat_word("role") || t.eat_word("user")) {
         return Err(syntax("expected ROLE or USER"));
     }
     if verb == "drop" {
-        let mut if_exists = false;
-        if is_word(it.peek().copied(), "if") {
-            it.next();
-            if !is_word(it.next(), "exists") {
-                return Err(syntax("expected IF EXISTS"));
-            }
-            if_exists = true;
+        let if_exists = t.eat_word("if");
+        if if_exists {
+            t.expect_word("exists")?;
         }
-        let user = name(it.next())?;
-        return finish(
-            it.next(),
-            RoleStatement::Drop {
-                name: user,
-                if_exists,
-            },
-        );
+        let name = t.name()?;
+        t.expect_end()?;
+        return Ok(RoleStatement::Drop { name, if_exists });
     }
-    let user = name(it.next())?;
-    if verb == "alter"
-        && (is_word(it.peek().copied(), "set") || is_word(it.peek().copied(), "reset"))
-    {
-        let reset = is_word(it.next(), "reset");
-        if !is_word(it.next(), "statement_timeout") {
+    let name = t.name()?;
+    if verb == "alter" && (t.peek_word("set") || t.peek_word("reset")) {
+        let reset = t.peek_word("reset");
+        t.advance();
+        if !t.eat_word("statement_timeout") {
             return Err(QueryError::new(
                 SqlState::FeatureNotSupported,
                 "a role may set only statement_timeout",
@@ -307,58 +231,51 @@ pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
         let timeout_ms = if reset {
             None
         } else {
-            match it.next() {
-                Some(Token::Symbol('=')) => {}
-                Some(t) if is_word(Some(t), "to") => {}
-                _ => return Err(syntax("expected SET statement_timeout = value")),
+            if !(t.eat_symbol("=") || t.eat_word("to")) {
+                return Err(syntax("expected SET statement_timeout = value"));
             }
-            let value = match it.next() {
-                Some(Token::Str(v) | Token::Word(v)) => v.clone(),
+            let value = match t.peek() {
+                Some(Piece::Str(v) | Piece::Word { text: v, .. } | Piece::Number(v)) => v.clone(),
                 _ => return Err(syntax("expected a statement_timeout value")),
             };
+            t.advance();
             lookout_query::parse_statement_timeout(&value)?.map(|d| d.as_millis() as u64)
         };
-        return finish(
-            it.next(),
-            RoleStatement::SetStatementTimeout {
-                name: user,
-                timeout_ms,
-            },
-        );
+        t.expect_end()?;
+        return Ok(RoleStatement::SetStatementTimeout { name, timeout_ms });
     }
     let mut options = RoleOptions::default();
-    if is_word(it.peek().copied(), "with") {
-        it.next();
-    }
-    while let Some(t) = it.next() {
-        let Token::Word(w) = t else {
+    t.eat_word("with");
+    while let Some(piece) = t.peek() {
+        let Piece::Word {
+            text,
+            quoted: false,
+        } = piece
+        else {
             return Err(syntax("expected a role option"));
         };
-        match w.to_lowercase().as_str() {
+        let option = text.to_lowercase();
+        t.advance();
+        match option.as_str() {
             "login" | "nologin" | "inherit" | "noinherit" | "nosuperuser" => {}
             "superuser" => options.access = Some(Access::Admin),
-            "password" => match it.next() {
-                Some(Token::Str(s)) => options.secret = Some(s.clone()),
-                _ => return Err(syntax("expected PASSWORD 'secret'")),
-            },
+            "password" => options.secret = Some(t.string("PASSWORD 'secret'")?),
             "in" => {
-                if !is_word(it.next(), "role") {
+                if !t.eat_word("role") {
                     return Err(syntax("expected IN ROLE reader|writer|admin"));
                 }
-                options.access = Some(role(it.next())?);
+                options.access = Some(role(&mut t)?);
             }
             "connection" => {
-                if !is_word(it.next(), "limit") {
+                if !t.eat_word("limit") {
                     return Err(syntax("expected CONNECTION LIMIT n"));
                 }
-                let negative = matches!(it.peek(), Some(Token::Symbol('-')));
-                if negative {
-                    it.next();
-                }
-                let limit = match it.next() {
-                    Some(Token::Word(n)) => n.parse::<u32>().ok(),
+                let negative = t.eat_symbol("-");
+                let limit = match t.peek() {
+                    Some(Piece::Number(n) | Piece::Word { text: n, .. }) => n.parse::<u32>().ok(),
                     _ => None,
                 };
+                t.advance();
                 options.connections = Some(match (negative, limit) {
                     (true, Some(1)) => None,
                     (false, Some(n)) => Some(n),
@@ -373,7 +290,6 @@ pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
             other => return Err(syntax(format!("unsupported role option {other}"))),
         }
     }
-    let name = user;
     Ok(match verb.as_str() {
         "create" => RoleStatement::Create { name, options },
         "alter" => RoleStatement::Alter {
@@ -383,13 +299,6 @@ pub(crate) fn parse(sql: &str) -> Result<RoleStatement> {
         },
         _ => return Err(syntax("expected CREATE, ALTER or DROP")),
     })
-}
-
-fn finish(rest: Option<&Token>, stmt: RoleStatement) -> Result<RoleStatement> {
-    match rest {
-        None => Ok(stmt),
-        Some(_) => Err(syntax("unexpected text after the statement")),
-    }
 }
 
 fn sql_text(s: &str) -> String {
@@ -472,10 +381,9 @@ impl SqlExtension for RoleStatements {
 
 /// Whether `sql` is a role statement.
 fn is_role_statement(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(2)
-        .map(str::to_lowercase)
+    let words: Vec<String> = leading_words(sql, 2)
+        .iter()
+        .map(|w| w.to_lowercase())
         .collect();
     match words.as_slice() {
         [verb, kind] if ["create", "alter", "drop"].contains(&verb.as_str()) => {

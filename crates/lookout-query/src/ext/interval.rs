@@ -66,9 +66,51 @@ pub fn parse_non_negative_duration(text: &str) -> Result<i64> {
     Ok(total)
 }
 
+/// A duration as [`parse_duration`] reads it back: `'1 day 2 hours'`,
+/// `'0'` for zero.
+pub fn format_duration(micros: i64) -> String {
+    if micros == 0 {
+        return "0".into();
+    }
+    let units: [(&str, i64); 6] = [
+        ("day", 86_400_000_000),
+        ("hour", 3_600_000_000),
+        ("minute", 60_000_000),
+        ("second", 1_000_000),
+        ("millisecond", 1_000),
+        ("microsecond", 1),
+    ];
+    let mut rest = micros.unsigned_abs();
+    let mut parts = Vec::new();
+    for (name, size) in units {
+        let size = size.unsigned_abs();
+        let count = rest / size;
+        if count > 0 {
+            let plural = if count == 1 { "" } else { "s" };
+            parts.push(format!("{count} {name}{plural}"));
+            rest -= count * size;
+        }
+    }
+    let sign = if micros < 0 { "-" } else { "" };
+    format!("{sign}{}", parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for micros in [0, 1, 999, 1_000, 90_061_000_001, 7 * 86_400_000_000] {
+            let text = format_duration(micros);
+            assert_eq!(
+                parse_non_negative_duration(&text).ok(),
+                Some(micros),
+                "{text}"
+            );
+        }
+        assert_eq!(format_duration(129_600_000_000), "1 day 12 hours");
+    }
 
     #[test]
     fn parses_common_spellings() {

@@ -1,18 +1,20 @@
 //! What an extension crate needs from the SQL core: the statement trait,
-//! statement output, access levels, names and quoting, durations, the ingest
+//! the grammar kit its statements are parsed with, statement output, access levels, names and quoting, durations, the ingest
 //! hook and derived-table kinds, and the clock.
 //!
 //! Alerts, review queues, rollups, sampling and roles are built on this kit
 //! alone; the core names none of them.
 
 mod access;
+mod grammar;
 mod interval;
 pub(crate) mod names;
 mod output;
 mod statement;
 
 pub use access::Access;
-pub use interval::{parse_duration, parse_non_negative_duration};
+pub use grammar::{Piece, Words, leading_words};
+pub use interval::{format_duration, parse_duration, parse_non_negative_duration};
 pub use lookout_storage::clock::{Clock, ManualClock, SystemClock};
 pub use names::{
     SYSTEM_PREFIX, ident_name, one_expression, quote_ident, quote_literal, quoted_table, table_name,

@@ -1,0 +1,1082 @@
+//! The storage engine: write path, flushes, snapshots for scans, DDL,
+//! deletes, compaction, retention and garbage collection.
+
+mod changes;
+mod ddl;
+mod flush;
+mod maintenance;
+mod write;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use roaring::RoaringBitmap;
+use tokio::sync::{Notify, oneshot};
+
+use crate::batch;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Result, StorageError};
+use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
+use crate::schema::{Derivation, TableDef, Versions};
+use crate::wal::{self, Wal};
+
+/// Tunables of the storage engine. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Flush a table's buffer to Parquet once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Flush buffered rows at the latest this long after the first arrived.
+    pub flush_age: Duration,
+    /// Reject rows whose time is further than this in the future.
+    pub future_horizon: Duration,
+    /// Superseded files are deleted this long after they stop being live.
+    pub gc_grace: Duration,
+    /// A partition with at least this many files is compacted.
+    pub compaction_min_files: usize,
+    /// Rows per file written by compaction and bulk loads.
+    pub target_file_rows: usize,
+    /// How often background maintenance (compaction, retention, GC) runs.
+    pub maintenance_interval: Duration,
+    /// Run the background flush and maintenance task.
+    pub background: bool,
+    /// Where Parquet files and manifests go; `None` is `<dir>/data` on the local disk.
+    pub object_store: Option<Arc<dyn ObjectStore>>,
+    /// Where "now" comes from (see [`crate::clock`]).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            flush_bytes: 128 * 1024 * 1024,
+            flush_age: Duration::from_secs(300),
+            future_horizon: Duration::from_secs(86_400),
+            gc_grace: Duration::from_secs(3600),
+            compaction_min_files: 4,
+            target_file_rows: 1_000_000,
+            maintenance_interval: Duration::from_secs(60),
+            background: true,
+            object_store: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Everything a scan needs of a table, taken at one instant.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    /// The table definition.
+    pub def: TableDef,
+    /// Its Arrow schema.
+    pub schema: SchemaRef,
+    /// Live Parquet files.
+    pub files: Vec<FileMeta>,
+    /// Acknowledged rows not yet in Parquet, already fitted to `schema`.
+    pub buffered: Vec<RecordBatch>,
+    /// Keeps `files` from garbage collection while any clone of the
+    /// snapshot (or of this pin) lives, so a query reads every file it
+    /// planned even if compaction or retention retires it meanwhile.
+    pub pin: Arc<FilePin>,
+}
+
+/// How many live snapshots hold each file, by path.
+#[derive(Debug, Default)]
+struct FilePins {
+    counts: Mutex<HashMap<String, usize>>,
+}
+
+impl FilePins {
+    fn is_pinned(&self, path: &str) -> bool {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(path)
+    }
+}
+
+/// Holds a set of files back from garbage collection until dropped.
+#[derive(Debug)]
+pub struct FilePin {
+    pins: Arc<FilePins>,
+    paths: Vec<String>,
+}
+
+impl FilePin {
+    fn new(pins: &Arc<FilePins>, paths: Vec<String>) -> FilePin {
+        let mut counts = pins.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &paths {
+            *counts.entry(p.clone()).or_default() += 1;
+        }
+        drop(counts);
+        FilePin {
+            pins: Arc::clone(pins),
+            paths,
+        }
+    }
+}
+
+impl Drop for FilePin {
+    fn drop(&mut self) {
+        let mut counts = self.pins.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &self.paths {
+            if let Some(n) = counts.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(p);
+                }
+            }
+        }
+    }
+}
+
+/// Row positions of one table picked for deletion by a transaction that
+/// has not committed yet, by file path.
+#[derive(Debug, Default, Clone)]
+pub struct RowMarks {
+    /// The table's id when the rows were picked: a table dropped and made
+    /// again meanwhile is not the one they belong to.
+    pub table_id: u64,
+    /// Marked positions, by file path.
+    pub marks: HashMap<String, RoaringBitmap>,
+}
+
+impl RowMarks {
+    /// Adds the positions of `found` (of the same table).
+    pub fn absorb(&mut self, found: &MarkedRows) {
+        self.table_id = found.table_id;
+        for (path, bitmap) in &found.marks {
+            *self.marks.entry(path.clone()).or_default() |= bitmap;
+        }
+    }
+}
+
+/// Rows picked by [`Storage::mark_rows`].
+#[derive(Debug)]
+pub struct MarkedRows {
+    /// The table's id.
+    pub table_id: u64,
+    /// Picked positions, by file path.
+    pub marks: HashMap<String, RoaringBitmap>,
+    /// How many rows were picked.
+    pub count: u64,
+    /// The picked rows, if asked for.
+    pub rows: Vec<RecordBatch>,
+    /// Keeps compaction off the files until dropped.
+    pub hold: FilePin,
+}
+
+/// What `CREATE TABLE` asks for, before defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTable {
+    /// Time column; default the first non-null timestamp column.
+    pub time_column: Option<String>,
+    /// Partition column: `None` = default (`model` if present), `Some(None)` = none.
+    pub partition_column: Option<Option<String>>,
+    /// Bucket width in µs; default a day.
+    pub bucket_micros: Option<i64>,
+    /// Time to live in µs; default none.
+    pub ttl_micros: Option<i64>,
+    /// For a derived table: its source and definition.
+    pub derived: Option<Derivation>,
+    /// For a table of versioned records: key, version and tombstone columns.
+    pub versions: Option<Versions>,
+}
+
+/// Rewrites rows of a derived table into an equivalent, smaller set of rows
+/// (a rollup merges the partial states each bucket has accumulated). The
+/// engine calls it on one partition's rows when buffered rows are written to
+/// Parquet and when files are compacted; if it fails, the rows are kept as
+/// they are.
+pub trait Combine: Send + Sync + std::fmt::Debug {
+    /// Returns rows with the same schema that stand for all of `rows`.
+    fn combine(&self, rows: RecordBatch) -> BoxFuture<'static, Result<RecordBatch>>;
+}
+
+/// Rows for one table (by id) of a write.
+type TablePart = (u64, RecordBatch);
+
+struct WriteRequest {
+    /// Each table's rows; written in one WAL record, made visible together.
+    parts: Vec<TablePart>,
+    frame: Vec<u8>,
+    ack: oneshot::Sender<Result<()>>,
+}
+
+#[derive(Default)]
+struct TableBuffer {
+    batches: Vec<RecordBatch>,
+    /// Rows taken by a flush that has not committed yet; still visible to scans.
+    flushing: Vec<RecordBatch>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+struct State {
+    manifest: Arc<Manifest>,
+    buffers: HashMap<u64, TableBuffer>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    options: StorageOptions,
+    state: Arc<RwLock<State>>,
+    /// Lock order: `wal`, then `state`.
+    wal: Arc<Mutex<Wal>>,
+    /// Serialises everything that commits a manifest.
+    commit: tokio::sync::Mutex<()>,
+    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Shared with the background task, which waits on them without
+    /// keeping the engine alive.
+    flush_wanted: Arc<Notify>,
+    shutdown: Arc<Notify>,
+    background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Distinguishes this process's file names from a crashed one's.
+    run: String,
+    /// File numbers within this run; with `run` they make names unique.
+    next_file: AtomicU64,
+    /// Flushes and bulk loads under way: their files are not orphans yet.
+    loads_in_flight: AtomicU64,
+    /// Held while the directory is open; released by `close`.
+    lock: Mutex<Option<File>>,
+    /// Combiners of derived tables, by table id.
+    combiners: RwLock<HashMap<u64, Arc<dyn Combine>>>,
+    /// Files that snapshots still read.
+    pins: Arc<FilePins>,
+    /// Files with rows marked by an uncommitted transaction: compaction
+    /// leaves them alone, so the marked positions stay valid until commit.
+    marked: Arc<FilePins>,
+}
+
+/// A handle to an open data directory. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// Removes the files `expired` selects from a table's entry, noting their paths.
+fn retire_files(
+    entry: &mut TableEntry,
+    expired: impl Fn(&FileMeta) -> bool,
+    dropped: &mut Vec<String>,
+) {
+    entry.files.retain(|f| {
+        let gone = expired(f);
+        if gone {
+            dropped.push(f.path.clone());
+        }
+        !gone
+    });
+}
+
+/// Files no longer in the manifest, deleted once the grace period has passed
+/// (running queries may still read them). Returns how many.
+fn collect_later(m: &mut Manifest, dropped: Vec<String>, now: i64) -> usize {
+    let n = dropped.len();
+    m.garbage
+        .extend(dropped.into_iter().map(|path| Garbage { path, since: now }));
+    n
+}
+
+fn poisoned<T>(_: T) -> StorageError {
+    StorageError::Corrupt("internal lock poisoned by an earlier panic".into())
+}
+
+impl Storage {
+    /// Adds a line to the lock file saying how to reach this process (e.g.
+    /// the address it serves), which another process that finds the
+    /// directory locked reports.
+    pub fn note_holder(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut guard = self.inner.lock.lock().map_err(poisoned)?;
+        if let Some(file) = guard.as_mut() {
+            writeln!(file, "{}", line.trim())?;
+        }
+        Ok(())
+    }
+
+    /// Opens (or creates) a data directory: takes its lock, loads the
+    /// manifest, replays the WAL and starts the writer.
+    pub async fn open(dir: impl AsRef<FsPath>, options: StorageOptions) -> Result<Storage> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let lock_path = dir.join("LOCK");
+        let mut lock = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)?;
+        if lock.try_lock().is_err() {
+            // The holder wrote who it is into the file (see `note_holder`).
+            let holder = std::fs::read_to_string(&lock_path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(StorageError::Locked {
+                path: dir.display().to_string(),
+                lock: lock_path.display().to_string(),
+                holder,
+            });
+        }
+        // Who holds the lock, for the error another process gets; only
+        // informative, so a full disk does not stop the open here.
+        {
+            use std::io::Write as _;
+            let _ = lock
+                .set_len(0)
+                .and_then(|()| writeln!(lock, "process {}", std::process::id()));
+        }
+        let store: Arc<dyn ObjectStore> = match &options.object_store {
+            Some(s) => Arc::clone(s),
+            None => {
+                let data = dir.join("data");
+                std::fs::create_dir_all(&data)?;
+                Arc::new(LocalFileSystem::new_with_prefix(&data)?)
+            }
+        };
+        let manifest = Manifest::load_latest(store.as_ref()).await?;
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)?;
+        let replayed = wal::replay(&wal_dir, manifest.wal_flushed_segment)?;
+        let mut buffers: HashMap<u64, TableBuffer> = HashMap::new();
+        let mut replayed_rows = 0usize;
+        for write in replayed {
+            let Some(entry) = manifest.table_by_id(write.table_id) else {
+                continue; // the table was dropped after the write
+            };
+            let schema = entry.def.schema()?;
+            let buffer = buffers.entry(write.table_id).or_default();
+            for b in write.batches {
+                let b = batch::widen(&b, &schema)?;
+                replayed_rows += b.num_rows();
+                buffer.bytes += b.get_array_memory_size();
+                buffer.since.get_or_insert_with(Instant::now);
+                buffer.batches.push(b);
+            }
+        }
+        if replayed_rows > 0 {
+            tracing::info!(rows = replayed_rows, "replayed write-ahead log");
+        }
+        let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
+        let run = format!("{:x}", options.clock.now_micros());
+        let inner = Arc::new(Inner {
+            dir,
+            store,
+            options,
+            state: Arc::new(RwLock::new(State {
+                manifest: Arc::new(manifest),
+                buffers,
+            })),
+            wal: Arc::new(Mutex::new(wal)),
+            commit: tokio::sync::Mutex::new(()),
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
+            flush_wanted: Arc::new(Notify::new()),
+            shutdown: Arc::new(Notify::new()),
+            background: Mutex::new(None),
+            run,
+            next_file: AtomicU64::new(1),
+            loads_in_flight: AtomicU64::new(0),
+            lock: Mutex::new(Some(lock)),
+            combiners: RwLock::default(),
+            pins: Arc::default(),
+            marked: Arc::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        // The writer holds only the WAL and the state, not the engine, so
+        // dropping the last handle ends it (and releases the lock file).
+        let (wal, state) = (Arc::clone(&inner.wal), Arc::clone(&inner.state));
+        let thread = std::thread::Builder::new()
+            .name("lookout-wal".into())
+            .spawn(move || writer_loop(&wal, &state, &rx))?;
+        *inner.writer.lock().map_err(poisoned)? = Some(tx);
+        *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
+        let storage = Storage { inner };
+        if storage.inner.options.background {
+            let handle = tokio::spawn(background_loop(Arc::downgrade(&storage.inner)));
+            *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
+        }
+        Ok(storage)
+    }
+
+    /// The clock every part of the database reads the present from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.options.clock
+    }
+
+    fn now_micros(&self) -> i64 {
+        self.inner.options.clock.now_micros()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &FsPath {
+        &self.inner.dir
+    }
+
+    /// The object store holding Parquet files and manifests.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// The manifest in force.
+    pub fn manifest(&self) -> Result<Arc<Manifest>> {
+        Ok(Arc::clone(
+            &self.inner.state.read().map_err(poisoned)?.manifest,
+        ))
+    }
+
+    /// Names of all tables.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        Ok(self.manifest()?.tables.keys().cloned().collect())
+    }
+
+    /// The definition of a table.
+    pub fn table(&self, name: &str) -> Result<TableDef> {
+        Ok(self.manifest()?.table(name)?.def.clone())
+    }
+
+    /// A consistent view of a table's files and buffered rows, as of now.
+    /// Its files stay on storage while the snapshot lives.
+    pub fn snapshot(&self, name: &str) -> Result<TableSnapshot> {
+        // Pinned under the state lock: a file leaves the live set only by a
+        // manifest swap under the write lock, so garbage collection, which
+        // runs after that swap, always sees this pin.
+        let state = self.inner.state.read().map_err(poisoned)?;
+        let entry = state.manifest.table(name)?;
+        let schema = entry.def.schema()?;
+        let mut buffered = Vec::new();
+        if let Some(buf) = state.buffers.get(&entry.def.id) {
+            for b in buf.flushing.iter().chain(&buf.batches) {
+                buffered.push(batch::widen(b, &schema)?);
+            }
+        }
+        let pin = FilePin::new(
+            &self.inner.pins,
+            entry.files.iter().map(|f| f.path.clone()).collect(),
+        );
+        Ok(TableSnapshot {
+            def: entry.def.clone(),
+            schema,
+            files: entry.files.clone(),
+            buffered,
+            pin: Arc::new(pin),
+        })
+    }
+
+    /// Applies `change` to a copy of the manifest and commits it.
+    async fn commit<T>(&self, change: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+        let _guard = self.inner.commit.lock().await;
+        self.commit_locked(change).await
+    }
+
+    async fn commit_locked<T>(&self, change: impl FnOnce(&mut Manifest) -> Result<T>) -> Result<T> {
+        self.commit_and_install(change, |_| {}).await
+    }
+
+    /// Commits a changed manifest, then installs it together with `install`'s
+    /// change to the in-memory state, under one lock: a scan sees either the
+    /// old manifest and buffers or the new ones, never a mix.
+    async fn commit_and_install<T>(
+        &self,
+        change: impl FnOnce(&mut Manifest) -> Result<T>,
+        install: impl FnOnce(&mut State),
+    ) -> Result<T> {
+        let mut m = (*self.manifest()?).clone();
+        let out = change(&mut m)?;
+        m.commit(self.inner.store.as_ref()).await?;
+        let mut state = self.inner.state.write().map_err(poisoned)?;
+        state.manifest = Arc::new(m);
+        install(&mut state);
+        Ok(out)
+    }
+
+    /// Stops background work, flushes every buffered row and stops the writer.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.shutdown.notify_one();
+        let bg = self.inner.background.lock().map_err(poisoned)?.take();
+        if let Some(handle) = bg {
+            let _ = handle.await;
+        }
+        self.flush().await?;
+        let tx = self.inner.writer.lock().map_err(poisoned)?.take();
+        drop(tx);
+        let thread = self.inner.writer_thread.lock().map_err(poisoned)?.take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        // Closed: another process (or a new handle) may open the directory.
+        self.inner.lock.lock().map_err(poisoned)?.take();
+        Ok(())
+    }
+}
+
+/// Flushes when due and runs maintenance, for as long as the engine exists.
+async fn background_loop(engine: std::sync::Weak<Inner>) {
+    let (shutdown, flush_wanted) = match engine.upgrade() {
+        Some(inner) => (Arc::clone(&inner.shutdown), Arc::clone(&inner.flush_wanted)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_maintenance = Instant::now();
+    loop {
+        // Only a weak reference is held while waiting, so dropping the last
+        // handle releases the engine (and its lock file) at once.
+        tokio::select! {
+            _ = shutdown.notified() => return,
+            _ = tick.tick() => {}
+            _ = flush_wanted.notified() => {}
+        }
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let storage = Storage { inner };
+        if storage.flush_due()
+            && let Err(e) = storage.flush().await
+        {
+            tracing::error!(error = %e, "flush failed; rows stay in the WAL and are retried");
+        }
+        if last_maintenance.elapsed() >= storage.inner.options.maintenance_interval {
+            last_maintenance = Instant::now();
+            if let Err(e) = storage.maintain().await {
+                tracing::error!(error = %e, "maintenance failed");
+            }
+        }
+    }
+}
+
+/// Counts a flush or bulk load as under way for as long as it lives.
+struct LoadGuard<'a>(&'a AtomicU64);
+
+impl<'a> LoadGuard<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        LoadGuard(counter)
+    }
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn offset_error(e: StorageError, offset: u64) -> StorageError {
+    match e {
+        StorageError::InvalidData(m) if offset > 0 => StorageError::InvalidData(format!(
+            "{m} (rows counted from {} in this load)",
+            offset + 1
+        )),
+        StorageError::NotNull(m) if offset > 0 => StorageError::NotNull(format!(
+            "{m} (rows counted from {} in this load)",
+            offset + 1
+        )),
+        other => other,
+    }
+}
+
+fn join_result(
+    done: std::result::Result<Result<Vec<FileMeta>>, tokio::task::JoinError>,
+) -> Result<Vec<FileMeta>> {
+    done.map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?
+}
+
+fn join_result_tagged(
+    done: std::result::Result<(u64, Result<Vec<FileMeta>>), tokio::task::JoinError>,
+) -> Result<(u64, Vec<FileMeta>)> {
+    let (id, files) = done.map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?;
+    Ok((id, files?))
+}
+
+/// The group-commit loop: takes every queued write, appends them all, fsyncs
+/// once, makes the rows visible, then acknowledges each.
+fn check_versions(def: &TableDef, versions: &Versions) -> Result<()> {
+    let bad = |m: String| Err(StorageError::InvalidDefinition(m));
+    if versions.key.is_empty() {
+        return bad("a versioned table needs at least one key column".into());
+    }
+    let column = |name: &str| def.columns.iter().find(|c| c.name == name);
+    for name in versions.key.iter().chain([&versions.version]) {
+        if column(name).is_none() {
+            return bad(format!(
+                "column \"{name}\" of the versions option does not exist"
+            ));
+        }
+    }
+    if let Some(deleted) = &versions.deleted {
+        match column(deleted) {
+            Some(c) if c.data_type == "Boolean" => {}
+            Some(_) => return bad(format!("deleted column \"{deleted}\" must be boolean")),
+            None => return bad(format!("deleted column \"{deleted}\" does not exist")),
+        }
+    }
+    Ok(())
+}
+
+fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].frame.len();
+        while bytes < 64 * 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.frame.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(wal, state, &mut group);
+        for req in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::Io(std::io::Error::other(e.to_string()))),
+            };
+            let _ = req.ack.send(r);
+        }
+    }
+}
+
+fn commit_group(wal: &Mutex<Wal>, state: &RwLock<State>, group: &mut [WriteRequest]) -> Result<()> {
+    let frames: Vec<Vec<u8>> = group
+        .iter_mut()
+        .map(|r| std::mem::take(&mut r.frame))
+        .collect();
+    let mut wal = wal.lock().map_err(poisoned)?;
+    wal.append(&frames)?;
+    let mut state = state.write().map_err(poisoned)?;
+    for (table_id, batch) in group.iter().flat_map(|r| &r.parts) {
+        let buf = state.buffers.entry(*table_id).or_default();
+        buf.bytes += batch.get_array_memory_size();
+        buf.since.get_or_insert_with(Instant::now);
+        buf.batches.push(batch.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Schema};
+
+    use super::*;
+    use crate::schema::DAY_MICROS;
+    use arrow::array::{Array, BooleanArray};
+    use arrow::datatypes::Field;
+    use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+
+    fn schema() -> Schema {
+        crate::schema::test_schema()
+    }
+
+    fn batch(ts: &[i64], model: &str) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(schema()),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![model; ts.len()])),
+                Arc::new(Float64Array::from_iter_values(ts.iter().map(|t| *t as f64))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn quiet() -> StorageOptions {
+        StorageOptions {
+            background: false,
+            ..StorageOptions::default()
+        }
+    }
+
+    fn live_rows(s: &Storage, table: &str) -> u64 {
+        let snap = s.snapshot(table).expect("snapshot");
+        let files: u64 = snap
+            .files
+            .iter()
+            .map(|f| f.live_rows().expect("rows"))
+            .sum();
+        files
+            + snap
+                .buffered
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>()
+    }
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_reopen_without_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Storage::open(dir.path(), quiet()).await.expect("open");
+            s.create_table("t", &schema(), CreateTable::default(), false)
+                .await
+                .expect("create");
+            s.write("t", batch(&[1, 2, 3], "a")).await.expect("write");
+            s.write("t", batch(&[4], "b")).await.expect("write");
+            // Dropped without close: as after a crash, only the WAL has the rows.
+        }
+        let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
+        assert_eq!(live_rows(&s, "t"), 4);
+        assert!(s.snapshot("t").expect("snap").files.is_empty());
+        s.flush().await.expect("flush");
+        let snap = s.snapshot("t").expect("snap");
+        assert!(snap.buffered.is_empty());
+        assert_eq!(snap.files.len(), 2, "one file per model");
+        s.close().await.expect("close");
+        let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
+        assert_eq!(live_rows(&s, "t"), 4, "flushed rows are not replayed twice");
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _s = Storage::open(dir.path(), quiet()).await.expect("open");
+        _s.note_holder("serving 127.0.0.1:5433").expect("note");
+        let err = Storage::open(dir.path(), quiet()).await.unwrap_err();
+        let StorageError::Locked { holder, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            holder,
+            &format!("process {}, serving 127.0.0.1:5433", std::process::id())
+        );
+    }
+
+    #[tokio::test]
+    async fn future_timestamps_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let far = crate::SystemClock.now_micros() + 30 * DAY_MICROS;
+        let err = s.write("t", batch(&[1, far], "a")).await.unwrap_err();
+        assert!(
+            err.to_string().contains("row 2") && err.to_string().contains("future horizon"),
+            "{err}"
+        );
+        assert_eq!(live_rows(&s, "t"), 0);
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_small_files_and_purges_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            // Late data too: later flushes carry earlier times.
+            s.write("t", batch(&[100 - i, 200 - i], "a"))
+                .await
+                .expect("write");
+            s.flush().await.expect("flush");
+        }
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 4);
+        let deleted = s
+            .delete_rows(
+                "t",
+                |_| true,
+                |b| {
+                    let x = b
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .expect("x");
+                    Ok(BooleanArray::from_iter(
+                        x.iter().map(|v| Some(v == Some(100.0))),
+                    ))
+                },
+            )
+            .await
+            .expect("delete");
+        assert_eq!(deleted, 1);
+        assert_eq!(live_rows(&s, "t"), 7);
+        let replaced = s.compact().await.expect("compact");
+        assert_eq!(replaced, 4);
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.files.len(), 1);
+        assert_eq!(snap.files[0].rows, 7, "deleted row purged");
+        assert!(snap.files[0].deletes.is_none());
+        assert_eq!(snap.files[0].min_time, 97);
+        let garbage = s.manifest().expect("manifest").garbage.len();
+        assert_eq!(garbage, 4, "superseded files wait for the grace period");
+    }
+
+    #[tokio::test]
+    async fn retention_drops_expired_buckets_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StorageOptions {
+            gc_grace: Duration::ZERO,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        let request = CreateTable {
+            ttl_micros: Some(7 * DAY_MICROS),
+            ..CreateTable::default()
+        };
+        s.create_table("t", &schema(), request, false)
+            .await
+            .expect("create");
+        let now = crate::SystemClock.now_micros();
+        s.write(
+            "t",
+            batch(&[now - 30 * DAY_MICROS, now - 3_600_000_000], "a"),
+        )
+        .await
+        .expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.files.len(), 1);
+        assert!(snap.files[0].max_time > now - DAY_MICROS);
+        // A file left by a load that never committed is an orphan.
+        let orphan = dir.path().join("data/t/model=a/orphan.parquet");
+        std::fs::write(&orphan, b"PAR1").expect("orphan");
+        assert_eq!(s.collect_garbage().await.expect("gc"), 2);
+        assert!(!orphan.exists());
+        let parquet_files = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .count();
+        assert_eq!(parquet_files, 1, "the expired file is deleted");
+    }
+
+    /// The horizon and retention read the clock in the options, so a test
+    /// can move time by hand.
+    #[tokio::test]
+    async fn a_manual_clock_moves_the_horizon_and_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = 1_577_836_800_000_000; // 2020-01-01
+        let clock = Arc::new(crate::ManualClock::new(start));
+        let opts = StorageOptions {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        let request = CreateTable {
+            ttl_micros: Some(7 * DAY_MICROS),
+            ..CreateTable::default()
+        };
+        s.create_table("t", &schema(), request, false)
+            .await
+            .expect("create");
+        let later = start + 2 * DAY_MICROS;
+        let err = s.write("t", batch(&[later], "a")).await.unwrap_err();
+        assert!(err.to_string().contains("future horizon"), "{err}");
+        s.write(
+            "t",
+            batch(&[start - 30 * DAY_MICROS, start - 3_600_000_000], "a"),
+        )
+        .await
+        .expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        assert_eq!(live_rows(&s, "t"), 1);
+        clock.advance(8 * DAY_MICROS);
+        s.write("t", batch(&[later], "a"))
+            .await
+            .expect("no longer ahead");
+        s.flush().await.expect("flush");
+        assert_eq!(s.enforce_retention().await.expect("retention"), 1);
+        assert_eq!(live_rows(&s, "t"), 1);
+    }
+
+    #[tokio::test]
+    async fn files_a_snapshot_reads_outlive_compaction_until_it_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StorageOptions {
+            gc_grace: Duration::ZERO,
+            ..quiet()
+        };
+        let s = Storage::open(dir.path(), opts).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            s.write("t", batch(&[10 + i], "a")).await.expect("write");
+            s.flush().await.expect("flush");
+        }
+        let running = s.snapshot("t").expect("snap");
+        let clone = running.clone();
+        assert_eq!(s.compact().await.expect("compact"), 4);
+        assert_eq!(s.collect_garbage().await.expect("gc"), 0, "all pinned");
+        let store = s.object_store();
+        for f in &running.files {
+            store
+                .head(&Path::from(f.path.as_str()))
+                .await
+                .expect("a pinned file is still there");
+        }
+        drop(running);
+        assert_eq!(
+            s.collect_garbage().await.expect("gc"),
+            0,
+            "a clone pins too"
+        );
+        drop(clone);
+        assert_eq!(s.collect_garbage().await.expect("gc"), 4);
+        assert_eq!(live_rows(&s, "t"), 4);
+    }
+
+    #[tokio::test]
+    async fn rows_a_transaction_marked_stay_put_until_it_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        for i in 0..4 {
+            s.write("t", batch(&[10 + i, 20 + i], "a"))
+                .await
+                .expect("write");
+            s.flush().await.expect("flush");
+        }
+        // Pick the rows with ts >= 20: one per file.
+        let pick = |b: &RecordBatch| -> Result<BooleanArray> {
+            let ts = arrow::array::AsArray::as_primitive::<
+                arrow::datatypes::TimestampMicrosecondType,
+            >(b.column(0));
+            Ok(ts
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t >= 20)))
+                .collect())
+        };
+        let found = s
+            .mark_rows("t", &RowMarks::default(), |_| true, pick, true)
+            .await
+            .expect("mark");
+        assert_eq!(found.count, 4);
+        assert_eq!(
+            found.rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            4
+        );
+        assert_eq!(live_rows(&s, "t"), 8, "nothing is deleted before commit");
+        assert_eq!(
+            s.compact().await.expect("compact"),
+            0,
+            "marked files are held"
+        );
+        let mut marks = RowMarks::default();
+        marks.absorb(&found);
+        // Picking again with the marks counts nothing twice.
+        let again = s
+            .mark_rows("t", &marks, |_| true, pick, false)
+            .await
+            .expect("mark again");
+        assert_eq!(again.count, 0);
+        s.commit_changes(
+            &HashMap::from([("t".to_string(), marks)]),
+            vec![("t".to_string(), batch(&[99], "b"))],
+        )
+        .await
+        .expect("commit");
+        assert_eq!(live_rows(&s, "t"), 5, "4 kept, 1 added");
+        drop(found);
+        drop(again);
+        // The four files of model a; model b's new file is alone in its partition.
+        assert_eq!(
+            s.compact().await.expect("compact"),
+            4,
+            "released after commit"
+        );
+        assert_eq!(live_rows(&s, "t"), 5);
+    }
+
+    #[tokio::test]
+    async fn added_columns_read_as_null_in_old_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        s.write("t", batch(&[1], "a")).await.expect("write");
+        s.add_column("t", &Field::new("n", DataType::Int64, true), false)
+            .await
+            .expect("add");
+        let snap = s.snapshot("t").expect("snap");
+        assert_eq!(snap.buffered[0].num_columns(), 4);
+        assert!(snap.buffered[0].column(3).is_null(0));
+        let with_n = RecordBatch::try_from_iter(vec![
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![2]).with_timezone("UTC")) as _,
+            ),
+            ("model", Arc::new(StringArray::from(vec!["a"])) as _),
+            ("n", Arc::new(Int64Array::from(vec![5])) as _),
+        ])
+        .expect("batch");
+        s.write("t", with_n).await.expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(live_rows(&s, "t"), 2);
+        let err = s
+            .add_column("t", &Field::new("m", DataType::Int64, false), false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be NOT NULL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bulk_load_is_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let bad = RecordBatch::try_from_iter(vec![
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![3]).with_timezone("UTC")) as _,
+            ),
+            (
+                "model",
+                Arc::new(StringArray::from(vec![None::<&str>])) as _,
+            ),
+        ])
+        .expect("batch");
+        let input = futures::stream::iter(vec![Ok(batch(&[1, 2], "a")), Ok(bad)]);
+        let err = s.bulk_load("t", input).await.unwrap_err();
+        assert!(matches!(err, StorageError::NotNull(_)), "{err}");
+        assert_eq!(live_rows(&s, "t"), 0);
+        let ok =
+            futures::stream::iter(vec![Ok(batch(&[1, 2], "a")), Ok(batch(&[DAY_MICROS], "b"))]);
+        assert_eq!(s.bulk_load("t", ok).await.expect("load"), 3);
+        assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
+    }
+
+    fn walk(dir: &FsPath) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out
+    }
+}
