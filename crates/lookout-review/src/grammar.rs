@@ -4,7 +4,9 @@
 use std::fmt;
 
 use lookout_query::SqlState;
-use lookout_query::ext::{Words, format_duration, leading_words, quote_ident, quote_literal};
+use lookout_query::ext::{
+    Words, format_duration, leading_words, quote_ident, quote_literal, quoted_table, table_name,
+};
 use lookout_query::{QueryError, Result, parse_duration};
 
 /// One review queue statement.
@@ -73,6 +75,12 @@ fn syntax(message: impl Into<String>) -> QueryError {
     QueryError::syntax(message)
 }
 
+/// A table as SQL names it (`calls`, `public.calls`, `lookout.labels`),
+/// as its storage name.
+fn table(t: &mut Words<'_>) -> Result<String> {
+    table_name(&t.parse_with(|p| p.parse_object_name(false))?)
+}
+
 /// `[AS 'reviewer']` at the end of a statement.
 fn reviewer(t: &mut Words<'_>) -> Result<Option<String>> {
     if t.eat_word("as") {
@@ -107,7 +115,7 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
         let if_not_exists = t.eat_words(&["if", "not", "exists"]);
         let name = t.name()?;
         t.expect_word("on")?;
-        let source = t.dotted_name()?;
+        let source = table(&mut t)?;
         t.expect_word("key")?;
         let key = t.name()?;
         let mut labels = "feedback".to_string();
@@ -116,7 +124,7 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
         loop {
             if t.eat_word("labels") {
                 t.expect_word("into")?;
-                labels = t.dotted_name()?;
+                labels = table(&mut t)?;
             } else if t.eat_word("lease") {
                 lease = parse_duration(&t.string("the lease in quotes")?)?;
             } else if t.eat_words(&["enqueue", "every"]) {
@@ -204,14 +212,6 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
     Ok(statement)
 }
 
-/// A dotted name with each part quoted.
-fn dotted(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
 /// `[AS 'reviewer']`.
 fn as_reviewer(reviewer: &Option<String>) -> String {
     reviewer
@@ -238,9 +238,9 @@ impl fmt::Display for Statement {
                     f,
                     "CREATE REVIEW QUEUE {if_not_exists}{} ON {} KEY {} LABELS INTO {} LEASE {}",
                     quote_ident(name),
-                    dotted(source),
+                    quoted_table(source),
                     quote_ident(key),
-                    dotted(labels),
+                    quoted_table(labels),
                     quote_literal(&format_duration(*lease)),
                 )?;
                 if let Some((every, query)) = rule {
@@ -325,6 +325,19 @@ mod tests {
             let printed = parsed.to_string();
             assert_eq!(parse(&printed).expect("reparses"), parsed, "{printed}");
         }
+    }
+
+    #[test]
+    fn tables_are_named_as_sql_resolves_them() {
+        match parse("CREATE REVIEW QUEUE q ON public.\"Calls\" KEY k LABELS INTO lookout.verdicts")
+        {
+            Ok(Statement::Create { source, labels, .. }) => {
+                assert_eq!(source, "Calls");
+                assert_eq!(labels, "lookout.verdicts");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse("CREATE REVIEW QUEUE q ON nowhere.calls KEY k").is_err());
     }
 
     #[test]

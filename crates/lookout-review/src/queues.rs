@@ -459,14 +459,14 @@ impl ReviewQueues {
                     .query(&format!(
                         "SELECT {} FROM {} LIMIT 0",
                         ident(&key),
-                        ident(&source)
+                        lookout_query::ext::quoted_table(&source)
                     ))
                     .await?;
                 session
                     .query(&format!(
                         "SELECT ts, {}, source, kind, value, label, author FROM {} LIMIT 0",
                         ident(&key),
-                        ident(&labels)
+                        lookout_query::ext::quoted_table(&labels)
                     ))
                     .await
                     .map_err(|e| {
@@ -612,7 +612,7 @@ impl ReviewQueues {
                 self.db
                     .sql(&format!(
                         "INSERT INTO {} (ts, {}, source, kind, value, label, author) VALUES (to_timestamp_micros({now}), {}, 'review', 'verdict', {}, {}, {})",
-                        ident(&def.labels),
+                        lookout_query::ext::quoted_table(&def.labels),
                         ident(&def.key),
                         text(&item),
                         number_or_null(value),

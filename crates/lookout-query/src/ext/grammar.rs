@@ -17,7 +17,7 @@
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{QueryError, Result, SqlState};
 use crate::ext::interval::parse_non_negative_duration;
@@ -63,15 +63,28 @@ impl Piece {
     }
 }
 
+/// The dialect every extension statement is read in.
+static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+
 /// A cursor over the tokens of one statement, each with its byte offset in
 /// the text (so a grammar can hand a clause on as SQL text, unparsed).
-#[derive(Debug, Clone)]
 pub struct Words<'a> {
     sql: &'a str,
     tokens: Vec<(Piece, usize)>,
-    /// sqlparser's tokens, one per piece, for [`Words::parse_with`].
-    raw: Vec<TokenWithSpan>,
+    /// sqlparser's parser over the same tokens, one per piece, kept in step
+    /// with the cursor by [`Words::parse_with`] (so reading many clauses
+    /// never copies the statement's tokens).
+    parser: Parser<'static>,
     pos: usize,
+}
+
+impl std::fmt::Debug for Words<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Words")
+            .field("sql", &self.sql)
+            .field("pos", &self.pos)
+            .finish()
+    }
 }
 
 fn syntax(message: impl Into<String>) -> QueryError {
@@ -82,8 +95,7 @@ impl<'a> Words<'a> {
     /// Tokenizes `sql`; comments and whitespace are dropped. An unterminated
     /// string, quoted identifier or comment is a syntax error (42601).
     pub fn new(sql: &'a str) -> Result<Words<'a>> {
-        let dialect = PostgreSqlDialect {};
-        let spans = Tokenizer::new(&dialect, sql)
+        let spans = Tokenizer::new(&DIALECT, sql)
             .tokenize_with_location()
             .map_err(|e| syntax(e.to_string()))?;
         let lines = line_starts(sql);
@@ -110,7 +122,7 @@ impl<'a> Words<'a> {
         Ok(Words {
             sql,
             tokens,
-            raw,
+            parser: Parser::new(&DIALECT).with_tokens_with_locations(raw),
             pos: 0,
         })
     }
@@ -311,11 +323,17 @@ impl<'a> Words<'a> {
         &mut self,
         production: impl FnOnce(&mut Parser<'_>) -> std::result::Result<T, ParserError>,
     ) -> Result<T> {
-        let dialect = PostgreSqlDialect {};
-        let mut parser =
-            Parser::new(&dialect).with_tokens_with_locations(self.raw[self.pos..].to_vec());
-        let value = production(&mut parser).map_err(|e| syntax(e.to_string()))?;
-        self.pos = (self.pos + parser.index()).min(self.tokens.len());
+        // The cursor moves on its own between clauses; bring the parser to
+        // it (there is no whitespace among these tokens, so one step is one
+        // token either way).
+        while self.parser.index() < self.pos {
+            self.parser.advance_token();
+        }
+        while self.parser.index() > self.pos {
+            self.parser.prev_token();
+        }
+        let value = production(&mut self.parser).map_err(|e| syntax(e.to_string()))?;
+        self.pos = self.parser.index().min(self.tokens.len());
         Ok(value)
     }
 
