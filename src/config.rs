@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) alerts: AlertsSection,
     #[serde(default)]
+    pub(crate) cache: CacheSection,
+    #[serde(default)]
     pub(crate) auth: AuthSection,
     pub(crate) tls: Option<TlsSection>,
 }
@@ -95,6 +97,14 @@ pub(crate) struct AlertsSection {
     pub(crate) digest_every: Option<String>,
     /// Retention of the alert log, e.g. "90 days" (set when the log is created).
     pub(crate) history_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheSection {
+    /// Decoded table columns kept in memory between queries, e.g. "4 GiB";
+    /// "0" turns the cache off (default: a quarter of the machine's memory).
+    pub(crate) memory: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +197,12 @@ impl FileConfig {
         if let Some(m) = &self.server.query_memory {
             options.query_memory =
                 parse_bytes(m).map_err(|e| anyhow::anyhow!("server.query_memory: {e}"))?;
+        }
+        if let Some(m) = &self.cache.memory {
+            options.cache_memory = Some(match m.trim() {
+                "0" | "off" => 0,
+                size => parse_bytes(size).map_err(|e| anyhow::anyhow!("cache.memory: {e}"))?,
+            });
         }
         Ok(options)
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{free_port, spawn_server, wait_ready};
+use crate::harness::{free_port, spawn_server, spawn_server_with, wait_ready};
 
 /// Rows of the table; each label is 256 bytes.
 const ROWS: u64 = 500_000;
@@ -74,7 +74,14 @@ async fn every_driver_streams_a_large_table_in_bounded_memory() {
         .expect("kill");
     assert!(status.success());
     assert!(server.wait().expect("wait").success(), "clean shutdown");
-    let mut server = spawn_server(dir.path(), port);
+    // The column cache keeps decoded columns by design, up to its budget;
+    // a small one keeps the measure about what streaming holds (files
+    // larger than an eighth of the budget are streamed, not kept).
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let config = config_dir.path().join("lookout.toml");
+    std::fs::write(&config, "[cache]\nmemory = \"32 MiB\"\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let mut server = spawn_server_with(dir.path(), port, &[("LOOKOUT_CONFIG", &config)]);
     let pid = server.id();
     let client = wait_ready(port).await;
     let port_arg = port.to_string();

@@ -16,6 +16,7 @@
 mod access;
 pub mod copy;
 mod cursor;
+mod date_trunc;
 mod error;
 mod executor;
 pub mod ext;
@@ -66,6 +67,7 @@ pub use ext::one_expression;
 pub use pg::compat::is_oid_field;
 pub use session::Session;
 pub use session::prepare::Prepared;
+pub use table::column_cache::{CacheStats, ColumnCache};
 
 /// Where server-side `COPY ... FROM/TO '<file>'` may read and write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +253,10 @@ pub struct LookoutOptions {
     /// and a statement that cannot fails alone with SQLSTATE 53200.
     /// 0 = half the machine's memory.
     pub query_memory: usize,
+    /// Bytes of decoded table columns kept in memory between queries
+    /// (see [`ColumnCache`]); `None` = a quarter of the machine's memory,
+    /// `Some(0)` = no cache.
+    pub cache_memory: Option<usize>,
 }
 
 impl Default for LookoutOptions {
@@ -260,6 +266,7 @@ impl Default for LookoutOptions {
             file_access: FileAccess::Anywhere,
             query_threads: 0,
             query_memory: 0,
+            cache_memory: None,
         }
     }
 }
@@ -282,6 +289,8 @@ pub struct Lookout {
     restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
     /// Who may log in, as the server knows it (for `pg_roles`).
     roles: Arc<RwLock<Option<Arc<dyn RoleDirectory>>>>,
+    /// Decoded columns of stored files, shared by every session.
+    column_cache: Arc<ColumnCache>,
     /// Extensions' background tasks, stopped on close.
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -294,9 +303,9 @@ pub trait RoleDirectory: Send + Sync + std::fmt::Debug {
     fn roles(&self) -> Vec<(String, Access)>;
 }
 
-/// Half the machine's memory (from `/proc/meminfo`), or 4 GiB where it
-/// cannot be read.
-fn default_query_memory() -> usize {
+/// The machine's memory (from `/proc/meminfo`), or 8 GiB where it cannot
+/// be read.
+fn machine_memory() -> usize {
     let total_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -304,7 +313,7 @@ fn default_query_memory() -> usize {
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         });
-    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+    total_kib.map_or(8 << 30, |kib| kib * 1024)
 }
 
 impl Lookout {
@@ -318,7 +327,7 @@ impl Lookout {
         json::register_column_format();
         let storage = Storage::open(dir, options.storage.clone()).await?;
         let budget = match options.query_memory {
-            0 => default_query_memory(),
+            0 => machine_memory() / 2,
             n => n,
         };
         // Fair shares between spilling operators; an error names the
@@ -334,7 +343,11 @@ impl Lookout {
             .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
         runtime.register_object_store(&url, storage.object_store());
         let kinds = DerivedKinds::default();
+        let column_cache = Arc::new(ColumnCache::new(
+            options.cache_memory.unwrap_or_else(|| machine_memory() / 4),
+        ));
         let lookout = Lookout {
+            column_cache,
             ingest: Ingest::new(storage.clone(), kinds.clone()),
             kinds,
             storage,
@@ -511,6 +524,11 @@ impl Lookout {
 
     pub(crate) fn runtime(&self) -> Arc<RuntimeEnv> {
         Arc::clone(&self.runtime)
+    }
+
+    /// The cache of decoded columns every scan reads through.
+    pub fn column_cache(&self) -> &Arc<ColumnCache> {
+        &self.column_cache
     }
 
     pub(crate) fn options(&self) -> &LookoutOptions {

@@ -171,7 +171,8 @@ impl Session {
             .with_information_schema(false)
             .with_default_catalog_and_schema("lookout", "public")
             .with_create_default_catalog_and_schema(false)
-            .with_target_partitions(threads);
+            .with_target_partitions(threads)
+            .with_extension(Arc::clone(lookout.column_cache()));
         let opts = config.options_mut();
         opts.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         opts.execution.parquet.pushdown_filters = false;

@@ -10,6 +10,7 @@ use lookout_storage::StorageError;
 use crate::error::SqlState;
 use crate::ext::names::SYSTEM_PREFIX;
 use crate::ingest::Ingest;
+use crate::table::column_cache::CacheStatsTable;
 use crate::table::provider::{LookoutTable, storage_err};
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
@@ -97,10 +98,15 @@ impl SchemaProvider for SystemSchema {
             .filter_map(|n| n.strip_prefix(SYSTEM_PREFIX).map(str::to_string))
             .collect();
         names.extend(self.lookout.view_names());
+        names.push(CacheStatsTable::NAME.to_string());
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == CacheStatsTable::NAME {
+            let cache = Arc::clone(self.lookout.column_cache());
+            return Ok(Some(Arc::new(CacheStatsTable::new(cache))));
+        }
         if let Some(sql) = self.lookout.view(name) {
             return plan_view(&self.lookout, &sql).await.map(Some);
         }
@@ -108,7 +114,8 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.lookout.view(name).is_some()
+        name == CacheStatsTable::NAME
+            || self.lookout.view(name).is_some()
             || self
                 .lookout
                 .storage()

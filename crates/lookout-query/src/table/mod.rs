@@ -2,7 +2,11 @@
 //! provider that scans and writes them, versioned tables, the scan node, and
 //! the kinds of derived tables.
 
+#[cfg(test)]
+mod cache_tests;
+pub(crate) mod cached_scan;
 pub(crate) mod catalog;
+pub(crate) mod column_cache;
 pub(crate) mod derived;
 pub(crate) mod provider;
 pub(crate) mod returning;

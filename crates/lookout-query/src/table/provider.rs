@@ -32,13 +32,14 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use lookout_storage::{FileMeta, StatValue, StorageError, TableDef, TableSnapshot};
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::access::authorize;
 use crate::error::QueryError;
 use crate::error::SqlState;
 use crate::ext::Access;
 use crate::ingest::Ingest;
+use crate::table::cached_scan::{CachedScanExec, ScanFile, kept_rows};
+use crate::table::column_cache::ColumnCache;
 use crate::table::returning::Returned;
 use crate::table::scan_exec::{LookoutScanExec, ScanSummary};
 use crate::transaction::Block;
@@ -260,32 +261,23 @@ fn file_statistics(file: &FileMeta, schema: &Schema) -> Statistics {
     }
 }
 
-/// Turns deleted positions into the rows to read.
-fn row_selection(deleted: &roaring::RoaringBitmap, rows: u64) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut next = 0u64;
-    for pos in deleted.iter().map(u64::from).filter(|p| *p < rows) {
-        if pos > next {
-            selectors.push(RowSelector::select((pos - next) as usize));
-            selectors.push(RowSelector::skip(1));
-        } else if let Some(last) = selectors.last_mut().filter(|s| s.skip) {
-            last.row_count += 1;
-        } else {
-            selectors.push(RowSelector::skip(1));
-        }
-        next = pos + 1;
-    }
-    if next < rows {
-        selectors.push(RowSelector::select((rows - next) as usize));
-    }
-    RowSelection::from(selectors)
+fn scan_file(file: &FileMeta) -> Result<ScanFile> {
+    Ok(ScanFile {
+        path: file.path.clone(),
+        size: file.size,
+        rows: file.rows as usize,
+        deleted: file.deletion_vector().map_err(storage_err)?.map(Arc::new),
+    })
 }
 
 fn partitioned_file(file: &FileMeta, stats: Statistics) -> Result<PartitionedFile> {
     let mut pf =
         PartitionedFile::new(file.path.clone(), file.size).with_statistics(Arc::new(stats));
     if let Some(deleted) = file.deletion_vector().map_err(storage_err)? {
-        pf = pf.with_extension(ParquetRowSelection::new(row_selection(&deleted, file.rows)));
+        pf = pf.with_extension(ParquetRowSelection::new(kept_rows(
+            &deleted,
+            file.rows as usize,
+        )));
     }
     Ok(pf)
 }
@@ -635,18 +627,46 @@ impl LookoutTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let groups_wanted = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_wanted];
+        let mut groups: Vec<Vec<(&FileMeta, Statistics)>> = Vec::new();
+        groups.resize_with(groups_wanted, Vec::new);
         let mut sizes = vec![0u64; groups_wanted];
         files.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
-        for (f, stats) in files {
+        for file in files {
             let (i, _) = sizes
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, s)| **s)
                 .unwrap_or((0, &0));
-            sizes[i] += f.size;
-            groups[i].push(partitioned_file(f, stats)?);
+            sizes[i] += file.0.size;
+            groups[i].push(file);
         }
+        groups.retain(|g| !g.is_empty());
+        if let Some(cache) = state
+            .config()
+            .get_extension::<ColumnCache>()
+            .filter(|c| c.enabled())
+        {
+            let projected = match &projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => Arc::clone(&schema),
+            };
+            let groups = groups
+                .into_iter()
+                .map(|g| g.into_iter().map(|(f, _)| scan_file(f)).collect())
+                .collect::<Result<Vec<Vec<ScanFile>>>>()?;
+            return Ok(Arc::new(CachedScanExec::new(
+                groups, projected, cache, limit,
+            )));
+        }
+        let groups = groups
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .map(|(f, stats)| partitioned_file(f, stats))
+                    .collect::<Result<Vec<_>>>()
+                    .map(FileGroup::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut source = ParquetSource::new(Arc::clone(&schema))
             .with_table_parquet_options(state.table_options().parquet.clone());
         if let Some(p) = predicate {
@@ -654,13 +674,7 @@ impl LookoutTable {
         }
         let config =
             FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
-                .with_file_groups(
-                    groups
-                        .into_iter()
-                        .filter(|g| !g.is_empty())
-                        .map(FileGroup::new)
-                        .collect(),
-                )
+                .with_file_groups(groups)
                 .with_projection_indices(projection)?
                 .with_limit(limit)
                 .build();
@@ -916,28 +930,5 @@ impl DataSink for LookoutSink {
             .write(&self.table, all)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deleted_rows_are_skipped_in_the_selection() {
-        let mut deleted = roaring::RoaringBitmap::new();
-        deleted.insert(0);
-        deleted.insert(3);
-        deleted.insert(4);
-        let sel: Vec<RowSelector> = row_selection(&deleted, 7).into();
-        assert_eq!(
-            sel,
-            vec![
-                RowSelector::skip(1),
-                RowSelector::select(2),
-                RowSelector::skip(2),
-                RowSelector::select(2)
-            ]
-        );
     }
 }

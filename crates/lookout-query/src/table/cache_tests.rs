@@ -1,0 +1,117 @@
+//! Scans through the column cache answer what uncached scans answer, after
+//! the changes that touch stored files: deletes, updates, added columns,
+//! compaction, eviction and files too large to keep.
+
+use arrow::util::pretty::pretty_format_batches;
+
+use crate::{Lookout, LookoutOptions};
+
+/// Statements of one history, each query's answer recorded.
+const SCENARIO: &[&str] = &[
+    "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT, n BIGINT, label TEXT)",
+    "INSERT INTO t SELECT to_timestamp(1735689600 + v * 17), CASE WHEN v % 3 = 0 THEN 'a' ELSE 'b' END, v, repeat(md5(v::text), 2) FROM generate_series(1, 20000) AS g(v)",
+    "FLUSH",
+    "?SELECT model, count(*), sum(n), min(label), max(ts) FROM t GROUP BY model ORDER BY model",
+    "?SELECT model, count(*), sum(n), min(label), max(ts) FROM t GROUP BY model ORDER BY model",
+    "?SELECT count(*) FROM t",
+    "DELETE FROM t WHERE n % 7 = 0",
+    "?SELECT model, count(*), sum(n) FROM t GROUP BY model ORDER BY model",
+    "?SELECT * FROM t WHERE n BETWEEN 690 AND 710 ORDER BY n",
+    "UPDATE t SET label = 'changed' WHERE n % 1000 = 1",
+    "?SELECT label, count(*), sum(n) FROM t WHERE label = 'changed' GROUP BY label",
+    "?SELECT count(*), sum(n) FROM t",
+    "ALTER TABLE t ADD COLUMN extra DOUBLE PRECISION",
+    "INSERT INTO t VALUES (to_timestamp(1735689600), 'a', -1, 'new', 2.5)",
+    "FLUSH",
+    "?SELECT n, extra FROM t WHERE n < 3 ORDER BY n",
+    "?SELECT count(extra), count(*) FROM t",
+    "COMPACT",
+    "?SELECT model, count(*), sum(n), count(extra) FROM t GROUP BY model ORDER BY model",
+    "?SELECT n, label FROM t WHERE ts >= TIMESTAMPTZ '2025-01-02 00:00:00+00' AND ts < TIMESTAMPTZ '2025-01-02 01:00:00+00' ORDER BY n LIMIT 5",
+    "?SELECT n FROM t ORDER BY ts DESC, n LIMIT 3",
+];
+
+/// The answers of [`SCENARIO`] on a fresh database with the given cache.
+async fn answers(cache_memory: usize) -> (Vec<String>, crate::CacheStats) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LookoutOptions {
+        cache_memory: Some(cache_memory),
+        ..LookoutOptions::default()
+    };
+    let db = Lookout::open_with(dir.path(), options).await.expect("open");
+    let mut out = Vec::new();
+    for step in SCENARIO {
+        match *step {
+            "FLUSH" => db.storage().flush().await.expect("flush"),
+            "COMPACT" => {
+                db.storage().compact().await.expect("compact");
+            }
+            sql => match sql.strip_prefix('?') {
+                Some(query) => {
+                    let batches = db.sql(query).await.expect(query);
+                    let text = pretty_format_batches(&batches).expect("format");
+                    out.push(format!("{query}\n{text}"));
+                }
+                None => {
+                    db.sql(sql).await.expect(sql);
+                }
+            },
+        }
+    }
+    let stats = db.column_cache().stats();
+    db.close().await.expect("close");
+    (out, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_scans_answer_as_uncached_ones() {
+    let (expected, off) = answers(0).await;
+    assert_eq!(off.columns + off.hits + off.misses, 0, "the cache is off");
+    // Large enough to keep everything; small enough that most files are
+    // streamed and what is kept is evicted.
+    for budget in [64 << 20, 96 << 10] {
+        let (got, stats) = answers(budget).await;
+        for (e, g) in expected.iter().zip(&got) {
+            assert_eq!(e, g, "budget {budget}");
+        }
+        assert_eq!(expected.len(), got.len());
+        assert!(stats.used_bytes <= budget as u64, "{stats:?}");
+        assert!(stats.misses > 0, "{stats:?}");
+        if budget == 64 << 20 {
+            assert!(stats.hits > 0, "{stats:?}");
+            assert_eq!(stats.evictions, 0, "{stats:?}");
+        } else {
+            assert!(stats.evictions > 0, "{stats:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_cache_shows_in_a_system_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = LookoutOptions {
+        cache_memory: Some(8 << 20),
+        ..LookoutOptions::default()
+    };
+    let db = Lookout::open_with(dir.path(), options).await.expect("open");
+    db.sql("CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, n BIGINT)")
+        .await
+        .expect("create");
+    db.sql("INSERT INTO t SELECT to_timestamp(v), v FROM generate_series(1, 1000) AS g(v)")
+        .await
+        .expect("insert");
+    db.storage().flush().await.expect("flush");
+    for _ in 0..3 {
+        db.sql("SELECT sum(n) FROM t").await.expect("sum");
+    }
+    let batches = db
+        .sql("SELECT budget_bytes, columns, files, hits, misses, hit_ratio FROM lookout.column_cache")
+        .await
+        .expect("stats");
+    let text = pretty_format_batches(&batches).expect("format").to_string();
+    assert!(
+        text.contains("| 8388608      | 1       | 1     | 2    | 1      | 0.6666666666666666 |"),
+        "{text}"
+    );
+    db.close().await.expect("close");
+}

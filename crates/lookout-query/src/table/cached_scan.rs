@@ -1,0 +1,613 @@
+//! The scan of a table's Parquet files through the [`ColumnCache`]: a
+//! file's columns are decoded once and served from memory afterwards, so
+//! repeated dashboard and alert queries over recent data skip zstd and
+//! Parquet decoding (what DuckDB's native tables skip by keeping their
+//! columns in the buffer pool).
+//!
+//! Per file, at execution: if every column the plan reads is held, its rows
+//! are slices of the held arrays with the file's deletion vector applied;
+//! otherwise the missing columns are decoded whole and kept, unless the file
+//! would take more than an eighth of the budget, in which case it is
+//! streamed from Parquet in batches like an uncached scan, so one very large
+//! file neither evicts everything nor sits in memory at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{FieldRef, SchemaRef};
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::{
+    DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
+};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use roaring::RoaringBitmap;
+
+use crate::table::column_cache::ColumnCache;
+use crate::table::provider::STORE_URL;
+
+/// A file may take at most this share of the budget to be kept whole.
+const LARGEST_SHARE: usize = 8;
+
+/// One stored file as the scan reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanFile {
+    /// Object path relative to the store root.
+    pub(crate) path: String,
+    pub(crate) size: u64,
+    /// Rows written, deleted ones included.
+    pub(crate) rows: usize,
+    pub(crate) deleted: Option<Arc<RoaringBitmap>>,
+}
+
+impl ScanFile {
+    fn live_rows(&self) -> usize {
+        let deleted = self.deleted.as_ref().map_or(0, |d| d.len() as usize);
+        self.rows.saturating_sub(deleted)
+    }
+}
+
+/// Scans stored files through the column cache, one group of files per
+/// output partition.
+#[derive(Debug)]
+pub(crate) struct CachedScanExec {
+    groups: Vec<Vec<ScanFile>>,
+    /// The columns produced (the plan's projection of the table).
+    schema: SchemaRef,
+    cache: Arc<ColumnCache>,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CachedScanExec {
+    pub(crate) fn new(
+        groups: Vec<Vec<ScanFile>>,
+        schema: SchemaRef,
+        cache: Arc<ColumnCache>,
+        limit: Option<usize>,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        CachedScanExec {
+            groups,
+            schema,
+            cache,
+            limit,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for CachedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let files: usize = self.groups.iter().map(Vec::len).sum();
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "CachedParquetScan: files={files}, groups={}, columns=[{}]",
+            self.groups.len(),
+            columns.join(", ")
+        )?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CachedScanExec {
+    fn name(&self) -> &'static str {
+        "CachedParquetScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "CachedParquetScan has no children".into(),
+            ))
+        }
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let files: Vec<&ScanFile> = match partition {
+            Some(p) => self.groups.get(p).into_iter().flatten().collect(),
+            None => self.groups.iter().flatten().collect(),
+        };
+        let mut stats = Statistics::new_unknown(&self.schema);
+        let rows: usize = files.iter().map(|f| f.live_rows()).sum();
+        stats.num_rows = Precision::Inexact(self.limit.map_or(rows, |l| rows.min(l)));
+        stats.total_byte_size = Precision::Inexact(files.iter().map(|f| f.size as usize).sum());
+        Ok(Arc::new(stats))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let files = self.groups.get(partition).cloned().unwrap_or_default();
+        let store = context
+            .runtime_env()
+            .object_store(ObjectStoreUrl::parse(STORE_URL)?)?;
+        let counters = Counters {
+            from_cache: MetricBuilder::new(&self.metrics).counter("columns_from_cache", partition),
+            decoded: MetricBuilder::new(&self.metrics).counter("columns_decoded", partition),
+            streamed: MetricBuilder::new(&self.metrics).counter("files_streamed", partition),
+        };
+        let reader = FileReader {
+            cache: Arc::clone(&self.cache),
+            readers: DefaultParquetFileReaderFactory::new(store),
+            partition,
+            metrics: self.metrics.clone(),
+            schema: Arc::clone(&self.schema),
+            batch_size: context.session_config().batch_size().max(1),
+            counters,
+        };
+        let state = ReadState {
+            reader,
+            files: files.into(),
+            current: None,
+            remaining: self.limit,
+        };
+        let stream = futures::stream::try_unfold(state, ReadState::next);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+#[derive(Debug)]
+struct Counters {
+    from_cache: Count,
+    decoded: Count,
+    streamed: Count,
+}
+
+/// Reads one file at a time into batches of the scan's columns.
+struct FileReader {
+    cache: Arc<ColumnCache>,
+    readers: DefaultParquetFileReaderFactory,
+    partition: usize,
+    metrics: ExecutionPlanMetricsSet,
+    schema: SchemaRef,
+    batch_size: usize,
+    counters: Counters,
+}
+
+/// Where one partition's scan stands.
+struct ReadState {
+    reader: FileReader,
+    files: VecDeque<ScanFile>,
+    current: Option<BoxStream<'static, Result<RecordBatch>>>,
+    remaining: Option<usize>,
+}
+
+impl ReadState {
+    async fn next(mut self) -> Result<Option<(RecordBatch, ReadState)>> {
+        loop {
+            if self.remaining == Some(0) {
+                return Ok(None);
+            }
+            if let Some(current) = self.current.as_mut() {
+                match current.next().await {
+                    Some(batch) => {
+                        let mut batch = batch?;
+                        if let Some(remaining) = self.remaining.as_mut() {
+                            let rows = batch.num_rows().min(*remaining);
+                            *remaining -= rows;
+                            batch = batch.slice(0, rows);
+                        }
+                        if batch.num_rows() > 0 {
+                            return Ok(Some((batch, self)));
+                        }
+                        continue;
+                    }
+                    None => self.current = None,
+                }
+            }
+            let Some(file) = self.files.pop_front() else {
+                return Ok(None);
+            };
+            self.current = Some(self.reader.open(file).await?);
+        }
+    }
+}
+
+impl FileReader {
+    /// The batches of `file`: from memory, decoded into memory, or streamed.
+    async fn open(&self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let fields = self.schema.fields();
+        let mut columns: Vec<Option<ArrayRef>> = fields
+            .iter()
+            .map(|f| self.cache.get(&file.path, f.name(), f.data_type()))
+            .collect();
+        let missing: Vec<usize> = (0..fields.len())
+            .filter(|i| columns[*i].is_none())
+            .collect();
+        self.counters.from_cache.add(fields.len() - missing.len());
+        if !missing.is_empty() {
+            let reader = self.readers.create_reader(
+                self.partition,
+                PartitionedFile::new(file.path.clone(), file.size),
+                None,
+                &self.metrics,
+            )?;
+            let builder = ParquetRecordBatchStreamBuilder::new(SendReader(reader))
+                .await
+                .map_err(|e| parquet_error(&file, e))?;
+            let wanted: Vec<&FieldRef> = missing.iter().map(|i| &fields[*i]).collect();
+            let roots = file_roots(builder.schema(), &wanted);
+            let estimate = decoded_size(builder.metadata(), &roots);
+            if estimate > self.cache.budget() / LARGEST_SHARE {
+                self.counters.streamed.add(1);
+                return self.stream(builder, &file);
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            let mut decoded = builder
+                .with_projection(mask)
+                .with_batch_size(file.rows.max(1))
+                .build()
+                .map_err(|e| parquet_error(&file, e))?;
+            let mut parts: Vec<RecordBatch> = Vec::new();
+            while let Some(batch) = decoded.next().await {
+                parts.push(batch.map_err(|e| parquet_error(&file, e))?);
+            }
+            self.counters.decoded.add(missing.len());
+            for i in missing {
+                let field = &fields[i];
+                let values = whole_column(&parts, field, file.rows)?;
+                self.cache
+                    .insert(&file.path, field.name(), Arc::clone(&values));
+                columns[i] = Some(values);
+            }
+        }
+        let columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
+        let batches = slices(&self.schema, &columns, &file, self.batch_size)?;
+        Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+    }
+
+    /// `file` read in batches without keeping it, deleted rows skipped.
+    fn stream(
+        &self,
+        builder: ParquetRecordBatchStreamBuilder<SendReader>,
+        file: &ScanFile,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let fields: Vec<&FieldRef> = self.schema.fields().iter().collect();
+        let roots = file_roots(builder.schema(), &fields);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut builder = builder
+            .with_projection(mask)
+            .with_batch_size(self.batch_size);
+        if let Some(deleted) = &file.deleted {
+            builder = builder.with_row_selection(kept_rows(deleted, file.rows));
+        }
+        let rows = builder.build().map_err(|e| parquet_error(file, e))?;
+        let schema = Arc::clone(&self.schema);
+        let path = file.path.clone();
+        Ok(rows
+            .map(move |batch| {
+                let batch = batch.map_err(|e| {
+                    DataFusionError::External(format!("reading {path}: {e}").into())
+                })?;
+                let columns = schema
+                    .fields()
+                    .iter()
+                    .map(|f| fit_column(std::slice::from_ref(&batch), f, batch.num_rows()))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(&schema),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                )?)
+            })
+            .boxed())
+    }
+}
+
+/// DataFusion's file reader as the Parquet stream builder takes it (the
+/// builder's own impl is for readers that are not `Send`).
+struct SendReader(Box<dyn AsyncFileReader + Send>);
+
+impl AsyncFileReader for SendReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        self.0.get_metadata(options)
+    }
+}
+
+fn parquet_error(file: &ScanFile, e: parquet::errors::ParquetError) -> DataFusionError {
+    DataFusionError::External(format!("reading {}: {e}", file.path).into())
+}
+
+/// The file's top-level columns holding `fields` (those it has; a column
+/// added to the table after the file was written is absent and reads as NULL).
+fn file_roots(file_schema: &arrow::datatypes::Schema, fields: &[&FieldRef]) -> Vec<usize> {
+    let mut roots: Vec<usize> = fields
+        .iter()
+        .filter_map(|f| file_schema.index_of(f.name()).ok())
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    roots
+}
+
+/// Bytes the columns `roots` take decoded, estimated by their uncompressed
+/// Parquet size.
+fn decoded_size(metadata: &parquet::file::metadata::ParquetMetaData, roots: &[usize]) -> usize {
+    metadata
+        .row_groups()
+        .iter()
+        .flat_map(|rg| roots.iter().filter_map(|r| rg.columns().get(*r)))
+        .map(|c| c.uncompressed_size().max(0) as usize)
+        .sum()
+}
+
+/// The column for `field` over the decoded `parts`: concatenated, cast to
+/// the table's type where the file holds another, NULL where it has none.
+fn fit_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
+    let pieces: Vec<&ArrayRef> = parts
+        .iter()
+        .filter_map(|b| b.column_by_name(field.name()))
+        .collect();
+    if pieces.len() < parts.len() || parts.is_empty() {
+        return Ok(arrow::array::new_null_array(field.data_type(), rows));
+    }
+    let values = match pieces.as_slice() {
+        [one] => Arc::clone(one),
+        many => {
+            let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
+            arrow::compute::concat(&refs)?
+        }
+    };
+    if values.data_type() == field.data_type() {
+        Ok(values)
+    } else {
+        Ok(arrow::compute::cast(&values, field.data_type())?)
+    }
+}
+
+/// A whole file's column, checked against the row count the manifest holds.
+fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
+    let values = fit_column(parts, field, rows)?;
+    if values.len() != rows {
+        return Err(DataFusionError::External(
+            format!(
+                "column \"{}\" has {} rows in its file, the manifest says {rows}",
+                field.name(),
+                values.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(values)
+}
+
+/// The file's rows as batches of `batch_size` slices of the whole columns,
+/// its deleted rows left out.
+fn slices(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    file: &ScanFile,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::with_capacity(file.rows.div_ceil(batch_size));
+    let mut start = 0;
+    while start < file.rows {
+        let len = batch_size.min(file.rows - start);
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            columns.iter().map(|c| c.slice(start, len)).collect(),
+            &RecordBatchOptions::new().with_row_count(Some(len)),
+        )?;
+        let batch = match &file.deleted {
+            Some(deleted) => without_deleted(batch, deleted, start)?,
+            None => batch,
+        };
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+        start += len;
+    }
+    Ok(batches)
+}
+
+/// `batch` (the file's rows from `start`) without the deleted ones.
+fn without_deleted(
+    batch: RecordBatch,
+    deleted: &RoaringBitmap,
+    start: usize,
+) -> Result<RecordBatch> {
+    let end = start + batch.num_rows();
+    let (Ok(lo), Ok(hi)) = (u32::try_from(start), u32::try_from(end)) else {
+        return Err(DataFusionError::Internal(
+            "a file holds more rows than deletion vectors address".into(),
+        ));
+    };
+    if deleted.range_cardinality(lo..hi) == 0 {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for pos in deleted.range(lo..hi) {
+        keep[(pos - lo) as usize] = false;
+    }
+    Ok(arrow::compute::filter_record_batch(
+        &batch,
+        &BooleanArray::from(keep),
+    )?)
+}
+
+/// The rows of a file to read, its deleted ones skipped.
+pub(crate) fn kept_rows(deleted: &RoaringBitmap, rows: usize) -> RowSelection {
+    use parquet::arrow::arrow_reader::RowSelector;
+    let mut selectors = Vec::new();
+    let mut next = 0usize;
+    for pos in deleted.iter().map(|p| p as usize).filter(|p| *p < rows) {
+        if pos > next {
+            selectors.push(RowSelector::select(pos - next));
+            selectors.push(RowSelector::skip(1));
+        } else if let Some(last) = selectors.last_mut().filter(|s| s.skip) {
+            last.row_count += 1;
+        } else {
+            selectors.push(RowSelector::skip(1));
+        }
+        next = pos + 1;
+    }
+    if next < rows {
+        selectors.push(RowSelector::select(rows - next));
+    }
+    RowSelection::from(selectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::arrow_reader::RowSelector;
+
+    #[test]
+    fn deleted_rows_are_skipped_in_the_selection() {
+        let deleted = RoaringBitmap::from_iter([0u32, 3, 4]);
+        let sel: Vec<RowSelector> = kept_rows(&deleted, 7).into();
+        assert_eq!(
+            sel,
+            vec![
+                RowSelector::skip(1),
+                RowSelector::select(2),
+                RowSelector::skip(2),
+                RowSelector::select(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn slices_leave_out_deleted_rows_across_batches() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let column: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10));
+        let file = ScanFile {
+            path: "t/x.parquet".into(),
+            size: 0,
+            rows: 10,
+            deleted: Some(Arc::new(RoaringBitmap::from_iter([1u32, 4, 5, 9]))),
+        };
+        let batches = slices(&schema, &[column], &file, 4).unwrap();
+        let kept: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(kept, vec![0, 2, 3, 6, 7, 8]);
+        assert_eq!(file.live_rows(), 6);
+    }
+
+    #[test]
+    fn a_projection_without_columns_still_counts_rows() {
+        let schema = Arc::new(Schema::empty());
+        let file = ScanFile {
+            path: "t/x.parquet".into(),
+            size: 0,
+            rows: 5,
+            deleted: Some(Arc::new(RoaringBitmap::from_iter([2u32]))),
+        };
+        let batches = slices(&schema, &[], &file, 2).unwrap();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn a_column_the_file_lacks_reads_as_null() {
+        let parts = vec![
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(vec![1, 2]))],
+            )
+            .unwrap(),
+        ];
+        let added: FieldRef = Arc::new(Field::new("b", DataType::Utf8, true));
+        let column = whole_column(&parts, &added, 2).unwrap();
+        assert_eq!(column.null_count(), 2);
+        let kept: FieldRef = Arc::new(Field::new("a", DataType::Float64, true));
+        let column = whole_column(&parts, &kept, 2).unwrap();
+        assert_eq!(column.data_type(), &DataType::Float64);
+        assert!(whole_column(&parts, &kept, 3).is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! A bounded in-memory cache of decoded Parquet columns.
+//!
+//! A stored file never changes once written: new rows, compaction and
+//! retention write files under new names (see `lookout_storage::file_path`)
+//! and deletes live in the manifest's deletion vectors, applied when rows are
+//! served. So a decoded column stays right for as long as its file is read,
+//! and nothing needs invalidating: the columns of a file that compaction or
+//! retention removed are never asked for again and are the first to leave
+//! when the budget is reached (least recently used first).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Decoded columns of stored files, at most `budget` bytes of them.
+#[derive(Debug)]
+pub struct ColumnCache {
+    budget: usize,
+    state: Mutex<CacheState>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    entries: HashMap<ColumnKey, CachedColumn>,
+    /// Entries by when they were last used, oldest first.
+    recency: BTreeMap<u64, ColumnKey>,
+    clock: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ColumnKey {
+    file: String,
+    column: String,
+}
+
+#[derive(Debug)]
+struct CachedColumn {
+    values: ArrayRef,
+    bytes: usize,
+    used: u64,
+}
+
+/// What the cache holds and how well it serves, for `lookout.column_cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The configured budget in bytes (0: the cache is off).
+    pub budget_bytes: u64,
+    /// Bytes of decoded columns held.
+    pub used_bytes: u64,
+    /// Columns held (one file's column each).
+    pub columns: u64,
+    /// Distinct files with at least one column held.
+    pub files: u64,
+    /// Column reads served from memory.
+    pub hits: u64,
+    /// Column reads that decoded the file.
+    pub misses: u64,
+    /// Columns dropped to make room.
+    pub evictions: u64,
+}
+
+impl ColumnCache {
+    /// A cache holding at most `budget` bytes; 0 turns it off.
+    pub fn new(budget: usize) -> Self {
+        ColumnCache {
+            budget,
+            state: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether scans go through the cache.
+    pub fn enabled(&self) -> bool {
+        self.budget > 0
+    }
+
+    /// The most bytes the cache holds.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // The state is consistent between statements; a panic elsewhere
+        // while holding the lock leaves nothing half-done.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decoded `column` of `file` if held with `data_type`, marked as
+    /// just used. Counts a hit or a miss.
+    pub(crate) fn get(&self, file: &str, column: &str, data_type: &DataType) -> Option<ArrayRef> {
+        let mut state = self.lock();
+        let key = ColumnKey {
+            file: file.to_string(),
+            column: column.to_string(),
+        };
+        state.clock += 1;
+        let now = state.clock;
+        let found = match state.entries.get_mut(&key) {
+            Some(entry) if entry.values.data_type() == data_type => {
+                let before = std::mem::replace(&mut entry.used, now);
+                Some((before, Arc::clone(&entry.values)))
+            }
+            _ => None,
+        };
+        match found {
+            Some((before, values)) => {
+                state.recency.remove(&before);
+                state.recency.insert(now, key);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(values)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keeps `values` as the decoded `column` of `file`, making room by
+    /// dropping the least recently used columns. A column larger than the
+    /// whole budget is not kept.
+    pub(crate) fn insert(&self, file: &str, column: &str, values: ArrayRef) {
+        let bytes = values.get_array_memory_size();
+        if bytes > self.budget {
+            return;
+        }
+        let mut state = self.lock();
+        let key = ColumnKey {
+            file: file.to_string(),
+            column: column.to_string(),
+        };
+        if let Some(old) = state.entries.remove(&key) {
+            state.recency.remove(&old.used);
+            state.bytes -= old.bytes;
+        }
+        while state.bytes + bytes > self.budget {
+            let Some((_, oldest)) = state.recency.pop_first() else {
+                break;
+            };
+            if let Some(gone) = state.entries.remove(&oldest) {
+                state.bytes -= gone.bytes;
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        state.clock += 1;
+        let used = state.clock;
+        state.recency.insert(used, key.clone());
+        state.bytes += bytes;
+        state.entries.insert(
+            key,
+            CachedColumn {
+                values,
+                bytes,
+                used,
+            },
+        );
+    }
+
+    /// What the cache holds now and its counters since the database opened.
+    pub fn stats(&self) -> CacheStats {
+        let state = self.lock();
+        let files: std::collections::HashSet<&str> =
+            state.entries.keys().map(|k| k.file.as_str()).collect();
+        CacheStats {
+            budget_bytes: self.budget as u64,
+            used_bytes: state.bytes as u64,
+            columns: state.entries.len() as u64,
+            files: files.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `lookout.column_cache`: one row of [`CacheStats`], read when the query
+/// runs (a prepared statement sees the figures of each execution).
+#[derive(Debug)]
+pub(crate) struct CacheStatsTable {
+    cache: Arc<ColumnCache>,
+    schema: SchemaRef,
+}
+
+impl CacheStatsTable {
+    /// The name under the `lookout` schema.
+    pub(crate) const NAME: &'static str = "column_cache";
+
+    pub(crate) fn new(cache: Arc<ColumnCache>) -> Self {
+        let int = |name: &str| Field::new(name, DataType::Int64, false);
+        let schema = Arc::new(Schema::new(vec![
+            int("budget_bytes"),
+            int("used_bytes"),
+            int("columns"),
+            int("files"),
+            int("hits"),
+            int("misses"),
+            int("evictions"),
+            Field::new("hit_ratio", DataType::Float64, true),
+        ]));
+        CacheStatsTable { cache, schema }
+    }
+
+    fn batch(&self) -> datafusion::error::Result<RecordBatch> {
+        let s = self.cache.stats();
+        let int = |v: u64| -> ArrayRef {
+            Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)]))
+        };
+        let reads = s.hits + s.misses;
+        let ratio = (reads > 0).then(|| s.hits as f64 / reads as f64);
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            vec![
+                int(s.budget_bytes),
+                int(s.used_bytes),
+                int(s.columns),
+                int(s.files),
+                int(s.hits),
+                int(s.misses),
+                int(s.evictions),
+                Arc::new(Float64Array::from(vec![ratio])),
+            ],
+        )?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for CacheStatsTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let source = MemorySourceConfig::try_new(
+            &[vec![self.batch()?]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
+        Ok(DataSourceExec::from_data_source(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(rows: usize) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(0..rows as i64))
+    }
+
+    #[test]
+    fn least_recently_used_columns_leave_first() {
+        let size = column(1000).get_array_memory_size();
+        let cache = ColumnCache::new(size * 2 + size / 2);
+        cache.insert("a.parquet", "x", column(1000));
+        cache.insert("b.parquet", "x", column(1000));
+        // Reading a makes b the oldest.
+        assert!(cache.get("a.parquet", "x", &DataType::Int64).is_some());
+        cache.insert("c.parquet", "x", column(1000));
+        assert!(cache.get("b.parquet", "x", &DataType::Int64).is_none());
+        assert!(cache.get("a.parquet", "x", &DataType::Int64).is_some());
+        assert!(cache.get("c.parquet", "x", &DataType::Int64).is_some());
+        let stats = cache.stats();
+        assert_eq!(stats.columns, 2);
+        assert_eq!(stats.files, 2);
+        assert_eq!(stats.used_bytes, 2 * size as u64);
+        assert_eq!(stats.evictions, 1);
+        assert_eq!((stats.hits, stats.misses), (3, 1));
+    }
+
+    #[test]
+    fn a_column_is_served_only_with_the_type_asked_for() {
+        let cache = ColumnCache::new(1 << 20);
+        cache.insert("a.parquet", "x", column(10));
+        assert!(cache.get("a.parquet", "x", &DataType::Float64).is_none());
+        assert!(cache.get("a.parquet", "y", &DataType::Int64).is_none());
+        assert!(cache.get("a.parquet", "x", &DataType::Int64).is_some());
+    }
+
+    #[test]
+    fn replacing_a_column_keeps_the_accounting_exact() {
+        let cache = ColumnCache::new(1 << 20);
+        cache.insert("a.parquet", "x", column(10));
+        cache.insert("a.parquet", "x", column(100));
+        let stats = cache.stats();
+        assert_eq!(stats.columns, 1);
+        assert_eq!(stats.used_bytes, column(100).get_array_memory_size() as u64);
+    }
+
+    #[test]
+    fn nothing_is_kept_past_the_budget() {
+        let cache = ColumnCache::new(100);
+        cache.insert("a.parquet", "x", column(1000));
+        assert_eq!(cache.stats().columns, 0);
+        assert_eq!(cache.stats().used_bytes, 0);
+    }
+}
