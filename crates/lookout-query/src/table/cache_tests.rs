@@ -25,6 +25,8 @@ const SCENARIO: &[&str] = &[
     "FLUSH",
     "?SELECT n, extra FROM t WHERE n < 3 ORDER BY n",
     "?SELECT count(extra), count(*) FROM t",
+    "?SELECT n, extra FROM t WHERE extra > 1 OR n = 5 ORDER BY n",
+    "?SELECT count(*) FROM t WHERE model = 'a' AND label <> 'changed' AND n > 100",
     "COMPACT",
     "?SELECT model, count(*), sum(n), count(extra) FROM t GROUP BY model ORDER BY model",
     "?SELECT n, label FROM t WHERE ts >= TIMESTAMPTZ '2025-01-02 00:00:00+00' AND ts < TIMESTAMPTZ '2025-01-02 01:00:00+00' ORDER BY n LIMIT 5",

@@ -70,6 +70,14 @@ impl ScanFile {
 #[derive(Debug)]
 pub(crate) struct CachedScanExec {
     groups: Vec<Vec<ScanFile>>,
+    /// The columns read from the files: those produced and those the
+    /// filter needs.
+    read: SchemaRef,
+    /// Rows to keep, over the columns read; evaluated on slices of the
+    /// held columns before anything is copied.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The columns produced, as positions in `read`.
+    output: Vec<usize>,
     /// The columns produced (the plan's projection of the table).
     schema: SchemaRef,
     cache: Arc<ColumnCache>,
@@ -79,26 +87,34 @@ pub(crate) struct CachedScanExec {
 }
 
 impl CachedScanExec {
+    /// A scan of `groups` reading the columns `read`, keeping the rows
+    /// `filter` accepts and producing the columns at positions `output`.
     pub(crate) fn new(
         groups: Vec<Vec<ScanFile>>,
-        schema: SchemaRef,
+        read: SchemaRef,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        output: Vec<usize>,
         cache: Arc<ColumnCache>,
         limit: Option<usize>,
-    ) -> Self {
+    ) -> Result<Self> {
+        let schema = Arc::new(read.project(&output)?);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(groups.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        CachedScanExec {
+        Ok(CachedScanExec {
             groups,
+            read,
+            filter,
+            output,
             schema,
             cache,
             limit,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
-        }
+        })
     }
 }
 
@@ -117,6 +133,9 @@ impl DisplayAs for CachedScanExec {
             self.groups.len(),
             columns.join(", ")
         )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter}")?;
+        }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
@@ -139,9 +158,12 @@ impl ExecutionPlan for CachedScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        match &self.filter {
+            Some(filter) => f(filter),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
     }
 
     fn with_new_children(
@@ -192,7 +214,12 @@ impl ExecutionPlan for CachedScanExec {
             readers: DefaultParquetFileReaderFactory::new(store),
             partition,
             metrics: self.metrics.clone(),
-            schema: Arc::clone(&self.schema),
+            schema: Arc::clone(&self.read),
+            picker: Arc::new(RowPicker {
+                filter: self.filter.clone(),
+                output: self.output.clone(),
+                schema: Arc::clone(&self.schema),
+            }),
             batch_size: context.session_config().batch_size().max(1),
             counters,
         };
@@ -217,6 +244,56 @@ struct Counters {
     streamed: Count,
 }
 
+/// Picks the rows and columns a scan produces from the rows it reads.
+struct RowPicker {
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    output: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl RowPicker {
+    /// The rows of `batch` the filter accepts and `keep` (if given) marks,
+    /// with the produced columns; copies only when rows are left out.
+    fn pick(&self, batch: &RecordBatch, keep: Option<BooleanArray>) -> Result<RecordBatch> {
+        let accepted = match &self.filter {
+            Some(filter) => {
+                let value = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+                let accepted = value
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?
+                    .clone();
+                Some(match keep {
+                    Some(keep) => arrow::compute::and(&accepted, &keep)?,
+                    None => accepted,
+                })
+            }
+            None => keep,
+        };
+        let columns = self
+            .output
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect();
+        let produced = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        match accepted {
+            Some(mask) if mask.true_count() < batch.num_rows() => {
+                // NULL from the filter leaves the row out, as WHERE does.
+                let mask = match mask.null_count() {
+                    0 => mask,
+                    _ => arrow::compute::prep_null_mask_filter(&mask),
+                };
+                Ok(arrow::compute::filter_record_batch(&produced, &mask)?)
+            }
+            _ => Ok(produced),
+        }
+    }
+}
+
 /// Reads one file at a time into batches of the scan's columns.
 struct FileReader {
     cache: Arc<ColumnCache>,
@@ -224,6 +301,7 @@ struct FileReader {
     partition: usize,
     metrics: ExecutionPlanMetricsSet,
     schema: SchemaRef,
+    picker: Arc<RowPicker>,
     batch_size: usize,
     counters: Counters,
 }
@@ -316,7 +394,7 @@ impl FileReader {
             }
         }
         let columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
-        let batches = slices(&self.schema, &columns, &file, self.batch_size)?;
+        let batches = slices(&self.schema, &columns, &file, self.batch_size, &self.picker)?;
         Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
     }
 
@@ -337,6 +415,7 @@ impl FileReader {
         }
         let rows = builder.build().map_err(|e| parquet_error(file, e))?;
         let schema = Arc::clone(&self.schema);
+        let picker = Arc::clone(&self.picker);
         let path = file.path.clone();
         Ok(rows
             .map(move |batch| {
@@ -348,12 +427,14 @@ impl FileReader {
                     .iter()
                     .map(|f| fit_column(std::slice::from_ref(&batch), f, batch.num_rows()))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new_with_options(
+                let read = RecordBatch::try_new_with_options(
                     Arc::clone(&schema),
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-                )?)
+                )?;
+                picker.pick(&read, None)
             })
+            .filter(|batch| futures::future::ready(!matches!(batch, Ok(b) if b.num_rows() == 0)))
             .boxed())
     }
 }
@@ -456,12 +537,13 @@ fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<
 }
 
 /// The file's rows as batches of `batch_size` slices of the whole columns,
-/// its deleted rows left out.
+/// its deleted rows and those `picker` leaves out left out.
 fn slices(
     schema: &SchemaRef,
     columns: &[ArrayRef],
     file: &ScanFile,
     batch_size: usize,
+    picker: &RowPicker,
 ) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::with_capacity(file.rows.div_ceil(batch_size));
     let mut start = 0;
@@ -472,10 +554,11 @@ fn slices(
             columns.iter().map(|c| c.slice(start, len)).collect(),
             &RecordBatchOptions::new().with_row_count(Some(len)),
         )?;
-        let batch = match &file.deleted {
-            Some(deleted) => without_deleted(batch, deleted, start)?,
-            None => batch,
+        let keep = match &file.deleted {
+            Some(deleted) => kept_in(deleted, start, len)?,
+            None => None,
         };
+        let batch = picker.pick(&batch, keep)?;
         if batch.num_rows() > 0 {
             batches.push(batch);
         }
@@ -484,29 +567,22 @@ fn slices(
     Ok(batches)
 }
 
-/// `batch` (the file's rows from `start`) without the deleted ones.
-fn without_deleted(
-    batch: RecordBatch,
-    deleted: &RoaringBitmap,
-    start: usize,
-) -> Result<RecordBatch> {
-    let end = start + batch.num_rows();
-    let (Ok(lo), Ok(hi)) = (u32::try_from(start), u32::try_from(end)) else {
+/// Which of the file's `len` rows from `start` are not deleted; `None` when
+/// none is.
+fn kept_in(deleted: &RoaringBitmap, start: usize, len: usize) -> Result<Option<BooleanArray>> {
+    let (Ok(lo), Ok(hi)) = (u32::try_from(start), u32::try_from(start + len)) else {
         return Err(DataFusionError::Internal(
             "a file holds more rows than deletion vectors address".into(),
         ));
     };
     if deleted.range_cardinality(lo..hi) == 0 {
-        return Ok(batch);
+        return Ok(None);
     }
-    let mut keep = vec![true; batch.num_rows()];
+    let mut keep = vec![true; len];
     for pos in deleted.range(lo..hi) {
         keep[(pos - lo) as usize] = false;
     }
-    Ok(arrow::compute::filter_record_batch(
-        &batch,
-        &BooleanArray::from(keep),
-    )?)
+    Ok(Some(BooleanArray::from(keep)))
 }
 
 /// The rows of a file to read, its deleted ones skipped.
@@ -538,6 +614,14 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::arrow_reader::RowSelector;
 
+    fn everything(schema: &SchemaRef) -> RowPicker {
+        RowPicker {
+            filter: None,
+            output: (0..schema.fields().len()).collect(),
+            schema: Arc::clone(schema),
+        }
+    }
+
     #[test]
     fn deleted_rows_are_skipped_in_the_selection() {
         let deleted = RoaringBitmap::from_iter([0u32, 3, 4]);
@@ -563,7 +647,7 @@ mod tests {
             rows: 10,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([1u32, 4, 5, 9]))),
         };
-        let batches = slices(&schema, &[column], &file, 4).unwrap();
+        let batches = slices(&schema, &[column], &file, 4, &everything(&schema)).unwrap();
         let kept: Vec<i64> = batches
             .iter()
             .flat_map(|b| {
@@ -588,7 +672,7 @@ mod tests {
             rows: 5,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([2u32]))),
         };
-        let batches = slices(&schema, &[], &file, 2).unwrap();
+        let batches = slices(&schema, &[], &file, 2, &everything(&schema)).unwrap();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 4);
     }

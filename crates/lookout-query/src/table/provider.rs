@@ -356,7 +356,7 @@ impl TableProvider for LookoutTable {
                 bounds.extend(b);
             }
         }
-        let (covered, straddling): (Vec<_>, Vec<_>) = live
+        let (covered, mut straddling): (Vec<_>, Vec<_>) = live
             .into_iter()
             .partition(|(f, _)| bounds.iter().all(|b| inside(f, *b)));
 
@@ -366,7 +366,28 @@ impl TableProvider for LookoutTable {
             self.parquet_exec(state, files, proj, predicate.as_ref(), limit)
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !covered.is_empty() {
+        let cache = state
+            .config()
+            .get_extension::<ColumnCache>()
+            .filter(|c| c.enabled());
+        if let Some(cache) = &cache {
+            // Filters are evaluated on the held columns before rows are
+            // copied; the time bounds only where a file straddles them.
+            let inexact: Vec<Expr> = filters
+                .iter()
+                .filter(|f| time_bounds(f, time_column).is_none())
+                .cloned()
+                .collect();
+            let cached =
+                |files, filter| self.cached_exec(state, cache, files, projection, filter, limit);
+            if !covered.is_empty() {
+                inputs.push(cached(covered, conjunction(inexact))?);
+            }
+            if !straddling.is_empty() {
+                let files = std::mem::take(&mut straddling);
+                inputs.push(cached(files, conjunction(filters.to_vec()))?);
+            }
+        } else if !covered.is_empty() {
             inputs.push(scan(covered, projection.cloned(), limit)?);
         }
         let exact_filter = conjunction(exact);
@@ -620,45 +641,13 @@ impl LookoutTable {
     fn parquet_exec(
         &self,
         state: &dyn Session,
-        mut files: Vec<(&FileMeta, Statistics)>,
+        files: Vec<(&FileMeta, Statistics)>,
         projection: Option<Vec<usize>>,
         predicate: Option<&Arc<dyn PhysicalExpr>>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
-        let groups_wanted = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<(&FileMeta, Statistics)>> = Vec::new();
-        groups.resize_with(groups_wanted, Vec::new);
-        let mut sizes = vec![0u64; groups_wanted];
-        files.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
-        for file in files {
-            let (i, _) = sizes
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| **s)
-                .unwrap_or((0, &0));
-            sizes[i] += file.0.size;
-            groups[i].push(file);
-        }
-        groups.retain(|g| !g.is_empty());
-        if let Some(cache) = state
-            .config()
-            .get_extension::<ColumnCache>()
-            .filter(|c| c.enabled())
-        {
-            let projected = match &projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => Arc::clone(&schema),
-            };
-            let groups = groups
-                .into_iter()
-                .map(|g| g.into_iter().map(|(f, _)| scan_file(f)).collect())
-                .collect::<Result<Vec<Vec<ScanFile>>>>()?;
-            return Ok(Arc::new(CachedScanExec::new(
-                groups, projected, cache, limit,
-            )));
-        }
-        let groups = groups
+        let groups = balance(files, state.config().target_partitions())
             .into_iter()
             .map(|g| {
                 g.into_iter()
@@ -680,6 +669,78 @@ impl LookoutTable {
                 .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+impl LookoutTable {
+    /// A scan of `files` through the column cache producing `projection`
+    /// of the rows `filter` accepts.
+    fn cached_exec(
+        &self,
+        state: &dyn Session,
+        cache: &Arc<ColumnCache>,
+        files: Vec<(&FileMeta, Statistics)>,
+        projection: Option<&Vec<usize>>,
+        filter: Option<Expr>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let mut read: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..schema.fields().len()).collect(),
+        };
+        let output: Vec<usize> = (0..read.len()).collect();
+        if let Some(filter) = &filter {
+            for column in filter.column_refs() {
+                let i = schema.index_of(&column.name)?;
+                if !read.contains(&i) {
+                    read.push(i);
+                }
+            }
+        }
+        let read = Arc::new(schema.project(&read)?);
+        let predicate = match filter {
+            Some(filter) => {
+                let df_schema = DFSchema::try_from(Arc::clone(&read))?;
+                Some(state.create_physical_expr(filter, &df_schema)?)
+            }
+            None => None,
+        };
+        let groups = balance(files, state.config().target_partitions())
+            .into_iter()
+            .map(|g| g.into_iter().map(|(f, _)| scan_file(f)).collect())
+            .collect::<Result<Vec<Vec<ScanFile>>>>()?;
+        Ok(Arc::new(CachedScanExec::new(
+            groups,
+            read,
+            predicate,
+            output,
+            Arc::clone(cache),
+            limit,
+        )?))
+    }
+}
+
+/// `files` in at most `partitions` groups of about the same bytes.
+fn balance(
+    mut files: Vec<(&FileMeta, Statistics)>,
+    partitions: usize,
+) -> Vec<Vec<(&FileMeta, Statistics)>> {
+    let wanted = partitions.max(1);
+    let mut groups: Vec<Vec<(&FileMeta, Statistics)>> = Vec::new();
+    groups.resize_with(wanted, Vec::new);
+    let mut sizes = vec![0u64; wanted];
+    files.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
+    for file in files {
+        let (i, _) = sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| **s)
+            .unwrap_or((0, &0));
+        sizes[i] += file.0.size;
+        groups[i].push(file);
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
 }
 
 /// Microseconds of a timestamp literal, if exactly representable.
