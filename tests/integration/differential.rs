@@ -170,6 +170,21 @@ async fn answers_agree_with_postgresql() {
         ))
         .arg(format!("127.0.0.1 {} lookout lookout", lookout.addr.port()));
     failed.extend(run_script(run).await);
+    // Binary COPY as psycopg writes it: the rows stored, and the SQLSTATE
+    // of each malformed stream.
+    postgres.create_database("differential_binary_copy");
+    let lookout = TestServer::start().await;
+    let mut run = Command::new("python3");
+    run.arg(root.join("binary_copy.py"))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname=differential_binary_copy",
+            postgres.port
+        ))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=lookout dbname=lookout",
+            lookout.addr.port()
+        ));
+    failed.extend(run_script(run).await);
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 

@@ -41,6 +41,8 @@ pub enum SqlState {
     NullValueNotAllowed,
     /// `22007` invalid_datetime_format.
     InvalidDatetimeFormat,
+    /// `22008` datetime_field_overflow.
+    DatetimeFieldOverflow,
     /// `22012` division_by_zero.
     DivisionByZero,
     /// `2201E` invalid_argument_for_logarithm.
@@ -51,6 +53,8 @@ pub enum SqlState {
     InvalidParameterValue,
     /// `22P02` invalid_text_representation.
     InvalidTextRepresentation,
+    /// `22P03` invalid_binary_representation.
+    InvalidBinaryRepresentation,
     /// `22P04` bad_copy_file_format.
     BadCopyFileFormat,
     /// `22P05` untranslatable_character.
@@ -144,11 +148,13 @@ impl SqlState {
             SqlState::NumericValueOutOfRange => "22003",
             SqlState::NullValueNotAllowed => "22004",
             SqlState::InvalidDatetimeFormat => "22007",
+            SqlState::DatetimeFieldOverflow => "22008",
             SqlState::DivisionByZero => "22012",
             SqlState::InvalidArgumentForLogarithm => "2201E",
             SqlState::CharacterNotInRepertoire => "22021",
             SqlState::InvalidParameterValue => "22023",
             SqlState::InvalidTextRepresentation => "22P02",
+            SqlState::InvalidBinaryRepresentation => "22P03",
             SqlState::BadCopyFileFormat => "22P04",
             SqlState::UntranslatableCharacter => "22P05",
             SqlState::NotNullViolation => "23502",
@@ -203,11 +209,13 @@ impl SqlState {
             "22003" => SqlState::NumericValueOutOfRange,
             "22004" => SqlState::NullValueNotAllowed,
             "22007" => SqlState::InvalidDatetimeFormat,
+            "22008" => SqlState::DatetimeFieldOverflow,
             "22012" => SqlState::DivisionByZero,
             "2201E" => SqlState::InvalidArgumentForLogarithm,
             "22021" => SqlState::CharacterNotInRepertoire,
             "22023" => SqlState::InvalidParameterValue,
             "22P02" => SqlState::InvalidTextRepresentation,
+            "22P03" => SqlState::InvalidBinaryRepresentation,
             "22P04" => SqlState::BadCopyFileFormat,
             "22P05" => SqlState::UntranslatableCharacter,
             "23502" => SqlState::NotNullViolation,

@@ -152,6 +152,11 @@ pub(crate) async fn export_file(
     };
     let mut rows = 0u64;
     match format.kind {
+        CopyKind::Binary => {
+            return Err(QueryError::unsupported(
+                "COPY TO in binary format is not supported; use text, csv or parquet",
+            ));
+        }
         CopyKind::Parquet => {
             let file = target.create()?;
             let props = WriterProperties::builder()

@@ -136,6 +136,10 @@ impl Connection {
             }
             Output::CopyIn(target) => {
                 let columns = target.schema.fields().len();
+                let format = match target.format.kind {
+                    lookout_query::CopyKind::Binary => 1,
+                    _ => 0,
+                };
                 let decoder = {
                     let session = self.session.lock().await;
                     session.copy_decoder(&target).map_err(|e| user_error(&e))?
@@ -146,7 +150,7 @@ impl Connection {
                     error: None,
                 });
                 Ok(Response::CopyIn(CopyResponse::new(
-                    0,
+                    format,
                     columns,
                     stream::empty(),
                 )))

@@ -1,5 +1,8 @@
 //! `COPY` data in Postgres's text and CSV formats: decoding into Arrow
-//! batches (with errors that name the line and column) and encoding rows.
+//! batches (with errors that name the line and column) and encoding rows;
+//! the binary format is decoded too (`binary.rs`).
+
+mod binary;
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::format::{pg_type_name, write_value};
+use binary::FieldError;
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -27,6 +31,8 @@ pub enum CopyKind {
     Csv,
     /// Parquet files (server-side files only).
     Parquet,
+    /// PostgreSQL's binary format (`COPY ... FROM` only).
+    Binary,
 }
 
 /// Options of a `COPY`.
@@ -144,6 +150,33 @@ impl ColumnBuilder {
                 )
             }
             ColumnBuilder::Timestamp(b, _) => b.append_value(parse_timestamp_micros(s).ok_or(())?),
+        }
+        Ok(())
+    }
+
+    /// Appends a value in PostgreSQL's binary send format; `jsonb` says
+    /// the column is `jsonb`, whose binary form is a version byte, then text.
+    fn append_binary(&mut self, v: &[u8], jsonb: bool) -> std::result::Result<(), FieldError> {
+        match self {
+            ColumnBuilder::Bool(b) => b.append_value(binary::be::<1>(v)?[0] != 0),
+            ColumnBuilder::I8(b) => b.append_value(match v {
+                [one] => *one as i8,
+                _ => i8::try_from(i16::from_be_bytes(binary::be::<2>(v)?))
+                    .map_err(|_| FieldError::OutOfRange)?,
+            }),
+            ColumnBuilder::I16(b) => b.append_value(i16::from_be_bytes(binary::be::<2>(v)?)),
+            ColumnBuilder::I32(b) => b.append_value(i32::from_be_bytes(binary::be::<4>(v)?)),
+            ColumnBuilder::I64(b) => b.append_value(i64::from_be_bytes(binary::be::<8>(v)?)),
+            ColumnBuilder::F32(b) => b.append_value(f32::from_be_bytes(binary::be::<4>(v)?)),
+            ColumnBuilder::F64(b) => b.append_value(f64::from_be_bytes(binary::be::<8>(v)?)),
+            ColumnBuilder::Text(b) if jsonb => match v.split_first() {
+                Some((1, rest)) => b.append_value(binary::text(rest)?),
+                _ => return Err(FieldError::Format),
+            },
+            ColumnBuilder::Text(b) => b.append_value(binary::text(v)?),
+            ColumnBuilder::Bytes(b) => b.append_value(v),
+            ColumnBuilder::Date(b) => b.append_value(binary::date(v)?),
+            ColumnBuilder::Timestamp(b, _) => b.append_value(binary::timestamp(v)?),
         }
         Ok(())
     }
@@ -281,6 +314,10 @@ pub struct CopyDecoder {
     header_pending: bool,
     done: bool,
     builders: Vec<ColumnBuilder>,
+    /// Which columns are `jsonb` (their binary form has a version byte).
+    jsonb: Vec<bool>,
+    /// Where a binary stream stands.
+    stage: binary::Stage,
     batches: Vec<RecordBatch>,
     rows: u64,
 }
@@ -293,7 +330,14 @@ impl CopyDecoder {
             .iter()
             .map(|f| ColumnBuilder::new(f.data_type()))
             .collect::<Result<Vec<_>>>()?;
+        let jsonb = schema
+            .fields()
+            .iter()
+            .map(|f| crate::json::json_kind(f) == Some(crate::json::JsonKind::Jsonb))
+            .collect();
         Ok(CopyDecoder {
+            jsonb,
+            stage: binary::Stage::Header,
             header_pending: format.header,
             format,
             schema,
@@ -315,6 +359,9 @@ impl CopyDecoder {
     /// Decodes every complete line of `chunk` (plus what was left before).
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(chunk);
+        if self.format.kind == CopyKind::Binary {
+            return self.push_binary();
+        }
         let Some(end) = self.last_record_end() else {
             return Ok(());
         };
@@ -327,7 +374,27 @@ impl CopyDecoder {
     /// Decodes what is left and returns all batches.
     pub fn finish(mut self) -> Result<Vec<RecordBatch>> {
         let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
+        if self.format.kind == CopyKind::Binary {
+            match self.stage {
+                binary::Stage::Header => {
+                    return Err(QueryError::new(
+                        SqlState::BadCopyFileFormat,
+                        "COPY file signature not recognized",
+                    ));
+                }
+                binary::Stage::Tuples if !rest.is_empty() => {
+                    return Err(QueryError::new(
+                        SqlState::BadCopyFileFormat,
+                        format!(
+                            "unexpected EOF in COPY data (COPY {}, row {})",
+                            self.table,
+                            self.line + 1
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        } else if !rest.is_empty() {
             self.decode(&rest)?;
         }
         self.flush_batch()?;
@@ -410,6 +477,71 @@ impl CopyDecoder {
         Ok(())
     }
 
+    /// Decodes the complete tuples of a binary stream.
+    fn push_binary(&mut self) -> Result<()> {
+        let data = std::mem::take(&mut self.pending);
+        let mut stage = self.stage;
+        let columns = self.schema.fields().len();
+        let used = binary::read(&data, &mut stage, columns, |fields| {
+            self.append_binary_record(fields)
+        });
+        self.stage = stage;
+        self.pending = data[used?..].to_vec();
+        Ok(())
+    }
+
+    fn null_violation(&self, column: usize) -> QueryError {
+        let field = self.schema.field(column);
+        QueryError::new(
+            SqlState::NotNullViolation,
+            format!(
+                "null value in column \"{}\" of relation \"{}\" violates not-null constraint (COPY {}, line {})",
+                field.name(),
+                self.table,
+                self.table,
+                self.line
+            ),
+        )
+    }
+
+    fn append_binary_record(&mut self, fields: &[Option<&[u8]>]) -> Result<()> {
+        self.line += 1;
+        for (i, value) in fields.iter().enumerate() {
+            match value {
+                None if !self.schema.field(i).is_nullable() => return Err(self.null_violation(i)),
+                None => self.builders[i].append_null(),
+                Some(v) => {
+                    if let Err(e) = self.builders[i].append_binary(v, self.jsonb[i]) {
+                        let field = self.schema.field(i);
+                        let what = match e {
+                            FieldError::Short => "insufficient data left in message",
+                            FieldError::Format => "incorrect binary data format",
+                            FieldError::Encoding => "invalid byte sequence for encoding \"UTF8\"",
+                            FieldError::OutOfRange => "value out of range",
+                            FieldError::TimeOutOfRange => "date or timestamp out of range",
+                        };
+                        return Err(QueryError::new(
+                            e.sqlstate(),
+                            format!(
+                                "{what} for type {} ({} bytes) (COPY {}, row {}, column {})",
+                                pg_type_name(field.data_type()),
+                                v.len(),
+                                self.table,
+                                self.line,
+                                field.name()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        self.rows += 1;
+        if self.builders.first().map_or(0, ColumnBuilder::len) >= BATCH_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
     fn append_record(&mut self, fields: &[Option<std::borrow::Cow<'_, str>>]) -> Result<()> {
         let expected = self.schema.fields().len();
         if fields.len() != expected {
@@ -433,16 +565,7 @@ impl CopyDecoder {
             match value {
                 None => {
                     if !field.is_nullable() {
-                        return Err(QueryError::new(
-                            SqlState::NotNullViolation,
-                            format!(
-                                "null value in column \"{}\" of relation \"{}\" violates not-null constraint (COPY {}, line {})",
-                                field.name(),
-                                self.table,
-                                self.table,
-                                self.line
-                            ),
-                        ));
+                        return Err(self.null_violation(i));
                     }
                     self.builders[i].append_null();
                 }

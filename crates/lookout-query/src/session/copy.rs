@@ -22,11 +22,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
                 "text" => CopyKind::Text,
                 "csv" => CopyKind::Csv,
                 "parquet" => CopyKind::Parquet,
-                "binary" => {
-                    return Err(QueryError::unsupported(
-                        "COPY binary format is not supported; use text, csv or parquet",
-                    ));
-                }
+                "binary" => CopyKind::Binary,
                 other => {
                     return Err(QueryError::new(
                         SqlState::InvalidParameterValue,
@@ -39,11 +35,7 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Co
     for o in legacy {
         match o {
             CopyLegacyOption::Csv(_) => kind = CopyKind::Csv,
-            CopyLegacyOption::Binary => {
-                return Err(QueryError::unsupported(
-                    "COPY binary format is not supported; use text, csv or parquet",
-                ));
-            }
+            CopyLegacyOption::Binary => kind = CopyKind::Binary,
             _ => {}
         }
     }
@@ -105,6 +97,11 @@ impl Session {
         legacy: &[CopyLegacyOption],
     ) -> Result<Output> {
         let format = copy_format(options, legacy)?;
+        if to && format.kind == CopyKind::Binary {
+            return Err(QueryError::unsupported(
+                "COPY TO in binary format is not supported; use text or csv (binary is read by COPY FROM)",
+            ));
+        }
         if to {
             let sql = match &source {
                 CopySource::Table {
