@@ -39,7 +39,7 @@ def main():
                 continue
             peer = native["median_s"] * 1000
             print(f"| {key(name)} via {label} (ms) vs DuckDB native | {m['median_ms']:.1f} | {peer:.1f} | "
-                  f"{m['median_ms'] / peer:.2f} | <= 2.0 |")
+                  f"{m['median_ms'] / peer:.2f} | <= 1.0 |")
 
 
 if __name__ == "__main__":
