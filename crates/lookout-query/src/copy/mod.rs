@@ -535,11 +535,7 @@ impl CopyDecoder {
                 }
             }
         }
-        self.rows += 1;
-        if self.builders.first().map_or(0, ColumnBuilder::len) >= BATCH_ROWS {
-            self.flush_batch()?;
-        }
-        Ok(())
+        self.row_done()
     }
 
     fn append_record(&mut self, fields: &[Option<std::borrow::Cow<'_, str>>]) -> Result<()> {
@@ -594,6 +590,11 @@ impl CopyDecoder {
                 }
             }
         }
+        self.row_done()
+    }
+
+    /// Counts a decoded row; a full batch is finished.
+    fn row_done(&mut self) -> Result<()> {
         self.rows += 1;
         if self.builders.first().map_or(0, ColumnBuilder::len) >= BATCH_ROWS {
             self.flush_batch()?;
