@@ -485,14 +485,22 @@ fn file_roots(file_schema: &arrow::datatypes::Schema, fields: &[&FieldRef]) -> V
     roots
 }
 
-/// Bytes the columns `roots` take decoded, estimated by their uncompressed
-/// Parquet size.
+/// Bytes the columns `roots` take decoded, estimated from the Parquet
+/// metadata: the uncompressed size, or for strings the bytes of their
+/// values plus offsets where the writer recorded them (a dictionary-encoded
+/// column of repeated strings is small in Parquet and large in Arrow).
 fn decoded_size(metadata: &parquet::file::metadata::ParquetMetaData, roots: &[usize]) -> usize {
     metadata
         .row_groups()
         .iter()
         .flat_map(|rg| roots.iter().filter_map(|r| rg.columns().get(*r)))
-        .map(|c| c.uncompressed_size().max(0) as usize)
+        .map(|c| {
+            let stored = c.uncompressed_size().max(0) as usize;
+            let strings = c.unencoded_byte_array_data_bytes().map_or(0, |bytes| {
+                bytes.max(0) as usize + 4 * c.num_values().max(0) as usize
+            });
+            stored.max(strings)
+        })
         .sum()
 }
 
@@ -675,6 +683,24 @@ mod tests {
         let batches = slices(&schema, &[], &file, 2, &everything(&schema)).unwrap();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn repeated_strings_are_estimated_at_their_decoded_size() {
+        let schema = Arc::new(Schema::new(vec![Field::new("model", DataType::Utf8, true)]));
+        let models = arrow::array::StringArray::from_iter_values(
+            (0..100_000).map(|i| if i % 2 == 0 { "vega-8b" } else { "orion-large" }),
+        );
+        let decoded = models.get_array_memory_size();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(models)]).unwrap();
+        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap());
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let estimate = decoded_size(&metadata, &[0]);
+        // Dictionary encoding stores a few bytes; Arrow holds every string.
+        assert!(estimate * 10 >= decoded * 8, "{estimate} vs {decoded}");
+        assert!(estimate <= decoded * 2, "{estimate} vs {decoded}");
     }
 
     #[test]
