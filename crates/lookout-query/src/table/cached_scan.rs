@@ -42,7 +42,6 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use roaring::RoaringBitmap;
 
 use crate::table::column_cache::ColumnCache;
-use crate::table::provider::STORE_URL;
 
 /// A file may take at most this share of the budget to be kept whole.
 const LARGEST_SHARE: usize = 8;
@@ -80,6 +79,8 @@ pub(crate) struct CachedScanExec {
     output: Vec<usize>,
     /// The columns produced (the plan's projection of the table).
     schema: SchemaRef,
+    /// Where the files are, as registered with the runtime.
+    store: ObjectStoreUrl,
     cache: Arc<ColumnCache>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
@@ -87,9 +88,11 @@ pub(crate) struct CachedScanExec {
 }
 
 impl CachedScanExec {
-    /// A scan of `groups` reading the columns `read`, keeping the rows
-    /// `filter` accepts and producing the columns at positions `output`.
+    /// A scan of `groups` (in `store`) reading the columns `read`, keeping
+    /// the rows `filter` accepts and producing the columns at positions
+    /// `output`.
     pub(crate) fn new(
+        store: ObjectStoreUrl,
         groups: Vec<Vec<ScanFile>>,
         read: SchemaRef,
         filter: Option<Arc<dyn PhysicalExpr>>,
@@ -105,6 +108,7 @@ impl CachedScanExec {
             Boundedness::Bounded,
         );
         Ok(CachedScanExec {
+            store,
             groups,
             read,
             filter,
@@ -201,9 +205,7 @@ impl ExecutionPlan for CachedScanExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let files = self.groups.get(partition).cloned().unwrap_or_default();
-        let store = context
-            .runtime_env()
-            .object_store(ObjectStoreUrl::parse(STORE_URL)?)?;
+        let store = context.runtime_env().object_store(&self.store)?;
         let counters = Counters {
             from_cache: MetricBuilder::new(&self.metrics).counter("columns_from_cache", partition),
             decoded: MetricBuilder::new(&self.metrics).counter("columns_decoded", partition),

@@ -710,6 +710,7 @@ impl LookoutTable {
             .map(|g| g.into_iter().map(|(f, _)| scan_file(f)).collect())
             .collect::<Result<Vec<Vec<ScanFile>>>>()?;
         Ok(Arc::new(CachedScanExec::new(
+            ObjectStoreUrl::parse(STORE_URL)?,
             groups,
             read,
             predicate,
