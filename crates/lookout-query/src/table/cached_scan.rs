@@ -254,23 +254,32 @@ struct RowPicker {
 }
 
 impl RowPicker {
-    /// The rows of `batch` the filter accepts and `keep` (if given) marks,
-    /// with the produced columns; copies only when rows are left out.
+    /// The rows of `batch` that `keep` (if given) marks and the filter
+    /// accepts, with the produced columns; copies only when rows are left
+    /// out. Deleted rows go first: the filter never sees them, as it never
+    /// sees them through a Parquet row selection (`10 / n` must not fail on
+    /// a deleted row where `n` is 0).
     fn pick(&self, batch: &RecordBatch, keep: Option<BooleanArray>) -> Result<RecordBatch> {
+        let live;
+        let batch = match keep {
+            Some(keep) => {
+                live = arrow::compute::filter_record_batch(batch, &keep)?;
+                &live
+            }
+            None => batch,
+        };
         let accepted = match &self.filter {
             Some(filter) => {
                 let value = filter.evaluate(batch)?.into_array(batch.num_rows())?;
-                let accepted = value
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?
-                    .clone();
-                Some(match keep {
-                    Some(keep) => arrow::compute::and(&accepted, &keep)?,
-                    None => accepted,
-                })
+                Some(
+                    value
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?
+                        .clone(),
+                )
             }
-            None => keep,
+            None => None,
         };
         let columns = self
             .output
