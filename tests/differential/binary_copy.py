@@ -36,32 +36,32 @@ def rows(count):
         )
 
 
-def load(conn, table, data, types=TYPES, columns=COLUMNS):
-    """Creates `table` and loads `data` in binary; the SQLSTATE if refused."""
+def copy_into(conn, table, columns, send):
+    """Creates `table`, runs a binary COPY into it with `send(copy)`; the
+    SQLSTATE if refused."""
     cur = conn.cursor()
     cur.execute(f"DROP TABLE IF EXISTS {table}")
     cur.execute(f"CREATE TABLE {table} ({columns})")
     try:
         with cur.copy(f"COPY {table} FROM STDIN WITH (FORMAT binary)") as copy:
-            copy.set_types(types)
-            for row in data:
-                copy.write_row(row)
+            send(copy)
         return None
     except psycopg.Error as e:
         return e.sqlstate
+
+
+def load(conn, table, data, types=TYPES, columns=COLUMNS):
+    """Loads `data` with psycopg's binary `write_row`."""
+    def send(copy):
+        copy.set_types(types)
+        for row in data:
+            copy.write_row(row)
+    return copy_into(conn, table, columns, send)
 
 
 def raw_load(conn, table, payload):
-    """Loads hand-made binary COPY bytes; the SQLSTATE if refused."""
-    cur = conn.cursor()
-    cur.execute(f"DROP TABLE IF EXISTS {table}")
-    cur.execute(f"CREATE TABLE {table} (ts TIMESTAMPTZ NOT NULL, n BIGINT)")
-    try:
-        with cur.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
-            copy.write(payload)
-        return None
-    except psycopg.Error as e:
-        return e.sqlstate
+    """Loads hand-made binary COPY bytes."""
+    return copy_into(conn, table, "ts TIMESTAMPTZ NOT NULL, n BIGINT", lambda copy: copy.write(payload))
 
 
 def contents(conn, table, columns="*"):

@@ -142,20 +142,9 @@ async fn answers_agree_with_postgresql() {
     assert!(!files.is_empty(), "no .sql files in {}", root.display());
     let mut failed = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        let database = format!("differential_{i}");
-        postgres.create_database(&database);
-        let lookout = TestServer::start().await;
-        let mut run = Command::new("python3");
-        run.arg(root.join("run.py"))
-            .arg(format!(
-                "host=127.0.0.1 port={} user=postgres dbname={database}",
-                postgres.port
-            ))
-            .arg(format!(
-                "host=127.0.0.1 port={} user=lookout dbname=lookout",
-                lookout.addr.port()
-            ))
-            .arg(file);
+        let script = root.join("run.py");
+        let (_lookout, run) =
+            both_servers(&postgres, &format!("differential_{i}"), &script, Some(file)).await;
         failed.extend(run_script(run).await);
     }
     // Protocol exchanges drivers cannot send (Execute of a cursor's portal
@@ -172,20 +161,35 @@ async fn answers_agree_with_postgresql() {
     failed.extend(run_script(run).await);
     // Binary COPY as psycopg writes it: the rows stored, and the SQLSTATE
     // of each malformed stream.
-    postgres.create_database("differential_binary_copy");
+    let script = root.join("binary_copy.py");
+    let (_lookout, run) = both_servers(&postgres, "differential_binary_copy", &script, None).await;
+    failed.extend(run_script(run).await);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// `python3 <script> <postgres dsn> <lookout dsn> [<file>]` against a fresh
+/// PostgreSQL database and a fresh Lookout server, which lives as long as
+/// the caller keeps it.
+async fn both_servers(
+    postgres: &Postgres,
+    database: &str,
+    script: &Path,
+    file: Option<&PathBuf>,
+) -> (TestServer, Command) {
+    postgres.create_database(database);
     let lookout = TestServer::start().await;
     let mut run = Command::new("python3");
-    run.arg(root.join("binary_copy.py"))
+    run.arg(script)
         .arg(format!(
-            "host=127.0.0.1 port={} user=postgres dbname=differential_binary_copy",
+            "host=127.0.0.1 port={} user=postgres dbname={database}",
             postgres.port
         ))
         .arg(format!(
             "host=127.0.0.1 port={} user=lookout dbname=lookout",
             lookout.addr.port()
         ));
-    failed.extend(run_script(run).await);
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    run.args(file);
+    (lookout, run)
 }
 
 /// Runs a comparison script; its summary goes past the test harness's

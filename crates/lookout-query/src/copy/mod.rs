@@ -479,14 +479,17 @@ impl CopyDecoder {
 
     /// Decodes the complete tuples of a binary stream.
     fn push_binary(&mut self) -> Result<()> {
-        let data = std::mem::take(&mut self.pending);
+        let mut data = std::mem::take(&mut self.pending);
         let mut stage = self.stage;
         let columns = self.schema.fields().len();
         let used = binary::read(&data, &mut stage, columns, |fields| {
             self.append_binary_record(fields)
         });
         self.stage = stage;
-        self.pending = data[used?..].to_vec();
+        // Only the consumed tuples leave: a long field arriving in many
+        // messages is not copied again with each one.
+        data.drain(..used?);
+        self.pending = data;
         Ok(())
     }
 

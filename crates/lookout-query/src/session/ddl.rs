@@ -10,6 +10,7 @@ use super::{Session, option_text};
 use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Output, SYSTEM_PREFIX, ident_name, parse_duration, quote_ident, table_name};
+use crate::table::column_cache::CacheStatsTable;
 
 /// Arrow type for a SQL column type, as Lookout stores it.
 fn arrow_type(dt: &ast::DataType) -> Result<DataType> {
@@ -69,6 +70,13 @@ impl Session {
             ));
         }
         let name = table_name(&ct.name)?;
+        // The built-in system table would hide a stored one of its name.
+        if name.strip_prefix(SYSTEM_PREFIX) == Some(CacheStatsTable::NAME) {
+            return Err(QueryError::new(
+                SqlState::DuplicateTable,
+                format!("relation \"{}\" already exists", CacheStatsTable::NAME),
+            ));
+        }
         let fields = ct
             .columns
             .iter()

@@ -405,8 +405,14 @@ impl FileReader {
             }
         }
         let columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
-        let batches = slices(&self.schema, &columns, &file, self.batch_size, &self.picker)?;
-        Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+        let batches = slices(
+            Arc::clone(&self.schema),
+            columns,
+            file,
+            self.batch_size,
+            Arc::clone(&self.picker),
+        );
+        Ok(futures::stream::iter(batches).boxed())
     }
 
     /// `file` read in batches without keeping it, deleted rows skipped.
@@ -556,34 +562,32 @@ fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<
 }
 
 /// The file's rows as batches of `batch_size` slices of the whole columns,
-/// its deleted rows and those `picker` leaves out left out.
+/// its deleted rows and those `picker` leaves out left out; each batch is
+/// made when it is asked for, so a scan that stops early (a LIMIT) copies
+/// no more than it reads.
 fn slices(
-    schema: &SchemaRef,
-    columns: &[ArrayRef],
-    file: &ScanFile,
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+    file: ScanFile,
     batch_size: usize,
-    picker: &RowPicker,
-) -> Result<Vec<RecordBatch>> {
-    let mut batches = Vec::with_capacity(file.rows.div_ceil(batch_size));
-    let mut start = 0;
-    while start < file.rows {
-        let len = batch_size.min(file.rows - start);
-        let batch = RecordBatch::try_new_with_options(
-            Arc::clone(schema),
-            columns.iter().map(|c| c.slice(start, len)).collect(),
-            &RecordBatchOptions::new().with_row_count(Some(len)),
-        )?;
-        let keep = match &file.deleted {
-            Some(deleted) => kept_in(deleted, start, len)?,
-            None => None,
-        };
-        let batch = picker.pick(&batch, keep)?;
-        if batch.num_rows() > 0 {
-            batches.push(batch);
-        }
-        start += len;
-    }
-    Ok(batches)
+    picker: Arc<RowPicker>,
+) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
+    (0..file.rows)
+        .step_by(batch_size.max(1))
+        .map(move |start| {
+            let len = batch_size.min(file.rows - start);
+            let batch = RecordBatch::try_new_with_options(
+                Arc::clone(&schema),
+                columns.iter().map(|c| c.slice(start, len)).collect(),
+                &RecordBatchOptions::new().with_row_count(Some(len)),
+            )?;
+            let keep = match &file.deleted {
+                Some(deleted) => kept_in(deleted, start, len)?,
+                None => None,
+            };
+            picker.pick(&batch, keep)
+        })
+        .filter(|batch| !matches!(batch, Ok(b) if b.num_rows() == 0))
 }
 
 /// Which of the file's `len` rows from `start` are not deleted; `None` when
@@ -633,12 +637,12 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::arrow_reader::RowSelector;
 
-    fn everything(schema: &SchemaRef) -> RowPicker {
-        RowPicker {
+    fn everything(schema: &SchemaRef) -> Arc<RowPicker> {
+        Arc::new(RowPicker {
             filter: None,
             output: (0..schema.fields().len()).collect(),
             schema: Arc::clone(schema),
-        }
+        })
     }
 
     #[test]
@@ -666,7 +670,15 @@ mod tests {
             rows: 10,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([1u32, 4, 5, 9]))),
         };
-        let batches = slices(&schema, &[column], &file, 4, &everything(&schema)).unwrap();
+        let batches: Vec<RecordBatch> = slices(
+            Arc::clone(&schema),
+            vec![column],
+            file.clone(),
+            4,
+            everything(&schema),
+        )
+        .collect::<Result<_>>()
+        .unwrap();
         let kept: Vec<i64> = batches
             .iter()
             .flat_map(|b| {
@@ -691,7 +703,15 @@ mod tests {
             rows: 5,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([2u32]))),
         };
-        let batches = slices(&schema, &[], &file, 2, &everything(&schema)).unwrap();
+        let batches: Vec<RecordBatch> = slices(
+            Arc::clone(&schema),
+            Vec::new(),
+            file,
+            2,
+            everything(&schema),
+        )
+        .collect::<Result<_>>()
+        .unwrap();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 4);
     }
