@@ -183,6 +183,9 @@ impl Session {
             .with_runtime_env(lookout.runtime())
             .with_default_features()
             .with_type_planner(crate::pg::compat::type_planner())
+            .with_physical_optimizer_rule(Arc::new(
+                crate::table::partition_aggregate::PartitionKeyAggregation,
+            ))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let catalog = MemoryCatalogProvider::new();

@@ -30,6 +30,11 @@ const SCENARIO: &[&str] = &[
     "?SELECT count(extra), count(*) FROM t",
     "?SELECT n, extra FROM t WHERE extra > 1 OR n = 5 ORDER BY n",
     "?SELECT count(*) FROM t WHERE model = 'a' AND label <> 'changed' AND n > 100",
+    // The partition column is made from each file's one value.
+    "INSERT INTO t VALUES (to_timestamp(1735689700), NULL, -2, 'no model', NULL)",
+    "FLUSH",
+    "?SELECT model, label, count(*), sum(n) FROM t WHERE n % 11 = 0 OR n < 0 GROUP BY model, label HAVING count(*) > 1 OR sum(n) < 0 ORDER BY model, label",
+    "?SELECT model, n FROM t WHERE n % 997 = 0 OR n < 0 ORDER BY n",
     "COMPACT",
     "?SELECT model, count(*), sum(n), count(extra) FROM t GROUP BY model ORDER BY model",
     "?SELECT n, label FROM t WHERE ts >= TIMESTAMPTZ '2025-01-02 00:00:00+00' AND ts < TIMESTAMPTZ '2025-01-02 01:00:00+00' ORDER BY n LIMIT 5",

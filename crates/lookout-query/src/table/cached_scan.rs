@@ -14,8 +14,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{FieldRef, SchemaRef};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, StringArray};
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, Statistics};
@@ -55,9 +55,29 @@ pub(crate) struct ScanFile {
     /// Rows written, deleted ones included.
     pub(crate) rows: usize,
     pub(crate) deleted: Option<Arc<RoaringBitmap>>,
+    /// The table's partition column and the one value every row of this
+    /// file holds in it (None: NULL), when the table has one. The scan makes
+    /// that column from the value instead of reading, caching and copying
+    /// it.
+    pub(crate) partition: Option<(String, Option<String>)>,
 }
 
 impl ScanFile {
+    /// The value of `field` in every row, as `rows` rows, if `field` is the
+    /// file's partition column.
+    fn one_value_of(&self, field: &FieldRef, rows: usize) -> Option<ArrayRef> {
+        let (column, value) = self.partition.as_ref()?;
+        if field.name() != column || *field.data_type() != DataType::Utf8 {
+            return None;
+        }
+        Some(match value {
+            Some(value) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                value, rows,
+            ))),
+            None => arrow::array::new_null_array(&DataType::Utf8, rows),
+        })
+    }
+
     fn live_rows(&self) -> usize {
         let deleted = self.deleted.as_ref().map_or(0, |d| d.len() as usize);
         self.rows.saturating_sub(deleted)
@@ -210,6 +230,8 @@ impl ExecutionPlan for CachedScanExec {
             from_cache: MetricBuilder::new(&self.metrics).counter("columns_from_cache", partition),
             decoded: MetricBuilder::new(&self.metrics).counter("columns_decoded", partition),
             streamed: MetricBuilder::new(&self.metrics).counter("files_streamed", partition),
+            from_partition: MetricBuilder::new(&self.metrics)
+                .counter("columns_from_partition_value", partition),
         };
         let reader = FileReader {
             cache: Arc::clone(&self.cache),
@@ -244,6 +266,8 @@ struct Counters {
     from_cache: Count,
     decoded: Count,
     streamed: Count,
+    /// Partition columns made from the file's one value.
+    from_partition: Count,
 }
 
 /// Picks the rows and columns a scan produces from the rows it reads.
@@ -259,11 +283,22 @@ impl RowPicker {
     /// out. Deleted rows go first: the filter never sees them, as it never
     /// sees them through a Parquet row selection (`10 / n` must not fail on
     /// a deleted row where `n` is 0).
-    fn pick(&self, batch: &RecordBatch, keep: Option<BooleanArray>) -> Result<RecordBatch> {
+    /// `repeated[i]` says column `i` of `batch` holds one value in every
+    /// row: any of its slices is as good as a copy of the rows kept.
+    fn pick(
+        &self,
+        batch: &RecordBatch,
+        repeated: &[bool],
+        keep: Option<BooleanArray>,
+    ) -> Result<RecordBatch> {
         let live;
         let batch = match keep {
             Some(keep) => {
-                live = arrow::compute::filter_record_batch(batch, &keep)?;
+                live = RecordBatch::try_new_with_options(
+                    batch.schema(),
+                    keep_rows(batch.columns(), repeated, &keep)?,
+                    &RecordBatchOptions::new().with_row_count(Some(keep.true_count())),
+                )?;
                 &live
             }
             None => batch,
@@ -281,28 +316,52 @@ impl RowPicker {
             }
             None => None,
         };
-        let columns = self
+        let columns: Vec<ArrayRef> = self
             .output
             .iter()
             .map(|i| Arc::clone(batch.column(*i)))
             .collect();
-        let produced = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-        )?;
-        match accepted {
+        let (columns, rows) = match accepted {
             Some(mask) if mask.true_count() < batch.num_rows() => {
                 // NULL from the filter leaves the row out, as WHERE does.
                 let mask = match mask.null_count() {
                     0 => mask,
                     _ => arrow::compute::prep_null_mask_filter(&mask),
                 };
-                Ok(arrow::compute::filter_record_batch(&produced, &mask)?)
+                let repeated: Vec<bool> = self.output.iter().map(|i| repeated[*i]).collect();
+                (keep_rows(&columns, &repeated, &mask)?, mask.true_count())
             }
-            _ => Ok(produced),
-        }
+            _ => (columns, batch.num_rows()),
+        };
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
     }
+}
+
+/// The rows of `columns` that `mask` (without NULLs) marks; a column of one
+/// repeated value is sliced, not copied.
+fn keep_rows(
+    columns: &[ArrayRef],
+    repeated: &[bool],
+    mask: &BooleanArray,
+) -> Result<Vec<ArrayRef>> {
+    let kept = mask.true_count();
+    let mut builder = arrow::compute::FilterBuilder::new(mask);
+    if columns.len() > 1 {
+        builder = builder.optimize();
+    }
+    let predicate = builder.build();
+    columns
+        .iter()
+        .zip(repeated)
+        .map(|(column, &one_value)| match one_value {
+            true => Ok(column.slice(0, kept)),
+            false => Ok(predicate.filter(column)?),
+        })
+        .collect()
 }
 
 /// Reads one file at a time into batches of the scan's columns.
@@ -360,14 +419,25 @@ impl FileReader {
     /// The batches of `file`: from memory, decoded into memory, or streamed.
     async fn open(&self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let fields = self.schema.fields();
+        let repeated_rows = file.rows.min(self.batch_size);
         let mut columns: Vec<Option<ArrayRef>> = fields
             .iter()
-            .map(|f| self.cache.get(&file.path, f.name(), f.data_type()))
+            .map(|f| file.one_value_of(f, repeated_rows))
             .collect();
+        let repeated: Vec<bool> = columns.iter().map(Option::is_some).collect();
+        for (column, field) in columns.iter_mut().zip(fields.iter()) {
+            if column.is_none() {
+                *column = self.cache.get(&file.path, field.name(), field.data_type());
+            }
+        }
         let missing: Vec<usize> = (0..fields.len())
             .filter(|i| columns[*i].is_none())
             .collect();
-        self.counters.from_cache.add(fields.len() - missing.len());
+        let made = repeated.iter().filter(|r| **r).count();
+        self.counters.from_partition.add(made);
+        self.counters
+            .from_cache
+            .add(fields.len() - missing.len() - made);
         if !missing.is_empty() {
             let reader = self.readers.create_reader(
                 self.partition,
@@ -408,6 +478,7 @@ impl FileReader {
         let batches = slices(
             Arc::clone(&self.schema),
             columns,
+            repeated,
             file,
             self.batch_size,
             Arc::clone(&self.picker),
@@ -449,7 +520,7 @@ impl FileReader {
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
                 )?;
-                picker.pick(&read, None)
+                picker.pick(&read, &vec![false; read.num_columns()], None)
             })
             .filter(|batch| futures::future::ready(!matches!(batch, Ok(b) if b.num_rows() == 0)))
             .boxed())
@@ -568,6 +639,7 @@ fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<
 fn slices(
     schema: SchemaRef,
     columns: Vec<ArrayRef>,
+    repeated: Vec<bool>,
     file: ScanFile,
     batch_size: usize,
     picker: Arc<RowPicker>,
@@ -578,14 +650,18 @@ fn slices(
             let len = batch_size.min(file.rows - start);
             let batch = RecordBatch::try_new_with_options(
                 Arc::clone(&schema),
-                columns.iter().map(|c| c.slice(start, len)).collect(),
+                columns
+                    .iter()
+                    .zip(&repeated)
+                    .map(|(c, &one_value)| c.slice(if one_value { 0 } else { start }, len))
+                    .collect(),
                 &RecordBatchOptions::new().with_row_count(Some(len)),
             )?;
             let keep = match &file.deleted {
                 Some(deleted) => kept_in(deleted, start, len)?,
                 None => None,
             };
-            picker.pick(&batch, keep)
+            picker.pick(&batch, &repeated, keep)
         })
         .filter(|batch| !matches!(batch, Ok(b) if b.num_rows() == 0))
 }
@@ -669,10 +745,12 @@ mod tests {
             size: 0,
             rows: 10,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([1u32, 4, 5, 9]))),
+            partition: None,
         };
         let batches: Vec<RecordBatch> = slices(
             Arc::clone(&schema),
             vec![column],
+            vec![false],
             file.clone(),
             4,
             everything(&schema),
@@ -702,9 +780,11 @@ mod tests {
             size: 0,
             rows: 5,
             deleted: Some(Arc::new(RoaringBitmap::from_iter([2u32]))),
+            partition: None,
         };
         let batches: Vec<RecordBatch> = slices(
             Arc::clone(&schema),
+            Vec::new(),
             Vec::new(),
             file,
             2,

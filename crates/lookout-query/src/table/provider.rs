@@ -261,12 +261,13 @@ fn file_statistics(file: &FileMeta, schema: &Schema) -> Statistics {
     }
 }
 
-fn scan_file(file: &FileMeta) -> Result<ScanFile> {
+fn scan_file(file: &FileMeta, partition_column: Option<&String>) -> Result<ScanFile> {
     Ok(ScanFile {
         path: file.path.clone(),
         size: file.size,
         rows: file.rows as usize,
         deleted: file.deletion_vector().map_err(storage_err)?.map(Arc::new),
+        partition: partition_column.map(|column| (column.clone(), file.partition.clone())),
     })
 }
 
@@ -423,6 +424,7 @@ impl TableProvider for LookoutTable {
             files_total: snapshot.files.len(),
             files_scanned,
             buffered_rows: buffered.iter().map(RecordBatch::num_rows).sum(),
+            partition_column: self.def.options.partition_column.clone(),
         };
         Ok(Arc::new(LookoutScanExec::new(
             summary,
@@ -707,7 +709,11 @@ impl LookoutTable {
         };
         let groups = balance(files, state.config().target_partitions())
             .into_iter()
-            .map(|g| g.into_iter().map(|(f, _)| scan_file(f)).collect())
+            .map(|g| {
+                g.into_iter()
+                    .map(|(f, _)| scan_file(f, self.def.options.partition_column.as_ref()))
+                    .collect()
+            })
             .collect::<Result<Vec<Vec<ScanFile>>>>()?;
         Ok(Arc::new(CachedScanExec::new(
             ObjectStoreUrl::parse(STORE_URL)?,

@@ -22,6 +22,8 @@ pub(crate) struct ScanSummary {
     pub(crate) files_total: usize,
     pub(crate) files_scanned: usize,
     pub(crate) buffered_rows: usize,
+    /// The table's partition column: each stored file holds one value of it.
+    pub(crate) partition_column: Option<String>,
 }
 
 #[derive(Debug)]
@@ -33,6 +35,11 @@ pub(crate) struct LookoutScanExec {
 }
 
 impl LookoutScanExec {
+    /// The scanned table's partition column, if it has one.
+    pub(crate) fn partition_column(&self) -> Option<&str> {
+        self.summary.partition_column.as_deref()
+    }
+
     pub(crate) fn new(
         summary: ScanSummary,
         pin: Arc<FilePin>,

@@ -1,0 +1,783 @@
+//! Grouping by a table's partition column without hashing it row by row.
+//!
+//! Every stored file holds one value of its table's partition column, and
+//! the scan hands out batches cut from one file, so a batch's partition
+//! column is almost always one value repeated. DataFusion's partial
+//! aggregation hashes and compares that string on every row (more than half
+//! of `GROUP BY model` over a cached scan). [`PartitionKeyAggregation`]
+//! replaces such a partial aggregation with [`PartitionKeyAggregateExec`],
+//! which checks each batch for a repeated value (one comparison of the
+//! batch's bytes with themselves shifted by one value), looks the value up
+//! once, and gives every row its number; the other group columns, if any,
+//! are grouped together with that number. A batch that is not constant (rows
+//! not yet flushed, a plan that mixed batches) is looked up row by row, so
+//! the answer never depends on how batches were cut.
+//!
+//! The output is the partial aggregation's own: the same group columns and
+//! accumulator states, so the final aggregation above merges it unchanged.
+//! Like DataFusion's, it emits what it holds early when the memory pool
+//! refuses more, and passes states through unaggregated when grouping does
+//! not reduce the rows.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
+};
+use futures::{StreamExt, stream};
+
+use crate::table::scan_exec::LookoutScanExec;
+
+/// The physical optimizer rule: a partial aggregation grouped by a table's
+/// partition column (found by following the aggregation's input down to the
+/// table's scan) becomes a [`PartitionKeyAggregateExec`].
+#[derive(Debug, Default)]
+pub(crate) struct PartitionKeyAggregation;
+
+impl PhysicalOptimizerRule for PartitionKeyAggregation {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let replaced = node
+                .downcast_ref::<AggregateExec>()
+                .and_then(PartitionKeyAggregateExec::replacing);
+            Ok(match replaced {
+                Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(node),
+            })
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "partition_key_aggregation"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A partial aggregation that numbers its partition-column groups per batch.
+#[derive(Debug)]
+pub(crate) struct PartitionKeyAggregateExec {
+    /// The aggregation this replaces: its expressions, schema and properties.
+    original: Arc<AggregateExec>,
+    /// Where the partition column is among the group columns.
+    key_position: usize,
+    /// Input column of each group column, in group order.
+    group_columns: Vec<usize>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl PartitionKeyAggregateExec {
+    /// The replacement for `agg`, when it is a plain partial aggregation whose
+    /// group columns include the partition column of the table below it.
+    fn replacing(agg: &AggregateExec) -> Option<PartitionKeyAggregateExec> {
+        let partition_column = partition_column_below(agg.input())?;
+        Self::keyed_by(agg, &partition_column)
+    }
+
+    /// `agg` grouping the text column `key` by numbering, when `agg` is a
+    /// plain partial aggregation that groups by columns, `key` among them.
+    fn keyed_by(agg: &AggregateExec, key: &str) -> Option<PartitionKeyAggregateExec> {
+        let plain = *agg.mode() == AggregateMode::Partial
+            && !agg.group_expr().has_grouping_set()
+            && !agg.group_expr().is_empty()
+            && agg.limit_options().is_none()
+            && agg.dynamic_expressions_produced().is_empty()
+            && agg.properties().output_ordering().is_none()
+            && agg.aggr_expr().iter().all(|a| a.order_bys().is_empty());
+        if !plain {
+            return None;
+        }
+        let input_schema = agg.input().schema();
+        let group_columns = agg
+            .group_expr()
+            .expr()
+            .iter()
+            .map(|(expr, _)| expr.downcast_ref::<Column>().map(Column::index))
+            .collect::<Option<Vec<usize>>>()?;
+        let key_position = group_columns.iter().position(|&index| {
+            let field = input_schema.field(index);
+            field.name() == key && *field.data_type() == DataType::Utf8
+        })?;
+        Some(PartitionKeyAggregateExec {
+            original: Arc::new(agg.clone()),
+            key_position,
+            group_columns,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        self.original.input()
+    }
+}
+
+/// The partition column of the table scanned below `plan`, if the way down
+/// passes only nodes with one input (filters, coalescing, repartitioning).
+/// Only a hint: each batch is checked for a repeated value whatever the plan
+/// says, so a projection that renamed a column costs time, not correctness.
+fn partition_column_below(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    let mut node = plan;
+    loop {
+        if let Some(scan) = node.downcast_ref::<LookoutScanExec>() {
+            return scan.partition_column().map(str::to_string);
+        }
+        let children = node.children();
+        let [child] = children.as_slice() else {
+            return None;
+        };
+        node = child;
+    }
+}
+
+impl DisplayAs for PartitionKeyAggregateExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = &self.original.group_expr().expr()[self.key_position].1;
+        write!(f, "PartitionKeyAggregate: key={key}, ")?;
+        self.original.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for PartitionKeyAggregateExec {
+    fn name(&self) -> &'static str {
+        "PartitionKeyAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.original.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![self.input()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.original.apply_expressions(f)
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        self.original.input_distribution_requirements()
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let original = Arc::clone(&self.original).replace_children(children, options)?;
+        let original = original
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| DataFusionError::Internal("aggregation changed kind".into()))?
+            .clone();
+        Ok(Arc::new(PartitionKeyAggregateExec {
+            original: Arc::new(original),
+            key_position: self.key_position,
+            group_columns: self.group_columns.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input().execute(partition, Arc::clone(&context))?;
+        let options = &context.session_config().options().execution;
+        let schema = self.original.schema();
+        let reservation = MemoryConsumer::new(format!("PartitionKeyAggregate[{partition}]"))
+            .register(context.memory_pool());
+        let groups = Groups::new(self, &self.input().schema())?;
+        let state = AggregationState {
+            input,
+            groups,
+            arguments: aggregate_arguments(self.original.aggr_expr()),
+            filters: self.original.filter_expr().to_vec(),
+            schema: Arc::clone(&schema),
+            batch_size: usize::from(options.batch_size),
+            probe_rows: options.skip_partial_aggregation_probe_rows_threshold,
+            probe_ratio: options.skip_partial_aggregation_probe_ratio_threshold,
+            rows_seen: 0,
+            passing_through: false,
+            pending: VecDeque::new(),
+            reservation,
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            constant_batches: MetricBuilder::new(&self.metrics)
+                .counter("constant_key_batches", partition),
+            mixed_batches: MetricBuilder::new(&self.metrics)
+                .counter("mixed_key_batches", partition),
+            finished: false,
+        };
+        let batches = stream::try_unfold(state, |mut state| async move {
+            let next = state.next_batch().await?;
+            Ok(next.map(|batch| (batch, state)))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// What each aggregate reads from an input row (its arguments).
+fn aggregate_arguments(
+    aggregates: &[Arc<AggregateFunctionExpr>],
+) -> Vec<Vec<Arc<dyn PhysicalExpr>>> {
+    aggregates.iter().map(|a| a.expressions()).collect()
+}
+
+/// The groups seen so far and their accumulators.
+struct Groups {
+    key_position: usize,
+    /// Input column of each group column, in group order.
+    group_columns: Vec<usize>,
+    /// Partition values, numbered in the order first seen.
+    keys: Box<dyn GroupValues>,
+    /// (partition value number, other group columns) when there are others.
+    combined: Option<Box<dyn GroupValues>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    key_ids: Vec<usize>,
+    group_ids: Vec<usize>,
+}
+
+impl Groups {
+    fn new(exec: &PartitionKeyAggregateExec, input_schema: &SchemaRef) -> Result<Groups> {
+        let key_field = input_schema
+            .field(exec.group_columns[exec.key_position])
+            .clone();
+        let keys = new_group_values(Arc::new(Schema::new(vec![key_field])), &GroupOrdering::None)?;
+        let combined = if exec.group_columns.len() > 1 {
+            let mut fields = vec![Field::new("partition_key", DataType::UInt32, false)];
+            fields.extend(
+                exec.group_columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(position, _)| *position != exec.key_position)
+                    .map(|(_, &index)| input_schema.field(index).clone()),
+            );
+            Some(new_group_values(
+                Arc::new(Schema::new(fields)),
+                &GroupOrdering::None,
+            )?)
+        } else {
+            None
+        };
+        let aggregates = exec.original.aggr_expr().to_vec();
+        Ok(Groups {
+            key_position: exec.key_position,
+            group_columns: exec.group_columns.clone(),
+            keys,
+            combined,
+            accumulators: aggregates.iter().map(accumulator).collect::<Result<_>>()?,
+            aggregates,
+            key_ids: Vec::new(),
+            group_ids: Vec::new(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match &self.combined {
+            Some(combined) => combined.len(),
+            None => self.keys.len(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.keys.size()
+            + self.combined.as_ref().map_or(0, |c| c.size())
+            + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            + (self.key_ids.capacity() + self.group_ids.capacity()) * size_of::<usize>()
+    }
+
+    /// Numbers the rows of `batch` by group; true when its partition column
+    /// held one value.
+    fn number_rows(&mut self, batch: &RecordBatch) -> Result<bool> {
+        let rows = batch.num_rows();
+        let key_column = batch.column(self.group_columns[self.key_position]);
+        let constant = match repeated_value(key_column) {
+            Some(value) => {
+                self.key_ids.clear();
+                self.keys.intern(&[value], &mut self.key_ids)?;
+                let id = self.key_ids.first().copied().unwrap_or_default();
+                self.key_ids.clear();
+                self.key_ids.resize(rows, id);
+                true
+            }
+            None => {
+                self.key_ids.clear();
+                self.keys
+                    .intern(std::slice::from_ref(key_column), &mut self.key_ids)?;
+                false
+            }
+        };
+        if let Some(combined) = &mut self.combined {
+            let ids = if constant {
+                UInt32Array::from_value(
+                    self.key_ids.first().copied().unwrap_or_default() as u32,
+                    rows,
+                )
+            } else {
+                self.key_ids.iter().map(|&id| id as u32).collect()
+            };
+            let mut columns: Vec<ArrayRef> = vec![Arc::new(ids)];
+            columns.extend(
+                self.group_columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(position, _)| *position != self.key_position)
+                    .map(|(_, &index)| Arc::clone(batch.column(index))),
+            );
+            self.group_ids.clear();
+            combined.intern(&columns, &mut self.group_ids)?;
+        } else {
+            std::mem::swap(&mut self.group_ids, &mut self.key_ids);
+        }
+        Ok(constant)
+    }
+
+    fn update(&mut self, arguments: &[Vec<ArrayRef>], filters: &[Option<ArrayRef>]) -> Result<()> {
+        let total = self.len();
+        for ((accumulator, values), filter) in
+            self.accumulators.iter_mut().zip(arguments).zip(filters)
+        {
+            let filter = filter.as_ref().map(|f| f.as_boolean());
+            accumulator.update_batch(values, &self.group_ids, filter, total)?;
+        }
+        Ok(())
+    }
+
+    /// Everything held, as partial-aggregation rows; leaves no groups.
+    fn emit(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        if self.len() == 0 {
+            return Ok(None);
+        }
+        let keys = self.keys.emit(EmitTo::All)?.remove(0);
+        let mut columns = match &mut self.combined {
+            Some(combined) => {
+                let mut grouped = combined.emit(EmitTo::All)?.into_iter();
+                let ids = grouped
+                    .next()
+                    .ok_or_else(|| DataFusionError::Internal("no partition key ids".into()))?;
+                let mut columns: Vec<ArrayRef> = grouped.collect();
+                columns.insert(self.key_position, take(&keys, &ids, None)?);
+                columns
+            }
+            None => vec![keys],
+        };
+        for accumulator in &mut self.accumulators {
+            columns.extend(accumulator.state(EmitTo::All)?);
+        }
+        Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
+    }
+
+    /// Each row of `batch` as its own partial state, as DataFusion passes
+    /// rows through when grouping does not reduce them.
+    fn pass_through(
+        &self,
+        batch: &RecordBatch,
+        arguments: &[Vec<ArrayRef>],
+        filters: &[Option<ArrayRef>],
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = self
+            .group_columns
+            .iter()
+            .map(|&index| Arc::clone(batch.column(index)))
+            .collect();
+        for ((accumulator, values), filter) in self.accumulators.iter().zip(arguments).zip(filters)
+        {
+            let filter = filter.as_ref().map(|f| f.as_boolean());
+            columns.extend(accumulator.convert_to_state(values, filter)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+
+    /// Fresh groups and accumulators after an emission.
+    fn reset(&mut self) -> Result<()> {
+        self.accumulators = self
+            .aggregates
+            .iter()
+            .map(accumulator)
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+fn accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if aggregate.groups_accumulator_supported() {
+        aggregate.create_groups_accumulator()
+    } else {
+        let aggregate = Arc::clone(aggregate);
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            aggregate.create_accumulator()
+        })))
+    }
+}
+
+/// A one-row slice holding the value every row of a string `column` holds,
+/// or None when the rows differ (or the column is not Utf8).
+fn repeated_value(column: &ArrayRef) -> Option<ArrayRef> {
+    let rows = column.len();
+    if rows == 0 {
+        return None;
+    }
+    if column.null_count() == rows {
+        return Some(column.slice(0, 1));
+    }
+    if column.null_count() != 0 {
+        return None;
+    }
+    let strings = column.as_string_opt::<i32>()?;
+    let offsets = strings.value_offsets();
+    let start = offsets[0];
+    let width = offsets[1] - start;
+    // Every value as long as the first...
+    let same_width = offsets
+        .iter()
+        .zip(0..)
+        .all(|(&offset, i)| offset == start + i * width);
+    if !same_width {
+        return None;
+    }
+    // ...and the bytes equal to themselves shifted by one value: each value
+    // then equals the one before it.
+    let (start, width) = (start as usize, width as usize);
+    let bytes = &strings.value_data()[start..start + rows * width];
+    (bytes[width..] == bytes[..bytes.len() - width]).then(|| column.slice(0, 1))
+}
+
+/// One partition's run of the aggregation.
+struct AggregationState {
+    input: SendableRecordBatchStream,
+    groups: Groups,
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    schema: SchemaRef,
+    batch_size: usize,
+    probe_rows: usize,
+    probe_ratio: f64,
+    rows_seen: usize,
+    passing_through: bool,
+    pending: VecDeque<RecordBatch>,
+    reservation: MemoryReservation,
+    baseline: BaselineMetrics,
+    constant_batches: Count,
+    mixed_batches: Count,
+    finished: bool,
+}
+
+impl AggregationState {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                self.baseline.record_output(batch.num_rows());
+                return Ok(Some(batch));
+            }
+            if self.finished {
+                self.baseline.done();
+                return Ok(None);
+            }
+            match self.input.next().await {
+                Some(batch) => {
+                    let batch = batch?;
+                    let timer = self.baseline.elapsed_compute().clone();
+                    let _timer = timer.timer();
+                    self.consume(&batch)?;
+                }
+                None => {
+                    let timer = self.baseline.elapsed_compute().clone();
+                    let _timer = timer.timer();
+                    self.emit_all()?;
+                    self.reservation.free();
+                    self.finished = true;
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let arguments = self
+            .arguments
+            .iter()
+            .map(|exprs| {
+                exprs
+                    .iter()
+                    .map(|e| {
+                        e.evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|filter| {
+                filter
+                    .as_ref()
+                    .map(|f| {
+                        f.evaluate(batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if self.passing_through {
+            let out = self
+                .groups
+                .pass_through(batch, &arguments, &filters, &self.schema)?;
+            self.pending.push_back(out);
+            return Ok(());
+        }
+        if self.groups.number_rows(batch)? {
+            self.constant_batches.add(1);
+        } else {
+            self.mixed_batches.add(1);
+        }
+        self.groups.update(&arguments, &filters)?;
+        self.rows_seen += batch.num_rows();
+        if self.rows_seen >= self.probe_rows && self.rows_seen - batch.num_rows() < self.probe_rows
+        {
+            let ratio = self.groups.len() as f64 / self.rows_seen as f64;
+            if self.probe_ratio < 1.0 && ratio >= self.probe_ratio {
+                self.emit_all()?;
+                self.passing_through = true;
+                return Ok(());
+            }
+        }
+        if self.reservation.try_resize(self.groups.size()).is_err() {
+            // Partial states may be emitted at any time: the final
+            // aggregation merges them. Hand them on rather than fail.
+            self.emit_all()?;
+            self.reservation.resize(self.groups.size());
+        }
+        Ok(())
+    }
+
+    fn emit_all(&mut self) -> Result<()> {
+        if let Some(batch) = self.groups.emit(&self.schema)? {
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let length = self.batch_size.min(batch.num_rows() - offset);
+                self.pending.push_back(batch.slice(offset, length));
+                offset += length;
+            }
+            self.groups.reset()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    fn strings(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn a_repeated_value_is_found_and_a_difference_is_not_missed() {
+        let one = |v: &[Option<&str>]| repeated_value(&strings(v)).is_some();
+        assert!(one(&[Some("vega"), Some("vega"), Some("vega")]));
+        assert!(one(&[Some(""), Some("")]));
+        assert!(one(&[None, None]));
+        assert!(one(&[Some("x")]));
+        assert!(!one(&[Some("vega"), Some("vega"), Some("vegb")]));
+        assert!(!one(&[Some("ab"), Some("ba")]));
+        assert!(!one(&[Some("ab"), Some("abab")]));
+        assert!(!one(&[Some("a"), None]));
+        assert!(!one(&[]));
+        // A slice's offsets do not start at zero.
+        let column = strings(&[Some("q"), Some("vega"), Some("vega"), Some("zz")]);
+        assert!(repeated_value(&column.slice(1, 2)).is_some());
+        assert!(repeated_value(&column.slice(1, 3)).is_none());
+        let value = repeated_value(&column.slice(1, 2)).expect("one value");
+        assert_eq!(value.as_string::<i32>().value(0), "vega");
+    }
+
+    /// Batches whose `model` is one value, mixed, or NULL, over two partitions.
+    fn table() -> MemTable {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("model", DataType::Utf8, true),
+            Field::new("segment", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = |models: Vec<Option<&str>>, start: i64| {
+            let rows = models.len() as i64;
+            let segments: Vec<Option<String>> = (start..start + rows)
+                .map(|i| (i % 5 != 0).then(|| format!("s{}", i % 3)))
+                .collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    strings(&models),
+                    Arc::new(StringArray::from(segments)),
+                    Arc::new(Int64Array::from_iter(
+                        (start..start + rows).map(|i| (i % 7 != 0).then_some(i)),
+                    )),
+                ],
+            )
+            .expect("batch")
+        };
+        let first = vec![
+            batch(vec![Some("vega"); 50], 0),
+            batch(
+                (0..40)
+                    .map(|i| Some(if i % 2 == 0 { "orion" } else { "vega" }))
+                    .collect(),
+                50,
+            ),
+            batch(vec![None; 10], 90),
+        ];
+        let second = vec![
+            batch(vec![Some("orion"); 30], 100),
+            batch(vec![Some("lyra"); 1], 130),
+            batch(
+                (0..20).map(|i| (i % 4 != 0).then_some("lyra")).collect(),
+                131,
+            ),
+        ];
+        MemTable::try_new(schema, vec![first, second]).expect("table")
+    }
+
+    /// The answer of `sql`, with partial aggregations as DataFusion plans
+    /// them or keyed by `model`.
+    async fn answer(sql: &str, keyed: bool, probe_rows: usize) -> (String, usize) {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_batch_size(16);
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = probe_rows;
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold = 0.3;
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_table("t", Arc::new(table()))
+            .expect("register");
+        let plan = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .create_physical_plan()
+            .await
+            .expect("physical");
+        let mut replaced = 0;
+        let plan = if keyed {
+            plan.transform_up(|node| {
+                let exec = node
+                    .downcast_ref::<AggregateExec>()
+                    .and_then(|agg| PartitionKeyAggregateExec::keyed_by(agg, "model"));
+                Ok(match exec {
+                    Some(exec) => {
+                        replaced += 1;
+                        Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)
+                    }
+                    None => Transformed::no(node),
+                })
+            })
+            .data()
+            .expect("rewrite")
+        } else {
+            plan
+        };
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .expect(sql);
+        (
+            pretty_format_batches(&batches).expect("format").to_string(),
+            replaced,
+        )
+    }
+
+    #[tokio::test]
+    async fn keyed_partial_aggregation_answers_as_datafusion_does() {
+        let queries = [
+            "SELECT model, count(*), sum(n), min(n), avg(n) FROM t GROUP BY model ORDER BY model",
+            "SELECT model, segment, count(*), count(n) FILTER (WHERE n % 2 = 0), max(segment) FROM t GROUP BY model, segment ORDER BY model, segment",
+            "SELECT segment, model, count(DISTINCT n), sum(n) FROM t WHERE n > 3 GROUP BY segment, model ORDER BY segment, model",
+            "SELECT model, n, count(*) FROM t GROUP BY model, n ORDER BY model, n",
+        ];
+        for sql in queries {
+            for probe_rows in [100_000, 8] {
+                let (expected, _) = answer(sql, false, probe_rows).await;
+                let (got, replaced) = answer(sql, true, probe_rows).await;
+                // count(DISTINCT) plans two aggregations, both keyed.
+                assert!(replaced >= 1, "{sql}");
+                assert_eq!(expected, got, "{sql} (probe after {probe_rows} rows)");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_plain_groupings_by_the_key_are_replaced() {
+        for sql in [
+            "SELECT segment, count(*) FROM t GROUP BY segment ORDER BY 1, 2",
+            "SELECT model, count(*) FROM t GROUP BY ROLLUP (model) ORDER BY 1, 2",
+            "SELECT lower(model), count(*) FROM t GROUP BY lower(model) ORDER BY 1, 2",
+            "SELECT count(*) FROM t",
+        ] {
+            let (expected, _) = answer(sql, false, 100_000).await;
+            let (got, replaced) = answer(sql, true, 100_000).await;
+            assert_eq!(replaced, 0, "{sql}");
+            assert_eq!(expected, got, "{sql}");
+        }
+    }
+}
