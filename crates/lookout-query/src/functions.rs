@@ -407,25 +407,41 @@ fn lists(values: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
     ))
 }
 
-/// The percentiles of `values` (sorted in place); `None` when there are none.
+/// The percentiles of `values` (reordered in place); `None` when there are
+/// none. Only the ranks the fractions need are put in place, by selection.
 fn percentiles(values: &mut [f64], fractions: &[f64], discrete: bool) -> Option<Vec<f64>> {
     if values.is_empty() {
         return None;
     }
-    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    let discrete_rank = |q: f64| {
+        ((q * n as f64).ceil() as usize)
+            .saturating_sub(1)
+            .min(n - 1)
+    };
+    let mut ranks: Vec<usize> = fractions
+        .iter()
+        .flat_map(|q| match discrete {
+            true => [discrete_rank(*q); 2],
+            false => interpolation_ranks(n, *q),
+        })
+        .collect();
+    lookout_monitor::stats::select_ranks(values, &mut ranks);
     Some(
         fractions
             .iter()
-            .map(|q| {
-                if discrete {
-                    let rank = (q * values.len() as f64).ceil() as usize;
-                    values[rank.saturating_sub(1).min(values.len() - 1)]
-                } else {
-                    interpolate(values, *q)
-                }
+            .map(|q| match discrete {
+                true => values[discrete_rank(*q)],
+                false => interpolate(values, *q),
             })
             .collect(),
     )
+}
+
+/// The two ranks the q-quantile of `n` values interpolates between.
+fn interpolation_ranks(n: usize, q: f64) -> [usize; 2] {
+    let pos = q * (n - 1) as f64;
+    [pos.floor() as usize, pos.ceil() as usize]
 }
 
 /// One result per group: an array of percentiles, or the single one.
@@ -552,11 +568,11 @@ impl PercentileAccumulator {
     }
 }
 
-/// The q-quantile of sorted values with Postgres's interpolation.
+/// The q-quantile with Postgres's interpolation, from values whose
+/// [`interpolation_ranks`] are in place (sorted ones are).
 fn interpolate(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
+    let [lo, hi] = interpolation_ranks(sorted.len(), q);
     if lo == hi {
         sorted[lo]
     } else {
@@ -827,5 +843,39 @@ mod tests {
         assert_eq!(interpolate(&v, 0.0), 1.0);
         assert_eq!(interpolate(&v, 1.0), 4.0);
         assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn selected_percentiles_are_those_of_the_sorted_values() {
+        let fractions = [0.0, 0.01, 0.1, 0.25, 0.5, 0.5, 0.95, 0.99, 1.0];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for case in 0..200 {
+            let n = 1 + (case * 7) % 300;
+            let values: Vec<f64> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 40) as f64 / 4.0 - 3.0
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            for discrete in [false, true] {
+                let expected: Vec<f64> = fractions
+                    .iter()
+                    .map(|q| match discrete {
+                        true => {
+                            sorted[((q * n as f64).ceil() as usize)
+                                .saturating_sub(1)
+                                .min(n - 1)]
+                        }
+                        false => interpolate(&sorted, *q),
+                    })
+                    .collect();
+                let got = percentiles(&mut values.clone(), &fractions, discrete);
+                assert_eq!(got, Some(expected), "case {case}, discrete {discrete}");
+            }
+        }
     }
 }
