@@ -88,10 +88,8 @@ impl PhysicalOptimizerRule for PartitionKeyAggregation {
 pub(crate) struct PartitionKeyAggregateExec {
     /// The aggregation this replaces: its expressions, schema and properties.
     original: Arc<AggregateExec>,
-    /// Where the partition column is among the group columns.
+    /// Where the partition column is among the group expressions.
     key_position: usize,
-    /// Input column of each group column, in group order.
-    group_columns: Vec<usize>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -104,7 +102,8 @@ impl PartitionKeyAggregateExec {
     }
 
     /// `agg` grouping the text column `key` by numbering, when `agg` is a
-    /// plain partial aggregation that groups by columns, `key` among them.
+    /// plain partial aggregation grouping by `key` (a column) and any other
+    /// expressions.
     fn keyed_by(agg: &AggregateExec, key: &str) -> Option<PartitionKeyAggregateExec> {
         let plain = *agg.mode() == AggregateMode::Partial
             && !agg.group_expr().has_grouping_set()
@@ -117,20 +116,15 @@ impl PartitionKeyAggregateExec {
             return None;
         }
         let input_schema = agg.input().schema();
-        let group_columns = agg
-            .group_expr()
-            .expr()
-            .iter()
-            .map(|(expr, _)| expr.downcast_ref::<Column>().map(Column::index))
-            .collect::<Option<Vec<usize>>>()?;
-        let key_position = group_columns.iter().position(|&index| {
-            let field = input_schema.field(index);
-            field.name() == key && *field.data_type() == DataType::Utf8
+        let key_position = agg.group_expr().expr().iter().position(|(expr, _)| {
+            expr.downcast_ref::<Column>().is_some_and(|column| {
+                let field = input_schema.field(column.index());
+                field.name() == key && *field.data_type() == DataType::Utf8
+            })
         })?;
         Some(PartitionKeyAggregateExec {
             original: Arc::new(agg.clone()),
             key_position,
-            group_columns,
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -207,7 +201,6 @@ impl ExecutionPlan for PartitionKeyAggregateExec {
         Ok(Arc::new(PartitionKeyAggregateExec {
             original: Arc::new(original),
             key_position: self.key_position,
-            group_columns: self.group_columns.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
@@ -275,8 +268,9 @@ fn aggregate_arguments(
 /// The groups seen so far and their accumulators.
 struct Groups {
     key_position: usize,
-    /// Input column of each group column, in group order.
-    group_columns: Vec<usize>,
+    /// The group expressions, in order; the one at `key_position` is the
+    /// partition column.
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// Partition values, numbered in the order first seen.
     keys: Box<dyn GroupValues>,
     /// (partition value number, other group columns) when there are others.
@@ -289,18 +283,19 @@ struct Groups {
 
 impl Groups {
     fn new(exec: &PartitionKeyAggregateExec, input_schema: &SchemaRef) -> Result<Groups> {
-        let key_field = input_schema
-            .field(exec.group_columns[exec.key_position])
-            .clone();
+        let group_by = exec.original.group_expr();
+        let group_schema = group_by.group_schema(input_schema)?;
+        let key_field = group_schema.field(exec.key_position).clone();
         let keys = new_group_values(Arc::new(Schema::new(vec![key_field])), &GroupOrdering::None)?;
-        let combined = if exec.group_columns.len() > 1 {
+        let combined = if group_by.expr().len() > 1 {
             let mut fields = vec![Field::new("partition_key", DataType::UInt32, false)];
             fields.extend(
-                exec.group_columns
+                group_schema
+                    .fields()
                     .iter()
                     .enumerate()
                     .filter(|(position, _)| *position != exec.key_position)
-                    .map(|(_, &index)| input_schema.field(index).clone()),
+                    .map(|(_, field)| field.as_ref().clone()),
             );
             Some(new_group_values(
                 Arc::new(Schema::new(fields)),
@@ -312,7 +307,7 @@ impl Groups {
         let aggregates = exec.original.aggr_expr().to_vec();
         Ok(Groups {
             key_position: exec.key_position,
-            group_columns: exec.group_columns.clone(),
+            group_exprs: group_by.expr().iter().map(|(e, _)| Arc::clone(e)).collect(),
             keys,
             combined,
             accumulators: aggregates.iter().map(accumulator).collect::<Result<_>>()?,
@@ -340,7 +335,9 @@ impl Groups {
     /// held one value.
     fn number_rows(&mut self, batch: &RecordBatch) -> Result<bool> {
         let rows = batch.num_rows();
-        let key_column = batch.column(self.group_columns[self.key_position]);
+        let key_column = &self.group_exprs[self.key_position]
+            .evaluate(batch)?
+            .into_array(rows)?;
         let constant = match repeated_value(key_column) {
             Some(value) => {
                 self.key_ids.clear();
@@ -367,13 +364,11 @@ impl Groups {
                 self.key_ids.iter().map(|&id| id as u32).collect()
             };
             let mut columns: Vec<ArrayRef> = vec![Arc::new(ids)];
-            columns.extend(
-                self.group_columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(position, _)| *position != self.key_position)
-                    .map(|(_, &index)| Arc::clone(batch.column(index))),
-            );
+            for (position, expr) in self.group_exprs.iter().enumerate() {
+                if position != self.key_position {
+                    columns.push(expr.evaluate(batch)?.into_array(rows)?);
+                }
+            }
             self.group_ids.clear();
             combined.intern(&columns, &mut self.group_ids)?;
         } else {
@@ -427,10 +422,13 @@ impl Groups {
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = self
-            .group_columns
+            .group_exprs
             .iter()
-            .map(|&index| Arc::clone(batch.column(index)))
-            .collect();
+            .map(|e| {
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+            })
+            .collect::<Result<_>>()?;
         for ((accumulator, values), filter) in self.accumulators.iter().zip(arguments).zip(filters)
         {
             let filter = filter.as_ref().map(|f| f.as_boolean());
@@ -754,6 +752,7 @@ mod tests {
             "SELECT model, segment, count(*), count(n) FILTER (WHERE n % 2 = 0), max(segment) FROM t GROUP BY model, segment ORDER BY model, segment",
             "SELECT segment, model, count(DISTINCT n), sum(n) FROM t WHERE n > 3 GROUP BY segment, model ORDER BY segment, model",
             "SELECT model, n, count(*) FROM t GROUP BY model, n ORDER BY model, n",
+            "SELECT model, n % 4, upper(segment), count(*), sum(n) FROM t GROUP BY model, n % 4, upper(segment) ORDER BY 1, 2, 3",
         ];
         for sql in queries {
             for probe_rows in [100_000, 8] {
@@ -772,6 +771,7 @@ mod tests {
             "SELECT segment, count(*) FROM t GROUP BY segment ORDER BY 1, 2",
             "SELECT model, count(*) FROM t GROUP BY ROLLUP (model) ORDER BY 1, 2",
             "SELECT lower(model), count(*) FROM t GROUP BY lower(model) ORDER BY 1, 2",
+            "SELECT n % 3, count(*) FROM t GROUP BY n % 3 ORDER BY 1, 2",
             "SELECT count(*) FROM t",
         ] {
             let (expected, _) = answer(sql, false, 100_000).await;
