@@ -422,10 +422,7 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = emit_to.take_needed(&mut self.states);
-        let encoded: BinaryArray = taken
-            .iter()
-            .map(|s| Some(self.aggregate.encode(s)))
-            .collect();
+        let encoded = encoded_states(taken.iter().map(|s| self.aggregate.encode(s)))?;
         Ok(vec![Arc::new(encoded)])
     }
 
@@ -439,10 +436,7 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
         let groups: Vec<usize> = (0..rows).collect();
         self.aggregate
             .update(&mut states, values, &groups, opt_filter)?;
-        let encoded: BinaryArray = states
-            .iter()
-            .map(|s| Some(self.aggregate.encode(s)))
-            .collect();
+        let encoded = encoded_states(states.iter().map(|s| self.aggregate.encode(s)))?;
         Ok(vec![Arc::new(encoded)])
     }
 
@@ -464,6 +458,32 @@ impl<A: Aggregate> Grouped<A> {
             .evaluate(&mut self.aggregate.new_state())?
             .data_type())
     }
+}
+
+/// Encoded states as one BYTEA array, copied once into a buffer of their
+/// total size (a builder grows by doubling, copying megabytes of samples
+/// again at each step). States past the array's 2 GiB are an error, not a
+/// panic.
+fn encoded_states(states: impl Iterator<Item = Vec<u8>>) -> Result<BinaryArray> {
+    let states: Vec<Vec<u8>> = states.collect();
+    let total: usize = states.iter().map(Vec::len).sum();
+    let too_large = || {
+        DataFusionError::ResourcesExhausted(format!(
+            "aggregate states of {total} bytes exceed the 2 GiB a batch can hold"
+        ))
+    };
+    let mut values = Vec::with_capacity(total);
+    let mut offsets = Vec::with_capacity(states.len() + 1);
+    offsets.push(0i32);
+    for state in &states {
+        values.extend_from_slice(state);
+        offsets.push(i32::try_from(values.len()).map_err(|_| too_large())?);
+    }
+    Ok(BinaryArray::try_new(
+        arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values.into(),
+        None,
+    )?)
 }
 
 /// The argument as a BYTEA array.
