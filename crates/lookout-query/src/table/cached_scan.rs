@@ -283,6 +283,7 @@ impl RowPicker {
     /// out. Deleted rows go first: the filter never sees them, as it never
     /// sees them through a Parquet row selection (`10 / n` must not fail on
     /// a deleted row where `n` is 0).
+    ///
     /// `repeated[i]` says column `i` of `batch` holds one value in every
     /// row: any of its slices is as good as a copy of the rows kept.
     fn pick(

@@ -355,6 +355,12 @@ impl Groups {
             }
         };
         if let Some(combined) = &mut self.combined {
+            // Numbers travel as UInt32 into the combined grouping.
+            if u32::try_from(self.keys.len()).is_err() {
+                return Err(DataFusionError::ResourcesExhausted(
+                    "more than 2^32 partition values in one aggregation".into(),
+                ));
+            }
             let ids = if constant {
                 UInt32Array::from_value(
                     self.key_ids.first().copied().unwrap_or_default() as u32,
@@ -474,13 +480,14 @@ fn repeated_value(column: &ArrayRef) -> Option<ArrayRef> {
     }
     let strings = column.as_string_opt::<i32>()?;
     let offsets = strings.value_offsets();
-    let start = offsets[0];
-    let width = offsets[1] - start;
-    // Every value as long as the first...
+    let start = i64::from(offsets[0]);
+    let width = i64::from(offsets[1]) - start;
+    // Every value as long as the first (in i64: a wide first value times
+    // the row number may pass i32 before a shorter value shows)...
     let same_width = offsets
         .iter()
-        .zip(0..)
-        .all(|(&offset, i)| offset == start + i * width);
+        .zip(0i64..)
+        .all(|(&offset, i)| i64::from(offset) == start + i * width);
     if !same_width {
         return None;
     }
