@@ -77,6 +77,8 @@ pub(crate) struct StorageSection {
     pub(crate) gc_grace: Option<String>,
     pub(crate) compaction_min_files: Option<usize>,
     pub(crate) target_file_rows: Option<usize>,
+    /// Encoded bytes a bulk load holds in unfinished files, e.g. "256 MiB".
+    pub(crate) load_memory: Option<String>,
     pub(crate) maintenance_interval: Option<String>,
 }
 
@@ -179,6 +181,10 @@ impl FileConfig {
         }
         if let Some(v) = s.target_file_rows {
             storage.target_file_rows = v;
+        }
+        if let Some(m) = &s.load_memory {
+            storage.load_open_bytes =
+                parse_bytes(m).map_err(|e| anyhow::anyhow!("storage.load_memory: {e}"))?;
         }
         if let Some(v) = dur(&s.maintenance_interval, "maintenance_interval")? {
             storage.maintenance_interval = v;

@@ -1,6 +1,7 @@
 //! Row-level work on Arrow batches: fitting input to a table's schema,
 //! splitting by partition and time bucket, encoding Parquet, file statistics.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -255,16 +256,21 @@ pub fn file_path(
 
 /// Encodes rows as a zstd Parquet file with page statistics.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_properties()?))?;
     writer.write(batch)?;
     writer.close()?;
     Ok(buf)
+}
+
+/// How every data file is written: zstd level 1, row groups of
+/// [`ROW_GROUP_ROWS`], page statistics (for the page index).
+pub fn writer_properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build())
 }
 
 /// Decodes a whole Parquet file.
@@ -342,6 +348,98 @@ pub fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>
     Ok(out)
 }
 
+/// The statistics of a file written batch by batch: [`column_stats`] of
+/// all the batches together.
+#[derive(Debug, Default)]
+pub struct StatsAccumulator {
+    rows: u64,
+    columns: BTreeMap<String, MergedStats>,
+}
+
+#[derive(Debug)]
+struct MergedStats {
+    stats: ColumnStats,
+    /// Some batch had values but no recorded range (NaN, long text).
+    unknown: bool,
+}
+
+impl StatsAccumulator {
+    /// Adds a batch's statistics.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows = batch.num_rows() as u64;
+        for (name, part) in column_stats(batch)? {
+            let all_null = part.null_count == rows;
+            let unknown = part.min.is_none() && !all_null;
+            let Some(merged) = self.columns.get_mut(&name) else {
+                // A column first seen now was all NULL in the earlier rows.
+                let stats = ColumnStats {
+                    null_count: part.null_count + self.rows,
+                    ..part
+                };
+                self.columns.insert(name, MergedStats { stats, unknown });
+                continue;
+            };
+            merged.stats.null_count += part.null_count;
+            if merged.unknown || all_null {
+                continue;
+            }
+            if unknown {
+                merged.unknown = true;
+                continue;
+            }
+            let pick = |held: &mut Option<StatValue>, new: Option<StatValue>, want: Ordering| {
+                match (held.as_ref(), new) {
+                    (None, new) => *held = new,
+                    (Some(h), Some(n)) => match stat_order(&n, h) {
+                        Some(o) if o == want => *held = Some(n),
+                        Some(_) => {}
+                        None => return false,
+                    },
+                    (Some(_), None) => {}
+                }
+                true
+            };
+            let min_ok = pick(&mut merged.stats.min, part.min, Ordering::Less);
+            let max_ok = pick(&mut merged.stats.max, part.max, Ordering::Greater);
+            if !(min_ok && max_ok) {
+                merged.unknown = true;
+            }
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// The statistics of every row added.
+    pub fn finish(self) -> BTreeMap<String, ColumnStats> {
+        self.columns
+            .into_iter()
+            .map(|(name, m)| {
+                let stats = if m.unknown {
+                    ColumnStats {
+                        min: None,
+                        max: None,
+                        null_count: m.stats.null_count,
+                    }
+                } else {
+                    m.stats
+                };
+                (name, stats)
+            })
+            .collect()
+    }
+}
+
+/// How two recorded values of one column compare (`None` across kinds).
+fn stat_order(a: &StatValue, b: &StatValue) -> Option<Ordering> {
+    match (a, b) {
+        (StatValue::Int(a), StatValue::Int(b)) => Some(a.cmp(b)),
+        (StatValue::Float(a), StatValue::Float(b)) => a.partial_cmp(b),
+        (StatValue::Str(a), StatValue::Str(b)) => Some(a.cmp(b)),
+        (StatValue::Bool(a), StatValue::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::{Float64Array, StringArray};
@@ -349,6 +447,53 @@ mod tests {
 
     use super::*;
     use crate::schema::DAY_MICROS;
+
+    /// Statistics gathered batch by batch equal those of all rows at once,
+    /// whatever the split: NaN and long text make a column's range unknown
+    /// from the batch that has them on; all-NULL batches add only NULLs.
+    #[test]
+    fn accumulated_stats_equal_whole_stats() {
+        let long = "x".repeat(MAX_STAT_TEXT + 1);
+        type Case<'a> = (Vec<Option<f64>>, Vec<Option<&'a str>>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![Some(3.0), None, Some(-1.0), Some(7.5), None, Some(2.0)],
+                vec![Some("m"), Some("b"), None, Some("z"), Some("a"), None],
+            ),
+            (
+                vec![None, None, Some(1.0), Some(f64::NAN), Some(0.5), None],
+                vec![None, None, Some("c"), Some(long.as_str()), Some("d"), None],
+            ),
+            (
+                vec![None, None, None, None, None, None],
+                vec![None, None, None, None, None, None],
+            ),
+        ];
+        for (floats, texts) in cases {
+            let whole = RecordBatch::try_from_iter(vec![
+                (
+                    "f",
+                    Arc::new(Float64Array::from(floats.clone())) as ArrayRef,
+                ),
+                ("s", Arc::new(StringArray::from(texts.clone())) as ArrayRef),
+            ])
+            .expect("batch");
+            let expected = column_stats(&whole).expect("stats");
+            for cut in [[1, 2], [2, 4], [3, 3], [0, 5]] {
+                let mut acc = StatsAccumulator::default();
+                let mut at = 0;
+                for end in [cut[0], cut[1], whole.num_rows()] {
+                    acc.add(&whole.slice(at, end - at)).expect("add");
+                    at = end;
+                }
+                assert_eq!(
+                    acc.finish(),
+                    expected,
+                    "cut at {cut:?} of {floats:?} {texts:?}"
+                );
+            }
+        }
+    }
 
     fn def() -> TableDef {
         let schema = crate::schema::test_schema();

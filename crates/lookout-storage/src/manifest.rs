@@ -171,6 +171,11 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Where version `version` is stored, relative to the store root.
+    pub fn object_path(version: u64) -> String {
+        version_path(version).to_string()
+    }
+
     /// Writes `self` as the next version; fails if that version exists.
     pub async fn commit(&mut self, store: &dyn ObjectStore) -> Result<()> {
         let next = self.version + 1;

@@ -231,10 +231,11 @@ impl Storage {
         change: impl FnOnce(&mut Manifest) -> usize,
     ) -> Result<usize> {
         let _guard = self.inner.commit.lock().await;
-        let mut m = (*self.manifest()?).clone();
+        let old = self.manifest()?;
+        let mut m = (*old).clone();
         let n = change(&mut m);
         if n > 0 {
-            m.commit(self.inner.store.as_ref()).await?;
+            self.write_manifest(&old, &mut m).await?;
             self.inner.state.write().map_err(poisoned)?.manifest = Arc::new(m);
         }
         Ok(n)

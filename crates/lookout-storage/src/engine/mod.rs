@@ -4,6 +4,7 @@
 mod changes;
 mod ddl;
 mod flush;
+mod load;
 mod maintenance;
 mod write;
 
@@ -44,6 +45,10 @@ pub struct StorageOptions {
     pub compaction_min_files: usize,
     /// Rows per file written by compaction and bulk loads.
     pub target_file_rows: usize,
+    /// Encoded bytes a bulk load holds in files not yet finished; past it the
+    /// file written to least recently is finished (a load in time order thus
+    /// finishes each day as it moves on).
+    pub load_open_bytes: usize,
     /// How often background maintenance (compaction, retention, GC) runs.
     pub maintenance_interval: Duration,
     /// Run the background flush and maintenance task.
@@ -63,6 +68,7 @@ impl Default for StorageOptions {
             gc_grace: Duration::from_secs(3600),
             compaction_min_files: 4,
             target_file_rows: 1_000_000,
+            load_open_bytes: 256 * 1024 * 1024,
             maintenance_interval: Duration::from_secs(60),
             background: true,
             object_store: None,
@@ -228,6 +234,9 @@ struct State {
 struct Inner {
     dir: PathBuf,
     store: Arc<dyn ObjectStore>,
+    /// The store and its directory when it is the local default: files
+    /// written there are fsynced before a commit names them.
+    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
     options: StorageOptions,
     state: Arc<RwLock<State>>,
     /// Lock order: `wal`, then `state`.
@@ -348,12 +357,13 @@ impl Storage {
                 .set_len(0)
                 .and_then(|()| writeln!(lock, "process {}", std::process::id()));
         }
-        let store: Arc<dyn ObjectStore> = match &options.object_store {
-            Some(s) => Arc::clone(s),
+        let (store, local): (Arc<dyn ObjectStore>, _) = match &options.object_store {
+            Some(s) => (Arc::clone(s), None),
             None => {
                 let data = dir.join("data");
                 std::fs::create_dir_all(&data)?;
-                Arc::new(LocalFileSystem::new_with_prefix(&data)?)
+                let local = Arc::new(LocalFileSystem::new_with_prefix(&data)?);
+                (Arc::clone(&local) as _, Some((local, data)))
             }
         };
         let manifest = Manifest::load_latest(store.as_ref()).await?;
@@ -384,6 +394,7 @@ impl Storage {
         let inner = Arc::new(Inner {
             dir,
             store,
+            local,
             options,
             state: Arc::new(RwLock::new(State {
                 manifest: Arc::new(manifest),
@@ -503,13 +514,42 @@ impl Storage {
         change: impl FnOnce(&mut Manifest) -> Result<T>,
         install: impl FnOnce(&mut State),
     ) -> Result<T> {
-        let mut m = (*self.manifest()?).clone();
+        let old = self.manifest()?;
+        let mut m = (*old).clone();
         let out = change(&mut m)?;
-        m.commit(self.inner.store.as_ref()).await?;
+        self.write_manifest(&old, &mut m).await?;
         let mut state = self.inner.state.write().map_err(poisoned)?;
         state.manifest = Arc::new(m);
         install(&mut state);
         Ok(out)
+    }
+
+    /// Commits `m`, a changed copy of `old`, durably: on the local disk the
+    /// files it names for the first time are fsynced (with the directories
+    /// that gained them) before it is written, and it is fsynced after, so
+    /// neither a commit nor the WAL segments it lets go outlive their data
+    /// in a power loss. Object stores acknowledge only durable writes.
+    pub(super) async fn write_manifest(&self, old: &Manifest, m: &mut Manifest) -> Result<()> {
+        let Some((local, root)) = &self.inner.local else {
+            return m.commit(self.inner.store.as_ref()).await;
+        };
+        let on_disk = |path: &str| local.path_to_filesystem(&object_store::path::Path::from(path));
+        let known: std::collections::HashSet<&str> = old
+            .tables
+            .values()
+            .flat_map(|t| t.files.iter().map(|f| f.path.as_str()))
+            .collect();
+        let new = m
+            .tables
+            .values()
+            .flat_map(|t| t.files.iter())
+            .filter(|f| !known.contains(f.path.as_str()))
+            .map(|f| on_disk(&f.path))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        sync_paths(root, new).await?;
+        m.commit(self.inner.store.as_ref()).await?;
+        let manifest = on_disk(&Manifest::object_path(m.version))?;
+        sync_paths(root, vec![manifest]).await
     }
 
     /// Stops background work, flushes every buffered row and stops the writer.
@@ -566,6 +606,33 @@ async fn background_loop(engine: std::sync::Weak<Inner>) {
     }
 }
 
+/// Fsyncs files under `root`, then every directory from theirs up to `root`.
+async fn sync_paths(root: &FsPath, files: Vec<PathBuf>) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for file in &files {
+            File::open(file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(&root)) {
+                if !dirs.insert(d.to_path_buf()) {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        for dir in dirs {
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StorageError::Corrupt(format!("fsync task failed: {e}")))?
+}
+
 /// Counts a flush or bulk load as under way for as long as it lives.
 struct LoadGuard<'a>(&'a AtomicU64);
 
@@ -594,12 +661,6 @@ fn offset_error(e: StorageError, offset: u64) -> StorageError {
         )),
         other => other,
     }
-}
-
-fn join_result(
-    done: std::result::Result<Result<Vec<FileMeta>>, tokio::task::JoinError>,
-) -> Result<Vec<FileMeta>> {
-    done.map_err(|e| StorageError::Corrupt(format!("write task failed: {e}")))?
 }
 
 fn join_result_tagged(
@@ -682,7 +743,7 @@ mod tests {
 
     use super::*;
     use crate::schema::DAY_MICROS;
-    use arrow::array::{Array, BooleanArray};
+    use arrow::array::{Array, AsArray, BooleanArray};
     use arrow::datatypes::Field;
     use object_store::ObjectStoreExt;
     use object_store::path::Path;
@@ -1065,6 +1126,110 @@ mod tests {
             futures::stream::iter(vec![Ok(batch(&[1, 2], "a")), Ok(batch(&[DAY_MICROS], "b"))]);
         assert_eq!(s.bulk_load("t", ok).await.expect("load"), 3);
         assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
+    }
+
+    /// A load of many partitions, out of time order, through a bound so
+    /// small that files are finished early: every row lands once, each file
+    /// holds one partition with its true time range and statistics, and a
+    /// later bad row removes every file already stored.
+    #[tokio::test]
+    async fn bulk_load_streams_partitions_under_a_memory_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(
+            dir.path(),
+            StorageOptions {
+                load_open_bytes: 1024 * 1024,
+                target_file_rows: 700,
+                ..quiet()
+            },
+        )
+        .await
+        .expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let models = ["a", "b", "c", "d", "e"];
+        let make = |round: i64| -> Vec<Result<RecordBatch>> {
+            (0..40i64)
+                .map(|i| {
+                    // Mostly in time order, then late rows of the first day.
+                    let day = if i >= 37 { 0 } else { (i / 13 + round) % 3 };
+                    let ts: Vec<i64> = (0..50i64)
+                        .map(|r| day * DAY_MICROS + ((r * 37 + i * 11) % 997) * 1_000_000)
+                        .collect();
+                    Ok(batch(&ts, models[(i % 5) as usize]))
+                })
+                .collect()
+        };
+        let loaded = s
+            .bulk_load("t", futures::stream::iter(make(0)))
+            .await
+            .expect("load");
+        assert_eq!(loaded, 2000);
+        assert_eq!(live_rows(&s, "t"), 2000);
+        let snap = s.snapshot("t").expect("snapshot");
+        // 15 partitions; finished early, some more than once; most files
+        // hold several input batches of 50 rows.
+        let rows: Vec<u64> = snap.files.iter().map(|f| f.rows).collect();
+        assert!(snap.files.len() > 15, "{rows:?}");
+        assert!(rows.iter().filter(|r| **r > 50).count() > 5, "{rows:?}");
+        for f in &snap.files {
+            let bytes = std::fs::read(dir.path().join("data").join(&f.path)).expect("read");
+            let rows = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
+            let all = arrow::compute::concat_batches(&rows[0].schema(), &rows).expect("concat");
+            assert_eq!(all.num_rows() as u64, f.rows);
+            assert_eq!(batch::column_stats(&all).expect("stats"), f.stats);
+            let times = all
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            assert_eq!(arrow::compute::min(times), Some(f.min_time));
+            assert_eq!(arrow::compute::max(times), Some(f.max_time));
+            assert_eq!(batch::bucket_start(f.min_time, DAY_MICROS), f.bucket_start);
+            assert_eq!(batch::bucket_start(f.max_time, DAY_MICROS), f.bucket_start);
+            let model = all.column(1).as_string::<i32>();
+            assert!(model.iter().all(|m| m == f.partition.as_deref()));
+        }
+        let before = walk(dir.path()).len();
+        let mut failing = make(1);
+        failing.push(Err(StorageError::InvalidData("the source failed".into())));
+        let err = s
+            .bulk_load("t", futures::stream::iter(failing))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the source failed"), "{err}");
+        assert_eq!(live_rows(&s, "t"), 2000);
+        assert_eq!(
+            walk(dir.path()).len(),
+            before,
+            "files of the failed load were left"
+        );
+    }
+
+    /// Partition values that file names must escape: flushes and loads
+    /// commit (their files fsynced under the escaped names) and reopen whole.
+    #[tokio::test]
+    async fn escaped_partition_values_commit_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let odd = "b,c /%é";
+        {
+            let s = Storage::open(dir.path(), quiet()).await.expect("open");
+            s.create_table("t", &schema(), CreateTable::default(), false)
+                .await
+                .expect("create");
+            s.write("t", batch(&[1, 2], odd)).await.expect("write");
+            s.flush().await.expect("flush");
+            let load = futures::stream::iter(vec![Ok(batch(&[3], odd))]);
+            assert_eq!(s.bulk_load("t", load).await.expect("load"), 1);
+            s.close().await.expect("close");
+        }
+        let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
+        assert_eq!(live_rows(&s, "t"), 3);
+        let snap = s.snapshot("t").expect("snapshot");
+        assert!(
+            snap.files
+                .iter()
+                .all(|f| f.partition.as_deref() == Some(odd))
+        );
     }
 
     fn walk(dir: &FsPath) -> Vec<String> {

@@ -1,7 +1,6 @@
 //! Writes: rows validated, appended to the WAL in groups and buffered; bulk
 //! loads straight to Parquet files committed in one manifest version.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,11 +11,9 @@ use futures::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
-use super::{
-    Combine, LoadGuard, Storage, TablePart, WriteRequest, join_result, offset_error, poisoned,
-};
+use super::load::PartitionSink;
+use super::{Combine, LoadGuard, Storage, TablePart, WriteRequest, offset_error, poisoned};
 use crate::batch;
 use crate::error::{Result, StorageError};
 use crate::manifest::FileMeta;
@@ -207,55 +204,35 @@ impl Storage {
             let schema = def.schema()?;
             (def, schema)
         };
-        let target = self.inner.options.target_file_rows;
-        // Rows held back to fill whole files before the largest partition is
-        // written early (about 1.5 GiB of the bench schema).
-        let max_pending_rows = target * 16;
-        let mut pending: BTreeMap<(Option<String>, i64), Vec<RecordBatch>> = BTreeMap::new();
-        let mut pending_rows: BTreeMap<(Option<String>, i64), usize> = BTreeMap::new();
-        let mut total_pending = 0usize;
-        let mut writes = JoinSet::new();
-        let mut written: Vec<FileMeta> = Vec::new();
+        let mut sink = PartitionSink::new(self, &def);
         let mut rows = 0u64;
-        let mut row_offset = 0u64;
-        while let Some(next) = batches.next().await {
-            let input = next?;
-            let b =
-                batch::conform(&input, &def, &schema).map_err(|e| offset_error(e, row_offset))?;
-            self.check_horizon(&def, &b)
-                .map_err(|e| offset_error(e, row_offset))?;
-            row_offset += b.num_rows() as u64;
-            rows += b.num_rows() as u64;
-            for slice in batch::split_partitions(&b, &def)? {
-                let key = (slice.partition, slice.bucket_start);
-                let n = slice.batch.num_rows();
-                pending.entry(key.clone()).or_default().push(slice.batch);
-                *pending_rows.entry(key).or_default() += n;
-                total_pending += n;
+        let streamed: Result<()> = async {
+            while let Some(next) = batches.next().await {
+                let input = next?;
+                let b = batch::conform(&input, &def, &schema).map_err(|e| offset_error(e, rows))?;
+                self.check_horizon(&def, &b)
+                    .map_err(|e| offset_error(e, rows))?;
+                rows += b.num_rows() as u64;
+                for slice in batch::split_partitions(&b, &def)? {
+                    sink.send((slice.partition, slice.bucket_start), slice.batch)
+                        .await?;
+                }
             }
-            // Write out full partitions, and the largest ones while memory is tight.
-            loop {
-                let pick = pending_rows
-                    .iter()
-                    .filter(|(_, n)| **n >= target || total_pending > max_pending_rows)
-                    .max_by_key(|(_, n)| **n)
-                    .map(|(k, _)| k.clone());
-                let Some(key) = pick else { break };
-                let n = pending_rows.remove(&key).unwrap_or(0);
-                total_pending -= n;
-                let parts = pending.remove(&key).unwrap_or_default();
-                self.spawn_file_write(&mut writes, &mut written, &def, key, parts)
-                    .await?;
-            }
+            Ok(())
         }
-        for (key, parts) in std::mem::take(&mut pending) {
-            self.spawn_file_write(&mut writes, &mut written, &def, key, parts)
-                .await?;
-        }
+        .await;
         drop(batches);
-        while let Some(done) = writes.join_next().await {
-            written.extend(join_result(done)?);
-        }
+        let written = match streamed {
+            Ok(()) => sink.finish(false).await?,
+            Err(e) => {
+                // An encoder's own error explains a refused send better.
+                let stopped = sink.finish(true).await.err();
+                return Err(match (e, stopped) {
+                    (StorageError::Corrupt(_), Some(cause)) => cause,
+                    (e, _) => e,
+                });
+            }
+        };
         if written.is_empty() {
             return Ok(0);
         }
@@ -331,29 +308,6 @@ impl Storage {
             out.push((name, def.id, files));
         }
         Ok(out)
-    }
-
-    /// Starts writing one partition's rows as a file, with at most two
-    /// encodes in flight (one per core); finished writes land in `written`.
-    pub(super) async fn spawn_file_write(
-        &self,
-        writes: &mut JoinSet<Result<Vec<FileMeta>>>,
-        written: &mut Vec<FileMeta>,
-        def: &TableDef,
-        key: (Option<String>, i64),
-        parts: Vec<RecordBatch>,
-    ) -> Result<()> {
-        while writes.len() >= 2 {
-            if let Some(done) = writes.join_next().await {
-                written.extend(join_result(done)?);
-            }
-        }
-        let file_id = self.reserve_file_ids(1);
-        writes.spawn(
-            self.clone()
-                .write_slices(def.clone(), key, parts, file_id, true),
-        );
-        Ok(())
     }
 
     /// Hands out file numbers without committing; gaps are harmless.

@@ -1,0 +1,338 @@
+//! Bulk loads stream rows into Parquet files as they arrive: each
+//! partition's rows go to an open Parquet writer, so a load holds encoded
+//! bytes (a tenth of the decoded rows) instead of every decoded row until
+//! the end, and encoding runs beside decoding instead of after it.
+//!
+//! Partitions are spread over a fixed number of encoder threads, so each writer is owned by one thread and rows of one partition keep
+//! their order. A file is finished when it reaches the target row count, or,
+//! when the open files' bytes pass the memory bound, the file written to
+//! least recently is finished first: loads in time order (the usual case)
+//! then finish each day's files as the load moves past that day.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
+use tokio::sync::mpsc;
+
+use super::Storage;
+use crate::batch::{self, StatsAccumulator};
+use crate::error::{Result, StorageError};
+use crate::manifest::FileMeta;
+use crate::schema::TableDef;
+
+/// A partition: its column's value and the start of its time bucket.
+pub(super) type PartitionKey = (Option<String>, i64);
+
+/// Encoder threads; the machine this is tuned on has two cores, one of which
+/// the caller's decoding keeps busy.
+const ENCODERS: usize = 2;
+/// Slices queued per encoder before the caller waits.
+const QUEUE: usize = 16;
+
+enum Job {
+    Rows(PartitionKey, RecordBatch),
+    /// All rows were sent: finish every file and report.
+    Finish,
+}
+
+/// The encoder threads of one bulk load.
+pub(super) struct PartitionSink {
+    storage: Storage,
+    senders: Vec<mpsc::Sender<Job>>,
+    /// The encoder of each partition seen, and the rows sent to each encoder.
+    lanes: HashMap<PartitionKey, usize>,
+    sent: Vec<u64>,
+    workers: Vec<tokio::task::JoinHandle<EncoderResult>>,
+}
+
+/// What an encoder stored, and the first error that stopped it.
+struct EncoderResult {
+    stored: Vec<FileMeta>,
+    failed: Option<StorageError>,
+}
+
+impl PartitionSink {
+    pub(super) fn new(storage: &Storage, def: &TableDef) -> Self {
+        let mut senders = Vec::with_capacity(ENCODERS);
+        let mut workers = Vec::with_capacity(ENCODERS);
+        for _ in 0..ENCODERS {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let encoder = Encoder {
+                storage: storage.clone(),
+                def: def.clone(),
+                open: HashMap::new(),
+                open_bytes: 0,
+                open_bytes_limit: storage.inner.options.load_open_bytes / ENCODERS,
+                clock: 0,
+                stored: Vec::new(),
+                puts: Vec::new(),
+                runtime: tokio::runtime::Handle::current(),
+            };
+            senders.push(tx);
+            workers.push(tokio::task::spawn_blocking(move || encoder.run(rx)));
+        }
+        PartitionSink {
+            storage: storage.clone(),
+            sent: vec![0; senders.len()],
+            senders,
+            lanes: HashMap::new(),
+            workers,
+        }
+    }
+
+    /// Queues one partition's rows (sorted by time); waits while the encoder
+    /// of that partition is behind. An error means an encoder stopped; its
+    /// cause comes from [`PartitionSink::finish`].
+    pub(super) async fn send(&mut self, key: PartitionKey, rows: RecordBatch) -> Result<()> {
+        let n = rows.num_rows() as u64;
+        let lane = match self.lanes.get(&key) {
+            Some(lane) => *lane,
+            None => {
+                // A new partition goes to the encoder that was sent the
+                // fewest rows, which keeps both busy when few partitions
+                // are active at a time (a load in time order).
+                let lane = (0..self.sent.len())
+                    .min_by_key(|i| self.sent[*i])
+                    .unwrap_or(0);
+                self.lanes.insert(key.clone(), lane);
+                lane
+            }
+        };
+        self.sent[lane] += n;
+        self.senders[lane]
+            .send(Job::Rows(key, rows))
+            .await
+            .map_err(|_| StorageError::Corrupt("a bulk-load encoder stopped".into()))
+    }
+
+    /// Finishes every file (or, with `abort`, drops them) and returns the
+    /// stored files, not yet committed. On an error the files stored so far
+    /// are deleted.
+    pub(super) async fn finish(self, abort: bool) -> Result<Vec<FileMeta>> {
+        for tx in &self.senders {
+            if !abort {
+                // A closed channel means that encoder failed; its error follows.
+                let _ = tx.send(Job::Finish).await;
+            }
+        }
+        drop(self.senders);
+        let mut stored = Vec::new();
+        let mut failed = None;
+        for worker in self.workers {
+            match worker.await {
+                Ok(r) => {
+                    stored.extend(r.stored);
+                    if failed.is_none() {
+                        failed = r.failed;
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(StorageError::Corrupt(format!("encoder failed: {e}")));
+                }
+            }
+        }
+        let failed =
+            failed.or_else(|| abort.then(|| StorageError::Corrupt("bulk load abandoned".into())));
+        match failed {
+            None => Ok(stored),
+            Some(e) => {
+                // Nothing refers to these files yet.
+                for f in &stored {
+                    let _ = self
+                        .storage
+                        .inner
+                        .store
+                        .delete(&Path::from(f.path.as_str()))
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One file being written.
+struct OpenFile {
+    writer: ArrowWriter<Vec<u8>>,
+    file_id: u64,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+    stats: StatsAccumulator,
+    /// Encoded bytes held: the finished row groups and the one in progress.
+    bytes: usize,
+    last_written: u64,
+}
+
+struct Encoder {
+    storage: Storage,
+    def: TableDef,
+    open: HashMap<PartitionKey, OpenFile>,
+    open_bytes: usize,
+    open_bytes_limit: usize,
+    clock: u64,
+    /// Files handed to the store (their writes may still be under way).
+    stored: Vec<FileMeta>,
+    puts: Vec<tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Encoder {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> EncoderResult {
+        let outcome = loop {
+            match jobs.blocking_recv() {
+                Some(Job::Rows(key, rows)) => {
+                    if let Err(e) = self.append(key, &rows) {
+                        break Err(e);
+                    }
+                }
+                Some(Job::Finish) => break self.finish_all().and_then(|()| self.await_puts()),
+                // The load was abandoned (an error elsewhere, or the caller went away).
+                None => break Err(StorageError::Corrupt("bulk load abandoned".into())),
+            }
+        };
+        let failed = outcome.err();
+        if failed.is_some() {
+            self.delete_stored();
+        }
+        EncoderResult {
+            stored: if failed.is_some() {
+                Vec::new()
+            } else {
+                self.stored
+            },
+            failed,
+        }
+    }
+
+    fn append(&mut self, key: PartitionKey, rows: &RecordBatch) -> Result<()> {
+        self.clock += 1;
+        let times = batch::time_values(rows, &self.def)?;
+        let (lo, hi) = (
+            arrow::compute::min(times).unwrap_or(0),
+            arrow::compute::max(times).unwrap_or(0),
+        );
+        let file = match self.open.get_mut(&key) {
+            Some(f) => f,
+            None => {
+                let writer = ArrowWriter::try_new(
+                    Vec::new(),
+                    rows.schema(),
+                    Some(batch::writer_properties()?),
+                )?;
+                self.open.entry(key.clone()).or_insert(OpenFile {
+                    writer,
+                    file_id: self.storage.reserve_file_ids(1),
+                    rows: 0,
+                    min_time: lo,
+                    max_time: hi,
+                    stats: StatsAccumulator::default(),
+                    bytes: 0,
+                    last_written: 0,
+                })
+            }
+        };
+        file.writer.write(rows)?;
+        file.stats.add(rows)?;
+        file.rows += rows.num_rows() as u64;
+        file.min_time = file.min_time.min(lo);
+        file.max_time = file.max_time.max(hi);
+        file.last_written = self.clock;
+        let bytes = file.writer.memory_size() + file.writer.inner().len();
+        self.open_bytes = self.open_bytes + bytes - file.bytes;
+        file.bytes = bytes;
+        if file.rows >= self.storage.inner.options.target_file_rows as u64 {
+            self.finish_file(&key)?;
+        }
+        while self.open_bytes > self.open_bytes_limit && !self.open.is_empty() {
+            let Some(oldest) = self
+                .open
+                .iter()
+                .min_by_key(|(_, f)| f.last_written)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.finish_file(&oldest)?;
+        }
+        Ok(())
+    }
+
+    fn finish_all(&mut self) -> Result<()> {
+        let keys: Vec<PartitionKey> = self.open.keys().cloned().collect();
+        for key in keys {
+            self.finish_file(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer and stores the file (not yet committed).
+    fn finish_file(&mut self, key: &PartitionKey) -> Result<()> {
+        let Some(file) = self.open.remove(key) else {
+            return Ok(());
+        };
+        self.open_bytes -= file.bytes;
+        // Writes the footer.
+        let bytes = file.writer.into_inner()?;
+        let path = batch::file_path(
+            &self.def,
+            key.0.as_deref(),
+            key.1,
+            &self.storage.inner.run,
+            file.file_id,
+        );
+        let meta = FileMeta {
+            path: path.clone(),
+            partition: key.0.clone(),
+            bucket_start: key.1,
+            min_time: file.min_time,
+            max_time: file.max_time,
+            rows: file.rows,
+            size: bytes.len() as u64,
+            stats: file.stats.finish(),
+            deletes: None,
+        };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        // Stored on the runtime while this thread goes on encoding.
+        let store = std::sync::Arc::clone(&self.storage.inner.store);
+        self.puts.push(self.runtime.spawn(async move {
+            store
+                .put_opts(&Path::from(path.as_str()), PutPayload::from(bytes), opts)
+                .await
+        }));
+        self.stored.push(meta);
+        Ok(())
+    }
+
+    /// Waits for every file write; the first error is the load's.
+    fn await_puts(&mut self) -> Result<()> {
+        let mut outcome = Ok(());
+        for put in std::mem::take(&mut self.puts) {
+            let done = match self.runtime.block_on(put) {
+                Ok(r) => r.map(|_| ()).map_err(StorageError::from),
+                Err(e) => Err(StorageError::Corrupt(format!("file write failed: {e}"))),
+            };
+            if outcome.is_ok() {
+                outcome = done;
+            }
+        }
+        outcome
+    }
+
+    fn delete_stored(&mut self) {
+        // Writes still under way finish before their files are deleted.
+        let _ = self.await_puts();
+        let store = &self.storage.inner.store;
+        for f in &self.stored {
+            let _ = self
+                .runtime
+                .block_on(store.delete(&Path::from(f.path.as_str())));
+        }
+    }
+}
