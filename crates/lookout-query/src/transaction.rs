@@ -142,7 +142,7 @@ impl Block {
         if let Some(marked) = guard.0.marks.get(table)
             && marked.table_id == snapshot.def.id
         {
-            for file in snapshot.files.iter_mut() {
+            for file in std::sync::Arc::make_mut(&mut snapshot.files).iter_mut() {
                 if let Some(bitmap) = marked.marks.get(&file.path) {
                     let mut all = file.deletion_vector()?.unwrap_or_default();
                     all |= bitmap;

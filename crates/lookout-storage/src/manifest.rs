@@ -103,8 +103,30 @@ impl FileMeta {
 pub struct TableEntry {
     /// Columns and options.
     pub def: TableDef,
-    /// Live files.
-    pub files: Vec<FileMeta>,
+    /// Live files; shared with the snapshots taken of them, copied only
+    /// when a commit changes them. Stored as a plain list.
+    #[serde(with = "shared_list")]
+    pub files: std::sync::Arc<Vec<FileMeta>>,
+}
+
+/// A shared list written and read as a plain JSON array.
+mod shared_list {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        list: &Arc<Vec<T>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        list.as_slice().serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Vec<T>>, D::Error> {
+        Vec::deserialize(deserializer).map(Arc::new)
+    }
 }
 
 /// An object no longer referenced, deleted once the grace period has passed

@@ -2,6 +2,7 @@
 //! deletion vectors, committed with the block's inserts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use object_store::ObjectStoreExt;
@@ -35,7 +36,10 @@ impl Storage {
         self.commit_locked(|m| {
             let entry = m.table_mut(table)?;
             for (path, bitmap) in &changed {
-                if let Some(f) = entry.files.iter_mut().find(|f| &f.path == path) {
+                if let Some(f) = Arc::make_mut(&mut entry.files)
+                    .iter_mut()
+                    .find(|f| &f.path == path)
+                {
                     let mut all = f.deletion_vector()?.unwrap_or_default();
                     all |= bitmap;
                     f.set_deletion_vector(&all)?;
@@ -164,7 +168,7 @@ impl Storage {
                     if entry.def.id != marked.table_id {
                         return Err(StorageError::TableNotFound(table.clone()));
                     }
-                    for f in entry.files.iter_mut() {
+                    for f in Arc::make_mut(&mut entry.files).iter_mut() {
                         if let Some(bitmap) = marked.marks.get(&f.path) {
                             let mut all = f.deletion_vector()?.unwrap_or_default();
                             all |= bitmap;
@@ -177,7 +181,7 @@ impl Storage {
                     if entry.def.id != id {
                         return Err(StorageError::TableNotFound(name));
                     }
-                    entry.files.extend(files);
+                    Arc::make_mut(&mut entry.files).extend(files);
                 }
                 Ok(())
             })

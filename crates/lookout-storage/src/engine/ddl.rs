@@ -50,7 +50,7 @@ impl Storage {
                 name.to_string(),
                 TableEntry {
                     def,
-                    files: Vec::new(),
+                    files: Default::default(),
                 },
             );
             Ok(true)

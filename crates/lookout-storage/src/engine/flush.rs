@@ -103,7 +103,7 @@ impl Storage {
             |m| {
                 for (table_id, files) in new_files {
                     if let Some(entry) = m.tables.values_mut().find(|t| t.def.id == table_id) {
-                        entry.files.extend(files);
+                        Arc::make_mut(&mut entry.files).extend(files);
                     } else {
                         let since = self.now_micros();
                         m.garbage.extend(files.into_iter().map(|f| Garbage {

@@ -57,8 +57,9 @@ impl Storage {
                 replaced += old.len();
                 self.commit_locked(|m| {
                     let e = m.table_mut(name)?;
-                    e.files.retain(|f| !old.contains(&f.path));
-                    e.files.extend(outputs);
+                    let files = Arc::make_mut(&mut e.files);
+                    files.retain(|f| !old.contains(&f.path));
+                    files.extend(outputs);
                     let since = self.now_micros();
                     m.garbage.extend(old.iter().map(|p| Garbage {
                         path: p.clone(),

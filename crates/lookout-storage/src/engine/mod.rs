@@ -84,8 +84,8 @@ pub struct TableSnapshot {
     pub def: TableDef,
     /// Its Arrow schema.
     pub schema: SchemaRef,
-    /// Live Parquet files.
-    pub files: Vec<FileMeta>,
+    /// Live Parquet files (shared with the manifest they were taken from).
+    pub files: Arc<Vec<FileMeta>>,
     /// Acknowledged rows not yet in Parquet, already fitted to `schema`.
     pub buffered: Vec<RecordBatch>,
     /// Keeps `files` from garbage collection while any clone of the
@@ -94,18 +94,33 @@ pub struct TableSnapshot {
     pub pin: Arc<FilePin>,
 }
 
-/// How many live snapshots hold each file, by path.
+/// How many live snapshots hold each file: by path, and by the shared
+/// file lists snapshots take whole (pinning one costs the same for ten
+/// files or ten thousand).
 #[derive(Debug, Default)]
 struct FilePins {
     counts: Mutex<HashMap<String, usize>>,
+    /// File lists pinned whole, by address, with how many pins hold each.
+    lists: Mutex<HashMap<usize, PinnedList>>,
 }
+
+type PinnedList = (Arc<Vec<FileMeta>>, usize);
 
 impl FilePins {
     fn is_pinned(&self, path: &str) -> bool {
-        self.counts
+        if self
+            .counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(path)
+        {
+            return true;
+        }
+        self.lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|(files, _)| files.iter().any(|f| f.path == path))
     }
 }
 
@@ -114,6 +129,7 @@ impl FilePins {
 pub struct FilePin {
     pins: Arc<FilePins>,
     paths: Vec<String>,
+    list: Option<Arc<Vec<FileMeta>>>,
 }
 
 impl FilePin {
@@ -126,12 +142,38 @@ impl FilePin {
         FilePin {
             pins: Arc::clone(pins),
             paths,
+            list: None,
+        }
+    }
+
+    /// Pins every file of a shared list.
+    fn list(pins: &Arc<FilePins>, files: &Arc<Vec<FileMeta>>) -> FilePin {
+        let mut lists = pins.lists.lock().unwrap_or_else(|p| p.into_inner());
+        lists
+            .entry(Arc::as_ptr(files) as usize)
+            .or_insert_with(|| (Arc::clone(files), 0))
+            .1 += 1;
+        drop(lists);
+        FilePin {
+            pins: Arc::clone(pins),
+            paths: Vec::new(),
+            list: Some(Arc::clone(files)),
         }
     }
 }
 
 impl Drop for FilePin {
     fn drop(&mut self) {
+        if let Some(files) = &self.list {
+            let mut lists = self.pins.lists.lock().unwrap_or_else(|p| p.into_inner());
+            let key = Arc::as_ptr(files) as usize;
+            if let Some((_, n)) = lists.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    lists.remove(&key);
+                }
+            }
+        }
         let mut counts = self.pins.counts.lock().unwrap_or_else(|p| p.into_inner());
         for p in &self.paths {
             if let Some(n) = counts.get_mut(p) {
@@ -287,7 +329,7 @@ fn retire_files(
     expired: impl Fn(&FileMeta) -> bool,
     dropped: &mut Vec<String>,
 ) {
-    entry.files.retain(|f| {
+    Arc::make_mut(&mut entry.files).retain(|f| {
         let gone = expired(f);
         if gone {
             dropped.push(f.path.clone());
@@ -483,14 +525,11 @@ impl Storage {
                 buffered.push(batch::widen(b, &schema)?);
             }
         }
-        let pin = FilePin::new(
-            &self.inner.pins,
-            entry.files.iter().map(|f| f.path.clone()).collect(),
-        );
+        let pin = FilePin::list(&self.inner.pins, &entry.files);
         Ok(TableSnapshot {
             def: entry.def.clone(),
             schema,
-            files: entry.files.clone(),
+            files: Arc::clone(&entry.files),
             buffered,
             pin: Arc::new(pin),
         })
@@ -986,7 +1025,7 @@ mod tests {
         assert_eq!(s.compact().await.expect("compact"), 4);
         assert_eq!(s.collect_garbage().await.expect("gc"), 0, "all pinned");
         let store = s.object_store();
-        for f in &running.files {
+        for f in running.files.iter() {
             store
                 .head(&Path::from(f.path.as_str()))
                 .await
@@ -1173,7 +1212,7 @@ mod tests {
         let rows: Vec<u64> = snap.files.iter().map(|f| f.rows).collect();
         assert!(snap.files.len() > 15, "{rows:?}");
         assert!(rows.iter().filter(|r| **r > 50).count() > 5, "{rows:?}");
-        for f in &snap.files {
+        for f in snap.files.iter() {
             let bytes = std::fs::read(dir.path().join("data").join(&f.path)).expect("read");
             let rows = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
             let all = arrow::compute::concat_batches(&rows[0].schema(), &rows).expect("concat");

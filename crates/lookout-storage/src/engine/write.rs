@@ -264,7 +264,7 @@ impl Storage {
                         if entry.def.id != id {
                             return Err(StorageError::TableNotFound(name));
                         }
-                        entry.files.extend(files);
+                        Arc::make_mut(&mut entry.files).extend(files);
                     }
                     Ok(())
                 })
