@@ -182,29 +182,34 @@ struct Encoder {
 
 impl Encoder {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> EncoderResult {
+        // `None` when the load was abandoned (an error elsewhere, or the
+        // caller went away): nothing of this encoder's is kept, and the
+        // error that abandoned it is the caller's to report.
         let outcome = loop {
             match jobs.blocking_recv() {
                 Some(Job::Rows(key, rows)) => {
                     if let Err(e) = self.append(key, &rows) {
-                        break Err(e);
+                        break Some(Err(e));
                     }
                 }
-                Some(Job::Finish) => break self.finish_all().and_then(|()| self.await_puts()),
-                // The load was abandoned (an error elsewhere, or the caller went away).
-                None => break Err(StorageError::Corrupt("bulk load abandoned".into())),
+                Some(Job::Finish) => {
+                    break Some(self.finish_all().and_then(|()| self.await_puts()));
+                }
+                None => break None,
             }
         };
-        let failed = outcome.err();
-        if failed.is_some() {
-            self.delete_stored();
-        }
-        EncoderResult {
-            stored: if failed.is_some() {
-                Vec::new()
-            } else {
-                self.stored
+        match outcome {
+            Some(Ok(())) => EncoderResult {
+                stored: std::mem::take(&mut self.stored),
+                failed: None,
             },
-            failed,
+            failed => {
+                self.delete_stored();
+                EncoderResult {
+                    stored: Vec::new(),
+                    failed: failed.and_then(Result::err),
+                }
+            }
         }
     }
 
