@@ -108,34 +108,14 @@ impl PartitionSink {
             .map_err(|_| StorageError::Corrupt("a bulk-load encoder stopped".into()))
     }
 
-    /// Finishes every file (or, with `abort`, drops them) and returns the
-    /// stored files, not yet committed. On an error the files stored so far
-    /// are deleted.
-    pub(super) async fn finish(self, abort: bool) -> Result<Vec<FileMeta>> {
+    /// Finishes every file and returns the stored files, not yet
+    /// committed. On an error the files stored so far are deleted.
+    pub(super) async fn finish(mut self) -> Result<Vec<FileMeta>> {
         for tx in &self.senders {
-            if !abort {
-                // A closed channel means that encoder failed; its error follows.
-                let _ = tx.send(Job::Finish).await;
-            }
+            // A closed channel means that encoder failed; its error follows.
+            let _ = tx.send(Job::Finish).await;
         }
-        drop(self.senders);
-        let mut stored = Vec::new();
-        let mut failed = None;
-        for worker in self.workers {
-            match worker.await {
-                Ok(r) => {
-                    stored.extend(r.stored);
-                    if failed.is_none() {
-                        failed = r.failed;
-                    }
-                }
-                Err(e) => {
-                    failed.get_or_insert(StorageError::Corrupt(format!("encoder failed: {e}")));
-                }
-            }
-        }
-        let failed =
-            failed.or_else(|| abort.then(|| StorageError::Corrupt("bulk load abandoned".into())));
+        let (stored, failed) = self.join().await;
         match failed {
             None => Ok(stored),
             Some(e) => {
@@ -151,6 +131,35 @@ impl PartitionSink {
                 Err(e)
             }
         }
+    }
+
+    /// Drops the load: every encoder deletes what it stored. Returns the
+    /// error an encoder stopped with, if one did.
+    pub(super) async fn abandon(mut self) -> Option<StorageError> {
+        self.join().await.1
+    }
+
+    /// Closes the queues and waits for the encoders: what they stored,
+    /// and the first error (an encoder whose queue closed before `Finish`
+    /// deletes its files and reports nothing).
+    async fn join(&mut self) -> (Vec<FileMeta>, Option<StorageError>) {
+        self.senders.clear();
+        let mut stored = Vec::new();
+        let mut failed = None;
+        for worker in self.workers.drain(..) {
+            match worker.await {
+                Ok(r) => {
+                    stored.extend(r.stored);
+                    if failed.is_none() {
+                        failed = r.failed;
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(StorageError::Corrupt(format!("encoder failed: {e}")));
+                }
+            }
+        }
+        (stored, failed)
     }
 }
 

@@ -223,15 +223,9 @@ impl Storage {
         .await;
         drop(batches);
         let written = match streamed {
-            Ok(()) => sink.finish(false).await?,
-            Err(e) => {
-                // An encoder's own error explains a refused send better.
-                let stopped = sink.finish(true).await.err();
-                return Err(match (e, stopped) {
-                    (StorageError::Corrupt(_), Some(cause)) => cause,
-                    (e, _) => e,
-                });
-            }
+            Ok(()) => sink.finish().await?,
+            // An encoder's own failure is why a send was refused.
+            Err(e) => return Err(sink.abandon().await.unwrap_or(e)),
         };
         if written.is_empty() {
             return Ok(0);
