@@ -125,3 +125,59 @@ async fn the_cache_shows_in_a_system_table() {
     );
     db.close().await.expect("close");
 }
+
+/// Time bounds that fall exactly on a file's first or last row: files are
+/// dropped by their time range before anything else, and a bound equal to
+/// a file's edge must keep the file where the comparison admits that row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_bounds_on_file_edges_keep_the_edge_rows() {
+    // Hourly rows over three days, one file per day: the first day's last
+    // row is 2025-01-01 23:00, the second day's first is 2025-01-02 00:00.
+    let last = "TIMESTAMPTZ '2025-01-01 23:00:00+00'";
+    let first = "TIMESTAMPTZ '2025-01-02 00:00:00+00'";
+    let cases = [
+        (format!("ts >= {first}"), 48, 2),
+        (format!("ts > {first}"), 47, 2),
+        (format!("ts < {first}"), 24, 1),
+        (format!("ts <= {first}"), 25, 2),
+        (format!("ts >= {last}"), 49, 3),
+        (format!("ts > {last}"), 48, 2),
+        (format!("ts < {last}"), 23, 1),
+        (format!("ts <= {last}"), 24, 1),
+        (format!("{first} > ts"), 24, 1),
+        (format!("ts BETWEEN {last} AND {first}"), 2, 2),
+        (format!("ts > {first} AND ts < {first}"), 0, 0),
+    ];
+    for cache_memory in [0, 64 << 20] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = LookoutOptions {
+            cache_memory: Some(cache_memory),
+            ..LookoutOptions::default()
+        };
+        let db = Lookout::open_with(dir.path(), options).await.expect("open");
+        for sql in [
+            "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, n BIGINT) WITH (bucket = '1 day')",
+            "INSERT INTO t SELECT to_timestamp(1735689600 + v * 3600), v FROM generate_series(0, 71) AS g(v)",
+        ] {
+            db.sql(sql).await.expect(sql);
+        }
+        db.storage().flush().await.expect("flush");
+        for (filter, rows, files) in &cases {
+            let query = format!("SELECT count(*) FROM t WHERE {filter}");
+            let batches = db.sql(&query).await.expect(&query);
+            let text = pretty_format_batches(&batches).expect("format").to_string();
+            assert!(
+                text.contains(&format!("| {rows} ")),
+                "{query} (cache {cache_memory}):\n{text}"
+            );
+            let explain = format!("EXPLAIN SELECT n FROM t WHERE {filter}");
+            let batches = db.sql(&explain).await.expect(&explain);
+            let plan = pretty_format_batches(&batches).expect("format").to_string();
+            assert!(
+                plan.contains(&format!("files={files} of 3")),
+                "{explain}:\n{plan}"
+            );
+        }
+        db.close().await.expect("close");
+    }
+}

@@ -324,20 +324,34 @@ impl TableProvider for LookoutTable {
             }
             None => None,
         };
-        // Files ruled out by their manifest statistics are never planned;
-        // the statistics computed for that go on to the Parquet scan.
+        let time_column = &self.def.options.time_column;
+        let mut exact = Vec::new();
+        let mut bounds: Vec<(Operator, i64)> = Vec::new();
+        for f in filters {
+            if let Some(b) = time_bounds(f, time_column) {
+                exact.push(f.clone());
+                bounds.extend(b);
+            }
+        }
+        // A file outside the time range is dropped by its recorded time
+        // range alone, so a window's planning cost follows the window, not
+        // the history. The rest are ruled out by their manifest statistics
+        // (computed only for them, and passed on to the Parquet scan).
+        let in_window: Vec<&FileMeta> = snapshot
+            .files
+            .iter()
+            .filter(|f| bounds.iter().all(|b| overlaps(f, *b)))
+            .collect();
         let set = FileSet {
-            stats: snapshot
-                .files
+            stats: in_window
                 .iter()
                 .map(|f| file_statistics(f, &schema))
                 .collect(),
             schema: &schema,
         };
         let keep = set.keep(predicate.as_ref());
-        let live: Vec<(&FileMeta, Statistics)> = snapshot
-            .files
-            .iter()
+        let live: Vec<(&FileMeta, Statistics)> = in_window
+            .into_iter()
             .zip(set.stats)
             .zip(keep)
             .filter_map(|(f, k)| k.then_some(f))
@@ -348,15 +362,6 @@ impl TableProvider for LookoutTable {
         // range are read without them (the time column need not even be
         // decoded); files that straddle a bound, and buffered rows, are
         // filtered here.
-        let time_column = &self.def.options.time_column;
-        let mut exact = Vec::new();
-        let mut bounds: Vec<(Operator, i64)> = Vec::new();
-        for f in filters {
-            if let Some(b) = time_bounds(f, time_column) {
-                exact.push(f.clone());
-                bounds.extend(b);
-            }
-        }
         let (covered, mut straddling): (Vec<_>, Vec<_>) = live
             .into_iter()
             .partition(|(f, _)| bounds.iter().all(|b| inside(f, *b)));
@@ -789,6 +794,17 @@ fn time_bounds(expr: &Expr, time_column: &str) -> Option<Vec<(Operator, i64)>> {
             }
         }
         _ => None,
+    }
+}
+
+/// Whether some row of `file` may satisfy `time <op> bound`.
+fn overlaps(file: &FileMeta, (op, bound): (Operator, i64)) -> bool {
+    match op {
+        Operator::GtEq => file.max_time >= bound,
+        Operator::Gt => file.max_time > bound,
+        Operator::Lt => file.min_time < bound,
+        Operator::LtEq => file.min_time <= bound,
+        _ => true,
     }
 }
 
