@@ -284,3 +284,199 @@ async fn copy_decodes_text_escapes_and_refuses_bad_input_as_postgres_does() {
         "a refused COPY stores nothing"
     );
 }
+
+/// `n` CSV rows of `events`, one a second from `first`; row `bad` (1-based),
+/// if any, has a latency that is not a number.
+fn csv_events(first: usize, n: usize, bad: Option<usize>) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let s = first + i;
+            let latency = if Some(i + 1) == bad {
+                "fast".to_string()
+            } else {
+                (s % 1000).to_string()
+            };
+            format!(
+                "2025-01-{:02} {:02}:{:02}:{:02}.5+00,m{},{latency}\n",
+                1 + s / 86_400,
+                s / 3600 % 24,
+                s / 60 % 60,
+                s % 60,
+                s % 3
+            )
+        })
+        .collect()
+}
+
+/// Sends `lines` in messages of 5,000 lines.
+async fn send_lines(
+    sink: &mut std::pin::Pin<&mut tokio_postgres::CopyInSink<Bytes>>,
+    lines: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    for chunk in lines.chunks(5_000) {
+        sink.send(Bytes::from(chunk.concat())).await?;
+    }
+    Ok(())
+}
+
+/// Parquet files under the data directory.
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn count_and_sum(client: &tokio_postgres::Client) -> Vec<Vec<Option<String>>> {
+    rows(
+        client,
+        "SELECT count(*), sum(latency_ms)::BIGINT FROM events",
+    )
+    .await
+}
+
+/// Waits until the data directory holds files besides `before`: a load
+/// streaming as the data arrives has stored some.
+async fn files_appear(dir: &std::path::Path, before: &[std::path::PathBuf]) {
+    for _ in 0..200 {
+        if parquet_files(dir).iter().any(|f| !before.contains(f)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no file was stored while the copy streamed");
+}
+
+/// Past the bulk threshold, COPY FROM STDIN streams into Parquet as the
+/// data arrives; it still stores all or nothing, and only once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_streams_and_stores_all_or_nothing() {
+    // Small files, so a streaming load stores some before the copy ends.
+    let options = lookout_query::LookoutOptions {
+        storage: lookout_storage::StorageOptions {
+            target_file_rows: 10_000,
+            ..lookout_storage::StorageOptions::default()
+        },
+        ..lookout_query::LookoutOptions::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
+    let dir = server.dir.path().to_path_buf();
+    let client = server.client().await;
+    let other = server.client().await;
+    client.simple_query(CREATE).await.expect("create");
+    const COPY: &str = "COPY events FROM STDIN WITH (FORMAT csv)";
+
+    // Streamed: files are stored as rows arrive, yet nothing is visible
+    // until the copy ends.
+    let lines = csv_events(0, 400_000, None);
+    let sink = client.copy_in(COPY).await.expect("copy");
+    futures::pin_mut!(sink);
+    send_lines(&mut sink, &lines).await.expect("send");
+    files_appear(&dir, &[]).await;
+    assert_eq!(
+        count_and_sum(&other).await,
+        vec![vec![Some("0".into()), None]]
+    );
+    assert_eq!(sink.finish().await.expect("finish"), 400_000);
+    let expected: u64 = (0..400_000u64).map(|s| s % 1000).sum();
+    let stored = vec![vec![Some("400000".to_string()), Some(expected.to_string())]];
+    assert_eq!(count_and_sum(&other).await, stored);
+    let files = parquet_files(&dir);
+
+    // A bad row well past the point where the rows began streaming: the
+    // copy is refused whole, naming the row, and leaves no file behind.
+    let bad = csv_events(400_000, 400_000, Some(390_001));
+    let sink = client.copy_in(COPY).await.expect("copy");
+    futures::pin_mut!(sink);
+    let sent = send_lines(&mut sink, &bad).await;
+    let err = match sent {
+        Ok(()) => sink.finish().await.unwrap_err(),
+        Err(e) => e,
+    };
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "22P02");
+    assert!(db.message().contains("line 390001"), "{}", db.message());
+    assert_eq!(count_and_sum(&client).await, stored);
+    assert_eq!(parquet_files(&dir), files);
+
+    // A client that gives up midway (CopyFail) stores nothing.
+    {
+        let sink = client.copy_in(COPY).await.expect("copy");
+        futures::pin_mut!(sink);
+        send_lines(&mut sink, &csv_events(800_000, 400_000, None))
+            .await
+            .expect("send");
+        files_appear(&dir, &files).await;
+    }
+    assert_eq!(count_and_sum(&client).await, stored);
+    assert_eq!(parquet_files(&dir), files);
+
+    // A connection cut off midway stores nothing either.
+    let conn_str = format!(
+        "host={} port={} user=lookout dbname=lookout",
+        server.addr.ip(),
+        server.addr.port()
+    );
+    let (cut, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let connection = tokio::spawn(connection);
+    let sink = cut.copy_in(COPY).await.expect("copy");
+    futures::pin_mut!(sink);
+    send_lines(&mut sink, &csv_events(800_000, 400_000, None))
+        .await
+        .expect("send");
+    files_appear(&dir, &files).await;
+    connection.abort();
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = parquet_files(&dir);
+        if left == files {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, files, "a cut-off copy's files are removed");
+    assert_eq!(count_and_sum(&client).await, stored);
+
+    // A rollup created while the rows stream would miss them: the copy is
+    // refused with 40001 (run it again), and a retry stores it.
+    let more = csv_events(800_000, 400_000, None);
+    let sink = client.copy_in(COPY).await.expect("copy");
+    futures::pin_mut!(sink);
+    send_lines(&mut sink, &more).await.expect("send");
+    files_appear(&dir, &files).await;
+    other
+        .simple_query(
+            "CREATE ROLLUP events_daily ON events GROUP BY model EVERY '1 day' AS (count(*))",
+        )
+        .await
+        .expect("create rollup");
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("40001"),
+        "{err:?}"
+    );
+    assert_eq!(count_and_sum(&client).await, stored);
+    // Not streamed now (the table derives rows): loaded whole, rollup too.
+    assert_eq!(
+        copy_in(&client, COPY, &more.concat()).await.expect("retry"),
+        400_000
+    );
+    assert_eq!(
+        rows(&client, "SELECT sum(count)::BIGINT FROM events_daily").await,
+        vec![vec![Some("800000".into())]]
+    );
+    server.stop().await;
+}

@@ -77,6 +77,8 @@ pub enum SqlState {
     InvalidSavepointSpecification,
     /// `3F000` invalid_schema_name.
     InvalidSchemaName,
+    /// `40001` serialization_failure.
+    SerializationFailure,
     /// `42501` insufficient_privilege.
     InsufficientPrivilege,
     /// `42601` syntax_error.
@@ -190,6 +192,7 @@ impl SqlState {
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::ObjectInUse => "55006",
             SqlState::QueryCanceled => "57014",
+            SqlState::SerializationFailure => "40001",
             SqlState::AdminShutdown => "57P01",
             SqlState::IoError => "58030",
             SqlState::UndefinedFile => "58P01",
@@ -251,6 +254,7 @@ impl SqlState {
             "55000" => SqlState::ObjectNotInPrerequisiteState,
             "55006" => SqlState::ObjectInUse,
             "57014" => SqlState::QueryCanceled,
+            "40001" => SqlState::SerializationFailure,
             "57P01" => SqlState::AdminShutdown,
             "58030" => SqlState::IoError,
             "58P01" => SqlState::UndefinedFile,
@@ -488,6 +492,7 @@ fn storage_sqlstate(e: &StorageError) -> SqlState {
         StorageError::InvalidValue { sqlstate, .. } => SqlState::from_code(sqlstate),
         StorageError::InvalidDefinition(_) => SqlState::InvalidTableDefinition,
         StorageError::Locked { .. } => SqlState::ObjectInUse,
+        StorageError::Conflict(_) => SqlState::SerializationFailure,
         StorageError::ShuttingDown => SqlState::AdminShutdown,
         StorageError::Corrupt(_) => SqlState::DataCorrupted,
         StorageError::Io(_) | StorageError::ObjectStore(_) => SqlState::IoError,

@@ -303,6 +303,54 @@ impl Ingest {
             .bulk_load_with(&target, Box::pin(observed), derived)
             .await?)
     }
+
+    /// Whether writes to `table` store exactly the rows written (no
+    /// redirect, nothing derived): such a table can take
+    /// [`Ingest::bulk_load_paced`].
+    pub fn is_plain(&self, table: &str) -> Result<bool> {
+        Ok(self.plan(table)?.is_plain())
+    }
+
+    /// Loads rows that arrive at a client's pace (`COPY FROM STDIN`)
+    /// straight to Parquet, into a table whose writes derive nothing.
+    ///
+    /// Unlike [`Ingest::bulk_load`], the write gate is held only from the
+    /// stream's end to the commit: a client that sends slowly, or stops,
+    /// holds up no rollup creation or sampling decision (nor the writes
+    /// that queue behind those). If the table came to derive rows in the
+    /// meantime, its rows would miss the derived tables, so the load is
+    /// dropped whole with `40001` and may be run again.
+    pub async fn bulk_load_paced<S>(&self, table: &str, batches: S) -> Result<u64>
+    where
+        S: Stream<Item = lookout_storage::Result<RecordBatch>> + Send + Unpin + 'static,
+    {
+        let conflict = |table: &str| {
+            StorageError::Conflict(format!(
+                "COPY into \"{table}\" was dropped: the table came to derive rows (a rollup or sampling) while the rows arrived; run it again"
+            ))
+        };
+        if !self.is_plain(table)? {
+            return Err(conflict(table).into());
+        }
+        let held: Arc<Mutex<Option<tokio::sync::OwnedRwLockReadGuard<()>>>> = Arc::default();
+        let at_commit = {
+            let (held, gate) = (Arc::clone(&held), Arc::clone(&self.gate));
+            let this = self.clone();
+            let table = table.to_string();
+            move || async move {
+                let guard = gate.read_owned().await;
+                if !this.is_plain(&table).map_err(invalid)? {
+                    return Err(conflict(&table));
+                }
+                *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+                Ok(Vec::new())
+            }
+        };
+        let loaded = self.storage.bulk_load_with(table, batches, at_commit).await;
+        // The gate is released only once the load has committed.
+        drop(held);
+        Ok(loaded?)
+    }
 }
 
 fn invalid(e: QueryError) -> StorageError {

@@ -66,6 +66,7 @@ pub fn parse_statement_timeout(value: &str) -> Result<Option<std::time::Duration
 pub use ext::one_expression;
 pub use pg::compat::is_oid_field;
 pub use session::Session;
+pub use session::copy_in::CopyReceiver;
 pub use session::prepare::Prepared;
 pub use table::column_cache::{CacheStats, ColumnCache};
 

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt, stream};
-use lookout_query::copy::CopyDecoder;
-use lookout_query::{Access, CopyIn, Lookout, Output, Prepared, QueryError, Session};
+use lookout_query::{Access, CopyReceiver, Lookout, Output, Prepared, QueryError, Session};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
@@ -34,8 +33,7 @@ use lookout_query::SqlState;
 
 /// A `COPY ... FROM STDIN` in progress.
 struct CopyState {
-    target: CopyIn,
-    decoder: Option<CopyDecoder>,
+    receiver: Option<CopyReceiver>,
     /// The first error; later data is discarded until the client ends the copy.
     error: Option<QueryError>,
 }
@@ -140,13 +138,12 @@ impl Connection {
                     lookout_query::CopyKind::Binary => 1,
                     _ => 0,
                 };
-                let decoder = {
+                let receiver = {
                     let session = self.session.lock().await;
-                    session.copy_decoder(&target).map_err(|e| user_error(&e))?
+                    session.copy_receiver(&target).map_err(|e| user_error(&e))?
                 };
                 *self.copy.lock().await = Some(CopyState {
-                    target,
-                    decoder: Some(decoder),
+                    receiver: Some(receiver),
                     error: None,
                 });
                 Ok(Response::CopyIn(CopyResponse::new(
@@ -241,11 +238,13 @@ impl CopyHandler for Connection {
         let mut copy = self.copy.lock().await;
         if let Some(state) = copy.as_mut()
             && state.error.is_none()
-            && let Some(decoder) = state.decoder.as_mut()
-            && let Err(e) = decoder.push(&copy_data.data)
+            && let Some(receiver) = state.receiver.as_mut()
+            && let Err(e) = receiver.push(&copy_data.data).await
         {
             state.error = Some(e);
-            state.decoder = None;
+            if let Some(receiver) = state.receiver.take() {
+                receiver.abandon().await;
+            }
         }
         Ok(())
     }
@@ -265,17 +264,16 @@ impl CopyHandler for Connection {
         if let Some(e) = state.error {
             return Err(user_error(&e));
         }
-        let Some(decoder) = state.decoder else {
+        let Some(receiver) = state.receiver else {
             return Err(user_error(&QueryError::new(
                 SqlState::ProtocolViolation,
                 "no COPY in progress",
             )));
         };
-        let batches = decoder.finish().map_err(|e| user_error(&e))?;
         let rows = {
             let session = self.session.lock().await;
-            session
-                .write_batches(&state.target.table, batches)
+            receiver
+                .finish(&session)
                 .await
                 .map_err(|e| user_error(&e))?
         };
@@ -293,7 +291,10 @@ impl CopyHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        *self.copy.lock().await = None;
+        let state = self.copy.lock().await.take();
+        if let Some(receiver) = state.and_then(|s| s.receiver) {
+            receiver.abandon().await;
+        }
         user_error(&QueryError::new(
             SqlState::QueryCanceled,
             format!("COPY from stdin failed: {}", fail.message),

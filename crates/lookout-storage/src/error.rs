@@ -58,6 +58,10 @@ pub enum StorageError {
         /// for a server, the address it serves.
         holder: String,
     },
+    /// A write that raced with a change to its table and was dropped whole;
+    /// running it again is safe.
+    #[error("{0}")]
+    Conflict(String),
     /// The engine is shutting down and takes no more writes.
     #[error("the storage engine is shutting down")]
     ShuttingDown,

@@ -22,6 +22,9 @@ use binary::FieldError;
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 64 * 1024;
 
+/// Bytes of COPY data gathered before they are decoded.
+const DECODE_BYTES: usize = 256 * 1024;
+
 /// Data format of a `COPY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyKind {
@@ -249,6 +252,76 @@ fn parse_bytea(s: &str) -> std::result::Result<Vec<u8>, ()> {
 /// `T` or space, a time with optional fraction, and an optional zone
 /// (`Z`, `+00`, `+05:30`, `+0530`). A value without zone is UTC.
 pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
+    parse_iso_timestamp_micros(s).or_else(|| parse_any_timestamp_micros(s))
+}
+
+/// The spelling clients send nearly always, `YYYY-MM-DD HH:MM[:SS[.f]]`
+/// (or `T`) with an optional `Z`/`+HH`/`+HH:MM`/`+HHMM` zone, read without
+/// a format parser. `None` leaves anything else (and leap seconds) to
+/// [`parse_any_timestamp_micros`], which agrees wherever this answers.
+fn parse_iso_timestamp_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let number = |at: usize, len: usize| -> Option<u32> {
+        b.get(at..at + len)?.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() < 16
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T')
+        || b[13] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
+    let (hour, minute) = (number(11, 2)?, number(14, 2)?);
+    let (mut second, mut micros, mut at) = (0, 0i64, 16);
+    if b.get(at) == Some(&b':') {
+        second = number(at + 1, 2)?;
+        at += 3;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let start = at;
+            while b.get(at).is_some_and(u8::is_ascii_digit) {
+                // Digits past the microsecond are dropped, as the general
+                // path's nanoseconds are.
+                if at - start < 6 {
+                    micros = micros * 10 + i64::from(b[at] - b'0');
+                }
+                at += 1;
+            }
+            let digits = at - start;
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            micros *= 10i64.pow(6u32.saturating_sub(digits as u32));
+        }
+    }
+    let offset_minutes = match &b[at..] {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), zone @ ..] => {
+            let (h, m) = match zone.len() {
+                2 => (number(at + 1, 2)?, 0),
+                4 => (number(at + 1, 2)?, number(at + 3, 2)?),
+                5 if zone[2] == b':' => (number(at + 1, 2)?, number(at + 4, 2)?),
+                _ => return None,
+            };
+            let minutes = i64::from(h * 60 + m);
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    if second >= 60 {
+        return None;
+    }
+    let time = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?
+        .and_hms_opt(hour, minute, second)?;
+    Some(time.and_utc().timestamp() * 1_000_000 + micros - offset_minutes * 60_000_000)
+}
+
+/// Every ISO spelling [`parse_timestamp_micros`] takes.
+fn parse_any_timestamp_micros(s: &str) -> Option<i64> {
     let t = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Some(d.timestamp_micros());
@@ -356,9 +429,14 @@ impl CopyDecoder {
         self.rows
     }
 
-    /// Decodes every complete line of `chunk` (plus what was left before).
+    /// Takes `chunk`, decoding what is complete once enough has arrived
+    /// (clients send a message per line; decoding them together saves the
+    /// per-call work).
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(chunk);
+        if self.pending.len() < DECODE_BYTES {
+            return Ok(());
+        }
         if self.format.kind == CopyKind::Binary {
             return self.push_binary();
         }
@@ -371,8 +449,22 @@ impl CopyDecoder {
         Ok(())
     }
 
-    /// Decodes what is left and returns all batches.
+    /// The batches completed so far (each of [`BATCH_ROWS`] rows).
+    pub fn take_batches(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.batches)
+    }
+
+    /// Decodes what is left and returns the batches not taken yet.
     pub fn finish(mut self) -> Result<Vec<RecordBatch>> {
+        self.end()
+    }
+
+    /// [`CopyDecoder::finish`] for a decoder that stays in place; the data
+    /// has ended, so nothing more may be pushed.
+    pub fn end(&mut self) -> Result<Vec<RecordBatch>> {
+        if self.format.kind == CopyKind::Binary {
+            self.push_binary()?;
+        }
         let rest = std::mem::take(&mut self.pending);
         if self.format.kind == CopyKind::Binary {
             match self.stage {
@@ -398,23 +490,26 @@ impl CopyDecoder {
             self.decode(&rest)?;
         }
         self.flush_batch()?;
-        Ok(self.batches)
+        Ok(std::mem::take(&mut self.batches))
     }
 
     /// End (exclusive) of the last complete record in `pending`.
     fn last_record_end(&self) -> Option<usize> {
         match self.format.kind {
             CopyKind::Csv => {
-                let mut in_quotes = false;
-                let mut last = None;
-                for (i, b) in self.pending.iter().enumerate() {
-                    if *b == self.format.quote {
-                        in_quotes = !in_quotes;
-                    } else if *b == b'\n' && !in_quotes {
-                        last = Some(i + 1);
+                // A newline ends a record where the quotes before it pair
+                // up; counted from the end, only the last record is read.
+                let quote = self.format.quote;
+                let total = self.pending.iter().filter(|b| **b == quote).count();
+                let mut after = 0;
+                for (i, b) in self.pending.iter().enumerate().rev() {
+                    if *b == quote {
+                        after += 1;
+                    } else if *b == b'\n' && (total - after) % 2 == 0 {
+                        return Some(i + 1);
                     }
                 }
-                last
+                None
             }
             _ => self
                 .pending
@@ -972,23 +1067,21 @@ mod tests {
 
     #[test]
     fn bad_value_names_line_and_column() {
-        let mut d =
-            CopyDecoder::new("events", schema(), CopyFormat::new(CopyKind::Text)).expect("decoder");
-        let err = d
-            .push(b"2025-01-01 00:00:00+00\ta\t1\n2025-01-01 00:00:00+00\tb\tfast\n")
-            .unwrap_err();
+        // Data is decoded once enough has gathered, or at the end.
+        let decode = |data: &[u8]| {
+            let mut d = CopyDecoder::new("events", schema(), CopyFormat::new(CopyKind::Text))
+                .expect("decoder");
+            d.push(data).and_then(|()| d.finish()).unwrap_err()
+        };
+        let err = decode(b"2025-01-01 00:00:00+00\ta\t1\n2025-01-01 00:00:00+00\tb\tfast\n");
         assert_eq!(err.sqlstate(), "22P02");
         assert!(
             err.to_string().contains("line 2, column latency_ms"),
             "{err}"
         );
-        let mut d =
-            CopyDecoder::new("events", schema(), CopyFormat::new(CopyKind::Text)).expect("decoder");
-        let err = d.push(b"2025-01-01 00:00:00+00\t\\N\t1\n").unwrap_err();
+        let err = decode(b"2025-01-01 00:00:00+00\t\\N\t1\n");
         assert_eq!(err.sqlstate(), "23502");
-        let mut d =
-            CopyDecoder::new("events", schema(), CopyFormat::new(CopyKind::Text)).expect("decoder");
-        let err = d.push(b"yesterday\ta\t1\n").unwrap_err();
+        let err = decode(b"yesterday\ta\t1\n");
         assert_eq!(err.sqlstate(), "22007");
     }
 
@@ -1001,6 +1094,63 @@ mod tests {
         );
         assert_eq!(parse_timestamp_micros("1970-01-01"), Some(0));
         assert_eq!(parse_timestamp_micros("1969-12-31 19:00:00-05:00"), Some(0));
+    }
+
+    /// The quick ISO reader answers as the general one wherever it answers,
+    /// and answers for the spellings clients send.
+    #[test]
+    fn iso_timestamps_read_as_the_general_path_reads_them() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let zones = [
+            "", "Z", "+00", "-00", "+05:30", "-0800", "+14", "-03:45", "+5", "+05:3", " UTC",
+        ];
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            let fraction = match next(5) {
+                0 => String::new(),
+                1 => ".".to_string(),
+                _ => {
+                    let digits = 1 + next(10) as usize;
+                    format!(".{:0>digits$}", next(10u64.pow(digits as u32)))
+                }
+            };
+            let seconds = match next(4) {
+                0 => String::new(),
+                _ => format!(":{:02}{fraction}", next(61)),
+            };
+            let text = format!(
+                "{:04}-{:02}-{:02}{}{:02}:{:02}{seconds}{}",
+                next(3000),
+                next(14),
+                next(33),
+                if next(2) == 0 { ' ' } else { 'T' },
+                next(26),
+                next(61),
+                zones[next(zones.len() as u64) as usize],
+            );
+            let quick = parse_iso_timestamp_micros(&text);
+            if quick.is_some() {
+                answered += 1;
+                assert_eq!(quick, parse_any_timestamp_micros(&text), "{text}");
+            }
+        }
+        assert!(answered > 5_000, "the quick path answered {answered}");
+        for text in [
+            "2025-01-01 00:00:00.10463+00",
+            "2025-03-09T12:34:56.123456789Z",
+            "1969-12-31 23:59:59.999999-05:30",
+            "2024-02-29 00:00",
+        ] {
+            let quick = parse_iso_timestamp_micros(text);
+            assert!(quick.is_some(), "{text}");
+            assert_eq!(quick, parse_any_timestamp_micros(text), "{text}");
+        }
     }
 
     fn text_decoder(data: &[u8]) -> Result<Vec<String>> {

@@ -85,7 +85,7 @@ fn single_byte(c: char) -> Result<u8> {
 
 /// Writes of more rows than this go straight to Parquet (one atomic manifest
 /// commit) instead of through the WAL.
-const BULK_ROWS: u64 = 256 * 1024;
+pub(super) const BULK_ROWS: u64 = 256 * 1024;
 
 impl Session {
     pub(super) async fn copy(
@@ -235,11 +235,6 @@ impl Session {
                 "COPY FROM PROGRAM is not supported",
             )),
         }
-    }
-
-    /// Starts decoding the data of a `COPY ... FROM STDIN`.
-    pub fn copy_decoder(&self, copy: &CopyIn) -> Result<CopyDecoder> {
-        CopyDecoder::new(&copy.table, Arc::clone(&copy.schema), copy.format.clone())
     }
 
     /// Commits decoded rows as one unit: small loads through the WAL, large

@@ -3,10 +3,11 @@
 //!
 //! This file holds the session and its dispatch (parsing, access checks,
 //! transaction blocks, interrupts); each concern's statements are `impl
-//! Session` blocks of their own files: `ddl.rs`, `settings.rs`, `copy.rs`,
-//! `cursors.rs`, `prepare.rs` (prepared statements and plans).
+//! Session` blocks of their own files: `ddl.rs`, `settings.rs`, `copy.rs`
+//! and `copy_in.rs`, `cursors.rs`, `prepare.rs` (prepared statements and plans).
 
 mod copy;
+pub(crate) mod copy_in;
 mod cursors;
 mod ddl;
 pub(crate) mod prepare;
