@@ -20,8 +20,7 @@ use datafusion::physical_expr::expressions::Literal;
 /// Registers Lookout's functions in a session.
 pub(crate) fn register(ctx: &SessionContext) {
     // TimescaleDB's name for date_bin, with the same arguments.
-    let date_bin = datafusion::functions::datetime::date_bin();
-    ctx.register_udf(date_bin.as_ref().clone().with_aliases(["time_bucket"]));
+    ctx.register_udf(crate::date_bin::date_bin().with_aliases(["time_bucket"]));
     ctx.register_udf(crate::date_trunc::date_trunc());
     ctx.register_udaf(AggregateUDF::from(PercentileCont::new(false)));
     ctx.register_udaf(AggregateUDF::from(PercentileCont::new(true)));

@@ -16,6 +16,7 @@
 mod access;
 pub mod copy;
 mod cursor;
+mod date_bin;
 mod date_trunc;
 mod error;
 mod executor;
