@@ -10,6 +10,9 @@ use lookout_storage::StorageOptions;
 use serde::Deserialize;
 
 /// The `lookout.toml` file. Every key is optional.
+/// The least `[storage] load_memory` a server starts with.
+const MIN_LOAD_MEMORY: usize = 8 << 20;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
@@ -183,8 +186,13 @@ impl FileConfig {
             storage.target_file_rows = v;
         }
         if let Some(m) = &s.load_memory {
-            storage.load_open_bytes =
-                parse_bytes(m).map_err(|e| anyhow::anyhow!("storage.load_memory: {e}"))?;
+            let bytes = parse_bytes(m).map_err(|e| anyhow::anyhow!("storage.load_memory: {e}"))?;
+            // Below this, a load finishes a file every few thousand rows.
+            anyhow::ensure!(
+                bytes >= MIN_LOAD_MEMORY,
+                "storage.load_memory: {m} is below the least a bulk load works with (8 MiB)"
+            );
+            storage.load_open_bytes = bytes;
         }
         if let Some(v) = dur(&s.maintenance_interval, "maintenance_interval")? {
             storage.maintenance_interval = v;

@@ -212,3 +212,39 @@ async fn timeouts_and_cancels_land_on_time_while_every_core_is_busy() {
     );
     server.stop().await;
 }
+
+/// A setting below what the server can work with stops it at start, with
+/// a message naming the setting, rather than running badly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_memory_below_the_floor_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[storage]\nload_memory = \"1 MiB\"\n").expect("config");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("LOOKOUT_CONFIG", &config)
+        .env("LOOKOUT_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lookout");
+    let mut status = None;
+    for _ in 0..200 {
+        status = server.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        let _ = server.kill();
+        panic!("the server started with load_memory = 1 MiB");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("storage.load_memory"), "{stderr}");
+}
