@@ -9,7 +9,7 @@
 //! least recently is finished first: loads in time order (the usual case)
 //! then finish each day's files as the load moves past that day.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use arrow::array::RecordBatch;
 use object_store::path::Path;
@@ -68,7 +68,8 @@ impl PartitionSink {
                 open_bytes_limit: storage.inner.options.load_open_bytes / ENCODERS,
                 clock: 0,
                 stored: Vec::new(),
-                puts: Vec::new(),
+                puts: VecDeque::new(),
+                put_bytes: 0,
                 runtime: tokio::runtime::Handle::current(),
             };
             senders.push(tx);
@@ -185,9 +186,15 @@ struct Encoder {
     clock: u64,
     /// Files handed to the store (their writes may still be under way).
     stored: Vec<FileMeta>,
-    puts: Vec<tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>>,
+    /// File writes under way, oldest first, with their sizes.
+    puts: VecDeque<(PutTask, usize)>,
+    /// Bytes of finished files not yet written: they count against the
+    /// memory bound with the open files.
+    put_bytes: usize,
     runtime: tokio::runtime::Handle,
 }
+
+type PutTask = tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>;
 
 impl Encoder {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> EncoderResult {
@@ -315,23 +322,42 @@ impl Encoder {
         };
         // Stored on the runtime while this thread goes on encoding.
         let store = std::sync::Arc::clone(&self.storage.inner.store);
-        self.puts.push(self.runtime.spawn(async move {
+        let size = bytes.len();
+        let put = self.runtime.spawn(async move {
             store
                 .put_opts(&Path::from(path.as_str()), PutPayload::from(bytes), opts)
                 .await
-        }));
+        });
+        self.puts.push_back((put, size));
+        self.put_bytes += size;
         self.stored.push(meta);
+        // On a slow store, writes waiting to finish would hold their bytes
+        // past the bound: encoding waits for the oldest ones first.
+        while let Some((oldest, _)) = self.puts.front()
+            && (oldest.is_finished() || self.open_bytes + self.put_bytes > self.open_bytes_limit)
+        {
+            self.await_oldest_put()?;
+        }
         Ok(())
+    }
+
+    /// Waits for the oldest file write.
+    fn await_oldest_put(&mut self) -> Result<()> {
+        let Some((put, size)) = self.puts.pop_front() else {
+            return Ok(());
+        };
+        self.put_bytes -= size;
+        match self.runtime.block_on(put) {
+            Ok(r) => r.map(|_| ()).map_err(StorageError::from),
+            Err(e) => Err(StorageError::Corrupt(format!("file write failed: {e}"))),
+        }
     }
 
     /// Waits for every file write; the first error is the load's.
     fn await_puts(&mut self) -> Result<()> {
         let mut outcome = Ok(());
-        for put in std::mem::take(&mut self.puts) {
-            let done = match self.runtime.block_on(put) {
-                Ok(r) => r.map(|_| ()).map_err(StorageError::from),
-                Err(e) => Err(StorageError::Corrupt(format!("file write failed: {e}"))),
-            };
+        while !self.puts.is_empty() {
+            let done = self.await_oldest_put();
             if outcome.is_ok() {
                 outcome = done;
             }
