@@ -205,13 +205,7 @@ impl Manifest {
         to_write.version = next;
         let bytes = serde_json::to_vec(&to_write)
             .map_err(|e| StorageError::Corrupt(format!("manifest encoding: {e}")))?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        store
-            .put_opts(&version_path(next), PutPayload::from(bytes), opts)
-            .await?;
+        put_new(store, &version_path(next), bytes).await?;
         self.version = next;
         if next > KEEP_VERSIONS {
             // Old versions are history only; failing to delete one is harmless.
@@ -238,4 +232,19 @@ impl Manifest {
     pub fn table_by_id(&self, id: u64) -> Option<&TableEntry> {
         self.tables.values().find(|t| t.def.id == id)
     }
+}
+
+/// Writes `bytes` at `path`, failing if anything is there already: every
+/// object Lookout writes (a file of this run, a manifest version) is new,
+/// so a clash means another writer, never something to overwrite.
+pub(crate) async fn put_new(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: Vec<u8>,
+) -> object_store::Result<object_store::PutResult> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    store.put_opts(path, PutPayload::from(bytes), opts).await
 }

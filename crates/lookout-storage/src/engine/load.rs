@@ -12,8 +12,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use arrow::array::RecordBatch;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use tokio::sync::mpsc;
 
@@ -21,6 +21,7 @@ use super::Storage;
 use crate::batch::{self, StatsAccumulator};
 use crate::error::{Result, StorageError};
 use crate::manifest::FileMeta;
+use crate::manifest::put_new;
 use crate::schema::TableDef;
 
 /// A partition: its column's value and the start of its time bucket.
@@ -316,18 +317,12 @@ impl Encoder {
             stats: file.stats.finish(),
             deletes: None,
         };
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
         // Stored on the runtime while this thread goes on encoding.
         let store = std::sync::Arc::clone(&self.storage.inner.store);
         let size = bytes.len();
-        let put = self.runtime.spawn(async move {
-            store
-                .put_opts(&Path::from(path.as_str()), PutPayload::from(bytes), opts)
-                .await
-        });
+        let put = self
+            .runtime
+            .spawn(async move { put_new(store.as_ref(), &Path::from(path.as_str()), bytes).await });
         self.puts.push_back((put, size));
         self.put_bytes += size;
         self.stored.push(meta);

@@ -8,8 +8,8 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use futures::{Stream, StreamExt};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::oneshot;
 
 use super::load::PartitionSink;
@@ -17,6 +17,7 @@ use super::{Combine, LoadGuard, Storage, TablePart, WriteRequest, offset_error, 
 use crate::batch;
 use crate::error::{Result, StorageError};
 use crate::manifest::FileMeta;
+use crate::manifest::put_new;
 use crate::schema::TableDef;
 use crate::wal;
 
@@ -348,14 +349,7 @@ impl Storage {
             .map_err(|e| StorageError::Corrupt(format!("encode task failed: {e}")))??;
         let mut out = Vec::new();
         for (path, bytes, meta) in encoded {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            self.inner
-                .store
-                .put_opts(&Path::from(path.as_str()), PutPayload::from(bytes), opts)
-                .await?;
+            put_new(self.inner.store.as_ref(), &Path::from(path.as_str()), bytes).await?;
             out.push(meta);
         }
         Ok(out)
