@@ -1,6 +1,6 @@
 //! Background maintenance: compaction, retention, garbage collection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,14 +22,11 @@ impl Storage {
         let _guard = self.inner.commit.lock().await;
         let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let manifest = self.manifest()?;
+        let marked = self.inner.marked.pinned();
         let mut replaced = 0;
         for (name, entry) in &manifest.tables {
             let mut groups: BTreeMap<(Option<String>, i64), Vec<&FileMeta>> = BTreeMap::new();
-            for f in entry
-                .files
-                .iter()
-                .filter(|f| !self.inner.marked.is_pinned(&f.path))
-            {
+            for f in entry.files.iter().filter(|f| !marked.contains(&f.path)) {
                 groups
                     .entry((f.partition.clone(), f.bucket_start))
                     .or_default()
@@ -162,11 +159,12 @@ impl Storage {
     /// snapshot still reads.
     pub async fn collect_garbage(&self) -> Result<usize> {
         let cutoff = self.now_micros() - self.inner.options.gc_grace.as_micros() as i64;
+        let pinned = self.inner.pins.pinned();
         let due: Vec<Garbage> = self
             .manifest()?
             .garbage
             .iter()
-            .filter(|g| g.since <= cutoff && !self.inner.pins.is_pinned(&g.path))
+            .filter(|g| g.since <= cutoff && !pinned.contains(&g.path))
             .cloned()
             .collect();
         for g in &due {
@@ -178,7 +176,8 @@ impl Storage {
         let collected = self
             .commit_if(|m| {
                 let before = m.garbage.len();
-                m.garbage.retain(|g| !due.iter().any(|d| d.path == g.path));
+                let due: HashSet<&str> = due.iter().map(|d| d.path.as_str()).collect();
+                m.garbage.retain(|g| !due.contains(g.path.as_str()));
                 before - m.garbage.len()
             })
             .await?;

@@ -8,7 +8,7 @@ mod load;
 mod maintenance;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,20 +107,25 @@ struct FilePins {
 type PinnedList = (Arc<Vec<FileMeta>>, usize);
 
 impl FilePins {
-    fn is_pinned(&self, path: &str) -> bool {
-        if self
+    /// Every path a live pin holds, gathered once for a pass over many
+    /// paths (a lookup per path would scan each pinned list again).
+    fn pinned(&self) -> HashSet<String> {
+        let mut paths: HashSet<String> = self
             .counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(path)
-        {
-            return true;
-        }
-        self.lists
+            .keys()
+            .cloned()
+            .collect();
+        for (files, _) in self
+            .lists
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .any(|(files, _)| files.iter().any(|f| f.path == path))
+        {
+            paths.extend(files.iter().map(|f| f.path.clone()));
+        }
+        paths
     }
 }
 
