@@ -25,6 +25,11 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// Bytes of COPY data gathered before they are decoded.
 const DECODE_BYTES: usize = 256 * 1024;
 
+/// The longest record a COPY may send: an incomplete record is held in
+/// memory until its end arrives, so a client cannot make it grow without
+/// bound (PostgreSQL's own limit is 1 GB a line).
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
 /// Data format of a `COPY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyKind {
@@ -383,6 +388,9 @@ pub struct CopyDecoder {
     schema: SchemaRef,
     table: String,
     pending: Vec<u8>,
+    /// `pending`'s length at which to try decoding again: an incomplete
+    /// record is not searched again until more of it has arrived.
+    decode_at: usize,
     line: usize,
     header_pending: bool,
     done: bool,
@@ -416,6 +424,7 @@ impl CopyDecoder {
             schema,
             table: table.to_string(),
             pending: Vec::new(),
+            decode_at: DECODE_BYTES,
             line: 0,
             done: false,
             builders,
@@ -434,18 +443,38 @@ impl CopyDecoder {
     /// per-call work).
     pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(chunk);
-        if self.pending.len() < DECODE_BYTES {
+        if self.pending.len() < self.decode_at {
             return Ok(());
         }
+        let before = self.pending.len();
         if self.format.kind == CopyKind::Binary {
-            return self.push_binary();
+            self.push_binary()?;
+        } else if let Some(end) = self.last_record_end() {
+            let data = std::mem::take(&mut self.pending);
+            self.decode(&data[..end])?;
+            self.pending = data[end..].to_vec();
         }
-        let Some(end) = self.last_record_end() else {
-            return Ok(());
+        if self.pending.len() > MAX_RECORD_BYTES {
+            return Err(QueryError::new(
+                SqlState::ProgramLimitExceeded,
+                format!(
+                    "COPY record longer than {} MiB (COPY {}, line {})",
+                    MAX_RECORD_BYTES >> 20,
+                    self.table,
+                    self.line + 1
+                ),
+            ));
+        }
+        // A record still incomplete is searched again only once the data
+        // held has doubled, so a long one costs linear time, not quadratic.
+        let grown = if self.pending.len() == before {
+            before
+        } else {
+            0
         };
-        let data = std::mem::take(&mut self.pending);
-        self.decode(&data[..end])?;
-        self.pending = data[end..].to_vec();
+        self.decode_at = (self.pending.len() + DECODE_BYTES)
+            .max(2 * grown)
+            .min(MAX_RECORD_BYTES + 1);
         Ok(())
     }
 
@@ -1150,6 +1179,27 @@ mod tests {
             let quick = parse_iso_timestamp_micros(text);
             assert!(quick.is_some(), "{text}");
             assert_eq!(quick, parse_any_timestamp_micros(text), "{text}");
+        }
+    }
+
+    /// A record that never ends is refused once it passes the limit,
+    /// instead of being held in memory as it grows.
+    #[test]
+    fn a_record_without_end_is_refused_at_the_limit() {
+        for kind in [CopyKind::Text, CopyKind::Csv] {
+            let mut d =
+                CopyDecoder::new("events", schema(), CopyFormat::new(kind)).expect("decoder");
+            let first: &[u8] = match kind {
+                CopyKind::Csv => b"2025-01-01 00:00:00+00,a,1\n\"",
+                _ => b"2025-01-01 00:00:00+00\ta\t1\n",
+            };
+            d.push(first).expect("first line");
+            let chunk = vec![b'x'; 1 << 20];
+            let err = (0..80)
+                .find_map(|_| d.push(&chunk).err())
+                .expect("refused before 80 MiB");
+            assert_eq!(err.sqlstate(), "54000", "{err}");
+            assert!(err.to_string().contains("line 2"), "{err}");
         }
     }
 
