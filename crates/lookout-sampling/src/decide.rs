@@ -9,13 +9,15 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use lookout_storage::{CreateTable, Storage, TableDef, time_type};
 
 use crate::policy::{
-    ARRIVED, HOUR, LATE, RESCUE_EVERY, SamplingPolicy, WAL_ROWS, counts_table, floor_hour,
-    held_table, is_sampling, policy_of, ts_literal,
+    ARRIVED, HOUR, RESCUE_EVERY, SamplingPolicy, WAL_ROWS, counts_table, floor_hour, held_table,
+    is_sampling, policy_of, ts_literal,
 };
+use crate::select::Selection;
 use lookout_query::SqlState;
 use lookout_query::ext::{quote_ident as quote, quoted_table};
 use lookout_query::{Lookout, QueryError, Result, SqlSession};
@@ -91,24 +93,19 @@ impl Plan<'_> {
         self.def.columns.iter().map(|c| quote(&c.name)).collect()
     }
 
-    pub(crate) fn segments(&self) -> String {
-        self.policy
-            .segment_by
-            .iter()
-            .map(|c| format!("{}, ", quote(c)))
-            .collect()
-    }
-
-    /// The rows this decision looks at, with their hour, hash, rate and
-    /// whether a keep-rule matches: new arrivals, and the waiting rows of
-    /// the hours it closes that are not in the table already.
+    /// The rows this decision looks at, with their hour, hash, rate,
+    /// whether a keep-rule over the row matches, and whether it arrived
+    /// before the last decision (`_again`): new arrivals, and the held rows
+    /// of the hours it closes. A [`Selection`] drops the `_again` rows whose
+    /// key the table holds already (kept by a rule), and finds the rows a
+    /// rule reading other tables keeps and the (segment, hour)s closed
+    /// before: by sets it reads first, so that no join ever holds the held
+    /// rows in a hash table.
     pub(crate) fn candidates(&self) -> String {
         let p = self.policy;
         let source = quote(&p.table);
         let held = quoted_table(&held_table(&p.table));
-        let table = quoted_table(&p.table);
         let (ts, key) = (self.ts(), quote(&p.key));
-        let rules = p.row_rules();
         let (wm, cutoff) = (
             ts_literal(self.marks.decided_through),
             ts_literal(self.cutoff),
@@ -117,73 +114,55 @@ impl Plan<'_> {
             ts_literal(self.marks.hours_closed_before),
             ts_literal(self.close_before),
         );
-        // Rows of closing hours that arrived earlier may be in the table
-        // already (kept by a rule); the left join on the table finds them.
-        // A (segment, hour) already closed with rows makes a new row late;
-        // one never closed (historical rows loaded now) closes with it.
-        // The closed hours' segment columns get names of their own, so that
-        // an unqualified segment column in the rate or a keep-rule names the
-        // row's own column, not an ambiguous one.
-        let counts = quoted_table(&counts_table(&p.table));
-        let closed_columns: String = p
-            .segment_by
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} AS \"_closed{i}\", ", quote(c)))
-            .collect();
-        let closed_segment: String = p
-            .segment_by
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                format!(
-                    "(k.\"_closed{i}\" IS NOT DISTINCT FROM {source}.{}) AND ",
-                    quote(c)
-                )
-            })
-            .collect();
-        let (matched, keep) = match self.table_rule_keys(&format!("{ARRIVED} < {cutoff}")) {
-            Some(keys) => (
-                format!("LEFT JOIN ({keys}) r ON r.\"_matched\" = {source}.{key} "),
-                format!(
-                    "{} OR r.\"_matched\" IS NOT NULL",
-                    SamplingPolicy::keep_expr(&rules)
-                ),
-            ),
-            None => (String::new(), SamplingPolicy::keep_expr(&rules)),
-        };
         format!(
             "SELECT {}, date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\", \
              sample_hash(CAST({source}.{key} AS VARCHAR)) AS \"_h\", \
              least(greatest(coalesce(CAST(({}) AS DOUBLE PRECISION), 0.0), 0.0), 1.0) AS \"_rate\", \
-             nullif({keep}, NULL) AS \"_keep\", \
-             nullif(k.\"_closed\" IS NOT NULL, NULL) AS \"_late\" \
-             FROM {held} AS {source} {matched}\
-             LEFT JOIN (SELECT DISTINCT {closed_columns}\"hour\" AS \"_closed\" FROM {counts} WHERE closes_hour) k \
-               ON {closed_segment}k.\"_closed\" = date_bin(INTERVAL '1 hour', {source}.{ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') \
-             LEFT JOIN (SELECT DISTINCT {key} AS \"_published\" FROM {table} WHERE {ts} >= {hc} AND {ts} < {hc2}) p \
-               ON p.\"_published\" = {source}.{key} \
+             ({}) AS \"_keep\", {ARRIVED} < {wm} AS \"_again\" \
+             FROM {held} AS {source} \
              WHERE ({ARRIVED} >= {wm} AND {ARRIVED} < {cutoff}) \
-                OR ({ARRIVED} < {wm} AND {source}.{ts} >= {hc} AND {source}.{ts} < {hc2} AND p.\"_published\" IS NULL)",
+                OR ({ARRIVED} < {wm} AND {source}.{ts} >= {hc} AND {source}.{ts} < {hc2})",
             self.columns()
                 .iter()
                 .map(|c| format!("{source}.{c}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             p.rate,
+            SamplingPolicy::keep_expr(&p.row_rules()),
         )
     }
 
-    /// `a.col IS NOT DISTINCT FROM b.col AND ` for each segment column.
-    pub(crate) fn same_segment(&self, a: &str, b: &str) -> String {
-        self.policy
+    /// The (segment, hour)s closed by earlier decisions: a row of one is late.
+    pub(crate) fn closed_sql(&self) -> String {
+        let segments: String = self
+            .policy
             .segment_by
             .iter()
-            .map(|c| {
-                let c = quote(c);
-                format!("({a}.{c} IS NOT DISTINCT FROM {b}.{c}) AND ")
-            })
-            .collect()
+            .map(|c| format!("{}, ", quote(c)))
+            .collect();
+        format!(
+            "SELECT DISTINCT {segments}\"hour\" AS \"_hour\" FROM {} WHERE closes_hour",
+            quoted_table(&counts_table(&self.policy.table))
+        )
+    }
+
+    /// Keys the table holds in the hours this decision closes (rows a rule
+    /// kept earlier); None when no candidate can be such a row.
+    pub(crate) fn published_sql(&self) -> Option<String> {
+        let (ts, key) = (self.ts(), quote(&self.policy.key));
+        (self.marks.decided_through > 0).then(|| {
+            format!(
+                "SELECT DISTINCT {key} FROM {} WHERE {ts} >= {} AND {ts} < {} AND {key} IS NOT NULL",
+                quoted_table(&self.policy.table),
+                ts_literal(self.marks.hours_closed_before),
+                ts_literal(self.close_before),
+            )
+        })
+    }
+
+    /// Keys of candidates that a rule reading other tables keeps.
+    pub(crate) fn matched_sql(&self) -> Option<String> {
+        self.table_rule_keys(&format!("{ARRIVED} < {}", ts_literal(self.cutoff)))
     }
 
     /// The table's columns, the weight column given by `weight`.
@@ -222,57 +201,60 @@ impl Plan<'_> {
         Some(selects.join(" UNION "))
     }
 
-    /// Nominal rows whose (segment, hour) this decision closes.
-    pub(crate) fn closing(&self) -> String {
+    /// The candidates' columns the first pass of a selection reads: the
+    /// segment columns, the key and the decision's marks.
+    pub(crate) fn narrow_candidates(&self) -> String {
+        let p = self.policy;
+        let mut names: Vec<&String> = p.segment_by.iter().collect();
+        if !names.contains(&&p.key) {
+            names.push(&p.key);
+        }
+        let columns: String = names.iter().map(|c| format!("{}, ", quote(c))).collect();
         format!(
-            "NOT \"_keep\" AND NOT \"_late\" AND \"_hour\" < {}",
-            ts_literal(self.close_before)
-        )
-    }
-
-    /// Per (segment, hour): rows kept by a rule, late rows and those kept of
-    /// them, rows of closing hours and those under the rate.
-    pub(crate) fn counts_sql(&self) -> String {
-        let seg = self.segments();
-        let (closing, late) = (self.closing(), LATE);
-        format!(
-            "WITH c AS ({}) SELECT {seg}\"_hour\", \
-             count(*) FILTER (WHERE \"_keep\") AS rule, \
-             count(*) FILTER (WHERE {late}) AS late_n, \
-             count(*) FILTER (WHERE {late} AND \"_h\" < \"_rate\") AS late_k, \
-             count(*) FILTER (WHERE {closing}) AS n, \
-             count(*) FILTER (WHERE {closing} AND \"_h\" < \"_rate\") AS k \
-             FROM c GROUP BY {seg}\"_hour\"",
+            "SELECT {columns}\"_hour\", \"_h\", \"_rate\", \"_keep\", \"_again\" FROM ({}) c",
             self.candidates()
         )
     }
 
-    /// The kept rows, in the table's columns, the weight column set.
-    pub(crate) fn kept_sql(&self) -> String {
-        let p = self.policy;
-        let seg = self.segments();
-        let m = p.minimum;
-        let cols = self.columns().join(", ");
-        let same_segment = self.same_segment("c", "s");
-        let out = self.output_columns("\"_w\"");
-        format!(
-            "WITH c AS ({candidates}), \
-             s AS (SELECT {seg}\"_hour\", count(*) AS \"_n\", count(*) FILTER (WHERE \"_h\" < \"_rate\") AS \"_k\" \
-                   FROM c WHERE {closing} GROUP BY {seg}\"_hour\"), \
-             d AS (SELECT c.*, s.\"_n\", s.\"_k\" FROM c JOIN s ON {same_segment}c.\"_hour\" = s.\"_hour\" WHERE NOT c.\"_keep\" AND NOT c.\"_late\"), \
-             small AS (SELECT *, row_number() OVER (PARTITION BY {seg}\"_hour\" ORDER BY \"_h\", {key}) AS \"_rank\" \
-                       FROM d WHERE \"_k\" < {m}) \
-             SELECT {out} FROM ( \
-               SELECT {cols}, 1.0 AS \"_w\" FROM c WHERE \"_keep\" \
-               UNION ALL SELECT {cols}, 1.0 / \"_rate\" AS \"_w\" FROM c WHERE {LATE} AND \"_h\" < \"_rate\" \
-               UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / \"_k\" AS \"_w\" FROM d WHERE \"_k\" >= {m} AND \"_k\" > 0 AND \"_h\" < \"_rate\" \
-               UNION ALL SELECT {cols}, CAST(\"_n\" AS DOUBLE PRECISION) / least(\"_n\", {m}) AS \"_w\" FROM small WHERE \"_rank\" <= {m} \
-             ) kept",
-            candidates = self.candidates(),
-            closing = self.closing(),
-            key = quote(&p.key),
-            out = out.join(", "),
-        )
+    /// The kept rows and the counts of a decision, by a [`Selection`] over
+    /// two passes of the candidates.
+    pub(crate) async fn select(
+        &self,
+        session: &mut dyn SqlSession,
+    ) -> Result<(Vec<Count>, Vec<RecordBatch>)> {
+        let narrow = session.logical_plan(&self.narrow_candidates()).await?;
+        let schema: SchemaRef = Arc::new(narrow.schema().as_arrow().clone());
+        let mut selection = Selection::new(self.policy, &schema, self.close_before)?;
+        selection.add_closed(&collect(session, &self.closed_sql()).await?)?;
+        if let Some(sql) = self.published_sql() {
+            selection.add_published(&collect(session, &sql).await?)?;
+        }
+        if let Some(sql) = self.matched_sql() {
+            selection.add_matched(&collect(session, &sql).await?)?;
+        }
+        let mut rows = session.execute_logical(narrow).await?;
+        while let Some(batch) = rows.next().await {
+            selection.count(&batch?)?;
+        }
+        let counts = selection.counts()?;
+        let (_, mut rows) = stream(session, &self.candidates()).await?;
+        let columns = self.def.columns.len();
+        let weight = self
+            .def
+            .columns
+            .iter()
+            .position(|c| c.name == self.policy.weight)
+            .ok_or_else(|| missing_column(&self.policy.weight, &self.policy.table))?;
+        let mut kept = Vec::new();
+        if !counts.is_empty() {
+            while let Some(batch) = rows.next().await {
+                let batch = selection.keep(&batch?, columns, weight)?;
+                if batch.num_rows() > 0 {
+                    kept.push(batch);
+                }
+            }
+        }
+        Ok((counts, kept))
     }
 
     /// Dropped rows still in the overflow that a rule reading other tables
@@ -289,9 +271,13 @@ impl Plan<'_> {
             ts_literal(self.marks.hours_closed_before),
         );
         let matched = self.table_rule_keys(&decided)?;
+        // The matched keys (few) come first in an inner join, so that its
+        // hash table holds them, not the held rows (`key IN (...)` built
+        // it on the held rows, as its other side has no row estimate).
         Some(format!(
             "SELECT {}, date_bin(INTERVAL '1 hour', {ts}, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS \"_hour\" \
-             FROM {} AS {source} WHERE {decided} AND {source}.{key} IN ({matched}) \
+             FROM (SELECT DISTINCT \"_matched\" FROM ({matched}) r) m \
+             JOIN {} AS {source} ON {source}.{key} = m.\"_matched\" WHERE {decided} \
              AND {source}.{key} NOT IN (SELECT {key} FROM {} WHERE {key} IS NOT NULL)",
             out.join(", "),
             quoted_table(&held_table(&p.table)),
@@ -413,19 +399,6 @@ pub(crate) fn counts_batch(
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-pub(crate) fn int_at(batch: &RecordBatch, name: &str, row: usize) -> Result<i64> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| QueryError::new(SqlState::InternalError, format!("no column {name}")))?;
-    let column = arrow::compute::cast(column, &DataType::Int64)?;
-    let column = column.as_primitive::<Int64Type>();
-    Ok(if column.is_null(row) {
-        0
-    } else {
-        column.value(row)
-    })
-}
-
 /// Timestamps (of any unit) as microseconds since the epoch.
 pub(crate) fn micros(column: &ArrayRef) -> Result<ArrayRef> {
     let unit = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None);
@@ -433,48 +406,6 @@ pub(crate) fn micros(column: &ArrayRef) -> Result<ArrayRef> {
         &arrow::compute::cast(column, &unit)?,
         &DataType::Int64,
     )?)
-}
-
-/// Reads the counts query's groups into counts-table rows.
-pub(crate) fn counts_from(batch: &RecordBatch, policy: &SamplingPolicy) -> Result<Vec<Count>> {
-    let segments = policy.segment_by.len();
-    let hours = micros(batch.column(segments))?;
-    let hours = hours.as_primitive::<Int64Type>();
-    let m = policy.minimum as i64;
-    let mut out = Vec::new();
-    for row in 0..batch.num_rows() {
-        let get = |name| int_at(batch, name, row);
-        let (rule, late_n, late_k, n, k) = (
-            get("rule")?,
-            get("late_n")?,
-            get("late_k")?,
-            get("n")?,
-            get("k")?,
-        );
-        if rule + late_n + n == 0 {
-            continue;
-        }
-        let small = n > 0 && k < m;
-        let for_minimum = if small { n.min(m) } else { 0 };
-        let by_rate = late_k + if small { 0 } else { k };
-        let sampled = if small { n.min(m) } else { k };
-        let weight = (sampled > 0).then(|| n as f64 / sampled as f64);
-        out.push(Count {
-            hour: hours.is_valid(row).then(|| hours.value(row)),
-            segment: (0..segments)
-                .map(|i| batch.column(i).slice(row, 1))
-                .collect(),
-            seen: rule + late_n + n,
-            kept_by_rule: rule,
-            kept_by_rate: by_rate,
-            kept_for_minimum: for_minimum,
-            rescued: 0,
-            dropped: late_n - late_k + n - sampled,
-            weight,
-            closes_hour: n > 0,
-        });
-    }
-    Ok(out)
 }
 
 /// Creates (or widens) the counts table for a policy.
@@ -520,11 +451,8 @@ pub(crate) async fn read_marks(session: &mut dyn SqlSession, table: &str) -> Res
 }
 
 pub(crate) async fn collect(session: &mut dyn SqlSession, sql: &str) -> Result<RecordBatch> {
-    let plan = session.logical_plan(sql).await?;
-    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-    let batches: Vec<RecordBatch> = session
-        .execute_logical(plan)
-        .await?
+    let (schema, rows) = stream(session, sql).await?;
+    let batches: Vec<RecordBatch> = rows
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -532,25 +460,34 @@ pub(crate) async fn collect(session: &mut dyn SqlSession, sql: &str) -> Result<R
     Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
+/// Runs `sql`: its schema and its stream of batches.
+pub(crate) async fn stream(
+    session: &mut dyn SqlSession,
+    sql: &str,
+) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+    let plan = session.logical_plan(sql).await?;
+    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    Ok((schema, session.execute_logical(plan).await?))
+}
+
 /// Writes kept rows and counts together: one WAL record, or for many rows
 /// one bulk load committed with the counts.
 pub(crate) async fn commit(
     storage: &Storage,
     table: &str,
-    kept: RecordBatch,
+    kept: Vec<RecordBatch>,
     counts: (String, RecordBatch),
 ) -> Result<()> {
-    if kept.num_rows() <= WAL_ROWS {
-        storage
-            .write_group(vec![counts, (table.to_string(), kept)])
-            .await?;
+    let rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
+    if rows <= WAL_ROWS {
+        let mut group = vec![counts];
+        if let Some(first) = kept.first() {
+            let kept = arrow::compute::concat_batches(first.schema_ref(), &kept)?;
+            group.push((table.to_string(), kept));
+        }
+        storage.write_group(group).await?;
     } else {
-        let rows = futures::stream::iter(
-            (0..kept.num_rows())
-                .step_by(WAL_ROWS)
-                .map(move |i| Ok(kept.slice(i, WAL_ROWS.min(kept.num_rows() - i))))
-                .collect::<Vec<_>>(),
-        );
+        let rows = futures::stream::iter(kept.into_iter().map(Ok));
         storage
             .bulk_load_with(table, rows, move || async move { Ok(vec![counts]) })
             .await?;
@@ -685,7 +622,7 @@ impl Decisions {
             hours_closed_before: plan.close_before,
         };
         if advanced != marks {
-            let counts = counts_from(&collect(&mut session, &plan.counts_sql()).await?, &policy)?;
+            let (counts, kept) = plan.select(&mut session).await?;
             if counts.is_empty() {
                 // Nothing decided: only rows waiting for their hour arrived.
                 self.marks
@@ -693,22 +630,21 @@ impl Decisions {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(table.to_string(), advanced);
             } else {
-                let kept = collect(&mut session, &plan.kept_sql()).await?;
                 let schema = storage.table(&counts_table(table))?.schema()?;
                 let batch =
                     counts_batch(&schema, policy.segment_by.len(), &counts, real, advanced)?;
-                decided.kept = kept.num_rows() as u64;
+                let kept_rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
+                decided.kept = kept_rows as u64;
                 decided.dropped = counts.iter().map(|c| c.dropped as u64).sum();
                 let expected: i64 = counts
                     .iter()
                     .map(|c| c.kept_by_rule + c.kept_by_rate + c.kept_for_minimum)
                     .sum();
-                if expected != kept.num_rows() as i64 {
+                if expected != kept_rows as i64 {
                     return Err(QueryError::new(
                         SqlState::InternalError,
                         format!(
-                            "sampling of \"{table}\": {} rows selected but {expected} counted; nothing was written",
-                            kept.num_rows()
+                            "sampling of \"{table}\": {kept_rows} rows selected but {expected} counted; nothing was written",
                         ),
                     ));
                 }
@@ -805,7 +741,7 @@ impl Decisions {
         commit(
             storage,
             &policy.table,
-            kept,
+            vec![kept],
             (counts_table(&policy.table), batch),
         )
         .await?;

@@ -30,6 +30,7 @@
 mod decide;
 mod hook;
 mod policy;
+mod select;
 mod statements;
 
 use std::sync::Arc;

@@ -23,9 +23,6 @@ pub(crate) const ARRIVED: &str = "arrived_at";
 /// [`Derivation::definition`] (rollups start with `CREATE ROLLUP`).
 pub(crate) const DEFINITION_PREFIX: &str = "ALTER TABLE";
 
-/// Nominal rows of a (segment, hour) that was closed before they arrived.
-pub(crate) const LATE: &str = "NOT \"_keep\" AND \"_late\"";
-
 /// Kept rows up to which a decision is one WAL record; above, one bulk load.
 pub(crate) const WAL_ROWS: usize = 100_000;
 

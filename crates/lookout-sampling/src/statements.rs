@@ -246,7 +246,12 @@ pub(crate) async fn check_decisions(
         cutoff: 0,
         close_before: 0,
     };
-    let mut queries = vec![plan.counts_sql(), plan.kept_sql()];
+    let mut queries = vec![
+        plan.narrow_candidates(),
+        plan.candidates(),
+        plan.closed_sql(),
+    ];
+    queries.extend(plan.matched_sql());
     queries.extend(plan.rescue_sql(0));
     for sql in queries {
         session.logical_plan(&sql).await.map_err(|e| {

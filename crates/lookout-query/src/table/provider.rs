@@ -271,6 +271,19 @@ fn scan_file(file: &FileMeta, partition_column: Option<&String>) -> Result<ScanF
     })
 }
 
+/// The rows (deleted ones included) and bytes of a scan's files: inexact,
+/// and enough for the join selection to build its hash table on the
+/// smaller side.
+fn size_statistics<'a>(files: impl Iterator<Item = &'a FileMeta>, schema: &Schema) -> Statistics {
+    let (rows, bytes) = files.fold((0usize, 0usize), |(rows, bytes), f| {
+        (rows + f.rows as usize, bytes + f.size as usize)
+    });
+    let mut stats = Statistics::new_unknown(schema);
+    stats.num_rows = Precision::Inexact(rows);
+    stats.total_byte_size = Precision::Inexact(bytes);
+    stats
+}
+
 fn partitioned_file(file: &FileMeta, stats: Statistics) -> Result<PartitionedFile> {
     let mut pf =
         PartitionedFile::new(file.path.clone(), file.size).with_statistics(Arc::new(stats));
@@ -654,13 +667,15 @@ impl LookoutTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
+        let total = size_statistics(files.iter().map(|(f, _)| *f), &schema);
         let groups = balance(files, state.config().target_partitions())
             .into_iter()
             .map(|g| {
+                let stats = size_statistics(g.iter().map(|(f, _)| *f), &schema);
                 g.into_iter()
                     .map(|(f, stats)| partitioned_file(f, stats))
                     .collect::<Result<Vec<_>>>()
-                    .map(FileGroup::new)
+                    .map(|files| FileGroup::new(files).with_statistics(Arc::new(stats)))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut source = ParquetSource::new(Arc::clone(&schema))
@@ -673,6 +688,7 @@ impl LookoutTable {
                 .with_file_groups(groups)
                 .with_projection_indices(projection)?
                 .with_limit(limit)
+                .with_statistics(total)
                 .build();
         Ok(DataSourceExec::from_data_source(config))
     }
