@@ -97,6 +97,15 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Whether scans of `def`'s rows keep decoded columns in the column
+    /// cache (see [`crate::table::derived::DerivedKind::cached`]).
+    pub(crate) fn cached(&self, def: &TableDef) -> bool {
+        def.derived
+            .as_ref()
+            .and_then(|d| self.kinds.kind_of(d))
+            .is_none_or(|kind| kind.cached())
+    }
+
     pub(crate) fn new(storage: Storage, kinds: DerivedKinds) -> Self {
         Ingest {
             storage,

@@ -87,3 +87,61 @@ pub mod fuzzing {
         let _ = crate::policy::parse_decide(sql);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, RecordBatch};
+    use arrow::datatypes::Int64Type;
+    use lookout_query::{Lookout, LookoutOptions};
+
+    use super::{SamplingOptions, install};
+
+    fn cached_columns(batches: &[RecordBatch]) -> i64 {
+        let column = batches[0].column_by_name("columns").expect("columns");
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+            .expect("cast")
+            .as_primitive::<Int64Type>()
+            .value(0)
+    }
+
+    /// Decisions read the held rows once and drop them: they must not fill
+    /// the column cache (and evict what dashboards read), while scans of
+    /// the table itself still do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_leave_the_column_cache_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = LookoutOptions {
+            cache_memory: Some(8 << 20),
+            ..LookoutOptions::default()
+        };
+        let db = Lookout::open_with(dir.path(), options).await.expect("open");
+        install(&db, SamplingOptions { interval: None })
+            .await
+            .expect("install");
+        let mut session = db.session();
+        for sql in [
+            "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, n BIGINT)",
+            "ALTER TABLE t SET SAMPLING (KEY request_id, SEGMENT BY (model), RATE 0.5, \
+             MINIMUM 1 PER HOUR, WINDOW '0 seconds')",
+            "INSERT INTO t SELECT to_timestamp(v), 'm', CAST(v AS TEXT), v FROM generate_series(1, 1000) AS g(v)",
+        ] {
+            session.query(sql).await.expect(sql);
+        }
+        db.storage().flush().await.expect("flush");
+        session
+            .query("SET lookout.now = '2030-01-01 00:00:00+00'")
+            .await
+            .expect("set");
+        session.query("DECIDE SAMPLING").await.expect("decide");
+        let stats = "SELECT columns FROM lookout.column_cache";
+        assert_eq!(
+            cached_columns(&session.query(stats).await.expect("stats")),
+            0
+        );
+        db.storage().flush().await.expect("flush");
+        let kept = session.query("SELECT sum(n) FROM t").await.expect("sum");
+        assert!(kept[0].column(0).is_valid(0), "the decision kept no rows");
+        assert!(cached_columns(&session.query(stats).await.expect("stats")) > 0);
+        db.close().await.expect("close");
+    }
+}

@@ -306,6 +306,12 @@ impl DerivedKind for SamplingKind {
         definition.starts_with(DEFINITION_PREFIX)
     }
 
+    /// Held rows are read by decisions and then dropped: caching them
+    /// would only push hot columns out.
+    fn cached(&self) -> bool {
+        false
+    }
+
     /// Held rows are decided, not combined.
     fn combiner(&self, _table: &TableDef) -> Result<Option<Arc<dyn Combine>>> {
         Ok(None)

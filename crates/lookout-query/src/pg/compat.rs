@@ -1078,9 +1078,10 @@ fn substitute(sql: &str) -> Option<String> {
 }
 
 /// Parses SQL text as Postgres would, with the rewrites above.
-/// Names the columns of an `INSERT ... SELECT` whose select list would have
-/// two columns of the same name (`SELECT 'user', ..., 'user'`): Postgres
-/// inserts by position and never minds; DataFusion refuses the projection.
+/// Names the columns of an `INSERT ... SELECT` whose select list has
+/// unnamed expressions or two columns of the same name (`SELECT 'user', ...,
+/// 'user'`, `SELECT CAST(v AS TEXT), v`): Postgres inserts by position and
+/// never minds; DataFusion refuses a projection with two equal names.
 /// And an `INSERT` without a column list that gives fewer values than the
 /// table has columns fills the leading columns, as in Postgres (a table
 /// that gained a column, such as a sample weight, keeps taking its writers'
@@ -1123,13 +1124,15 @@ pub(crate) fn name_insert_columns(
     if let Some(query) = insert.source.as_mut()
         && let SetExpr::Select(select) = query.body.as_mut()
     {
+        // An unnamed expression's name is DataFusion's, which is not its
+        // text (`CAST(v AS TEXT)` is named `v`): any two may collide.
         let mut seen = std::collections::HashSet::new();
-        let duplicated = select.projection.iter().any(|item| match item {
-            SelectItem::UnnamedExpr(e) => !seen.insert(e.to_string()),
+        let rename = select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(_) => true,
             SelectItem::ExprWithAlias { alias, .. } => !seen.insert(alias.value.clone()),
             _ => false,
-        });
-        if duplicated {
+        }) && select.projection.len() > 1;
+        if rename {
             for (i, item) in select.projection.iter_mut().enumerate() {
                 if let SelectItem::UnnamedExpr(e) = item {
                     *item = SelectItem::ExprWithAlias {

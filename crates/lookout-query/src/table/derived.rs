@@ -25,6 +25,13 @@ pub trait DerivedKind: Send + Sync + Debug {
     /// compacts them; `None` keeps them as written.
     fn combiner(&self, table: &TableDef) -> Result<Option<Arc<dyn Combine>>>;
 
+    /// Whether scans of its tables keep decoded columns in the column
+    /// cache. A kind whose rows are read once and then dropped says no, so
+    /// that reading them does not evict what dashboards read again.
+    fn cached(&self) -> bool {
+        true
+    }
+
     /// Whether `derivation` is of this kind.
     fn defines(&self, derivation: &Derivation) -> bool {
         match &derivation.kind {

@@ -388,7 +388,7 @@ impl TableProvider for LookoutTable {
         let cache = state
             .config()
             .get_extension::<ColumnCache>()
-            .filter(|c| c.enabled());
+            .filter(|c| c.enabled() && self.ingest.cached(&self.def));
         if let Some(cache) = &cache {
             // Filters are evaluated on the held columns before rows are
             // copied; the time bounds only where a file straddles them.
