@@ -6,7 +6,12 @@
 //! evaluation's outcome and the notifications it queued), so a crash keeps
 //! all of it or none of it. The views the users query are defined here.
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use lookout_query::Lookout;
@@ -137,51 +142,80 @@ pub(crate) struct LogRow<'a> {
 }
 
 impl LogRow<'_> {
-    /// The row as a VALUES tuple, in the table's column order.
-    fn tuple(&self) -> String {
-        [
-            timestamp(self.ts),
-            text(self.kind),
-            text(self.rule),
-            self.rule_version.to_string(),
-            opt_text(self.fingerprint),
-            opt_text(self.labels.as_deref()),
-            opt_text(self.previous_state),
-            opt_text(self.state),
-            opt_text(self.severity),
-            float(self.value),
-            int(self.n),
-            float(self.threshold),
-            opt_timestamp(self.active_at),
-            opt_timestamp(self.fired_at),
-            opt_timestamp(self.keep_firing_since),
-            opt_timestamp(self.resolved_at),
-            opt_timestamp(self.last_sent_at),
-            int(self.missed),
-            opt_text(self.notification),
-            opt_text(self.target),
-            opt_text(self.payload),
-            opt_text(self.detail),
-            timestamp(self.recorded_at),
-            opt_timestamp(self.baseline_to),
+    /// The rows as named columns of `lookout.alert_log`.
+    fn columns(rows: &[LogRow<'_>]) -> Vec<(&'static str, ArrayRef)> {
+        fn texts<'b>(values: impl Iterator<Item = Option<&'b str>>) -> ArrayRef {
+            Arc::new(values.collect::<StringArray>())
+        }
+        fn times(values: impl Iterator<Item = Option<Micros>>) -> ArrayRef {
+            Arc::new(values.collect::<TimestampMicrosecondArray>())
+        }
+        fn ints(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+            Arc::new(values.collect::<Int64Array>())
+        }
+        fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+            Arc::new(values.collect::<Float64Array>())
+        }
+        let r = || rows.iter();
+        vec![
+            ("ts", times(r().map(|r| Some(r.ts)))),
+            ("kind", texts(r().map(|r| Some(r.kind)))),
+            ("rule", texts(r().map(|r| Some(r.rule)))),
+            ("rule_version", ints(r().map(|r| Some(r.rule_version)))),
+            ("fingerprint", texts(r().map(|r| r.fingerprint))),
+            ("labels", texts(r().map(|r| r.labels.as_deref()))),
+            ("previous_state", texts(r().map(|r| r.previous_state))),
+            ("state", texts(r().map(|r| r.state))),
+            ("severity", texts(r().map(|r| r.severity))),
+            ("value", floats(r().map(|r| r.value))),
+            ("n", ints(r().map(|r| r.n))),
+            ("threshold", floats(r().map(|r| r.threshold))),
+            ("active_at", times(r().map(|r| r.active_at))),
+            ("fired_at", times(r().map(|r| r.fired_at))),
+            ("keep_firing_since", times(r().map(|r| r.keep_firing_since))),
+            ("resolved_at", times(r().map(|r| r.resolved_at))),
+            ("last_sent_at", times(r().map(|r| r.last_sent_at))),
+            ("missed", ints(r().map(|r| r.missed))),
+            ("notification", texts(r().map(|r| r.notification))),
+            ("target", texts(r().map(|r| r.target))),
+            ("payload", texts(r().map(|r| r.payload))),
+            ("detail", texts(r().map(|r| r.detail))),
+            ("recorded_at", times(r().map(|r| Some(r.recorded_at)))),
+            ("baseline_to", times(r().map(|r| r.baseline_to))),
         ]
-        .join(", ")
     }
 }
 
-/// Appends rows to `lookout.alert_log` in one write: all or none survive a crash.
+/// Appends rows to `lookout.alert_log` in one write: all or none survive a
+/// crash. Written as a batch, not an `INSERT`: every evaluation appends, and
+/// parsing and planning a statement was a fifth of an evaluation's time.
 pub(crate) async fn append_log(db: &Lookout, rows: &[LogRow<'_>]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let tuples: Vec<String> = rows.iter().map(|r| format!("({})", r.tuple())).collect();
-    db.sql(&format!(
-        "INSERT INTO lookout.alert_log VALUES {}",
-        tuples.join(", ")
-    ))
-    .await?;
+    let schema = db
+        .storage()
+        .table(LOG_TABLE)
+        .and_then(|def| def.schema())
+        .map_err(|e| AlertError::Query(e.into()))?;
+    let columns = LogRow::columns(rows);
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(
+            |field| match columns.iter().find(|(name, _)| name == field.name()) {
+                Some((_, values)) => cast(values, field.data_type()).map_err(arrow_err),
+                None => Ok(arrow::array::new_null_array(field.data_type(), rows.len())),
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let batch = RecordBatch::try_new(schema, arrays).map_err(arrow_err)?;
+    db.write(LOG_TABLE, batch).await?;
     Ok(())
 }
+
+/// Where evaluations, transitions and deliveries are logged.
+const LOG_TABLE: &str = "lookout.alert_log";
 
 /// Creates the tables and registers the views.
 pub(crate) async fn install(db: &Lookout, history_ttl: Micros) -> Result<()> {
@@ -215,11 +249,6 @@ pub(crate) fn timestamp(micros: Micros) -> String {
     let mut s = String::new();
     lookout_query::format::push_timestamp(&mut s, micros, true);
     format!("'{s}'")
-}
-
-/// A timestamptz literal or NULL.
-pub(crate) fn opt_timestamp(micros: Option<Micros>) -> String {
-    micros.map_or_else(|| "NULL".into(), timestamp)
 }
 
 /// A float literal, or NULL for NULL, NaN and infinities.
