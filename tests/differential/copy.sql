@@ -40,3 +40,11 @@ SELECT id, s FROM c WHERE id >= 50 ORDER BY id;
 COPY c FROM STDIN;
 SELECT id, s FROM c WHERE id >= 60 ORDER BY id;
 SELECT count(*) FROM c;
+-- Fractions past the microsecond round as PostgreSQL rounds them (to the
+-- nearest microsecond of the parsed double, a whole second carried).
+-- copy: '2025-01-08 00:00:00.1234567+00\t70\tr\n2025-01-08 00:00:00.9999996+00\t71\tr\n2025-01-08 00:00:00.12345649+00\t72\tr\n2025-01-08 00:00:00.0000005+00\t73\tr\n2025-01-08T00:00:00.4999995Z\t74\tr\n2025-01-08 00:00:00.7654321 UTC\t75\tr\n2025-01-08 23:59:59.99999999+00\t76\tr\n'
+COPY c FROM STDIN;
+SELECT id, ts FROM c WHERE id >= 70 ORDER BY id;
+-- copy: 'ts,id,s\n2025-01-09 00:00:00.0000015+00,80,csv\n'
+COPY c FROM STDIN WITH (FORMAT csv, HEADER true);
+SELECT id, ts FROM c WHERE id >= 80 ORDER BY id;

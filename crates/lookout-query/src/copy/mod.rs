@@ -289,18 +289,13 @@ fn parse_iso_timestamp_micros(s: &str) -> Option<i64> {
             at += 1;
             let start = at;
             while b.get(at).is_some_and(u8::is_ascii_digit) {
-                // Digits past the microsecond are dropped, as the general
-                // path's nanoseconds are.
-                if at - start < 6 {
-                    micros = micros * 10 + i64::from(b[at] - b'0');
-                }
                 at += 1;
             }
             let digits = at - start;
             if digits == 0 || digits > 9 {
                 return None;
             }
-            micros *= 10i64.pow(6u32.saturating_sub(digits as u32));
+            micros = fraction_micros(&b[start..at])?;
         }
     }
     let offset_minutes = match &b[at..] {
@@ -325,13 +320,49 @@ fn parse_iso_timestamp_micros(s: &str) -> Option<i64> {
     Some(time.and_utc().timestamp() * 1_000_000 + micros - offset_minutes * 60_000_000)
 }
 
+/// Microseconds of the fraction of a second whose digits (after the point)
+/// are given, rounded as Postgres rounds them: `rint(strtod(".digits") *
+/// 1e6)`, to the nearest, ties to even on the double (`.9999996` is a whole
+/// second).
+fn fraction_micros(digits: &[u8]) -> Option<i64> {
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() <= 6 {
+        let value = digits
+            .iter()
+            .fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
+        return Some(value * 10i64.pow(6 - digits.len() as u32));
+    }
+    let fraction: f64 = format!("0.{}", std::str::from_utf8(digits).ok()?)
+        .parse()
+        .ok()?;
+    Some((fraction * 1e6).round_ties_even() as i64)
+}
+
+/// The digits after the decimal point of an ISO timestamp's seconds.
+fn fraction_digits(t: &str) -> &[u8] {
+    let b = t.as_bytes();
+    let Some(point) = b.iter().skip(10).position(|&c| c == b'.') else {
+        return &[];
+    };
+    let start = 10 + point + 1;
+    let len = b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    &b[start..start + len]
+}
+
 /// Every ISO spelling [`parse_timestamp_micros`] takes.
 fn parse_any_timestamp_micros(s: &str) -> Option<i64> {
     let t = s.trim();
+    let fraction = fraction_micros(fraction_digits(t))?;
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Some(d.timestamp_micros());
+        return Some(d.timestamp() * 1_000_000 + fraction);
     }
-    let t = t.replacen('T', " ", 1);
+    // The date and time may be joined by a `T` (not the one of `UTC`).
+    let t = match t.as_bytes().get(10) {
+        Some(b'T') => format!("{} {}", &t[..10], &t[11..]),
+        _ => t.to_string(),
+    };
     let (body, zone) = split_zone(&t);
     let naive = NaiveDateTime::parse_from_str(body, "%Y-%m-%d %H:%M:%S%.f")
         .or_else(|_| NaiveDateTime::parse_from_str(body, "%Y-%m-%d %H:%M"))
@@ -344,7 +375,7 @@ fn parse_any_timestamp_micros(s: &str) -> Option<i64> {
         None => 0,
         Some(z) => parse_offset_secs(z)?,
     };
-    Some(naive.and_utc().timestamp_micros() - offset * 1_000_000)
+    Some(naive.and_utc().timestamp() * 1_000_000 + fraction - offset * 1_000_000)
 }
 
 fn split_zone(t: &str) -> (&str, Option<&str>) {
@@ -1123,6 +1154,22 @@ mod tests {
         );
         assert_eq!(parse_timestamp_micros("1970-01-01"), Some(0));
         assert_eq!(parse_timestamp_micros("1969-12-31 19:00:00-05:00"), Some(0));
+    }
+
+    /// Digits past the microsecond round to the nearest, as in Postgres
+    /// (tests/differential/copy.sql compares ties with a real server).
+    #[test]
+    fn fractions_round_to_the_microsecond() {
+        for (text, micros) in [
+            ("1970-01-01 00:00:00.1234567+00", 123_457),
+            ("1970-01-01 00:00:00.12345649", 123_456),
+            ("1970-01-01 00:00:00.9999996Z", 1_000_000),
+            ("1970-01-01 00:00:00.000000499 UTC", 0),
+            ("1969-12-31 23:59:59.9999999", 0),
+            ("1970-01-01T00:00:00.7654321+00:00", 765_432),
+        ] {
+            assert_eq!(parse_timestamp_micros(text), Some(micros), "{text}");
+        }
     }
 
     /// The quick ISO reader answers as the general one wherever it answers,
