@@ -8,6 +8,8 @@ pub(crate) mod cached_scan;
 pub(crate) mod catalog;
 pub(crate) mod column_cache;
 pub(crate) mod derived;
+#[cfg(test)]
+mod join_tests;
 pub(crate) mod partition_aggregate;
 pub(crate) mod provider;
 pub(crate) mod returning;
