@@ -1,6 +1,7 @@
 //! Decisions: which held rows a sampled table keeps, with which weights.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
-use futures::StreamExt;
-use lookout_storage::{CreateTable, Storage, TableDef, time_type};
+use futures::{Stream, StreamExt, TryStreamExt};
+use lookout_storage::{CreateTable, Storage, StorageError, TableDef, time_type};
 
 use crate::policy::{
     ARRIVED, HOUR, RESCUE_EVERY, SamplingPolicy, WAL_ROWS, counts_table, floor_hour, held_table,
@@ -216,12 +217,12 @@ impl Plan<'_> {
         )
     }
 
-    /// The kept rows and the counts of a decision, by a [`Selection`] over
-    /// two passes of the candidates.
-    pub(crate) async fn select(
+    /// The first pass of a decision's [`Selection`]: the counts-table rows,
+    /// and the selection that keeps rows by them.
+    pub(crate) async fn count(
         &self,
         session: &mut dyn SqlSession,
-    ) -> Result<(Vec<Count>, Vec<RecordBatch>)> {
+    ) -> Result<(Vec<Count>, Selection)> {
         let narrow = session.logical_plan(&self.narrow_candidates()).await?;
         let schema: SchemaRef = Arc::new(narrow.schema().as_arrow().clone());
         let mut selection = Selection::new(self.policy, &schema, self.close_before)?;
@@ -236,8 +237,17 @@ impl Plan<'_> {
         while let Some(batch) = rows.next().await {
             selection.count(&batch?)?;
         }
-        let counts = selection.counts()?;
-        let (_, mut rows) = stream(session, &self.candidates()).await?;
+        Ok((selection.counts()?, selection))
+    }
+
+    /// The second pass: the kept rows, in the table's columns, as the
+    /// candidates are read again (never all held at once).
+    pub(crate) async fn kept(
+        &self,
+        session: &mut dyn SqlSession,
+        mut selection: Selection,
+    ) -> Result<KeptRows> {
+        let (_, rows) = stream(session, &self.candidates()).await?;
         let columns = self.def.columns.len();
         let weight = self
             .def
@@ -245,16 +255,10 @@ impl Plan<'_> {
             .iter()
             .position(|c| c.name == self.policy.weight)
             .ok_or_else(|| missing_column(&self.policy.weight, &self.policy.table))?;
-        let mut kept = Vec::new();
-        if !counts.is_empty() {
-            while let Some(batch) = rows.next().await {
-                let batch = selection.keep(&batch?, columns, weight)?;
-                if batch.num_rows() > 0 {
-                    kept.push(batch);
-                }
-            }
-        }
-        Ok((counts, kept))
+        Ok(Box::pin(
+            rows.map(move |batch| selection.keep(&batch?, columns, weight))
+                .try_filter(|batch| futures::future::ready(batch.num_rows() > 0)),
+        ))
     }
 
     /// Dropped rows still in the overflow that a rule reading other tables
@@ -470,27 +474,81 @@ pub(crate) async fn stream(
     Ok((schema, session.execute_logical(plan).await?))
 }
 
-/// Writes kept rows and counts together: one WAL record, or for many rows
-/// one bulk load committed with the counts.
+/// Kept rows as a decision's second pass produces them.
+pub(crate) type KeptRows = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// Writes kept rows and counts together: one WAL record, or for more than
+/// [`WAL_ROWS`] rows one bulk load committed with the counts, fed as the
+/// rows are selected. Unless exactly `expected` rows come, nothing is
+/// written.
 pub(crate) async fn commit(
     storage: &Storage,
     table: &str,
-    kept: Vec<RecordBatch>,
+    kept: KeptRows,
+    expected: usize,
     counts: (String, RecordBatch),
 ) -> Result<()> {
-    let rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
-    if rows <= WAL_ROWS {
+    let mismatch = |selected: usize| {
+        QueryError::new(
+            SqlState::InternalError,
+            format!(
+                "sampling of \"{table}\": {selected} rows selected but {expected} counted; nothing was written"
+            ),
+        )
+    };
+    if expected <= WAL_ROWS {
+        let kept: Vec<RecordBatch> = kept.try_collect().await?;
+        let selected: usize = kept.iter().map(RecordBatch::num_rows).sum();
+        if selected != expected {
+            return Err(mismatch(selected));
+        }
         let mut group = vec![counts];
         if let Some(first) = kept.first() {
             let kept = arrow::compute::concat_batches(first.schema_ref(), &kept)?;
             group.push((table.to_string(), kept));
         }
         storage.write_group(group).await?;
-    } else {
-        let rows = futures::stream::iter(kept.into_iter().map(Ok));
-        storage
-            .bulk_load_with(table, rows, move || async move { Ok(vec![counts]) })
-            .await?;
+        return Ok(());
+    }
+    // The load sees a storage error; the selection's own error, kept here,
+    // is the one returned.
+    let failure: Arc<Mutex<Option<QueryError>>> = Arc::default();
+    let fail = {
+        let failure = Arc::clone(&failure);
+        move |e: QueryError| {
+            let message = e.to_string();
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            StorageError::InvalidData(message)
+        }
+    };
+    let selected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&selected);
+    let on_error = fail.clone();
+    let rows = kept
+        .map(move |batch| match batch {
+            Ok(batch) => {
+                counted.fetch_add(batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
+                Ok(batch)
+            }
+            Err(e) => Err(on_error(e)),
+        })
+        .chain(
+            futures::stream::once(async move {
+                let selected = selected.load(std::sync::atomic::Ordering::Relaxed);
+                (selected != expected).then(|| Err(fail(mismatch(selected))))
+            })
+            .filter_map(futures::future::ready),
+        );
+    let loaded = storage
+        .bulk_load_with(
+            table,
+            Box::pin(rows),
+            move || async move { Ok(vec![counts]) },
+        )
+        .await;
+    if let Err(e) = loaded {
+        let failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        return Err(failure.unwrap_or_else(|| e.into()));
     }
     Ok(())
 }
@@ -622,7 +680,7 @@ impl Decisions {
             hours_closed_before: plan.close_before,
         };
         if advanced != marks {
-            let (counts, kept) = plan.select(&mut session).await?;
+            let (counts, selection) = plan.count(&mut session).await?;
             if counts.is_empty() {
                 // Nothing decided: only rows waiting for their hour arrived.
                 self.marks
@@ -633,22 +691,15 @@ impl Decisions {
                 let schema = storage.table(&counts_table(table))?.schema()?;
                 let batch =
                     counts_batch(&schema, policy.segment_by.len(), &counts, real, advanced)?;
-                let kept_rows: usize = kept.iter().map(RecordBatch::num_rows).sum();
-                decided.kept = kept_rows as u64;
-                decided.dropped = counts.iter().map(|c| c.dropped as u64).sum();
                 let expected: i64 = counts
                     .iter()
                     .map(|c| c.kept_by_rule + c.kept_by_rate + c.kept_for_minimum)
                     .sum();
-                if expected != kept_rows as i64 {
-                    return Err(QueryError::new(
-                        SqlState::InternalError,
-                        format!(
-                            "sampling of \"{table}\": {kept_rows} rows selected but {expected} counted; nothing was written",
-                        ),
-                    ));
-                }
-                commit(storage, table, kept, (counts_table(table), batch)).await?;
+                let expected = usize::try_from(expected).unwrap_or(0);
+                decided.kept = expected as u64;
+                decided.dropped = counts.iter().map(|c| c.dropped as u64).sum();
+                let kept = plan.kept(&mut session, selection).await?;
+                commit(storage, table, kept, expected, (counts_table(table), batch)).await?;
                 self.marks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -741,7 +792,8 @@ impl Decisions {
         commit(
             storage,
             &policy.table,
-            vec![kept],
+            Box::pin(futures::stream::iter([Ok(kept)])),
+            n as usize,
             (counts_table(&policy.table), batch),
         )
         .await?;

@@ -104,6 +104,63 @@ mod tests {
             .value(0)
     }
 
+    /// A decision keeping more rows than one WAL record takes streams them
+    /// into a bulk load committed with its counts: every kept row stored
+    /// once, and the weights of each closed hour adding up to its rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_decision_streams_into_one_bulk_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Lookout::open(dir.path()).await.expect("open");
+        install(&db, SamplingOptions { interval: None })
+            .await
+            .expect("install");
+        let mut session = db.session();
+        let rows = 160_000;
+        for sql in [
+            "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, n BIGINT)"
+                .to_string(),
+            "ALTER TABLE t SET SAMPLING (KEY request_id, SEGMENT BY (model), RATE 0.5, \
+             MINIMUM 2 PER HOUR, KEEP WHEN n % 4 <> 0, WINDOW '0 seconds')"
+                .to_string(),
+            format!(
+                "INSERT INTO t SELECT to_timestamp(v), 'm' || CAST(v % 3 AS TEXT), 'r' || CAST(v AS TEXT), v \
+                 FROM generate_series(1, {rows}) AS g(v)"
+            ),
+            "SET lookout.now = '2030-01-01 00:00:00+00'".to_string(),
+            "DECIDE SAMPLING".to_string(),
+        ] {
+            session.query(&sql).await.expect(&sql);
+        }
+        let number = |batches: &[RecordBatch], column: usize| -> f64 {
+            let values = arrow::compute::cast(
+                batches[0].column(column),
+                &arrow::datatypes::DataType::Float64,
+            )
+            .expect("cast");
+            values
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0)
+        };
+        let table = session
+            .query("SELECT count(*), sum(sample_weight), count(DISTINCT request_id) FROM t")
+            .await
+            .expect("table");
+        let counts = session
+            .query(
+                "SELECT sum(kept_by_rule + kept_by_rate + kept_for_minimum), sum(kept_by_rule), \
+                 sum(seen) FROM lookout.t_sampling",
+            )
+            .await
+            .expect("counts");
+        assert_eq!(number(&counts, 2), f64::from(rows));
+        assert_eq!(number(&counts, 1), 120_000.0);
+        assert_eq!(number(&table, 0), number(&counts, 0));
+        assert_eq!(number(&table, 2), number(&table, 0), "a row stored twice");
+        assert!(number(&table, 0) > 100_000.0, "not past one WAL record");
+        assert!((number(&table, 1) - f64::from(rows)).abs() < 1e-6);
+        db.close().await.expect("close");
+    }
+
     /// Decisions read the held rows once and drop them: they must not fill
     /// the column cache (and evict what dashboards read), while scans of
     /// the table itself still do.
