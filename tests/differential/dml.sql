@@ -164,3 +164,7 @@ COMMENT ON TABLE nowhere IS 'x';
 COMMENT ON VIEW slow_calls IS 'slow ones';
 -- unsupported: TABLESAMPLE
 SELECT count(*) FROM calls TABLESAMPLE BERNOULLI (50);
+-- INSERT ... SELECT inserts by position, whatever the select list's names.
+CREATE TABLE ins_names (ts TIMESTAMPTZ NOT NULL, a TEXT, b TEXT, x INT, y INT);
+INSERT INTO ins_names SELECT to_timestamp(1735689600 + i), CAST(i AS TEXT), 'q' AS column1, i AS z, i AS z FROM generate_series(1, 2) AS g(i);
+SELECT a, b, x, y FROM ins_names ORDER BY x;

@@ -1125,20 +1125,41 @@ pub(crate) fn name_insert_columns(
         && let SetExpr::Select(select) = query.body.as_mut()
     {
         // An unnamed expression's name is DataFusion's, which is not its
-        // text (`CAST(v AS TEXT)` is named `v`): any two may collide.
-        let mut seen = std::collections::HashSet::new();
-        let rename = select.projection.iter().any(|item| match item {
-            SelectItem::UnnamedExpr(_) => true,
-            SelectItem::ExprWithAlias { alias, .. } => !seen.insert(alias.value.clone()),
-            _ => false,
-        }) && select.projection.len() > 1;
-        if rename {
+        // text (`CAST(v AS TEXT)` is named `v`): any two may collide, so
+        // each gets a name by position, one no alias of the list uses; a
+        // repeated alias is renamed the same way.
+        if select.projection.len() > 1 {
+            let aliases: std::collections::HashSet<String> = select
+                .projection
+                .iter()
+                .filter_map(|item| match item {
+                    SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+                    _ => None,
+                })
+                .collect();
+            let mut taken = std::collections::HashSet::new();
             for (i, item) in select.projection.iter_mut().enumerate() {
-                if let SelectItem::UnnamedExpr(e) = item {
-                    *item = SelectItem::ExprWithAlias {
-                        expr: e.clone(),
-                        alias: Ident::new(format!("column{}", i + 1)),
-                    };
+                let fresh = |taken: &mut std::collections::HashSet<String>| {
+                    let mut name = format!("column{}", i + 1);
+                    while aliases.contains(&name) || taken.contains(&name) {
+                        name.push('_');
+                    }
+                    taken.insert(name.clone());
+                    Ident::new(name)
+                };
+                match item {
+                    SelectItem::UnnamedExpr(e) => {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: fresh(&mut taken),
+                        };
+                    }
+                    SelectItem::ExprWithAlias { alias, .. }
+                        if !taken.insert(alias.value.to_lowercase()) =>
+                    {
+                        *alias = fresh(&mut taken);
+                    }
+                    _ => {}
                 }
             }
         }
