@@ -32,6 +32,37 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) auth: AuthSection,
     pub(crate) tls: Option<TlsSection>,
+    #[serde(default)]
+    pub(crate) http: HttpSection,
+    #[serde(default)]
+    pub(crate) otlp: OtlpSection,
+}
+
+/// The HTTP listener: `/metrics` and OTLP trace ingest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpSection {
+    /// Address to listen on, e.g. "127.0.0.1:9464"; unset = no HTTP listener.
+    pub(crate) listen: Option<String>,
+    /// Every request must carry `Authorization: Bearer <token>`
+    /// (LOOKOUT_HTTP_TOKEN overrides it); required off loopback.
+    pub(crate) bearer_token: Option<String>,
+    /// Speak TLS with the `[tls]` certificate.
+    #[serde(default)]
+    pub(crate) tls: bool,
+}
+
+/// OTLP trace ingest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OtlpSection {
+    /// The table GenAI calls go to (default genai_calls).
+    pub(crate) table: Option<String>,
+    /// Store prompts and completions (default false).
+    #[serde(default)]
+    pub(crate) capture_content: bool,
+    /// The largest request body after decompression, e.g. "16 MiB".
+    pub(crate) max_body: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +310,36 @@ impl FileConfig {
             }
         }
         Ok(users)
+    }
+
+    /// The HTTP listener's options (TLS from the `[tls]` certificate when asked).
+    pub(crate) fn http_options(&self) -> anyhow::Result<lookout_http::HttpOptions> {
+        let mut options = lookout_http::HttpOptions {
+            bearer_token: std::env::var("LOOKOUT_HTTP_TOKEN")
+                .ok()
+                .or_else(|| self.http.bearer_token.clone())
+                .filter(|t| !t.is_empty()),
+            ..Default::default()
+        };
+        if self.http.tls {
+            let tls = self
+                .tls
+                .as_ref()
+                .context("http.tls needs the [tls] section's certificate and key")?;
+            options.tls = Some(
+                lookout_server::tls_acceptor(&tls.cert, &tls.key)
+                    .context("loading the TLS certificate for HTTP")?,
+            );
+        }
+        if let Some(table) = &self.otlp.table {
+            options.otlp.table = table.clone();
+        }
+        options.otlp.capture_content = self.otlp.capture_content;
+        if let Some(size) = &self.otlp.max_body {
+            options.otlp.max_body_bytes =
+                parse_bytes(size).map_err(|e| anyhow::anyhow!("otlp.max_body: {e}"))?;
+        }
+        Ok(options)
     }
 
     pub(crate) fn shutdown_grace(&self) -> anyhow::Result<Option<Duration>> {

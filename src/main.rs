@@ -103,6 +103,10 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:5433).
     #[arg(long, env = "LOOKOUT_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the HTTP listener (/metrics, OTLP /v1/traces), e.g.
+    /// 127.0.0.1:9464; default: none, or `[http] listen` in the file.
+    #[arg(long, env = "LOOKOUT_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
 }
 
 fn init_logs(format: &str) -> anyhow::Result<()> {
@@ -387,6 +391,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let http = start_http(file, args, &db).await?;
     if let Err(e) = db.storage().note_holder(&format!("serving {listen}")) {
         tracing::warn!("cannot note the address in the lock file: {e}");
     }
@@ -405,6 +410,10 @@ async fn serve(
     }
     tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
+    if let Some((stop, task)) = http {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     tracing::info!("shutting down: finishing alert evaluations and deliveries");
     alerts.shutdown().await;
     review.shutdown().await;
@@ -412,6 +421,43 @@ async fn serve(
     db.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the HTTP listener when one is configured; returns what stops it.
+async fn start_http(
+    file: &FileConfig,
+    args: &ServeArgs,
+    db: &Lookout,
+) -> anyhow::Result<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>> {
+    let listen: SocketAddr = match (args.http_listen, &file.http.listen) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l
+            .parse()
+            .with_context(|| format!("http.listen address {l:?}"))?,
+        (None, None) => return Ok(None),
+    };
+    let options = file.http_options()?;
+    if !listen.ip().is_loopback() && options.bearer_token.is_none() {
+        bail!(
+            "refusing to serve HTTP on {listen} without a bearer token: anyone who can reach it could write spans and read the engine's metrics. \
+             Listen on loopback, or set [http] bearer_token (or LOOKOUT_HTTP_TOKEN); see docs/operations.md"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} for HTTP"))?;
+    tracing::info!(%listen, tls = options.tls.is_some(), token = options.bearer_token.is_some(), "HTTP listener ready: /metrics, OTLP /v1/traces");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let db = db.clone();
+    let task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = lookout_http::serve(db, listener, options, stopped).await {
+            tracing::error!("HTTP listener stopped: {e}");
+        }
+    });
+    Ok(Some((stop, task)))
 }
 
 /// On SIGHUP, reads the configuration file again and replaces the users it

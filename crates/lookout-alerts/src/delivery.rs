@@ -81,6 +81,14 @@ impl AlertEngine {
             // For the at-least-once test: die between delivery and its record.
             std::process::abort();
         }
+        let deliveries = &self.inner.metrics.deliveries;
+        match &result {
+            Ok(()) => deliveries.get_or_create(&[("outcome", "delivered")]).inc(),
+            Err(_) if item.attempts + 1 >= 12 => {
+                deliveries.get_or_create(&[("outcome", "failed")]).inc()
+            }
+            Err(_) => deliveries.get_or_create(&[("outcome", "retried")]).inc(),
+        };
         let state = match &result {
             Ok(()) => Some("delivered"),
             Err(e) if item.attempts + 1 >= 12 => {

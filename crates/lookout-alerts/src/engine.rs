@@ -79,6 +79,7 @@ pub(crate) struct Inner {
     /// The highest silence id given so far.
     pub(crate) last_silence_id: AtomicI64,
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) metrics: crate::metrics::AlertMetrics,
 }
 
 /// The alert engine. Cheap to clone.
@@ -428,9 +429,19 @@ impl AlertEngine {
             Ok(rows) => apply(&def, &calibrated, &mut instances, rows, ts),
             Err(e) => Err(e),
         };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed_ms = elapsed * 1000.0;
         let recorded = self.now_micros();
         let (health, error, changes) = outcome::health(outcome, &mut instances);
+        let metrics = &self.inner.metrics;
+        metrics.evaluations.get_or_create(&[("health", health)]).inc();
+        metrics.evaluation_seconds.observe(elapsed);
+        // A back-dated evaluation (tests, `lookout.now`) has no lag to speak of.
+        if recorded >= ts {
+            metrics
+                .evaluation_lag
+                .observe((recorded - ts) as f64 / 1e6);
+        }
         let by_fp: ChangesByFingerprint<'_> = changes
             .iter()
             .map(|c| (c.fingerprint.as_str(), c))
@@ -496,8 +507,13 @@ impl AlertEngine {
         }
         for (url, alerts) in alertmanager {
             let body = notify::alertmanager_body(&alerts);
+            let posts = self.inner.metrics.alertmanager_posts.clone();
             tokio::spawn(async move {
-                if let Err(e) = notify::post(url, body).await {
+                let result = notify::post(url, body).await;
+                posts
+                    .get_or_create(&crate::metrics::outcome(result.is_ok()))
+                    .inc();
+                if let Err(e) = result {
                     warn!("alertmanager push failed (re-sent at the next evaluation): {e}");
                 }
             });

@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod evaluation;
 mod extension;
+mod metrics;
 pub mod grammar;
 pub mod notify;
 mod outcome;

@@ -33,6 +33,7 @@ impl AlertEngine {
                 last_version: AtomicI64::new(0),
                 last_silence_id: AtomicI64::new(0),
                 tasks: Mutex::default(),
+                metrics: crate::metrics::AlertMetrics::register(db.metrics()),
             }),
         };
         engine.restore().await?;

@@ -27,6 +27,7 @@ mod import;
 mod ingest;
 mod interrupt;
 mod json;
+mod metrics;
 mod pg;
 mod session;
 mod table;
@@ -295,6 +296,7 @@ pub struct Lookout {
     column_cache: Arc<ColumnCache>,
     /// Extensions' background tasks, stopped on close.
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    metrics: metrics::QueryMetrics,
 }
 
 /// The users who may log in and their access, for `pg_catalog.pg_roles`
@@ -348,7 +350,9 @@ impl Lookout {
         let column_cache = Arc::new(ColumnCache::new(
             options.cache_memory.unwrap_or_else(|| machine_memory() / 4),
         ));
+        let metrics = metrics::QueryMetrics::register(&options.storage.metrics, &column_cache);
         let lookout = Lookout {
+            metrics,
             column_cache,
             ingest: Ingest::new(storage.clone(), kinds.clone()),
             kinds,
@@ -535,6 +539,16 @@ impl Lookout {
 
     pub(crate) fn options(&self) -> &LookoutOptions {
         &self.options
+    }
+
+    /// The registry every part of this database registers its metrics in
+    /// (the one given in the storage options).
+    pub fn metrics(&self) -> &lookout_metrics::Registry {
+        &self.options.storage.metrics
+    }
+
+    pub(crate) fn query_metrics(&self) -> &metrics::QueryMetrics {
+        &self.metrics
     }
 }
 

@@ -52,11 +52,13 @@ pub(crate) struct Decisions {
     /// The error of each table's last decision, when it failed (shown by
     /// `SHOW SAMPLING`; cleared by the next decision that succeeds).
     pub(crate) failures: Mutex<HashMap<String, String>>,
+    metrics: crate::metrics::SamplingMetrics,
 }
 
 impl Decisions {
     pub(crate) fn new(lookout: Lookout) -> Decisions {
         Decisions {
+            metrics: crate::metrics::SamplingMetrics::register(lookout.metrics()),
             lookout,
             running: tokio::sync::Mutex::default(),
             marks: Mutex::default(),
@@ -596,7 +598,19 @@ impl Decisions {
             let _gate = lookout.ingest().gate().write().await;
             lookout.storage().clock().now_micros()
         };
+        let started = std::time::Instant::now();
         let result = self.decide_at(lookout, table, clock, real).await;
+        let metrics = &self.metrics;
+        metrics
+            .decision_seconds
+            .observe(lookout_metrics::seconds_since(started));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics.decisions.get_or_create(&[("outcome", outcome)]).inc();
+        if let Ok(d) = &result {
+            for (label, n) in [("kept", d.kept), ("dropped", d.dropped), ("rescued", d.rescued)] {
+                metrics.rows.get_or_create(&[("result", label)]).inc_by(n);
+            }
+        }
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(_) => failures.remove(table),

@@ -29,6 +29,7 @@
 
 mod decide;
 mod hook;
+mod metrics;
 mod policy;
 mod select;
 mod statements;

@@ -105,6 +105,7 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(format!("roles: {e}")))?;
     let mut connections = JoinSet::new();
     let registry = Arc::new(cancel::CancelRegistry::default());
+    let metrics = ConnectionMetrics::register(lookout.metrics());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -132,7 +133,9 @@ pub async fn serve(
                 };
                 let Ok(socket) = socket else { continue };
                 tracing::debug!(%peer, "connection opened");
+                let open = metrics.opened();
                 connections.spawn(async move {
+                    let _open = open;
                     let served = std::panic::AssertUnwindSafe(
                         pgwire::tokio::process_socket(socket, tls, handlers),
                     )
@@ -226,4 +229,43 @@ fn fatal_protocol_error(detail: &str) -> Vec<u8> {
     frame.extend(((fields.len() + 4) as u32).to_be_bytes());
     frame.extend(fields);
     frame
+}
+
+/// Client connections, open and accepted.
+#[derive(Clone)]
+struct ConnectionMetrics {
+    open: lookout_metrics::Gauge,
+    accepted: lookout_metrics::Counter,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &lookout_metrics::Registry) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: registry.register(
+                "connections",
+                "Open Postgres protocol connections",
+                lookout_metrics::Gauge::default(),
+            ),
+            accepted: registry.register(
+                "connections_accepted",
+                "Postgres protocol connections accepted",
+                lookout_metrics::Counter::default(),
+            ),
+        }
+    }
+
+    /// Counts a connection as open until the returned guard is dropped.
+    fn opened(&self) -> OpenConnection {
+        self.accepted.inc();
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+}
+
+struct OpenConnection(lookout_metrics::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

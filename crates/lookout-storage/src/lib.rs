@@ -15,6 +15,7 @@ pub mod clock;
 mod engine;
 mod error;
 pub mod manifest;
+mod metrics;
 pub mod schema;
 mod wal;
 

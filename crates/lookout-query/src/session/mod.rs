@@ -488,6 +488,16 @@ impl Session {
 
     /// Runs one statement.
     pub async fn execute(&mut self, command: Command) -> Result<Output> {
+        let kind = crate::metrics::statement_kind(&command);
+        let started = std::time::Instant::now();
+        let result = self.execute_admitted(command).await;
+        self.lookout
+            .query_metrics()
+            .observe(kind, started, result.is_ok());
+        result
+    }
+
+    async fn execute_admitted(&mut self, command: Command) -> Result<Output> {
         crate::access::check(&self.user, self.access, &command, |t| {
             self.lookout.is_restricted(t)
         })?;

@@ -34,6 +34,8 @@ impl Storage {
             }
             (closed, work, Arc::clone(&state.manifest))
         };
+        let had_rows = !work.is_empty();
+        let started = std::time::Instant::now();
         let mut new_files: Vec<(u64, Vec<FileMeta>)> = Vec::new();
         // Rows of tables dropped since they were written: nothing to flush.
         let mut dropped_tables: Vec<u64> = Vec::new();
@@ -132,6 +134,12 @@ impl Storage {
             .lock()
             .map_err(poisoned)?
             .remove_through(closed)?;
+        if had_rows {
+            self.inner
+                .metrics
+                .flush
+                .observe(lookout_metrics::seconds_since(started));
+        }
         Ok(())
     }
 }

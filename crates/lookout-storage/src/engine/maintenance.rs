@@ -254,7 +254,13 @@ impl Storage {
     /// Runs retention, compaction and garbage collection once.
     pub async fn maintain(&self) -> Result<()> {
         let dropped = self.enforce_retention().await?;
+        let started = std::time::Instant::now();
         let compacted = self.compact().await?;
+        let metrics = &self.inner.metrics;
+        metrics
+            .compaction
+            .observe(lookout_metrics::seconds_since(started));
+        metrics.compacted_files.inc_by(compacted as u64);
         let collected = self.collect_garbage().await?;
         if dropped + compacted + collected > 0 {
             tracing::info!(dropped, compacted, collected, "maintenance");

@@ -27,6 +27,7 @@ use crate::batch;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, StorageError};
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
+use crate::metrics::{self, StorageMetrics};
 use crate::schema::{Derivation, TableDef, Versions};
 use crate::wal::{self, Wal};
 
@@ -57,6 +58,8 @@ pub struct StorageOptions {
     pub object_store: Option<Arc<dyn ObjectStore>>,
     /// Where "now" comes from (see [`crate::clock`]).
     pub clock: Arc<dyn Clock>,
+    /// The registry the engine's metrics are registered in.
+    pub metrics: lookout_metrics::Registry,
 }
 
 impl Default for StorageOptions {
@@ -73,6 +76,7 @@ impl Default for StorageOptions {
             background: true,
             object_store: None,
             clock: Arc::new(SystemClock),
+            metrics: lookout_metrics::Registry::new(),
         }
     }
 }
@@ -312,6 +316,7 @@ struct Inner {
     /// Files with rows marked by an uncommitted transaction: compaction
     /// leaves them alone, so the marked positions stay valid until commit.
     marked: Arc<FilePins>,
+    metrics: StorageMetrics,
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -438,6 +443,7 @@ impl Storage {
         }
         let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
         let run = format!("{:x}", options.clock.now_micros());
+        let metrics = StorageMetrics::register(&options.metrics);
         let inner = Arc::new(Inner {
             dir,
             store,
@@ -461,6 +467,7 @@ impl Storage {
             combiners: RwLock::default(),
             pins: Arc::default(),
             marked: Arc::default(),
+            metrics: metrics.clone(),
         });
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
@@ -468,9 +475,10 @@ impl Storage {
         let (wal, state) = (Arc::clone(&inner.wal), Arc::clone(&inner.state));
         let thread = std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || writer_loop(&wal, &state, &rx))?;
+            .spawn(move || writer_loop(&wal, &state, &rx, &metrics))?;
         *inner.writer.lock().map_err(poisoned)? = Some(tx);
         *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
+        register_state_gauges(&inner.options.metrics, &inner.state);
         let storage = Storage { inner };
         if storage.inner.options.background {
             let handle = tokio::spawn(background_loop(Arc::downgrade(&storage.inner)));
@@ -739,7 +747,49 @@ fn check_versions(def: &TableDef, versions: &Versions) -> Result<()> {
     Ok(())
 }
 
-fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<WriteRequest>) {
+/// Gauges read from the engine's state at each scrape; they hold it weakly,
+/// so a closed database reads as empty rather than being kept alive.
+fn register_state_gauges(registry: &lookout_metrics::Registry, state: &Arc<RwLock<State>>) {
+    let weak = Arc::downgrade(state);
+    registry.gauge_fn(
+        "buffered_bytes",
+        "Bytes of acknowledged rows held in memory until the next flush",
+        move || {
+            weak.upgrade()
+                .and_then(|s| {
+                    s.read()
+                        .ok()
+                        .map(|s| s.buffers.values().map(|b| b.bytes as i64).sum())
+                })
+                .unwrap_or(0)
+        },
+    );
+    let weak = Arc::downgrade(state);
+    registry.gauge_fn(
+        "parquet_files",
+        "Live Parquet files of every table",
+        move || {
+            weak.upgrade()
+                .and_then(|s| {
+                    s.read().ok().map(|s| {
+                        s.manifest
+                            .tables
+                            .values()
+                            .map(|t| t.files.len() as i64)
+                            .sum()
+                    })
+                })
+                .unwrap_or(0)
+        },
+    );
+}
+
+fn writer_loop(
+    wal: &Mutex<Wal>,
+    state: &RwLock<State>,
+    rx: &mpsc::Receiver<WriteRequest>,
+    metrics: &StorageMetrics,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         let mut bytes = group[0].frame.len();
@@ -752,7 +802,7 @@ fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<Writ
                 Err(_) => break,
             }
         }
-        let result = commit_group(wal, state, &mut group);
+        let result = commit_group(wal, state, &mut group, metrics);
         for req in group {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -763,13 +813,31 @@ fn writer_loop(wal: &Mutex<Wal>, state: &RwLock<State>, rx: &mpsc::Receiver<Writ
     }
 }
 
-fn commit_group(wal: &Mutex<Wal>, state: &RwLock<State>, group: &mut [WriteRequest]) -> Result<()> {
+fn commit_group(
+    wal: &Mutex<Wal>,
+    state: &RwLock<State>,
+    group: &mut [WriteRequest],
+    metrics: &StorageMetrics,
+) -> Result<()> {
     let frames: Vec<Vec<u8>> = group
         .iter_mut()
         .map(|r| std::mem::take(&mut r.frame))
         .collect();
     let mut wal = wal.lock().map_err(poisoned)?;
+    let started = Instant::now();
     wal.append(&frames)?;
+    metrics
+        .wal_sync
+        .observe(lookout_metrics::seconds_since(started));
+    let rows: usize = group
+        .iter()
+        .flat_map(|r| &r.parts)
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    metrics
+        .rows_written
+        .get_or_create(&metrics::VIA_WAL)
+        .inc_by(rows as u64);
     let mut state = state.write().map_err(poisoned)?;
     for (table_id, batch) in group.iter().flat_map(|r| &r.parts) {
         let buf = state.buffers.entry(*table_id).or_default();

@@ -272,6 +272,11 @@ impl Storage {
             }
             return Err(e);
         }
+        self.inner
+            .metrics
+            .rows_written
+            .get_or_create(&crate::metrics::VIA_BULK_LOAD)
+            .inc_by(rows);
         Ok(rows)
     }
 

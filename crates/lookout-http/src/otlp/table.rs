@@ -1,0 +1,128 @@
+//! The GenAI calls table: created when missing, written one export at a time.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::TimestampMicrosecondArray;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use lookout_query::{Lookout, QueryError, Result, quote_ident};
+
+use super::spans::CallRow;
+
+/// The table's columns as `CREATE TABLE` declares them.
+const COLUMNS: &[(&str, &str)] = &[
+    ("ts", "TIMESTAMPTZ NOT NULL"),
+    ("end_ts", "TIMESTAMPTZ"),
+    ("duration_ms", "DOUBLE PRECISION"),
+    ("model", "TEXT"),
+    ("operation", "TEXT"),
+    ("provider", "TEXT"),
+    ("response_model", "TEXT"),
+    ("response_id", "TEXT"),
+    ("input_tokens", "BIGINT"),
+    ("output_tokens", "BIGINT"),
+    ("finish_reasons", "TEXT"),
+    ("status", "TEXT"),
+    ("error_type", "TEXT"),
+    ("service", "TEXT"),
+    ("span_name", "TEXT"),
+    ("trace_id", "TEXT"),
+    ("span_id", "TEXT"),
+    ("parent_span_id", "TEXT"),
+    ("attributes", "JSONB"),
+    ("resource", "JSONB"),
+    ("content", "JSONB"),
+];
+
+/// `CREATE TABLE IF NOT EXISTS` for the calls table, partitioned by model.
+pub(crate) fn create_sql(table: &str) -> String {
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|(name, ty)| format!("{} {ty}", quote_ident(name)))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}) WITH (time_column = 'ts', partition_column = 'model')",
+        quote_ident(table),
+        columns.join(", ")
+    )
+}
+
+/// Stores `rows` in `table` (created first when missing) as one write:
+/// durable when this returns. Columns the table lacks are left out.
+pub(crate) async fn store(db: &Lookout, table: &str, rows: Vec<CallRow>) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if db.storage().table(table).is_err() {
+        db.sql(&create_sql(table)).await?;
+    }
+    let present = db.storage().table(table)?.schema()?;
+    let batch = batch(&rows)?;
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|i| present.field_with_name(batch.schema().field(*i).name()).is_ok())
+        .collect();
+    let batch = batch.project(&keep)?;
+    db.write(table, batch).await?;
+    Ok(())
+}
+
+fn batch(rows: &[CallRow]) -> Result<RecordBatch> {
+    let text = |f: fn(&CallRow) -> Option<&str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let timestamps = |f: fn(&CallRow) -> i64| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"))
+    };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("ts", timestamps(|r| r.ts)),
+        ("end_ts", timestamps(|r| r.end_ts)),
+        (
+            "duration_ms",
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.duration_ms))),
+        ),
+        ("model", text(|r| r.model.as_deref())),
+        ("operation", text(|r| r.operation.as_deref())),
+        ("provider", text(|r| r.provider.as_deref())),
+        ("response_model", text(|r| r.response_model.as_deref())),
+        ("response_id", text(|r| r.response_id.as_deref())),
+        (
+            "input_tokens",
+            Arc::new(rows.iter().map(|r| r.input_tokens).collect::<Int64Array>()),
+        ),
+        (
+            "output_tokens",
+            Arc::new(rows.iter().map(|r| r.output_tokens).collect::<Int64Array>()),
+        ),
+        ("finish_reasons", text(|r| r.finish_reasons.as_deref())),
+        ("status", text(|r| Some(r.status))),
+        ("error_type", text(|r| r.error_type.as_deref())),
+        ("service", text(|r| r.service.as_deref())),
+        ("span_name", text(|r| Some(r.span_name.as_str()))),
+        ("trace_id", text(|r| Some(r.trace_id.as_str()))),
+        ("span_id", text(|r| Some(r.span_id.as_str()))),
+        ("parent_span_id", text(|r| r.parent_span_id.as_deref())),
+        ("attributes", text(|r| Some(r.attributes.as_str()))),
+        ("resource", text(|r| Some(r.resource.as_str()))),
+        ("content", text(|r| r.content.as_deref())),
+    ];
+    let schema = Schema::new(
+        columns
+            .iter()
+            .map(|(name, values)| {
+                let nullable = *name != "ts";
+                let ty = match values.data_type() {
+                    DataType::Timestamp(_, _) => {
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                    }
+                    other => other.clone(),
+                };
+                Field::new(*name, ty, nullable)
+            })
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, values)| values).collect(),
+    )
+    .map_err(QueryError::from)
+}

@@ -1,0 +1,55 @@
+//! The storage engine's instruments in the database's metrics registry.
+
+use lookout_metrics::{Counter, Family, Histogram, Labels, Registry, seconds_histogram};
+
+/// How acknowledged rows reached storage.
+pub(crate) const VIA_WAL: Labels<1> = [("via", "wal")];
+/// Rows a bulk load committed straight to Parquet.
+pub(crate) const VIA_BULK_LOAD: Labels<1> = [("via", "bulk_load")];
+
+/// What the engine counts and times.
+#[derive(Debug, Clone)]
+pub(crate) struct StorageMetrics {
+    /// Rows acknowledged, by how they were written (derived rows included).
+    pub(crate) rows_written: Family<Labels<1>, Counter>,
+    /// One WAL group commit: the write and its fsync.
+    pub(crate) wal_sync: Histogram,
+    /// One flush of buffered rows to Parquet, commit included.
+    pub(crate) flush: Histogram,
+    /// One compaction pass over every table.
+    pub(crate) compaction: Histogram,
+    /// Files compaction replaced.
+    pub(crate) compacted_files: Counter,
+}
+
+impl StorageMetrics {
+    pub(crate) fn register(registry: &Registry) -> StorageMetrics {
+        StorageMetrics {
+            rows_written: registry.register(
+                "rows_written",
+                "Rows acknowledged by storage, by path (wal: inserts and COPY through the write-ahead log; bulk_load: loads committed straight to Parquet)",
+                Family::default(),
+            ),
+            wal_sync: registry.register(
+                "wal_sync_seconds",
+                "Time to append one group commit to the write-ahead log and fsync it",
+                seconds_histogram(),
+            ),
+            flush: registry.register(
+                "flush_seconds",
+                "Time to flush buffered rows to Parquet files and commit them",
+                seconds_histogram(),
+            ),
+            compaction: registry.register(
+                "compaction_seconds",
+                "Time of one compaction pass over every table",
+                seconds_histogram(),
+            ),
+            compacted_files: registry.register(
+                "compacted_files",
+                "Parquet files compaction merged or rewrote",
+                Counter::default(),
+            ),
+        }
+    }
+}
