@@ -428,7 +428,12 @@ async fn start_http(
     file: &FileConfig,
     args: &ServeArgs,
     db: &Lookout,
-) -> anyhow::Result<Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>> {
+) -> anyhow::Result<
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
     let listen: SocketAddr = match (args.http_listen, &file.http.listen) {
         (Some(l), _) => l,
         (None, Some(l)) => l

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # psql and pgjdbc (with a JDK to run it) for the client tests, a real
 # PostgreSQL server for the differential tests, openssl for TLS
-# certificates, a real Prometheus Alertmanager for the alert tests, Node.js
+# certificates, a real Prometheus Alertmanager for the alert tests, a real
+# Prometheus (and promtool) scraping /metrics, Node.js
 # for node-postgres.
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
@@ -16,6 +17,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

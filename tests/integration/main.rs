@@ -13,6 +13,7 @@ mod differential;
 mod docs;
 mod fuzz_corpora;
 mod harness;
+mod http;
 mod limits;
 mod monitor;
 mod psql;

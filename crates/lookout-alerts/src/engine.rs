@@ -434,13 +434,14 @@ impl AlertEngine {
         let recorded = self.now_micros();
         let (health, error, changes) = outcome::health(outcome, &mut instances);
         let metrics = &self.inner.metrics;
-        metrics.evaluations.get_or_create(&[("health", health)]).inc();
+        metrics
+            .evaluations
+            .get_or_create(&[("health", health)])
+            .inc();
         metrics.evaluation_seconds.observe(elapsed);
         // A back-dated evaluation (tests, `lookout.now`) has no lag to speak of.
         if recorded >= ts {
-            metrics
-                .evaluation_lag
-                .observe((recorded - ts) as f64 / 1e6);
+            metrics.evaluation_lag.observe((recorded - ts) as f64 / 1e6);
         }
         let by_fp: ChangesByFingerprint<'_> = changes
             .iter()

@@ -103,17 +103,28 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /metrics`.
-async fn metrics(State(app): State<AppState>) -> Response {
-    match app.db.metrics().encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
+/// `GET /metrics`: OpenMetrics when the client accepts it (Prometheus
+/// asks for it), else the classic text format.
+async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let registry = app.db.metrics();
+    let (encoded, content_type) = if openmetrics {
+        (
+            registry.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )
-            .into_response(),
+    } else {
+        (
+            registry.encode_classic(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    match encoded {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -133,6 +133,44 @@ impl Registry {
         self.with(|r| prometheus_client::encoding::text::encode(&mut text, r))?;
         Ok(text)
     }
+
+    /// Every metric in Prometheus' classic text format (version 0.0.4), for
+    /// clients that do not ask for OpenMetrics (curl, promtool, older
+    /// scrapers): the same samples, with counters described under their
+    /// sample name (`x_total`) and no `# EOF`.
+    pub fn encode_classic(&self) -> Result<String, fmt::Error> {
+        Ok(openmetrics_to_classic(&self.encode()?))
+    }
+}
+
+/// Rewrites OpenMetrics text as the classic text format. OpenMetrics names
+/// a counter family `x` and its sample `x_total`; the classic format names
+/// both `x_total`. Our registry has no units, `_created` samples or info
+/// metrics, so nothing else differs.
+fn openmetrics_to_classic(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match described {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 type GaugeRead = Box<dyn Fn() -> i64 + Send + Sync>;
@@ -152,7 +190,9 @@ struct FnMetric {
 
 impl fmt::Debug for FnMetric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FnMetric").field("name", &self.name).finish()
+        f.debug_struct("FnMetric")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -163,7 +203,8 @@ impl Collector for FnMetric {
         match &self.read {
             Read::Gauge(read) => {
                 let gauge = ConstGauge::new(read());
-                let metric = encoder.encode_descriptor(name, self.help, None, gauge.metric_type())?;
+                let metric =
+                    encoder.encode_descriptor(name, self.help, None, gauge.metric_type())?;
                 gauge.encode(metric)
             }
             Read::Counter(read) => {
@@ -203,7 +244,25 @@ mod tests {
             "lookout_cache_hits_total 7",
             "# EOF",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
         }
+        let classic = registry.encode_classic().expect("encode");
+        for line in [
+            "# HELP lookout_rows_written_total Rows written.",
+            "# TYPE lookout_rows_written_total counter",
+            "lookout_rows_written_total 3",
+            "# TYPE lookout_cache_hits_total counter",
+            "# TYPE lookout_statement_seconds histogram",
+            "# TYPE lookout_cache_bytes gauge",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == line),
+                "{line:?} missing in:\n{classic}"
+            );
+        }
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 }

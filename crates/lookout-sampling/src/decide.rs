@@ -605,9 +605,16 @@ impl Decisions {
             .decision_seconds
             .observe(lookout_metrics::seconds_since(started));
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics.decisions.get_or_create(&[("outcome", outcome)]).inc();
+        metrics
+            .decisions
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
         if let Ok(d) = &result {
-            for (label, n) in [("kept", d.kept), ("dropped", d.dropped), ("rescued", d.rescued)] {
+            for (label, n) in [
+                ("kept", d.kept),
+                ("dropped", d.dropped),
+                ("rescued", d.rescued),
+            ] {
                 metrics.rows.get_or_create(&[("result", label)]).inc_by(n);
             }
         }

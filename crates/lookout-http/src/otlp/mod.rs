@@ -162,12 +162,7 @@ pub(crate) async fn export_traces(
     let request = match request {
         Ok(r) => r,
         Err(message) => {
-            return error(
-                encoding,
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
-                message,
-            );
+            return error(encoding, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message);
         }
     };
     let extracted = spans::extract(&request, app.otlp.capture_content);
@@ -193,8 +188,7 @@ pub(crate) async fn export_traces(
         };
     }
     app.metrics.spans(stored as u64, "stored");
-    app.metrics
-        .spans(extracted.rejected as u64, "rejected");
+    app.metrics.spans(extracted.rejected as u64, "rejected");
     let response = ExportTraceServiceResponse {
         partial_success: (extracted.rejected > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: extracted.rejected,

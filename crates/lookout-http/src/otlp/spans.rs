@@ -72,7 +72,10 @@ fn is_genai(span: &Span) -> bool {
     span.attributes.iter().any(|kv| {
         matches!(
             kv.key.as_str(),
-            "gen_ai.operation.name" | "gen_ai.request.model" | "gen_ai.system" | "gen_ai.provider.name"
+            "gen_ai.operation.name"
+                | "gen_ai.request.model"
+                | "gen_ai.system"
+                | "gen_ai.provider.name"
         )
     })
 }
@@ -118,8 +121,12 @@ fn call_row(span: &Span, capture_content: bool) -> Result<CallRow, String> {
             span.name
         )
     })?;
-    let span_id = hex_id(&span.span_id, 8)
-        .ok_or_else(|| format!("span {:?}: span id must be 8 bytes, not all zero", span.name))?;
+    let span_id = hex_id(&span.span_id, 8).ok_or_else(|| {
+        format!(
+            "span {:?}: span id must be 8 bytes, not all zero",
+            span.name
+        )
+    })?;
     let parent_span_id = match span.parent_span_id.as_slice() {
         [] => None,
         id => Some(

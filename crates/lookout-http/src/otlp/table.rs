@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::array::TimestampMicrosecondArray;
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use lookout_query::{Lookout, QueryError, Result, quote_ident};
 
@@ -59,7 +59,11 @@ pub(crate) async fn store(db: &Lookout, table: &str, rows: Vec<CallRow>) -> Resu
     let present = db.storage().table(table)?.schema()?;
     let batch = batch(&rows)?;
     let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|i| present.field_with_name(batch.schema().field(*i).name()).is_ok())
+        .filter(|i| {
+            present
+                .field_with_name(batch.schema().field(*i).name())
+                .is_ok()
+        })
         .collect();
     let batch = batch.project(&keep)?;
     db.write(table, batch).await?;
@@ -71,14 +75,18 @@ fn batch(rows: &[CallRow]) -> Result<RecordBatch> {
         Arc::new(rows.iter().map(f).collect::<StringArray>())
     };
     let timestamps = |f: fn(&CallRow) -> i64| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"))
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"),
+        )
     };
     let columns: Vec<(&str, ArrayRef)> = vec![
         ("ts", timestamps(|r| r.ts)),
         ("end_ts", timestamps(|r| r.end_ts)),
         (
             "duration_ms",
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.duration_ms))),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.duration_ms),
+            )),
         ),
         ("model", text(|r| r.model.as_deref())),
         ("operation", text(|r| r.operation.as_deref())),
