@@ -134,3 +134,105 @@ fn batch(rows: &[CallRow]) -> Result<RecordBatch> {
     )
     .map_err(QueryError::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::util::pretty::pretty_format_batches;
+
+    use super::*;
+
+    fn call(span: &str, model: Option<&str>) -> CallRow {
+        CallRow {
+            ts: 1_764_806_400_000_000,
+            end_ts: 1_764_806_400_250_000,
+            duration_ms: 250.0,
+            trace_id: "ab".repeat(16),
+            span_id: span.into(),
+            model: model.map(Into::into),
+            input_tokens: Some(11),
+            status: "ok",
+            attributes: r#"{"server.port": 8000}"#.into(),
+            resource: "{}".into(),
+            ..CallRow::default()
+        }
+    }
+
+    /// The table the first export creates holds every column; a table the
+    /// user made with fewer gets those; a model-less call is stored too.
+    #[tokio::test]
+    async fn calls_are_stored_in_the_created_table_or_the_users_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Lookout::open(dir.path()).await.expect("open");
+        store(
+            &db,
+            "calls",
+            vec![
+                call("0000000000000001", Some("m")),
+                call("0000000000000002", None),
+            ],
+        )
+        .await
+        .expect("store");
+        let got = db
+            .sql("SELECT span_id, model, input_tokens, attributes FROM calls ORDER BY span_id")
+            .await
+            .expect("query");
+        let text = pretty_format_batches(&got).expect("format").to_string();
+        assert!(
+            text.contains("| 0000000000000001 | m     | 11           | {\"server.port\": 8000} |"),
+            "{text}"
+        );
+        assert!(text.contains("| 0000000000000002 |       | 11"), "{text}");
+        let columns = db
+            .storage()
+            .table("calls")
+            .expect("table")
+            .schema()
+            .expect("schema");
+        assert_eq!(columns.fields().len(), COLUMNS.len());
+        db.sql("CREATE TABLE narrow (ts TIMESTAMPTZ NOT NULL, model TEXT, input_tokens BIGINT)")
+            .await
+            .expect("create");
+        store(&db, "narrow", vec![call("0000000000000003", Some("m"))])
+            .await
+            .expect("store");
+        let got = db
+            .sql("SELECT sum(input_tokens) FROM narrow")
+            .await
+            .expect("query");
+        let text = pretty_format_batches(&got).expect("format").to_string();
+        assert!(text.contains("| 11 "), "{text}");
+        db.close().await.expect("close");
+    }
+
+    /// docs/genai-tracing.md shows the table as created here.
+    #[test]
+    fn the_documented_table_is_the_created_one() {
+        let doc = include_str!("../../../../docs/genai-tracing.md");
+        let ddl = doc
+            .split("CREATE TABLE IF NOT EXISTS genai_calls (")
+            .nth(1)
+            .and_then(|rest| rest.split(") WITH").next())
+            .expect("the documented CREATE TABLE");
+        let documented: Vec<(String, String)> = ddl
+            .lines()
+            .map(|l| {
+                l.split("--")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_end_matches(',')
+            })
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (name, ty) = l.split_once(' ').expect("name and type");
+                (name.to_string(), ty.trim().to_string())
+            })
+            .collect();
+        let created: Vec<(String, String)> = COLUMNS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(documented, created);
+    }
+}
