@@ -149,6 +149,8 @@ pub(crate) struct ServerSection {
     pub(crate) shutdown_grace: Option<String>,
     /// How often held rows of sampled tables are decided.
     pub(crate) sampling_interval: Option<String>,
+    /// How often evaluators look for new rows to judge.
+    pub(crate) evaluator_interval: Option<String>,
     pub(crate) query_threads: Option<usize>,
     /// Memory budget of running queries, e.g. "4 GiB" (default: half the machine's).
     pub(crate) query_memory: Option<String>,
@@ -259,6 +261,17 @@ impl FileConfig {
             let us =
                 parse_duration(t).map_err(|e| anyhow::anyhow!("server.sampling_interval: {e}"))?;
             options.interval = Some(Duration::from_micros(us.max(1_000) as u64));
+        }
+        Ok(options)
+    }
+
+    /// How the evaluators run in the background.
+    pub(crate) fn evaluator_options(&self) -> anyhow::Result<lookout_evaluators::EvaluatorOptions> {
+        let mut options = lookout_evaluators::EvaluatorOptions::default();
+        if let Some(t) = &self.server.evaluator_interval {
+            let us =
+                parse_duration(t).map_err(|e| anyhow::anyhow!("server.evaluator_interval: {e}"))?;
+            options.interval = Some(Duration::from_micros(us.max(10_000) as u64));
         }
         Ok(options)
     }

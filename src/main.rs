@@ -202,7 +202,13 @@ async fn run() -> anyhow::Result<()> {
             let db = open_existing(&file, &data, create).await?;
             let alerts =
                 lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?).await?;
+            let evaluators = lookout_evaluators::Evaluators::start(
+                db.clone(),
+                lookout_evaluators::EvaluatorOptions { interval: None },
+            )
+            .await?;
             let result = run_sql(&db, &sql, repeat).await;
+            evaluators.shutdown().await;
             alerts.shutdown().await;
             db.close().await?;
             result
@@ -404,6 +410,9 @@ async fn serve(
     let review = lookout_review::ReviewQueues::start(db.clone())
         .await
         .context("starting the review queues")?;
+    let evaluators = lookout_evaluators::Evaluators::start(db.clone(), file.evaluator_options()?)
+        .await
+        .context("starting the evaluators")?;
     if demo_rows.is_some() {
         demo::create_alerts(&db).await?;
         demo::create_review_queue(&db).await?;
@@ -414,7 +423,8 @@ async fn serve(
         let _ = stop.send(());
         let _ = task.await;
     }
-    tracing::info!("shutting down: finishing alert evaluations and deliveries");
+    tracing::info!("shutting down: finishing alert evaluations, deliveries and judge calls");
+    evaluators.shutdown().await;
     alerts.shutdown().await;
     review.shutdown().await;
     tracing::info!("shutting down: flushing buffered rows");

@@ -89,7 +89,7 @@ class FakeLlm:
                 except ValueError:
                     return self.reply(400, {}, {"error": {"message": "body is not JSON"}})
                 why = check_request(body)
-                owner.requests.append({"body": body, "headers": dict(self.headers), "invalid": why})
+                owner.requests.append({"body": body, "headers": {k.lower(): v for k, v in self.headers.items()}, "invalid": why})
                 if why:
                     return self.reply(400, {}, {"error": {"message": why, "type": "invalid_request_error"}})
                 status, headers, answer, delay = owner.script(body)
@@ -116,3 +116,68 @@ class FakeLlm:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def judge_script(log_path):
+    """A judge for the evaluator tests, by what the rubric contains:
+    MALFORMED answers prose, OUT-OF-RANGE scores 7, RATE-LIMIT is refused
+    with 429 (Retry-After: 1) the first time, DOWN always fails with 503,
+    BAD-REQUEST gets 400; otherwise the score is 0.9 when the answer is
+    "correct", else 0.2. Every request is appended to `log_path` as JSON.
+    """
+    seen = set()
+    lock = threading.Lock()
+
+    def script(body):
+        prompt = body["messages"][-1]["content"]
+        with lock:
+            first = prompt not in seen
+            seen.add(prompt)
+        if "RATE-LIMIT" in prompt and first:
+            return 429, {"Retry-After": "1"}, {"error": {"message": "slow down", "type": "rate_limit"}}, 0
+        if "DOWN" in prompt:
+            return 503, {}, {"error": {"message": "overloaded"}}, 0
+        if "BAD-REQUEST" in prompt:
+            return 400, {}, {"error": {"message": "context too long"}}, 0
+        if "MALFORMED" in prompt:
+            content = "I think it is pretty good."
+        elif "OUT-OF-RANGE" in prompt:
+            content = json.dumps({"score": 7, "reason": "very good"})
+        else:
+            score = 0.9 if "correct" in prompt else 0.2
+            content = json.dumps({"score": score, "reason": "judged"})
+        return 200, {}, completion(body["model"] + "-0301", content, prompt_tokens=100, completion_tokens=10), 0
+
+    return script
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port-file", required=True, help="where to write the port once listening")
+    parser.add_argument("--log", required=True, help="a JSON line per request")
+    args = parser.parse_args()
+    llm = FakeLlm(judge_script(args.log))
+    with open(args.port_file + ".tmp", "w") as f:
+        f.write(str(llm.port))
+    import os
+
+    os.replace(args.port_file + ".tmp", args.port_file)
+
+    def record_loop():
+        written = 0
+        while True:
+            time.sleep(0.05)
+            with open(args.log, "a") as f:
+                while written < len(llm.requests):
+                    r = llm.requests[written]
+                    f.write(json.dumps({
+                        "prompt": r["body"]["messages"][-1]["content"],
+                        "authorization": r["headers"].get("authorization"),
+                        "response_format": r["body"].get("response_format", {}).get("type"),
+                        "invalid": r["invalid"],
+                    }) + "\n")
+                    written += 1
+
+    record_loop()

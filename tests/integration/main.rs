@@ -11,6 +11,7 @@ mod copy;
 mod crash;
 mod differential;
 mod docs;
+mod evaluators;
 mod fuzz_corpora;
 mod harness;
 mod http;

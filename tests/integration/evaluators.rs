@@ -1,0 +1,270 @@
+//! LLM evaluators against a local OpenAI-compatible server
+//! (`tests/clients/fake_llm.py`): every matching row judged once per
+//! version, across a kill -9; 429 with Retry-After retried, malformed and
+//! out-of-range answers recorded as such, 4xx refusals recorded, an endpoint
+//! that keeps failing opens the circuit and records nothing; the API key
+//! sent to the judge and shown nowhere; back-fill of a new version.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{free_port, rows, spawn_server_with, wait_for_rows, wait_ready};
+
+const KEY: &str = "sk-test-0123456789-secret";
+
+/// The fake judge, serving until dropped.
+struct FakeJudge {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl FakeJudge {
+    async fn start(dir: &Path) -> FakeJudge {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_llm.py");
+        let port_file = dir.join("judge.port");
+        let log = dir.join("judge.log");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 tests/clients/fake_llm.py");
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                let port = text.trim().parse().expect("port");
+                return FakeJudge { child, port, log };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the fake judge did not start");
+    }
+
+    /// Each request the judge got: (prompt, Authorization header).
+    fn requests(&self) -> Vec<(String, Option<String>)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("log line");
+                assert!(
+                    v["invalid"].is_null(),
+                    "the judge got an invalid request: {v}"
+                );
+                assert_eq!(v["response_format"], "json_schema", "{v}");
+                (
+                    v["prompt"].as_str().unwrap_or("").to_string(),
+                    v["authorization"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for FakeJudge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, pg: u16, config: &Path) -> Child {
+    let config = config.to_str().expect("path");
+    spawn_server_with(
+        dir,
+        pg,
+        &[("LOOKOUT_CONFIG", config), ("JUDGE_API_KEY", KEY)],
+    )
+}
+
+fn count(rows: &[Vec<Option<String>>]) -> i64 {
+    rows[0][0].as_deref().unwrap_or("0").parse().expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluators_judge_each_row_once_and_record_every_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let judge = FakeJudge::start(dir.path()).await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
+    let data = dir.path().join("data");
+    let pg = free_port();
+    let mut server = spawn(&data, pg, &config);
+    let client = wait_ready(pg).await;
+    let setup = format!(
+        "CREATE TABLE llm_calls (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, status TEXT, question TEXT, answer TEXT);
+         CREATE EVALUATOR groundedness ON llm_calls KEY request_id
+           WHERE status = 'ok'
+           ENDPOINT 'http://127.0.0.1:{}/v1' MODEL 'judge-small' API KEY ENV 'JUDGE_API_KEY'
+           PROMPT 'Is the answer supported? Q: {{{{question}}}} A: {{{{answer}}}}'
+           SCORE BETWEEN 0 AND 1
+           RATE LIMIT 600 PER MINUTE CONCURRENCY 3 TIMEOUT '5 seconds' BUDGET 5 USD PER DAY
+           PRICE 1, 2 USD PER MILLION TOKENS;",
+        judge.port
+    );
+    client.batch_execute(&setup).await.expect("setup");
+    let mut inserts = Vec::new();
+    for i in 0..8 {
+        let answer = if i % 2 == 0 { "correct" } else { "wrong" };
+        inserts.push(format!(
+            "(now(), 'm', 'r{i}', 'ok', 'question {i}', '{answer}')"
+        ));
+    }
+    for (id, question) in [
+        ("malformed", "MALFORMED"),
+        ("range", "OUT-OF-RANGE"),
+        ("limited", "RATE-LIMIT"),
+        ("refused", "BAD-REQUEST"),
+    ] {
+        inserts.push(format!("(now(), 'm', '{id}', 'ok', '{question}', 'x')"));
+    }
+    inserts.push("(now(), 'm', 'skipped', 'error', 'question', 'correct')".into());
+    client
+        .batch_execute(&format!(
+            "INSERT INTO llm_calls VALUES {}",
+            inserts.join(", ")
+        ))
+        .await
+        .expect("insert");
+    wait_for_rows(
+        &client,
+        "SELECT count(*) FROM judge_scores",
+        Duration::from_secs(60),
+        |r| count(r) >= 12,
+    )
+    .await;
+    let outcomes = rows(
+        &client,
+        "SELECT call_key, outcome, score, attempts, judge_model, input_tokens, output_tokens, cost_usd, evaluator_version
+         FROM judge_scores ORDER BY call_key",
+    )
+    .await;
+    let by_key: HashMap<String, Vec<Option<String>>> = outcomes
+        .iter()
+        .map(|r| (r[0].clone().expect("key"), r.clone()))
+        .collect();
+    assert_eq!(by_key.len(), 12, "{outcomes:?}");
+    let cell = |key: &str, i: usize| by_key[key][i].clone().unwrap_or_default();
+    for i in 0..8 {
+        let key = format!("r{i}");
+        assert_eq!(cell(&key, 1), "scored");
+        assert_eq!(cell(&key, 2), if i % 2 == 0 { "0.9" } else { "0.2" });
+        assert_eq!(cell(&key, 4), "judge-small-0301");
+        // 100 input tokens at $1/M and 10 output tokens at $2/M.
+        assert_eq!(cell(&key, 7), "0.00012");
+    }
+    assert_eq!(cell("malformed", 1), "malformed");
+    assert_eq!(cell("range", 1), "out_of_range");
+    assert_eq!(cell("range", 2), "7");
+    assert_eq!(
+        (cell("limited", 1), cell("limited", 3)),
+        ("scored".into(), "2".into())
+    );
+    assert_eq!(cell("refused", 1), "refused");
+    assert!(!by_key.contains_key("skipped"));
+
+    // The key went to the judge and nowhere else.
+    let requests = judge.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|(_, auth)| auth.as_deref() == Some(&*format!("Bearer {KEY}")))
+    );
+    let shown = rows(&client, "SHOW EVALUATORS").await;
+    let shown_text = format!("{shown:?}");
+    assert!(
+        !shown_text.contains(KEY) && shown_text.contains("JUDGE_API_KEY"),
+        "{shown_text}"
+    );
+    let logged = rows(&client, "SELECT definition FROM lookout.evaluators").await;
+    assert!(!format!("{logged:?}").contains(KEY));
+    let runs = rows(
+        &client,
+        "SELECT judged, scored, malformed, failed, p50_latency_ms IS NOT NULL FROM lookout.evaluator_runs",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        vec![
+            ["12", "9", "2", "1", "t"]
+                .map(|s| Some(s.to_string()))
+                .to_vec()
+        ]
+    );
+
+    // Killed and restarted: nothing is judged twice.
+    let calls_before = judge.requests().len();
+    assert_eq!(
+        calls_before, 13,
+        "12 rows, one retried after its 429: {requests:?}"
+    );
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+    server = spawn(&data, pg, &config);
+    let client = wait_ready(pg).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        judge.requests().len(),
+        calls_before,
+        "a row was judged again after a restart"
+    );
+
+    // A new prompt is a new version; EVALUATE back-fills the past for it.
+    client
+        .batch_execute(
+            "ALTER EVALUATOR groundedness SET PROMPT 'Second rubric: {{question}} / {{answer}}'",
+        )
+        .await
+        .expect("alter");
+    let backfill = client
+        .execute(
+            "EVALUATE groundedness FROM '2000-01-01' TO '2100-01-01'",
+            &[],
+        )
+        .await
+        .expect("evaluate");
+    assert_eq!(backfill, 12);
+    let v2 = rows(
+        &client,
+        "SELECT count(*) FROM judge_scores WHERE evaluator_version = 2",
+    )
+    .await;
+    assert_eq!(count(&v2), 12);
+
+    // An endpoint that keeps failing opens the circuit; nothing is recorded
+    // for its rows, which stay to be judged.
+    client
+        .batch_execute(
+            "CREATE EVALUATOR flaky ON llm_calls KEY request_id
+               ENDPOINT 'http://127.0.0.1:1/v1' MODEL 'judge-small' PROMPT 'DOWN {{question}}'
+               CONCURRENCY 4 TIMEOUT '1 second';
+             INSERT INTO llm_calls VALUES (now(), 'm', 'd1', 'ok', 'q', 'a'), (now(), 'm', 'd2', 'ok', 'q', 'a'),
+               (now(), 'm', 'd3', 'ok', 'q', 'a'), (now(), 'm', 'd4', 'ok', 'q', 'a'), (now(), 'm', 'd5', 'ok', 'q', 'a')",
+        )
+        .await
+        .expect("flaky evaluator");
+    // SHOW EVALUATORS: name, version, source, model, endpoint, api_key_env, status, ...
+    wait_for_rows(&client, "SHOW EVALUATORS", Duration::from_secs(60), |r| {
+        r.iter().any(|row| {
+            row[0].as_deref() == Some("flaky") && row[6].as_deref() == Some("circuit_open")
+        })
+    })
+    .await;
+    let flaky = rows(
+        &client,
+        "SELECT count(*) FROM judge_scores WHERE evaluator = 'flaky'",
+    )
+    .await;
+    assert_eq!(count(&flaky), 0);
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+}
