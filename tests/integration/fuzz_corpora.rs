@@ -28,4 +28,5 @@ fn fuzz_corpora_replay_without_a_crash() {
     replay("statement_grammars", lookout_fuzz::statement_grammars);
     replay("sql_front_end", lookout_fuzz::sql_front_end);
     replay("pg_messages", lookout_fuzz::pg_messages);
+    replay("otlp_traces", lookout_fuzz::otlp_traces);
 }

@@ -3,8 +3,7 @@
 use std::fmt;
 
 use lookout_query::ext::{
-    Piece, Words, format_duration, leading_words, quote_ident, quote_literal, quoted_table,
-    table_name,
+    Words, format_duration, leading_words, quote_ident, quote_literal, quoted_table, table_name,
 };
 use lookout_query::{QueryError, Result, SqlState};
 use serde::{Deserialize, Serialize};
@@ -122,31 +121,15 @@ fn invalid(message: String) -> QueryError {
     QueryError::new(SqlState::InvalidParameterValue, message)
 }
 
-/// The words that start a clause of `CREATE`/`ALTER EVALUATOR`: a `WHERE`
-/// predicate runs up to the next of them.
-const CLAUSES: &[&str] = &[
-    "sample",
-    "endpoint",
-    "model",
-    "api",
-    "prompt",
-    "score",
-    "rate",
-    "concurrency",
-    "timeout",
-    "budget",
-    "price",
-];
-
-/// A `WHERE` predicate, kept as written (checked when the evaluator's
-/// query is planned at `CREATE`).
+/// A `WHERE` predicate: one SQL expression, read by the SQL parser (which
+/// stops before the next clause's word) and printed back from its syntax
+/// tree, so nothing but that expression reaches the evaluator's query.
 fn predicate(t: &mut Words<'_>) -> Result<String> {
-    let text = t.text_until(|p| matches!(p, Piece::Word { text, quoted: false } if CLAUSES.contains(&text.to_lowercase().as_str())));
-    match lookout_query::one_expression(text) {
-        Ok(expr) => Ok(expr),
-        Err(_) if text.is_empty() => Err(syntax("WHERE needs a predicate")),
-        Err(e) => Err(e),
+    if t.at_end() {
+        return Err(syntax("WHERE needs a predicate"));
     }
+    let expr = t.parse_with(|p| p.parse_expr())?;
+    Ok(expr.to_string())
 }
 
 fn positive(t: &mut Words<'_>, what: &str) -> Result<f64> {

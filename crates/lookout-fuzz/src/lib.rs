@@ -71,7 +71,7 @@ fn copy(kind: CopyKind, data: &[u8]) {
 }
 
 /// Every statement grammar of Lookout's own statements (alerts, review
-/// queues, rollups, sampling, roles) and the server's SCRAM exchange (the
+/// queues, rollups, sampling, evaluators, roles) and the server's SCRAM exchange (the
 /// first line as the client-first message, the rest as the client-final).
 pub fn statement_grammars(data: &[u8]) {
     let Ok(sql) = std::str::from_utf8(data) else {
@@ -82,6 +82,13 @@ pub fn statement_grammars(data: &[u8]) {
     lookout_rollups::fuzzing::rollup_statement(sql);
     lookout_sampling::fuzzing::sampling_statement(sql);
     lookout_server::fuzzing::role_statement_and_scram(sql);
+    lookout_evaluators::fuzzing::evaluator_statement(sql);
+}
+
+/// An OTLP/HTTP trace export body (protobuf or JSON, or gzip of either)
+/// through the decoders and the mapping of GenAI spans to rows.
+pub fn otlp_traces(data: &[u8]) {
+    lookout_http::fuzzing::otlp_export(data);
 }
 
 /// A database with one table, shared by every input of a process.

@@ -30,6 +30,16 @@ use tokio::task::JoinSet;
 
 pub use otlp::OtlpOptions;
 
+/// Entry point for the fuzz targets in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes `data` as an OTLP export in both encodings and maps what
+    /// decodes to rows; errors are expected, panics are bugs.
+    pub fn otlp_export(data: &[u8]) {
+        crate::otlp::fuzz_export(data);
+    }
+}
+
 /// How the HTTP listener serves.
 #[derive(Clone, Default)]
 pub struct HttpOptions {

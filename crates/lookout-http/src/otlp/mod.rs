@@ -207,6 +207,17 @@ pub(crate) async fn export_traces(
         .into_response()
 }
 
+/// What the fuzz target runs on one input: both decoders, then the mapping.
+pub(crate) fn fuzz_export(data: &[u8]) {
+    if let Ok(request) = ExportTraceServiceRequest::decode(data) {
+        let _ = spans::extract(&request, true);
+    }
+    if let Ok(request) = serde_json::from_slice::<ExportTraceServiceRequest>(data) {
+        let _ = spans::extract(&request, true);
+    }
+    let _ = gunzip(data, 1 << 20);
+}
+
 /// Decompresses a gzip body, reading at most one byte past `limit` (a small
 /// body that inflates without bound is cut off, not held in memory).
 fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
@@ -216,4 +227,42 @@ fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
         .read_to_end(&mut out)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("not gzip: {e}")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Mutations of the kept corpus (bytes flipped, dropped, repeated,
+    /// cut) through both decoders and the mapping: errors, never a panic.
+    /// The fuzz target `otlp_traces` does this at length; this keeps every
+    /// test run honest.
+    #[test]
+    fn mutated_exports_never_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/otlp_traces");
+        let seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .expect("corpus")
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter(|d| !d.is_empty())
+            .collect();
+        assert!(seeds.len() >= 4, "the corpus holds the seeds");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(20261205);
+        for _ in 0..20_000 {
+            let mut data = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..data.len().max(1));
+                match rng.random_range(0..4) {
+                    0 if !data.is_empty() => data[at] = rng.random(),
+                    1 if !data.is_empty() => {
+                        data.remove(at);
+                    }
+                    2 => data.insert(at.min(data.len()), rng.random()),
+                    _ => data.truncate(at),
+                }
+            }
+            fuzz_export(&data);
+        }
+    }
 }
