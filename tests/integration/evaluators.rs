@@ -268,3 +268,78 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `lookout.judge_agreement` against scipy's `spearmanr` and `pearsonr`
+/// on the same pairs (ties included); rows without a human verdict, and
+/// verdicts that are not scores, do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_agreement_matches_scipy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = lookout_query::Lookout::open(dir.path())
+        .await
+        .expect("open");
+    let evaluators = lookout_evaluators::Evaluators::start(
+        db.clone(),
+        lookout_evaluators::EvaluatorOptions { interval: None },
+    )
+    .await
+    .expect("evaluators");
+    let judge = [0.9, 0.2, 0.9, 0.5, 0.7, 0.1, 0.9, 0.3];
+    let human = [1, 0, 1, 1, 0, 0, 1, 0];
+    let mut scores = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, (s, h)) in judge.iter().zip(human).enumerate() {
+        scores.push(format!(
+            "(now(), 'r{i}', 'g', 1, now(), 'scored', {s}, NULL, 'j', 1, 1, 0, 1, 1, NULL)"
+        ));
+        verdicts.push(format!(
+            "(now(), 'r{i}', 'review', 'verdict', {h}, NULL, 'ann', false)"
+        ));
+    }
+    // Not counted: a malformed answer, and a judged row nobody reviewed.
+    scores.push(
+        "(now(), 'r0x', 'g', 1, now(), 'malformed', NULL, NULL, 'j', 1, 1, 0, 1, 1, NULL)".into(),
+    );
+    scores.push(
+        "(now(), 'lonely', 'g', 1, now(), 'scored', 0.4, NULL, 'j', 1, 1, 0, 1, 1, NULL)".into(),
+    );
+    verdicts.push("(now(), 'r0x', 'review', 'verdict', 0, NULL, 'ann', false)".into());
+    let sql = format!(
+        "CREATE TABLE feedback (ts TIMESTAMPTZ NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL,
+           kind TEXT NOT NULL, value DOUBLE PRECISION, label TEXT, author TEXT, deleted BOOLEAN)
+           WITH (key = 'request_id, source, kind', version = 'ts', deleted = 'deleted');
+         INSERT INTO judge_scores VALUES {};
+         INSERT INTO feedback VALUES {};",
+        scores.join(", "),
+        verdicts.join(", ")
+    );
+    let mut session = db.session();
+    session.query(&sql).await.expect("fixtures");
+    let got = session
+        .query("SELECT pairs, spearman, pearson FROM lookout.judge_agreement")
+        .await
+        .expect("agreement");
+    let b = &got[0];
+    let number = |i: usize| {
+        arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Float64)
+            .expect("cast")
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .expect("f64")
+            .value(0)
+    };
+    assert_eq!(number(0), 8.0);
+    // scipy.stats.spearmanr and pearsonr of the same lists.
+    assert!(
+        (number(1) - 0.7826237921249264).abs() < 1e-12,
+        "{}",
+        number(1)
+    );
+    assert!(
+        (number(2) - 0.7612189262042536).abs() < 1e-12,
+        "{}",
+        number(2)
+    );
+    evaluators.shutdown().await;
+    db.close().await.expect("close");
+}

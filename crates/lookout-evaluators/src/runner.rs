@@ -68,6 +68,29 @@ const RUNS_VIEW: &str = "SELECT evaluator, evaluator_version,
         min(ts) AS first_at, max(ts) AS last_at
     FROM judge_scores GROUP BY evaluator, evaluator_version";
 
+/// `lookout.judge_agreement`: how each evaluator version agrees with human
+/// reviewers' verdicts on the same rows (review queues write them to
+/// `feedback` as `source = 'review'`, `kind = 'verdict'`): Spearman's rank
+/// correlation (Pearson's of average ranks, ties shared as scipy's
+/// `spearmanr` shares them) and Pearson's correlation of the values.
+const AGREEMENT_VIEW: &str = "WITH pairs AS (
+        SELECT j.evaluator, j.evaluator_version, j.score, f.value AS human
+        FROM judge_scores j
+        JOIN feedback f ON f.request_id = j.call_key
+        WHERE j.outcome = 'scored' AND f.source = 'review' AND f.kind = 'verdict'
+          AND f.value IS NOT NULL),
+    ranked AS (
+        SELECT evaluator, evaluator_version, score, human,
+            rank() OVER (PARTITION BY evaluator, evaluator_version ORDER BY score)
+              + (count(*) OVER (PARTITION BY evaluator, evaluator_version, score) - 1) / 2.0 AS score_rank,
+            rank() OVER (PARTITION BY evaluator, evaluator_version ORDER BY human)
+              + (count(*) OVER (PARTITION BY evaluator, evaluator_version, human) - 1) / 2.0 AS human_rank
+        FROM pairs)
+    SELECT evaluator, evaluator_version, count(*) AS pairs,
+        corr(score_rank, human_rank) AS spearman,
+        corr(score, human) AS pearson
+    FROM ranked GROUP BY evaluator, evaluator_version";
+
 /// Consecutive unfinished calls that open an evaluator's circuit.
 const BREAKER_FAILURES: u32 = 5;
 /// The first pause of an open circuit; it doubles at each reopening.
@@ -181,6 +204,7 @@ impl Evaluators {
             session.query(sql).await?;
         }
         db.register_view("evaluator_runs", RUNS_VIEW);
+        db.register_view("judge_agreement", AGREEMENT_VIEW);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let evaluators = Evaluators {
             inner: Arc::new(Inner {
