@@ -15,14 +15,14 @@ use crate::harness::{free_port, rows, spawn_server_with, wait_for_rows, wait_rea
 const KEY: &str = "sk-test-0123456789-secret";
 
 /// The fake judge, serving until dropped.
-struct FakeJudge {
+pub(crate) struct FakeJudge {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: std::path::PathBuf,
 }
 
 impl FakeJudge {
-    async fn start(dir: &Path) -> FakeJudge {
+    pub(crate) async fn start(dir: &Path) -> FakeJudge {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_llm.py");
         let port_file = dir.join("judge.port");
         let log = dir.join("judge.log");

@@ -473,14 +473,45 @@ fn protobuf_export(start_ns: u64) -> Vec<u8> {
     request
 }
 
-/// An `openai` app instrumented by OpenTelemetry's GenAI instrumentation
-/// exports its calls to Lookout, and they read back over SQL.
+/// End to end: an `openai` app instrumented by OpenTelemetry's GenAI
+/// instrumentation exports its calls to Lookout; they read back over SQL;
+/// an evaluator judges them with a local judge; an alert on the judge's
+/// scores fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instrumented_openai_app_traces_into_lookout() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let judge = crate::evaluators::FakeJudge::start(dir.path()).await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
     let (pg, http) = (free_port(), free_port());
-    let server = spawn(dir.path(), pg, http, &[]);
-    drop(wait_ready(pg).await);
+    let data = dir.path().join("data");
+    let server = spawn(
+        &data,
+        pg,
+        http,
+        &[("LOOKOUT_CONFIG", config.to_str().expect("path"))],
+    );
+    let client = wait_ready(pg).await;
+    // The calls table as the first export would create it, so the
+    // evaluator and the alert can be defined before the app runs.
+    let ddl = include_str!("../../docs/genai-tracing.md")
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the documented CREATE TABLE");
+    client.batch_execute(ddl).await.expect("create genai_calls");
+    client
+        .batch_execute(&format!(
+            "CREATE EVALUATOR answer_quality ON genai_calls KEY span_id WHERE status <> 'error'
+               ENDPOINT 'http://127.0.0.1:{}/v1' MODEL 'judge-small'
+               PROMPT 'Rate the answer of {{{{model}}}} ({{{{output_tokens}}}} tokens) from 0 to 1.';
+             CREATE ALERT judge_scores_low EVERY '1 second' SEVERITY P1 WHEN value < 0.5
+             AS SELECT avg(score) AS value FROM judge_scores
+                WHERE evaluator = 'answer_quality' AND ts >= now() - INTERVAL '1 hour' AND ts < now();",
+            judge.port
+        ))
+        .await
+        .expect("evaluator and alert");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/otlp_genai.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script)
@@ -491,6 +522,23 @@ async fn an_instrumented_openai_app_traces_into_lookout() {
         "python3 tests/clients/otlp_genai.py (pip install -r tests/requirements.txt)",
     )
     .await;
+    // Three successful calls judged (the fake judge scores them 0.2) ...
+    wait_for_rows(
+        &client,
+        "SELECT count(*), min(score), max(score) FROM judge_scores WHERE evaluator = 'answer_quality'",
+        Duration::from_secs(30),
+        |r| r[0][0].as_deref() == Some("3"),
+    )
+    .await;
+    // ... and the alert on the judge's scores fires.
+    wait_for_rows(
+        &client,
+        "SELECT state FROM lookout.alert_instances WHERE rule = 'judge_scores_low'",
+        Duration::from_secs(30),
+        |r| r.first().and_then(|r| r[0].as_deref()) == Some("firing"),
+    )
+    .await;
+    drop(client);
     stop(server);
 }
 
