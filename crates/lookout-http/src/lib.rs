@@ -192,6 +192,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// How long a connection may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections served at once; past it new ones are closed at once, so a
+/// flood of idle connections cannot hold the server's memory.
+const MAX_CONNECTIONS: usize = 512;
+
 /// Serves HTTP on `listener` until `shutdown` completes, then lets requests
 /// in progress finish for up to five seconds.
 pub async fn serve(
@@ -208,6 +212,7 @@ pub async fn serve(
     };
     let service = TowerToHyperService::new(router(state));
     let mut connections = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -220,10 +225,15 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!(%peer, "HTTP connection refused: {MAX_CONNECTIONS} already open");
+                    continue;
+                };
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let tls = options.tls.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let mut http = hyper::server::conn::http1::Builder::new();
                     http.timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(HEADER_TIMEOUT);
