@@ -47,8 +47,10 @@ impl FakeJudge {
         panic!("the fake judge did not start");
     }
 
-    /// Each request the judge got: (prompt, Authorization header).
+    /// Each request the judge got: (prompt, Authorization header). The
+    /// judge appends its log every 50 ms; this waits for it to settle.
     fn requests(&self) -> Vec<(String, Option<String>)> {
+        std::thread::sleep(Duration::from_millis(300));
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -22,9 +22,11 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use lookout_query::ext::{quote_ident, quote_literal, quoted_table};
+use lookout_query::ext::{
+    int_values as ints, quote_ident, quote_literal, quoted_table, text_values as strings,
+};
 use lookout_query::{
     Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession, SqlState,
 };
@@ -90,6 +92,14 @@ const AGREEMENT_VIEW: &str = "WITH pairs AS (
         corr(score_rank, human_rank) AS spearman,
         corr(score, human) AS pearson
     FROM ranked GROUP BY evaluator, evaluator_version";
+
+/// How far back the background pass looks for rows not judged yet: rows
+/// that arrive later than this behind their own time are left to
+/// `EVALUATE`, so each pass reads a bounded range.
+const LOOKBACK: Micros = 86_400_000_000;
+/// How long shutdown waits for calls in flight before abandoning them
+/// (an abandoned call records nothing; its row is judged after a restart).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Consecutive unfinished calls that open an evaluator's circuit.
 const BREAKER_FAILURES: u32 = 5;
@@ -236,7 +246,11 @@ impl Evaluators {
             let _ = task.await;
         }
         let mut calls = self.inner.calls.lock().await;
-        while calls.join_next().await.is_some() {}
+        let drained = async { while calls.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_WAIT, drained).await.is_err() {
+            tracing::warn!("evaluators: judge calls still running at shutdown were abandoned");
+            calls.abort_all();
+        }
     }
 
     fn now(&self) -> Micros {
@@ -358,10 +372,8 @@ impl Evaluators {
             };
             let now = self.now();
             for (name, evaluator) in active {
-                if let Err(e) = self
-                    .start_calls(&name, &evaluator, (evaluator.since, now))
-                    .await
-                {
+                let range = (evaluator.since.max(now - LOOKBACK), now);
+                if let Err(e) = self.start_calls(&name, &evaluator, range).await {
                     *lock(&evaluator.runtime.last_error) = Some(e.to_string());
                     tracing::warn!(evaluator = name, error = %e, "evaluator: finding rows to judge failed");
                 }
@@ -1036,22 +1048,6 @@ fn undefined(name: &str) -> QueryError {
 
 fn command(tag: &'static str) -> Output {
     Output::Command { tag, rows: None }
-}
-
-fn strings(b: &RecordBatch, i: usize) -> Result<Vec<Option<String>>> {
-    let c = cast(b.column(i), &DataType::Utf8).map_err(internal)?;
-    let c = c.as_string::<i32>();
-    Ok((0..c.len())
-        .map(|r| c.is_valid(r).then(|| c.value(r).to_string()))
-        .collect())
-}
-
-fn ints(b: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>> {
-    let c = cast(b.column(i), &DataType::Int64).map_err(internal)?;
-    let c = c.as_primitive::<Int64Type>();
-    Ok((0..c.len())
-        .map(|r| c.is_valid(r).then(|| c.value(r)))
-        .collect())
 }
 
 fn show_schema() -> SchemaRef {

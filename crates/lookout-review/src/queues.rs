@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use lookout_query::{
     Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession,
@@ -233,25 +232,7 @@ fn ident(s: &str) -> String {
     lookout_query::quote_ident(s)
 }
 
-fn column_as(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {
-    cast(batch.column(i), to).map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))
-}
-
-fn strings(batch: &RecordBatch, i: usize) -> Result<Vec<Option<String>>> {
-    let col = column_as(batch, i, &DataType::Utf8)?;
-    let s = col.as_string::<i32>();
-    Ok((0..s.len())
-        .map(|r| s.is_valid(r).then(|| s.value(r).to_string()))
-        .collect())
-}
-
-fn integers(batch: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>> {
-    let col = column_as(batch, i, &DataType::Int64)?;
-    let v = col.as_primitive::<Int64Type>();
-    Ok((0..v.len())
-        .map(|r| v.is_valid(r).then(|| v.value(r)))
-        .collect())
-}
+use lookout_query::ext::{int_values as integers, text_values as strings};
 
 /// The review queues of one database. Cheap to clone.
 #[derive(Debug, Clone)]

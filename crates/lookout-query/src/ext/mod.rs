@@ -1,6 +1,6 @@
 //! What an extension crate needs from the SQL core: the statement trait,
 //! the grammar kit its statements are parsed with, statement output, access levels, names and quoting, durations, the ingest
-//! hook and derived-table kinds, and the clock.
+//! hook and derived-table kinds, the clock, and reading result columns back.
 //!
 //! Alerts, review queues, rollups, sampling and roles are built on this kit
 //! alone; the core names none of them.
@@ -11,6 +11,7 @@ mod interval;
 pub(crate) mod names;
 mod output;
 mod statement;
+mod values;
 
 pub use access::Access;
 pub use grammar::{Piece, Words, leading_words};
@@ -22,6 +23,7 @@ pub use names::{
 pub(crate) use output::batches_stream;
 pub use output::{CopyIn, Output};
 pub use statement::{Command, ExtStatement, SqlExtension, SqlSession, split_statements};
+pub use values::{int_values, text_values};
 
 pub use crate::error::SqlState;
 pub use crate::ingest::{Derive, IngestHook, Redirect};
