@@ -558,3 +558,84 @@ fn http_off_loopback_needs_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("without a bearer token"), "{stderr}");
 }
+
+/// With `[http] tls = true` the listener speaks HTTPS only, with the
+/// `[tls]` certificate, and still asks for the token (curl as the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_metrics_with_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)");
+    assert!(made.success());
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[http]\ntls = true\nbearer_token = \"tok-123\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let (pg, http) = (free_port(), free_port());
+    let data = dir.path().join("data");
+    let server = spawn(
+        &data,
+        pg,
+        http,
+        &[("LOOKOUT_CONFIG", config.to_str().expect("path"))],
+    );
+    drop(wait_ready(pg).await);
+    let curl = |args: Vec<String>| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let https = format!("https://127.0.0.1:{http}/metrics");
+    let cacert = cert.display().to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            curl(vec![
+                "--cacert".into(),
+                cacert.clone(),
+                "-H".into(),
+                "Authorization: Bearer tok-123".into(),
+                https.clone(),
+            ]),
+            curl(vec!["--cacert".into(), cacert, https]),
+            curl(vec![format!("http://127.0.0.1:{http}/metrics")]),
+        ]
+    })
+    .await
+    .expect("join");
+    // Plain HTTP gets no HTTP answer at all (000).
+    assert_eq!(answers, ["200", "401", "000"].map(String::from));
+    stop(server);
+}
