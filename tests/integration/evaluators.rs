@@ -144,7 +144,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     .await;
     let outcomes = rows(
         &client,
-        "SELECT call_key, outcome, score, attempts, judge_model, input_tokens, output_tokens, cost_usd, evaluator_version
+        "SELECT call_key, outcome, score, attempts, judge_model, input_tokens, output_tokens, cost_usd, evaluator_version, passed
          FROM judge_scores ORDER BY call_key",
     )
     .await;
@@ -161,8 +161,11 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         assert_eq!(cell(&key, 4), "judge-small-0301");
         // 100 input tokens at $1/M and 10 output tokens at $2/M.
         assert_eq!(cell(&key, 7), "0.00012");
+        // Pass/fail: at or above the middle of SCORE BETWEEN 0 AND 1.
+        assert_eq!(cell(&key, 9), if i % 2 == 0 { "t" } else { "f" });
     }
     assert_eq!(cell("malformed", 1), "malformed");
+    assert_eq!(cell("malformed", 9), "", "no pass/fail without a score");
     assert_eq!(cell("range", 1), "out_of_range");
     assert_eq!(cell("range", 2), "7");
     assert_eq!(
@@ -272,7 +275,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
 }
 
 /// `lookout.judge_agreement` against scipy's `spearmanr` and `pearsonr`
-/// on the same pairs (ties included); rows without a human verdict, and
+/// and statsmodels' `cohens_kappa` on the same pairs (ties included); rows without a human verdict, and
 /// verdicts that are not scores, do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn judge_agreement_matches_scipy() {
@@ -292,7 +295,8 @@ async fn judge_agreement_matches_scipy() {
     let mut verdicts = Vec::new();
     for (i, (s, h)) in judge.iter().zip(human).enumerate() {
         scores.push(format!(
-            "(now(), 'r{i}', 'g', 1, now(), 'scored', {s}, NULL, 'j', 1, 1, 0, 1, 1, NULL)"
+            "(now(), 'r{i}', 'g', 1, now(), 'scored', {s}, NULL, 'j', 1, 1, 0, 1, 1, NULL, {})",
+            *s >= 0.5
         ));
         verdicts.push(format!(
             "(now(), 'r{i}', 'review', 'verdict', {h}, NULL, 'ann', false)"
@@ -300,10 +304,12 @@ async fn judge_agreement_matches_scipy() {
     }
     // Not counted: a malformed answer, and a judged row nobody reviewed.
     scores.push(
-        "(now(), 'r0x', 'g', 1, now(), 'malformed', NULL, NULL, 'j', 1, 1, 0, 1, 1, NULL)".into(),
+        "(now(), 'r0x', 'g', 1, now(), 'malformed', NULL, NULL, 'j', 1, 1, 0, 1, 1, NULL, NULL)"
+            .into(),
     );
     scores.push(
-        "(now(), 'lonely', 'g', 1, now(), 'scored', 0.4, NULL, 'j', 1, 1, 0, 1, 1, NULL)".into(),
+        "(now(), 'lonely', 'g', 1, now(), 'scored', 0.4, NULL, 'j', 1, 1, 0, 1, 1, NULL, false)"
+            .into(),
     );
     verdicts.push("(now(), 'r0x', 'review', 'verdict', 0, NULL, 'ann', false)".into());
     let sql = format!(
@@ -318,7 +324,7 @@ async fn judge_agreement_matches_scipy() {
     let mut session = db.session();
     session.query(&sql).await.expect("fixtures");
     let got = session
-        .query("SELECT pairs, spearman, pearson FROM lookout.judge_agreement")
+        .query("SELECT pairs, spearman, pearson, agreement, kappa FROM lookout.judge_agreement")
         .await
         .expect("agreement");
     let b = &got[0];

@@ -52,7 +52,7 @@ const TABLES: &[&str] = &[
         evaluator_version BIGINT NOT NULL, call_ts TIMESTAMPTZ, outcome TEXT NOT NULL,
         score DOUBLE PRECISION, reason TEXT, judge_model TEXT, input_tokens BIGINT,
         output_tokens BIGINT, cost_usd DOUBLE PRECISION, latency_ms DOUBLE PRECISION,
-        attempts BIGINT, error TEXT
+        attempts BIGINT, error TEXT, passed BOOLEAN
     ) WITH (key = 'call_key, evaluator, evaluator_version', version = 'ts',
             partition_column = 'none')",
 ];
@@ -74,24 +74,33 @@ const RUNS_VIEW: &str = "SELECT evaluator, evaluator_version,
 /// reviewers' verdicts on the same rows (review queues write them to
 /// `feedback` as `source = 'review'`, `kind = 'verdict'`): Spearman's rank
 /// correlation (Pearson's of average ranks, ties shared as scipy's
-/// `spearmanr` shares them) and Pearson's correlation of the values.
+/// `spearmanr` shares them), Pearson's correlation of the values, and
+/// Cohen's kappa of pass/fail (the judge's `passed`, the reviewer's value
+/// above 0), with the share of rows where they agree.
 const AGREEMENT_VIEW: &str = "WITH pairs AS (
-        SELECT j.evaluator, j.evaluator_version, j.score, f.value AS human
+        SELECT j.evaluator, j.evaluator_version, j.score, j.passed, f.value AS human
         FROM judge_scores j
         JOIN feedback f ON f.request_id = j.call_key
         WHERE j.outcome = 'scored' AND f.source = 'review' AND f.kind = 'verdict'
           AND f.value IS NOT NULL),
     ranked AS (
         SELECT evaluator, evaluator_version, score, human,
+            CASE WHEN passed THEN 1.0 ELSE 0.0 END AS judge_pass,
+            CASE WHEN human > 0 THEN 1.0 ELSE 0.0 END AS human_pass,
             rank() OVER (PARTITION BY evaluator, evaluator_version ORDER BY score)
               + (count(*) OVER (PARTITION BY evaluator, evaluator_version, score) - 1) / 2.0 AS score_rank,
             rank() OVER (PARTITION BY evaluator, evaluator_version ORDER BY human)
               + (count(*) OVER (PARTITION BY evaluator, evaluator_version, human) - 1) / 2.0 AS human_rank
         FROM pairs)
-    SELECT evaluator, evaluator_version, count(*) AS pairs,
-        corr(score_rank, human_rank) AS spearman,
-        corr(score, human) AS pearson
-    FROM ranked GROUP BY evaluator, evaluator_version";
+    SELECT evaluator, evaluator_version, pairs, spearman, pearson, agreement,
+        CASE WHEN expected < 1 THEN (agreement - expected) / (1 - expected) END AS kappa
+    FROM (
+        SELECT evaluator, evaluator_version, count(*) AS pairs,
+            corr(score_rank, human_rank) AS spearman,
+            corr(score, human) AS pearson,
+            avg(CASE WHEN judge_pass = human_pass THEN 1.0 ELSE 0.0 END) AS agreement,
+            avg(judge_pass) * avg(human_pass) + (1 - avg(judge_pass)) * (1 - avg(human_pass)) AS expected
+        FROM ranked GROUP BY evaluator, evaluator_version) s";
 
 /// How far back the background pass looks for rows not judged yet: rows
 /// that arrive later than this behind their own time are left to
@@ -602,7 +611,7 @@ impl Evaluators {
             }
             spent.1 += cost;
         }
-        self.record(name, evaluator.version, row, &verdict, cost)
+        self.record(name, evaluator, row, &verdict, cost)
             .await
             .map_err(|e| e.to_string())
     }
@@ -610,12 +619,17 @@ impl Evaluators {
     async fn record(
         &self,
         name: &str,
-        version: i64,
+        evaluator: &Evaluator,
         row: &Candidate,
         v: &Verdict,
         cost: f64,
     ) -> Result<()> {
-        let batch = verdict_batch(self.now(), name, version, row, v, cost)?;
+        let def = &evaluator.def;
+        // The judge's pass/fail: a score in the upper half of the range.
+        let passed = (v.outcome == judge::Outcome::Scored)
+            .then(|| v.score.map(|s| s >= (def.score_min + def.score_max) / 2.0))
+            .flatten();
+        let batch = verdict_batch(self.now(), name, evaluator.version, row, v, cost, passed)?;
         self.inner.db.write(SCORES, batch).await?;
         Ok(())
     }
@@ -985,6 +999,7 @@ fn verdict_batch(
     row: &Candidate,
     v: &Verdict,
     cost: f64,
+    passed: Option<bool>,
 ) -> Result<RecordBatch> {
     let ts = |t: Option<Micros>| -> ArrayRef {
         Arc::new(TimestampMicrosecondArray::from(vec![t]).with_timezone("UTC"))
@@ -1008,6 +1023,10 @@ fn verdict_batch(
         ("latency_ms", float(Some(v.latency_ms))),
         ("attempts", int(Some(i64::from(v.attempts)))),
         ("error", text(v.error.as_deref())),
+        (
+            "passed",
+            Arc::new(arrow::array::BooleanArray::from(vec![passed])),
+        ),
     ];
     let schema = Schema::new(
         columns
