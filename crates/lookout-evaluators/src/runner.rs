@@ -106,6 +106,12 @@ const AGREEMENT_VIEW: &str = "WITH pairs AS (
 /// that arrive later than this behind their own time are left to
 /// `EVALUATE`, so each pass reads a bounded range.
 const LOOKBACK: Micros = 86_400_000_000;
+/// Between full passes over `LOOKBACK`, a pass reads only from this far
+/// before the last complete pass's end (rows arriving a little late).
+const RECENT: Micros = 5 * 60_000_000;
+/// How often the background pass reads the whole `LOOKBACK` again (rows
+/// arriving later than `RECENT`, and rows whose calls did not finish).
+const FULL_PASS_EVERY: Duration = Duration::from_secs(60);
 /// How long shutdown waits for calls in flight before abandoning them
 /// (an abandoned call records nothing; its row is judged after a restart).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -148,6 +154,9 @@ struct Runtime {
     next_call: Mutex<Instant>,
     failures: AtomicU32,
     reopenings: AtomicU32,
+    /// The end of the last pass that found every candidate of its range,
+    /// and when the last full pass ran.
+    scanned: Mutex<(Option<Micros>, Option<Instant>)>,
     open_until: Mutex<Option<Instant>>,
     /// (UTC day number, dollars spent that day).
     spent: Mutex<(i64, f64)>,
@@ -163,6 +172,7 @@ impl Runtime {
             next_call: Mutex::new(Instant::now()),
             failures: AtomicU32::new(0),
             reopenings: AtomicU32::new(0),
+            scanned: Mutex::default(),
             open_until: Mutex::default(),
             spent: Mutex::default(),
             last_error: Mutex::default(),
@@ -381,10 +391,17 @@ impl Evaluators {
             };
             let now = self.now();
             for (name, evaluator) in active {
-                let range = (evaluator.since.max(now - LOOKBACK), now);
-                if let Err(e) = self.start_calls(&name, &evaluator, range).await {
-                    *lock(&evaluator.runtime.last_error) = Some(e.to_string());
-                    tracing::warn!(evaluator = name, error = %e, "evaluator: finding rows to judge failed");
+                let range = (pass_start(&evaluator, now), now);
+                match self.start_calls(&name, &evaluator, range).await {
+                    Ok((_, true)) => {
+                        let mut scanned = lock(&evaluator.runtime.scanned);
+                        scanned.0 = Some(scanned.0.map_or(now, |s| s.max(now)));
+                    }
+                    Ok((_, false)) => {}
+                    Err(e) => {
+                        *lock(&evaluator.runtime.last_error) = Some(e.to_string());
+                        tracing::warn!(evaluator = name, error = %e, "evaluator: finding rows to judge failed");
+                    }
                 }
             }
             // Reap finished calls.
@@ -411,29 +428,26 @@ impl Evaluators {
     }
 
     /// Starts calls for rows of `range` not judged yet, up to what the
-    /// evaluator's concurrency allows; returns how many started.
+    /// evaluator's concurrency allows; returns how many started, and
+    /// whether the query found every candidate of the range (then each is
+    /// judged or being judged).
     async fn start_calls(
         &self,
         name: &str,
         evaluator: &Evaluator,
         range: (Micros, Micros),
-    ) -> Result<usize> {
+    ) -> Result<(usize, bool)> {
         if self.blocked(evaluator).is_some() {
-            return Ok(0);
+            return Ok((0, false));
         }
         let runtime = &evaluator.runtime;
         let free = runtime.permits.available_permits();
         if free == 0 {
-            return Ok(0);
+            return Ok((0, false));
         }
-        let rows = self
-            .candidates(
-                name,
-                evaluator,
-                range,
-                evaluator.def.concurrency * FETCH_PER_SLOT,
-            )
-            .await?;
+        let limit = evaluator.def.concurrency * FETCH_PER_SLOT;
+        let rows = self.candidates(name, evaluator, range, limit).await?;
+        let complete = rows.len() < limit;
         let mut started = 0;
         for row in rows {
             if started >= free {
@@ -456,7 +470,7 @@ impl Evaluators {
                 .await
                 .spawn(async move { this.judge_row(&name, &evaluator, row).await });
         }
-        Ok(started)
+        Ok((started, complete))
     }
 
     /// Rows of `range` matching the evaluator and not judged by its version.
@@ -782,7 +796,7 @@ impl Evaluators {
                     format!("evaluator \"{name}\" cannot call its judge now: {why}"),
                 ));
             }
-            let started = self.start_calls(name, evaluator, range).await?;
+            let (started, _) = self.start_calls(name, evaluator, range).await?;
             let in_flight = running(&evaluator.runtime);
             if started == 0 && in_flight == 0 {
                 break;
@@ -889,6 +903,23 @@ impl Evaluators {
         )
         .map_err(internal)?;
         Ok(Output::from_batches(schema, vec![batch]))
+    }
+}
+
+/// Where a background pass starts: the whole look-back window at the first
+/// pass and every `FULL_PASS_EVERY`, else a little before the end of the
+/// last pass that found all its candidates.
+fn pass_start(evaluator: &Evaluator, now: Micros) -> Micros {
+    let floor = evaluator.since.max(now - LOOKBACK);
+    let mut scanned = lock(&evaluator.runtime.scanned);
+    match *scanned {
+        (Some(through), Some(full)) if full.elapsed() < FULL_PASS_EVERY => {
+            floor.max(through - RECENT)
+        }
+        _ => {
+            scanned.1 = Some(Instant::now());
+            floor
+        }
     }
 }
 
