@@ -121,7 +121,8 @@ class FakeLlm:
 def judge_script(log_path):
     """A judge for the evaluator tests, by what the rubric contains:
     MALFORMED answers prose, OUT-OF-RANGE scores 7, RATE-LIMIT is refused
-    with 429 (Retry-After: 1) the first time, DOWN always fails with 503,
+    with 429 (Retry-After: 1) the first time, SLOW answers after 3 seconds
+    the first time (past the caller's timeout), DOWN always fails with 503,
     BAD-REQUEST gets 400; otherwise the score is 0.9 when the answer is
     "correct", else 0.2. Every request is appended to `log_path` as JSON.
     """
@@ -135,6 +136,8 @@ def judge_script(log_path):
             seen.add(prompt)
         if "RATE-LIMIT" in prompt and first:
             return 429, {"Retry-After": "1"}, {"error": {"message": "slow down", "type": "rate_limit"}}, 0
+        if "SLOW" in prompt and first:
+            return 200, {}, completion(body["model"], json.dumps({"score": 1, "reason": "late"})), 3
         if "DOWN" in prompt:
             return 503, {}, {"error": {"message": "overloaded"}}, 0
         if "BAD-REQUEST" in prompt:

@@ -1,6 +1,6 @@
 //! LLM evaluators against a local OpenAI-compatible server
 //! (`tests/clients/fake_llm.py`): every matching row judged once per
-//! version, across a kill -9; 429 with Retry-After retried, malformed and
+//! version, across a kill -9; 429 with Retry-After and timeouts retried, malformed and
 //! out-of-range answers recorded as such, 4xx refusals recorded, an endpoint
 //! that keeps failing opens the circuit and records nothing; the API key
 //! sent to the judge and shown nowhere; back-fill of a new version.
@@ -107,7 +107,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
            ENDPOINT 'http://127.0.0.1:{}/v1' MODEL 'judge-small' API KEY ENV 'JUDGE_API_KEY'
            PROMPT 'Is the answer supported? Q: {{{{question}}}} A: {{{{answer}}}}'
            SCORE BETWEEN 0 AND 1
-           RATE LIMIT 600 PER MINUTE CONCURRENCY 3 TIMEOUT '5 seconds' BUDGET 5 USD PER DAY
+           RATE LIMIT 600 PER MINUTE CONCURRENCY 3 TIMEOUT '1 second' BUDGET 5 USD PER DAY
            PRICE 1, 2 USD PER MILLION TOKENS;",
         judge.port
     );
@@ -124,6 +124,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         ("range", "OUT-OF-RANGE"),
         ("limited", "RATE-LIMIT"),
         ("refused", "BAD-REQUEST"),
+        ("slow", "SLOW"),
     ] {
         inserts.push(format!("(now(), 'm', '{id}', 'ok', '{question}', 'x')"));
     }
@@ -139,7 +140,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         &client,
         "SELECT count(*) FROM judge_scores",
         Duration::from_secs(60),
-        |r| count(r) >= 12,
+        |r| count(r) >= 13,
     )
     .await;
     let outcomes = rows(
@@ -152,7 +153,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         .iter()
         .map(|r| (r[0].clone().expect("key"), r.clone()))
         .collect();
-    assert_eq!(by_key.len(), 12, "{outcomes:?}");
+    assert_eq!(by_key.len(), 13, "{outcomes:?}");
     let cell = |key: &str, i: usize| by_key[key][i].clone().unwrap_or_default();
     for i in 0..8 {
         let key = format!("r{i}");
@@ -173,6 +174,11 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         ("scored".into(), "2".into())
     );
     assert_eq!(cell("refused", 1), "refused");
+    // The first attempt timed out (1 s); the second was answered at once.
+    assert_eq!(
+        (cell("slow", 1), cell("slow", 3)),
+        ("scored".into(), "2".into())
+    );
     assert!(!by_key.contains_key("skipped"));
 
     // The key went to the judge and nowhere else.
@@ -198,7 +204,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     assert_eq!(
         runs,
         vec![
-            ["12", "9", "2", "1", "t"]
+            ["13", "10", "2", "1", "t"]
                 .map(|s| Some(s.to_string()))
                 .to_vec()
         ]
@@ -207,8 +213,8 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     // Killed and restarted: nothing is judged twice.
     let calls_before = judge.requests().len();
     assert_eq!(
-        calls_before, 13,
-        "12 rows, one retried after its 429: {requests:?}"
+        calls_before, 15,
+        "13 rows, one retried after its 429 and one after its timeout: {requests:?}"
     );
     drop(client);
     let _ = server.kill();
@@ -236,13 +242,13 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         )
         .await
         .expect("evaluate");
-    assert_eq!(backfill, 12);
+    assert_eq!(backfill, 13);
     let v2 = rows(
         &client,
         "SELECT count(*) FROM judge_scores WHERE evaluator_version = 2",
     )
     .await;
-    assert_eq!(count(&v2), 12);
+    assert_eq!(count(&v2), 13);
 
     // An endpoint that keeps failing opens the circuit; nothing is recorded
     // for its rows, which stay to be judged.
