@@ -357,3 +357,80 @@ async fn judge_agreement_matches_scipy() {
     evaluators.shutdown().await;
     db.close().await.expect("close");
 }
+
+/// The rate limit spaces calls out (a lower bound on their spread, which a
+/// slow machine only widens), and the daily budget stops calls once spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_budget_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let judge = FakeJudge::start(dir.path()).await;
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
+    let data = dir.path().join("data");
+    let pg = free_port();
+    let mut server = spawn(&data, pg, &config);
+    let client = wait_ready(pg).await;
+    // 100 input and 10 output tokens a call: $0.012 at these prices, so a
+    // $0.03 budget is spent after three calls.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, kind TEXT, answer TEXT);
+             CREATE EVALUATOR paced ON calls KEY request_id WHERE kind = 'paced'
+               ENDPOINT 'http://127.0.0.1:{port}/v1' MODEL 'judge-small' PROMPT 'Rate {{{{answer}}}}'
+               RATE LIMIT 2 PER SECOND CONCURRENCY 4;
+             CREATE EVALUATOR costly ON calls KEY request_id WHERE kind = 'costly'
+               ENDPOINT 'http://127.0.0.1:{port}/v1' MODEL 'judge-small' PROMPT 'Rate {{{{answer}}}}'
+               CONCURRENCY 1 BUDGET 0.03 USD PER DAY PRICE 100, 200 USD PER MILLION TOKENS;",
+            port = judge.port
+        ))
+        .await
+        .expect("setup");
+    let mut rows_sql = Vec::new();
+    for i in 0..5 {
+        rows_sql.push(format!("(now(), 'm', 'p{i}', 'paced', 'correct {i}')"));
+    }
+    for i in 0..6 {
+        rows_sql.push(format!("(now(), 'm', 'c{i}', 'costly', 'correct {i}')"));
+    }
+    client
+        .batch_execute(&format!("INSERT INTO calls VALUES {}", rows_sql.join(", ")))
+        .await
+        .expect("insert");
+    let paced = wait_for_rows(
+        &client,
+        "SELECT count(*), CAST(max(ts) AS BIGINT) - CAST(min(ts) AS BIGINT) FROM judge_scores WHERE evaluator = 'paced'",
+        Duration::from_secs(60),
+        |r| r[0][0].as_deref() == Some("5"),
+    )
+    .await;
+    // Five calls at most two a second: the first and the last start at
+    // least two seconds apart (recorded after calls that may differ in
+    // length, hence the margin; unpaced, four would be at once).
+    let spread_us: i64 = paced[0][1]
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .expect("spread");
+    assert!(spread_us >= 1_500_000, "five calls within {spread_us} µs");
+    // SHOW EVALUATORS: name, version, source, model, endpoint, api_key_env, status, ...
+    wait_for_rows(&client, "SHOW EVALUATORS", Duration::from_secs(60), |r| {
+        r.iter().any(|row| {
+            row[0].as_deref() == Some("costly") && row[6].as_deref() == Some("budget_exhausted")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let costly = rows(
+        &client,
+        "SELECT count(*), sum(cost_usd) FROM judge_scores WHERE evaluator = 'costly'",
+    )
+    .await;
+    assert_eq!(
+        count(&costly),
+        3,
+        "calls after the budget was spent: {costly:?}"
+    );
+    drop(client);
+    let _ = server.kill();
+    let _ = server.wait();
+}
