@@ -86,6 +86,49 @@ fn spawn(dir: &Path, pg: u16, config: &Path) -> Child {
     )
 }
 
+/// A fake judge and the server judging with it (evaluators look for new
+/// rows every 100 ms), over `dir`.
+struct Judged {
+    server: Child,
+    data: std::path::PathBuf,
+    config: std::path::PathBuf,
+    pg: u16,
+}
+
+impl Judged {
+    async fn start(dir: &Path) -> (FakeJudge, Judged, tokio_postgres::Client) {
+        let judge = FakeJudge::start(dir).await;
+        let config = dir.join("lookout.toml");
+        std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
+        let data = dir.join("data");
+        let pg = free_port();
+        let server = spawn(&data, pg, &config);
+        let client = wait_ready(pg).await;
+        let judged = Judged {
+            server,
+            data,
+            config,
+            pg,
+        };
+        (judge, judged, client)
+    }
+
+    /// kill -9, then start again on the same data.
+    async fn restart(&mut self) -> tokio_postgres::Client {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        self.server = spawn(&self.data, self.pg, &self.config);
+        wait_ready(self.pg).await
+    }
+}
+
+impl Drop for Judged {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 fn count(rows: &[Vec<Option<String>>]) -> i64 {
     rows[0][0].as_deref().unwrap_or("0").parse().expect("count")
 }
@@ -93,13 +136,7 @@ fn count(rows: &[Vec<Option<String>>]) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let judge = FakeJudge::start(dir.path()).await;
-    let config = dir.path().join("lookout.toml");
-    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
-    let data = dir.path().join("data");
-    let pg = free_port();
-    let mut server = spawn(&data, pg, &config);
-    let client = wait_ready(pg).await;
+    let (judge, mut lookout, client) = Judged::start(dir.path()).await;
     let setup = format!(
         "CREATE TABLE llm_calls (ts TIMESTAMPTZ NOT NULL, model TEXT, request_id TEXT, status TEXT, question TEXT, answer TEXT);
          CREATE EVALUATOR groundedness ON llm_calls KEY request_id
@@ -217,10 +254,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
         "13 rows, one retried after its 429 and one after its timeout: {requests:?}"
     );
     drop(client);
-    let _ = server.kill();
-    let _ = server.wait();
-    server = spawn(&data, pg, &config);
-    let client = wait_ready(pg).await;
+    let client = lookout.restart().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         judge.requests().len(),
@@ -276,8 +310,7 @@ async fn evaluators_judge_each_row_once_and_record_every_outcome() {
     .await;
     assert_eq!(count(&flaky), 0);
     drop(client);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(lookout);
 }
 
 /// `lookout.judge_agreement` against scipy's `spearmanr` and `pearsonr`
@@ -329,6 +362,19 @@ async fn judge_agreement_matches_scipy() {
     );
     let mut session = db.session();
     session.query(&sql).await.expect("fixtures");
+    // Not inside a transaction block (its log is not transactional), but
+    // SHOW is.
+    session.query("BEGIN").await.expect("begin");
+    session
+        .query("SHOW EVALUATORS")
+        .await
+        .expect("show in a block");
+    let refused = session
+        .query("CREATE EVALUATOR e ON feedback KEY request_id ENDPOINT 'http://127.0.0.1:1/v1' MODEL 'm' PROMPT 'p'")
+        .await
+        .expect_err("CREATE EVALUATOR in a block");
+    assert_eq!(refused.sqlstate(), "0A000", "{refused}");
+    session.query("ROLLBACK").await.expect("rollback");
     let got = session
         .query("SELECT pairs, spearman, pearson, agreement, kappa FROM lookout.judge_agreement")
         .await
@@ -363,13 +409,7 @@ async fn judge_agreement_matches_scipy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_and_budget_hold() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let judge = FakeJudge::start(dir.path()).await;
-    let config = dir.path().join("lookout.toml");
-    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
-    let data = dir.path().join("data");
-    let pg = free_port();
-    let mut server = spawn(&data, pg, &config);
-    let client = wait_ready(pg).await;
+    let (judge, lookout, client) = Judged::start(dir.path()).await;
     // 100 input and 10 output tokens a call: $0.012 at these prices, so a
     // $0.03 budget is spent after three calls.
     client
@@ -431,6 +471,5 @@ async fn rate_limit_and_budget_hold() {
         "calls after the budget was spent: {costly:?}"
     );
     drop(client);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(lookout);
 }

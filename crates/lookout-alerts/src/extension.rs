@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -180,33 +180,14 @@ impl ExtStatement for ParsedAlert {
     }
 }
 
-/// The instant a time bound names, an expression evaluated by the session
-/// (with its `now()` and its rights on what the expression reads).
+/// The instant a time bound names: a literal as parsed, an expression as
+/// the session evaluates it.
 async fn instant(session: &mut dyn SqlSession, bound: TimeBound, clause: &str) -> Result<i64> {
-    let expression = match bound {
-        TimeBound::At(micros) => return Ok(micros),
+    match bound {
+        TimeBound::At(micros) => Ok(micros),
         // Checked again as SQL: the grammar's lexer stops at `AS`.
-        TimeBound::Expression(e) => lookout_query::one_expression(&e)?,
-    };
-    let batches = session
-        .query(&format!("SELECT CAST(({expression}) AS TIMESTAMPTZ)"))
-        .await?;
-    let value = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map(|b| {
-            let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-            let micros = arrow::compute::cast(b.column(0), &utc)?;
-            arrow::compute::cast(&micros, &DataType::Int64)
-        })
-        .transpose()
-        .map_err(|e| AlertError::InvalidValue(format!("{clause}: {e}")))?;
-    value
-        .and_then(|a| {
-            let a = a.as_any().downcast_ref::<Int64Array>()?;
-            a.is_valid(0).then(|| a.value(0))
-        })
-        .ok_or_else(|| AlertError::InvalidValue(format!("{clause} is NULL")))
+        TimeBound::Expression(e) => Ok(lookout_query::ext::instant(session, &e, clause).await?),
+    }
 }
 
 impl AlertStatements {

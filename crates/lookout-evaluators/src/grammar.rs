@@ -57,7 +57,8 @@ pub(crate) enum Statement {
     Drop { name: String, if_exists: bool },
     /// `PAUSE EVALUATOR name` / `RESUME EVALUATOR name`
     Pause { name: String, paused: bool },
-    /// `EVALUATE name FROM 'ts' TO 'ts'`: judges the rows of a past range.
+    /// `EVALUATE name FROM <timestamptz> TO <timestamptz>`: judges the rows
+    /// of a past range (the bounds as SQL expressions).
     Evaluate {
         name: String,
         from: String,
@@ -305,9 +306,14 @@ pub(crate) fn parse(sql: &str) -> Result<Statement> {
     } else if t.eat_word("evaluate") {
         let name = t.name()?;
         t.expect_word("from")?;
-        let from = t.string("the start of the range in quotes")?;
+        // Each bound is one SQL expression of type timestamptz, evaluated
+        // by the session (`'2026-12-01'`, `now() - INTERVAL '1 day'`).
+        // FROM runs to the first TO outside parentheses (the SQL parser
+        // would read `INTERVAL '1 day' TO ...` as an interval's range).
+        let from = t.text_until(|p| p.is_word("to"));
+        let from = lookout_query::one_expression(from)?;
         t.expect_word("to")?;
-        let to = t.string("the end of the range in quotes")?;
+        let to = t.parse_with(|p| p.parse_expr())?.to_string();
         Statement::Evaluate { name, from, to }
     } else {
         return Err(syntax(format!("not an evaluator statement: \"{trimmed}\"")));
@@ -393,13 +399,9 @@ impl fmt::Display for Statement {
                 let verb = if *paused { "PAUSE" } else { "RESUME" };
                 write!(f, "{verb} EVALUATOR {}", quote_ident(name))
             }
-            Statement::Evaluate { name, from, to } => write!(
-                f,
-                "EVALUATE {} FROM {} TO {}",
-                quote_ident(name),
-                quote_literal(from),
-                quote_literal(to)
-            ),
+            Statement::Evaluate { name, from, to } => {
+                write!(f, "EVALUATE {} FROM {from} TO {to}", quote_ident(name))
+            }
             Statement::Show => write!(f, "SHOW EVALUATORS"),
         }
     }
@@ -437,6 +439,18 @@ mod tests {
     }
 
     #[test]
+    fn evaluate_takes_timestamp_expressions() {
+        let parsed = parse("EVALUATE e FROM now() - INTERVAL '1 day' TO '2026-12-05 00:00:00+00'")
+            .expect("parse");
+        let Statement::Evaluate { from, to, .. } = &parsed else {
+            panic!("not EVALUATE: {parsed:?}")
+        };
+        assert_eq!(from, "now() - INTERVAL '1 day'");
+        assert_eq!(to, "'2026-12-05 00:00:00+00'");
+        assert_eq!(parse(&parsed.to_string()).expect("reparse"), parsed);
+    }
+
+    #[test]
     fn bad_clauses_are_refused_with_their_sqlstate() {
         for (sql, code) in [
             (
@@ -465,6 +479,10 @@ mod tests {
             ),
             ("ALTER EVALUATOR e SET", "42601"),
             ("EVALUATE e FROM '2026-01-01'", "42601"),
+            (
+                "EVALUATE e FROM '2026-01-01' TO now(); DROP TABLE t",
+                "42601",
+            ),
         ] {
             let err = parse(sql).expect_err(sql);
             assert_eq!(err.sqlstate(), code, "{sql}: {err}");

@@ -25,7 +25,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use lookout_query::ext::{
-    int_values as ints, quote_ident, quote_literal, quoted_table, text_values as strings,
+    instant, int_values as ints, quote_ident, quote_literal, quoted_table, text_values as strings,
 };
 use lookout_query::{
     Access, ExtStatement, Lookout, Output, QueryError, Result, SqlExtension, SqlSession, SqlState,
@@ -753,8 +753,8 @@ impl Evaluators {
                         .ok_or_else(|| undefined(&name))?
                 };
                 let range = (
-                    timestamp(session, &from).await?,
-                    timestamp(session, &to).await?,
+                    instant(session, &from, "EVALUATE ... FROM").await?,
+                    instant(session, &to, "EVALUATE ... TO").await?,
                 );
                 let judged = self.backfill(&name, &evaluator, range).await?;
                 Ok(Output::Command {
@@ -1070,23 +1070,6 @@ fn verdict_batch(
         columns.into_iter().map(|(_, a)| a).collect(),
     )
     .map_err(internal)
-}
-
-async fn timestamp(session: &mut dyn SqlSession, text: &str) -> Result<Micros> {
-    let b = session
-        .query(&format!(
-            "SELECT CAST(to_timestamp_micros(CAST({} AS TIMESTAMPTZ)) AS BIGINT)",
-            quote_literal(text)
-        ))
-        .await?;
-    b.first()
-        .and_then(|b| ints(b, 0).ok()?.first().copied().flatten())
-        .ok_or_else(|| {
-            QueryError::new(
-                SqlState::InvalidDatetimeFormat,
-                format!("{text:?} is not a timestamp"),
-            )
-        })
 }
 
 fn undefined(name: &str) -> QueryError {

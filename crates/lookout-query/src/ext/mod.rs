@@ -23,7 +23,7 @@ pub use names::{
 pub(crate) use output::batches_stream;
 pub use output::{CopyIn, Output};
 pub use statement::{Command, ExtStatement, SqlExtension, SqlSession, split_statements};
-pub use values::{int_values, text_values};
+pub use values::{instant, int_values, text_values};
 
 pub use crate::error::SqlState;
 pub use crate::ingest::{Derive, IngestHook, Redirect};

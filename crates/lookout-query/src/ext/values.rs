@@ -34,3 +34,31 @@ pub fn int_values(batch: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>> {
         .map(|r| v.is_valid(r).then(|| v.value(r)))
         .collect())
 }
+
+/// The instant a `timestamptz` SQL expression names (`'2026-01-01'`,
+/// `now() - INTERVAL '1 day'`), in microseconds since the epoch: checked
+/// to be one expression, then evaluated by `session` (with its `now()` and
+/// its rights on what the expression reads). `clause` names it in errors;
+/// NULL is 22023.
+pub async fn instant(
+    session: &mut dyn crate::ext::SqlSession,
+    expression: &str,
+    clause: &str,
+) -> Result<i64> {
+    let expression = crate::ext::one_expression(expression)?;
+    let batches = session
+        .query(&format!("SELECT CAST(({expression}) AS TIMESTAMPTZ)"))
+        .await?;
+    let invalid = |why: String| QueryError::new(SqlState::InvalidParameterValue, why);
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Err(invalid(format!("{clause} is NULL")));
+    };
+    let utc = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+    let micros = cast(batch.column(0), &utc).map_err(|e| invalid(format!("{clause}: {e}")))?;
+    let micros = cast(&micros, &DataType::Int64).map_err(|e| invalid(format!("{clause}: {e}")))?;
+    let micros = micros.as_primitive::<Int64Type>();
+    if micros.is_null(0) {
+        return Err(invalid(format!("{clause} is NULL")));
+    }
+    Ok(micros.value(0))
+}

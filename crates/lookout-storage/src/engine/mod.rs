@@ -27,7 +27,7 @@ use crate::batch;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, StorageError};
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
-use crate::metrics::{self, StorageMetrics};
+use crate::metrics::StorageMetrics;
 use crate::schema::{Derivation, TableDef, Versions};
 use crate::wal::{self, Wal};
 
@@ -834,10 +834,7 @@ fn commit_group(
         .flat_map(|r| &r.parts)
         .map(|(_, b)| b.num_rows())
         .sum();
-    metrics
-        .rows_written
-        .get_or_create(&metrics::VIA_WAL)
-        .inc_by(rows as u64);
+    metrics.rows_via_wal.inc_by(rows as u64);
     let mut state = state.write().map_err(poisoned)?;
     for (table_id, batch) in group.iter().flat_map(|r| &r.parts) {
         let buf = state.buffers.entry(*table_id).or_default();

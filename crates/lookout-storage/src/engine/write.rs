@@ -272,11 +272,7 @@ impl Storage {
             }
             return Err(e);
         }
-        self.inner
-            .metrics
-            .rows_written
-            .get_or_create(&crate::metrics::VIA_BULK_LOAD)
-            .inc_by(rows);
+        self.inner.metrics.rows_via_bulk_load.inc_by(rows);
         Ok(rows)
     }
 
