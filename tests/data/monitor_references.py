@@ -5,15 +5,19 @@ statsmodels, exactly as docs/monitoring.md defines each function.
     monitor_references.py fixtures OUT.json
         small data sets (up to 10 k rows) with their expected outputs; the
         output is checked in (crates/lookout-monitor/fixtures/references.json)
+    monitor_references.py embeddings OUT.json
+        embedding data sets with their expected drift; checked in
+        (crates/lookout-monitor/fixtures/embeddings.json)
     monitor_references.py large SEED ROWS OUT.parquet OUT.json
         a large data set (regenerated at test time) as Parquet with columns
         ts, dataset, value, category, score, is_current, and expected outputs
 """
 import json
+import struct
 import sys
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
+from scipy.spatial.distance import cosine, jensenshannon, pdist, squareform
 from scipy.stats import chi2_contingency, entropy, ks_2samp, wasserstein_distance
 from statsmodels.stats.proportion import proportion_confint
 
@@ -179,6 +183,88 @@ def weighted_drift_fixture():
     }
 
 
+MASK = (1 << 64) - 1
+SEED = 0x4C4F4F4B4F555421
+
+
+def splitmix64(state):
+    """One SplitMix64 step: the next state and its output."""
+    state = (state + 0x9E3779B97F4A7C15) & MASK
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return state, z ^ (z >> 31)
+
+
+def sample_hash(row):
+    h = SEED
+    for v in row:
+        h = splitmix64(h ^ struct.unpack("<Q", struct.pack("<d", v))[0])[1]
+    return h
+
+
+def embedding_sample(rows, keep):
+    """The `keep` rows with the smallest (hash, values), in value order."""
+    ranked = sorted((sample_hash(r), tuple(r)) for r in rows)[:keep]
+    return np.array(sorted(values for _, values in ranked), float)
+
+
+def mmd_test(x, y, permutations):
+    """Unbiased MMD^2 with the Gaussian kernel exp(-d^2 / h), h the median
+    squared distance of the pooled rows, and the permutation p-value with
+    SplitMix64-driven Fisher-Yates shuffles, as docs/monitoring.md states."""
+    m, n = len(x), len(y)
+    if m < 2 or n < 2:
+        return None, None
+    z = np.vstack([x, y])
+    d2 = pdist(z, "sqeuclidean")
+    h = float(np.median(d2))
+    if not h > 0:
+        h = 1.0
+    k = np.exp(-squareform(d2) / h)
+    np.fill_diagonal(k, 0.0)
+
+    def statistic(ix, iy):
+        return (k[np.ix_(ix, ix)].sum() / (m * (m - 1)) + k[np.ix_(iy, iy)].sum() / (n * (n - 1))
+                - 2 * k[np.ix_(ix, iy)].sum() / (m * n))
+
+    total = m + n
+    observed = statistic(list(range(m)), list(range(m, total)))
+    state, as_large = SEED, 0
+    for _ in range(permutations):
+        order = list(range(total))
+        for i in range(total - 1, 0, -1):
+            state, draw = splitmix64(state)
+            j = draw % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        if statistic(order[:m], order[m:]) >= observed:
+            as_large += 1
+    return float(observed), (1 + as_large) / (1 + permutations)
+
+
+def embeddings_fixture():
+    rng = np.random.default_rng(2026120501)
+    rows = lambda n, dims, loc=0.0, scale=1.0: np.round(rng.normal(loc, scale, (n, dims)), 6)
+    direction = np.zeros(4)
+    direction[0] = 1.0
+    datasets = {
+        "shifted": (rows(120, 16), rows(100, 16, 0.3)),
+        "same": (rows(80, 8), rows(90, 8)),
+        "rotated": (rows(50, 4) + 2 * direction, rows(60, 4) + 2 * np.roll(direction, 1)),
+        "tiny": (rows(1, 3), rows(3, 3, 1.0)),
+        "sampled": (rows(260, 6), rows(240, 6, 0.1, 1.2)),
+    }
+    out = {}
+    for name, (b, c) in datasets.items():
+        expected = {"cosine": float(cosine(b.mean(axis=0), c.mean(axis=0)))}
+        mmd, p = mmd_test(embedding_sample(b, 500), embedding_sample(c, 500), 200)
+        expected |= {"mmd": mmd, "mmd_pvalue": p}
+        mmd, p = mmd_test(embedding_sample(b, 100), embedding_sample(c, 100), 50)
+        expected |= {"mmd_sample_100": mmd, "mmd_pvalue_50_sample_100": p}
+        out[name] = {"base": b.tolist(), "cur": c.tolist(), "expected": expected}
+    return out
+
+
 def large(seed, rows, parquet_path, json_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -225,6 +311,9 @@ def main():
     if sys.argv[1] == "fixtures":
         with open(sys.argv[2], "w") as f:
             json.dump(fixtures(), f)
+    elif sys.argv[1] == "embeddings":
+        with open(sys.argv[2], "w") as f:
+            json.dump(embeddings_fixture(), f)
     elif sys.argv[1] == "large":
         large(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:

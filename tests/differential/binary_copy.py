@@ -135,6 +135,16 @@ def main():
     jsonb = dict(types=["timestamptz", "jsonb"], columns="ts TIMESTAMPTZ NOT NULL, j JSONB")
     compare("jsonb documents", load(postgres, "bin_json", docs, **jsonb), load(lookout, "bin_json", docs, **jsonb))
     compare("the documents", contents(postgres, "bin_json", "ts, j::text"), contents(lookout, "bin_json", "ts, j::text"))
+    # Embeddings: float4[] and float8[] in PostgreSQL's binary array format,
+    # NULL arrays and NULL elements; values a real holds exactly or not.
+    vectors = [
+        (T0 + dt.timedelta(seconds=k), [k * 0.1, -1.25, 3.0 + k], [k / 3.0, 2.0 ** -k, None if k % 4 == 0 else k])
+        for k in range(40)
+    ] + [(T0 + dt.timedelta(days=1), None, [])]
+    arrays = dict(types=["timestamptz", "float4[]", "float8[]"], columns="ts TIMESTAMPTZ NOT NULL, e REAL[], d DOUBLE PRECISION[]")
+    compare("float arrays", load(postgres, "bin_arrays", vectors, **arrays), load(lookout, "bin_arrays", vectors, **arrays))
+    compare("the arrays", contents(postgres, "bin_arrays"), contents(lookout, "bin_arrays"))
+    compare("the arrays as text", contents(postgres, "bin_arrays", "ts, e::text"), contents(lookout, "bin_arrays", "ts, e::text"))
     for name, payload in RAW.items():
         table = "bin_raw"
         compare(name, raw_load(postgres, table, payload), raw_load(lookout, table, payload))

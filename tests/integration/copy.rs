@@ -480,3 +480,108 @@ async fn a_large_copy_streams_and_stores_all_or_nothing() {
     );
     server.stop().await;
 }
+
+/// Embedding columns through COPY (text, CSV, binary), bound parameters in
+/// both formats and binary results, with their dimensions checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_through_copy_and_parameters() {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .simple_query(
+            "CREATE TABLE emb (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, e REAL[], v vector(3))",
+        )
+        .await
+        .expect("create");
+    let text =
+        "2025-01-01 00:00:00+00\ta\t{0.1,0.2}\t[1,2,3]\n2025-01-01 00:00:01+00\ta\t\\N\t{4,5,6}\n";
+    assert_eq!(
+        copy_in(&client, "COPY emb FROM STDIN", text)
+            .await
+            .expect("text"),
+        2
+    );
+    let csv = "2025-01-01 00:00:02+00,b,\"{7,NULL}\",\"[7,8,9]\"\n";
+    assert_eq!(
+        copy_in(&client, "COPY emb FROM STDIN WITH (FORMAT csv)", csv)
+            .await
+            .expect("csv"),
+        1
+    );
+    // A vector(3) value of two dimensions refuses the whole COPY.
+    let short = "2025-01-01 00:00:03+00\tc\t{1}\t[1,2]\n";
+    let err = copy_in(&client, "COPY emb FROM STDIN", short)
+        .await
+        .expect_err("two dimensions into vector(3)");
+    assert_eq!(sqlstate(&err), "22P02", "{err}");
+
+    let sink = client
+        .copy_in("COPY emb FROM STDIN WITH (FORMAT binary)")
+        .await
+        .expect("binary copy");
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::FLOAT4_ARRAY,
+            Type::FLOAT4_ARRAY,
+        ],
+    );
+    futures::pin_mut!(writer);
+    let ts = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_610);
+    writer
+        .as_mut()
+        .write(&[&ts, &"d", &vec![0.5f32, -1.5], &vec![1f32, 0.0, 0.25]])
+        .await
+        .expect("binary row");
+    assert_eq!(writer.finish().await.expect("binary finish"), 1);
+
+    // Parameters: binary float4[] as tokio-postgres sends them, and text.
+    let n = client
+        .execute(
+            "INSERT INTO emb VALUES ($1, 'e', $2, $3)",
+            &[&ts, &vec![2.5f32], &vec![3f32, 2.0, 1.0]],
+        )
+        .await
+        .expect("binary parameters");
+    assert_eq!(n, 1);
+    let err = client
+        .execute(
+            "INSERT INTO emb VALUES ($1, 'e', $2, $3)",
+            &[&ts, &vec![2.5f32], &vec![3f32, 2.0]],
+        )
+        .await
+        .expect_err("two dimensions into vector(3)");
+    assert!(sqlstate(&err).starts_with("22"), "{err}");
+
+    let got = rows(&client, "SELECT model, e, v FROM emb ORDER BY ts, model").await;
+    let text = |v: &str| Some(v.to_string());
+    assert_eq!(
+        got,
+        vec![
+            vec![text("a"), text("{0.1,0.2}"), text("{1,2,3}")],
+            vec![text("a"), None, text("{4,5,6}")],
+            vec![text("b"), text("{7,NULL}"), text("{7,8,9}")],
+            vec![text("d"), text("{0.5,-1.5}"), text("{1,0,0.25}")],
+            vec![text("e"), text("{2.5}"), text("{3,2,1}")],
+        ]
+    );
+    // Binary results: real[] read back as Vec<f32>.
+    let row = client
+        .query_one("SELECT e, v FROM emb WHERE model = 'd'", &[])
+        .await
+        .expect("binary results");
+    assert_eq!(row.get::<_, Vec<f32>>(0), vec![0.5, -1.5]);
+    assert_eq!(row.get::<_, Vec<f32>>(1), vec![1.0, 0.0, 0.25]);
+    server.stop().await;
+}
+
+fn sqlstate(err: &tokio_postgres::Error) -> String {
+    err.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {err:?}"))
+}

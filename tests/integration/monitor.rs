@@ -177,3 +177,75 @@ async fn monitoring_functions_match_scipy_on_a_million_rows() {
         db.hint()
     );
 }
+
+/// The embedding fixtures (numpy and scipy references) loaded through COPY
+/// text into a `double precision[]` column, and the embedding drift
+/// functions read over the Postgres protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedding_drift_matches_numpy_over_the_protocol() {
+    use futures::SinkExt;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/lookout-monitor/fixtures/embeddings.json");
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    let datasets = fixture.as_object().expect("datasets");
+    let mut copy = String::new();
+    for (name, data) in datasets {
+        for (key, current) in [("base", "f"), ("cur", "t")] {
+            for (i, row) in data[key].as_array().expect("rows").iter().enumerate() {
+                let values: Vec<String> = row
+                    .as_array()
+                    .expect("embedding")
+                    .iter()
+                    .map(|v| format!("{:?}", v.as_f64().expect("number")))
+                    .collect();
+                copy.push_str(&format!(
+                    "2025-01-01 00:00:{:02}+00\t{name}\t{{{}}}\t{current}\n",
+                    i % 60,
+                    values.join(",")
+                ));
+            }
+        }
+    }
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE emb (ts TIMESTAMPTZ NOT NULL, dataset TEXT, e DOUBLE PRECISION[], is_current BOOLEAN)",
+        )
+        .await
+        .expect("create");
+    let sink = client.copy_in("COPY emb FROM STDIN").await.expect("copy");
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(copy)).await.expect("send");
+    sink.finish().await.expect("finish");
+    let got = rows(
+        &client,
+        "SELECT dataset, drift_embedding_cosine(e, is_current), drift_embedding_mmd(e, is_current), \
+         drift_embedding_mmd_pvalue(e, is_current), drift_embedding_mmd(e, is_current, 100), \
+         drift_embedding_mmd_pvalue(e, is_current, 50, 100) FROM emb GROUP BY dataset ORDER BY dataset",
+    )
+    .await;
+    assert_eq!(got.len(), datasets.len());
+    for row in &got {
+        let name = row[0].as_deref().expect("dataset");
+        let want = &datasets[name]["expected"];
+        for (i, key) in [
+            "cosine",
+            "mmd",
+            "mmd_pvalue",
+            "mmd_sample_100",
+            "mmd_pvalue_50_sample_100",
+        ]
+        .iter()
+        .enumerate()
+        {
+            match number(&row[i + 1]) {
+                None => assert!(want[*key].is_null(), "{key} on {name}: NULL"),
+                got => assert_close(&format!("{key} on {name}"), got, &want[*key], 1e-9),
+            }
+        }
+    }
+    server.stop().await;
+}

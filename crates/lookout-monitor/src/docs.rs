@@ -22,6 +22,21 @@ pub struct FunctionDoc {
 /// which a test forbids).
 pub(crate) fn description(name: &str) -> &'static str {
     match name {
+        "drift_embedding_cosine" => {
+            "Cosine distance between the mean embeddings of the baseline and current rows"
+        }
+        "drift_embedding_mmd" => {
+            "Unbiased squared maximum mean discrepancy (Gaussian kernel, median bandwidth) between baseline and current embeddings"
+        }
+        "drift_embedding_mmd_pvalue" => {
+            "p-value of the MMD permutation test between baseline and current embeddings"
+        }
+        "embedding_state" => "Mergeable state of embeddings (count and sum) for rollups, as BYTEA",
+        "embedding_merge" => "Merges embedding states",
+        "embedding_state_drift_cosine" => {
+            "Cosine distance between the mean embeddings of two embedding states"
+        }
+        "embedding_state_count" => "Number of embeddings an embedding state holds",
         "drift_psi" => {
             "Population stability index between the baseline (is_current false) and current rows"
         }

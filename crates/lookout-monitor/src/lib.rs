@@ -17,6 +17,7 @@
 
 mod docs;
 mod drift;
+mod embedding;
 mod kolmogorov;
 mod rollups;
 mod sampling;
@@ -34,6 +35,7 @@ pub use score::ScoreState;
 pub use sketch::QuantileSketch;
 
 use drift::Measure;
+use embedding::EmbeddingOutput;
 use rollups::{BYTES, ScoreOutput};
 use udf::{Arg, MonitorAggregate, MonitorScalar, Spec};
 
@@ -57,6 +59,7 @@ const DRIFT_CATEGORY: &[Arg] = &[Arg::Category, Arg::Boolean];
 const BINS: &[Arg] = &[Arg::ConstInteger];
 const WEIGHTED_BINNED: &[Arg] = &[Arg::NumberOrText, Arg::Boolean, Arg::Number];
 const WEIGHTED_NUMERIC: &[Arg] = &[Arg::Number, Arg::Boolean, Arg::Number];
+const DRIFT_EMBEDDING: &[Arg] = &[Arg::Embedding, Arg::Boolean];
 
 /// Every aggregate: its spec, result type and how to build it.
 fn aggregates() -> Vec<MonitorAggregate> {
@@ -101,7 +104,57 @@ fn aggregates() -> Vec<MonitorAggregate> {
         };
         MonitorAggregate::new(spec(name, required, optional, usage), returns, build)
     };
+    let embedding = |name, optional, usage, output: EmbeddingOutput| {
+        let build: udf::Build = match output {
+            EmbeddingOutput::Cosine => |s, a| embedding::build_drift(EmbeddingOutput::Cosine, s, a),
+            EmbeddingOutput::Mmd => |s, a| embedding::build_drift(EmbeddingOutput::Mmd, s, a),
+            _ => |s, a| embedding::build_drift(EmbeddingOutput::MmdPvalue, s, a),
+        };
+        MonitorAggregate::new(
+            spec(name, DRIFT_EMBEDDING, optional, usage),
+            DataType::Float64,
+            build,
+        )
+    };
     vec![
+        embedding(
+            "drift_embedding_cosine",
+            &[],
+            "drift_embedding_cosine(embedding real[]|double precision[], is_current boolean)",
+            EmbeddingOutput::Cosine,
+        ),
+        embedding(
+            "drift_embedding_mmd",
+            BINS,
+            "drift_embedding_mmd(embedding real[]|double precision[], is_current boolean [, sample integer])",
+            EmbeddingOutput::Mmd,
+        ),
+        embedding(
+            "drift_embedding_mmd_pvalue",
+            &[Arg::ConstInteger, Arg::ConstInteger],
+            "drift_embedding_mmd_pvalue(embedding real[]|double precision[], is_current boolean [, permutations integer [, sample integer]])",
+            EmbeddingOutput::MmdPvalue,
+        ),
+        MonitorAggregate::new(
+            spec(
+                "embedding_state",
+                &[Arg::Embedding],
+                &[],
+                "embedding_state(embedding real[]|double precision[])",
+            ),
+            BYTES,
+            embedding::build_state,
+        ),
+        MonitorAggregate::new(
+            spec(
+                "embedding_merge",
+                &[Arg::Bytes],
+                &[],
+                "embedding_merge(state bytea)",
+            ),
+            BYTES,
+            embedding::build_merge,
+        ),
         drift(
             "drift_psi",
             DRIFT_BINNED,
@@ -286,6 +339,26 @@ fn scalars() -> Vec<MonitorScalar> {
         )
     };
     vec![
+        MonitorScalar::new(
+            spec(
+                "embedding_state_drift_cosine",
+                &[Arg::Bytes, Arg::Bytes],
+                &[],
+                "embedding_state_drift_cosine(baseline bytea, current bytea)",
+            ),
+            f64.clone(),
+            embedding::state_drift_cosine,
+        ),
+        MonitorScalar::new(
+            spec(
+                "embedding_state_count",
+                &[Arg::Bytes],
+                &[],
+                "embedding_state_count(state bytea)",
+            ),
+            f64.clone(),
+            embedding::state_count,
+        ),
         MonitorScalar::new(
             spec(
                 "sample_hash",

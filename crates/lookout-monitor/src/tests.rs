@@ -77,12 +77,31 @@ async fn query(
 
 /// Runs `sql` under every layout, checks they agree exactly, returns one.
 async fn query_everywhere(batch: &RecordBatch, sql: &str) -> Vec<Vec<Option<f64>>> {
+    query_everywhere_within(batch, sql, 0.0).await
+}
+
+/// Like [`query_everywhere`], for results built on floating sums (means),
+/// whose last bits follow the order rows arrive in: layouts agree within
+/// `relative` of each value.
+async fn query_everywhere_within(
+    batch: &RecordBatch,
+    sql: &str,
+    relative: f64,
+) -> Vec<Vec<Option<f64>>> {
     let first = query(batch, sql, LAYOUTS[0]).await;
     for layout in &LAYOUTS[1..] {
         let other = query(batch, sql, *layout).await;
-        assert_eq!(
-            first, other,
-            "{sql}: results differ between layouts {:?} and {layout:?}",
+        let agree = first.len() == other.len()
+            && first.iter().zip(&other).all(|(a, b)| {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) => x == y || (x - y).abs() <= relative * x.abs(),
+                        _ => x == y,
+                    })
+            });
+        assert!(
+            agree,
+            "{sql}: results differ between layouts {:?} and {layout:?}:\n{first:?}\n{other:?}",
             LAYOUTS[0]
         );
     }
@@ -539,4 +558,132 @@ fn every_function_is_described_in_the_catalog() {
             "double precision"
         )
     );
+}
+
+const EMBEDDINGS: &str = include_str!("../fixtures/embeddings.json");
+
+/// The embedding fixtures as rows (dataset, part, embedding, is_current);
+/// `part` deals each window's rows into three slices.
+fn embedding_table(datasets: &serde_json::Map<String, Value>) -> RecordBatch {
+    use arrow::array::{Float64Builder, Int64Array, ListBuilder};
+    let (mut names, mut parts, mut current) = (Vec::new(), Vec::new(), Vec::new());
+    let mut embeddings = ListBuilder::new(Float64Builder::new());
+    for (name, data) in datasets {
+        for (side, key) in [(false, "base"), (true, "cur")] {
+            for (i, row) in data[key].as_array().expect("rows").iter().enumerate() {
+                names.push(name.clone());
+                parts.push(i as i64 % 3);
+                current.push(side);
+                let values = row.as_array().expect("embedding");
+                embeddings.append_value(values.iter().map(Value::as_f64));
+            }
+        }
+    }
+    let embeddings = embeddings.finish();
+    let schema = Schema::new(vec![
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("part", DataType::Int64, false),
+        Field::new("e", embeddings.data_type().clone(), true),
+        Field::new("c", DataType::Boolean, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int64Array::from(parts)),
+            Arc::new(embeddings),
+            Arc::new(BooleanArray::from(current)),
+        ],
+    )
+    .expect("batch")
+}
+
+#[tokio::test]
+async fn embedding_drift_matches_numpy_and_scipy() {
+    let refs: Value = serde_json::from_str(EMBEDDINGS).expect("fixture is JSON");
+    let datasets = refs.as_object().expect("datasets");
+    let batch = embedding_table(datasets);
+    let rows = query_everywhere_within(
+        &batch,
+        "SELECT dataset, drift_embedding_cosine(e, c), drift_embedding_mmd(e, c), \
+         drift_embedding_mmd_pvalue(e, c), drift_embedding_mmd(e, c, 100), \
+         drift_embedding_mmd_pvalue(e, c, 50, 100) FROM t GROUP BY dataset ORDER BY dataset",
+        1e-12,
+    )
+    .await;
+    // The mean states of slices, merged, give the same cosine distance.
+    let merged = query_everywhere_within(
+        &batch,
+        "SELECT dataset, embedding_state_drift_cosine(embedding_merge(s) FILTER (WHERE NOT c), \
+         embedding_merge(s) FILTER (WHERE c)), embedding_state_count(embedding_merge(s)) \
+         FROM (SELECT dataset, c, part, embedding_state(e) AS s FROM t GROUP BY dataset, c, part) \
+         GROUP BY dataset ORDER BY dataset",
+        1e-12,
+    )
+    .await;
+    let mut names: Vec<&String> = datasets.keys().collect();
+    names.sort();
+    assert_eq!(rows.len(), names.len());
+    for ((row, states), name) in rows.iter().zip(&merged).zip(names) {
+        let expected = &datasets[name]["expected"];
+        for (i, key) in [
+            "cosine",
+            "mmd",
+            "mmd_pvalue",
+            "mmd_sample_100",
+            "mmd_pvalue_50_sample_100",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_matches(&format!("{key} on {name}"), row[i + 1], &expected[*key]);
+        }
+        assert_matches(
+            &format!("state cosine on {name}"),
+            states[1],
+            &expected["cosine"],
+        );
+        let count = datasets[name]["base"].as_array().map_or(0, Vec::len)
+            + datasets[name]["cur"].as_array().map_or(0, Vec::len);
+        assert_eq!(states[2], Some(count as f64), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn embeddings_of_different_dimensions_are_an_error() {
+    let ctx = SessionContext::new();
+    crate::register(&ctx);
+    for (sql, message) in [
+        (
+            "SELECT drift_embedding_cosine(e, c) FROM (VALUES (ARRAY[1.0, 2.0], false), (ARRAY[1.0, 2.0, 3.0], true)) t(e, c)",
+            "embedding dimensions differ: 2 and 3",
+        ),
+        (
+            "SELECT drift_embedding_mmd(e, c) FROM (VALUES (ARRAY[1.0, NULL], false)) t(e, c)",
+            "must not contain NULL elements",
+        ),
+        (
+            "SELECT drift_embedding_mmd(e, c, 1) FROM (VALUES (ARRAY[1.0], false)) t(e, c)",
+            "sample must be an integer from 2 to 1000",
+        ),
+        (
+            "SELECT drift_embedding_mmd_pvalue(e, c, 5000) FROM (VALUES (ARRAY[1.0], false)) t(e, c)",
+            "permutations must be an integer from 2 to 2000",
+        ),
+        (
+            "SELECT embedding_merge(s) FROM (VALUES (X'0102')) t(s)",
+            "invalid embedding state",
+        ),
+        (
+            "SELECT drift_embedding_cosine(e, c) FROM (VALUES (1.0, false)) t(e, c)",
+            "argument 1 cannot be double precision",
+        ),
+    ] {
+        let result = match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let error = result.expect_err(sql);
+        assert!(error.to_string().contains(message), "{sql}: {error}");
+    }
 }

@@ -38,6 +38,8 @@ pub(crate) enum Arg {
     ConstInteger,
     /// A constant number.
     ConstNumber,
+    /// An array of numbers (an embedding), read as DOUBLE PRECISION[].
+    Embedding,
 }
 
 impl Arg {
@@ -63,9 +65,25 @@ impl Arg {
                 Some(DataType::Binary)
             }
             Arg::ConstInteger if t.is_integer() || t.is_null() => Some(DataType::Int64),
+            Arg::Embedding => match t {
+                DataType::Null => Some(embedding_type()),
+                DataType::List(item)
+                | DataType::LargeList(item)
+                | DataType::FixedSizeList(item, _)
+                    if item.data_type().is_numeric() || item.data_type().is_null() =>
+                {
+                    Some(embedding_type())
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
+}
+
+/// The type embeddings are read as: a list of DOUBLE PRECISION.
+pub(crate) fn embedding_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
 }
 
 /// The Postgres name of an Arrow type, for messages.

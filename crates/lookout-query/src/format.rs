@@ -53,10 +53,7 @@ pub fn write_value(array: &dyn Array, row: usize, out: &mut String) -> bool {
         DataType::UInt16 => push_int(out, array.as_primitive::<UInt16Type>().value(row)),
         DataType::UInt32 => push_int(out, array.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt64 => push_int(out, array.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float32 => push_float(
-            out,
-            f64::from(array.as_primitive::<Float32Type>().value(row)),
-        ),
+        DataType::Float32 => push_shortest(out, array.as_primitive::<Float32Type>().value(row), 6),
         DataType::Float64 => push_float(out, array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => out.push_str(array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => out.push_str(array.as_string::<i64>().value(row)),
@@ -243,6 +240,19 @@ fn push_int<T: itoa::Integer>(out: &mut String, v: T) {
 /// PostgreSQL's `float8out` spells it: plain digits for decimal exponents
 /// from -4 to 14, else `1.5e-07` / `1e+15`; `NaN`, `Infinity`.
 pub fn push_float(out: &mut String, v: f64) {
+    push_shortest(out, v, 15);
+}
+
+/// A float in the shortest text that reads back as the same value of its
+/// own width, as PostgreSQL 12+ prints `real` and `double precision`: a
+/// `real` 0.1 is `0.1`, not the double nearest to it. As C's `%g` with the
+/// type's precision (`digits`: 15 for double, 6 for real), exponents from
+/// -4 to `digits - 1` print in plain digits.
+fn push_shortest<F>(out: &mut String, value: F, digits: i32)
+where
+    F: ryu::Float + std::fmt::LowerExp + Into<f64> + Copy,
+{
+    let v: f64 = value.into();
     if v.is_nan() {
         out.push_str("NaN");
         return;
@@ -252,16 +262,20 @@ pub fn push_float(out: &mut String, v: f64) {
         return;
     }
     let magnitude = v.abs();
-    if magnitude == 0.0 || (1e-4..1e15).contains(&magnitude) {
+    if magnitude == 0.0 || (1e-4..10f64.powi(digits)).contains(&magnitude) {
         // ryu writes this range in plain digits, as PostgreSQL does.
-        out.push_str(ryu::Buffer::new().format_finite(v).trim_end_matches(".0"));
+        out.push_str(
+            ryu::Buffer::new()
+                .format_finite(value)
+                .trim_end_matches(".0"),
+        );
         return;
     }
     // Rust's `{:e}` is the shortest round-trip form: `-1.2345e3`.
-    let scientific = format!("{v:e}");
+    let scientific = format!("{value:e}");
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
-    if !(-4..15).contains(&exponent) {
+    if !(-4..digits).contains(&exponent) {
         let sign = if exponent < 0 { '-' } else { '+' };
         let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.abs());
         return;
@@ -378,6 +392,42 @@ pub fn parse_array_text(text: &str) -> Result<Vec<Option<String>>, String> {
     Ok(out)
 }
 
+/// The numbers of an array of floats in PostgreSQL's text form
+/// (`{0.1,2,NULL}`) or pgvector's (`[0.1,2]`), `None` for a NULL element.
+pub fn parse_float_array(text: &str) -> Result<Vec<Option<f64>>, String> {
+    let trimmed = text.trim();
+    let items: Vec<Option<String>> =
+        match trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            Some(inner) if inner.trim().is_empty() => Vec::new(),
+            Some(inner) => inner
+                .split(',')
+                .map(|v| Some(v.trim().to_string()))
+                .collect(),
+            None => parse_array_text(trimmed)?,
+        };
+    items
+        .into_iter()
+        .map(|item| match item {
+            None => Ok(None),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "nan" => Ok(Some(f64::NAN)),
+                "infinity" | "inf" | "+infinity" => Ok(Some(f64::INFINITY)),
+                "-infinity" | "-inf" => Ok(Some(f64::NEG_INFINITY)),
+                _ => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid input syntax for type double precision: \"{v}\" in \"{text}\""
+                        )
+                    }),
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -440,6 +490,53 @@ mod tests {
             .with_timezone("UTC");
         assert_eq!(text(&t, 0).as_deref(), Some("2025-01-01 00:00:00+00"));
         assert_eq!(text(&t, 1).as_deref(), Some("2025-01-01 00:00:00.25+00"));
+    }
+
+    #[test]
+    fn float_arrays_in_both_notations() {
+        assert_eq!(
+            parse_float_array("{0.5, -2,NULL}").expect("braces"),
+            vec![Some(0.5), Some(-2.0), None]
+        );
+        assert_eq!(
+            parse_float_array(" [1e-3,4] ").expect("brackets"),
+            vec![Some(0.001), Some(4.0)]
+        );
+        assert_eq!(parse_float_array("[]").expect("empty"), vec![]);
+        for bad in ["{a}", "[1,,2]", "1,2", "{{1,2}}", "[1e999]", "[NULL]"] {
+            assert!(parse_float_array(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reals_print_as_postgres_prints_float4() {
+        // PostgreSQL 15: SELECT 0.1::real, 1e-7::real, ... as below.
+        let reals = arrow::array::Float32Array::from(vec![
+            0.1f32,
+            1.0e-7,
+            3.4e38,
+            -2.5,
+            1.0e15,
+            123_456.7,
+            1_234_567.0,
+            0.0001,
+        ]);
+        let got: Vec<String> = (0..reals.len())
+            .map(|i| text(&reals, i).expect("value"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "0.1",
+                "1e-07",
+                "3.4e+38",
+                "-2.5",
+                "1e+15",
+                "123456.7",
+                "1.234567e+06",
+                "0.0001"
+            ]
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ enum Kind {
     Sketch,
     /// `score_state(expr [, threshold])`; merged by `score_merge`.
     Score,
+    /// `embedding_state(expr)`: the count and sum of embeddings; merged by
+    /// `embedding_merge`.
+    Embedding,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             "max" => Kind::Max,
             "quantile_sketch" => Kind::Sketch,
             "score_state" => Kind::Score,
+            "embedding_state" => Kind::Embedding,
             _ => return None,
         })
     }
@@ -57,6 +61,7 @@ impl Kind {
             Kind::Max => "max",
             Kind::Sketch => "quantile_sketch",
             Kind::Score => "score_state",
+            Kind::Embedding => "embedding_state",
         }
     }
 
@@ -69,6 +74,7 @@ impl Kind {
             Kind::Max => "max",
             Kind::Sketch => "sketch",
             Kind::Score => "state",
+            Kind::Embedding => "embedding",
         }
     }
 }
@@ -112,6 +118,7 @@ impl Column {
             Kind::Max => "max",
             Kind::Sketch => "sketch_merge",
             Kind::Score => "score_merge",
+            Kind::Embedding => "embedding_merge",
         };
         let name = quote(&self.name);
         format!("{merge}({name}) AS {name}")
@@ -225,7 +232,7 @@ pub(crate) fn parse_drop(sql: &str) -> Result<(String, bool)> {
 fn column(expr: &SqlExpr, alias: Option<String>) -> Result<Column> {
     let unsupported = || {
         QueryError::unsupported(format!(
-            "{expr} cannot be kept in a rollup: use count(*), count(x), sum(x), min(x), max(x), quantile_sketch(x) or score_state(x [, threshold]), whose partial results merge (an average is sum(x) / count(x))"
+            "{expr} cannot be kept in a rollup: use count(*), count(x), sum(x), min(x), max(x), quantile_sketch(x), score_state(x [, threshold]) or embedding_state(x), whose partial results merge (an average is sum(x) / count(x))"
         ))
     };
     let SqlExpr::Function(f) = expr else {

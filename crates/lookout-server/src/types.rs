@@ -399,6 +399,24 @@ pub(crate) fn decode_param(
         }
     } else {
         let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        // Embeddings: PostgreSQL's `{0.1,0.2}` or pgvector's `[0.1,0.2]`,
+        // into a list or a fixed-size list (whose length the cast checks).
+        if let DataType::List(item) | DataType::FixedSizeList(item, _) = target
+            && matches!(item.data_type(), DataType::Float32 | DataType::Float64)
+        {
+            let values: Vec<ScalarValue> = lookout_query::format::parse_float_array(text)?
+                .into_iter()
+                .map(ScalarValue::Float64)
+                .collect();
+            return ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Float64))
+                .cast_to(target)
+                .map_err(|_| {
+                    format!(
+                        "invalid input syntax for type {}: \"{text}\" does not fit",
+                        lookout_query::format::pg_type_name(target)
+                    )
+                });
+        }
         if let DataType::List(item) = target {
             let element = match wire.kind() {
                 postgres_types::Kind::Array(element) => element.clone(),

@@ -242,6 +242,18 @@ pub fn normalize_type(dt: &DataType) -> DataType {
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         DataType::Timestamp(_, _) => time_type(),
         DataType::Dictionary(_, v) => normalize_type(v),
+        // Lists (embeddings) keep Arrow's default element field, so that
+        // lists built by any writer compare equal to the column's type.
+        DataType::List(item) | DataType::LargeList(item) => DataType::List(Arc::new(
+            Field::new_list_field(normalize_type(item.data_type()), true),
+        )),
+        DataType::FixedSizeList(item, n) => DataType::FixedSizeList(
+            Arc::new(Field::new_list_field(
+                normalize_type(item.data_type()),
+                true,
+            )),
+            *n,
+        ),
         other => other.clone(),
     }
 }
@@ -271,6 +283,15 @@ mod tests {
             DataType::Int8,
             DataType::Date32,
             DataType::Binary,
+            normalize_type(&DataType::List(Arc::new(Field::new(
+                "x",
+                DataType::Float32,
+                false,
+            )))),
+            normalize_type(&DataType::FixedSizeList(
+                Arc::new(Field::new("x", DataType::Float32, false)),
+                384,
+            )),
         ] {
             assert_eq!(DataType::from_str(&dt.to_string()).ok(), Some(dt));
         }

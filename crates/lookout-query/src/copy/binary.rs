@@ -173,6 +173,58 @@ pub(super) fn be<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], Field
     }
 }
 
+/// A one-dimensional `float4[]` or `float8[]` in PostgreSQL's binary array
+/// form: dimensions, a has-NULL flag, the element type, each dimension's
+/// length and lower bound, then each element's length and bytes.
+pub(super) fn float_array(v: &[u8]) -> std::result::Result<Vec<Option<f64>>, FieldError> {
+    let int = |at: usize| -> std::result::Result<i32, FieldError> {
+        let bytes = v.get(at..at + 4).ok_or(FieldError::Short)?;
+        Ok(i32::from_be_bytes(be::<4>(bytes)?))
+    };
+    let dims = int(0)?;
+    let element = int(8)? as u32;
+    let width: usize = match element {
+        700 => 4,
+        701 => 8,
+        _ => return Err(FieldError::Format),
+    };
+    let (count, mut at) = match dims {
+        0 => (0usize, 12),
+        1 => (
+            usize::try_from(int(12)?).map_err(|_| FieldError::Format)?,
+            20,
+        ),
+        _ => return Err(FieldError::Format),
+    };
+    // Each element takes at least its 4-byte length: refuse a count the
+    // bytes cannot hold before allocating for it.
+    if count > v.len().saturating_sub(at) / 4 {
+        return Err(FieldError::Short);
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = int(at)?;
+        at += 4;
+        if len == -1 {
+            out.push(None);
+            continue;
+        }
+        if usize::try_from(len).ok() != Some(width) {
+            return Err(FieldError::Format);
+        }
+        let bytes = v.get(at..at + width).ok_or(FieldError::Short)?;
+        at += width;
+        out.push(Some(match width {
+            4 => f64::from(f32::from_be_bytes(be::<4>(bytes)?)),
+            _ => f64::from_be_bytes(be::<8>(bytes)?),
+        }));
+    }
+    if at != v.len() {
+        return Err(FieldError::Format);
+    }
+    Ok(out)
+}
+
 /// Text as the binary format sends it (the bytes, no terminator).
 pub(super) fn text(v: &[u8]) -> std::result::Result<&str, FieldError> {
     if v.contains(&0) {

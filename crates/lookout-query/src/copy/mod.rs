@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
 use crate::error::SqlState;
 use crate::error::{QueryError, Result};
-use crate::format::{pg_type_name, write_value};
+use crate::format::{parse_float_array, pg_type_name, write_value};
 use binary::FieldError;
 
 /// Rows per decoded batch.
@@ -96,6 +96,10 @@ enum ColumnBuilder {
     Bytes(BinaryBuilder),
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder, Option<Arc<str>>),
+    /// `real[]`, `double precision[]`, `vector(n)`: built as lists of
+    /// doubles, cast to the column's type (its length, when it has one, is
+    /// checked value by value).
+    Floats(ListBuilder<Float64Builder>, DataType, Option<usize>),
 }
 
 impl ColumnBuilder {
@@ -115,6 +119,15 @@ impl ColumnBuilder {
                 TimestampMicrosecondBuilder::new(),
                 tz.as_ref().map(|t| Arc::from(t.as_ref())),
             ),
+            DataType::List(item) | DataType::FixedSizeList(item, _)
+                if matches!(item.data_type(), DataType::Float32 | DataType::Float64) =>
+            {
+                let size = match dt {
+                    DataType::FixedSizeList(_, n) => usize::try_from(*n).ok(),
+                    _ => None,
+                };
+                ColumnBuilder::Floats(ListBuilder::new(Float64Builder::new()), dt.clone(), size)
+            }
             other => {
                 return Err(QueryError::unsupported(format!(
                     "COPY FROM into a column of type {other} is not supported"
@@ -136,6 +149,7 @@ impl ColumnBuilder {
             ColumnBuilder::Bytes(b) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Timestamp(b, _) => b.append_null(),
+            ColumnBuilder::Floats(b, _, _) => b.append_null(),
         }
     }
 
@@ -158,6 +172,13 @@ impl ColumnBuilder {
                 )
             }
             ColumnBuilder::Timestamp(b, _) => b.append_value(parse_timestamp_micros(s).ok_or(())?),
+            ColumnBuilder::Floats(b, _, size) => {
+                let values = parse_float_array(s).map_err(drop)?;
+                if size.is_some_and(|n| n != values.len()) {
+                    return Err(());
+                }
+                b.append_value(values);
+            }
         }
         Ok(())
     }
@@ -185,12 +206,19 @@ impl ColumnBuilder {
             ColumnBuilder::Bytes(b) => b.append_value(v),
             ColumnBuilder::Date(b) => b.append_value(binary::date(v)?),
             ColumnBuilder::Timestamp(b, _) => b.append_value(binary::timestamp(v)?),
+            ColumnBuilder::Floats(b, _, size) => {
+                let values = binary::float_array(v)?;
+                if size.is_some_and(|n| n != values.len()) {
+                    return Err(FieldError::Format);
+                }
+                b.append_value(values);
+            }
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(match self {
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
             ColumnBuilder::I8(b) => Arc::new(b.finish()),
             ColumnBuilder::I16(b) => Arc::new(b.finish()),
@@ -202,7 +230,9 @@ impl ColumnBuilder {
             ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
-        }
+            ColumnBuilder::Floats(b, target, _) => arrow::compute::cast(&b.finish(), target)
+                .map_err(|e| QueryError::new(SqlState::InvalidTextRepresentation, e.to_string()))?,
+        })
     }
 
     fn len(&self) -> usize {
@@ -218,6 +248,7 @@ impl ColumnBuilder {
             ColumnBuilder::Bytes(b) => b.len(),
             ColumnBuilder::Date(b) => b.len(),
             ColumnBuilder::Timestamp(b, _) => b.len(),
+            ColumnBuilder::Floats(b, _, _) => b.len(),
         }
     }
 }
@@ -768,7 +799,7 @@ impl CopyDecoder {
             .builders
             .iter_mut()
             .map(ColumnBuilder::finish)
-            .collect();
+            .collect::<Result<_>>()?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .map_err(|e| QueryError::new(SqlState::InternalError, e.to_string()))?;
         self.batches.push(batch);

@@ -162,6 +162,35 @@ pub(crate) fn float8_text() -> Arc<ScalarUDF> {
     Arc::clone(&UDF)
 }
 
+/// A value of type `input` as text, spelled as PostgreSQL's output function
+/// spells it ([`crate::format::write_value`]): a `real` 0.1 is `0.1` and an
+/// array `{0.1,2}`, where Arrow's cast prints `0.10000000149011612` and
+/// `[0.1, 2.0]`.
+pub(crate) fn value_text(input: DataType) -> ScalarUDF {
+    create_udf(
+        "pg_text",
+        vec![input],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            per_row(args, |arrays| {
+                let values = arrays[0].as_ref();
+                let mut out = arrow::array::StringBuilder::new();
+                let mut text = String::new();
+                for row in 0..values.len() {
+                    text.clear();
+                    if values.is_valid(row) && crate::format::write_value(values, row, &mut text) {
+                        out.append_value(&text);
+                    } else {
+                        out.append_null();
+                    }
+                }
+                Ok(Arc::new(out.finish()))
+            })
+        }),
+    )
+}
+
 /// An interval times a factor, as PostgreSQL's `interval_mul` computes it:
 /// fractions of a month spill into days (of 30), fractions of a day into
 /// time.

@@ -138,6 +138,32 @@ fn typed_rewrite(expr: PlanExpr, schema: &DFSchemaRef) -> DfResult<Transformed<P
                 field: Arc::clone(field),
             })))
         }
+        // Reals and arrays too (`{0.1,2}`, not arrow's `[0.1, 2.0]`).
+        PlanExpr::Cast(Cast { expr: inner, field })
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            ) && inner.get_type(schema).is_ok_and(|t| {
+                matches!(
+                    t,
+                    DataType::Float32
+                        | DataType::List(_)
+                        | DataType::LargeList(_)
+                        | DataType::FixedSizeList(_, _)
+                )
+            }) =>
+        {
+            let input = inner.get_type(schema)?;
+            let text =
+                PlanExpr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(crate::pg::functions::value_text(input)),
+                    vec![inner.as_ref().clone()],
+                ));
+            Ok(Transformed::yes(PlanExpr::Cast(Cast {
+                expr: Box::new(text),
+                field: Arc::clone(field),
+            })))
+        }
         PlanExpr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::StringConcat,

@@ -1,5 +1,7 @@
 //! Table DDL: `CREATE TABLE`, `CREATE VIEW`, `ALTER TABLE`.
 
+use std::sync::Arc;
+
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::sql::sqlparser::ast::{
     self, AlterTableOperation, ColumnOption, CreateTableOptions, SqlOption,
@@ -12,11 +14,34 @@ use crate::error::{QueryError, Result};
 use crate::ext::{Output, SYSTEM_PREFIX, ident_name, parse_duration, quote_ident, table_name};
 use crate::table::column_cache::CacheStatsTable;
 
+/// The most dimensions a `vector(n)` or `real[n]` column may declare
+/// (pgvector's limit).
+const MAX_DIMENSIONS: u64 = 16_000;
+
 /// Arrow type for a SQL column type, as Lookout stores it.
 fn arrow_type(dt: &ast::DataType) -> Result<DataType> {
+    if let ast::DataType::Array(element) = dt {
+        return array_type(element);
+    }
     let text = dt.to_string().to_ascii_lowercase();
     let base = text.split('(').next().unwrap_or("").trim();
     Ok(match base {
+        // pgvector's type: a fixed number of single-precision floats.
+        "vector" => {
+            let dims = text
+                .strip_prefix("vector(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            match dims {
+                Some(n) => fixed_list(DataType::Float32, n)?,
+                None => {
+                    return Err(QueryError::new(
+                        SqlState::InvalidParameterValue,
+                        format!("type \"{text}\" needs its dimensions: vector(n)"),
+                    ));
+                }
+            }
+        }
         "text" | "varchar" | "character varying" | "char" | "character" | "string" | "uuid"
         | "json" | "jsonb" | "name" => DataType::Utf8,
         "smallint" | "int2" => DataType::Int16,
@@ -40,6 +65,48 @@ fn arrow_type(dt: &ast::DataType) -> Result<DataType> {
             ));
         }
     })
+}
+
+/// `real[]`, `double precision[]` (a list) or with a size, `real[384]` (a
+/// fixed-size list): embeddings. Arrays of other types are not supported.
+fn array_type(element: &ast::ArrayElemTypeDef) -> Result<DataType> {
+    let (item, size) = match element {
+        ast::ArrayElemTypeDef::SquareBracket(item, size) => (item.as_ref(), *size),
+        ast::ArrayElemTypeDef::AngleBracket(item) | ast::ArrayElemTypeDef::Parenthesis(item) => {
+            (item.as_ref(), None)
+        }
+        ast::ArrayElemTypeDef::None => {
+            return Err(QueryError::unsupported(
+                "an array column needs an element type: real[] or double precision[]",
+            ));
+        }
+    };
+    let item_type = arrow_type(item)?;
+    if !matches!(item_type, DataType::Float32 | DataType::Float64) {
+        return Err(QueryError::unsupported(format!(
+            "arrays of {item} are not supported: array columns hold embeddings, real[] or double precision[]"
+        )));
+    }
+    match size {
+        Some(n) => fixed_list(item_type, n),
+        None => Ok(DataType::List(Arc::new(Field::new_list_field(
+            item_type, true,
+        )))),
+    }
+}
+
+/// A fixed-size list of `n` values of `item`, for `vector(n)` and `real[n]`.
+fn fixed_list(item: DataType, n: u64) -> Result<DataType> {
+    if n == 0 || n > MAX_DIMENSIONS {
+        return Err(QueryError::new(
+            SqlState::InvalidParameterValue,
+            format!("dimensions must be between 1 and {MAX_DIMENSIONS}, got {n}"),
+        ));
+    }
+    Ok(DataType::FixedSizeList(
+        Arc::new(Field::new_list_field(item, true)),
+        n as i32,
+    ))
 }
 
 fn column_field(col: &ast::ColumnDef) -> Result<Field> {

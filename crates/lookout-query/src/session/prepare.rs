@@ -180,6 +180,22 @@ impl Session {
             let def = storage.table(&table_name(name).ok()?).ok()?;
             Some(def.columns.into_iter().map(|c| c.name).collect())
         });
+        crate::pg::float_arrays::rewrite(&mut stmt, |name| {
+            let schema = storage.table(&table_name(name).ok()?).ok()?.schema().ok()?;
+            Some(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let array = matches!(
+                            f.data_type(),
+                            DataType::List(_) | DataType::FixedSizeList(_, _)
+                        );
+                        (f.name().clone(), array)
+                    })
+                    .collect(),
+            )
+        })?;
         // Kept as written: a plan made again starts from it.
         let written = stmt.clone();
         let returning = crate::table::returning::split(&mut stmt)?;
