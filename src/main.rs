@@ -264,12 +264,13 @@ async fn open(
 
 /// Installs the extensions that take part in storage and the write path, so
 /// every command that opens a data directory writes rollups and held rows
-/// as the server does.
+/// (and reads external Delta tables) as the server does.
 async fn install_features(
     db: &Lookout,
     sampling: lookout_sampling::SamplingOptions,
 ) -> lookout_query::Result<()> {
     lookout_rollups::install(db).await?;
+    lookout_delta::install(db);
     lookout_sampling::install(db, sampling).await
 }
 

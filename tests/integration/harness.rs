@@ -17,6 +17,7 @@ pub(crate) async fn open_lookout(
 ) -> Lookout {
     let lookout = Lookout::open_with(dir, options).await.expect("open");
     lookout_rollups::install(&lookout).await.expect("rollups");
+    lookout_delta::install(&lookout);
     lookout_sampling::install(&lookout, sampling)
         .await
         .expect("sampling");

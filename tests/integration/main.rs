@@ -9,6 +9,7 @@ mod auth;
 mod clients;
 mod copy;
 mod crash;
+mod delta;
 mod differential;
 mod docs;
 mod evaluators;

@@ -47,8 +47,8 @@ pub use copy::{CopyFormat, CopyKind};
 pub use datafusion::common::ScalarValue;
 pub use error::{QueryError, Result, SqlState};
 pub use ext::{
-    Access, Command, CopyIn, ExtStatement, Output, SqlExtension, SqlSession, parse_duration,
-    parse_non_negative_duration, quote_ident, quote_literal, split_statements,
+    Access, Command, CopyIn, ExtStatement, ExternalFormat, Output, SqlExtension, SqlSession,
+    parse_duration, parse_non_negative_duration, quote_ident, quote_literal, split_statements,
 };
 pub use import::ImportProgress;
 pub use ingest::Ingest;
@@ -179,6 +179,12 @@ impl ServerFile {
         &self.path
     }
 
+    /// Whether the server confines files to `allowed_dirs`: then whatever
+    /// is read through this path (a directory's files) must stay below it.
+    pub fn confined(&self) -> bool {
+        self.confined
+    }
+
     /// Opens the file to read.
     pub fn open(&self) -> Result<std::fs::File> {
         use rustix::fs::OFlags;
@@ -288,6 +294,8 @@ pub struct Lookout {
     options: Arc<LookoutOptions>,
     extensions: Arc<RwLock<Vec<Arc<dyn SqlExtension>>>>,
     views: Arc<RwLock<BTreeMap<String, String>>>,
+    /// Readers of external table formats, by lower-case name.
+    external_formats: Arc<RwLock<BTreeMap<String, Arc<dyn ExternalFormat>>>>,
     /// Names of `lookout` schema tables only admin sessions may touch.
     restricted: Arc<RwLock<std::collections::BTreeSet<String>>>,
     /// Who may log in, as the server knows it (for `pg_roles`).
@@ -362,6 +370,7 @@ impl Lookout {
             options: Arc::new(options),
             extensions: Arc::default(),
             views: Arc::default(),
+            external_formats: Arc::default(),
             restricted: Arc::default(),
             roles: Arc::default(),
             background: Arc::default(),
@@ -456,6 +465,20 @@ impl Lookout {
         if let Ok(mut list) = self.extensions.write() {
             list.push(extension);
         }
+    }
+
+    /// Lets `CREATE EXTERNAL TABLE ... STORED AS <name>` read `format`.
+    pub fn register_external_format(&self, name: &str, format: Arc<dyn ExternalFormat>) {
+        if let Ok(mut formats) = self.external_formats.write() {
+            formats.insert(name.to_lowercase(), format);
+        }
+    }
+
+    pub(crate) fn external_format(&self, name: &str) -> Option<Arc<dyn ExternalFormat>> {
+        self.external_formats
+            .read()
+            .ok()
+            .and_then(|f| f.get(&name.to_lowercase()).cloned())
     }
 
     /// Lists `directory`'s users in `pg_roles`.

@@ -24,8 +24,8 @@ pub use engine::{
     Combine, CreateTable, FilePin, MarkedRows, RowMarks, Storage, StorageOptions, TableSnapshot,
 };
 pub use error::{Result, StorageError};
-pub use manifest::{ColumnStats, FileMeta, Manifest, StatValue};
+pub use manifest::{ColumnStats, ExternalTable, FileMeta, Manifest, StatValue};
 pub use schema::{
-    ColumnDef, Derivation, SQL_TYPE_METADATA, TableDef, TableOptions, Versions, sql_type_of,
-    time_type,
+    ColumnDef, Derivation, SQL_TYPE_METADATA, TableDef, TableOptions, Versions, schema_of,
+    sql_type_of, time_type,
 };

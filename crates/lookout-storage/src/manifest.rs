@@ -155,6 +155,23 @@ pub struct Manifest {
     /// Views by name: the text the SQL layer defined them with, opaque here.
     #[serde(default)]
     pub views: BTreeMap<String, String>,
+    /// External tables by name: data another system keeps, read in place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external: BTreeMap<String, ExternalTable>,
+}
+
+/// A table whose data lives outside the store, in a format an installed
+/// reader understands (`CREATE EXTERNAL TABLE ... STORED AS DELTA`). The
+/// engine keeps only its definition; it never writes or deletes its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalTable {
+    /// The format's name, lower case (`delta`).
+    pub format: String,
+    /// Where the data is, as given to the format's reader.
+    pub location: String,
+    /// The columns as they were when the table was created, so listing
+    /// the catalog never has to reach the data.
+    pub columns: Vec<crate::schema::ColumnDef>,
 }
 
 fn version_path(version: u64) -> Path {

@@ -213,24 +213,39 @@ impl TableDef {
 
     /// The Arrow schema of the table.
     pub fn schema(&self) -> Result<SchemaRef> {
-        let fields = self
-            .columns
-            .iter()
-            .map(|c| {
-                let dt = DataType::from_str(&c.data_type).map_err(|e| {
-                    StorageError::Corrupt(format!("type {} of {}: {e}", c.data_type, c.name))
-                })?;
-                let field = Field::new(&c.name, dt, c.nullable);
-                Ok(match &c.sql_type {
-                    Some(t) => {
-                        field.with_metadata([(SQL_TYPE_METADATA.to_string(), t.clone())].into())
-                    }
-                    None => field,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Schema::new(fields)))
+        schema_of(&self.columns)
     }
+}
+
+impl ColumnDef {
+    /// A column as `field` declares it, type unchanged.
+    pub fn from_field(field: &Field) -> ColumnDef {
+        ColumnDef {
+            name: field.name().clone(),
+            data_type: field.data_type().to_string(),
+            nullable: field.is_nullable(),
+            sql_type: sql_type_of(field).map(str::to_string),
+            comment: None,
+        }
+    }
+}
+
+/// The Arrow schema of `columns`.
+pub fn schema_of(columns: &[ColumnDef]) -> Result<SchemaRef> {
+    let fields = columns
+        .iter()
+        .map(|c| {
+            let dt = DataType::from_str(&c.data_type).map_err(|e| {
+                StorageError::Corrupt(format!("type {} of {}: {e}", c.data_type, c.name))
+            })?;
+            let field = Field::new(&c.name, dt, c.nullable);
+            Ok(match &c.sql_type {
+                Some(t) => field.with_metadata([(SQL_TYPE_METADATA.to_string(), t.clone())].into()),
+                None => field,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// Types are stored in one canonical form each, so that every file of a

@@ -6,6 +6,7 @@
 //! alone; the core names none of them.
 
 mod access;
+mod external;
 mod grammar;
 mod interval;
 pub(crate) mod names;
@@ -14,6 +15,7 @@ mod statement;
 mod values;
 
 pub use access::Access;
+pub use external::ExternalFormat;
 pub use grammar::{Piece, Words, leading_words};
 pub use interval::{format_duration, parse_duration, parse_non_negative_duration};
 pub use lookout_storage::clock::{Clock, ManualClock, SystemClock};

@@ -266,12 +266,11 @@ impl Session {
     /// Splits SQL text into statements, Lookout's own and those extensions claim.
     pub fn parse(&self, sql: &str) -> Result<Vec<Command>> {
         let extensions = self.lookout.extensions();
-        if extensions.is_empty() {
-            return Ok(parse_sql(sql)?.into_iter().map(Command::Sql).collect());
-        }
         let mut commands = Vec::new();
         for piece in split_statements(sql) {
-            match extensions.iter().find_map(|e| e.parse(piece)) {
+            let claimed = crate::table::external::parse(&self.lookout, piece)
+                .or_else(|| extensions.iter().find_map(|e| e.parse(piece)));
+            match claimed {
                 Some(statement) => commands.push(Command::Extension(Arc::from(statement?))),
                 None => commands.extend(parse_sql(piece)?.into_iter().map(Command::Sql)),
             }
@@ -555,6 +554,11 @@ impl Session {
                     let name = table_name(name)?;
                     match object_type {
                         ObjectType::View => storage.drop_view(&name, if_exists).await?,
+                        // DROP TABLE on an external table forgets it, as
+                        // DROP EXTERNAL TABLE does; its data is not touched.
+                        _ if storage.external_table(&name)?.is_some() => {
+                            storage.drop_external_table(&name, if_exists).await?
+                        }
                         _ => {
                             self.lookout.ingest().dropping(&name).await?;
                             storage.drop_table(&name, if_exists).await?

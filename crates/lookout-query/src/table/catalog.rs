@@ -11,6 +11,7 @@ use crate::error::SqlState;
 use crate::ext::names::SYSTEM_PREFIX;
 use crate::ingest::Ingest;
 use crate::table::column_cache::CacheStatsTable;
+use crate::table::external::ExternalProvider;
 use crate::table::provider::{LookoutTable, storage_err};
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
@@ -36,6 +37,7 @@ impl SchemaProvider for LookoutSchema {
         let mut names = storage.table_names().unwrap_or_default();
         names.retain(|n| !n.starts_with(SYSTEM_PREFIX));
         names.extend(storage.view_names().unwrap_or_default());
+        names.extend(storage.external_table_names().unwrap_or_default());
         names
     }
 
@@ -43,8 +45,14 @@ impl SchemaProvider for LookoutSchema {
         if name.starts_with(SYSTEM_PREFIX) {
             return Ok(None);
         }
-        if let Some(sql) = self.lookout.storage().view(name).map_err(storage_err)? {
+        let storage = self.lookout.storage();
+        if let Some(sql) = storage.view(name).map_err(storage_err)? {
             return plan_view(&self.lookout, &sql).await.map(Some);
+        }
+        if let Some(table) = storage.external_table(name).map_err(storage_err)? {
+            let provider = ExternalProvider::new(self.lookout.clone(), name, table)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            return Ok(Some(Arc::new(provider)));
         }
         open_table(self.lookout.ingest(), name)
     }
@@ -52,7 +60,9 @@ impl SchemaProvider for LookoutSchema {
     fn table_exist(&self, name: &str) -> bool {
         let storage = self.lookout.storage();
         !name.starts_with(SYSTEM_PREFIX)
-            && (storage.table(name).is_ok() || storage.view(name).ok().flatten().is_some())
+            && (storage.table(name).is_ok()
+                || storage.view(name).ok().flatten().is_some()
+                || storage.external_table(name).ok().flatten().is_some())
     }
 }
 

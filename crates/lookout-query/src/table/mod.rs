@@ -8,6 +8,7 @@ pub(crate) mod cached_scan;
 pub(crate) mod catalog;
 pub(crate) mod column_cache;
 pub(crate) mod derived;
+pub(crate) mod external;
 #[cfg(test)]
 mod join_tests;
 pub(crate) mod partition_aggregate;

@@ -5,7 +5,7 @@ use arrow::datatypes::Field;
 
 use super::{CreateTable, Storage, check_versions, poisoned};
 use crate::error::{Result, StorageError};
-use crate::manifest::{Garbage, TableEntry};
+use crate::manifest::{ExternalTable, Garbage, TableEntry};
 use crate::schema::{ColumnDef, TableDef, normalize_type};
 
 impl Storage {
@@ -18,7 +18,10 @@ impl Storage {
         if_not_exists: bool,
     ) -> Result<bool> {
         self.commit(|m| {
-            if m.tables.contains_key(name) || m.views.contains_key(name) {
+            if m.tables.contains_key(name)
+                || m.views.contains_key(name)
+                || m.external.contains_key(name)
+            {
                 return if if_not_exists {
                     Ok(false)
                 } else {
@@ -63,7 +66,10 @@ impl Storage {
     /// of that name is an error.
     pub async fn create_view(&self, name: &str, definition: &str, replace: bool) -> Result<()> {
         self.commit(|m| {
-            if m.tables.contains_key(name) || (m.views.contains_key(name) && !replace) {
+            if m.tables.contains_key(name)
+                || m.external.contains_key(name)
+                || (m.views.contains_key(name) && !replace)
+            {
                 return Err(StorageError::TableExists(name.to_string()));
             }
             m.views.insert(name.to_string(), definition.to_string());
@@ -90,6 +96,52 @@ impl Storage {
     /// The names of the views.
     pub fn view_names(&self) -> Result<Vec<String>> {
         Ok(self.manifest()?.views.keys().cloned().collect())
+    }
+
+    /// Defines an external table; a table, view or external table of that
+    /// name is an error unless `if_not_exists` (then `false`).
+    pub async fn create_external_table(
+        &self,
+        name: &str,
+        table: ExternalTable,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        self.commit(|m| {
+            if m.tables.contains_key(name)
+                || m.views.contains_key(name)
+                || m.external.contains_key(name)
+            {
+                return if if_not_exists {
+                    Ok(false)
+                } else {
+                    Err(StorageError::TableExists(name.to_string()))
+                };
+            }
+            m.external.insert(name.to_string(), table);
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Forgets an external table (its data is not touched); `false` if
+    /// there was none and `if_exists`.
+    pub async fn drop_external_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+        self.commit(|m| match m.external.remove(name) {
+            Some(_) => Ok(true),
+            None if if_exists => Ok(false),
+            None => Err(StorageError::TableNotFound(name.to_string())),
+        })
+        .await
+    }
+
+    /// An external table's definition.
+    pub fn external_table(&self, name: &str) -> Result<Option<ExternalTable>> {
+        Ok(self.manifest()?.external.get(name).cloned())
+    }
+
+    /// The names of the external tables.
+    pub fn external_table_names(&self) -> Result<Vec<String>> {
+        Ok(self.manifest()?.external.keys().cloned().collect())
     }
 
     /// Drops a table; its files are collected after the grace period.

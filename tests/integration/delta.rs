@@ -1,0 +1,273 @@
+//! External Delta tables written by the Python `deltalake` package
+//! (`tests/clients/delta_tables.py`) and read over a Postgres connection:
+//! the same rows, sums and NULLs as `deltalake` reads, deletes applied,
+//! new commits seen without re-creating the table, and the file access
+//! rules of server-side COPY.
+
+use std::path::Path;
+use std::process::Command;
+
+use lookout_query::{FileAccess, LookoutOptions};
+use serde_json::Value;
+
+use crate::harness::TestServer;
+
+fn delta_tables(command: &str, dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/delta_tables.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(command)
+        .arg(dir)
+        .output()
+        .expect("python3 (tests/run.sh installs deltalake)");
+    assert!(
+        out.status.success(),
+        "delta_tables.py {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn answers(dir: &Path) -> Value {
+    serde_json::from_str(&delta_tables("answers", dir)).expect("answers JSON")
+}
+
+fn sqlstate(err: &tokio_postgres::Error) -> String {
+    err.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// What Lookout reads from `events_delta`, in the shape of the answers.
+async fn read(client: &tokio_postgres::Client) -> (i64, f64, i64, i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), sum(latency_ms), sum(tokens)::bigint, \
+             count(*) FILTER (WHERE tokens IS NULL), count(*) FILTER (WHERE NOT ok) \
+             FROM events_delta",
+            &[],
+        )
+        .await
+        .expect("read events_delta");
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_tables_written_by_deltalake_read_the_same() {
+    let lake = tempfile::tempdir().expect("tempdir");
+    let table = lake.path().join("events");
+    delta_tables("create", &table);
+    let expected = answers(&table);
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE events_delta STORED AS DELTA LOCATION '{}'",
+            table.display()
+        ))
+        .await
+        .expect("create external table");
+
+    // Two appends and a delete (remove + add actions): every row deltalake
+    // reads, none it does not.
+    let (rows, latency, tokens, nulls, not_ok) = read(&client).await;
+    assert_eq!(rows, expected["rows"].as_i64().unwrap());
+    assert!((latency - expected["latency_sum"].as_f64().unwrap()).abs() < 1e-6);
+    assert_eq!(tokens, expected["tokens_sum"].as_i64().unwrap());
+    assert_eq!(nulls, expected["tokens_nulls"].as_i64().unwrap());
+    assert_eq!(not_ok, expected["not_ok"].as_i64().unwrap());
+    assert!(rows < 800, "the delete took effect ({rows} rows)");
+
+    // The partition column comes back from the file paths, per model.
+    let per_model = client
+        .query(
+            "SELECT model, count(*), sum(latency_ms) FROM events_delta GROUP BY model ORDER BY model",
+            &[],
+        )
+        .await
+        .expect("per model");
+    let models = expected["models"].as_object().unwrap();
+    assert_eq!(per_model.len(), models.len());
+    for row in &per_model {
+        let model: String = row.get(0);
+        let want = &models[&model];
+        assert_eq!(
+            row.get::<_, i64>(1),
+            want["rows"].as_i64().unwrap(),
+            "{model}"
+        );
+        let sum: f64 = row.get(2);
+        assert!((sum - want["latency_sum"].as_f64().unwrap()).abs() < 1e-6);
+    }
+
+    // Columns arrive typed as PostgreSQL types, filters and LIMIT work.
+    let row = client
+        .query_one(
+            "SELECT ts, model, tokens FROM events_delta WHERE ts >= '2025-03-01 00:10:00+00' \
+             ORDER BY ts LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("typed row");
+    let ts: std::time::SystemTime = row.get(0);
+    assert_eq!(
+        ts.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        1_740_787_200 + 600
+    );
+    assert_eq!(row.get::<_, Option<i64>>(2), Some(10));
+
+    // A join with a Lookout table: monitoring data beside the warehouse's.
+    client
+        .batch_execute(
+            "CREATE TABLE owners (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, team TEXT);
+             INSERT INTO owners VALUES ('2025-03-01 00:00:00+00', 'm-a', 'search'),
+                                       ('2025-03-01 00:00:00+00', 'm-b', 'ads');",
+        )
+        .await
+        .expect("owners");
+    let joined: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events_delta e JOIN owners o ON e.model = o.model",
+            &[],
+        )
+        .await
+        .expect("join")
+        .get(0);
+    let a_and_b = models["m-a"]["rows"].as_i64().unwrap() + models["m-b"]["rows"].as_i64().unwrap();
+    assert_eq!(joined, a_and_b);
+
+    // Another writer commits: the next query reads the new version.
+    delta_tables("append", &table);
+    let expected = answers(&table);
+    let (rows, latency, ..) = read(&client).await;
+    assert_eq!(rows, expected["rows"].as_i64().unwrap());
+    assert!((latency - expected["latency_sum"].as_f64().unwrap()).abs() < 1e-6);
+
+    // Listed in the catalog like a table; read-only.
+    let listed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events_delta'",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(listed, 5);
+    for write in [
+        "INSERT INTO events_delta (ts, model) VALUES (now(), 'x')",
+        "DELETE FROM events_delta WHERE model = 'm-a'",
+        "UPDATE events_delta SET ok = true",
+        "TRUNCATE events_delta",
+    ] {
+        let err = client
+            .batch_execute(write)
+            .await
+            .expect_err("external tables are read-only");
+        assert_eq!(sqlstate(&err), "42809", "{write}: {err:?}");
+    }
+    assert_eq!(read(&client).await.0, expected["rows"].as_i64().unwrap());
+
+    // The definition survives a restart; dropping it leaves the data.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir).await;
+    let client = server.client().await;
+    assert_eq!(read(&client).await.0, expected["rows"].as_i64().unwrap());
+    client
+        .batch_execute("DROP EXTERNAL TABLE events_delta")
+        .await
+        .expect("drop");
+    let err = client
+        .query_one("SELECT count(*) FROM events_delta", &[])
+        .await
+        .expect_err("dropped");
+    assert_eq!(sqlstate(&err), "42P01");
+    assert_eq!(answers(&table)["rows"], expected["rows"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_locations_follow_the_file_access_rules() {
+    let lake = tempfile::tempdir().expect("tempdir");
+    let allowed = lake.path().join("allowed");
+    let outside = lake.path().join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let table = allowed.join("events");
+    delta_tables("create", &table);
+    let other = outside.join("events");
+    delta_tables("create", &other);
+
+    let options = LookoutOptions {
+        file_access: FileAccess::Only(vec![allowed.clone()]),
+        ..LookoutOptions::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), options).await;
+    let client = server.client().await;
+
+    // Not a Delta table, not there, outside the allowed directories.
+    let empty = allowed.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (location, state) in [
+        (empty.display().to_string(), "58P01"),
+        (other.display().to_string(), "42501"),
+        ("relative/path".to_string(), "42602"),
+    ] {
+        let err = client
+            .batch_execute(&format!(
+                "CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '{location}'"
+            ))
+            .await
+            .expect_err(&location);
+        assert_eq!(sqlstate(&err), state, "{location}: {err:?}");
+    }
+    let err = client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE t STORED AS ICEBERG LOCATION '{}'",
+            table.display()
+        ))
+        .await
+        .expect_err("iceberg");
+    assert_eq!(sqlstate(&err), "0A000");
+
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE events_delta STORED AS DELTA LOCATION '{}'",
+            table.display()
+        ))
+        .await
+        .expect("inside the allowed directory");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM events_delta", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(rows, answers(&table)["rows"].as_i64().unwrap());
+
+    // The data files swapped for links to copies outside: the scan is
+    // refused before anything is read.
+    for (n, data_file) in parquet_files(&table).into_iter().enumerate() {
+        let stolen = outside.join(format!("stolen-{n}.parquet"));
+        std::fs::copy(&data_file, &stolen).unwrap();
+        std::fs::remove_file(&data_file).unwrap();
+        std::os::unix::fs::symlink(&stolen, &data_file).unwrap();
+    }
+    let err = client
+        .query_one("SELECT count(*) FROM events_delta", &[])
+        .await
+        .expect_err("link outside");
+    assert_eq!(sqlstate(&err), "42501", "{err:?}");
+    server.stop().await;
+}
+
+/// The Parquet data files below `dir` (the partition directories).
+fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            found.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            found.push(path);
+        }
+    }
+    found
+}
