@@ -9,6 +9,8 @@
 //! deletion vectors, column mapping and partition values as the protocol
 //! says, and refuses tables whose reader features it does not know.
 
+pub mod publish;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -357,6 +359,7 @@ fn kernel_error(root: &Url, e: KernelError) -> QueryError {
         match e {
             KernelError::Backtraced { source, .. } => kind(source),
             KernelError::FileNotFound(_)
+            | KernelError::InvalidTableLocation(_)
             | KernelError::EmptyLog
             | KernelError::MissingVersion(_) => (SqlState::UndefinedFile, "is not a Delta table"),
             KernelError::Unsupported(_) => (

@@ -5,7 +5,7 @@ use arrow::datatypes::Field;
 
 use super::{CreateTable, Storage, check_versions, poisoned};
 use crate::error::{Result, StorageError};
-use crate::manifest::{ExternalTable, Garbage, TableEntry};
+use crate::manifest::{ExternalTable, Garbage, Manifest, TableEntry};
 use crate::schema::{ColumnDef, TableDef, normalize_type};
 
 impl Storage {
@@ -18,15 +18,8 @@ impl Storage {
         if_not_exists: bool,
     ) -> Result<bool> {
         self.commit(|m| {
-            if m.tables.contains_key(name)
-                || m.views.contains_key(name)
-                || m.external.contains_key(name)
-            {
-                return if if_not_exists {
-                    Ok(false)
-                } else {
-                    Err(StorageError::TableExists(name.to_string()))
-                };
+            if name_taken(m, name, if_not_exists)? {
+                return Ok(false);
             }
             let def = TableDef::new(
                 m.next_table_id,
@@ -107,15 +100,8 @@ impl Storage {
         if_not_exists: bool,
     ) -> Result<bool> {
         self.commit(|m| {
-            if m.tables.contains_key(name)
-                || m.views.contains_key(name)
-                || m.external.contains_key(name)
-            {
-                return if if_not_exists {
-                    Ok(false)
-                } else {
-                    Err(StorageError::TableExists(name.to_string()))
-                };
+            if name_taken(m, name, if_not_exists)? {
+                return Ok(false);
             }
             m.external.insert(name.to_string(), table);
             Ok(true)
@@ -273,5 +259,17 @@ impl Storage {
             Ok(true)
         })
         .await
+    }
+}
+
+/// Whether a table, view or external table already has `name`: `true`
+/// when `if_not_exists` lets the statement do nothing, an error otherwise.
+fn name_taken(m: &Manifest, name: &str, if_not_exists: bool) -> Result<bool> {
+    let taken =
+        m.tables.contains_key(name) || m.views.contains_key(name) || m.external.contains_key(name);
+    match taken {
+        true if if_not_exists => Ok(true),
+        true => Err(StorageError::TableExists(name.to_string())),
+        false => Ok(false),
     }
 }
