@@ -114,6 +114,9 @@ pub(crate) struct StorageSection {
     /// Encoded bytes a bulk load holds in unfinished files, e.g. "256 MiB".
     pub(crate) load_memory: Option<String>,
     pub(crate) maintenance_interval: Option<String>,
+    /// Keeps a Delta Lake log beside each table so other engines read it
+    /// (default on; see docs/storage.md).
+    pub(crate) delta_log: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ mod report;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -414,6 +415,13 @@ async fn serve(
     let evaluators = lookout_evaluators::Evaluators::start(db.clone(), file.evaluator_options()?)
         .await
         .context("starting the evaluators")?;
+    // Other engines read the tables through their Delta logs, kept in
+    // step with each manifest commit within about a second.
+    let delta = if file.storage.delta_log.unwrap_or(true) {
+        lookout_delta::publish::spawn(db.storage().clone(), Duration::from_secs(1))
+    } else {
+        None
+    };
     if demo_rows.is_some() {
         demo::create_alerts(&db).await?;
         demo::create_review_queue(&db).await?;
@@ -428,6 +436,9 @@ async fn serve(
     evaluators.shutdown().await;
     alerts.shutdown().await;
     review.shutdown().await;
+    if let Some(task) = delta {
+        task.abort();
+    }
     tracing::info!("shutting down: flushing buffered rows");
     db.close().await?;
     tracing::info!("stopped");

@@ -224,6 +224,12 @@ pub fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> 
 
 const PATH_UNSAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
+/// The directory of a table's files below the store root: its name,
+/// percent-encoded so that any name is one safe path segment.
+pub fn table_dir(name: &str) -> String {
+    utf8_percent_encode(name, PATH_UNSAFE).to_string()
+}
+
 /// `<table>/<partition column>=<value>/date=<YYYY-MM-DD>/<file>.parquet`,
 /// the Hive layout DuckDB and Spark read directly.
 /// `run` tells apart processes, so a file left by a crashed one (written,
@@ -235,7 +241,7 @@ pub fn file_path(
     run: &str,
     file_id: u64,
 ) -> String {
-    let table = utf8_percent_encode(&def.name, PATH_UNSAFE);
+    let table = table_dir(&def.name);
     let date = DateTime::from_timestamp_micros(bucket_start)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "invalid".to_string());

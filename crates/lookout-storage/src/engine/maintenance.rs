@@ -203,7 +203,9 @@ impl Storage {
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let path = meta.location.as_ref();
+            // Delta checkpoints are Parquet too, but the table's log owns them.
             if path.ends_with(".parquet")
+                && !path.contains("/_delta_log/")
                 && !known.contains(path)
                 && meta.last_modified.timestamp_micros() <= cutoff_micros
             {

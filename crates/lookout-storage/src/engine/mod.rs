@@ -501,6 +501,12 @@ impl Storage {
         &self.inner.dir
     }
 
+    /// The directory holding Parquet files and manifests when the store is
+    /// the local default, `None` for any other object store.
+    pub fn local_data_dir(&self) -> Option<&FsPath> {
+        self.inner.local.as_ref().map(|(_, dir)| dir.as_path())
+    }
+
     /// The object store holding Parquet files and manifests.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.inner.store)

@@ -1,0 +1,627 @@
+//! Lookout's own tables published as Delta Lake tables.
+//!
+//! The manifest stays the source of truth for Lookout; this module keeps a
+//! Delta log beside each table (`<table dir>/_delta_log/`) that lists
+//! exactly the manifest's live files and deleted rows, so Spark, Trino,
+//! DuckDB, Polars or the `deltalake` package read what Lookout shows.
+//!
+//! Every commit goes through the Delta kernel. Each pass compares a table's
+//! Delta snapshot with the manifest instead of replaying a history of its
+//! own: files the manifest no longer lists are removed, new ones added (one
+//! commit, so a compaction swaps files atomically for a reader), and
+//! changed deletes become new deletion vectors (a second commit). The
+//! commits carry a `txn` action, application id `lookout`, version = the
+//! manifest version published, which says how far the log has caught up.
+//! A crash anywhere in a pass is repaired by the next one, since the diff
+//! is taken again from what the log really holds.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, MapBuilder, MapFieldNames, RecordBatch, StringArray,
+    StringBuilder, StructArray, new_null_array,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
+use datafusion::common::ScalarValue;
+use delta_kernel::actions::deletion_vector_writer::{
+    KernelDeletionVector, StreamingDeletionVectorWriter,
+};
+use delta_kernel::committer::FileSystemCommitter;
+use delta_kernel::engine::arrow_conversion::{TryFromArrow, TryFromKernel};
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use delta_kernel::engine_data::FilteredEngineData;
+use delta_kernel::schema::{StructField, StructType};
+use delta_kernel::transaction::create_table::create_table;
+use delta_kernel::transaction::{CommitResult, Transaction, UpdateTableOperation};
+use delta_kernel::{Engine, KernelError, Snapshot, SnapshotRef};
+use delta_kernel_default_engine::DefaultEngine;
+use delta_kernel_default_engine::executor::tokio::TokioBackgroundExecutor;
+use lookout_storage::batch::table_dir;
+use lookout_storage::{FileMeta, StatValue, Storage, TableDef, manifest::TableEntry};
+use url::Url;
+
+/// The application id of the `txn` action each commit carries.
+pub const APP_ID: &str = "lookout";
+/// The table property naming the Lookout table a log belongs to, so a log
+/// left by a dropped table is never continued by a new one of that name.
+const TABLE_ID_PROPERTY: &str = "lookout.tableId";
+const ENGINE_INFO: &str = concat!("Lookout/", env!("CARGO_PKG_VERSION"));
+/// A checkpoint every this many commits keeps opening a table cheap.
+const CHECKPOINT_EVERY: u64 = 50;
+
+/// Why a table could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The kernel refused a read or a commit.
+    #[error("Delta kernel: {0}")]
+    Kernel(#[from] KernelError),
+    /// Building the add actions failed.
+    #[error("Arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The manifest could not be read.
+    #[error("storage: {0}")]
+    Storage(#[from] lookout_storage::StorageError),
+    /// Writing or removing an object failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Another writer committed the version first.
+    #[error("another writer committed version {0} of the Delta log first")]
+    Conflict(u64),
+    /// A column type Delta cannot describe.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+type PublishResult<T> = std::result::Result<T, PublishError>;
+
+/// Keeps the Delta logs of a local store's tables in step with its
+/// manifest.
+pub struct Publisher {
+    storage: Storage,
+    root: PathBuf,
+    /// Per table name: the table id and file list last published, so an
+    /// unchanged table costs nothing.
+    published: HashMap<String, (u64, Arc<Vec<FileMeta>>)>,
+    manifest_version: Option<u64>,
+}
+
+impl Publisher {
+    /// A publisher for `storage`, or `None` when its files are not on the
+    /// local disk (object stores are not published yet).
+    pub fn new(storage: Storage) -> Option<Publisher> {
+        let root = storage.local_data_dir()?.to_path_buf();
+        Some(Publisher {
+            storage,
+            root,
+            published: HashMap::new(),
+            manifest_version: None,
+        })
+    }
+
+    /// Publishes every table whose files changed since the last pass, and
+    /// removes the logs of dropped tables. Returns how many tables got a
+    /// commit. A table that fails is logged and retried on the next pass.
+    pub async fn publish(&mut self) -> PublishResult<usize> {
+        let manifest = self.storage.manifest()?;
+        if self.manifest_version == Some(manifest.version) {
+            return Ok(0);
+        }
+        let mut committed = 0;
+        let mut all_done = true;
+        for (name, entry) in &manifest.tables {
+            if let Some((id, files)) = self.published.get(name)
+                && *id == entry.def.id
+                && Arc::ptr_eq(files, &entry.files)
+            {
+                continue;
+            }
+            let table = self.root.join(on_disk(&table_dir(name)));
+            let (entry_now, version) = (entry.clone(), manifest.version);
+            let outcome = tokio::task::spawn_blocking(move || {
+                publish_table(&engine(), &table, &entry_now, version)
+            })
+            .await
+            .map_err(|e| PublishError::Unsupported(e.to_string()))?;
+            match outcome {
+                Ok(changed) => {
+                    committed += usize::from(changed);
+                    self.published
+                        .insert(name.clone(), (entry.def.id, Arc::clone(&entry.files)));
+                }
+                Err(e) => {
+                    all_done = false;
+                    tracing::warn!(table = %name, error = %e, "could not publish the Delta log");
+                }
+            }
+        }
+        self.published
+            .retain(|name, _| manifest.tables.contains_key(name));
+        let live = manifest.tables.keys().map(|n| on_disk(&table_dir(n)));
+        self.remove_dropped(&live.collect())?;
+        if all_done {
+            self.manifest_version = Some(manifest.version);
+        }
+        Ok(committed)
+    }
+
+    /// Deletes the Delta log (and deletion vectors) of every directory
+    /// that holds one but is no table any more, so a reader of a dropped
+    /// table finds nothing rather than files about to be collected.
+    fn remove_dropped(&self, live: &HashSet<String>) -> PublishResult<()> {
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return Ok(());
+        };
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let log = dir.path().join("_delta_log");
+            if live.contains(&name) || !log.is_dir() {
+                continue;
+            }
+            remove_log(&dir.path())
+                .map_err(|e| PublishError::Unsupported(format!("removing {name}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `storage`'s tables every `every` until the storage closes;
+/// `None` when the store is not on the local disk.
+pub fn spawn(storage: Storage, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    let mut publisher = Publisher::new(storage)?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = publisher.publish().await {
+                tracing::warn!(error = %e, "Delta publishing pass failed");
+            }
+        }
+    }))
+}
+
+fn engine() -> DefaultEngine<TokioBackgroundExecutor> {
+    let store = Arc::new(delta_kernel::object_store::local::LocalFileSystem::new());
+    DefaultEngine::builder(store).build()
+}
+
+/// Brings one table's log in step with `entry`. Returns whether it
+/// committed anything.
+fn publish_table(
+    engine: &dyn Engine,
+    dir: &std::path::Path,
+    entry: &TableEntry,
+    version: u64,
+) -> PublishResult<bool> {
+    let url = Url::from_directory_path(dir)
+        .map_err(|()| PublishError::Unsupported(format!("{} is not absolute", dir.display())))?;
+    let mut snapshot = match Snapshot::builder_for(url.as_str()).build(engine) {
+        Ok(s) if belongs_to(&s, entry.def.id) => Some(s),
+        Ok(_) => {
+            // The log of a dropped table of the same name.
+            remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+            None
+        }
+        Err(e) if is_missing(&e) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut changed = false;
+    if snapshot.is_none() {
+        snapshot = Some(create(engine, &url, &entry.def, version)?);
+        changed = true;
+    }
+    let snapshot = snapshot.ok_or_else(|| PublishError::Unsupported("no snapshot".into()))?;
+    let (mut snapshot, altered) = add_new_columns(engine, snapshot, &entry.def)?;
+    changed |= altered;
+    let prefix = format!("{}/", on_disk(&table_dir(&entry.def.name)));
+    let wanted: HashMap<String, &FileMeta> = entry
+        .files
+        .iter()
+        .map(|f| {
+            let path = on_disk(&f.path);
+            (log_path(path.strip_prefix(&prefix).unwrap_or(&path)), f)
+        })
+        .collect();
+
+    // Adds and removes, in one commit.
+    let current = scan_files(&snapshot, engine)?;
+    let live = live_files(&current)?;
+    let adds: Vec<(&String, &FileMeta)> = wanted
+        .iter()
+        .filter(|(path, _)| !live.contains_key(*path))
+        .map(|(p, f)| (p, *f))
+        .collect();
+    let removes: Vec<FilteredEngineData> = current
+        .into_iter()
+        .map(|files| select_paths(files, |path| !wanted.contains_key(path)))
+        .collect::<PublishResult<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    if !adds.is_empty() || !removes.is_empty() {
+        let mut txn = snapshot
+            .clone()
+            .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
+            .with_transaction_id(APP_ID, version as i64)
+            .build(engine, Box::new(FileSystemCommitter::new()))?;
+        if !adds.is_empty() {
+            let stats_schema = Schema::try_from_kernel(txn.stats_schema()?.as_ref())?;
+            txn.add_files(Box::new(ArrowEngineData::new(add_batch(
+                &adds,
+                &stats_schema,
+            )?)));
+        }
+        for files in removes {
+            txn.remove_files(files);
+        }
+        snapshot = commit(txn, engine)?;
+        changed = true;
+    }
+
+    // Deletion vectors of files whose deletes changed.
+    let current = scan_files(&snapshot, engine)?;
+    let live = live_files(&current)?;
+    let mut updates = Vec::new();
+    for (path, file) in &wanted {
+        let Some(deleted) = file.deletion_vector()? else {
+            continue;
+        };
+        if live.get(path).copied().unwrap_or(0) != deleted.len() {
+            updates.push((path.clone(), deleted));
+        }
+    }
+    if !updates.is_empty() {
+        let mut txn = snapshot
+            .clone()
+            .update_table(UpdateTableOperation::Delete, ENGINE_INFO, true)
+            .with_transaction_id(APP_ID, version as i64)
+            .build(engine, Box::new(FileSystemCommitter::new()))?;
+        let context = txn.write_state()?.write_context_builder().build()?;
+        let mut descriptors = HashMap::new();
+        for (path, deleted) in updates {
+            let dv_path = context.new_deletion_vector_path(String::new());
+            let mut dv = KernelDeletionVector::new();
+            dv.add_deleted_row_indexes(deleted.iter().map(u64::from));
+            let mut bytes = Vec::new();
+            let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
+            let written = writer.write_deletion_vector(dv)?;
+            writer.finalize()?;
+            let file = dv_path
+                .absolute_path()?
+                .to_file_path()
+                .map_err(|()| PublishError::Unsupported("deletion vector path".into()))?;
+            write_new(&file, &bytes)
+                .map_err(|e| PublishError::Unsupported(format!("{}: {e}", file.display())))?;
+            descriptors.insert(path, written.to_descriptor(&dv_path));
+        }
+        txn.update_deletion_vectors(descriptors, current.into_iter().map(Ok))?;
+        snapshot = commit(txn, engine)?;
+        changed = true;
+    }
+    if changed && snapshot.version() % CHECKPOINT_EVERY == 0 {
+        snapshot.checkpoint(engine, None)?;
+    }
+    Ok(changed)
+}
+
+/// Whether a missing log (rather than a damaged one) made `e`.
+fn is_missing(e: &KernelError) -> bool {
+    match e {
+        KernelError::Backtraced { source, .. } => is_missing(source),
+        KernelError::FileNotFound(_)
+        | KernelError::InvalidTableLocation(_)
+        | KernelError::EmptyLog
+        | KernelError::MissingVersion(_) => true,
+        _ => false,
+    }
+}
+
+fn belongs_to(snapshot: &SnapshotRef, table_id: u64) -> bool {
+    snapshot
+        .table_properties()
+        .unknown_properties
+        .get(TABLE_ID_PROPERTY)
+        .is_some_and(|id| *id == table_id.to_string())
+}
+
+/// Creates the table's log: its schema, deletion vectors enabled, the
+/// Lookout table id as a property.
+fn create(
+    engine: &dyn Engine,
+    url: &Url,
+    def: &TableDef,
+    version: u64,
+) -> PublishResult<SnapshotRef> {
+    let schema = delta_schema(def)?;
+    let txn = create_table(url.as_str(), Arc::new(schema), ENGINE_INFO, true)
+        .with_table_properties([
+            ("delta.enableDeletionVectors", "true".to_string()),
+            (TABLE_ID_PROPERTY, def.id.to_string()),
+        ])
+        .with_transaction_id(APP_ID, version as i64)
+        .build(engine, Box::new(FileSystemCommitter::new()))?;
+    match txn.commit(engine)? {
+        CommitResult::Committed(done) => done.post_commit_snapshot().cloned().map_or_else(
+            || Ok(Snapshot::builder_for(url.as_str()).build(engine)?),
+            Ok,
+        ),
+        CommitResult::Conflicted(c) => Err(PublishError::Conflict(c.conflict_version())),
+        CommitResult::Retryable(r) => Err(PublishError::Kernel(r.error)),
+    }
+}
+
+fn commit(txn: Transaction, engine: &dyn Engine) -> PublishResult<SnapshotRef> {
+    match txn.commit(engine)? {
+        CommitResult::Committed(done) => match done.post_commit_snapshot() {
+            Some(s) => Ok(Arc::clone(s)),
+            None => Err(PublishError::Unsupported("no snapshot after commit".into())),
+        },
+        CommitResult::Conflicted(c) => Err(PublishError::Conflict(c.conflict_version())),
+        CommitResult::Retryable(r) => Err(PublishError::Kernel(r.error)),
+    }
+}
+
+/// Adds the columns `ALTER TABLE ADD COLUMN` gave the table since the log
+/// was written (nullable: older files do not have them).
+fn add_new_columns(
+    engine: &dyn Engine,
+    snapshot: SnapshotRef,
+    def: &TableDef,
+) -> PublishResult<(SnapshotRef, bool)> {
+    let wanted = delta_schema(def)?;
+    let current = snapshot.schema();
+    let missing: Vec<StructField> = wanted
+        .fields()
+        .filter(|f| current.field(f.name()).is_none())
+        .map(|f| StructField::nullable(f.name().clone(), f.data_type().clone()))
+        .collect();
+    if missing.is_empty() {
+        return Ok((snapshot, false));
+    }
+    let mut builder = snapshot.update_table(UpdateTableOperation::AlterTable, ENGINE_INFO, false);
+    for field in missing {
+        builder = builder.add_column(field);
+    }
+    let txn = builder.build(engine, Box::new(FileSystemCommitter::new()))?;
+    Ok((commit(txn, engine)?, true))
+}
+
+/// The table's columns as a Delta schema. Fixed-size lists (embeddings)
+/// are Delta arrays: Parquet stores both as the same list.
+fn delta_schema(def: &TableDef) -> PublishResult<StructType> {
+    let arrow = def.schema()?;
+    let fields: Vec<Field> = arrow
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::FixedSizeList(item, _) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::List(Arc::clone(item)))
+                .with_metadata(HashMap::new()),
+            _ => f.as_ref().clone().with_metadata(HashMap::new()),
+        })
+        .collect();
+    StructType::try_from_arrow(&Schema::new(fields))
+        .map_err(|e| PublishError::Unsupported(format!("table {}: {e}", def.name)))
+}
+
+/// The name an object has on the local disk: the store escapes the percent
+/// signs of our encoded directory names once more.
+fn on_disk(object: &str) -> String {
+    object_store::path::Path::from(object).as_ref().to_string()
+}
+
+/// The log holds paths as URIs relative to the table, so the percent signs
+/// of names on disk are escaped again.
+fn log_path(relative: &str) -> String {
+    relative.replace('%', "%25")
+}
+
+fn scan_files(
+    snapshot: &SnapshotRef,
+    engine: &dyn Engine,
+) -> PublishResult<Vec<FilteredEngineData>> {
+    let scan = Arc::clone(snapshot).scan_builder().build()?;
+    Ok(scan
+        .scan_metadata(engine)?
+        .map(|m| m.map(|m| m.scan_files))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn batch_of(files: &FilteredEngineData) -> PublishResult<&RecordBatch> {
+    files
+        .data()
+        .any_ref()
+        .downcast_ref::<ArrowEngineData>()
+        .map(ArrowEngineData::record_batch)
+        .ok_or_else(|| PublishError::Unsupported("scan files are not Arrow data".into()))
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> PublishResult<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| PublishError::Unsupported(format!("scan files lack {name}")))
+}
+
+/// Live file path → rows its deletion vector removes.
+fn live_files(scan: &[FilteredEngineData]) -> PublishResult<HashMap<String, u64>> {
+    let mut live = HashMap::new();
+    for files in scan {
+        let batch = batch_of(files)?;
+        let paths = string_column(batch, "path")?;
+        let cardinality = batch
+            .column_by_name("deletionVector")
+            .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+            .and_then(|dv| dv.column_by_name("cardinality"))
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+        let selected = files.selection_vector();
+        for row in 0..batch.num_rows() {
+            if !selected.get(row).copied().unwrap_or(true) || paths.is_null(row) {
+                continue;
+            }
+            let deleted = cardinality
+                .filter(|c| c.is_valid(row))
+                .map_or(0, |c| c.value(row).max(0) as u64);
+            live.insert(paths.value(row).to_string(), deleted);
+        }
+    }
+    Ok(live)
+}
+
+/// The same scan files with only the live ones `keep` picks selected, or
+/// `None` when it picks none.
+fn select_paths(
+    files: FilteredEngineData,
+    keep: impl Fn(&str) -> bool,
+) -> PublishResult<Option<FilteredEngineData>> {
+    let batch = batch_of(&files)?;
+    let paths = string_column(batch, "path")?;
+    let selected = files.selection_vector();
+    let picks: Vec<bool> = (0..batch.num_rows())
+        .map(|row| {
+            selected.get(row).copied().unwrap_or(true)
+                && paths.is_valid(row)
+                && keep(paths.value(row))
+        })
+        .collect();
+    if !picks.contains(&true) {
+        return Ok(None);
+    }
+    let (data, _) = files.into_parts();
+    Ok(Some(FilteredEngineData::try_new(data, picks)?))
+}
+
+/// The add-file metadata the kernel expects: path, partition values (none:
+/// the Delta table is unpartitioned, Lookout's directories are only a
+/// layout), size, modification time and statistics.
+fn add_batch(adds: &[(&String, &FileMeta)], stats_schema: &Schema) -> PublishResult<RecordBatch> {
+    let paths = StringArray::from_iter_values(adds.iter().map(|(p, _)| p.as_str()));
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut partitions = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for _ in adds {
+        partitions.append(true)?;
+    }
+    let partitions = partitions.finish();
+    let sizes = Int64Array::from_iter_values(adds.iter().map(|(_, f)| f.size as i64));
+    let times = Int64Array::from_iter_values(adds.iter().map(|(_, f)| f.max_time.div_euclid(1000)));
+    let stats = stats_array(adds, stats_schema.fields())?;
+    let schema = Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("partitionValues", partitions.data_type().clone(), false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("modificationTime", DataType::Int64, false),
+        Field::new("stats", stats.data_type().clone(), true),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(paths),
+            Arc::new(partitions),
+            Arc::new(sizes),
+            Arc::new(times),
+            Arc::new(stats),
+        ],
+    )?)
+}
+
+/// `stats` as the table's stats schema asks: record counts, and the null
+/// counts, minimums and maximums the manifest keeps for pruning.
+fn stats_array(adds: &[(&String, &FileMeta)], fields: &Fields) -> PublishResult<StructArray> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+    for field in fields {
+        let column: ArrayRef = match (field.name().as_str(), field.data_type()) {
+            ("numRecords", _) => Arc::new(Int64Array::from_iter_values(
+                adds.iter().map(|(_, f)| f.rows as i64),
+            )),
+            ("tightBounds", _) => Arc::new(BooleanArray::from_iter(
+                adds.iter().map(|(_, f)| Some(f.deletes.is_none())),
+            )),
+            (kind @ ("nullCount" | "minValues" | "maxValues"), DataType::Struct(columns)) => {
+                Arc::new(column_stats(adds, columns, kind)?)
+            }
+            (_, other) => new_null_array(other, adds.len()),
+        };
+        columns.push(column);
+    }
+    Ok(StructArray::try_new(fields.clone(), columns, None)?)
+}
+
+fn column_stats(
+    adds: &[(&String, &FileMeta)],
+    columns: &Fields,
+    kind: &str,
+) -> PublishResult<StructArray> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for column in columns {
+        let target = column.data_type();
+        let values = adds.iter().map(|(_, f)| {
+            let stats = f.stats.get(column.name());
+            let value = match kind {
+                "nullCount" => stats.map(|s| ScalarValue::Int64(Some(s.null_count as i64))),
+                "minValues" => stats.and_then(|s| s.min.as_ref()).map(scalar),
+                _ => stats.and_then(|s| s.max.as_ref()).map(scalar),
+            };
+            value
+                .and_then(|v| v.cast_to(target).ok())
+                .map_or_else(|| ScalarValue::try_from(target), Ok)
+        });
+        let values = values.collect::<Result<Vec<_>, _>>();
+        let array = match values {
+            Ok(v) if matches!(target, DataType::Struct(_)) || v.is_empty() => {
+                new_null_array(target, adds.len())
+            }
+            Ok(v) => {
+                ScalarValue::iter_to_array(v).unwrap_or_else(|_| new_null_array(target, adds.len()))
+            }
+            Err(_) => new_null_array(target, adds.len()),
+        };
+        arrays.push(array);
+    }
+    Ok(StructArray::try_new(columns.clone(), arrays, None)?)
+}
+
+fn scalar(value: &StatValue) -> ScalarValue {
+    match value {
+        StatValue::Int(v) => ScalarValue::Int64(Some(*v)),
+        StatValue::Float(v) => ScalarValue::Float64(Some(*v)),
+        StatValue::Str(v) => ScalarValue::Utf8(Some(v.clone())),
+        StatValue::Bool(v) => ScalarValue::Boolean(Some(*v)),
+    }
+}
+
+/// Writes a new file, failing if one is there.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::File::create_new(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Removes a table directory's Delta log and deletion vector files.
+fn remove_log(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir.join("_delta_log")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("deletion_vector_") && name.ends_with(".bin") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}

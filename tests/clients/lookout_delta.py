@@ -1,0 +1,43 @@
+"""Reads a Lookout table's directory as a Delta table, as a team's
+lakehouse would, with the Python `deltalake` package and with Polars.
+
+  lookout_delta.py DIR COLUMN   JSON: rows, sum(COLUMN) and the Delta version
+                                each reader sees, deletes applied
+
+Each reader's answer is reported separately, so a test can tell which one
+disagrees with Lookout.
+"""
+
+import json
+import sys
+
+import polars as pl
+from deltalake import DeltaTable, QueryBuilder
+
+
+def read(path, column):
+    table = DeltaTable(path)
+    # deltalake's DataFusion reader applies deletion vectors; its pyarrow
+    # dataset path refuses tables that have them.
+    result = (
+        QueryBuilder()
+        .register("t", table)
+        .execute(f'SELECT count(*) AS rows, sum("{column}") AS total FROM t')
+        .read_all()
+    )
+    lazy = pl.scan_delta(path).select(
+        pl.len().alias("rows"), pl.col(column).sum().alias("total")
+    )
+    frame = lazy.collect()
+    return {
+        "version": table.version(),
+        "deltalake": {
+            "rows": int(result.column("rows")[0].as_py()),
+            "sum": float(result.column("total")[0].as_py() or 0),
+        },
+        "polars": {"rows": int(frame["rows"][0]), "sum": float(frame["total"][0] or 0)},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(read(sys.argv[1], sys.argv[2])))
