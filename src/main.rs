@@ -418,7 +418,7 @@ async fn serve(
     // Other engines read the tables through their Delta logs, kept in
     // step with each manifest commit within about a second.
     let delta = if file.storage.delta_log.unwrap_or(true) {
-        lookout_delta::publish::spawn(db.storage().clone(), Duration::from_secs(1))
+        lookout_delta::publish::spawn(db.storage().clone(), db.metrics(), Duration::from_secs(1))
     } else {
         None
     };

@@ -298,8 +298,15 @@ async fn same_through_delta(
     readers: &[&str],
 ) {
     let mut publisher = lookout_delta::publish::Publisher::new(server.lookout.storage().clone())
-        .expect("a local store");
+        .expect("a local store")
+        .with_checkpoint_every(4)
+        .with_metrics(&lookout_metrics::Registry::new());
     publisher.publish().await.expect("publish");
+    assert!(
+        publisher.failures().is_empty(),
+        "{step}: {:?}",
+        publisher.failures()
+    );
     let row = client
         .query_one("SELECT count(*), sum(latency_ms) FROM calls", &[])
         .await
@@ -322,9 +329,30 @@ async fn same_through_delta(
 
 const BOTH: &[&str] = &["deltalake", "polars"];
 
+fn vector_files(server: &TestServer) -> usize {
+    std::fs::read_dir(server.dir.path().join("data/calls"))
+        .expect("table directory")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("deletion_vector_")
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
-    let server = TestServer::start().await;
+    // No grace period: superseded files and deletion vectors go at once.
+    let options = LookoutOptions {
+        storage: lookout_storage::StorageOptions {
+            gc_grace: std::time::Duration::ZERO,
+            background: false,
+            ..lookout_storage::StorageOptions::default()
+        },
+        ..LookoutOptions::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir().expect("tempdir"), options).await;
     let client = server.client().await;
     let storage = server.lookout.storage().clone();
     client
@@ -350,6 +378,49 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         storage.flush().await.expect("flush");
     }
     same_through_delta(&server, &client, "appends", BOTH).await;
+    // A table no row reached yet is an empty Delta table; the engine's own
+    // catalog tables (password verifiers among them) get no log.
+    client
+        .batch_execute("CREATE TABLE quiet (ts TIMESTAMPTZ NOT NULL, x DOUBLE PRECISION)")
+        .await
+        .expect("create");
+    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("local");
+    publisher.publish().await.expect("publish");
+    let read = read_as_delta(&server.dir.path().join("data/quiet"), "x");
+    assert_eq!(read["deltalake"]["rows"].as_i64(), Some(0), "{read}");
+    assert!(
+        storage
+            .manifest()
+            .expect("manifest")
+            .tables
+            .contains_key("lookout.roles")
+    );
+    assert!(
+        !server
+            .dir
+            .path()
+            .join("data/lookout.roles")
+            .join("_delta_log")
+            .exists()
+    );
+    // A table name is never a path: ".." publishes inside the store.
+    client
+        .batch_execute(
+            "CREATE TABLE \"..\" (ts TIMESTAMPTZ NOT NULL, x DOUBLE PRECISION); \
+             INSERT INTO \"..\" VALUES (now(), 1.5)",
+        )
+        .await
+        .expect("create ..");
+    storage.flush().await.expect("flush");
+    publisher.publish().await.expect("publish");
+    assert!(!server.dir.path().join("_delta_log").exists());
+    assert!(
+        server
+            .dir
+            .path()
+            .join("data/%2E%2E/_delta_log/00000000000000000001.json")
+            .exists()
+    );
 
     client
         .batch_execute("DELETE FROM calls WHERE tokens % 5 = 0")
@@ -361,9 +432,24 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         .await
         .expect("delete");
     same_through_delta(&server, &client, "deletion vectors grown", BOTH).await;
+    // The first deletes' vectors were superseded and collected: one file
+    // per data file with deletes remains.
+    let with_deletes = storage.manifest().expect("manifest").tables["calls"]
+        .files
+        .iter()
+        .filter(|f| f.deletes.is_some())
+        .count();
+    assert_eq!(vector_files(&server), with_deletes);
+    assert!(with_deletes > 0);
 
     assert!(storage.compact().await.expect("compact") > 0);
     same_through_delta(&server, &client, "compaction", BOTH).await;
+    assert_eq!(vector_files(&server), 0, "compacted files have no deletes");
+    let log = server.dir.path().join("data/calls/_delta_log");
+    assert!(
+        log.join("_last_checkpoint").exists(),
+        "a checkpoint every 4 versions"
+    );
 
     client
         .batch_execute(
@@ -376,8 +462,35 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
     same_through_delta(&server, &client, "a column added", BOTH).await;
 
     // A publisher that starts over (as after a restart) finds nothing to do.
-    let mut again = lookout_delta::publish::Publisher::new(storage.clone()).expect("local");
+    let registry = lookout_metrics::Registry::new();
+    let mut again = lookout_delta::publish::Publisher::new(storage.clone())
+        .expect("local")
+        .with_metrics(&registry);
     assert_eq!(again.publish().await.expect("publish"), 0);
+    assert!(again.failures().is_empty(), "{:?}", again.failures());
+    let metrics = registry.encode().expect("metrics");
+    assert!(
+        metrics.contains("lookout_delta_lag_versions 0"),
+        "{metrics}"
+    );
+    client
+        .batch_execute("INSERT INTO calls VALUES (now(), 'b', 1.0, 1, true, 'lag')")
+        .await
+        .expect("insert");
+    storage.flush().await.expect("flush");
+    let metrics = registry.encode().expect("metrics");
+    assert!(
+        metrics.contains("lookout_delta_lag_versions ")
+            && !metrics.contains("lookout_delta_lag_versions 0"),
+        "a flush the log has not seen: {metrics}"
+    );
+    assert_eq!(again.publish().await.expect("publish"), 1);
+    assert!(
+        registry
+            .encode()
+            .expect("metrics")
+            .contains("lookout_delta_commits_total 1")
+    );
 
     // A dropped table's log goes; one created under its name starts anew.
     client

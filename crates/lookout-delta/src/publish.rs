@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{
@@ -26,6 +27,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use datafusion::common::ScalarValue;
+use delta_kernel::actions::deletion_vector::DeletionVectorDescriptor;
 use delta_kernel::actions::deletion_vector_writer::{
     KernelDeletionVector, StreamingDeletionVectorWriter,
 };
@@ -38,7 +40,8 @@ use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::{CommitResult, Transaction, UpdateTableOperation};
 use delta_kernel::{Engine, KernelError, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::DefaultEngine;
-use delta_kernel_default_engine::executor::tokio::TokioBackgroundExecutor;
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use lookout_metrics::{Counter, Registry};
 use lookout_storage::batch::table_dir;
 use lookout_storage::{FileMeta, StatValue, Storage, TableDef, manifest::TableEntry};
 use url::Url;
@@ -86,6 +89,56 @@ pub struct Publisher {
     /// unchanged table costs nothing.
     published: HashMap<String, (u64, Arc<Vec<FileMeta>>)>,
     manifest_version: Option<u64>,
+    /// Tables with superseded deletion vector files younger than the grace
+    /// period, looked at again on later passes.
+    vectors_waiting: HashSet<String>,
+    grace: Duration,
+    checkpoint_every: u64,
+    metrics: Option<PublishMetrics>,
+    /// Why each table the last pass could not publish failed.
+    failures: HashMap<String, String>,
+}
+
+/// What publishing counts, in the database's metrics registry.
+#[derive(Clone)]
+struct PublishMetrics {
+    commits: Counter,
+    failures: Counter,
+    published_version: Arc<AtomicI64>,
+}
+
+impl PublishMetrics {
+    fn register(registry: &Registry, storage: &Storage) -> PublishMetrics {
+        let published_version = Arc::new(AtomicI64::new(-1));
+        let metrics = PublishMetrics {
+            commits: registry.register(
+                "delta_commits",
+                "Commits written to the tables' Delta logs",
+                Counter::default(),
+            ),
+            failures: registry.register(
+                "delta_publish_failures",
+                "Tables a publishing pass could not bring in step with the manifest",
+                Counter::default(),
+            ),
+            published_version: Arc::clone(&published_version),
+        };
+        let storage = storage.clone();
+        registry.gauge_fn(
+            "delta_lag_versions",
+            "Manifest versions the Delta logs are behind (0: every table published)",
+            move || {
+                let current = storage.manifest().map_or(0, |m| m.version as i64);
+                let published = published_version.load(Ordering::Relaxed);
+                if published < 0 {
+                    current
+                } else {
+                    (current - published).max(0)
+                }
+            },
+        );
+        metrics
+    }
 }
 
 impl Publisher {
@@ -94,11 +147,34 @@ impl Publisher {
     pub fn new(storage: Storage) -> Option<Publisher> {
         let root = storage.local_data_dir()?.to_path_buf();
         Some(Publisher {
+            grace: storage.gc_grace(),
             storage,
             root,
             published: HashMap::new(),
             manifest_version: None,
+            vectors_waiting: HashSet::new(),
+            checkpoint_every: CHECKPOINT_EVERY,
+            metrics: None,
+            failures: HashMap::new(),
         })
+    }
+
+    /// The tables the last pass could not publish, and why.
+    pub fn failures(&self) -> &HashMap<String, String> {
+        &self.failures
+    }
+
+    /// Writes a checkpoint at every `every`th version of a log (50 unless
+    /// set; at least 1).
+    pub fn with_checkpoint_every(mut self, every: u64) -> Publisher {
+        self.checkpoint_every = every.max(1);
+        self
+    }
+
+    /// Counts commits and failures, and reports the lag, in `registry`.
+    pub fn with_metrics(mut self, registry: &Registry) -> Publisher {
+        self.metrics = Some(PublishMetrics::register(registry, &self.storage));
+        self
     }
 
     /// Publishes every table whose files changed since the last pass, and
@@ -106,43 +182,72 @@ impl Publisher {
     /// commit. A table that fails is logged and retried on the next pass.
     pub async fn publish(&mut self) -> PublishResult<usize> {
         let manifest = self.storage.manifest()?;
-        if self.manifest_version == Some(manifest.version) {
+        if self.manifest_version == Some(manifest.version) && self.vectors_waiting.is_empty() {
             return Ok(0);
         }
         let mut committed = 0;
         let mut all_done = true;
-        for (name, entry) in &manifest.tables {
+        self.failures.clear();
+        for (name, entry) in manifest.tables.iter().filter(|(_, e)| is_published(e)) {
             if let Some((id, files)) = self.published.get(name)
                 && *id == entry.def.id
                 && Arc::ptr_eq(files, &entry.files)
+                && !self.vectors_waiting.contains(name)
             {
                 continue;
             }
             let table = self.root.join(on_disk(&table_dir(name)));
-            let (entry_now, version) = (entry.clone(), manifest.version);
+            let entry_now = entry.clone();
+            let pass = Pass {
+                version: manifest.version,
+                grace: self.grace,
+                checkpoint_every: self.checkpoint_every,
+            };
             let outcome = tokio::task::spawn_blocking(move || {
-                publish_table(&engine(), &table, &entry_now, version)
+                publish_table(engine(&table)?.as_ref(), &table, &entry_now, &pass)
             })
             .await
             .map_err(|e| PublishError::Unsupported(e.to_string()))?;
             match outcome {
-                Ok(changed) => {
-                    committed += usize::from(changed);
+                Ok(outcome) => {
+                    committed += outcome.commits;
+                    if let Some(m) = &self.metrics {
+                        m.commits.inc_by(outcome.commits as u64);
+                    }
+                    if outcome.vectors_waiting {
+                        self.vectors_waiting.insert(name.clone());
+                    } else {
+                        self.vectors_waiting.remove(name);
+                    }
                     self.published
                         .insert(name.clone(), (entry.def.id, Arc::clone(&entry.files)));
                 }
                 Err(e) => {
                     all_done = false;
+                    if let Some(m) = &self.metrics {
+                        m.failures.inc();
+                    }
                     tracing::warn!(table = %name, error = %e, "could not publish the Delta log");
+                    self.failures.insert(name.clone(), e.to_string());
                 }
             }
         }
+        self.vectors_waiting
+            .retain(|name| manifest.tables.contains_key(name));
         self.published
             .retain(|name, _| manifest.tables.contains_key(name));
-        let live = manifest.tables.keys().map(|n| on_disk(&table_dir(n)));
+        let live = manifest
+            .tables
+            .iter()
+            .filter(|(_, e)| is_published(e))
+            .map(|(n, _)| on_disk(&table_dir(n)));
         self.remove_dropped(&live.collect())?;
         if all_done {
             self.manifest_version = Some(manifest.version);
+            if let Some(m) = &self.metrics {
+                m.published_version
+                    .store(manifest.version as i64, Ordering::Relaxed);
+            }
         }
         Ok(committed)
     }
@@ -169,8 +274,12 @@ impl Publisher {
 
 /// Publishes `storage`'s tables every `every` until the storage closes;
 /// `None` when the store is not on the local disk.
-pub fn spawn(storage: Storage, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
-    let mut publisher = Publisher::new(storage)?;
+pub fn spawn(
+    storage: Storage,
+    registry: &Registry,
+    every: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut publisher = Publisher::new(storage)?.with_metrics(registry);
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,21 +292,71 @@ pub fn spawn(storage: Storage, every: Duration) -> Option<tokio::task::JoinHandl
     }))
 }
 
-fn engine() -> DefaultEngine<TokioBackgroundExecutor> {
-    let store = Arc::new(delta_kernel::object_store::local::LocalFileSystem::new());
-    DefaultEngine::builder(store).build()
+/// The table's root as the kernel sees it: the engine's store is rooted at
+/// the table's directory, so no directory name (escaped on disk, see
+/// [`on_disk`]) is ever decoded from a URL.
+const TABLE_ROOT: &str = "file:///";
+
+/// An engine over one table's directory, running its I/O on the server's
+/// runtime: writing a checkpoint waits on reads inside reads, which the
+/// kernel's background executor cannot do (it deadlocks), so that one
+/// serves only a single-threaded runtime, where checkpoints are not
+/// written.
+fn engine(dir: &std::path::Path) -> PublishResult<Arc<dyn Engine>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| PublishError::Unsupported(format!("{}: {e}", dir.display())))?;
+    let store = Arc::new(delta_kernel::object_store::local::LocalFileSystem::new_with_prefix(dir)?);
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        let executor = Arc::new(TokioMultiThreadExecutor::new(handle));
+        Ok(Arc::new(
+            DefaultEngine::builder(store)
+                .with_task_executor(executor)
+                .build(),
+        ))
+    } else {
+        Ok(Arc::new(DefaultEngine::builder(store).build()))
+    }
 }
 
-/// Brings one table's log in step with `entry`. Returns whether it
-/// committed anything.
+/// The file a URL below [`TABLE_ROOT`] names in the table's directory.
+fn in_table(dir: &std::path::Path, url: &Url) -> PathBuf {
+    dir.join(url.path().trim_start_matches('/'))
+}
+
+/// Whether a table gets a Delta log: users' tables and the tables derived
+/// from them (rollups, held rows), not the engine's own catalog tables
+/// (`lookout.roles` holds password verifiers, for one).
+fn is_published(entry: &TableEntry) -> bool {
+    entry.def.derived.is_some() || !entry.def.name.starts_with("lookout.")
+}
+
+/// What a pass publishes and how.
+struct Pass {
+    /// The manifest version, recorded in the `txn` action.
+    version: u64,
+    /// How long unreferenced deletion vector files are kept.
+    grace: Duration,
+    checkpoint_every: u64,
+}
+
+/// What one table's pass did.
+struct TableOutcome {
+    /// Delta commits written.
+    commits: usize,
+    /// Superseded deletion vector files still within the grace period.
+    vectors_waiting: bool,
+}
+
+/// Brings one table's log in step with `entry`.
 fn publish_table(
     engine: &dyn Engine,
     dir: &std::path::Path,
     entry: &TableEntry,
-    version: u64,
-) -> PublishResult<bool> {
-    let url = Url::from_directory_path(dir)
-        .map_err(|()| PublishError::Unsupported(format!("{} is not absolute", dir.display())))?;
+    pass: &Pass,
+) -> PublishResult<TableOutcome> {
+    let version = pass.version;
+    let url = Url::parse(TABLE_ROOT).map_err(|e| PublishError::Unsupported(e.to_string()))?;
     let mut snapshot = match Snapshot::builder_for(url.as_str()).build(engine) {
         Ok(s) if belongs_to(&s, entry.def.id) => Some(s),
         Ok(_) => {
@@ -208,14 +367,15 @@ fn publish_table(
         Err(e) if is_missing(&e) => None,
         Err(e) => return Err(e.into()),
     };
-    let mut changed = false;
+    let mut commits = 0;
     if snapshot.is_none() {
         snapshot = Some(create(engine, &url, &entry.def, version)?);
-        changed = true;
+        commits += 1;
     }
     let snapshot = snapshot.ok_or_else(|| PublishError::Unsupported("no snapshot".into()))?;
+    let first_version = snapshot.version();
     let (mut snapshot, altered) = add_new_columns(engine, snapshot, &entry.def)?;
-    changed |= altered;
+    commits += usize::from(altered);
     let prefix = format!("{}/", on_disk(&table_dir(&entry.def.name)));
     let wanted: HashMap<String, &FileMeta> = entry
         .files
@@ -258,7 +418,7 @@ fn publish_table(
             txn.remove_files(files);
         }
         snapshot = commit(txn, engine)?;
-        changed = true;
+        commits += 1;
     }
 
     // Deletion vectors of files whose deletes changed.
@@ -289,22 +449,104 @@ fn publish_table(
             let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
             let written = writer.write_deletion_vector(dv)?;
             writer.finalize()?;
-            let file = dv_path
-                .absolute_path()?
-                .to_file_path()
-                .map_err(|()| PublishError::Unsupported("deletion vector path".into()))?;
+            let file = in_table(dir, &dv_path.absolute_path()?);
             write_new(&file, &bytes)
                 .map_err(|e| PublishError::Unsupported(format!("{}: {e}", file.display())))?;
             descriptors.insert(path, written.to_descriptor(&dv_path));
         }
         txn.update_deletion_vectors(descriptors, current.into_iter().map(Ok))?;
         snapshot = commit(txn, engine)?;
-        changed = true;
+        commits += 1;
     }
-    if changed && snapshot.version() % CHECKPOINT_EVERY == 0 {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    // A checkpoint once the log passes a multiple of `checkpoint_every`.
+    if multi_threaded
+        && snapshot.version() / pass.checkpoint_every > first_version / pass.checkpoint_every
+    {
         snapshot.checkpoint(engine, None)?;
     }
-    Ok(changed)
+    let referenced = referenced_vectors(&scan_files(&snapshot, engine)?, &url, dir)?;
+    let vectors_waiting = collect_vectors(dir, &referenced, pass.grace)
+        .map_err(|e| PublishError::Unsupported(format!("{}: {e}", dir.display())))?;
+    Ok(TableOutcome {
+        commits,
+        vectors_waiting,
+    })
+}
+
+/// The deletion vector files the live files of a snapshot refer to.
+fn referenced_vectors(
+    scan: &[FilteredEngineData],
+    table: &Url,
+    dir: &std::path::Path,
+) -> PublishResult<HashSet<PathBuf>> {
+    let mut referenced = HashSet::new();
+    for files in scan {
+        let batch = batch_of(files)?;
+        let Some(dv) = batch
+            .column_by_name("deletionVector")
+            .and_then(|c| c.as_any().downcast_ref::<StructArray>())
+        else {
+            continue;
+        };
+        let text = |name: &str| {
+            dv.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        };
+        let (Some(kinds), Some(paths)) = (text("storageType"), text("pathOrInlineDv")) else {
+            continue;
+        };
+        for row in 0..dv.len() {
+            if dv.is_null(row) || kinds.is_null(row) || paths.is_null(row) {
+                continue;
+            }
+            let descriptor = DeletionVectorDescriptor::try_new(
+                kinds.value(row).parse()?,
+                paths.value(row),
+                None,
+                0,
+                0,
+            )?;
+            if let Some(file) = descriptor.absolute_path(table)? {
+                referenced.insert(in_table(dir, &file));
+            }
+        }
+    }
+    Ok(referenced)
+}
+
+/// Deletes the table's deletion vector files no live file refers to once
+/// they are older than `grace`, as Lookout keeps superseded Parquet files
+/// for readers of an older version. Returns whether some wait for later.
+fn collect_vectors(
+    dir: &std::path::Path,
+    referenced: &HashSet<PathBuf>,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let mut waiting = false;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !is_vector_file(&name) || referenced.contains(&entry.path()) {
+            continue;
+        }
+        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+        if age >= grace {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            waiting = true;
+        }
+    }
+    Ok(waiting)
+}
+
+fn is_vector_file(name: &str) -> bool {
+    name.starts_with("deletion_vector_") && name.ends_with(".bin")
 }
 
 /// Whether a missing log (rather than a damaged one) made `e`.
@@ -619,7 +861,7 @@ fn remove_log(dir: &std::path::Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("deletion_vector_") && name.ends_with(".bin") {
+        if is_vector_file(&name) {
             std::fs::remove_file(entry.path())?;
         }
     }

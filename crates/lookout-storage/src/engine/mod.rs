@@ -501,6 +501,11 @@ impl Storage {
         &self.inner.dir
     }
 
+    /// How long superseded files are kept before they are deleted.
+    pub fn gc_grace(&self) -> Duration {
+        self.inner.options.gc_grace
+    }
+
     /// The directory holding Parquet files and manifests when the store is
     /// the local default, `None` for any other object store.
     pub fn local_data_dir(&self) -> Option<&FsPath> {
