@@ -639,3 +639,61 @@ async fn https_serves_metrics_with_the_token() {
     assert_eq!(answers, ["200", "401", "000"].map(String::from));
     stop(server);
 }
+
+/// A served store's tables are Delta tables: rows flushed by the server
+/// reach the table's Delta log within seconds, and the lag metric says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_tables_are_published_as_delta() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(&config, "[storage]\nflush_age = \"1 second\"\n").expect("config");
+    let data = dir.path().join("data-dir");
+    let (pg, http) = (free_port(), free_port());
+    let server = spawn(
+        &data,
+        pg,
+        http,
+        &[("LOOKOUT_CONFIG", config.to_str().expect("path"))],
+    );
+    let client = wait_ready(pg).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
+             INSERT INTO calls VALUES ('2026-12-01 00:00:00+00', 'a', 120), ('2026-12-01 00:01:00+00', 'b', 80)",
+        )
+        .await
+        .expect("insert");
+    let url = format!("http://127.0.0.1:{http}/metrics");
+    let mut published = false;
+    for _ in 0..150 {
+        let url = url.clone();
+        let (_, text) = tokio::task::spawn_blocking(move || get(&url))
+            .await
+            .expect("join");
+        let log = data.join("data/calls/_delta_log");
+        // Created, then the flushed file added: version 1 at least.
+        if log.join("00000000000000000001.json").exists()
+            && text.contains("lookout_delta_lag_versions 0")
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(published, "no Delta log for calls within 30 s");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/lookout_delta.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(data.join("data/calls"))
+        .arg("latency_ms")
+        .output()
+        .expect("python3");
+    let read = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        read.contains("\"deltalake\": {\"rows\": 2, \"sum\": 200.0}"),
+        "{read} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(client);
+    stop(server);
+}
