@@ -12,20 +12,27 @@ use serde_json::Value;
 
 use crate::harness::TestServer;
 
-fn delta_tables(command: &str, dir: &Path) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/delta_tables.py");
+/// Runs `tests/clients/<script>` with `args`; its standard output.
+fn python_client(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let out = Command::new("python3")
-        .arg(script)
-        .arg(command)
-        .arg(dir)
+        .arg(path)
+        .args(args)
         .output()
-        .expect("python3 (tests/run.sh installs deltalake)");
+        .expect("python3 (tests/run.sh installs deltalake and polars)");
     assert!(
         out.status.success(),
-        "delta_tables.py {command}: {}",
+        "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
+}
+
+fn delta_tables(command: &str, dir: &Path) -> String {
+    let out = python_client("delta_tables.py", &[command.as_ref(), dir.as_os_str()]);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn answers(dir: &Path) -> Value {
@@ -273,20 +280,9 @@ fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// What `deltalake` and Polars read from a Lookout table's directory.
-fn read_as_delta(dir: &Path, column: &str) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/lookout_delta.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .arg(column)
-        .output()
-        .expect("python3 (tests/run.sh installs deltalake and polars)");
-    assert!(
-        out.status.success(),
-        "lookout_delta.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("lookout_delta.py JSON")
+pub(crate) fn read_as_delta(dir: &Path, column: &str) -> Value {
+    let out = python_client("lookout_delta.py", &[dir.as_os_str(), column.as_ref()]);
+    serde_json::from_slice(&out).expect("lookout_delta.py JSON")
 }
 
 /// Publishes the Delta logs, then checks both readers see what Lookout

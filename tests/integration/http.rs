@@ -25,6 +25,18 @@ fn spawn(dir: &Path, pg: u16, http: u16, env: &[(&str, &str)]) -> Child {
         .expect("spawn lookout")
 }
 
+/// The binary serving a data directory below `dir` with `toml` as its
+/// configuration file; the child, its Postgres and HTTP ports, the data
+/// directory.
+fn spawn_configured(dir: &Path, toml: &str) -> (Child, u16, u16, std::path::PathBuf) {
+    let config = dir.join("lookout.toml");
+    std::fs::write(&config, toml).expect("config");
+    let data = dir.join("data");
+    let (pg, http) = (free_port(), free_port());
+    let env = [("LOOKOUT_CONFIG", config.to_str().expect("path"))];
+    (spawn(&data, pg, http, &env), pg, http, data)
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -481,16 +493,8 @@ fn protobuf_export(start_ns: u64) -> Vec<u8> {
 async fn an_instrumented_openai_app_traces_into_lookout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let judge = crate::evaluators::FakeJudge::start(dir.path()).await;
-    let config = dir.path().join("lookout.toml");
-    std::fs::write(&config, "[server]\nevaluator_interval = \"100ms\"\n").expect("config");
-    let (pg, http) = (free_port(), free_port());
-    let data = dir.path().join("data");
-    let server = spawn(
-        &data,
-        pg,
-        http,
-        &[("LOOKOUT_CONFIG", config.to_str().expect("path"))],
-    );
+    let (server, pg, http, _) =
+        spawn_configured(dir.path(), "[server]\nevaluator_interval = \"100ms\"\n");
     let client = wait_ready(pg).await;
     // The calls table as the first export would create it, so the
     // evaluator and the alert can be defined before the app runs.
@@ -645,16 +649,8 @@ async fn https_serves_metrics_with_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_tables_are_published_as_delta() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("lookout.toml");
-    std::fs::write(&config, "[storage]\nflush_age = \"1 second\"\n").expect("config");
-    let data = dir.path().join("data-dir");
-    let (pg, http) = (free_port(), free_port());
-    let server = spawn(
-        &data,
-        pg,
-        http,
-        &[("LOOKOUT_CONFIG", config.to_str().expect("path"))],
-    );
+    let (server, pg, http, data) =
+        spawn_configured(dir.path(), "[storage]\nflush_age = \"1 second\"\n");
     let client = wait_ready(pg).await;
     client
         .batch_execute(
@@ -681,19 +677,9 @@ async fn served_tables_are_published_as_delta() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(published, "no Delta log for calls within 30 s");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/lookout_delta.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(data.join("data/calls"))
-        .arg("latency_ms")
-        .output()
-        .expect("python3");
-    let read = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        read.contains("\"deltalake\": {\"rows\": 2, \"sum\": 200.0}"),
-        "{read} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let read = crate::delta::read_as_delta(&data.join("data/calls"), "latency_ms");
+    assert_eq!(read["deltalake"]["rows"].as_i64(), Some(2), "{read}");
+    assert_eq!(read["deltalake"]["sum"].as_f64(), Some(200.0), "{read}");
     drop(client);
     stop(server);
 }
