@@ -293,6 +293,18 @@ async fn same_through_delta(
     step: &str,
     readers: &[&str],
 ) {
+    table_through_delta(server, client, step, "calls", "latency_ms", readers).await;
+}
+
+/// As [`same_through_delta`] for any table and numeric column.
+async fn table_through_delta(
+    server: &TestServer,
+    client: &tokio_postgres::Client,
+    step: &str,
+    table: &str,
+    column: &str,
+    readers: &[&str],
+) {
     let mut publisher = lookout_delta::publish::Publisher::new(server.lookout.storage().clone())
         .expect("a local store")
         .with_checkpoint_every(4)
@@ -304,11 +316,14 @@ async fn same_through_delta(
         publisher.failures()
     );
     let row = client
-        .query_one("SELECT count(*), sum(latency_ms) FROM calls", &[])
+        .query_one(
+            &format!("SELECT count(*), sum(\"{column}\")::float8 FROM {table}"),
+            &[],
+        )
         .await
         .expect("count");
     let (rows, sum): (i64, Option<f64>) = (row.get(0), row.get(1));
-    let read = read_as_delta(&server.dir.path().join("data/calls"), "latency_ms");
+    let read = read_as_delta(&server.dir.path().join("data").join(table), column);
     for reader in readers {
         assert_eq!(
             read[reader]["rows"].as_i64(),
@@ -374,6 +389,18 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         storage.flush().await.expect("flush");
     }
     same_through_delta(&server, &client, "appends", BOTH).await;
+    // A rollup is a table too: its delta rows add up to the raw rows.
+    client
+        .batch_execute(
+            "CREATE ROLLUP calls_hourly ON calls GROUP BY model EVERY '1 hour' \
+             AS (count(*), sum(latency_ms))",
+        )
+        .await
+        .expect("rollup");
+    storage.flush().await.expect("flush");
+    table_through_delta(&server, &client, "rollup", "calls_hourly", "count", BOTH).await;
+    let read = read_as_delta(&server.dir.path().join("data/calls_hourly"), "count");
+    assert_eq!(read["deltalake"]["sum"].as_f64(), Some(2000.0), "{read}");
     // A table no row reached yet is an empty Delta table; the engine's own
     // catalog tables (password verifiers among them) get no log.
     client
@@ -480,17 +507,21 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
             && !metrics.contains("lookout_delta_lag_versions 0"),
         "a flush the log has not seen: {metrics}"
     );
-    assert_eq!(again.publish().await.expect("publish"), 1);
+    assert_eq!(
+        again.publish().await.expect("publish"),
+        2,
+        "calls and its rollup"
+    );
     assert!(
         registry
             .encode()
             .expect("metrics")
-            .contains("lookout_delta_commits_total 1")
+            .contains("lookout_delta_commits_total 2")
     );
 
     // A dropped table's log goes; one created under its name starts anew.
     client
-        .batch_execute("DROP TABLE calls")
+        .batch_execute("DROP ROLLUP calls_hourly; DROP TABLE calls")
         .await
         .expect("drop");
     again.publish().await.expect("publish");
@@ -523,4 +554,27 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         .await
         .expect("delete");
     same_through_delta(&server, &client, "escaped names, deletes", &["deltalake"]).await;
+
+    // A versioned table holds every version: Lookout shows the latest of
+    // each key, a Delta reader sees them all (docs/storage.md).
+    client
+        .batch_execute(
+            "CREATE TABLE labels (ts TIMESTAMPTZ NOT NULL, id BIGINT, version BIGINT, \
+             score DOUBLE PRECISION) WITH (key = 'id', version = 'version'); \
+             INSERT INTO labels SELECT now(), i, 1, 0.5 FROM generate_series(1, 10) AS g(i); \
+             INSERT INTO labels SELECT now(), i, 2, 1.0 FROM generate_series(1, 5) AS g(i)",
+        )
+        .await
+        .expect("versioned");
+    storage.flush().await.expect("flush");
+    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("local");
+    publisher.publish().await.expect("publish");
+    let shown: i64 = client
+        .query_one("SELECT count(*) FROM labels", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(shown, 10);
+    let read = read_as_delta(&server.dir.path().join("data/labels"), "score");
+    assert_eq!(read["deltalake"]["rows"].as_i64(), Some(15), "{read}");
 }
