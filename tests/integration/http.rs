@@ -683,3 +683,67 @@ async fn served_tables_are_published_as_delta() {
     drop(client);
     stop(server);
 }
+
+/// Servers killed with SIGKILL while rows flow into a table and its rollup
+/// (so while Delta commits of two tables are in flight) leave logs the next
+/// server brings in step: in the end deltalake reads every acknowledged row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_logs_catch_up_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = "[storage]\nflush_age = \"1 second\"\n";
+    let mut acknowledged = 0i64;
+    for round in 0..4u64 {
+        let (server, pg, _, _) = spawn_configured(dir.path(), toml);
+        let client = wait_ready(pg).await;
+        if round == 0 {
+            client
+                .batch_execute(
+                    "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
+                     CREATE ROLLUP calls_minutely ON calls GROUP BY model EVERY '1 minute' AS (count(*))",
+                )
+                .await
+                .expect("create");
+        }
+        // Writes until killed at a different moment each round.
+        let stop_at = std::time::Instant::now() + Duration::from_millis(700 + 450 * round);
+        while std::time::Instant::now() < stop_at {
+            client
+                .batch_execute(
+                    "INSERT INTO calls SELECT now(), 'm' || (i % 3), i FROM generate_series(1, 50) AS g(i)",
+                )
+                .await
+                .expect("insert");
+            acknowledged += 50;
+        }
+        stop(server);
+    }
+    let (server, pg, http, data) = spawn_configured(dir.path(), toml);
+    let client = wait_ready(pg).await;
+    let url = format!("http://127.0.0.1:{http}/metrics");
+    let mut last = serde_json::Value::Null;
+    for _ in 0..150 {
+        let shown: i64 = client
+            .query_one("SELECT count(*) FROM calls", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(shown, acknowledged, "every acknowledged row survives");
+        let url = url.clone();
+        let (_, metrics) = tokio::task::spawn_blocking(move || get(&url))
+            .await
+            .expect("join");
+        if metrics.contains("lookout_delta_lag_versions 0") {
+            last = crate::delta::read_as_delta(&data.join("data/calls"), "latency_ms");
+            let rollup = crate::delta::read_as_delta(&data.join("data/calls_minutely"), "count");
+            if last["deltalake"]["rows"].as_i64() == Some(acknowledged)
+                && rollup["deltalake"]["sum"].as_f64() == Some(acknowledged as f64)
+            {
+                drop(client);
+                stop(server);
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the Delta logs did not catch up with {acknowledged} rows: {last}");
+}
