@@ -519,6 +519,11 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
             .contains("lookout_delta_commits_total 2")
     );
 
+    // A Delta table another system keeps in the data directory is never
+    // taken for a dropped table's log (checked after the drop below).
+    let foreign = server.dir.path().join("data/foreign");
+    delta_tables("create", &foreign);
+
     // A dropped table's log goes; one created under its name starts anew.
     client
         .batch_execute("DROP ROLLUP calls_hourly; DROP TABLE calls")
@@ -526,6 +531,7 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         .expect("drop");
     again.publish().await.expect("publish");
     assert!(!server.dir.path().join("data/calls/_delta_log").exists());
+    assert!(foreign.join("_delta_log").is_dir(), "left alone");
     client
         .batch_execute(
             "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, \

@@ -241,7 +241,7 @@ impl Publisher {
             .iter()
             .filter(|(_, e)| is_published(e))
             .map(|(n, _)| on_disk(&table_dir(n)));
-        self.remove_dropped(&live.collect())?;
+        self.remove_dropped(&live.collect()).await?;
         if all_done {
             self.manifest_version = Some(manifest.version);
             if let Some(m) = &self.metrics {
@@ -255,7 +255,7 @@ impl Publisher {
     /// Deletes the Delta log (and deletion vectors) of every directory
     /// that holds one but is no table any more, so a reader of a dropped
     /// table finds nothing rather than files about to be collected.
-    fn remove_dropped(&self, live: &HashSet<String>) -> PublishResult<()> {
+    async fn remove_dropped(&self, live: &HashSet<String>) -> PublishResult<()> {
         let Ok(dirs) = std::fs::read_dir(&self.root) else {
             return Ok(());
         };
@@ -265,7 +265,10 @@ impl Publisher {
             if live.contains(&name) || !log.is_dir() {
                 continue;
             }
-            remove_log(&dir.path())
+            let path = dir.path();
+            tokio::task::spawn_blocking(move || remove_if_ours(&path))
+                .await
+                .map_err(|e| PublishError::Unsupported(e.to_string()))?
                 .map_err(|e| PublishError::Unsupported(format!("removing {name}: {e}")))?;
         }
         Ok(())
@@ -358,12 +361,20 @@ fn publish_table(
     let version = pass.version;
     let url = Url::parse(TABLE_ROOT).map_err(|e| PublishError::Unsupported(e.to_string()))?;
     let mut snapshot = match Snapshot::builder_for(url.as_str()).build(engine) {
-        Ok(s) if belongs_to(&s, entry.def.id) => Some(s),
-        Ok(_) => {
-            // The log of a dropped table of the same name.
-            remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
-            None
-        }
+        Ok(s) => match written_for(&s) {
+            Some(id) if id == entry.def.id.to_string() => Some(s),
+            Some(_) => {
+                // The log of a dropped table of the same name.
+                remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+                None
+            }
+            None => {
+                return Err(PublishError::Unsupported(format!(
+                    "{} holds a Delta log Lookout did not write; it is left alone",
+                    dir.display()
+                )));
+            }
+        },
         Err(e) if is_missing(&e) => None,
         Err(e) => return Err(e.into()),
     };
@@ -561,12 +572,14 @@ fn is_missing(e: &KernelError) -> bool {
     }
 }
 
-fn belongs_to(snapshot: &SnapshotRef, table_id: u64) -> bool {
+/// The Lookout table id a log was written for; `None` for a log another
+/// system wrote, which Lookout never changes or deletes.
+fn written_for(snapshot: &SnapshotRef) -> Option<String> {
     snapshot
         .table_properties()
         .unknown_properties
         .get(TABLE_ID_PROPERTY)
-        .is_some_and(|id| *id == table_id.to_string())
+        .cloned()
 }
 
 /// Creates the table's log: its schema, deletion vectors enabled, the
@@ -849,6 +862,19 @@ fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create_new(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Removes the Delta log of a dropped table, when Lookout wrote it (an
+/// external table's location is never touched, wherever it is).
+fn remove_if_ours(dir: &std::path::Path) -> PublishResult<()> {
+    let url = Url::parse(TABLE_ROOT).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+    let ours = Snapshot::builder_for(url.as_str())
+        .build(engine(dir)?.as_ref())
+        .is_ok_and(|s| written_for(&s).is_some());
+    if ours {
+        remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Removes a table directory's Delta log and deletion vector files.
