@@ -436,13 +436,30 @@ async fn serve(
     evaluators.shutdown().await;
     alerts.shutdown().await;
     review.shutdown().await;
-    if let Some(task) = delta {
+    if let Some(task) = &delta {
         task.abort();
     }
     tracing::info!("shutting down: flushing buffered rows");
     db.close().await?;
+    if delta.is_some() {
+        publish_last_flush(&db).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Brings the Delta logs in step with what the last flush wrote, so other
+/// engines see every row of a server that stopped cleanly; bounded, since
+/// the next start finishes whatever this leaves.
+async fn publish_last_flush(db: &Lookout) {
+    let Some(mut publisher) = lookout_delta::publish::Publisher::new(db.storage().clone()) else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(10), publisher.publish()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("Delta logs not brought in step at shutdown: {e}"),
+        Err(_) => tracing::warn!("Delta logs not brought in step at shutdown within 10 s"),
+    }
 }
 
 /// Starts the HTTP listener when one is configured; returns what stops it.

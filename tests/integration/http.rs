@@ -747,3 +747,33 @@ async fn delta_logs_catch_up_after_kill_9() {
     }
     panic!("the Delta logs did not catch up with {acknowledged} rows: {last}");
 }
+
+/// A server stopped with SIGTERM flushes its buffered rows and brings the
+/// Delta logs in step before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_publishes_the_last_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, pg, _, data) = spawn_configured(dir.path(), "");
+    let client = wait_ready(pg).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
+             INSERT INTO calls VALUES ('2026-12-01 00:00:00+00', 'a', 1.5), ('2026-12-01 00:01:00+00', 'b', 2.5)",
+        )
+        .await
+        .expect("insert");
+    drop(client);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    let read = crate::delta::read_as_delta(&data.join("data/calls"), "latency_ms");
+    assert_eq!(read["deltalake"]["rows"].as_i64(), Some(2), "{read}");
+    assert_eq!(read["polars"]["sum"].as_f64(), Some(4.0), "{read}");
+}
