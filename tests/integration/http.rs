@@ -644,6 +644,18 @@ async fn https_serves_metrics_with_the_token() {
     stop(server);
 }
 
+/// Creates `calls` with two rows of these latencies.
+async fn two_calls(client: &tokio_postgres::Client, first: f64, second: f64) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
+             INSERT INTO calls VALUES ('2026-12-01 00:00:00+00', 'a', {first}), \
+             ('2026-12-01 00:01:00+00', 'b', {second})"
+        ))
+        .await
+        .expect("insert");
+}
+
 /// A served store's tables are Delta tables: rows flushed by the server
 /// reach the table's Delta log within seconds, and the lag metric says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,13 +664,7 @@ async fn served_tables_are_published_as_delta() {
     let (server, pg, http, data) =
         spawn_configured(dir.path(), "[storage]\nflush_age = \"1 second\"\n");
     let client = wait_ready(pg).await;
-    client
-        .batch_execute(
-            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
-             INSERT INTO calls VALUES ('2026-12-01 00:00:00+00', 'a', 120), ('2026-12-01 00:01:00+00', 'b', 80)",
-        )
-        .await
-        .expect("insert");
+    two_calls(&client, 120.0, 80.0).await;
     let url = format!("http://127.0.0.1:{http}/metrics");
     let mut published = false;
     for _ in 0..150 {
@@ -755,13 +761,7 @@ async fn a_clean_shutdown_publishes_the_last_flush() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut server, pg, _, data) = spawn_configured(dir.path(), "");
     let client = wait_ready(pg).await;
-    client
-        .batch_execute(
-            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
-             INSERT INTO calls VALUES ('2026-12-01 00:00:00+00', 'a', 1.5), ('2026-12-01 00:01:00+00', 'b', 2.5)",
-        )
-        .await
-        .expect("insert");
+    two_calls(&client, 1.5, 2.5).await;
     drop(client);
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
