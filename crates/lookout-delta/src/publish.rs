@@ -42,6 +42,7 @@ use delta_kernel::{Engine, KernelError, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::DefaultEngine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use lookout_metrics::{Counter, Registry};
+use lookout_query::ext::SYSTEM_PREFIX;
 use lookout_storage::batch::table_dir;
 use lookout_storage::{FileMeta, StatValue, Storage, TableDef, manifest::TableEntry};
 use url::Url;
@@ -331,7 +332,7 @@ fn in_table(dir: &std::path::Path, url: &Url) -> PathBuf {
 /// from them (rollups, held rows), not the engine's own catalog tables
 /// (`lookout.roles` holds password verifiers, for one).
 fn is_published(entry: &TableEntry) -> bool {
-    entry.def.derived.is_some() || !entry.def.name.starts_with("lookout.")
+    entry.def.derived.is_some() || !entry.def.name.starts_with(SYSTEM_PREFIX)
 }
 
 /// What a pass publishes and how.
@@ -397,22 +398,24 @@ fn publish_table(
         })
         .collect();
 
-    // Adds and removes, in one commit.
-    let current = scan_files(&snapshot, engine)?;
-    let live = live_files(&current)?;
+    // Adds and removes, in one commit. The scan is taken again only after
+    // a commit changed the log.
+    let mut current = scan_files(&snapshot, engine)?;
+    let mut live = live_files(&current)?;
     let adds: Vec<(&String, &FileMeta)> = wanted
         .iter()
         .filter(|(path, _)| !live.contains_key(*path))
         .map(|(p, f)| (p, *f))
         .collect();
-    let removes: Vec<FilteredEngineData> = current
-        .into_iter()
-        .map(|files| select_paths(files, |path| !wanted.contains_key(path)))
-        .collect::<PublishResult<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    if !adds.is_empty() || !removes.is_empty() {
+    let removing = live.keys().any(|path| !wanted.contains_key(path));
+    if !adds.is_empty() || removing {
+        let removes: Vec<FilteredEngineData> = current
+            .into_iter()
+            .map(|files| select_paths(files, |path| !wanted.contains_key(path)))
+            .collect::<PublishResult<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         let mut txn = snapshot
             .clone()
             .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
@@ -430,11 +433,11 @@ fn publish_table(
         }
         snapshot = commit(txn, engine)?;
         commits += 1;
+        current = scan_files(&snapshot, engine)?;
+        live = live_files(&current)?;
     }
 
     // Deletion vectors of files whose deletes changed.
-    let current = scan_files(&snapshot, engine)?;
-    let live = live_files(&current)?;
     let mut updates = Vec::new();
     for (path, file) in &wanted {
         let Some(deleted) = file.deletion_vector()? else {
@@ -468,6 +471,7 @@ fn publish_table(
         txn.update_deletion_vectors(descriptors, current.into_iter().map(Ok))?;
         snapshot = commit(txn, engine)?;
         commits += 1;
+        current = scan_files(&snapshot, engine)?;
     }
     let multi_threaded = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -477,7 +481,7 @@ fn publish_table(
     {
         snapshot.checkpoint(engine, None)?;
     }
-    let referenced = referenced_vectors(&scan_files(&snapshot, engine)?, &url, dir)?;
+    let referenced = referenced_vectors(&current, &url, dir)?;
     let vectors_waiting = collect_vectors(dir, &referenced, pass.grace)
         .map_err(|e| PublishError::Unsupported(format!("{}: {e}", dir.display())))?;
     Ok(TableOutcome {
