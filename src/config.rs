@@ -36,6 +36,23 @@ pub(crate) struct FileConfig {
     pub(crate) http: HttpSection,
     #[serde(default)]
     pub(crate) otlp: OtlpSection,
+    #[serde(default)]
+    pub(crate) s3: S3Section,
+}
+
+/// The S3 store of `data = "s3://bucket/prefix"`. Every key is optional;
+/// the usual `AWS_*` environment variables are read first.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct S3Section {
+    /// An S3-compatible endpoint, e.g. "http://127.0.0.1:9000" (MinIO).
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) access_key_id: Option<String>,
+    /// Better given as AWS_SECRET_ACCESS_KEY than written in the file.
+    pub(crate) secret_access_key: Option<String>,
+    /// Allow an http:// endpoint (default false).
+    pub(crate) allow_http: Option<bool>,
 }
 
 /// The HTTP listener: `/metrics` and OTLP trace ingest.
@@ -117,6 +134,10 @@ pub(crate) struct StorageSection {
     /// Keeps a Delta Lake log beside each table so other engines read it
     /// (default on; see docs/storage.md).
     pub(crate) delta_log: Option<bool>,
+    /// The local directory of a database on S3: its WAL and lock file.
+    pub(crate) wal_dir: Option<PathBuf>,
+    /// How often a read-only replica looks for the writer's commits.
+    pub(crate) follow_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +253,9 @@ impl FileConfig {
         }
         if let Some(v) = dur(&s.maintenance_interval, "maintenance_interval")? {
             storage.maintenance_interval = v;
+        }
+        if let Some(v) = dur(&s.follow_interval, "follow_interval")? {
+            storage.follow_interval = v.max(Duration::from_millis(10));
         }
         let file_access = match &self.copy.allowed_dirs {
             Some(dirs) => FileAccess::Only(dirs.clone()),

@@ -3,6 +3,7 @@
 mod bench_alerts;
 mod config;
 mod demo;
+mod location;
 mod report;
 
 use std::net::SocketAddr;
@@ -32,9 +33,13 @@ struct Cli {
     /// Configuration file (TOML); flags and environment variables override it.
     #[arg(long, short = 'c', global = true, env = "LOOKOUT_CONFIG")]
     config: Option<PathBuf>,
-    /// Data directory (default ./lookout-data).
+    /// Data directory (default ./lookout-data), or s3://bucket/prefix.
     #[arg(long, global = true, env = "LOOKOUT_DATA")]
     data: Option<PathBuf>,
+    /// The local directory (write-ahead log, lock file) of a database on
+    /// S3 (default ./lookout-wal).
+    #[arg(long, global = true, env = "LOOKOUT_WAL_DIR")]
+    wal_dir: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, global = true, env = "LOOKOUT_LOG_FORMAT")]
     log_format: Option<String>,
@@ -108,6 +113,10 @@ struct ServeArgs {
     /// 127.0.0.1:9464; default: none, or `[http] listen` in the file.
     #[arg(long, env = "LOOKOUT_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Serve a read-only replica of a store another server writes: follow
+    /// its commits, answer every query, refuse writes (SQLSTATE 25006).
+    #[arg(long, env = "LOOKOUT_READ_ONLY")]
+    read_only: bool,
 }
 
 fn init_logs(format: &str) -> anyhow::Result<()> {
@@ -162,19 +171,21 @@ async fn run() -> anyhow::Result<()> {
             .or(file.log_format.as_deref())
             .unwrap_or("text"),
     )?;
-    let data = cli
-        .data
-        .clone()
-        .or_else(|| file.data.clone())
-        .unwrap_or_else(|| PathBuf::from("./lookout-data"));
+    let data = location::DataLocation::resolve(
+        cli.data.as_deref().or(file.data.as_deref()),
+        cli.wal_dir.as_deref().or(file.storage.wal_dir.as_deref()),
+    )?;
     match cli.command {
         Command::Serve(args) => serve(&file, cli.config.as_deref(), &data, &args, None)
             .await
-            .map_err(|e| report::explain_disk_full(e, &data)),
+            .map_err(|e| report::explain_disk_full(e, &data.local)),
         Command::Demo { serve: args, rows } => {
+            if args.read_only {
+                bail!("demo writes its events; it cannot run as a read-only replica");
+            }
             serve(&file, cli.config.as_deref(), &data, &args, Some(rows))
                 .await
-                .map_err(|e| report::explain_disk_full(e, &data))
+                .map_err(|e| report::explain_disk_full(e, &data.local))
         }
         Command::Passwd => {
             let mut password = String::new();
@@ -239,15 +250,18 @@ async fn run() -> anyhow::Result<()> {
 
 async fn open(
     file: &FileConfig,
-    data: &std::path::Path,
+    data: &location::DataLocation,
     loopback: bool,
+    read_only: bool,
 ) -> anyhow::Result<Lookout> {
-    let options = file.lookout_options(loopback)?;
+    let mut options = file.lookout_options(loopback)?;
+    options.storage.object_store = data.object_store(&file.s3)?;
+    options.storage.read_only = read_only;
     let mut sampling = file.sampling_options()?;
-    if !options.storage.background {
+    if !options.storage.background || read_only {
         sampling.interval = None;
     }
-    match Lookout::open_with(data, options).await {
+    match Lookout::open_with(&data.local, options).await {
         Ok(db) => {
             install_features(&db, sampling)
                 .await
@@ -258,8 +272,7 @@ async fn open(
             holder,
             ..
         })) => Err(report::locked(data, &holder)),
-        Err(e) => Err(anyhow::Error::new(e))
-            .with_context(|| format!("opening data directory {}", data.display())),
+        Err(e) => Err(anyhow::Error::new(e)).with_context(|| format!("opening {data}")),
     }
 }
 
@@ -280,17 +293,16 @@ async fn install_features(
 /// path does not answer from a new, empty database.
 async fn open_existing(
     file: &FileConfig,
-    data: &std::path::Path,
+    data: &location::DataLocation,
     create: bool,
 ) -> anyhow::Result<Lookout> {
     if !create && !data.exists() {
         bail!(
-            "data directory {} does not exist; give the directory a server uses \
-             (--data or LOOKOUT_DATA), or add --create to make a new database there",
-            data.display()
+            "data directory {data} does not exist; give the directory a server uses \
+             (--data or LOOKOUT_DATA), or add --create to make a new database there"
         );
     }
-    open(file, data, true).await
+    open(file, data, true, false).await
 }
 
 async fn run_sql(db: &Lookout, sql: &str, repeat: usize) -> anyhow::Result<()> {
@@ -356,7 +368,7 @@ async fn import(db: &Lookout, table: &str, files: &[PathBuf]) -> anyhow::Result<
 async fn serve(
     file: &FileConfig,
     config_path: Option<&std::path::Path>,
-    data: &std::path::Path,
+    data: &location::DataLocation,
     args: &ServeArgs,
     demo_rows: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -392,7 +404,8 @@ async fn serve(
             Arc::clone(&options.authentication.users),
         );
     }
-    let db = open(file, data, loopback).await?;
+    let read_only = args.read_only;
+    let db = open(file, data, loopback, read_only).await?;
     if let Some(rows) = demo_rows {
         demo::load(&db, rows).await?;
     }
@@ -405,6 +418,9 @@ async fn serve(
     }
     if let Some(grace) = file.shutdown_grace()? {
         options.shutdown_grace = grace;
+    }
+    if read_only {
+        return serve_replica(db, listener, options, http, file).await;
     }
     let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(true)?)
         .await
@@ -426,7 +442,7 @@ async fn serve(
         demo::create_alerts(&db).await?;
         demo::create_review_queue(&db).await?;
     }
-    tracing::info!(%listen, data = %data.display(), auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
+    tracing::info!(%listen, data = %data, auth = options.authentication.enabled, tls = options.tls.is_some(), "Lookout is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
     lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
     if let Some((stop, task)) = http {
         let _ = stop.send(());
@@ -444,6 +460,51 @@ async fn serve(
     if delta.is_some() {
         publish_last_flush(&db).await;
     }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The HTTP listener's stop signal and task.
+type HttpTask = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Serves a read-only replica: the alert and review statements answer
+/// (back-tests and listings read; changes are refused with 25006), but
+/// nothing is scheduled, evaluated, sampled or published here: the
+/// writer does all of that.
+async fn serve_replica(
+    db: Lookout,
+    listener: tokio::net::TcpListener,
+    options: ServerOptions,
+    http: Option<HttpTask>,
+    file: &FileConfig,
+) -> anyhow::Result<()> {
+    // A store no server has written yet lacks the engines' tables; the
+    // replica then serves without their statements.
+    let alerts = lookout_alerts::AlertEngine::start(db.clone(), file.alert_options(false)?)
+        .await
+        .inspect_err(|e| tracing::warn!("alert statements unavailable on this replica: {e}"))
+        .ok();
+    let review = lookout_review::ReviewQueues::start(db.clone())
+        .await
+        .inspect_err(|e| tracing::warn!("review statements unavailable on this replica: {e}"))
+        .ok();
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, "Lookout read-only replica is ready: psql -h {} -p {} -U lookout lookout", listen.ip(), listen.port());
+    lookout_server::serve(db.clone(), listener, options, shutdown_signal()).await?;
+    if let Some((stop, task)) = http {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    if let Some(alerts) = alerts {
+        alerts.shutdown().await;
+    }
+    if let Some(review) = review {
+        review.shutdown().await;
+    }
+    db.close().await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -467,12 +528,7 @@ async fn start_http(
     file: &FileConfig,
     args: &ServeArgs,
     db: &Lookout,
-) -> anyhow::Result<
-    Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
-> {
+) -> anyhow::Result<Option<HttpTask>> {
     let listen: SocketAddr = match (args.http_listen, &file.http.listen) {
         (Some(l), _) => l,
         (None, Some(l)) => l

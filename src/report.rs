@@ -33,7 +33,7 @@ pub(crate) fn chain(err: &anyhow::Error) -> String {
 
 /// The error for a data directory another process holds: which process,
 /// and, when it is a server, how to connect to it instead.
-pub(crate) fn locked(data: &Path, holder: &str) -> anyhow::Error {
+pub(crate) fn locked(data: &dyn std::fmt::Display, holder: &str) -> anyhow::Error {
     let serving = holder
         .split(", ")
         .find_map(|part| part.strip_prefix("serving "))
@@ -47,8 +47,7 @@ pub(crate) fn locked(data: &Path, holder: &str) -> anyhow::Error {
         None => "wait for that process to finish, or stop it".to_string(),
     };
     anyhow::anyhow!(
-        "data directory {} is in use by another Lookout process ({holder}); {advice}",
-        data.display()
+        "data directory {data} is in use by another Lookout process ({holder}); {advice}"
     )
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::harness::{free_port, spawn_server_with};
 
 /// A password's verifier, as `lookout passwd` prints it.
-fn verifier(password: &str) -> String {
+pub(crate) fn verifier(password: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
         .arg("passwd")
@@ -499,7 +499,11 @@ fn refuses_a_public_address_without_authentication() {
 
 /// A tokio-postgres connection as `user` (SCRAM over plain TCP), or the
 /// SQLSTATE it was refused with.
-async fn login(port: u16, user: &str, password: &str) -> Result<tokio_postgres::Client, String> {
+pub(crate) async fn login(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")

@@ -19,6 +19,7 @@ mod http;
 mod limits;
 mod monitor;
 mod psql;
+mod replicas;
 mod restart;
 mod review;
 mod rollups;

@@ -121,6 +121,8 @@ pub enum SqlState {
     ProgramLimitExceeded,
     /// `54001` statement_too_complex.
     StatementTooComplex,
+    /// `25006` read_only_sql_transaction.
+    ReadOnlySqlTransaction,
     /// `55000` object_not_in_prerequisite_state.
     ObjectNotInPrerequisiteState,
     /// `55006` object_in_use.
@@ -189,6 +191,7 @@ impl SqlState {
             SqlState::TooManyConnections => "53300",
             SqlState::ProgramLimitExceeded => "54000",
             SqlState::StatementTooComplex => "54001",
+            SqlState::ReadOnlySqlTransaction => "25006",
             SqlState::ObjectNotInPrerequisiteState => "55000",
             SqlState::ObjectInUse => "55006",
             SqlState::QueryCanceled => "57014",
@@ -251,6 +254,7 @@ impl SqlState {
             "53300" => SqlState::TooManyConnections,
             "54000" => SqlState::ProgramLimitExceeded,
             "54001" => SqlState::StatementTooComplex,
+            "25006" => SqlState::ReadOnlySqlTransaction,
             "55000" => SqlState::ObjectNotInPrerequisiteState,
             "55006" => SqlState::ObjectInUse,
             "57014" => SqlState::QueryCanceled,
@@ -493,6 +497,7 @@ fn storage_sqlstate(e: &StorageError) -> SqlState {
         StorageError::InvalidDefinition(_) => SqlState::InvalidTableDefinition,
         StorageError::Locked { .. } => SqlState::ObjectInUse,
         StorageError::Conflict(_) => SqlState::SerializationFailure,
+        StorageError::ReadOnly(_) | StorageError::Fenced(_) => SqlState::ReadOnlySqlTransaction,
         StorageError::ShuttingDown => SqlState::AdminShutdown,
         StorageError::Corrupt(_) => SqlState::DataCorrupted,
         StorageError::Io(_) | StorageError::ObjectStore(_) => SqlState::IoError,

@@ -420,7 +420,8 @@ impl Lookout {
             let Some(derived) = entry.def.derived.as_ref().filter(|d| kind.defines(d)) else {
                 continue;
             };
-            if derived.pending {
+            // A replica leaves the writer's unfinished derivations to it.
+            if derived.pending && !self.storage.is_read_only() {
                 tracing::warn!(
                     table = entry.def.name,
                     kind = kind.name(),

@@ -235,6 +235,12 @@ impl Users {
         };
     }
 
+    /// Replaces every user created in SQL (a replica re-reading the
+    /// writer's `lookout.roles`).
+    pub fn replace_created(&self, users: HashMap<String, User>) {
+        *self.from_sql.write().unwrap_or_else(|p| p.into_inner()) = users;
+    }
+
     /// The users created in SQL, by name (configured ones of the same
     /// name included, which they shadow).
     pub(crate) fn created(&self) -> Vec<(String, User)> {

@@ -43,13 +43,65 @@ const ADDED_COLUMNS: [&str; 2] = [
 const COLUMNS: &str = "ts, name, verifier, role, dropped, connection_limit, statement_timeout_ms";
 
 /// Creates `lookout.roles` if needed, loads its users into `users` and adds
-/// the role statements to every session.
+/// the role statements to every session. On a read-only replica the table
+/// is only read, and read again whenever the writer commits, so a role
+/// dropped or changed on the writer is dropped or changed here too.
 pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
-    lookout.sql(TABLE).await?;
-    for added in ADDED_COLUMNS {
-        lookout.sql(added).await?;
+    let replica = lookout.storage().is_read_only();
+    if !replica {
+        lookout.sql(TABLE).await?;
+        for added in ADDED_COLUMNS {
+            lookout.sql(added).await?;
+        }
     }
     lookout.restrict_to_admin("roles");
+    let (created, legacy) = read_roles(lookout).await?;
+    users.replace_created(created);
+    if legacy && !replica {
+        forget_salted_passwords(lookout, &users).await?;
+    }
+    if replica {
+        lookout.add_background_task(tokio::spawn(follow_roles(
+            lookout.clone(),
+            Arc::clone(&users),
+        )));
+    }
+    lookout.register_extension(Arc::new(RoleStatements { users }));
+    Ok(())
+}
+
+/// How often a replica looks whether the writer committed since it last
+/// read the roles.
+const FOLLOW_ROLES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Re-reads `lookout.roles` after each manifest version the replica installs.
+async fn follow_roles(lookout: Lookout, users: Arc<Users>) {
+    let version = |l: &Lookout| l.storage().manifest().map(|m| m.version).unwrap_or(0);
+    let mut read = version(&lookout);
+    loop {
+        tokio::time::sleep(FOLLOW_ROLES_EVERY).await;
+        let now = version(&lookout);
+        if now == read {
+            continue;
+        }
+        match read_roles(&lookout).await {
+            Ok((created, _)) => {
+                users.replace_created(created);
+                read = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "re-reading lookout.roles failed; retrying"),
+        }
+    }
+}
+
+/// The users `lookout.roles` holds (its latest row per name wins), and
+/// whether any row has a verifier of the old salted-password form.
+async fn read_roles(lookout: &Lookout) -> Result<(std::collections::HashMap<String, User>, bool)> {
+    let mut created = std::collections::HashMap::new();
+    // A replica of a store no server has written yet has no roles table.
+    if lookout.storage().table("lookout.roles").is_err() {
+        return Ok((created, false));
+    }
     let batches = lookout
         .sql(&format!("SELECT {COLUMNS} FROM lookout.roles ORDER BY ts"))
         .await?;
@@ -71,36 +123,34 @@ pub async fn install_roles(lookout: &Lookout, users: Arc<Users>) -> Result<()> {
         };
         for row in 0..batch.num_rows() {
             let name = names.value(row);
-            let user = if dropped.value(row) || verifiers.is_null(row) {
-                None
-            } else {
-                legacy |= Verifier::is_legacy(verifiers.value(row));
-                let verifier = Verifier::parse(verifiers.value(row)).map_err(|e| {
-                    QueryError::new(SqlState::InternalError, format!("lookout.roles: {e}"))
-                })?;
-                let access = Access::from_role_name(roles.value(row)).unwrap_or(Access::Read);
-                let limits = RoleLimits {
-                    connections: (!connection_limits.is_null(row))
-                        .then(|| u32::try_from(connection_limits.value(row)).ok())
-                        .flatten(),
-                    statement_timeout_ms: (!timeouts.is_null(row))
-                        .then(|| u64::try_from(timeouts.value(row)).ok())
-                        .flatten(),
-                };
-                Some(User {
+            if dropped.value(row) || verifiers.is_null(row) {
+                created.remove(name);
+                continue;
+            }
+            legacy |= Verifier::is_legacy(verifiers.value(row));
+            let verifier = Verifier::parse(verifiers.value(row)).map_err(|e| {
+                QueryError::new(SqlState::InternalError, format!("lookout.roles: {e}"))
+            })?;
+            let access = Access::from_role_name(roles.value(row)).unwrap_or(Access::Read);
+            let limits = RoleLimits {
+                connections: (!connection_limits.is_null(row))
+                    .then(|| u32::try_from(connection_limits.value(row)).ok())
+                    .flatten(),
+                statement_timeout_ms: (!timeouts.is_null(row))
+                    .then(|| u64::try_from(timeouts.value(row)).ok())
+                    .flatten(),
+            };
+            created.insert(
+                name.to_string(),
+                User {
                     verifier,
                     access,
                     limits,
-                })
-            };
-            users.set_created(name, user);
+                },
+            );
         }
     }
-    if legacy {
-        forget_salted_passwords(lookout, &users).await?;
-    }
-    lookout.register_extension(Arc::new(RoleStatements { users }));
-    Ok(())
+    Ok((created, legacy))
 }
 
 /// Rewrites verifiers of the salted-password form (earlier versions), which

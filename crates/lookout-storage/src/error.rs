@@ -62,6 +62,12 @@ pub enum StorageError {
     /// running it again is safe.
     #[error("{0}")]
     Conflict(String),
+    /// A write to a read-only replica; the text says what was refused.
+    #[error("cannot {0} on a read-only replica (write to the store's writer)")]
+    ReadOnly(String),
+    /// This process is no longer the store's writer (another took its lease).
+    #[error("{0}")]
+    Fenced(String),
     /// The engine is shutting down and takes no more writes.
     #[error("the storage engine is shutting down")]
     ShuttingDown,

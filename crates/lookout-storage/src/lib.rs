@@ -14,6 +14,7 @@ pub mod batch;
 pub mod clock;
 mod engine;
 mod error;
+mod lease;
 pub mod manifest;
 mod metrics;
 pub mod schema;
@@ -21,7 +22,8 @@ mod wal;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Combine, CreateTable, FilePin, MarkedRows, RowMarks, Storage, StorageOptions, TableSnapshot,
+    Combine, CreateTable, FilePin, MarkedRows, Replication, RowMarks, Storage, StorageOptions,
+    TableSnapshot,
 };
 pub use error::{Result, StorageError};
 pub use manifest::{ColumnStats, ExternalTable, FileMeta, Manifest, StatValue};

@@ -148,6 +148,10 @@ pub struct Manifest {
     pub next_table_id: u64,
     /// WAL segments numbered up to this one are fully in Parquet files.
     pub wal_flushed_segment: u64,
+    /// When the writer committed this version (µs since the epoch; 0 in
+    /// manifests written before it was recorded).
+    #[serde(default)]
+    pub committed_micros: i64,
     /// Tables by name.
     pub tables: BTreeMap<String, TableEntry>,
     /// Superseded objects waiting for garbage collection.
@@ -181,6 +185,12 @@ fn version_path(version: u64) -> Path {
 impl Manifest {
     /// Loads the newest manifest, or an empty one for a new store.
     pub async fn load_latest(store: &dyn ObjectStore) -> Result<Manifest> {
+        let latest = Self::latest_version(store).await?;
+        Self::load_version(store, latest).await
+    }
+
+    /// The newest committed version, 0 for a new store.
+    pub async fn latest_version(store: &dyn ObjectStore) -> Result<u64> {
         let prefix = Path::from(MANIFEST_DIR);
         let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
         let mut latest = listed
@@ -198,6 +208,11 @@ impl Manifest {
         while store.head(&version_path(latest + 1)).await.is_ok() {
             latest += 1;
         }
+        Ok(latest)
+    }
+
+    /// Loads version `latest` (0: an empty manifest for a new store).
+    pub async fn load_version(store: &dyn ObjectStore, latest: u64) -> Result<Manifest> {
         if latest == 0 {
             return Ok(Manifest {
                 next_table_id: 1,

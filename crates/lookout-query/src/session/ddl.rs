@@ -12,7 +12,7 @@ use super::{Session, option_text};
 use crate::error::SqlState;
 use crate::error::{QueryError, Result};
 use crate::ext::{Output, SYSTEM_PREFIX, ident_name, parse_duration, quote_ident, table_name};
-use crate::table::column_cache::CacheStatsTable;
+use crate::table::status::STATUS_TABLES;
 
 /// The most dimensions a `vector(n)` or `real[n]` column may declare
 /// (pgvector's limit).
@@ -138,10 +138,13 @@ impl Session {
         }
         let name = table_name(&ct.name)?;
         // The built-in system table would hide a stored one of its name.
-        if name.strip_prefix(SYSTEM_PREFIX) == Some(CacheStatsTable::NAME) {
+        if let Some(status) = name
+            .strip_prefix(SYSTEM_PREFIX)
+            .filter(|n| STATUS_TABLES.contains(n))
+        {
             return Err(QueryError::new(
                 SqlState::DuplicateTable,
-                format!("relation \"{}\" already exists", CacheStatsTable::NAME),
+                format!("relation \"{status}\" already exists"),
             ));
         }
         let fields = ct

@@ -29,6 +29,8 @@ const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("transaction_isolation", "read committed"),
     ("default_transaction_isolation", "read committed"),
     ("transaction_read_only", "off"),
+    ("default_transaction_read_only", "off"),
+    ("in_hot_standby", "off"),
     ("max_identifier_length", "63"),
     ("max_index_keys", "32"),
     ("session_authorization", "lookout"),
@@ -199,6 +201,15 @@ impl Session {
         }
         if key == "timezone" {
             return Some("UTC".to_string());
+        }
+        // As a hot standby answers, so drivers that look for the primary
+        // (libpq's target_session_attrs, pgjdbc's targetServerType) can tell.
+        if matches!(
+            key.as_str(),
+            "transaction_read_only" | "default_transaction_read_only" | "in_hot_standby"
+        ) && self.lookout.storage().is_read_only()
+        {
+            return Some("on".to_string());
         }
         self.settings.get(&key).cloned().or_else(|| {
             DEFAULT_SETTINGS

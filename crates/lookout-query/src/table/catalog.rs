@@ -10,9 +10,9 @@ use lookout_storage::StorageError;
 use crate::error::SqlState;
 use crate::ext::names::SYSTEM_PREFIX;
 use crate::ingest::Ingest;
-use crate::table::column_cache::CacheStatsTable;
 use crate::table::external::ExternalProvider;
 use crate::table::provider::{LookoutTable, storage_err};
+use crate::table::status::{STATUS_TABLES, StatusTable};
 
 /// Lists and opens tables from the storage manifest at each lookup, so every
 /// query is planned against the tables in force; the files and rows it
@@ -108,14 +108,13 @@ impl SchemaProvider for SystemSchema {
             .filter_map(|n| n.strip_prefix(SYSTEM_PREFIX).map(str::to_string))
             .collect();
         names.extend(self.lookout.view_names());
-        names.push(CacheStatsTable::NAME.to_string());
+        names.extend(STATUS_TABLES.iter().map(|n| n.to_string()));
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if name == CacheStatsTable::NAME {
-            let cache = Arc::clone(self.lookout.column_cache());
-            return Ok(Some(Arc::new(CacheStatsTable::new(cache))));
+        if let Some(status) = StatusTable::open(&self.lookout, name) {
+            return Ok(Some(Arc::new(status)));
         }
         if let Some(sql) = self.lookout.view(name) {
             return plan_view(&self.lookout, &sql).await.map(Some);
@@ -124,7 +123,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == CacheStatsTable::NAME
+        STATUS_TABLES.contains(&name)
             || self.lookout.view(name).is_some()
             || self
                 .lookout

@@ -12,15 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use arrow::array::{Array, ArrayRef};
+use arrow::datatypes::DataType;
 
 /// Decoded columns of stored files, at most `budget` bytes of them.
 #[derive(Debug)]
@@ -189,84 +182,10 @@ impl ColumnCache {
     }
 }
 
-/// `lookout.column_cache`: one row of [`CacheStats`], read when the query
-/// runs (a prepared statement sees the figures of each execution).
-#[derive(Debug)]
-pub(crate) struct CacheStatsTable {
-    cache: Arc<ColumnCache>,
-    schema: SchemaRef,
-}
-
-impl CacheStatsTable {
-    /// The name under the `lookout` schema.
-    pub(crate) const NAME: &'static str = "column_cache";
-
-    pub(crate) fn new(cache: Arc<ColumnCache>) -> Self {
-        let int = |name: &str| Field::new(name, DataType::Int64, false);
-        let schema = Arc::new(Schema::new(vec![
-            int("budget_bytes"),
-            int("used_bytes"),
-            int("columns"),
-            int("files"),
-            int("hits"),
-            int("misses"),
-            int("evictions"),
-            Field::new("hit_ratio", DataType::Float64, true),
-        ]));
-        CacheStatsTable { cache, schema }
-    }
-
-    fn batch(&self) -> datafusion::error::Result<RecordBatch> {
-        let s = self.cache.stats();
-        let int = |v: u64| -> ArrayRef {
-            Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)]))
-        };
-        let reads = s.hits + s.misses;
-        let ratio = (reads > 0).then(|| s.hits as f64 / reads as f64);
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            vec![
-                int(s.budget_bytes),
-                int(s.used_bytes),
-                int(s.columns),
-                int(s.files),
-                int(s.hits),
-                int(s.misses),
-                int(s.evictions),
-                Arc::new(Float64Array::from(vec![ratio])),
-            ],
-        )?)
-    }
-}
-
-#[async_trait]
-impl TableProvider for CacheStatsTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let source = MemorySourceConfig::try_new(
-            &[vec![self.batch()?]],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?;
-        Ok(DataSourceExec::from_data_source(source))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use arrow::array::Int64Array;
+
     use super::*;
 
     fn column(rows: usize) -> ArrayRef {

@@ -15,5 +15,6 @@ pub(crate) mod partition_aggregate;
 pub(crate) mod provider;
 pub(crate) mod returning;
 pub(crate) mod scan_exec;
+pub(crate) mod status;
 pub(crate) mod versions;
 pub(crate) mod write_check;

@@ -18,9 +18,13 @@ impl Storage {
     }
 
     pub(super) async fn flush_locked(&self) -> Result<()> {
+        // A replica has no WAL and buffers nothing.
+        let Some(wal) = self.inner.wal.as_ref() else {
+            return Ok(());
+        };
         let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let (closed, work, manifest) = {
-            let mut wal = self.inner.wal.lock().map_err(poisoned)?;
+            let mut wal = wal.lock().map_err(poisoned)?;
             let closed = wal.rotate()?;
             let mut state = self.inner.state.write().map_err(poisoned)?;
             let mut work = Vec::new();
@@ -129,11 +133,7 @@ impl Storage {
             },
         )
         .await?;
-        self.inner
-            .wal
-            .lock()
-            .map_err(poisoned)?
-            .remove_through(closed)?;
+        wal.lock().map_err(poisoned)?.remove_through(closed)?;
         if had_rows {
             self.inner
                 .metrics

@@ -6,7 +6,10 @@ mod ddl;
 mod flush;
 mod load;
 mod maintenance;
+mod replica;
 mod write;
+
+pub use replica::Replication;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -26,6 +29,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::batch;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, StorageError};
+use crate::lease::WriterLease;
 use crate::manifest::{FileMeta, Garbage, Manifest, TableEntry};
 use crate::metrics::StorageMetrics;
 use crate::schema::{Derivation, TableDef, Versions};
@@ -58,6 +62,14 @@ pub struct StorageOptions {
     pub object_store: Option<Arc<dyn ObjectStore>>,
     /// Where "now" comes from (see [`crate::clock`]).
     pub clock: Arc<dyn Clock>,
+    /// Open as a read-only replica: no lock, no WAL, no background work;
+    /// the manifest another process commits is followed instead.
+    pub read_only: bool,
+    /// How often a replica looks for a newer manifest.
+    pub follow_interval: Duration,
+    /// How long the writer lease on a shared object store lasts unrenewed
+    /// (renewed three times within it).
+    pub lease_ttl: Duration,
     /// The registry the engine's metrics are registered in.
     pub metrics: lookout_metrics::Registry,
 }
@@ -76,6 +88,9 @@ impl Default for StorageOptions {
             background: true,
             object_store: None,
             clock: Arc::new(SystemClock),
+            read_only: false,
+            follow_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(30),
             metrics: lookout_metrics::Registry::new(),
         }
     }
@@ -290,8 +305,8 @@ struct Inner {
     local: Option<(Arc<LocalFileSystem>, PathBuf)>,
     options: StorageOptions,
     state: Arc<RwLock<State>>,
-    /// Lock order: `wal`, then `state`.
-    wal: Arc<Mutex<Wal>>,
+    /// Lock order: `wal`, then `state`. `None` on a replica.
+    wal: Option<Arc<Mutex<Wal>>>,
     /// Serialises everything that commits a manifest.
     commit: tokio::sync::Mutex<()>,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
@@ -301,6 +316,9 @@ struct Inner {
     flush_wanted: Arc<Notify>,
     shutdown: Arc<Notify>,
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tasks that may stop anywhere (lease renewal, following the writer),
+    /// aborted on close.
+    abortable: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Distinguishes this process's file names from a crashed one's.
     run: String,
     /// File numbers within this run; with `run` they make names unique.
@@ -309,6 +327,10 @@ struct Inner {
     loads_in_flight: AtomicU64,
     /// Held while the directory is open; released by `close`.
     lock: Mutex<Option<File>>,
+    /// The writer lease on a shared object store (see [`crate::lease`]).
+    lease: Mutex<Option<Arc<WriterLease>>>,
+    /// What a replica has applied of the writer's commits.
+    replication: Mutex<replica::Progress>,
     /// Combiners of derived tables, by table id.
     combiners: RwLock<HashMap<u64, Arc<dyn Combine>>>,
     /// Files that snapshots still read.
@@ -357,6 +379,125 @@ fn collect_later(m: &mut Manifest, dropped: Vec<String>, now: i64) -> usize {
     n
 }
 
+/// Takes the data directory's lock file, or fails naming its holder.
+fn take_lock(dir: &FsPath) -> Result<File> {
+    let lock_path = dir.join("LOCK");
+    let mut lock = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)?;
+    if lock.try_lock().is_err() {
+        // The holder wrote who it is into the file (see `note_holder`).
+        let holder = std::fs::read_to_string(&lock_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(StorageError::Locked {
+            path: dir.display().to_string(),
+            lock: lock_path.display().to_string(),
+            holder,
+        });
+    }
+    // Who holds the lock, for the error another process gets; only
+    // informative, so a full disk does not stop the open here.
+    {
+        use std::io::Write as _;
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| writeln!(lock, "process {}", std::process::id()));
+    }
+    Ok(lock)
+}
+
+/// The object store and, when it is the local default, its directory.
+type Stores = (
+    Arc<dyn ObjectStore>,
+    Option<(Arc<LocalFileSystem>, PathBuf)>,
+);
+
+impl Inner {
+    fn new(
+        dir: PathBuf,
+        (store, local): Stores,
+        options: StorageOptions,
+        state: State,
+        wal: Option<Wal>,
+        lock: Option<File>,
+    ) -> Arc<Inner> {
+        let run = format!("{:x}", options.clock.now_micros());
+        let metrics = StorageMetrics::register(&options.metrics);
+        let state = Arc::new(RwLock::new(state));
+        register_state_gauges(&options.metrics, &state);
+        Arc::new(Inner {
+            dir,
+            store,
+            local,
+            options,
+            state,
+            wal: wal.map(|w| Arc::new(Mutex::new(w))),
+            commit: tokio::sync::Mutex::new(()),
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
+            flush_wanted: Arc::new(Notify::new()),
+            shutdown: Arc::new(Notify::new()),
+            background: Mutex::new(None),
+            abortable: Mutex::new(Vec::new()),
+            run,
+            next_file: AtomicU64::new(1),
+            loads_in_flight: AtomicU64::new(0),
+            lock: Mutex::new(lock),
+            lease: Mutex::new(None),
+            replication: Mutex::default(),
+            combiners: RwLock::default(),
+            pins: Arc::default(),
+            marked: Arc::default(),
+            metrics,
+        })
+    }
+}
+
+/// Renews the writer lease for as long as the engine exists.
+async fn renew_lease(engine: std::sync::Weak<Inner>) {
+    let Some(every) = engine
+        .upgrade()
+        .and_then(|inner| Storage { inner }.lease())
+        .map(|l| l.renew_every())
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let storage = Storage { inner };
+        let Some(lease) = storage.lease() else {
+            return;
+        };
+        match lease
+            .renew(
+                storage.inner.store.as_ref(),
+                storage.inner.options.clock.as_ref(),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e @ StorageError::Fenced(_)) => {
+                tracing::error!(error = %e, "writer lease lost; writes are refused from now on");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the writer lease failed; retrying"),
+        }
+    }
+}
+
 fn poisoned<T>(_: T) -> StorageError {
     StorageError::Corrupt("internal lock poisoned by an earlier panic".into())
 }
@@ -375,48 +516,42 @@ impl Storage {
     }
 
     /// Opens (or creates) a data directory: takes its lock, loads the
-    /// manifest, replays the WAL and starts the writer.
+    /// manifest, replays the WAL and starts the writer. With
+    /// [`StorageOptions::read_only`] it opens a replica instead (see
+    /// [`replica`]).
     pub async fn open(dir: impl AsRef<FsPath>, options: StorageOptions) -> Result<Storage> {
+        if options.read_only {
+            return replica::open(dir.as_ref(), options).await;
+        }
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let lock_path = dir.join("LOCK");
-        let mut lock = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)?;
-        if lock.try_lock().is_err() {
-            // The holder wrote who it is into the file (see `note_holder`).
-            let holder = std::fs::read_to_string(&lock_path)
-                .unwrap_or_default()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(StorageError::Locked {
-                path: dir.display().to_string(),
-                lock: lock_path.display().to_string(),
-                holder,
-            });
-        }
-        // Who holds the lock, for the error another process gets; only
-        // informative, so a full disk does not stop the open here.
-        {
-            use std::io::Write as _;
-            let _ = lock
-                .set_len(0)
-                .and_then(|()| writeln!(lock, "process {}", std::process::id()));
-        }
-        let (store, local): (Arc<dyn ObjectStore>, _) = match &options.object_store {
+        let lock = take_lock(&dir)?;
+        let (store, local) = match &options.object_store {
             Some(s) => (Arc::clone(s), None),
             None => {
                 let data = dir.join("data");
                 std::fs::create_dir_all(&data)?;
                 let local = Arc::new(LocalFileSystem::new_with_prefix(&data)?);
-                (Arc::clone(&local) as _, Some((local, data)))
+                (
+                    Arc::clone(&local) as Arc<dyn ObjectStore>,
+                    Some((local, data)),
+                )
             }
+        };
+        // The lock file keeps out processes on this machine; an object store
+        // shared between machines needs its own lease.
+        let lease = match &local {
+            Some(_) => None,
+            None => Some(Arc::new(
+                WriterLease::acquire(
+                    store.as_ref(),
+                    options.clock.as_ref(),
+                    options.lease_ttl,
+                    &dir,
+                    &store.to_string(),
+                )
+                .await?,
+            )),
         };
         let manifest = Manifest::load_latest(store.as_ref()).await?;
         let wal_dir = dir.join("wal");
@@ -442,49 +577,71 @@ impl Storage {
             tracing::info!(rows = replayed_rows, "replayed write-ahead log");
         }
         let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
-        let run = format!("{:x}", options.clock.now_micros());
-        let metrics = StorageMetrics::register(&options.metrics);
-        let inner = Arc::new(Inner {
+        let inner = Inner::new(
             dir,
-            store,
-            local,
+            (store, local),
             options,
-            state: Arc::new(RwLock::new(State {
+            State {
                 manifest: Arc::new(manifest),
                 buffers,
-            })),
-            wal: Arc::new(Mutex::new(wal)),
-            commit: tokio::sync::Mutex::new(()),
-            writer: Mutex::new(None),
-            writer_thread: Mutex::new(None),
-            flush_wanted: Arc::new(Notify::new()),
-            shutdown: Arc::new(Notify::new()),
-            background: Mutex::new(None),
-            run,
-            next_file: AtomicU64::new(1),
-            loads_in_flight: AtomicU64::new(0),
-            lock: Mutex::new(Some(lock)),
-            combiners: RwLock::default(),
-            pins: Arc::default(),
-            marked: Arc::default(),
-            metrics: metrics.clone(),
-        });
+            },
+            Some(wal),
+            Some(lock),
+        );
+        *inner.lease.lock().map_err(poisoned)? = lease;
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
         // dropping the last handle ends it (and releases the lock file).
-        let (wal, state) = (Arc::clone(&inner.wal), Arc::clone(&inner.state));
+        let (wal, state, metrics) = (
+            inner.wal.clone(),
+            Arc::clone(&inner.state),
+            inner.metrics.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || writer_loop(&wal, &state, &rx, &metrics))?;
+            .spawn(move || {
+                if let Some(wal) = wal {
+                    writer_loop(&wal, &state, &rx, &metrics);
+                }
+            })?;
         *inner.writer.lock().map_err(poisoned)? = Some(tx);
         *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
-        register_state_gauges(&inner.options.metrics, &inner.state);
         let storage = Storage { inner };
         if storage.inner.options.background {
             let handle = tokio::spawn(background_loop(Arc::downgrade(&storage.inner)));
             *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
         }
+        if storage.lease().is_some() {
+            let handle = tokio::spawn(renew_lease(Arc::downgrade(&storage.inner)));
+            storage
+                .inner
+                .abortable
+                .lock()
+                .map_err(poisoned)?
+                .push(handle);
+        }
         Ok(storage)
+    }
+
+    fn lease(&self) -> Option<Arc<WriterLease>> {
+        self.inner.lease.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Fails on a read-only replica, and on a writer whose lease another
+    /// writer took: nothing may be committed (or acknowledged) then.
+    pub(crate) fn check_writable(&self, what: &str) -> Result<()> {
+        if self.inner.options.read_only {
+            return Err(StorageError::ReadOnly(what.to_string()));
+        }
+        match self.lease() {
+            Some(lease) => lease.check(self.inner.options.clock.as_ref()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this handle is a read-only replica.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.options.read_only
     }
 
     /// The clock every part of the database reads the present from.
@@ -593,6 +750,8 @@ impl Storage {
     /// neither a commit nor the WAL segments it lets go outlive their data
     /// in a power loss. Object stores acknowledge only durable writes.
     pub(super) async fn write_manifest(&self, old: &Manifest, m: &mut Manifest) -> Result<()> {
+        self.check_writable("change the database")?;
+        m.committed_micros = self.now_micros();
         let Some((local, root)) = &self.inner.local else {
             return m.commit(self.inner.store.as_ref()).await;
         };
@@ -622,6 +781,14 @@ impl Storage {
         if let Some(handle) = bg {
             let _ = handle.await;
         }
+        let tasks = std::mem::take(&mut *self.inner.abortable.lock().map_err(poisoned)?);
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        if self.inner.options.read_only {
+            return Ok(());
+        }
         self.flush().await?;
         let tx = self.inner.writer.lock().map_err(poisoned)?.take();
         drop(tx);
@@ -630,6 +797,11 @@ impl Storage {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         // Closed: another process (or a new handle) may open the directory.
+        if let Some(lease) = self.lease()
+            && let Err(e) = lease.release(self.inner.store.as_ref()).await
+        {
+            tracing::warn!(error = %e, "releasing the writer lease failed; it expires");
+        }
         self.inner.lock.lock().map_err(poisoned)?.take();
         Ok(())
     }
@@ -857,7 +1029,7 @@ fn commit_group(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
     use arrow::datatypes::{DataType, Schema};
 
@@ -868,11 +1040,11 @@ mod tests {
     use object_store::ObjectStoreExt;
     use object_store::path::Path;
 
-    fn schema() -> Schema {
+    pub(super) fn schema() -> Schema {
         crate::schema::test_schema()
     }
 
-    fn batch(ts: &[i64], model: &str) -> RecordBatch {
+    pub(super) fn batch(ts: &[i64], model: &str) -> RecordBatch {
         RecordBatch::try_new(
             Arc::new(schema()),
             vec![
@@ -884,14 +1056,14 @@ mod tests {
         .expect("batch")
     }
 
-    fn quiet() -> StorageOptions {
+    pub(super) fn quiet() -> StorageOptions {
         StorageOptions {
             background: false,
             ..StorageOptions::default()
         }
     }
 
-    fn live_rows(s: &Storage, table: &str) -> u64 {
+    pub(super) fn live_rows(s: &Storage, table: &str) -> u64 {
         let snap = s.snapshot(table).expect("snapshot");
         let files: u64 = snap
             .files

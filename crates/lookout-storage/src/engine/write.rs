@@ -71,6 +71,7 @@ impl Storage {
         if rows == 0 {
             return Ok(0);
         }
+        self.check_writable("write rows")?;
         let targets = {
             let m = self.manifest()?;
             writes
@@ -198,6 +199,7 @@ impl Storage {
         D: FnOnce() -> F,
         F: Future<Output = Result<Vec<(String, RecordBatch)>>>,
     {
+        self.check_writable("load rows")?;
         let _load = LoadGuard::new(&self.inner.loads_in_flight);
         let (def, schema) = {
             let m = self.manifest()?;
