@@ -27,3 +27,4 @@ mod sampling;
 mod slt;
 mod snapshots;
 mod streaming;
+mod upgrade;

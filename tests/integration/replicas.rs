@@ -145,6 +145,25 @@ async fn a_read_only_replica_follows_a_local_writer() {
     );
     let role = rows(&writer, "SELECT role FROM lookout.replication").await;
     assert_eq!(role, vec![vec![Some("writer".to_string())]]);
+    // libpq's target_session_attrs tells them apart, whichever host is first.
+    for (attrs, ports, want) in [
+        ("read-write", format!("{rp},{wp}"), "writer"),
+        ("read-only", format!("{wp},{rp}"), "replica"),
+    ] {
+        let out = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1,127.0.0.1 port={ports} user=lookout dbname=lookout target_session_attrs={attrs}"
+            ))
+            .args(["-XAtc", "SELECT role FROM lookout.replication"])
+            .output()
+            .expect("psql");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "{attrs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // A table the writer drops leaves the replica too.
     writer
         .batch_execute("DROP TABLE calls")

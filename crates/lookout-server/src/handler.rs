@@ -6,7 +6,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use lookout_query::{Access, CopyReceiver, Lookout, Output, Prepared, QueryError, Session};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
@@ -727,29 +726,6 @@ impl Connection {
     /// Every connection's cancel slot, for the CancelRequests pgwire hands over.
     pub(crate) fn cancel_registry(&self) -> Arc<CancelRegistry> {
         Arc::clone(&self.registry)
-    }
-}
-
-/// Without authentication every client is let in, as an admin.
-#[async_trait]
-impl NoopStartupHandler for Connection {
-    fn pid_secret_key_generator(&self) -> &dyn pgwire::api::PidSecretKeyGenerator {
-        &*crate::cancel::PID_GENERATOR
-    }
-
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.started(ClientIdentity::of(client), Access::Admin)
-            .await;
-        Ok(())
     }
 }
 

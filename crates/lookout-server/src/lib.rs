@@ -103,6 +103,7 @@ pub async fn serve(
     install_roles(&lookout, Arc::clone(&options.authentication.users))
         .await
         .map_err(|e| std::io::Error::other(format!("roles: {e}")))?;
+    let read_only = lookout.storage().is_read_only();
     let mut connections = JoinSet::new();
     let registry = Arc::new(cancel::CancelRegistry::default());
     let metrics = ConnectionMetrics::register(lookout.metrics());
@@ -121,7 +122,7 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let conn = Connection::new(&lookout, Arc::clone(&registry));
                 let handlers = ConnectionHandlers {
-                    startup: Arc::new(startup::Startup::new(Arc::clone(&conn), &options.authentication)),
+                    startup: Arc::new(startup::Startup::new(Arc::clone(&conn), &options.authentication, read_only)),
                     conn,
                 };
                 let tls = options.tls.clone();

@@ -56,17 +56,31 @@ pub(crate) struct Startup {
     /// Channel binding data, offered to TLS clients.
     end_point: Option<Arc<[u8]>>,
     login: Mutex<Login>,
+    /// Whether the server is a read-only replica, which it reports as a
+    /// hot standby does.
+    read_only: bool,
 }
 
 impl Startup {
-    pub(crate) fn new(conn: Arc<Connection>, auth: &Authentication) -> Startup {
+    pub(crate) fn new(conn: Arc<Connection>, auth: &Authentication, read_only: bool) -> Startup {
         Startup {
             conn,
             require_tls: auth.require_tls,
             users: auth.enabled.then(|| Arc::clone(&auth.users)),
             end_point: auth.tls_server_end_point.clone(),
             login: Mutex::new(Login::Started),
+            read_only,
         }
+    }
+
+    /// The parameters reported after login. `in_hot_standby` and
+    /// `default_transaction_read_only` tell drivers looking for the
+    /// primary (libpq's `target_session_attrs`) to pass a replica by.
+    fn parameters(&self) -> DefaultServerParameterProvider {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.in_hot_standby = self.read_only;
+        parameters.default_transaction_read_only = self.read_only;
+        parameters
     }
 
     /// The channel binding data to offer this client: over TLS only.
@@ -131,7 +145,18 @@ impl StartupHandler for Startup {
             ));
         }
         let Some(users) = &self.users else {
-            return StartupHandler::on_startup(self.conn.as_ref(), client, message).await;
+            // Authentication off: every client is let in, as an admin.
+            if let PgWireFrontendMessage::Startup(ref startup) = message {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                let (pid, secret) = crate::cancel::PID_GENERATOR.generate(client);
+                client.set_pid_and_secret_key(pid, secret);
+                finish_authentication(client, &self.parameters()).await?;
+                self.conn
+                    .started(ClientIdentity::of(client), lookout_query::Access::Admin)
+                    .await;
+            }
+            return Ok(());
         };
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
@@ -199,8 +224,7 @@ impl StartupHandler for Startup {
                         .await?;
                     let (pid, secret) = crate::cancel::PID_GENERATOR.generate(client);
                     client.set_pid_and_secret_key(pid, secret);
-                    finish_authentication(client, &DefaultServerParameterProvider::default())
-                        .await?;
+                    finish_authentication(client, &self.parameters()).await?;
                     self.conn
                         .started(ClientIdentity::of(client), user.access)
                         .await;

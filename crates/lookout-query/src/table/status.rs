@@ -118,7 +118,12 @@ fn replication(lookout: &crate::Lookout) -> StatusTable {
                         .with_timezone("UTC"),
                 )
             };
-            let lag = (now - r.checked_micros).max(0) as f64 / 1e6;
+            // The writer reads what it committed last: current by definition.
+            let lag = if r.read_only {
+                (now - r.checked_micros).max(0) as f64 / 1e6
+            } else {
+                0.0
+            };
             Ok(RecordBatch::try_new(
                 Arc::clone(schema),
                 vec![

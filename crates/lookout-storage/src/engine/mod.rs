@@ -426,7 +426,7 @@ impl Inner {
         (store, local): Stores,
         options: StorageOptions,
         state: State,
-        wal: Option<Wal>,
+        wal: Option<Arc<Mutex<Wal>>>,
         lock: Option<File>,
     ) -> Arc<Inner> {
         let run = format!("{:x}", options.clock.now_micros());
@@ -439,7 +439,7 @@ impl Inner {
             local,
             options,
             state,
-            wal: wal.map(|w| Arc::new(Mutex::new(w))),
+            wal,
             commit: tokio::sync::Mutex::new(()),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
@@ -576,7 +576,10 @@ impl Storage {
         if replayed_rows > 0 {
             tracing::info!(rows = replayed_rows, "replayed write-ahead log");
         }
-        let wal = Wal::open(&wal_dir, manifest.wal_flushed_segment)?;
+        let wal = Arc::new(Mutex::new(Wal::open(
+            &wal_dir,
+            manifest.wal_flushed_segment,
+        )?));
         let inner = Inner::new(
             dir,
             (store, local),
@@ -585,25 +588,17 @@ impl Storage {
                 manifest: Arc::new(manifest),
                 buffers,
             },
-            Some(wal),
+            Some(Arc::clone(&wal)),
             Some(lock),
         );
         *inner.lease.lock().map_err(poisoned)? = lease;
         let (tx, rx) = mpsc::channel();
         // The writer holds only the WAL and the state, not the engine, so
         // dropping the last handle ends it (and releases the lock file).
-        let (wal, state, metrics) = (
-            inner.wal.clone(),
-            Arc::clone(&inner.state),
-            inner.metrics.clone(),
-        );
+        let (state, metrics) = (Arc::clone(&inner.state), inner.metrics.clone());
         let thread = std::thread::Builder::new()
             .name("lookout-wal".into())
-            .spawn(move || {
-                if let Some(wal) = wal {
-                    writer_loop(&wal, &state, &rx, &metrics);
-                }
-            })?;
+            .spawn(move || writer_loop(&wal, &state, &rx, &metrics))?;
         *inner.writer.lock().map_err(poisoned)? = Some(tx);
         *inner.writer_thread.lock().map_err(poisoned)? = Some(thread);
         let storage = Storage { inner };
