@@ -164,6 +164,39 @@ async fn a_read_only_replica_follows_a_local_writer() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Alert rules made on the writer are back-tested on the replica; none
+    // can be made there.
+    writer
+        .batch_execute(
+            "CREATE ALERT slow_calls EVERY '1 minute' SEVERITY P1 WHEN value > 100 \
+             AS SELECT model, avg(latency_ms) AS value FROM calls \
+             WHERE ts >= now() - INTERVAL '1 hour' AND ts < now() GROUP BY model",
+        )
+        .await
+        .expect("create alert");
+    let backtest =
+        "BACKTEST ALERT slow_calls FROM '2026-12-01 00:00:00+00' TO '2026-12-01 01:00:00+00'";
+    let mut backtested = Err(String::new());
+    for _ in 0..150 {
+        backtested = replica
+            .simple_query(backtest)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if backtested.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(backtested, Ok(()), "{backtest}");
+    assert_eq!(
+        error_code(
+            &replica,
+            "CREATE ALERT other EVERY '1 minute' SEVERITY P1 WHEN value > 1 AS SELECT 1.0 AS value"
+        )
+        .await,
+        "25006"
+    );
     // A table the writer drops leaves the replica too.
     writer
         .batch_execute("DROP TABLE calls")

@@ -45,7 +45,36 @@ impl AlertEngine {
             let deliverer = tokio::spawn(engine.clone().delivery_loop());
             let digests = tokio::spawn(engine.clone().digest_loop());
             lock(&engine.inner.tasks).extend([scheduler, deliverer, digests]);
+        } else if db.storage().is_read_only() {
+            let follower = tokio::spawn(engine.clone().follow_writer());
+            lock(&engine.inner.tasks).push(follower);
         }
         Ok(engine)
+    }
+
+    /// On a read-only replica: reads the rules again after each manifest
+    /// version the replica installs, so back-tests and `SHOW ALERTS` there
+    /// know the rules the writer has now.
+    async fn follow_writer(self) {
+        let version = |db: &Lookout| db.storage().manifest().map_or(0, |m| m.version);
+        let mut read = version(&self.inner.db);
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+            if self.stopped() {
+                return;
+            }
+            let now = version(&self.inner.db);
+            if now == read {
+                continue;
+            }
+            match self.restore().await {
+                Ok(()) => read = now,
+                Err(e) => tracing::warn!(error = %e, "re-reading the alert rules failed; retrying"),
+            }
+        }
     }
 }

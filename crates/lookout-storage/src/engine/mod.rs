@@ -732,9 +732,20 @@ impl Storage {
         let old = self.manifest()?;
         let mut m = (*old).clone();
         let out = change(&mut m)?;
-        self.write_manifest(&old, &mut m).await?;
+        // A change that changed nothing (`CREATE TABLE IF NOT EXISTS` of a
+        // table that exists) is no write, so a read-only replica runs it.
+        // The writer still commits it: a restart on a full disk fails at
+        // its first such commit, with the disk-full explanation, rather
+        // than serving with rows it cannot flush (an end-of-recovery flush
+        // would be the better probe).
+        let changed = m != *old;
+        if changed || !self.inner.options.read_only {
+            self.write_manifest(&old, &mut m).await?;
+        }
         let mut state = self.inner.state.write().map_err(poisoned)?;
-        state.manifest = Arc::new(m);
+        if changed || !self.inner.options.read_only {
+            state.manifest = Arc::new(m);
+        }
         install(&mut state);
         Ok(out)
     }
