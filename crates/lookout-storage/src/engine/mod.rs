@@ -738,12 +738,14 @@ impl Storage {
         // its first such commit, with the disk-full explanation, rather
         // than serving with rows it cannot flush (an end-of-recovery flush
         // would be the better probe).
-        let changed = m != *old;
-        if changed || !self.inner.options.read_only {
+        // Compared only on a replica: on the writer it would walk every
+        // file of the catalog at each commit for nothing.
+        let write = !self.inner.options.read_only || m != *old;
+        if write {
             self.write_manifest(&old, &mut m).await?;
         }
         let mut state = self.inner.state.write().map_err(poisoned)?;
-        if changed || !self.inner.options.read_only {
+        if write {
             state.manifest = Arc::new(m);
         }
         install(&mut state);
