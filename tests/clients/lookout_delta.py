@@ -4,19 +4,38 @@ lakehouse would, with the Python `deltalake` package and with Polars.
   lookout_delta.py DIR COLUMN   JSON: rows, sum(COLUMN) and the Delta version
                                 each reader sees, deletes applied
 
+DIR is a directory or an s3:// URL; for the latter the `AWS_*` variables
+(AWS_ENDPOINT among them) say where the bucket is.
+
 Each reader's answer is reported separately, so a test can tell which one
 disagrees with Lookout.
 """
 
 import json
+import os
 import sys
 
 import polars as pl
 from deltalake import DeltaTable, QueryBuilder
 
 
+def storage_options(path):
+    """For an s3:// table, the store the `AWS_*` variables point at (the
+    tests' moto server); nothing for a local directory."""
+    if not path.startswith("s3://"):
+        return None
+    return {
+        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+
 def read(path, column):
-    table = DeltaTable(path)
+    options = storage_options(path)
+    table = DeltaTable(path, storage_options=options)
     # deltalake's DataFusion reader applies deletion vectors; its pyarrow
     # dataset path refuses tables that have them.
     result = (
@@ -25,7 +44,7 @@ def read(path, column):
         .execute(f'SELECT count(*) AS rows, sum("{column}") AS total FROM t')
         .read_all()
     )
-    lazy = pl.scan_delta(path).select(
+    lazy = pl.scan_delta(path, storage_options=options).select(
         pl.len().alias("rows"), pl.col(column).sum().alias("total")
     )
     frame = lazy.collect()

@@ -14,20 +14,33 @@ use crate::harness::TestServer;
 
 /// Runs `tests/clients/<script>` with `args`; its standard output.
 fn python_client(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    python_client_with(script, args, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`python_client`], with these environment variables; the error
+/// output when the script fails.
+fn python_client_with(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
     let out = Command::new("python3")
         .arg(path)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("python3 (tests/run.sh installs deltalake and polars)");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn delta_tables(command: &str, dir: &Path) -> String {
@@ -306,7 +319,7 @@ async fn table_through_delta(
     readers: &[&str],
 ) {
     let mut publisher = lookout_delta::publish::Publisher::new(server.lookout.storage().clone())
-        .expect("a local store")
+        .expect("a writer's store")
         .with_checkpoint_every(4)
         .with_metrics(&lookout_metrics::Registry::new());
     publisher.publish().await.expect("publish");
@@ -407,7 +420,7 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         .batch_execute("CREATE TABLE quiet (ts TIMESTAMPTZ NOT NULL, x DOUBLE PRECISION)")
         .await
         .expect("create");
-    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("local");
+    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("a writer");
     publisher.publish().await.expect("publish");
     let read = read_as_delta(&server.dir.path().join("data/quiet"), "x");
     assert_eq!(read["deltalake"]["rows"].as_i64(), Some(0), "{read}");
@@ -573,7 +586,7 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
         .await
         .expect("versioned");
     storage.flush().await.expect("flush");
-    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("local");
+    let mut publisher = lookout_delta::publish::Publisher::new(storage.clone()).expect("a writer");
     publisher.publish().await.expect("publish");
     let shown: i64 = client
         .query_one("SELECT count(*) FROM labels", &[])
@@ -583,4 +596,103 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
     assert_eq!(shown, 10);
     let read = read_as_delta(&server.dir.path().join("data/labels"), "score");
     assert_eq!(read["deltalake"]["rows"].as_i64(), Some(15), "{read}");
+}
+
+/// A database on S3 publishes its tables' Delta logs in the bucket:
+/// `deltalake` and Polars read them from there with the deletes applied,
+/// deletion vectors included, and a dropped table's log goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_on_s3_read_as_delta_from_the_bucket() {
+    use crate::replicas::{BUCKET, aws_env, bucket_keys, fast_config, moto, serve, start};
+    let (_moto, s3_port) = moto().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fast_config(dir.path());
+    let env = aws_env(s3_port);
+    let location = format!("s3://{BUCKET}/lake");
+    let wal = dir.path().join("wal").display().to_string();
+    let port = crate::harness::free_port();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _writer = start(&mut serve(
+        port,
+        &["--data", &location, "--wal-dir", &wal, "--config", &config],
+        &env_refs,
+    ));
+    let client = crate::harness::wait_ready(port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE calls (ts TIMESTAMPTZ NOT NULL, model TEXT, latency_ms DOUBLE PRECISION); \
+             INSERT INTO calls SELECT now(), 'm' || (i % 3), i FROM generate_series(1, 100) AS g(i); \
+             CREATE TABLE scratch (ts TIMESTAMPTZ NOT NULL, x DOUBLE PRECISION); \
+             INSERT INTO scratch VALUES (now(), 1)",
+        )
+        .await
+        .expect("write");
+    // The rows reach Parquet files and the log within seconds (flush_age
+    // 1 s, a publishing pass every second); the delete becomes a deletion
+    // vector in the bucket.
+    let table = format!("{location}/calls");
+    let wait_for = |rows: i64, sum: f64| {
+        let (table, env) = (table.clone(), env.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut read = Value::Null;
+            for _ in 0..60 {
+                // Until the first pass the table has no log to read.
+                read = match python_client_with(
+                    "lookout_delta.py",
+                    &[table.as_ref(), "latency_ms".as_ref()],
+                    &env,
+                ) {
+                    Ok(out) => serde_json::from_slice(&out).expect("lookout_delta.py JSON"),
+                    Err(e) => Value::String(e),
+                };
+                let agree = BOTH.iter().all(|r| {
+                    read[r]["rows"].as_i64() == Some(rows) && read[r]["sum"].as_f64() == Some(sum)
+                });
+                if agree {
+                    return read;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            panic!("deltalake and Polars never read {rows} rows summing to {sum}: {read}");
+        })
+    };
+    wait_for(100, 5050.0).await.expect("join");
+    client
+        .batch_execute("DELETE FROM calls WHERE latency_ms <= 10")
+        .await
+        .expect("delete");
+    let row = client
+        .query_one("SELECT count(*), sum(latency_ms) FROM calls", &[])
+        .await
+        .expect("count");
+    let (rows, sum): (i64, f64) = (row.get(0), row.get(1));
+    assert_eq!((rows, sum), (90, 4995.0));
+    wait_for(rows, sum).await.expect("join");
+    let keys = bucket_keys(s3_port, "lake/calls/").await;
+    assert!(keys.contains("lake/calls/_delta_log/"), "{keys}");
+    assert!(keys.contains("lake/calls/deletion_vector_"), "{keys}");
+
+    // Whether the bucket holds objects under `prefix`, once it does (or
+    // no longer does) within 30 s.
+    let holds = |prefix: &'static str, wanted: bool| async move {
+        for _ in 0..60 {
+            if bucket_keys(s3_port, prefix).await.contains("<Key>") == wanted {
+                return wanted;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        !wanted
+    };
+    assert!(
+        holds("lake/scratch/_delta_log/", true).await,
+        "the second table is published too"
+    );
+    client
+        .batch_execute("DROP TABLE scratch")
+        .await
+        .expect("drop");
+    assert!(
+        !holds("lake/scratch/_delta_log/", false).await,
+        "a dropped table's log goes"
+    );
 }

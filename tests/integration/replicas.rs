@@ -10,10 +10,10 @@ use std::time::Duration;
 use crate::harness::{error_code, free_port, rows, wait_for_rows, wait_ready};
 
 /// The bucket the S3 tests use.
-const BUCKET: &str = "lookout-test";
+pub(crate) const BUCKET: &str = "lookout-test";
 
 /// `lookout serve` on `port` with these extra arguments and environment.
-fn serve(port: u16, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub(crate) fn serve(port: u16, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
@@ -27,7 +27,7 @@ fn serve(port: u16, args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// A configuration file with fast flushes and a replica that looks for
 /// commits every 200 ms.
-fn fast_config(dir: &Path) -> String {
+pub(crate) fn fast_config(dir: &Path) -> String {
     let path = dir.join("lookout.toml");
     std::fs::write(
         &path,
@@ -38,7 +38,7 @@ fn fast_config(dir: &Path) -> String {
 }
 
 /// Kills the child when dropped, so a failing test leaves no server behind.
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -47,7 +47,7 @@ impl Drop for Running {
     }
 }
 
-fn start(cmd: &mut Command) -> Running {
+pub(crate) fn start(cmd: &mut Command) -> Running {
     Running(cmd.spawn().expect("spawn lookout"))
 }
 
@@ -210,7 +210,7 @@ async fn a_read_only_replica_follows_a_local_writer() {
 }
 
 /// moto's S3 server on a free port, with the test bucket created.
-async fn moto() -> (Running, u16) {
+pub(crate) async fn moto() -> (Running, u16) {
     let port = free_port();
     let server = start(
         Command::new("python3")
@@ -249,7 +249,7 @@ async fn moto() -> (Running, u16) {
 }
 
 /// The `AWS_*` variables that point the store at moto.
-fn aws_env(port: u16) -> Vec<(&'static str, String)> {
+pub(crate) fn aws_env(port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
@@ -260,7 +260,7 @@ fn aws_env(port: u16) -> Vec<(&'static str, String)> {
 }
 
 /// Keys in the bucket under `prefix`, as S3's ListObjectsV2 gives them.
-async fn bucket_keys(port: u16, prefix: &str) -> String {
+pub(crate) async fn bucket_keys(port: u16, prefix: &str) -> String {
     let url = format!("http://127.0.0.1:{port}/{BUCKET}?list-type=2&prefix={prefix}");
     tokio::task::spawn_blocking(move || {
         ureq::get(&url)

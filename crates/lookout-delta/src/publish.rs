@@ -44,7 +44,11 @@ use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use lookout_metrics::{Counter, Registry};
 use lookout_query::ext::SYSTEM_PREFIX;
 use lookout_storage::batch::table_dir;
+use futures::{StreamExt, TryStreamExt};
 use lookout_storage::{FileMeta, StatValue, Storage, TableDef, manifest::TableEntry};
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode};
 use url::Url;
 
 /// The application id of the `txn` action each commit carries.
@@ -81,11 +85,13 @@ pub enum PublishError {
 
 type PublishResult<T> = std::result::Result<T, PublishError>;
 
-/// Keeps the Delta logs of a local store's tables in step with its
-/// manifest.
+/// Keeps the Delta logs of a store's tables (a local directory or a
+/// bucket) in step with its manifest.
 pub struct Publisher {
     storage: Storage,
-    root: PathBuf,
+    /// The store the tables' files are in, rooted at the data directory or
+    /// the bucket's prefix.
+    store: Arc<dyn ObjectStore>,
     /// Per table name: the table id and file list last published, so an
     /// unchanged table costs nothing.
     published: HashMap<String, (u64, Arc<Vec<FileMeta>>)>,
@@ -98,6 +104,9 @@ pub struct Publisher {
     metrics: Option<PublishMetrics>,
     /// Why each table the last pass could not publish failed.
     failures: HashMap<String, String>,
+    /// The directories of the published tables when dropped tables' logs
+    /// were last removed.
+    live: Option<HashSet<String>>,
 }
 
 /// What publishing counts, in the database's metrics registry.
@@ -143,20 +152,23 @@ impl PublishMetrics {
 }
 
 impl Publisher {
-    /// A publisher for `storage`, or `None` when its files are not on the
-    /// local disk (object stores are not published yet).
+    /// A publisher for `storage`, or `None` for a read-only replica: the
+    /// writer publishes, a replica's store holds the logs it writes.
     pub fn new(storage: Storage) -> Option<Publisher> {
-        let root = storage.local_data_dir()?.to_path_buf();
+        if storage.is_read_only() {
+            return None;
+        }
         Some(Publisher {
             grace: storage.gc_grace(),
+            store: storage.object_store(),
             storage,
-            root,
             published: HashMap::new(),
             manifest_version: None,
             vectors_waiting: HashSet::new(),
             checkpoint_every: CHECKPOINT_EVERY,
             metrics: None,
             failures: HashMap::new(),
+            live: None,
         })
     }
 
@@ -197,25 +209,39 @@ impl Publisher {
             {
                 continue;
             }
-            let table = self.root.join(on_disk(&table_dir(name)));
+            // Deletion vector files become garbage only when a commit
+            // removes files or replaces vectors; listing the directory on
+            // every append would cost an object store LIST per flush.
+            let look_for_garbage =
+                !self.published.contains_key(name) || self.vectors_waiting.contains(name);
+            let table = TableFiles::new(&self.store, &self.storage, name);
             let entry_now = entry.clone();
             let pass = Pass {
                 version: manifest.version,
-                grace: self.grace,
                 checkpoint_every: self.checkpoint_every,
             };
+            let published = table.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                publish_table(engine(&table)?.as_ref(), &table, &entry_now, &pass)
+                publish_table(engine(&published)?.as_ref(), &published, &entry_now, &pass)
             })
             .await
-            .map_err(|e| PublishError::Unsupported(e.to_string()))?;
+            .map_err(|e| PublishError::Unsupported(e.to_string()))
+            .and_then(|outcome| outcome);
+            let outcome = match outcome {
+                Ok(outcome) if look_for_garbage || outcome.vectors_replaced => table
+                    .collect_vectors(&outcome.referenced, self.grace)
+                    .await
+                    .map(|waiting| (outcome.commits, waiting)),
+                Ok(outcome) => Ok((outcome.commits, false)),
+                Err(e) => Err(e),
+            };
             match outcome {
-                Ok(outcome) => {
-                    committed += outcome.commits;
+                Ok((commits, vectors_waiting)) => {
+                    committed += commits;
                     if let Some(m) = &self.metrics {
-                        m.commits.inc_by(outcome.commits as u64);
+                        m.commits.inc_by(commits as u64);
                     }
-                    if outcome.vectors_waiting {
+                    if vectors_waiting {
                         self.vectors_waiting.insert(name.clone());
                     } else {
                         self.vectors_waiting.remove(name);
@@ -241,8 +267,14 @@ impl Publisher {
             .tables
             .iter()
             .filter(|(_, e)| is_published(e))
-            .map(|(n, _)| on_disk(&table_dir(n)));
-        self.remove_dropped(&live.collect()).await?;
+            .map(|(n, _)| on_disk(&table_dir(n)))
+            .collect::<HashSet<_>>();
+        // Only a table leaving the catalog leaves a log behind (and, on
+        // the first pass, whatever an earlier process left).
+        if self.live.as_ref() != Some(&live) {
+            self.remove_dropped(&live).await?;
+            self.live = Some(live);
+        }
         if all_done {
             self.manifest_version = Some(manifest.version);
             if let Some(m) = &self.metrics {
@@ -257,20 +289,32 @@ impl Publisher {
     /// that holds one but is no table any more, so a reader of a dropped
     /// table finds nothing rather than files about to be collected.
     async fn remove_dropped(&self, live: &HashSet<String>) -> PublishResult<()> {
-        let Ok(dirs) = std::fs::read_dir(&self.root) else {
-            return Ok(());
-        };
-        for dir in dirs.flatten() {
-            let name = dir.file_name().to_string_lossy().into_owned();
-            let log = dir.path().join("_delta_log");
-            if live.contains(&name) || !log.is_dir() {
+        let top = self.store.list_with_delimiter(None).await?;
+        for dir in top.common_prefixes {
+            let Some(name) = dir.filename().map(str::to_string) else {
+                continue;
+            };
+            if live.contains(&name) {
                 continue;
             }
-            let path = dir.path();
-            tokio::task::spawn_blocking(move || remove_if_ours(&path))
-                .await
-                .map_err(|e| PublishError::Unsupported(e.to_string()))?
-                .map_err(|e| PublishError::Unsupported(format!("removing {name}: {e}")))?;
+            let table = TableFiles::at(&self.store, &self.storage, dir);
+            if !table.has_log().await? {
+                continue;
+            }
+            let probe = table.clone();
+            let ours = tokio::task::spawn_blocking(move || {
+                let url = table_root()?;
+                Ok::<_, PublishError>(
+                    Snapshot::builder_for(url.as_str())
+                        .build(engine(&probe)?.as_ref())
+                        .is_ok_and(|s| written_for(&s).is_some()),
+                )
+            })
+            .await
+            .map_err(|e| PublishError::Unsupported(e.to_string()))??;
+            if ours {
+                table.remove_log().await?;
+            }
         }
         Ok(())
     }
@@ -297,19 +341,141 @@ pub fn spawn(
 }
 
 /// The table's root as the kernel sees it: the engine's store is rooted at
-/// the table's directory, so no directory name (escaped on disk, see
+/// the table's directory, so no directory name (escaped in the store, see
 /// [`on_disk`]) is ever decoded from a URL.
-const TABLE_ROOT: &str = "file:///";
+fn table_root() -> PublishResult<Url> {
+    Url::parse("file:///").map_err(|e| PublishError::Unsupported(e.to_string()))
+}
+
+/// One table's directory in the store: the root of the kernel's engine,
+/// and where deletion vectors are written and collected.
+#[derive(Clone)]
+struct TableFiles {
+    /// The store rooted at the table's directory.
+    store: Arc<dyn ObjectStore>,
+    /// The same directory on the local disk, where new files are synced
+    /// and emptied directories removed; `None` on an object store.
+    local: Option<PathBuf>,
+}
+
+impl TableFiles {
+    /// The directory of the Lookout table `name`.
+    fn new(store: &Arc<dyn ObjectStore>, storage: &Storage, name: &str) -> TableFiles {
+        TableFiles::at(store, storage, ObjectPath::from(table_dir(name)))
+    }
+
+    /// The directory `dir` of the store.
+    fn at(store: &Arc<dyn ObjectStore>, storage: &Storage, dir: ObjectPath) -> TableFiles {
+        TableFiles {
+            local: storage.local_data_dir().map(|root| root.join(dir.as_ref())),
+            store: Arc::new(PrefixStore::new(Arc::clone(store), dir)),
+        }
+    }
+
+    /// Writes a new file (failing if one is there) from the blocking
+    /// thread a table is published on, durably on a local disk.
+    fn write_new(&self, path: &ObjectPath, bytes: Vec<u8>) -> PublishResult<()> {
+        let put = self
+            .store
+            .put_opts(path, bytes.into(), PutMode::Create.into());
+        tokio::runtime::Handle::current().block_on(put)?;
+        if let Some(dir) = &self.local {
+            let file = dir.join(path.as_ref());
+            std::fs::File::open(&file)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| PublishError::Unsupported(format!("{}: {e}", file.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The objects directly in the directory (none when it is missing).
+    async fn objects(&self, dir: Option<&ObjectPath>) -> PublishResult<Vec<ObjectMeta>> {
+        match self.store.list_with_delimiter(dir).await {
+            Ok(listing) => Ok(listing.objects),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the directory holds a Delta log.
+    async fn has_log(&self) -> PublishResult<bool> {
+        let log = ObjectPath::from(LOG_DIR);
+        Ok(self.store.list(Some(&log)).next().await.is_some())
+    }
+
+    /// Deletes the table's deletion vector files no live file refers to
+    /// once they are older than `grace`, as Lookout keeps superseded
+    /// Parquet files for readers of an older version. Returns whether some
+    /// wait for later.
+    async fn collect_vectors(
+        &self,
+        referenced: &HashSet<ObjectPath>,
+        grace: Duration,
+    ) -> PublishResult<bool> {
+        let mut waiting = false;
+        for object in self.objects(None).await? {
+            let is_vector = object.location.filename().is_some_and(is_vector_file);
+            if !is_vector || referenced.contains(&object.location) {
+                continue;
+            }
+            let age = std::time::SystemTime::from(object.last_modified)
+                .elapsed()
+                .unwrap_or_default();
+            if age >= grace {
+                self.delete(&object.location).await?;
+            } else {
+                waiting = true;
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Removes the Delta log and the deletion vector files.
+    async fn remove_log(&self) -> PublishResult<()> {
+        let log = ObjectPath::from(LOG_DIR);
+        let entries: Vec<ObjectMeta> = self.store.list(Some(&log)).try_collect().await?;
+        for entry in entries {
+            self.delete(&entry.location).await?;
+        }
+        for object in self.objects(None).await? {
+            if object.location.filename().is_some_and(is_vector_file) {
+                self.delete(&object.location).await?;
+            }
+        }
+        if let Some(dir) = &self.local {
+            // The store deletes files and leaves their directories.
+            match tokio::fs::remove_dir_all(dir.join(LOG_DIR)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(PublishError::Unsupported(format!(
+                        "{}: {e}",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, path: &ObjectPath) -> PublishResult<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The directory of a table's Delta log.
+const LOG_DIR: &str = "_delta_log";
 
 /// An engine over one table's directory, running its I/O on the server's
 /// runtime: writing a checkpoint waits on reads inside reads, which the
 /// kernel's background executor cannot do (it deadlocks), so that one
 /// serves only a single-threaded runtime, where checkpoints are not
 /// written.
-fn engine(dir: &std::path::Path) -> PublishResult<Arc<dyn Engine>> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| PublishError::Unsupported(format!("{}: {e}", dir.display())))?;
-    let store = Arc::new(delta_kernel::object_store::local::LocalFileSystem::new_with_prefix(dir)?);
+fn engine(table: &TableFiles) -> PublishResult<Arc<dyn Engine>> {
+    let store = Arc::clone(&table.store);
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         let executor = Arc::new(TokioMultiThreadExecutor::new(handle));
@@ -323,9 +489,9 @@ fn engine(dir: &std::path::Path) -> PublishResult<Arc<dyn Engine>> {
     }
 }
 
-/// The file a URL below [`TABLE_ROOT`] names in the table's directory.
-fn in_table(dir: &std::path::Path, url: &Url) -> PathBuf {
-    dir.join(url.path().trim_start_matches('/'))
+/// The object a URL below [`table_root`] names in the table's directory.
+fn in_table(url: &Url) -> PublishResult<ObjectPath> {
+    ObjectPath::from_url_path(url.path()).map_err(|e| PublishError::Unsupported(e.to_string()))
 }
 
 /// Whether a table gets a Delta log: users' tables and the tables derived
@@ -339,8 +505,6 @@ fn is_published(entry: &TableEntry) -> bool {
 struct Pass {
     /// The manifest version, recorded in the `txn` action.
     version: u64,
-    /// How long unreferenced deletion vector files are kept.
-    grace: Duration,
     checkpoint_every: u64,
 }
 
@@ -348,31 +512,35 @@ struct Pass {
 struct TableOutcome {
     /// Delta commits written.
     commits: usize,
-    /// Superseded deletion vector files still within the grace period.
-    vectors_waiting: bool,
+    /// The deletion vector files the live files refer to.
+    referenced: HashSet<ObjectPath>,
+    /// Whether a commit removed files or replaced deletion vectors, which
+    /// can leave vector files no live file refers to.
+    vectors_replaced: bool,
 }
 
 /// Brings one table's log in step with `entry`.
 fn publish_table(
     engine: &dyn Engine,
-    dir: &std::path::Path,
+    table: &TableFiles,
     entry: &TableEntry,
     pass: &Pass,
 ) -> PublishResult<TableOutcome> {
     let version = pass.version;
-    let url = Url::parse(TABLE_ROOT).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+    let url = table_root()?;
     let mut snapshot = match Snapshot::builder_for(url.as_str()).build(engine) {
         Ok(s) => match written_for(&s) {
             Some(id) if id == entry.def.id.to_string() => Some(s),
             Some(_) => {
                 // The log of a dropped table of the same name.
-                remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+                tokio::runtime::Handle::current().block_on(table.remove_log())?;
                 None
             }
             None => {
                 return Err(PublishError::Unsupported(format!(
-                    "{} holds a Delta log Lookout did not write; it is left alone",
-                    dir.display()
+                    "the directory of table {} holds a Delta log Lookout did not write; \
+                     it is left alone",
+                    entry.def.name
                 )));
             }
         },
@@ -447,6 +615,7 @@ fn publish_table(
             updates.push((path.clone(), deleted));
         }
     }
+    let vectors_replaced = removing || !updates.is_empty();
     if !updates.is_empty() {
         let mut txn = snapshot
             .clone()
@@ -463,9 +632,7 @@ fn publish_table(
             let mut writer = StreamingDeletionVectorWriter::new(&mut bytes);
             let written = writer.write_deletion_vector(dv)?;
             writer.finalize()?;
-            let file = in_table(dir, &dv_path.absolute_path()?);
-            write_new(&file, &bytes)
-                .map_err(|e| PublishError::Unsupported(format!("{}: {e}", file.display())))?;
+            table.write_new(&in_table(&dv_path.absolute_path()?)?, bytes)?;
             descriptors.insert(path, written.to_descriptor(&dv_path));
         }
         txn.update_deletion_vectors(descriptors, current.into_iter().map(Ok))?;
@@ -481,12 +648,10 @@ fn publish_table(
     {
         snapshot.checkpoint(engine, None)?;
     }
-    let referenced = referenced_vectors(&current, &url, dir)?;
-    let vectors_waiting = collect_vectors(dir, &referenced, pass.grace)
-        .map_err(|e| PublishError::Unsupported(format!("{}: {e}", dir.display())))?;
     Ok(TableOutcome {
         commits,
-        vectors_waiting,
+        referenced: referenced_vectors(&current, &url)?,
+        vectors_replaced,
     })
 }
 
@@ -494,8 +659,7 @@ fn publish_table(
 fn referenced_vectors(
     scan: &[FilteredEngineData],
     table: &Url,
-    dir: &std::path::Path,
-) -> PublishResult<HashSet<PathBuf>> {
+) -> PublishResult<HashSet<ObjectPath>> {
     let mut referenced = HashSet::new();
     for files in scan {
         let batch = batch_of(files)?;
@@ -524,40 +688,11 @@ fn referenced_vectors(
                 0,
             )?;
             if let Some(file) = descriptor.absolute_path(table)? {
-                referenced.insert(in_table(dir, &file));
+                referenced.insert(in_table(&file)?);
             }
         }
     }
     Ok(referenced)
-}
-
-/// Deletes the table's deletion vector files no live file refers to once
-/// they are older than `grace`, as Lookout keeps superseded Parquet files
-/// for readers of an older version. Returns whether some wait for later.
-fn collect_vectors(
-    dir: &std::path::Path,
-    referenced: &HashSet<PathBuf>,
-    grace: Duration,
-) -> std::io::Result<bool> {
-    let mut waiting = false;
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !is_vector_file(&name) || referenced.contains(&entry.path()) {
-            continue;
-        }
-        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-        if age >= grace {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        } else {
-            waiting = true;
-        }
-    }
-    Ok(waiting)
 }
 
 fn is_vector_file(name: &str) -> bool {
@@ -855,45 +990,4 @@ fn scalar(value: &StatValue) -> ScalarValue {
         StatValue::Str(v) => ScalarValue::Utf8(Some(v.clone())),
         StatValue::Bool(v) => ScalarValue::Boolean(Some(*v)),
     }
-}
-
-/// Writes a new file, failing if one is there.
-fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::File::create_new(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Removes the Delta log of a dropped table, when Lookout wrote it (an
-/// external table's location is never touched, wherever it is).
-fn remove_if_ours(dir: &std::path::Path) -> PublishResult<()> {
-    let url = Url::parse(TABLE_ROOT).map_err(|e| PublishError::Unsupported(e.to_string()))?;
-    let ours = Snapshot::builder_for(url.as_str())
-        .build(engine(dir)?.as_ref())
-        .is_ok_and(|s| written_for(&s).is_some());
-    if ours {
-        remove_log(dir).map_err(|e| PublishError::Unsupported(e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Removes a table directory's Delta log and deletion vector files.
-fn remove_log(dir: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir.join("_delta_log")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if is_vector_file(&name) {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
 }
