@@ -117,6 +117,8 @@ async fn a_read_only_replica_follows_a_local_writer() {
         "CREATE TABLE other (ts TIMESTAMPTZ NOT NULL)",
         "DELETE FROM calls WHERE model = 'a'",
         "DROP TABLE calls",
+        // Refused before any data is sent, as by a PostgreSQL standby.
+        "COPY calls FROM STDIN",
     ] {
         assert_eq!(error_code(&replica, write).await, "25006", "{write}");
     }
@@ -126,6 +128,12 @@ async fn a_read_only_replica_follows_a_local_writer() {
     assert_eq!(shown, vec![vec![Some("on".to_string())]]);
     let shown = rows(&writer, "SHOW transaction_read_only").await;
     assert_eq!(shown, vec![vec![Some("off".to_string())]]);
+    // Failover tools ask pg_is_in_recovery() which server is the standby.
+    let asked = "SELECT pg_is_in_recovery(), pg_catalog.pg_is_in_recovery()";
+    let in_recovery = rows(&replica, asked).await;
+    assert_eq!(in_recovery, vec![vec![Some("t".to_string()); 2]]);
+    let in_recovery = rows(&writer, asked).await;
+    assert_eq!(in_recovery, vec![vec![Some("f".to_string()); 2]]);
     let status = rows(
         &replica,
         "SELECT role, manifest_version > 0, committed_at IS NOT NULL, lag_seconds < 10, following \

@@ -41,10 +41,10 @@ use delta_kernel::transaction::{CommitResult, Transaction, UpdateTableOperation}
 use delta_kernel::{Engine, KernelError, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::DefaultEngine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use futures::{StreamExt, TryStreamExt};
 use lookout_metrics::{Counter, Registry};
 use lookout_query::ext::SYSTEM_PREFIX;
 use lookout_storage::batch::table_dir;
-use futures::{StreamExt, TryStreamExt};
 use lookout_storage::{FileMeta, StatValue, Storage, TableDef, manifest::TableEntry};
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -448,10 +448,7 @@ impl TableFiles {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(PublishError::Unsupported(format!(
-                        "{}: {e}",
-                        dir.display()
-                    )));
+                    return Err(PublishError::Unsupported(format!("{}: {e}", dir.display())));
                 }
             }
         }

@@ -158,6 +158,7 @@ pub(crate) fn register(
     for function in CATALOG_FUNCTIONS.iter() {
         ctx.register_udf(function.clone());
     }
+    ctx.register_udf(in_recovery_udf(lookout.storage().is_read_only()));
     for function in crate::pg::comments::description_functions(lookout, &relations) {
         ctx.register_udf(function);
     }
@@ -185,6 +186,19 @@ fn version_udf() -> ScalarUDF {
         datafusion::arrow::datatypes::DataType::Utf8,
         Volatility::Stable,
         Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// `pg_is_in_recovery()`: true on a read-only replica, as on a hot
+/// standby, which is how monitoring scripts and failover tools tell a
+/// standby from its primary.
+fn in_recovery_udf(replica: bool) -> ScalarUDF {
+    create_udf(
+        "pg_is_in_recovery",
+        vec![],
+        datafusion::arrow::datatypes::DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(replica))))),
     )
 }
 

@@ -162,6 +162,9 @@ impl Session {
             return Err(QueryError::syntax("COPY FROM needs a table"));
         };
         let table = table_name(&t)?;
+        // Refused before any data is sent, as a PostgreSQL standby refuses
+        // it, rather than at the first flush of the rows.
+        self.lookout.storage().check_writable("run COPY FROM")?;
         if let (CopyTarget::File { filename }, CopyKind::Parquet) = (&target, format.kind) {
             if self.in_transaction() {
                 return Err(QueryError::unsupported(

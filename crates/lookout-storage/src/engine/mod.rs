@@ -623,8 +623,9 @@ impl Storage {
     }
 
     /// Fails on a read-only replica, and on a writer whose lease another
-    /// writer took: nothing may be committed (or acknowledged) then.
-    pub(crate) fn check_writable(&self, what: &str) -> Result<()> {
+    /// writer took: nothing may be committed (or acknowledged) then. `what`
+    /// names the refused work in the error.
+    pub fn check_writable(&self, what: &str) -> Result<()> {
         if self.inner.options.read_only {
             return Err(StorageError::ReadOnly(what.to_string()));
         }
