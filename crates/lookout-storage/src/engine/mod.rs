@@ -607,15 +607,20 @@ impl Storage {
             *storage.inner.background.lock().map_err(poisoned)? = Some(handle);
         }
         if storage.lease().is_some() {
-            let handle = tokio::spawn(renew_lease(Arc::downgrade(&storage.inner)));
-            storage
-                .inner
-                .abortable
-                .lock()
-                .map_err(poisoned)?
-                .push(handle);
+            storage.spawn_abortable(renew_lease)?;
         }
         Ok(storage)
+    }
+
+    /// Runs `task` over a weak handle of the engine until it ends or the
+    /// engine closes, which aborts it wherever it is.
+    fn spawn_abortable<F>(&self, task: impl FnOnce(std::sync::Weak<Inner>) -> F) -> Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task(Arc::downgrade(&self.inner)));
+        self.inner.abortable.lock().map_err(poisoned)?.push(handle);
+        Ok(())
     }
 
     fn lease(&self) -> Option<Arc<WriterLease>> {

@@ -83,13 +83,7 @@ pub(super) async fn open(dir: &FsPath, options: super::StorageOptions) -> Result
     inner.replication.lock().map_err(poisoned)?.checked_micros = checked_micros;
     let storage = Storage { inner };
     if background {
-        let handle = tokio::spawn(follow(Arc::downgrade(&storage.inner)));
-        storage
-            .inner
-            .abortable
-            .lock()
-            .map_err(poisoned)?
-            .push(handle);
+        storage.spawn_abortable(follow)?;
     }
     Ok(storage)
 }
