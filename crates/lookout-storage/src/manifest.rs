@@ -183,6 +183,28 @@ fn version_path(version: u64) -> Path {
 }
 
 impl Manifest {
+    /// Whether this copy of `old`, changed by a commit, says the same as
+    /// `old`: such a commit (`CREATE TABLE IF NOT EXISTS` of a table that
+    /// exists) is no write. Cheap: file lists are compared by pointer, as a
+    /// change that touches a table's files replaces its list, so a list
+    /// rebuilt with the same files counts as a change (a needless commit,
+    /// never a lost one).
+    pub fn says_the_same_as(&self, old: &Manifest) -> bool {
+        self.next_table_id == old.next_table_id
+            && self.wal_flushed_segment == old.wal_flushed_segment
+            && self.garbage == old.garbage
+            && self.views == old.views
+            && self.external == old.external
+            && self.tables.len() == old.tables.len()
+            && self
+                .tables
+                .iter()
+                .zip(&old.tables)
+                .all(|((name, t), (old_name, o))| {
+                    name == old_name && std::sync::Arc::ptr_eq(&t.files, &o.files) && t.def == o.def
+                })
+    }
+
     /// Loads the newest manifest, or an empty one for a new store.
     pub async fn load_latest(store: &dyn ObjectStore) -> Result<Manifest> {
         let latest = Self::latest_version(store).await?;

@@ -609,6 +609,13 @@ impl Storage {
         if storage.lease().is_some() {
             storage.spawn_abortable(renew_lease)?;
         }
+        // End of recovery: the replayed rows go to Parquet before anything
+        // is served, as PostgreSQL checkpoints after recovery, so a store
+        // that cannot take them (a full disk) fails the start with the
+        // reason instead of serving rows it cannot flush.
+        if replayed_rows > 0 {
+            storage.flush().await?;
+        }
         Ok(storage)
     }
 
@@ -739,14 +746,10 @@ impl Storage {
         let mut m = (*old).clone();
         let out = change(&mut m)?;
         // A change that changed nothing (`CREATE TABLE IF NOT EXISTS` of a
-        // table that exists) is no write, so a read-only replica runs it.
-        // The writer still commits it: a restart on a full disk fails at
-        // its first such commit, with the disk-full explanation, rather
-        // than serving with rows it cannot flush (an end-of-recovery flush
-        // would be the better probe).
-        // Compared only on a replica: on the writer it would walk every
-        // file of the catalog at each commit for nothing.
-        let write = !self.inner.options.read_only || m != *old;
+        // table that exists, which every start runs for the catalog
+        // tables) is no write: it would push history out of the versions
+        // kept, and a read-only replica runs it too.
+        let write = !m.says_the_same_as(&old);
         if write {
             self.write_manifest(&old, &mut m).await?;
         }
@@ -1106,11 +1109,19 @@ pub(super) mod tests {
         }
         let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
         assert_eq!(live_rows(&s, "t"), 4);
-        assert!(s.snapshot("t").expect("snap").files.is_empty());
-        s.flush().await.expect("flush");
+        // The end of recovery flushed the replayed rows.
         let snap = s.snapshot("t").expect("snap");
         assert!(snap.buffered.is_empty());
         assert_eq!(snap.files.len(), 2, "one file per model");
+        let version = s.manifest().expect("manifest").version;
+        s.create_table("t", &schema(), CreateTable::default(), true)
+            .await
+            .expect("create if not exists");
+        assert_eq!(
+            s.manifest().expect("manifest").version,
+            version,
+            "a change that changes nothing commits no version"
+        );
         s.close().await.expect("close");
         let s = Storage::open(dir.path(), quiet()).await.expect("reopen");
         assert_eq!(live_rows(&s, "t"), 4, "flushed rows are not replayed twice");
