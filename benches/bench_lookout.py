@@ -36,10 +36,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve(binary, data_dir, port):
-    proc = subprocess.Popen([binary, "serve", "--data", data_dir, "--listen", f"127.0.0.1:{port}"],
+def serve(binary, data_dir, port, extra=(), env=None):
+    """A server on `data_dir` (with `extra` arguments and environment) and
+    an autocommit connection to it."""
+    proc = subprocess.Popen([binary, "serve", "--data", data_dir, *extra, "--listen", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "LOOKOUT_LOG": "warn"})
+                            env={**(env or os.environ), "LOOKOUT_LOG": "warn"})
     for _ in range(600):
         try:
             return proc, psycopg.connect(f"host=127.0.0.1 port={port} user=lookout dbname=lookout", autocommit=True)

@@ -17,23 +17,16 @@ import glob
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 
-import psycopg
+from bench_lookout import free_port, serve, stop
 
 RUNS = 5
 BUCKET = "lookout-bench"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_moto():
@@ -59,24 +52,13 @@ def measure(a, name, location, wal, files, env):
     """`wal` is the WAL directory of a database on S3 (a local one keeps
     its WAL inside)."""
     res = {"location": location}
-    where = ["--data", location] + (["--wal-dir", wal] if wal else [])
+    extra = ["--wal-dir", wal] if wal else []
     t = time.perf_counter()
-    subprocess.run([a.bin, "import", "--create", *where, "events", *files],
+    subprocess.run([a.bin, "import", "--create", "--data", location, *extra, "events", *files],
                    check=True, stdout=subprocess.DEVNULL, env=env)
     el = time.perf_counter() - t
-    port = free_port()
-    proc = subprocess.Popen([a.bin, "serve", *where, "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc, con = serve(a.bin, location, free_port(), extra, env)
     try:
-        con = None
-        for _ in range(600):
-            try:
-                con = psycopg.connect(f"host=127.0.0.1 port={port} user=lookout dbname=lookout", autocommit=True)
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-        if con is None:
-            raise SystemExit(f"{name}: the server did not start")
         rows = con.execute("SELECT count(*) FROM events").fetchone()[0]
         res["import"] = {"seconds": el, "rows": rows, "rows_per_s": rows / el}
         print(f"[{name}] import {rows:,} rows in {el:.2f}s ({rows / el / 1e6:.2f} M rows/s)", file=sys.stderr)
@@ -92,10 +74,9 @@ def measure(a, name, location, wal, files, env):
             res["queries"][q] = {"first_ms": times[0], "median_ms": statistics.median(times[1:])}
             print(f"[{name}] {q}: first {times[0]:.1f} ms, median {statistics.median(times[1:]):.1f} ms",
                   file=sys.stderr)
-        con.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=120)
+        con.close()
+        stop(proc)
     return res
 
 

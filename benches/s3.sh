@@ -3,8 +3,8 @@
 # here), in one run: import rows/s and Q1-Q7.
 #   benches/s3.sh                 # 1M rows
 #   SCALE=10m benches/s3.sh
-# Needs moto[server] and psycopg (tests/requirements.txt) and the bench
-# generator (GEN, default ../shared/bench/gen_events.py).
+# Needs the Python packages of tests/requirements.txt (moto[server], psycopg,
+# duckdb) and the bench generator (GEN, default ../shared/bench/gen_events.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale="${SCALE:-1m}"
