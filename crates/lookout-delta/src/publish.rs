@@ -153,7 +153,7 @@ impl PublishMetrics {
 
 impl Publisher {
     /// A publisher for `storage`, or `None` for a read-only replica: the
-    /// writer publishes, a replica's store holds the logs it writes.
+    /// writer publishes, and a replica reads the logs its writer keeps.
     pub fn new(storage: Storage) -> Option<Publisher> {
         if storage.is_read_only() {
             return None;
@@ -215,10 +215,13 @@ impl Publisher {
             let look_for_garbage =
                 !self.published.contains_key(name) || self.vectors_waiting.contains(name);
             let table = TableFiles::new(&self.store, &self.storage, name);
+            let log_may_exist =
+                self.published.contains_key(name) || table.has_log().await.unwrap_or(true);
             let entry_now = entry.clone();
             let pass = Pass {
                 version: manifest.version,
                 checkpoint_every: self.checkpoint_every,
+                log_may_exist,
             };
             let published = table.clone();
             let outcome = tokio::task::spawn_blocking(move || {
@@ -400,7 +403,11 @@ impl TableFiles {
     /// Whether the directory holds a Delta log.
     async fn has_log(&self) -> PublishResult<bool> {
         let log = ObjectPath::from(LOG_DIR);
-        Ok(self.store.list(Some(&log)).next().await.is_some())
+        match self.store.list(Some(&log)).next().await {
+            None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e.into()),
+        }
     }
 
     /// Deletes the table's deletion vector files no live file refers to
@@ -503,6 +510,10 @@ struct Pass {
     /// The manifest version, recorded in the `txn` action.
     version: u64,
     checkpoint_every: u64,
+    /// Whether the table's directory may hold a log. A table seen without
+    /// one is created without asking the kernel for a snapshot, which it
+    /// reports at ERROR level when missing, once per new table.
+    log_may_exist: bool,
 }
 
 /// What one table's pass did.
@@ -525,7 +536,12 @@ fn publish_table(
 ) -> PublishResult<TableOutcome> {
     let version = pass.version;
     let url = table_root()?;
-    let mut snapshot = match Snapshot::builder_for(url.as_str()).build(engine) {
+    let found = if pass.log_may_exist {
+        Snapshot::builder_for(url.as_str()).build(engine)
+    } else {
+        Err(KernelError::EmptyLog)
+    };
+    let mut snapshot = match found {
         Ok(s) => match written_for(&s) {
             Some(id) if id == entry.def.id.to_string() => Some(s),
             Some(_) => {
