@@ -353,6 +353,30 @@ async fn table_through_delta(
 
 const BOTH: &[&str] = &["deltalake", "polars"];
 
+/// The latest `lookout.definition` domain metadata a table's Delta log
+/// holds, read from its commit files as any Delta reader would.
+fn recorded_definition(table: &Path) -> String {
+    let mut commits: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .expect("log")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let mut recorded = String::new();
+    for commit in commits {
+        let text = std::fs::read_to_string(&commit).expect("commit");
+        for action in text.lines() {
+            let action: Value = serde_json::from_str(action).expect("action");
+            let domain = &action["domainMetadata"];
+            if domain["domain"] == lookout_delta::publish::DEFINITION_DOMAIN {
+                recorded = domain["configuration"].as_str().unwrap_or_default().into();
+            }
+        }
+    }
+    recorded
+}
+
 fn vector_files(server: &TestServer) -> usize {
     std::fs::read_dir(server.dir.path().join("data/calls"))
         .expect("table directory")
@@ -414,6 +438,20 @@ async fn lookout_tables_read_as_delta_by_deltalake_and_polars() {
     table_through_delta(&server, &client, "rollup", "calls_hourly", "count", BOTH).await;
     let read = read_as_delta(&server.dir.path().join("data/calls_hourly"), "count");
     assert_eq!(read["deltalake"]["sum"].as_f64(), Some(2000.0), "{read}");
+    // Each log records its table's definition as domain metadata: the
+    // rollup's statement, and a comment set later (a commit of its own).
+    let recorded = recorded_definition(&server.dir.path().join("data/calls_hourly"));
+    assert!(
+        recorded.contains(r#"CREATE ROLLUP \"calls_hourly\" ON \"calls\""#),
+        "{recorded}"
+    );
+    client
+        .batch_execute("COMMENT ON TABLE calls IS 'inference calls'")
+        .await
+        .expect("comment");
+    table_through_delta(&server, &client, "comment", "calls", "latency_ms", BOTH).await;
+    let recorded = recorded_definition(&server.dir.path().join("data/calls"));
+    assert!(recorded.contains("inference calls"), "{recorded}");
     // A table no row reached yet is an empty Delta table; the engine's own
     // catalog tables (password verifiers among them) get no log.
     client

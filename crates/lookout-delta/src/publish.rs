@@ -38,6 +38,7 @@ use delta_kernel::engine_data::FilteredEngineData;
 use delta_kernel::schema::{StructField, StructType};
 use delta_kernel::transaction::create_table::create_table;
 use delta_kernel::transaction::{CommitResult, Transaction, UpdateTableOperation};
+use delta_kernel::table_features::TableFeature;
 use delta_kernel::{Engine, KernelError, Snapshot, SnapshotRef};
 use delta_kernel_default_engine::DefaultEngine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
@@ -57,6 +58,9 @@ pub const APP_ID: &str = "lookout";
 /// left by a dropped table is never continued by a new one of that name.
 const TABLE_ID_PROPERTY: &str = "lookout.tableId";
 const ENGINE_INFO: &str = concat!("Lookout/", env!("CARGO_PKG_VERSION"));
+/// The Delta domain metadata holding a table's Lookout definition, for
+/// tools that want its options, rollup or sampling definition.
+pub const DEFINITION_DOMAIN: &str = "lookout.definition";
 /// A checkpoint every this many commits keeps opening a table cheap.
 const CHECKPOINT_EVERY: u64 = 50;
 
@@ -92,9 +96,9 @@ pub struct Publisher {
     /// The store the tables' files are in, rooted at the data directory or
     /// the bucket's prefix.
     store: Arc<dyn ObjectStore>,
-    /// Per table name: the table id and file list last published, so an
+    /// Per table name: the definition and file list last published, so an
     /// unchanged table costs nothing.
-    published: HashMap<String, (u64, Arc<Vec<FileMeta>>)>,
+    published: HashMap<String, (TableDef, Arc<Vec<FileMeta>>)>,
     manifest_version: Option<u64>,
     /// Tables with superseded deletion vector files younger than the grace
     /// period, looked at again on later passes.
@@ -202,8 +206,8 @@ impl Publisher {
         let mut all_done = true;
         self.failures.clear();
         for (name, entry) in manifest.tables.iter().filter(|(_, e)| is_published(e)) {
-            if let Some((id, files)) = self.published.get(name)
-                && *id == entry.def.id
+            if let Some((def, files)) = self.published.get(name)
+                && *def == entry.def
                 && Arc::ptr_eq(files, &entry.files)
                 && !self.vectors_waiting.contains(name)
             {
@@ -218,10 +222,16 @@ impl Publisher {
             let log_may_exist =
                 self.published.contains_key(name) || table.has_log().await.unwrap_or(true);
             let entry_now = entry.clone();
+            // The definition is looked up in the log only when it may differ.
+            let definition_known = self
+                .published
+                .get(name)
+                .is_some_and(|(def, _)| *def == entry.def);
             let pass = Pass {
                 version: manifest.version,
                 checkpoint_every: self.checkpoint_every,
                 log_may_exist,
+                definition_known,
             };
             let published = table.clone();
             let outcome = tokio::task::spawn_blocking(move || {
@@ -250,7 +260,7 @@ impl Publisher {
                         self.vectors_waiting.remove(name);
                     }
                     self.published
-                        .insert(name.clone(), (entry.def.id, Arc::clone(&entry.files)));
+                        .insert(name.clone(), (entry.def.clone(), Arc::clone(&entry.files)));
                 }
                 Err(e) => {
                     all_done = false;
@@ -514,6 +524,8 @@ struct Pass {
     /// one is created without asking the kernel for a snapshot, which it
     /// reports at ERROR level when missing, once per new table.
     log_may_exist: bool,
+    /// Whether the log is known to hold the table's current definition.
+    definition_known: bool,
 }
 
 /// What one table's pass did.
@@ -569,6 +581,11 @@ fn publish_table(
     let first_version = snapshot.version();
     let (mut snapshot, altered) = add_new_columns(engine, snapshot, &entry.def)?;
     commits += usize::from(altered);
+    let mut definition = if pass.definition_known {
+        None
+    } else {
+        definition_to_record(engine, &snapshot, &entry.def)?
+    };
     let prefix = format!("{}/", on_disk(&table_dir(&entry.def.name)));
     let wanted: HashMap<String, &FileMeta> = entry
         .files
@@ -602,6 +619,9 @@ fn publish_table(
             .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
             .with_transaction_id(APP_ID, version as i64)
             .build(engine, Box::new(FileSystemCommitter::new()))?;
+        if let Some(definition) = definition.take() {
+            txn = txn.with_domain_metadata(DEFINITION_DOMAIN.into(), definition);
+        }
         if !adds.is_empty() {
             let stats_schema = Schema::try_from_kernel(txn.stats_schema()?.as_ref())?;
             txn.add_files(Box::new(ArrowEngineData::new(add_batch(
@@ -627,6 +647,17 @@ fn publish_table(
         if live.get(path).copied().unwrap_or(0) != deleted.len() {
             updates.push((path.clone(), deleted));
         }
+    }
+    if let Some(definition) = definition.take() {
+        // A definition changed with no file: a commit of its own.
+        let txn = snapshot
+            .clone()
+            .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
+            .with_transaction_id(APP_ID, version as i64)
+            .build(engine, Box::new(FileSystemCommitter::new()))?
+            .with_domain_metadata(DEFINITION_DOMAIN.into(), definition);
+        snapshot = commit(txn, engine)?;
+        commits += 1;
     }
     let vectors_replaced = removing || !updates.is_empty();
     if !updates.is_empty() {
@@ -746,6 +777,7 @@ fn create(
     let txn = create_table(url.as_str(), Arc::new(schema), ENGINE_INFO, true)
         .with_table_properties([
             ("delta.enableDeletionVectors", "true".to_string()),
+            ("delta.feature.domainMetadata", "supported".to_string()),
             (TABLE_ID_PROPERTY, def.id.to_string()),
         ])
         .with_transaction_id(APP_ID, version as i64)
@@ -769,6 +801,31 @@ fn commit(txn: Transaction, engine: &dyn Engine) -> PublishResult<SnapshotRef> {
         CommitResult::Conflicted(c) => Err(PublishError::Conflict(c.conflict_version())),
         CommitResult::Retryable(r) => Err(PublishError::Kernel(r.error)),
     }
+}
+
+/// The table's definition (columns with their SQL types, time and
+/// partition columns, bucket, ttl, a rollup's or sampled table's
+/// definition) as the `lookout.definition` domain metadata should hold it,
+/// when the log holds another one; `None` when it is up to date, or when
+/// the log predates the domain metadata feature (the kernel cannot add a
+/// feature to an existing table).
+fn definition_to_record(
+    engine: &dyn Engine,
+    snapshot: &SnapshotRef,
+    def: &TableDef,
+) -> PublishResult<Option<String>> {
+    let supported = snapshot
+        .table_configuration()
+        .protocol()
+        .writer_features()
+        .is_some_and(|features| features.contains(&TableFeature::DomainMetadata));
+    if !supported {
+        return Ok(None);
+    }
+    let definition =
+        serde_json::to_string(def).map_err(|e| PublishError::Unsupported(e.to_string()))?;
+    let recorded = snapshot.get_domain_metadata(DEFINITION_DOMAIN, engine)?;
+    Ok((recorded.as_deref() != Some(definition.as_str())).then_some(definition))
 }
 
 /// Adds the columns `ALTER TABLE ADD COLUMN` gave the table since the log
