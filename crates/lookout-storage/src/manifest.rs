@@ -190,14 +190,25 @@ impl Manifest {
     /// rebuilt with the same files counts as a change (a needless commit,
     /// never a lost one).
     pub fn says_the_same_as(&self, old: &Manifest) -> bool {
-        self.next_table_id == old.next_table_id
-            && self.wal_flushed_segment == old.wal_flushed_segment
-            && self.garbage == old.garbage
-            && self.views == old.views
-            && self.external == old.external
-            && self.tables.len() == old.tables.len()
-            && self
-                .tables
+        // Destructured so that a field added to the manifest must be
+        // compared here (or said to be set by the commit itself).
+        let Manifest {
+            version: _,
+            committed_micros: _,
+            next_table_id,
+            wal_flushed_segment,
+            tables,
+            garbage,
+            views,
+            external,
+        } = self;
+        *next_table_id == old.next_table_id
+            && *wal_flushed_segment == old.wal_flushed_segment
+            && *garbage == old.garbage
+            && *views == old.views
+            && *external == old.external
+            && tables.len() == old.tables.len()
+            && tables
                 .iter()
                 .zip(&old.tables)
                 .all(|((name, t), (old_name, o))| {
