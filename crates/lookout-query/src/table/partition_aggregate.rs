@@ -316,10 +316,7 @@ impl Groups {
             None
         };
         let aggregates = exec.original.aggr_expr().to_vec();
-        let runs_natively: Vec<bool> = aggregates
-            .iter()
-            .map(|a| a.groups_accumulator_supported() && !a.is_distinct())
-            .collect();
+        let runs_natively: Vec<bool> = aggregates.iter().map(|a| sums_runs(a)).collect();
         Ok(Groups {
             key_position: exec.key_position,
             group_exprs: group_by.expr().iter().map(|(e, _)| Arc::clone(e)).collect(),
@@ -526,6 +523,17 @@ fn accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsA
             aggregate.create_accumulator()
         })))
     }
+}
+
+/// Whether runs of `aggregate` are summed apart and merged (see
+/// `Groups::runs`): DataFusion's own aggregates whose state is a few
+/// scalars. An aggregate that keeps its rows (a sample, a sketch) would
+/// copy them into its state and back once per run.
+fn sums_runs(aggregate: &AggregateFunctionExpr) -> bool {
+    const SMALL_STATES: [&str; 7] = ["count", "sum", "min", "max", "avg", "bool_and", "bool_or"];
+    aggregate.groups_accumulator_supported()
+        && !aggregate.is_distinct()
+        && SMALL_STATES.contains(&aggregate.fun().name())
 }
 
 /// A one-row slice holding the value every row of a string `column` holds,
