@@ -9,12 +9,13 @@ Rows are deterministic so the test can compare exact sums.
 """
 
 import json
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+
+from native_exit import exit_without_teardown
 
 SCHEMA = pa.schema(
     [
@@ -74,17 +75,6 @@ def main():
         print(json.dumps(answers(path)))
     else:
         raise SystemExit(f"unknown command {command}")
-
-
-
-def exit_without_teardown():
-    """Exits once the work is done and printed, skipping the interpreter's
-    teardown: the `deltalake` package's native threads can still be running
-    then, and the process sometimes aborts with "terminate called without an
-    active exception" (delta-io/delta-rs#2184) after a correct run."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import polars as pl
 from deltalake import DeltaTable, QueryBuilder
 
+from native_exit import exit_without_teardown
+
 
 def storage_options(path):
     """For an s3:// table, the store the `AWS_*` variables point at (the
@@ -56,17 +58,6 @@ def read(path, column):
         },
         "polars": {"rows": int(frame["rows"][0]), "sum": float(frame["total"][0] or 0)},
     }
-
-
-
-def exit_without_teardown():
-    """Exits once the work is done and printed, skipping the interpreter's
-    teardown: the `deltalake` package's native threads can still be running
-    then, and the process sometimes aborts with "terminate called without an
-    active exception" (delta-io/delta-rs#2184) after a correct run."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -773,7 +773,11 @@ mod tests {
 
     /// The answer of `sql`, with partial aggregations as DataFusion plans
     /// them or keyed by `model`.
-    async fn answer(sql: &str, keyed: bool, probe_rows: usize) -> (String, usize) {
+    async fn answer(
+        sql: &str,
+        keyed: bool,
+        (probe_rows, probe_ratio): (usize, f64),
+    ) -> (String, usize) {
         let mut config = SessionConfig::new()
             .with_target_partitions(2)
             .with_batch_size(16);
@@ -784,7 +788,7 @@ mod tests {
         config
             .options_mut()
             .execution
-            .skip_partial_aggregation_probe_ratio_threshold = 0.3;
+            .skip_partial_aggregation_probe_ratio_threshold = probe_ratio;
         let ctx = SessionContext::new_with_config(config);
         ctx.register_table("t", Arc::new(table()))
             .expect("register");
@@ -828,7 +832,8 @@ mod tests {
         let queries = [
             "SELECT model, count(*), sum(n), min(n), avg(n) FROM t GROUP BY model ORDER BY model",
             // Runs of one-model batches summed apart, beside aggregates
-            // with a FILTER or without a native groups accumulator.
+            // that keep the groups accumulator (FILTER, DISTINCT, states
+            // that are not a few scalars).
             "SELECT model, count(n), max(segment), min(segment), sum(n) FILTER (WHERE n > 40), bool_or(n > 100), round(var_samp(n), 6), median(n), count(DISTINCT segment) FROM t GROUP BY model ORDER BY model",
             "SELECT model, segment, count(*), count(n) FILTER (WHERE n % 2 = 0), max(segment) FROM t GROUP BY model, segment ORDER BY model, segment",
             "SELECT segment, model, count(DISTINCT n), sum(n) FROM t WHERE n > 3 GROUP BY segment, model ORDER BY segment, model",
@@ -836,12 +841,15 @@ mod tests {
             "SELECT model, n % 4, upper(segment), count(*), sum(n) FROM t GROUP BY model, n % 4, upper(segment) ORDER BY 1, 2, 3",
         ];
         for sql in queries {
-            for probe_rows in [100_000, 8] {
-                let (expected, _) = answer(sql, false, probe_rows).await;
-                let (got, replaced) = answer(sql, true, probe_rows).await;
+            // Never passing rows through; passing them through when
+            // grouping does not reduce them; and passing them through after
+            // the first batch, with a run of one model still to merge.
+            for probe in [(100_000, 0.3), (8, 0.3), (8, 0.01)] {
+                let (expected, _) = answer(sql, false, probe).await;
+                let (got, replaced) = answer(sql, true, probe).await;
                 // count(DISTINCT) plans two aggregations, both keyed.
                 assert!(replaced >= 1, "{sql}");
-                assert_eq!(expected, got, "{sql} (probe after {probe_rows} rows)");
+                assert_eq!(expected, got, "{sql} (probe {probe:?})");
             }
         }
     }
@@ -855,8 +863,8 @@ mod tests {
             "SELECT n % 3, count(*) FROM t GROUP BY n % 3 ORDER BY 1, 2",
             "SELECT count(*) FROM t",
         ] {
-            let (expected, _) = answer(sql, false, 100_000).await;
-            let (got, replaced) = answer(sql, true, 100_000).await;
+            let (expected, _) = answer(sql, false, (100_000, 0.3)).await;
+            let (got, replaced) = answer(sql, true, (100_000, 0.3)).await;
             assert_eq!(replaced, 0, "{sql}");
             assert_eq!(expected, got, "{sql}");
         }
