@@ -8,8 +8,8 @@ use crate::{Lookout, LookoutOptions};
 
 /// Statements of one history, each query's answer recorded.
 const SCENARIO: &[&str] = &[
-    "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT, n BIGINT, label TEXT)",
-    "INSERT INTO t SELECT to_timestamp(1735689600 + v * 17), CASE WHEN v % 3 = 0 THEN 'a' ELSE 'b' END, v, repeat(md5(v::text), 2) FROM generate_series(1, 20000) AS g(v)",
+    "CREATE TABLE t (ts TIMESTAMPTZ NOT NULL, model TEXT, n BIGINT, label TEXT, tier TEXT)",
+    "INSERT INTO t SELECT to_timestamp(1735689600 + v * 17), CASE WHEN v % 3 = 0 THEN 'a' ELSE 'b' END, v, repeat(md5(v::text), 2), CASE WHEN v % 5 = 0 THEN NULL WHEN v % 5 < 3 THEN 'gold' ELSE 'silver' END FROM generate_series(1, 20000) AS g(v)",
     "FLUSH",
     "?SELECT model, count(*), sum(n), min(label), max(ts) FROM t GROUP BY model ORDER BY model",
     "?SELECT model, count(*), sum(n), min(label), max(ts) FROM t GROUP BY model ORDER BY model",
@@ -17,6 +17,9 @@ const SCENARIO: &[&str] = &[
     "DELETE FROM t WHERE n % 7 = 0",
     "?SELECT model, count(*), sum(n) FROM t GROUP BY model ORDER BY model",
     "?SELECT * FROM t WHERE n BETWEEN 690 AND 710 ORDER BY n",
+    // Text of few values is picked through its codes.
+    "?SELECT tier, count(*), sum(n) FROM t WHERE n % 13 = 0 GROUP BY tier ORDER BY tier",
+    "?SELECT n, tier, label FROM t WHERE tier IS NULL AND n % 101 = 0 ORDER BY n",
     "UPDATE t SET label = 'changed' WHERE n % 1000 = 1",
     "?SELECT label, count(*), sum(n) FROM t WHERE label = 'changed' GROUP BY label",
     "?SELECT count(*), sum(n) FROM t",
@@ -24,19 +27,20 @@ const SCENARIO: &[&str] = &[
     "DELETE FROM t WHERE n = 1",
     "?SELECT count(*) FROM t WHERE 10 / (n - 1) > 0",
     "ALTER TABLE t ADD COLUMN extra DOUBLE PRECISION",
-    "INSERT INTO t VALUES (to_timestamp(1735689600), 'a', -1, 'new', 2.5)",
+    "INSERT INTO t VALUES (to_timestamp(1735689600), 'a', -1, 'new', 'gold', 2.5)",
     "FLUSH",
     "?SELECT n, extra FROM t WHERE n < 3 ORDER BY n",
     "?SELECT count(extra), count(*) FROM t",
     "?SELECT n, extra FROM t WHERE extra > 1 OR n = 5 ORDER BY n",
     "?SELECT count(*) FROM t WHERE model = 'a' AND label <> 'changed' AND n > 100",
     // The partition column is made from each file's one value.
-    "INSERT INTO t VALUES (to_timestamp(1735689700), NULL, -2, 'no model', NULL)",
+    "INSERT INTO t VALUES (to_timestamp(1735689700), NULL, -2, 'no model', NULL, NULL)",
     "FLUSH",
     "?SELECT model, label, count(*), sum(n) FROM t WHERE n % 11 = 0 OR n < 0 GROUP BY model, label HAVING count(*) > 1 OR sum(n) < 0 ORDER BY model, label",
     "?SELECT model, n FROM t WHERE n % 997 = 0 OR n < 0 ORDER BY n",
     "COMPACT",
     "?SELECT model, count(*), sum(n), count(extra) FROM t GROUP BY model ORDER BY model",
+    "?SELECT model, tier, count(*), min(n) FROM t WHERE n % 7 = 3 GROUP BY model, tier ORDER BY model, tier",
     "?SELECT n, label FROM t WHERE ts >= TIMESTAMPTZ '2025-01-02 00:00:00+00' AND ts < TIMESTAMPTZ '2025-01-02 01:00:00+00' ORDER BY n LIMIT 5",
     "?SELECT n FROM t ORDER BY ts DESC, n LIMIT 3",
 ];

@@ -14,7 +14,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StringArray,
+};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -37,11 +39,12 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::Encoding;
 use roaring::RoaringBitmap;
 
-use crate::table::column_cache::ColumnCache;
+use crate::table::column_cache::{ColumnCache, HeldColumn};
 
 /// A file may take at most this share of the budget to be kept whole.
 const LARGEST_SHARE: usize = 8;
@@ -284,25 +287,30 @@ impl RowPicker {
     /// sees them through a Parquet row selection (`10 / n` must not fail on
     /// a deleted row where `n` is 0).
     ///
-    /// `repeated[i]` says column `i` of `batch` holds one value in every
-    /// row: any of its slices is as good as a copy of the rows kept.
+    /// `codes[i]` holds column `i`'s codes where the cache has them (see
+    /// [`HeldColumn`]); `repeated[i]` says column `i` of `batch` holds one
+    /// value in every row: any of its slices is as good as a copy of the
+    /// rows kept.
     fn pick(
         &self,
         batch: &RecordBatch,
+        codes: &[Option<ArrayRef>],
         repeated: &[bool],
         keep: Option<BooleanArray>,
     ) -> Result<RecordBatch> {
-        let live;
-        let batch = match keep {
+        let (live, live_codes);
+        let (batch, codes) = match keep {
             Some(keep) => {
+                let columns;
+                (columns, live_codes) = keep_rows(batch.columns(), codes, repeated, &keep)?;
                 live = RecordBatch::try_new_with_options(
                     batch.schema(),
-                    keep_rows(batch.columns(), repeated, &keep)?,
+                    columns,
                     &RecordBatchOptions::new().with_row_count(Some(keep.true_count())),
                 )?;
-                &live
+                (&live, live_codes.as_slice())
             }
-            None => batch,
+            None => (batch, codes),
         };
         let accepted = match &self.filter {
             Some(filter) => {
@@ -330,7 +338,10 @@ impl RowPicker {
                     _ => arrow::compute::prep_null_mask_filter(&mask),
                 };
                 let repeated: Vec<bool> = self.output.iter().map(|i| repeated[*i]).collect();
-                (keep_rows(&columns, &repeated, &mask)?, mask.true_count())
+                let codes: Vec<Option<ArrayRef>> =
+                    self.output.iter().map(|i| codes[*i].clone()).collect();
+                let (columns, _) = keep_rows(&columns, &codes, &repeated, &mask)?;
+                (columns, mask.true_count())
             }
             _ => (columns, batch.num_rows()),
         };
@@ -342,27 +353,39 @@ impl RowPicker {
     }
 }
 
-/// The rows of `columns` that `mask` (without NULLs) marks; a column of one
-/// repeated value is sliced, not copied.
+/// The rows of `columns` that `mask` (without NULLs) marks, with the codes
+/// of those rows where `codes` has them: a column of one repeated value is
+/// sliced, not copied, and a column with codes is made from its kept codes.
 fn keep_rows(
     columns: &[ArrayRef],
+    codes: &[Option<ArrayRef>],
     repeated: &[bool],
     mask: &BooleanArray,
-) -> Result<Vec<ArrayRef>> {
+) -> Result<(Vec<ArrayRef>, Vec<Option<ArrayRef>>)> {
     let kept = mask.true_count();
     let mut builder = arrow::compute::FilterBuilder::new(mask);
     if columns.len() > 1 {
         builder = builder.optimize();
     }
     let predicate = builder.build();
-    columns
-        .iter()
-        .zip(repeated)
-        .map(|(column, &one_value)| match one_value {
-            true => Ok(column.slice(0, kept)),
-            false => Ok(predicate.filter(column)?),
-        })
-        .collect()
+    let mut kept_columns = Vec::with_capacity(columns.len());
+    let mut kept_codes = Vec::with_capacity(columns.len());
+    for ((column, codes), &one_value) in columns.iter().zip(codes).zip(repeated) {
+        let (values, codes) = match (one_value, codes) {
+            (true, _) => (column.slice(0, kept), None),
+            (false, Some(codes)) => {
+                let codes = predicate.filter(codes)?;
+                (
+                    arrow::compute::cast(&codes, column.data_type())?,
+                    Some(codes),
+                )
+            }
+            (false, None) => (predicate.filter(column)?, None),
+        };
+        kept_columns.push(values);
+        kept_codes.push(codes);
+    }
+    Ok((kept_columns, kept_codes))
 }
 
 /// Reads one file at a time into batches of the scan's columns.
@@ -421,9 +444,9 @@ impl FileReader {
     async fn open(&self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let fields = self.schema.fields();
         let repeated_rows = file.rows.min(self.batch_size);
-        let mut columns: Vec<Option<ArrayRef>> = fields
+        let mut columns: Vec<Option<HeldColumn>> = fields
             .iter()
-            .map(|f| file.one_value_of(f, repeated_rows))
+            .map(|f| file.one_value_of(f, repeated_rows).map(HeldColumn::plain))
             .collect();
         let repeated: Vec<bool> = columns.iter().map(Option::is_some).collect();
         for (column, field) in columns.iter_mut().zip(fields.iter()) {
@@ -440,22 +463,25 @@ impl FileReader {
             .from_cache
             .add(fields.len() - missing.len() - made);
         if !missing.is_empty() {
-            let reader = self.readers.create_reader(
+            let mut input = SendReader(self.readers.create_reader(
                 self.partition,
                 PartitionedFile::new(file.path.clone(), file.size),
                 None,
                 &self.metrics,
-            )?;
-            let builder = ParquetRecordBatchStreamBuilder::new(SendReader(reader))
+            )?);
+            let metadata = ArrowReaderMetadata::load_async(&mut input, ArrowReaderOptions::new())
                 .await
                 .map_err(|e| parquet_error(&file, e))?;
             let wanted: Vec<&FieldRef> = missing.iter().map(|i| &fields[*i]).collect();
-            let roots = file_roots(builder.schema(), &wanted);
-            let estimate = decoded_size(builder.metadata(), &roots);
+            let roots = file_roots(metadata.schema(), &wanted);
+            let estimate = decoded_size(metadata.metadata(), &roots);
             if estimate > self.cache.budget() / LARGEST_SHARE {
                 self.counters.streamed.add(1);
+                let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(input, metadata);
                 return self.stream(builder, &file);
             }
+            let metadata = with_codes(metadata, &wanted).map_err(|e| parquet_error(&file, e))?;
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(input, metadata);
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             let mut decoded = builder
                 .with_projection(mask)
@@ -469,13 +495,12 @@ impl FileReader {
             self.counters.decoded.add(missing.len());
             for i in missing {
                 let field = &fields[i];
-                let values = whole_column(&parts, field, file.rows)?;
-                self.cache
-                    .insert(&file.path, field.name(), Arc::clone(&values));
-                columns[i] = Some(values);
+                let held = whole_column(&parts, field, file.rows)?;
+                self.cache.insert(&file.path, field.name(), held.clone());
+                columns[i] = Some(held);
             }
         }
-        let columns: Vec<ArrayRef> = columns.into_iter().flatten().collect();
+        let columns: Vec<HeldColumn> = columns.into_iter().flatten().collect();
         let batches = slices(
             Arc::clone(&self.schema),
             columns,
@@ -521,7 +546,8 @@ impl FileReader {
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
                 )?;
-                picker.pick(&read, &vec![false; read.num_columns()], None)
+                let none = vec![None; read.num_columns()];
+                picker.pick(&read, &none, &vec![false; read.num_columns()], None)
             })
             .filter(|batch| futures::future::ready(!matches!(batch, Ok(b) if b.num_rows() == 0)))
             .boxed())
@@ -593,33 +619,44 @@ fn decoded_size(metadata: &parquet::file::metadata::ParquetMetaData, roots: &[us
         .sum()
 }
 
-/// The column for `field` over the decoded `parts`: concatenated, cast to
-/// the table's type where the file holds another, NULL where it has none.
-fn fit_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
+/// The pieces of `field` in the decoded `parts` as one array of the type
+/// read; None when the file has no such column.
+fn concatenated(parts: &[RecordBatch], field: &FieldRef) -> Result<Option<ArrayRef>> {
     let pieces: Vec<&ArrayRef> = parts
         .iter()
         .filter_map(|b| b.column_by_name(field.name()))
         .collect();
     if pieces.len() < parts.len() || parts.is_empty() {
-        return Ok(arrow::array::new_null_array(field.data_type(), rows));
+        return Ok(None);
     }
-    let values = match pieces.as_slice() {
+    Ok(Some(match pieces.as_slice() {
         [one] => Arc::clone(one),
         many => {
             let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
             arrow::compute::concat(&refs)?
         }
-    };
-    if values.data_type() == field.data_type() {
-        Ok(values)
-    } else {
-        Ok(arrow::compute::cast(&values, field.data_type())?)
+    }))
+}
+
+/// The column for `field` over the decoded `parts`: concatenated, cast to
+/// the table's type where the file holds another, NULL where it has none.
+fn fit_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
+    match concatenated(parts, field)? {
+        None => Ok(arrow::array::new_null_array(field.data_type(), rows)),
+        Some(values) if values.data_type() == field.data_type() => Ok(values),
+        Some(values) => Ok(arrow::compute::cast(&values, field.data_type())?),
     }
 }
 
-/// A whole file's column, checked against the row count the manifest holds.
-fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
-    let values = fit_column(parts, field, rows)?;
+/// A whole file's column as the cache holds it, checked against the row
+/// count the manifest holds: with codes when it was read as a dictionary
+/// (see [`with_codes`]).
+fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<HeldColumn> {
+    let held = match concatenated(parts, field)? {
+        Some(read) if matches!(read.data_type(), DataType::Dictionary(..)) => coded(&read, field)?,
+        _ => HeldColumn::plain(fit_column(parts, field, rows)?),
+    };
+    let values = &held.values;
     if values.len() != rows {
         return Err(DataFusionError::External(
             format!(
@@ -630,7 +667,90 @@ fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<
             .into(),
         ));
     }
-    Ok(values)
+    Ok(held)
+}
+
+/// The type text columns are read in when [`with_codes`] asks for their
+/// dictionaries.
+fn read_code_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// `metadata` reading as dictionaries those text columns among `fields`
+/// whose data pages are all dictionary-encoded in every row group (few
+/// distinct values in the file): their keys then come from the file, with
+/// no hashing of strings. Files written without page encoding statistics
+/// read as before.
+fn with_codes(
+    metadata: ArrowReaderMetadata,
+    fields: &[&FieldRef],
+) -> parquet::errors::Result<ArrowReaderMetadata> {
+    let parquet = metadata.metadata();
+    let leaves = parquet.file_metadata().schema_descr();
+    let all_dictionary_encoded = |root: usize| {
+        let mut leaf_of_root =
+            (0..leaves.num_columns()).filter(|l| leaves.get_column_root_idx(*l) == root);
+        let (Some(leaf), None) = (leaf_of_root.next(), leaf_of_root.next()) else {
+            return false;
+        };
+        parquet.row_groups().iter().all(|group| {
+            let chunk = group.column(leaf);
+            chunk.dictionary_page_offset().is_some()
+                && chunk.page_encoding_stats_mask().is_some_and(|mask| {
+                    mask.is_only(Encoding::RLE_DICTIONARY)
+                        || mask.is_only(Encoding::PLAIN_DICTIONARY)
+                })
+        })
+    };
+    let mut hinted = false;
+    let file_fields: Vec<FieldRef> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(root, field)| {
+            let text = |f: &FieldRef| *f.data_type() == DataType::Utf8;
+            let wanted = fields.iter().any(|w| w.name() == field.name() && text(w));
+            if wanted && text(field) && all_dictionary_encoded(root) {
+                hinted = true;
+                Arc::new(field.as_ref().clone().with_data_type(read_code_type()))
+            } else {
+                Arc::clone(field)
+            }
+        })
+        .collect();
+    if !hinted {
+        return Ok(metadata);
+    }
+    let schema = arrow::datatypes::Schema::new_with_metadata(
+        file_fields,
+        metadata.schema().metadata().clone(),
+    );
+    ArrowReaderMetadata::try_new(
+        Arc::clone(parquet),
+        ArrowReaderOptions::new().with_schema(Arc::new(schema)),
+    )
+}
+
+/// The held form of a text column read as a dictionary: its values as text,
+/// and the dictionary again with the narrowest keys its values fit in (none
+/// past 65,536 distinct values, where codes would save little).
+fn coded(read: &ArrayRef, field: &FieldRef) -> Result<HeldColumn> {
+    let values = arrow::compute::cast(read, field.data_type())?;
+    let distinct = read.as_any_dictionary().values().len();
+    let key = match distinct {
+        0..=256 => DataType::UInt8,
+        257..=65_536 => DataType::UInt16,
+        _ => return Ok(HeldColumn::plain(values)),
+    };
+    let codes = arrow::compute::cast(
+        read,
+        &DataType::Dictionary(Box::new(key), Box::new(field.data_type().clone())),
+    )?;
+    Ok(HeldColumn {
+        values,
+        codes: Some(codes),
+    })
 }
 
 /// The file's rows as batches of `batch_size` slices of the whole columns,
@@ -639,7 +759,7 @@ fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<
 /// no more than it reads.
 fn slices(
     schema: SchemaRef,
-    columns: Vec<ArrayRef>,
+    columns: Vec<HeldColumn>,
     repeated: Vec<bool>,
     file: ScanFile,
     batch_size: usize,
@@ -654,15 +774,19 @@ fn slices(
                 columns
                     .iter()
                     .zip(&repeated)
-                    .map(|(c, &one_value)| c.slice(if one_value { 0 } else { start }, len))
+                    .map(|(c, &one_value)| c.values.slice(if one_value { 0 } else { start }, len))
                     .collect(),
                 &RecordBatchOptions::new().with_row_count(Some(len)),
             )?;
+            let codes: Vec<Option<ArrayRef>> = columns
+                .iter()
+                .map(|c| c.codes.as_ref().map(|codes| codes.slice(start, len)))
+                .collect();
             let keep = match &file.deleted {
                 Some(deleted) => kept_in(deleted, start, len)?,
                 None => None,
             };
-            picker.pick(&batch, &repeated, keep)
+            picker.pick(&batch, &codes, &repeated, keep)
         })
         .filter(|batch| !matches!(batch, Ok(b) if b.num_rows() == 0))
 }
@@ -750,7 +874,7 @@ mod tests {
         };
         let batches: Vec<RecordBatch> = slices(
             Arc::clone(&schema),
-            vec![column],
+            vec![HeldColumn::plain(column)],
             vec![false],
             file.clone(),
             4,
@@ -816,6 +940,82 @@ mod tests {
     }
 
     #[test]
+    fn few_distinct_strings_are_held_with_codes_and_picked_from_them() {
+        let rows = 70_000;
+        let tiers: StringArray = (0..rows)
+            .map(|i| ["gold", "silver", "bronze-and-a-long-name"].get(i % 4))
+            .map(|t| t.copied())
+            .collect();
+        let ids = StringArray::from_iter_values((0..rows).map(|i| format!("request-{i}")));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tier", DataType::Utf8, true),
+            Field::new("id", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(tiers.clone()), Arc::new(ids)],
+        )
+        .unwrap();
+        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap());
+        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
+        let fields: Vec<&FieldRef> = schema.fields().iter().collect();
+        let metadata = with_codes(metadata, &fields).unwrap();
+        let parts: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+                bytes, metadata,
+            )
+            .build()
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        let tier = whole_column(&parts, &schema.fields()[0], rows).unwrap();
+        assert_eq!(tier.values.as_ref(), &tiers as &dyn Array);
+        let codes = tier.codes.clone().expect("few distinct values have codes");
+        assert_eq!(
+            codes.data_type(),
+            &DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8))
+        );
+        // Unique strings (70,000 of them) are held as text alone.
+        let id = whole_column(&parts, &schema.fields()[1], rows).unwrap();
+        assert!(id.codes.is_none());
+
+        // Picking rows through the codes gives the rows the values give,
+        // after deleted rows and again after the filter.
+        let read = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::clone(&tier.values), Arc::clone(&id.values)],
+        )
+        .unwrap();
+        let filter = datafusion::physical_expr::expressions::binary(
+            datafusion::physical_expr::expressions::col("id", &schema).unwrap(),
+            datafusion::logical_expr::Operator::LtEq,
+            datafusion::physical_expr::expressions::lit("request-2"),
+            &schema,
+        )
+        .unwrap();
+        let picker = RowPicker {
+            filter: Some(filter),
+            output: vec![0, 1],
+            schema: Arc::clone(&schema),
+        };
+        let keep = BooleanArray::from_iter((0..rows).map(|i| Some(i % 3 != 0)));
+        let picked = picker
+            .pick(
+                &read,
+                &[tier.codes.clone(), None],
+                &[false, false],
+                Some(keep.clone()),
+            )
+            .unwrap();
+        let plain = picker
+            .pick(&read, &[None, None], &[false, false], Some(keep))
+            .unwrap();
+        assert_eq!(picked, plain);
+        assert!(picked.num_rows() > 1000 && picked.num_rows() < rows / 2);
+        assert_eq!(picked.column(0).data_type(), &DataType::Utf8);
+    }
+
+    #[test]
     fn a_column_the_file_lacks_reads_as_null() {
         let parts = vec![
             RecordBatch::try_new(
@@ -825,10 +1025,10 @@ mod tests {
             .unwrap(),
         ];
         let added: FieldRef = Arc::new(Field::new("b", DataType::Utf8, true));
-        let column = whole_column(&parts, &added, 2).unwrap();
+        let column = whole_column(&parts, &added, 2).unwrap().values;
         assert_eq!(column.null_count(), 2);
         let kept: FieldRef = Arc::new(Field::new("a", DataType::Float64, true));
-        let column = whole_column(&parts, &kept, 2).unwrap();
+        let column = whole_column(&parts, &kept, 2).unwrap().values;
         assert_eq!(column.data_type(), &DataType::Float64);
         assert!(whole_column(&parts, &kept, 3).is_err());
     }

@@ -9,8 +9,8 @@
 //! when the budget is reached (least recently used first).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::DataType;
@@ -42,9 +42,37 @@ struct ColumnKey {
 
 #[derive(Debug)]
 struct CachedColumn {
-    values: ArrayRef,
+    held: HeldColumn,
     bytes: usize,
     used: u64,
+}
+
+/// One file's decoded column as the cache holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldColumn {
+    /// Every row's value, in the table's type.
+    pub(crate) values: ArrayRef,
+    /// For text of few distinct values, the same rows again as a dictionary
+    /// array with one- or two-byte keys. Picking a few rows then copies
+    /// their keys and strings from a small dictionary, where picking them
+    /// from `values` reaches into a large buffer once per row (a cache miss
+    /// each, most of a selective scan's time).
+    pub(crate) codes: Option<ArrayRef>,
+}
+
+impl HeldColumn {
+    /// A column held without codes.
+    pub(crate) fn plain(values: ArrayRef) -> Self {
+        HeldColumn {
+            values,
+            codes: None,
+        }
+    }
+
+    fn memory_size(&self) -> usize {
+        self.values.get_array_memory_size()
+            + self.codes.as_ref().map_or(0, |c| c.get_array_memory_size())
+    }
 }
 
 /// What the cache holds and how well it serves, for `lookout.column_cache`.
@@ -96,7 +124,7 @@ impl ColumnCache {
 
     /// The decoded `column` of `file` if held with `data_type`, marked as
     /// just used. Counts a hit or a miss.
-    pub(crate) fn get(&self, file: &str, column: &str, data_type: &DataType) -> Option<ArrayRef> {
+    pub(crate) fn get(&self, file: &str, column: &str, data_type: &DataType) -> Option<HeldColumn> {
         let mut state = self.lock();
         let key = ColumnKey {
             file: file.to_string(),
@@ -105,9 +133,9 @@ impl ColumnCache {
         state.clock += 1;
         let now = state.clock;
         let found = match state.entries.get_mut(&key) {
-            Some(entry) if entry.values.data_type() == data_type => {
+            Some(entry) if entry.held.values.data_type() == data_type => {
                 let before = std::mem::replace(&mut entry.used, now);
-                Some((before, Arc::clone(&entry.values)))
+                Some((before, entry.held.clone()))
             }
             _ => None,
         };
@@ -125,11 +153,11 @@ impl ColumnCache {
         }
     }
 
-    /// Keeps `values` as the decoded `column` of `file`, making room by
+    /// Keeps `held` as the decoded `column` of `file`, making room by
     /// dropping the least recently used columns. A column larger than the
     /// whole budget is not kept.
-    pub(crate) fn insert(&self, file: &str, column: &str, values: ArrayRef) {
-        let bytes = values.get_array_memory_size();
+    pub(crate) fn insert(&self, file: &str, column: &str, held: HeldColumn) {
+        let bytes = held.memory_size();
         if bytes > self.budget {
             return;
         }
@@ -155,14 +183,9 @@ impl ColumnCache {
         let used = state.clock;
         state.recency.insert(used, key.clone());
         state.bytes += bytes;
-        state.entries.insert(
-            key,
-            CachedColumn {
-                values,
-                bytes,
-                used,
-            },
-        );
+        state
+            .entries
+            .insert(key, CachedColumn { held, bytes, used });
     }
 
     /// What the cache holds now and its counters since the database opened.
@@ -184,17 +207,19 @@ impl ColumnCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use arrow::array::Int64Array;
 
     use super::*;
 
-    fn column(rows: usize) -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(0..rows as i64))
+    fn column(rows: usize) -> HeldColumn {
+        HeldColumn::plain(Arc::new(Int64Array::from_iter_values(0..rows as i64)))
     }
 
     #[test]
     fn least_recently_used_columns_leave_first() {
-        let size = column(1000).get_array_memory_size();
+        let size = column(1000).memory_size();
         let cache = ColumnCache::new(size * 2 + size / 2);
         cache.insert("a.parquet", "x", column(1000));
         cache.insert("b.parquet", "x", column(1000));
@@ -228,7 +253,7 @@ mod tests {
         cache.insert("a.parquet", "x", column(100));
         let stats = cache.stats();
         assert_eq!(stats.columns, 1);
-        assert_eq!(stats.used_bytes, column(100).get_array_memory_size() as u64);
+        assert_eq!(stats.used_bytes, column(100).memory_size() as u64);
     }
 
     #[test]
