@@ -54,8 +54,137 @@ fn windows(args: &[ArrayRef]) -> Result<&BooleanArray> {
 /// The finite values of each window, collected per group.
 #[derive(Debug, Default)]
 pub(crate) struct Samples {
-    base: Vec<f64>,
-    cur: Vec<f64>,
+    base: Chunked,
+    cur: Chunked,
+}
+
+/// Values held in chunks of bounded size: growing never copies what is
+/// held (a doubling vector of a million samples copies them again at each
+/// step, into fresh pages the kernel zeroes first), and chunks are small
+/// enough for the allocator to reuse from one query to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Chunked {
+    chunks: Vec<Vec<f64>>,
+    len: usize,
+}
+
+/// Values per chunk (512 KiB).
+const CHUNK: usize = 1 << 16;
+
+impl Chunked {
+    fn push(&mut self, value: f64) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < last.capacity() => last.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Adds the finite ones of `values`.
+    fn extend_finite(&mut self, values: &[f64]) {
+        if !values.iter().all(|v| v.is_finite()) {
+            values
+                .iter()
+                .filter(|v| v.is_finite())
+                .for_each(|v| self.push(*v));
+            return;
+        }
+        let mut rest = values;
+        while !rest.is_empty() {
+            let room = match self.chunks.last() {
+                Some(last) if last.len() < last.capacity() => last.capacity() - last.len(),
+                _ => {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                    CHUNK
+                }
+            };
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            if let Some(last) = self.chunks.last_mut() {
+                last.extend_from_slice(now);
+            }
+            self.len += now.len();
+            rest = later;
+        }
+    }
+
+    /// Adds values encoded by [`Chunked::encode_into`] (little-endian
+    /// `f64`s) as one chunk of their size.
+    fn extend_from_le_bytes(&mut self, bytes: &[u8]) {
+        let mut chunk = vec![0.0f64; bytes.len() / 8];
+        if cfg!(target_endian = "little") {
+            let whole = chunk.len() * 8;
+            bytemuck::cast_slice_mut::<f64, u8>(&mut chunk).copy_from_slice(&bytes[..whole]);
+        } else {
+            for (v, b) in chunk.iter_mut().zip(bytes.chunks_exact(8)) {
+                *v = f64::from_le_bytes(b.try_into().unwrap_or_default());
+            }
+        }
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// Appends the count, then the values as little-endian `f64`s.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len as u64).to_le_bytes());
+        for chunk in &self.chunks {
+            if cfg!(target_endian = "little") {
+                out.extend_from_slice(bytemuck::cast_slice(chunk));
+            } else {
+                out.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Values held as one chunk.
+    fn from_vec(values: Vec<f64>) -> Self {
+        Chunked {
+            len: values.len(),
+            chunks: vec![values],
+        }
+    }
+
+    /// All values in one vector (moved out when held in one chunk); give
+    /// them back with [`Chunked::from_vec`], as a window frame evaluates the
+    /// same state again after more rows.
+    fn take_all(&mut self) -> Vec<f64> {
+        let all = match self.chunks.len() {
+            1 => self.chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = Vec::with_capacity(self.len);
+                for chunk in self.chunks.drain(..) {
+                    all.extend_from_slice(&chunk);
+                }
+                all
+            }
+        };
+        self.chunks.clear();
+        self.len = 0;
+        all
+    }
+
+    /// Counts per bin of [`stats::bin_counts`], chunk by chunk.
+    fn bin_counts(&self, edges: &[f64]) -> Vec<f64> {
+        let mut total = vec![0.0; edges.len() + 1];
+        for chunk in &self.chunks {
+            for (t, c) in total.iter_mut().zip(stats::bin_counts(chunk, edges)) {
+                *t += c;
+            }
+        }
+        total
+    }
+
+    fn held_bytes(&self) -> usize {
+        8 * self.chunks.iter().map(Vec::capacity).sum::<usize>()
+            + std::mem::size_of::<Vec<f64>>() * self.chunks.capacity()
+    }
 }
 
 #[derive(Debug)]
@@ -82,6 +211,21 @@ impl Aggregate for NumericDrift {
         let current = windows(args)?;
         let raw = values.values();
         let all_valid = filter.is_none() && values.null_count() == 0 && current.null_count() == 0;
+        if all_valid
+            && groups
+                .first()
+                .is_some_and(|g| groups.iter().all(|h| h == g))
+        {
+            // One group (as the partition-keyed aggregation hands batches
+            // over): each window's values are split off whole.
+            let state = &mut states[groups[0]];
+            let base = arrow::compute::not(current)?;
+            for (mask, target) in [(current, &mut state.cur), (&base, &mut state.base)] {
+                let picked = arrow::compute::filter(values, mask)?;
+                target.extend_finite(picked.as_primitive::<Float64Type>().values());
+            }
+            return Ok(());
+        }
         for (row, group) in groups.iter().enumerate() {
             if !all_valid && (!selected(filter, row) || values.is_null(row) || current.is_null(row))
             {
@@ -105,22 +249,22 @@ impl Aggregate for NumericDrift {
         for target in [&mut state.base, &mut state.cur] {
             let n = reader.u64()? as usize;
             let bytes = reader.take(n.saturating_mul(8))?;
-            target.extend(
-                bytes
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
-            );
+            if !bytes.is_empty() {
+                target.extend_from_le_bytes(bytes);
+            }
         }
         Ok(())
     }
 
     fn encode(&self, state: &Samples) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 8 * (state.base.len() + state.cur.len()));
-        for values in [&state.base, &state.cur] {
-            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        }
+        let mut out = Vec::with_capacity(16 + 8 * (state.base.len + state.cur.len));
+        self.encode_into(state, &mut out);
         out
+    }
+
+    fn encode_into(&self, state: &Samples, out: &mut Vec<u8>) {
+        state.base.encode_into(out);
+        state.cur.encode_into(out);
     }
 
     fn evaluate(&self, state: &mut Samples) -> Result<ScalarValue> {
@@ -131,9 +275,11 @@ impl Aggregate for NumericDrift {
             Measure::Psi | Measure::Kl | Measure::Js => {
                 // Binned measures need only the baseline's quantiles, found by
                 // selection in linear time rather than by sorting.
-                let edges = stats::quantile_edges(&mut state.base, self.bins);
-                let b = stats::bin_counts(&state.base, &edges);
-                let c = stats::bin_counts(&state.cur, &edges);
+                let mut base = state.base.take_all();
+                let edges = stats::quantile_edges(&mut base, self.bins);
+                let b = stats::bin_counts(&base, &edges);
+                let c = state.cur.bin_counts(&edges);
+                state.base = Chunked::from_vec(base);
                 match self.measure {
                     Measure::Psi => stats::psi(&b, &c),
                     Measure::Kl => stats::kl(&b, &c),
@@ -141,16 +287,18 @@ impl Aggregate for NumericDrift {
                 }
             }
             Measure::Ks | Measure::KsPvalue | Measure::Wasserstein => {
-                state.base.sort_unstable_by(f64::total_cmp);
-                state.cur.sort_unstable_by(f64::total_cmp);
-                let (base, cur) = (&state.base, &state.cur);
-                match self.measure {
-                    Measure::Ks => stats::ks_statistic(base, cur),
+                let (mut base, mut cur) = (state.base.take_all(), state.cur.take_all());
+                base.sort_unstable_by(f64::total_cmp);
+                cur.sort_unstable_by(f64::total_cmp);
+                let value = match self.measure {
+                    Measure::Ks => stats::ks_statistic(&base, &cur),
                     Measure::KsPvalue => {
-                        stats::ks_pvalue(stats::ks_statistic(base, cur), base.len(), cur.len())
+                        stats::ks_pvalue(stats::ks_statistic(&base, &cur), base.len(), cur.len())
                     }
-                    _ => stats::wasserstein(base, cur),
-                }
+                    _ => stats::wasserstein(&base, &cur),
+                };
+                (state.base, state.cur) = (Chunked::from_vec(base), Chunked::from_vec(cur));
+                value
             }
             Measure::Chi2Pvalue | Measure::NewCategoryShare => {
                 return Err(DataFusionError::Internal(
@@ -162,7 +310,7 @@ impl Aggregate for NumericDrift {
     }
 
     fn size(&self, state: &Samples) -> usize {
-        std::mem::size_of_val(state) + 8 * (state.base.capacity() + state.cur.capacity())
+        std::mem::size_of_val(state) + state.base.held_bytes() + state.cur.held_bytes()
     }
 }
 
@@ -445,5 +593,106 @@ impl<'a> Bytes<'a> {
 
     pub(crate) fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_bits(self.u64()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Float64Array;
+
+    use super::*;
+
+    /// Values spread over several chunks, in an order with no pattern.
+    fn values(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 100_003) as f64 / 7.0)
+            .collect()
+    }
+
+    #[test]
+    fn chunked_values_encode_merge_and_count_as_one_vector() {
+        let all = values(3 * CHUNK + 17);
+        let mut held = Chunked::default();
+        all.iter().for_each(|v| held.push(*v));
+        assert_eq!(held.chunks.len(), 4);
+        let mut encoded = Vec::new();
+        held.encode_into(&mut encoded);
+        assert_eq!(encoded.len(), 8 + 8 * all.len());
+
+        let mut bulk = Chunked::default();
+        bulk.push(all[0]);
+        bulk.extend_finite(&all[1..CHUNK + 3]);
+        bulk.extend_finite(&[f64::NAN, all[CHUNK + 3], f64::INFINITY]);
+        bulk.extend_finite(&all[CHUNK + 4..]);
+        assert_eq!(bulk.len, all.len());
+        assert_eq!(bulk.take_all(), all);
+
+        let mut merged = Chunked::default();
+        merged.push(-1.0);
+        merged.extend_from_le_bytes(&encoded[8..]);
+        merged.push(-2.0);
+        let edges = [-1.5, 0.0, 10.0, 5000.0, 14_000.0];
+        let mut expected = vec![-1.0];
+        expected.extend_from_slice(&all);
+        expected.push(-2.0);
+        assert_eq!(
+            merged.bin_counts(&edges),
+            stats::bin_counts(&expected, &edges)
+        );
+        assert_eq!(merged.take_all(), expected);
+        assert!(merged.is_empty());
+    }
+
+    #[test]
+    fn a_state_evaluates_again_after_more_rows() {
+        // A window frame evaluates one accumulator after each row it adds.
+        for measure in [Measure::Psi, Measure::Ks, Measure::Wasserstein] {
+            let drift = NumericDrift { measure, bins: 10 };
+            let all = values(2 * CHUNK + 5);
+            let windows = |n: usize| -> ArrayRef {
+                Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0))))
+            };
+            let (first, rest) = all.split_at(CHUNK + 1);
+            let mut state = Samples::default();
+            for part in [first, rest] {
+                let args: Vec<ArrayRef> = vec![
+                    Arc::new(Float64Array::from(part.to_vec())),
+                    windows(part.len()),
+                ];
+                let groups = vec![0; part.len()];
+                drift
+                    .update(std::slice::from_mut(&mut state), &args, &groups, None)
+                    .expect("update");
+                let again = drift.evaluate(&mut state).expect("evaluate");
+                assert_eq!(drift.evaluate(&mut state).expect("evaluate"), again);
+            }
+            let mut whole = Samples::default();
+            let args: Vec<ArrayRef> = vec![
+                Arc::new(Float64Array::from(all.clone())),
+                windows(all.len()),
+            ];
+            // Rows of `rest` restart the window pattern at their first row.
+            let mut pattern: Vec<bool> = (0..first.len()).map(|i| i % 3 == 0).collect();
+            pattern.extend((0..rest.len()).map(|i| i % 3 == 0));
+            let args = vec![
+                Arc::clone(&args[0]),
+                Arc::new(BooleanArray::from(pattern)) as ArrayRef,
+            ];
+            drift
+                .update(
+                    std::slice::from_mut(&mut whole),
+                    &args,
+                    &vec![0; all.len()],
+                    None,
+                )
+                .expect("update");
+            assert_eq!(
+                drift.evaluate(&mut state).expect("evaluate"),
+                drift.evaluate(&mut whole).expect("evaluate"),
+                "{measure:?}"
+            );
+        }
     }
 }

@@ -229,6 +229,12 @@ pub(crate) trait Aggregate: Debug + Send + Sync + 'static {
 
     fn encode(&self, state: &Self::State) -> Vec<u8>;
 
+    /// Appends [`Aggregate::encode`]'s bytes to `out`; aggregates with
+    /// large states write them there directly instead of copying them twice.
+    fn encode_into(&self, state: &Self::State, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode(state));
+    }
+
     fn evaluate(&self, state: &mut Self::State) -> Result<ScalarValue>;
 
     fn size(&self, state: &Self::State) -> usize;
@@ -440,7 +446,7 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let taken = emit_to.take_needed(&mut self.states);
-        let encoded = encoded_states(taken.iter().map(|s| self.aggregate.encode(s)))?;
+        let encoded = encoded_states(&self.aggregate, &taken)?;
         Ok(vec![Arc::new(encoded)])
     }
 
@@ -454,7 +460,7 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
         let groups: Vec<usize> = (0..rows).collect();
         self.aggregate
             .update(&mut states, values, &groups, opt_filter)?;
-        let encoded = encoded_states(states.iter().map(|s| self.aggregate.encode(s)))?;
+        let encoded = encoded_states(&self.aggregate, &states)?;
         Ok(vec![Arc::new(encoded)])
     }
 
@@ -478,24 +484,25 @@ impl<A: Aggregate> Grouped<A> {
     }
 }
 
-/// Encoded states as one BYTEA array, copied once into a buffer of their
-/// total size (a builder grows by doubling, copying megabytes of samples
-/// again at each step). States past the array's 2 GiB are an error, not a
-/// panic.
-fn encoded_states(states: impl Iterator<Item = Vec<u8>>) -> Result<BinaryArray> {
-    let states: Vec<Vec<u8>> = states.collect();
-    let total: usize = states.iter().map(Vec::len).sum();
-    let too_large = || {
-        DataFusionError::ResourcesExhausted(format!(
-            "aggregate states of {total} bytes exceed the 2 GiB a batch can hold"
-        ))
-    };
-    let mut values = Vec::with_capacity(total);
+/// Encoded states as one BYTEA array, each written once into a buffer
+/// reserved for all of them (a builder grows by doubling, copying megabytes
+/// of samples again at each step). States past the array's 2 GiB are an
+/// error, not a panic.
+fn encoded_states<A: Aggregate>(aggregate: &A, states: &[A::State]) -> Result<BinaryArray> {
+    // Held bytes bound the encoded ones closely enough for a reservation.
+    let estimate: usize = states.iter().map(|s| aggregate.size(s)).sum();
+    let mut values = Vec::with_capacity(estimate);
     let mut offsets = Vec::with_capacity(states.len() + 1);
     offsets.push(0i32);
-    for state in &states {
-        values.extend_from_slice(state);
-        offsets.push(i32::try_from(values.len()).map_err(|_| too_large())?);
+    for state in states {
+        aggregate.encode_into(state, &mut values);
+        let end = i32::try_from(values.len()).map_err(|_| {
+            DataFusionError::ResourcesExhausted(format!(
+                "aggregate states of more than {} bytes exceed the 2 GiB a batch can hold",
+                values.len()
+            ))
+        })?;
+        offsets.push(end);
     }
     Ok(BinaryArray::try_new(
         arrow::buffer::OffsetBuffer::new(offsets.into()),
