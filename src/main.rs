@@ -18,11 +18,6 @@ use lookout_server::ServerOptions;
 
 use crate::config::FileConfig;
 
-/// mimalloc instead of the system allocator: see docs/benchmarks.md
-/// (2026-12-06, "The allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Lookout: an embedded time-series database for monitoring ML and LLM
 /// models, queried with SQL over the Postgres protocol.
 #[derive(Debug, Parser)]

@@ -641,7 +641,12 @@ fn concatenated(parts: &[RecordBatch], field: &FieldRef) -> Result<Option<ArrayR
 /// The column for `field` over the decoded `parts`: concatenated, cast to
 /// the table's type where the file holds another, NULL where it has none.
 fn fit_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<ArrayRef> {
-    match concatenated(parts, field)? {
+    fit(concatenated(parts, field)?, field, rows)
+}
+
+/// `read` (a file's column, if it has one) as `rows` rows of the table's type.
+fn fit(read: Option<ArrayRef>, field: &FieldRef, rows: usize) -> Result<ArrayRef> {
+    match read {
         None => Ok(arrow::array::new_null_array(field.data_type(), rows)),
         Some(values) if values.data_type() == field.data_type() => Ok(values),
         Some(values) => Ok(arrow::compute::cast(&values, field.data_type())?),
@@ -654,7 +659,7 @@ fn fit_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<Ar
 fn whole_column(parts: &[RecordBatch], field: &FieldRef, rows: usize) -> Result<HeldColumn> {
     let held = match concatenated(parts, field)? {
         Some(read) if matches!(read.data_type(), DataType::Dictionary(..)) => coded(&read, field)?,
-        _ => HeldColumn::plain(fit_column(parts, field, rows)?),
+        read => HeldColumn::plain(fit(read, field, rows)?),
     };
     let values = &held.values;
     if values.len() != rows {
