@@ -504,6 +504,12 @@ fn encoded_states<A: Aggregate>(aggregate: &A, states: &[A::State]) -> Result<Bi
         })?;
         offsets.push(end);
     }
+    // The buffer becomes the array's: where held bytes overstated the
+    // encoded ones (small states, compact encodings), give the rest back so
+    // memory accounting sees what the states take.
+    if values.capacity() > values.len() + values.len() / 8 {
+        values.shrink_to_fit();
+    }
     Ok(BinaryArray::try_new(
         arrow::buffer::OffsetBuffer::new(offsets.into()),
         values.into(),

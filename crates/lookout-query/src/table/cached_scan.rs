@@ -531,6 +531,9 @@ impl FileReader {
         let schema = Arc::clone(&self.schema);
         let picker = Arc::clone(&self.picker);
         let path = file.path.clone();
+        // Streamed columns have no codes and no repeated values.
+        let no_codes = vec![None; schema.fields().len()];
+        let not_repeated = vec![false; schema.fields().len()];
         Ok(rows
             .map(move |batch| {
                 let batch = batch.map_err(|e| {
@@ -546,8 +549,7 @@ impl FileReader {
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
                 )?;
-                let none = vec![None; read.num_columns()];
-                picker.pick(&read, &none, &vec![false; read.num_columns()], None)
+                picker.pick(&read, &no_codes, &not_repeated, None)
             })
             .filter(|batch| futures::future::ready(!matches!(batch, Ok(b) if b.num_rows() == 0)))
             .boxed())

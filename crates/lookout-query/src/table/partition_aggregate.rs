@@ -280,8 +280,9 @@ struct Groups {
     key_ids: Vec<usize>,
     group_ids: Vec<usize>,
     /// Per aggregate, the single-group accumulator of the current run of
-    /// one-group batches, for the aggregates [`sums_runs`] accepts. Adding a batch's rows one by one into the same group's slot is
-    /// a chain of dependent additions (two thirds of `count(*), sum(x) ...
+    /// one-group batches, for the aggregates [`sums_runs`] accepts. Adding
+    /// a batch's rows one by one into the same group's slot is a chain of
+    /// dependent additions (two thirds of `count(*), sum(x) ...
     /// GROUP BY model`); a single-group accumulator uses the vectorised
     /// kernels, and its state is merged into the group once per run.
     runs: Vec<Option<Box<dyn Accumulator>>>,
