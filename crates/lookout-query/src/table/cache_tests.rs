@@ -38,6 +38,14 @@ const SCENARIO: &[&str] = &[
     "FLUSH",
     "?SELECT model, label, count(*), sum(n) FROM t WHERE n % 11 = 0 OR n < 0 GROUP BY model, label HAVING count(*) > 1 OR sum(n) < 0 ORDER BY model, label",
     "?SELECT model, n FROM t WHERE n % 997 = 0 OR n < 0 ORDER BY n",
+    // Comparisons with the partition column are answered per file, those
+    // with text of few values on its codes.
+    "?SELECT model, count(*), sum(n) FROM t WHERE model = 'a' GROUP BY model",
+    "?SELECT model, tier, count(*), sum(n) FROM t WHERE model <> 'a' AND tier <> 'gold' GROUP BY model, tier ORDER BY model, tier",
+    "?SELECT count(*), sum(n) FROM t WHERE (model IS DISTINCT FROM 'a') AND 'silver' = tier",
+    "?SELECT count(*), sum(n) FROM t WHERE (model = 'b' OR tier < 'h') AND (tier IS NOT DISTINCT FROM 'gold')",
+    "?SELECT n, model, tier FROM t WHERE (model IS NULL OR model = 'zzz') AND (tier IS DISTINCT FROM 'gold') ORDER BY n",
+    "?SELECT count(*) FROM t WHERE model = 'zzz' OR tier >= 'silver'",
     "COMPACT",
     "?SELECT model, count(*), sum(n), count(extra) FROM t GROUP BY model ORDER BY model",
     "?SELECT model, tier, count(*), min(n) FROM t WHERE n % 7 = 3 GROUP BY model, tier ORDER BY model, tier",

@@ -45,6 +45,7 @@ use parquet::basic::Encoding;
 use roaring::RoaringBitmap;
 
 use crate::table::column_cache::{ColumnCache, HeldColumn};
+use crate::table::file_filter::{FileFilter, RowFilter};
 
 /// A file may take at most this share of the budget to be kept whole.
 const LARGEST_SHARE: usize = 8;
@@ -235,6 +236,8 @@ impl ExecutionPlan for CachedScanExec {
             streamed: MetricBuilder::new(&self.metrics).counter("files_streamed", partition),
             from_partition: MetricBuilder::new(&self.metrics)
                 .counter("columns_from_partition_value", partition),
+            ruled_out: MetricBuilder::new(&self.metrics)
+                .counter("files_ruled_out_by_partition_value", partition),
         };
         let reader = FileReader {
             cache: Arc::clone(&self.cache),
@@ -242,11 +245,9 @@ impl ExecutionPlan for CachedScanExec {
             partition,
             metrics: self.metrics.clone(),
             schema: Arc::clone(&self.read),
-            picker: Arc::new(RowPicker {
-                filter: self.filter.clone(),
-                output: self.output.clone(),
-                schema: Arc::clone(&self.schema),
-            }),
+            filter: self.filter.clone(),
+            output: self.output.clone(),
+            produced: Arc::clone(&self.schema),
             batch_size: context.session_config().batch_size().max(1),
             counters,
         };
@@ -271,11 +272,14 @@ struct Counters {
     streamed: Count,
     /// Partition columns made from the file's one value.
     from_partition: Count,
+    /// Files not read: the filter rules out their partition value.
+    ruled_out: Count,
 }
 
 /// Picks the rows and columns a scan produces from the rows it reads.
 struct RowPicker {
-    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The scan's filter as it stands for the file read (`None`: every row).
+    filter: Option<RowFilter>,
     output: Vec<usize>,
     schema: SchemaRef,
 }
@@ -313,16 +317,7 @@ impl RowPicker {
             None => (batch, codes),
         };
         let accepted = match &self.filter {
-            Some(filter) => {
-                let value = filter.evaluate(batch)?.into_array(batch.num_rows())?;
-                Some(
-                    value
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Internal("filter is not boolean".into()))?
-                        .clone(),
-                )
-            }
+            Some(filter) => Some(filter.evaluate(batch, codes)?),
             None => None,
         };
         let columns: Vec<ArrayRef> = self
@@ -395,7 +390,11 @@ struct FileReader {
     partition: usize,
     metrics: ExecutionPlanMetricsSet,
     schema: SchemaRef,
-    picker: Arc<RowPicker>,
+    /// The scan's filter over `schema`, made for each file it reads.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The columns produced, as positions in `schema`, and their schema.
+    output: Vec<usize>,
+    produced: SchemaRef,
     batch_size: usize,
     counters: Counters,
 }
@@ -442,6 +441,14 @@ impl ReadState {
 impl FileReader {
     /// The batches of `file`: from memory, decoded into memory, or streamed.
     async fn open(&self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let filter = match self.file_filter(&file)? {
+            FileFilter::Nothing => {
+                self.counters.ruled_out.add(1);
+                return Ok(futures::stream::empty().boxed());
+            }
+            FileFilter::Everything => None,
+            FileFilter::Rows(rows) => Some(rows),
+        };
         let fields = self.schema.fields();
         let repeated_rows = file.rows.min(self.batch_size);
         let mut columns: Vec<Option<HeldColumn>> = fields
@@ -478,7 +485,7 @@ impl FileReader {
             if estimate > self.cache.budget() / LARGEST_SHARE {
                 self.counters.streamed.add(1);
                 let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(input, metadata);
-                return self.stream(builder, &file);
+                return self.stream(builder, &file, filter);
             }
             let metadata = with_codes(metadata, &wanted).map_err(|e| parquet_error(&file, e))?;
             let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(input, metadata);
@@ -501,15 +508,43 @@ impl FileReader {
             }
         }
         let columns: Vec<HeldColumn> = columns.into_iter().flatten().collect();
+        let code_types: Vec<Option<DataType>> = columns
+            .iter()
+            .map(|c| c.codes.as_ref().map(|codes| codes.data_type().clone()))
+            .collect();
+        let filter = filter.map(|f| f.with_codes(&code_types)).transpose()?;
         let batches = slices(
             Arc::clone(&self.schema),
             columns,
             repeated,
             file,
             self.batch_size,
-            Arc::clone(&self.picker),
+            self.picker(filter),
         );
         Ok(futures::stream::iter(batches).boxed())
+    }
+
+    /// The scan's filter as it stands for `file`, whose partition column
+    /// holds one value.
+    fn file_filter(&self, file: &ScanFile) -> Result<FileFilter> {
+        let Some(filter) = &self.filter else {
+            return Ok(FileFilter::Everything);
+        };
+        let partition = file.partition.as_ref().and_then(|(column, value)| {
+            let position = self.schema.index_of(column).ok()?;
+            (*self.schema.field(position).data_type() == DataType::Utf8)
+                .then_some((position, value))
+        });
+        FileFilter::for_file(filter, &self.schema, partition)
+    }
+
+    /// A picker of the produced columns of the rows `filter` keeps.
+    fn picker(&self, filter: Option<RowFilter>) -> Arc<RowPicker> {
+        Arc::new(RowPicker {
+            filter,
+            output: self.output.clone(),
+            schema: Arc::clone(&self.produced),
+        })
     }
 
     /// `file` read in batches without keeping it, deleted rows skipped.
@@ -517,6 +552,7 @@ impl FileReader {
         &self,
         builder: ParquetRecordBatchStreamBuilder<SendReader>,
         file: &ScanFile,
+        filter: Option<RowFilter>,
     ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let fields: Vec<&FieldRef> = self.schema.fields().iter().collect();
         let roots = file_roots(builder.schema(), &fields);
@@ -529,7 +565,7 @@ impl FileReader {
         }
         let rows = builder.build().map_err(|e| parquet_error(file, e))?;
         let schema = Arc::clone(&self.schema);
-        let picker = Arc::clone(&self.picker);
+        let picker = self.picker(filter);
         let path = file.path.clone();
         // Streamed columns have no codes and no repeated values.
         let no_codes = vec![None; schema.fields().len()];
@@ -993,14 +1029,27 @@ mod tests {
             vec![Arc::clone(&tier.values), Arc::clone(&id.values)],
         )
         .unwrap();
-        let filter = datafusion::physical_expr::expressions::binary(
-            datafusion::physical_expr::expressions::col("id", &schema).unwrap(),
-            datafusion::logical_expr::Operator::LtEq,
-            datafusion::physical_expr::expressions::lit("request-2"),
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{binary, col, lit};
+        let compare = |column: &str, op: Operator, value: &str| {
+            binary(col(column, &schema).unwrap(), op, lit(value), &schema).unwrap()
+        };
+        // The comparison on `tier` is made on its codes, that on `id` on text.
+        let filter = binary(
+            compare("id", Operator::LtEq, "request-2"),
+            Operator::And,
+            compare("tier", Operator::NotEq, "gold"),
             &schema,
         )
         .unwrap();
+        let filter = RowFilter::new(filter, Arc::clone(&schema));
+        let code_types = [Some(codes.data_type().clone()), None];
         let picker = RowPicker {
+            filter: Some(filter.clone().with_codes(&code_types).unwrap()),
+            output: vec![0, 1],
+            schema: Arc::clone(&schema),
+        };
+        let text_picker = RowPicker {
             filter: Some(filter),
             output: vec![0, 1],
             schema: Arc::clone(&schema),
@@ -1014,7 +1063,7 @@ mod tests {
                 Some(keep.clone()),
             )
             .unwrap();
-        let plain = picker
+        let plain = text_picker
             .pick(&read, &[None, None], &[false, false], Some(keep))
             .unwrap();
         assert_eq!(picked, plain);

@@ -9,6 +9,7 @@ pub(crate) mod catalog;
 pub(crate) mod column_cache;
 pub(crate) mod derived;
 pub(crate) mod external;
+pub(crate) mod file_filter;
 #[cfg(test)]
 mod join_tests;
 pub(crate) mod partition_aggregate;
