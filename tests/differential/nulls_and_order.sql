@@ -44,3 +44,9 @@ SELECT count(*) FROM (VALUES (0, 1), (2, 4)) t(d, n) WHERE d = 0 OR n % d = 0;
 SELECT x, x > 0 AND ln(x) > 0 AS positive_log FROM (VALUES (0.0::float8), (2.0), (NULL)) t(x) ORDER BY x NULLS LAST;
 SELECT count(*) FROM (VALUES (0.0::float8), (2.0)) t(x) WHERE x > 0 AND ln(x) > 0 AND x < 10;
 SELECT count(*) FROM (VALUES (0.0::float8, 1.0::float8)) t(d, n) WHERE n > 0 AND n / d > 1;
+-- IS [NOT] DISTINCT FROM binds tighter than NOT, AND and OR, looser than
+-- comparisons.
+SELECT true IS DISTINCT FROM false AND false, false IS NOT DISTINCT FROM false OR true AND false;
+SELECT k, v FROM o WHERE k IS DISTINCT FROM 'a' AND v IS NOT DISTINCT FROM 2 ORDER BY ts;
+SELECT count(*) FROM o WHERE k IS NOT DISTINCT FROM 'b' OR v IS DISTINCT FROM NULL AND v > 2;
+SELECT k, NOT k IS DISTINCT FROM 'a', k = 'b' IS NOT DISTINCT FROM true FROM o ORDER BY ts;

@@ -206,13 +206,11 @@ fn denied(user: &str, granted: Access, needed: Access) -> QueryError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use crate::pg::dialect::Postgres;
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn needs(sql: &str) -> Access {
-        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .expect("parses")
-            .remove(0);
+        let statement = Parser::parse_sql(&Postgres, sql).expect("parses").remove(0);
         required(&Command::Sql(statement), |t| t == "roles")
     }
 

@@ -15,7 +15,7 @@
 //! w.expect_end().unwrap();
 //! ```
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use crate::pg::dialect::Postgres;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
@@ -64,7 +64,7 @@ impl Piece {
 }
 
 /// The dialect every extension statement is read in.
-static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+static DIALECT: Postgres = Postgres;
 
 /// A cursor over the tokens of one statement, each with its byte offset in
 /// the text (so a grammar can hand a clause on as SQL text, unparsed).

@@ -1,8 +1,8 @@
 //! Names, strings and expressions as SQL text, for every statement Lookout
 //! builds, and relation names as PostgreSQL folds them.
 
+use crate::pg::dialect::Postgres;
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -68,7 +68,7 @@ pub fn quote_literal(text: &str) -> String {
 /// surrounding call, a `;` and another statement) is a syntax error (42601).
 pub fn one_expression(text: &str) -> Result<String> {
     let invalid = |why: String| QueryError::syntax(format!("not one SQL expression: {why}"));
-    let mut parser = Parser::new(&PostgreSqlDialect {})
+    let mut parser = Parser::new(&Postgres)
         .try_with_sql(text)
         .map_err(|e| invalid(e.to_string()))?;
     let expr = parser.parse_expr().map_err(|e| invalid(e.to_string()))?;

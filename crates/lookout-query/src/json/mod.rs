@@ -16,6 +16,7 @@ mod value;
 use std::ops::ControlFlow;
 use std::sync::{Arc, LazyLock};
 
+use crate::pg::dialect::Postgres;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::expr::ScalarFunction;
@@ -25,7 +26,6 @@ use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
     Statement, TableFactor, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::SqlState;
@@ -439,7 +439,7 @@ impl VisitorMut for JsonSyntax {
             return ControlFlow::Continue(());
         };
         let function = name.to_string().to_ascii_lowercase();
-        if let Ok(query) = Parser::new(&PostgreSqlDialect {})
+        if let Ok(query) = Parser::new(&Postgres)
             .try_with_sql(&format!("SELECT {columns}"))
             .and_then(|mut p| p.parse_query())
         {
@@ -618,7 +618,7 @@ fn lateral_from(query: &mut ast::Query) {
         return;
     };
     let sql = format!("SELECT {outer_name}.*, {columns} FROM {outer}");
-    let Ok(inner) = Parser::new(&PostgreSqlDialect {})
+    let Ok(inner) = Parser::new(&Postgres)
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_query())
     else {

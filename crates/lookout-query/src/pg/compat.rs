@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use crate::pg::dialect::Postgres;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
@@ -16,7 +17,6 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, visit_relations};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
@@ -1000,7 +1000,7 @@ impl SqlStatementRewriteRule for ShownRegCasts {
                 "regtype" => (format!("format_type({expr}, NULL)"), "regtype"),
                 _ => return None,
             };
-            let shown = Parser::new(&PostgreSqlDialect {})
+            let shown = Parser::new(&Postgres)
                 .try_with_sql(&sql)
                 .and_then(|mut p| p.parse_expr())
                 .ok()?;
@@ -1053,7 +1053,7 @@ const SUBSTITUTIONS: &[(&str, &str)] = &[
 
 fn tokens(sql: &str) -> Option<Vec<datafusion::sql::sqlparser::tokenizer::Token>> {
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let tokens = Tokenizer::new(&Postgres, sql).tokenize().ok()?;
     Some(
         tokens
             .into_iter()
@@ -1197,7 +1197,7 @@ fn parse_postgres_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
         .flatten();
     let sql = substituted.as_deref().unwrap_or(sql);
     let rewrite = may_need_rewrite(sql);
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+    match Parser::parse_sql(&Postgres, sql) {
         Ok(statements) if !rewrite => Ok(statements),
         Ok(statements) if statements.iter().any(reads_catalog) => {
             // The catalog parser matches some client queries token by token, so
@@ -1288,7 +1288,7 @@ fn plannable_catalog_expressions(mut statement: Statement) -> Statement {
                 .to_string()
                 .to_lowercase()
                 .ends_with("_pg_expandarray")
-            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+            && let Ok(parsed) = Parser::new(&Postgres)
                 .try_with_sql("named_struct('x', CAST(NULL AS INT), 'n', CAST(NULL AS INT))")
                 .and_then(|mut p| p.parse_expr())
         {
@@ -1304,7 +1304,7 @@ fn plannable_catalog_expressions(mut statement: Statement) -> Statement {
             && let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
                 select.projection.as_mut_slice()
             && !is_aggregate(item)
-            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+            && let Ok(parsed) = Parser::new(&Postgres)
                 .try_with_sql(&format!("max({item})"))
                 .and_then(|mut p| p.parse_expr())
         {
@@ -1317,7 +1317,7 @@ fn plannable_catalog_expressions(mut statement: Statement) -> Statement {
                 Expr::Identifier(_) | Expr::CompoundIdentifier(_)
             )
             && let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice()
-            && let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+            && let Ok(parsed) = Parser::new(&Postgres)
                 .try_with_sql(&format!("get_field({root}, '{}')", field.value))
                 .and_then(|mut p| p.parse_expr())
         {
@@ -1334,7 +1334,7 @@ fn plannable_catalog_expressions(mut statement: Statement) -> Statement {
             let array = list.args[0].to_string();
             let dim = list.args[1].to_string();
             let sql = format!("unnest(generate_series(1, array_length({array}, {dim})))");
-            if let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+            if let Ok(parsed) = Parser::new(&Postgres)
                 .try_with_sql(&sql)
                 .and_then(|mut p| p.parse_expr())
             {

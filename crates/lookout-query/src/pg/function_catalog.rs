@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use crate::pg::dialect::Postgres;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
@@ -17,7 +18,6 @@ use datafusion::logical_expr::{
     Volatility, cast, col, lit,
 };
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use lookout_monitor::FunctionDoc;
 
@@ -79,7 +79,7 @@ pub(crate) fn show_functions(statement: Statement) -> Statement {
         Some(ShowStatementFilter::Where(e)) => format!(" WHERE {e}"),
     };
     let sql = format!("SELECT {COLUMNS} FROM lookout.functions{condition} ORDER BY name");
-    match Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
+    match Parser::parse_sql(&Postgres, &sql) {
         Ok(mut parsed) if parsed.len() == 1 => parsed.remove(0),
         _ => statement,
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod comments;
 pub(crate) mod compat;
+pub(crate) mod dialect;
 pub(crate) mod float_arrays;
 pub(crate) mod function_catalog;
 pub(crate) mod functions;

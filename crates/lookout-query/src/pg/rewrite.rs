@@ -7,6 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::pg::dialect::Postgres;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchemaRef, Result as DfResult};
@@ -18,7 +19,6 @@ use datafusion::sql::sqlparser::ast::{
     self, Expr, Statement, TableAlias, TableAliasColumnDef, TableFactor, Value, Visit, VisitMut,
     Visitor, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::error::{QueryError, Result};
@@ -337,7 +337,7 @@ fn is_interval(expr: &Expr) -> bool {
 }
 
 fn parse_expr(text: &str) -> Option<Expr> {
-    Parser::new(&PostgreSqlDialect {})
+    Parser::new(&Postgres)
         .try_with_sql(text)
         .ok()?
         .parse_expr()

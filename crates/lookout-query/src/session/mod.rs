@@ -101,14 +101,14 @@ fn too_complex(detail: &str) -> QueryError {
 /// Counts the operators of `sql` (outside literals and comments) when it is
 /// long enough to hold more than [`MAX_OPERATORS`].
 fn check_complexity(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use crate::pg::dialect::Postgres;
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     // Every operator needs an operand beside it.
     if sql.len() <= 2 * MAX_OPERATORS {
         return Ok(());
     }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+    let Ok(tokens) = Tokenizer::new(&Postgres, sql).tokenize() else {
         return Ok(()); // the parser reports the error
     };
     let operators = tokens

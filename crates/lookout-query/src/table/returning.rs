@@ -102,11 +102,9 @@ pub(crate) fn split(stmt: &mut Statement) -> Result<Option<Statement>> {
         "SELECT {list} FROM {} AS {table}",
         Ident::with_quote('"', RETURNED)
     );
-    let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-        &sql,
-    )
-    .map_err(|e| QueryError::syntax(format!("RETURNING list: {e}")))?;
+    let mut parsed =
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&crate::pg::dialect::Postgres, &sql)
+            .map_err(|e| QueryError::syntax(format!("RETURNING list: {e}")))?;
     match (parsed.pop(), parsed.is_empty()) {
         (Some(select @ Statement::Query(_)), true) => Ok(Some(select)),
         _ => Err(QueryError::syntax(
