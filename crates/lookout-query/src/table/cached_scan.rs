@@ -11,7 +11,7 @@
 //! streamed from Parquet in batches like an uncached scan, so one very large
 //! file neither evicts everything nor sits in memory at once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -67,19 +67,11 @@ pub(crate) struct ScanFile {
 }
 
 impl ScanFile {
-    /// The value of `field` in every row, as `rows` rows, if `field` is the
-    /// file's partition column.
-    fn one_value_of(&self, field: &FieldRef, rows: usize) -> Option<ArrayRef> {
+    /// The value every row holds in `field`, if `field` is the file's
+    /// partition column.
+    fn one_value_of(&self, field: &FieldRef) -> Option<&Option<String>> {
         let (column, value) = self.partition.as_ref()?;
-        if field.name() != column || *field.data_type() != DataType::Utf8 {
-            return None;
-        }
-        Some(match value {
-            Some(value) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                value, rows,
-            ))),
-            None => arrow::array::new_null_array(&DataType::Utf8, rows),
-        })
+        (field.name() == column && *field.data_type() == DataType::Utf8).then_some(value)
     }
 
     fn live_rows(&self) -> usize {
@@ -248,6 +240,7 @@ impl ExecutionPlan for CachedScanExec {
             filter: self.filter.clone(),
             output: self.output.clone(),
             produced: Arc::clone(&self.schema),
+            repeated: HashMap::new(),
             batch_size: context.session_config().batch_size().max(1),
             counters,
         };
@@ -397,6 +390,8 @@ struct FileReader {
     produced: SchemaRef,
     batch_size: usize,
     counters: Counters,
+    /// Partition columns made so far, by value (see [`FileReader::repeated`]).
+    repeated: HashMap<Option<String>, ArrayRef>,
 }
 
 /// Where one partition's scan stands.
@@ -440,7 +435,7 @@ impl ReadState {
 
 impl FileReader {
     /// The batches of `file`: from memory, decoded into memory, or streamed.
-    async fn open(&self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    async fn open(&mut self, file: ScanFile) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let filter = match self.file_filter(&file)? {
             FileFilter::Nothing => {
                 self.counters.ruled_out.add(1);
@@ -449,11 +444,14 @@ impl FileReader {
             FileFilter::Everything => None,
             FileFilter::Rows(rows) => Some(rows),
         };
-        let fields = self.schema.fields();
-        let repeated_rows = file.rows.min(self.batch_size);
+        let schema = Arc::clone(&self.schema);
+        let fields = schema.fields();
         let mut columns: Vec<Option<HeldColumn>> = fields
             .iter()
-            .map(|f| file.one_value_of(f, repeated_rows).map(HeldColumn::plain))
+            .map(|f| {
+                let value = file.one_value_of(f)?;
+                Some(HeldColumn::plain(self.repeated(value)))
+            })
             .collect();
         let repeated: Vec<bool> = columns.iter().map(Option::is_some).collect();
         for (column, field) in columns.iter_mut().zip(fields.iter()) {
@@ -522,6 +520,22 @@ impl FileReader {
             self.picker(filter),
         );
         Ok(futures::stream::iter(batches).boxed())
+    }
+
+    /// `value` in `batch_size` rows, made once per value for all the files
+    /// this reader reads (batches are slices of it).
+    fn repeated(&mut self, value: &Option<String>) -> ArrayRef {
+        let rows = self.batch_size;
+        let made = self
+            .repeated
+            .entry(value.clone())
+            .or_insert_with(|| match value {
+                Some(value) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    value, rows,
+                ))),
+                None => arrow::array::new_null_array(&DataType::Utf8, rows),
+            });
+        Arc::clone(made)
     }
 
     /// The scan's filter as it stands for `file`, whose partition column

@@ -32,7 +32,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
@@ -230,10 +230,12 @@ impl ExecutionPlan for PartitionKeyAggregateExec {
         let reservation = MemoryConsumer::new(format!("PartitionKeyAggregate[{partition}]"))
             .register(context.memory_pool());
         let groups = Groups::new(self, &self.input().schema())?;
+        let arguments = aggregate_arguments(self.original.aggr_expr());
         let state = AggregationState {
             input,
             groups,
-            arguments: aggregate_arguments(self.original.aggr_expr()),
+            constants: arguments.iter().map(|a| vec![None; a.len()]).collect(),
+            arguments,
             filters: self.original.filter_expr().to_vec(),
             schema: Arc::clone(&schema),
             batch_size: usize::from(options.batch_size),
@@ -290,6 +292,11 @@ struct Groups {
     runs_natively: Vec<bool>,
     /// The group the runs in `runs` belong to.
     run_group: Option<usize>,
+    /// The last partition column found to hold one value: the scan hands
+    /// out slices of one array per value, and a slice of this one is known
+    /// to hold it without comparing its bytes again. Holding it keeps its
+    /// buffers, so their addresses name them.
+    known_constant: Option<ArrayRef>,
 }
 
 impl Groups {
@@ -329,6 +336,7 @@ impl Groups {
             runs: runs_natively.iter().map(|_| None).collect(),
             runs_natively,
             run_group: None,
+            known_constant: None,
         })
     }
 
@@ -354,13 +362,12 @@ impl Groups {
         let key_column = &self.group_exprs[self.key_position]
             .evaluate(batch)?
             .into_array(rows)?;
-        let constant = match repeated_value(key_column) {
+        let constant = match self.one_value(key_column) {
             Some(value) => {
+                // One id stands for every row; `update` widens it to the
+                // batch only for the aggregates that add row by row.
                 self.key_ids.clear();
                 self.keys.intern(&[value], &mut self.key_ids)?;
-                let id = self.key_ids.first().copied().unwrap_or_default();
-                self.key_ids.clear();
-                self.key_ids.resize(rows, id);
                 true
             }
             None => {
@@ -399,19 +406,45 @@ impl Groups {
         Ok(constant)
     }
 
-    /// Adds a numbered batch to its groups. `constant` says that every row
-    /// is in one group (the batch held one partition value and there are no
-    /// other group columns).
+    /// `column`'s one value (as an array of one row) if every row holds
+    /// it.
+    fn one_value(&mut self, column: &ArrayRef) -> Option<ArrayRef> {
+        if let Some(known) = &self.known_constant
+            && !column.is_empty()
+            && is_slice_of(column, known)
+        {
+            return Some(column.slice(0, 1));
+        }
+        let value = repeated_value(column)?;
+        if column.null_count() == 0 {
+            self.known_constant = Some(Arc::clone(column));
+        }
+        Some(value)
+    }
+
+    /// Adds a numbered batch of `rows` rows to its groups. `constant` says
+    /// that every row is in one group (the batch held one partition value)
+    /// and `group_ids` holds that group's id once.
     fn update(
         &mut self,
         arguments: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
         constant: bool,
+        rows: usize,
     ) -> Result<()> {
         let run_group = match (constant, &self.combined, self.group_ids.first()) {
             (true, None, Some(&group)) => Some(group),
             _ => None,
         };
+        if let Some(group) = run_group {
+            let by_rows = filters
+                .iter()
+                .zip(&self.runs_natively)
+                .any(|(filter, native)| filter.is_some() || !native);
+            if by_rows {
+                self.group_ids.resize(rows, group);
+            }
+        }
         if run_group.is_some() && run_group != self.run_group {
             self.flush_runs()?;
             self.run_group = run_group;
@@ -538,6 +571,25 @@ fn sums_runs(aggregate: &AggregateFunctionExpr) -> bool {
 
 /// A one-row slice holding the value every row of a string `column` holds,
 /// or None when the rows differ (or the column is not Utf8).
+/// Whether `column` is a slice of the text array `of` (shares its bytes and
+/// lies within its offsets), without NULLs.
+fn is_slice_of(column: &ArrayRef, of: &ArrayRef) -> bool {
+    let (Some(part), Some(whole)) = (column.as_string_opt::<i32>(), of.as_string_opt::<i32>())
+    else {
+        return false;
+    };
+    let span = |offsets: &[i32]| {
+        let start = offsets.as_ptr() as usize;
+        (start, start + std::mem::size_of_val(offsets))
+    };
+    let (part_start, part_end) = span(part.value_offsets());
+    let (whole_start, whole_end) = span(whole.value_offsets());
+    part.null_count() == 0
+        && part.value_data().as_ptr() == whole.value_data().as_ptr()
+        && whole_start <= part_start
+        && part_end <= whole_end
+}
+
 fn repeated_value(column: &ArrayRef) -> Option<ArrayRef> {
     let rows = column.len();
     if rows == 0 {
@@ -569,11 +621,33 @@ fn repeated_value(column: &ArrayRef) -> Option<ArrayRef> {
     (bytes[width..] == bytes[..bytes.len() - width]).then(|| column.slice(0, 1))
 }
 
+/// `expr` evaluated on `batch`. A constant (`count(*)` counts a constant
+/// one) is made into an array once, kept in `kept` and sliced for later
+/// batches no longer than it.
+fn argument(
+    expr: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+    kept: &mut Option<ArrayRef>,
+) -> Result<ArrayRef> {
+    let rows = batch.num_rows();
+    let Some(literal) = expr.downcast_ref::<Literal>() else {
+        return expr.evaluate(batch)?.into_array(rows);
+    };
+    if let Some(array) = kept.as_ref().filter(|a| a.len() >= rows) {
+        return Ok(array.slice(0, rows));
+    }
+    let array = literal.value().to_array_of_size(rows)?;
+    *kept = Some(Arc::clone(&array));
+    Ok(array)
+}
+
 /// One partition's run of the aggregation.
 struct AggregationState {
     input: SendableRecordBatchStream,
     groups: Groups,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// The arrays made for the constant arguments, per argument.
+    constants: Vec<Vec<Option<ArrayRef>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     schema: SchemaRef,
     batch_size: usize,
@@ -625,13 +699,12 @@ impl AggregationState {
         let arguments = self
             .arguments
             .iter()
-            .map(|exprs| {
+            .zip(&mut self.constants)
+            .map(|(exprs, constants)| {
                 exprs
                     .iter()
-                    .map(|e| {
-                        e.evaluate(batch)
-                            .and_then(|v| v.into_array(batch.num_rows()))
-                    })
+                    .zip(constants.iter_mut())
+                    .map(|(e, constant)| argument(e, batch, constant))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
@@ -661,7 +734,8 @@ impl AggregationState {
         } else {
             self.mixed_batches.add(1);
         }
-        self.groups.update(&arguments, &filters, constant)?;
+        self.groups
+            .update(&arguments, &filters, constant, batch.num_rows())?;
         self.rows_seen += batch.num_rows();
         if self.rows_seen >= self.probe_rows && self.rows_seen - batch.num_rows() < self.probe_rows
         {
@@ -725,6 +799,19 @@ mod tests {
         assert!(repeated_value(&column.slice(1, 3)).is_none());
         let value = repeated_value(&column.slice(1, 2)).expect("one value");
         assert_eq!(value.as_string::<i32>().value(0), "vega");
+    }
+
+    #[test]
+    fn a_slice_is_told_from_a_copy_and_from_what_lies_outside() {
+        let whole = strings(&[Some("vega"); 8]);
+        assert!(is_slice_of(&whole.slice(0, 5), &whole));
+        assert!(is_slice_of(&whole.slice(3, 5), &whole));
+        assert!(is_slice_of(&whole, &whole));
+        // The same text in other buffers, or rows past the known ones.
+        assert!(!is_slice_of(&strings(&[Some("vega"); 8]), &whole));
+        let longer = strings(&[Some("vega"); 9]);
+        assert!(!is_slice_of(&longer, &longer.slice(0, 8)));
+        assert!(!is_slice_of(&strings(&[None, None]), &whole));
     }
 
     /// Batches whose `model` is one value, mixed, or NULL, over two partitions.
