@@ -399,7 +399,11 @@ impl Groups {
                 }
             }
             self.group_ids.clear();
-            combined.intern(&columns, &mut self.group_ids)?;
+            if constant {
+                intern_runs(combined.as_mut(), &columns, &mut self.group_ids)?;
+            } else {
+                combined.intern(&columns, &mut self.group_ids)?;
+            }
         } else {
             std::mem::swap(&mut self.group_ids, &mut self.key_ids);
         }
@@ -571,6 +575,36 @@ fn sums_runs(aggregate: &AggregateFunctionExpr) -> bool {
 
 /// A one-row slice holding the value every row of a string `column` holds,
 /// or None when the rows differ (or the column is not Utf8).
+/// Numbers the rows of `columns` (the partition value's number, then the
+/// other group columns) into `ids`. Files are sorted by time, so a time
+/// bucket holds for hundreds of rows in a row: each run of rows equal in
+/// every column is numbered once, by its first row, instead of hashing
+/// every row. Runs are found with Arrow's `partition`, whose equality
+/// (floats by their bits) is never looser than the grouping's.
+fn intern_runs(
+    values: &mut dyn GroupValues,
+    columns: &[ArrayRef],
+    ids: &mut Vec<usize>,
+) -> Result<()> {
+    let rows = columns.first().map_or(0, |c| c.len());
+    let runs = match arrow::compute::partition(&columns[1..]) {
+        Ok(runs) if runs.len() * 4 <= rows => runs.ranges(),
+        _ => return values.intern(columns, ids),
+    };
+    let heads = UInt32Array::from_iter_values(runs.iter().map(|r| r.start as u32));
+    let heads = columns
+        .iter()
+        .map(|c| take(c, &heads, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut head_ids = Vec::with_capacity(runs.len());
+    values.intern(&heads, &mut head_ids)?;
+    ids.reserve(rows);
+    for (run, id) in runs.iter().zip(head_ids) {
+        ids.extend(std::iter::repeat_n(id, run.len()));
+    }
+    Ok(())
+}
+
 /// Whether `column` is a slice of the text array `of` (shares its bytes and
 /// lies within its offsets), without NULLs.
 fn is_slice_of(column: &ArrayRef, of: &ArrayRef) -> bool {
@@ -927,6 +961,10 @@ mod tests {
             "SELECT segment, model, count(DISTINCT n), sum(n) FROM t WHERE n > 3 GROUP BY segment, model ORDER BY segment, model",
             "SELECT model, n, count(*) FROM t GROUP BY model, n ORDER BY model, n",
             "SELECT model, n % 4, upper(segment), count(*), sum(n) FROM t GROUP BY model, n % 4, upper(segment) ORDER BY 1, 2, 3",
+            // Runs of equal buckets (and NULLs among them) numbered once.
+            "SELECT model, n / 10 AS bucket, count(*), sum(n), max(segment) FROM t GROUP BY model, n / 10 ORDER BY 1, 2",
+            "SELECT coalesce(n, 0) / 40 AS bucket, model, count(*), sum(n), min(segment) FROM t GROUP BY coalesce(n, 0) / 40, model ORDER BY 1, 2",
+            "SELECT model, coalesce(n, 1) / 1000 AS bucket, n IS NULL, count(*) FILTER (WHERE n > 5) FROM t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         ];
         for sql in queries {
             // Never passing rows through; passing them through when
