@@ -9,30 +9,70 @@
 //! fixed stride (not months) from a constant origin, the answers are
 //! DataFusion's own, overflow to NULL included; anything else goes to
 //! DataFusion's function.
+//!
+//! DataFusion's signature lists nanosecond timestamps first, so a
+//! microsecond column (as Lookout stores time) was cast to nanoseconds row
+//! by row before binning, though a microsecond form of the function exists.
+//! Arguments that match one of the signature's forms exactly are now kept
+//! as they are (the answer is then in the column's unit), and microsecond
+//! rows take the quick path too.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, FieldRef, TimeUnit, TimestampNanosecondType};
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
+use arrow::datatypes::{
+    ArrowTimestampType, DataType, FieldRef, TimeUnit, TimestampMicrosecondType,
+    TimestampNanosecondType,
+};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature,
 };
+use datafusion::logical_expr::{TIMEZONE_WILDCARD, TypeSignature};
 
-/// DataFusion's `date_bin`, with a quick path for sorted nanosecond rows.
+/// DataFusion's `date_bin`, with a quick path for sorted nanosecond and
+/// microsecond rows.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BinOncePerBin {
     inner: Arc<ScalarUDF>,
+    /// User-defined, so that [`ScalarUDFImpl::coerce_types`] chooses.
+    signature: Signature,
 }
 
 /// The `date_bin` function sessions use.
 pub(crate) fn date_bin() -> ScalarUDF {
-    ScalarUDF::new_from_impl(BinOncePerBin {
-        inner: datafusion::functions::datetime::date_bin(),
-    })
+    let inner = datafusion::functions::datetime::date_bin();
+    let signature = Signature::user_defined(inner.signature().volatility);
+    ScalarUDF::new_from_impl(BinOncePerBin { inner, signature })
+}
+
+/// The types DataFusion coerces `given` to for `udf`.
+fn as_datafusion_coerces(given: &[DataType], udf: &ScalarUDF) -> Result<Vec<DataType>> {
+    let fields: Vec<FieldRef> = given
+        .iter()
+        .map(|t| Arc::new(arrow::datatypes::Field::new("a", t.clone(), true)))
+        .collect();
+    Ok(fields_with_udf(&fields, udf)?
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect())
+}
+
+/// Whether `given` is one of the forms `form` lists as it is.
+fn is_form(form: &[DataType], given: &[DataType]) -> bool {
+    form.len() == given.len()
+        && form.iter().zip(given).all(|(f, g)| match (f, g) {
+            (DataType::Timestamp(fu, Some(ft)), DataType::Timestamp(gu, Some(_)))
+                if ft.as_ref() == TIMEZONE_WILDCARD =>
+            {
+                fu == gu
+            }
+            _ => f == g,
+        })
 }
 
 /// The stride in nanoseconds, when it is a positive fixed length.
@@ -63,35 +103,59 @@ fn bin_of(value: i64, stride: i64, origin: i64) -> Option<i64> {
     origin.checked_add(delta)
 }
 
-/// Bins `values`, dividing only when a value leaves the last bin; `None`
-/// if some slot overflows (DataFusion's NULL, left to DataFusion).
-fn bin_sorted(values: &TimestampNanosecondArray, stride: i64, origin: i64) -> Option<ArrayRef> {
-    // The last bin: values in [start, end) answer `start`.
-    let (mut start, mut end) = (0i64, 0i64);
+/// Bins `values` (timestamps of `scale` nanoseconds a unit), dividing only
+/// when a value leaves the last bin; `None` if some slot overflows
+/// (DataFusion's NULL, left to DataFusion). As DataFusion does, a value is
+/// binned in nanoseconds and the bin divided back into the value's unit.
+fn bin_sorted<T: ArrowTimestampType>(
+    values: &PrimitiveArray<T>,
+    scale: i64,
+    stride: i64,
+    origin: i64,
+) -> Option<ArrayRef> {
+    // The last bin: values in [start, end) answer `answer`.
+    let (mut start, mut end, mut answer) = (0i64, 0i64, 0i64);
     let mut binned = Vec::with_capacity(values.len());
     // Slots under NULL are binned too (their values are arbitrary but
     // harmless), so the pass reads the raw values without a check a slot.
     for &value in values.values() {
         if value >= start && value < end {
-            binned.push(start);
+            binned.push(answer);
             continue;
         }
-        let bin = bin_of(value, stride, origin)?;
+        let bin = bin_of(value.checked_mul(scale)?, stride, origin)?;
         // Every value of the bin computes without overflow only if its
-        // last one does; otherwise the next value takes the long way.
-        match bin
-            .checked_add(stride)
-            .filter(|_| bin_of(bin + (stride - 1), stride, origin) == Some(bin))
-        {
-            Some(next) => (start, end) = (bin, next),
+        // last one does; the values in it are those whose nanoseconds lie
+        // in [bin, bin + stride). Otherwise the next value takes the long
+        // way.
+        let last = bin.checked_add(stride - 1);
+        match last
+            .filter(|&last| bin_of(last, stride, origin) == Some(bin))
+            .and_then(|last| {
+                Some((
+                    ceil_div(bin, scale)?,
+                    last.div_euclid(scale).checked_add(1)?,
+                ))
+            }) {
+            Some((first, after)) => (start, end, answer) = (first, after, bin / scale),
             None => (start, end) = (0, 0),
         }
-        binned.push(bin);
+        binned.push(bin / scale);
     }
-    let binned = TimestampNanosecondArray::new(binned.into(), values.nulls().cloned());
+    let binned = PrimitiveArray::<T>::new(binned.into(), values.nulls().cloned());
     Some(Arc::new(
         binned.with_timezone_opt(values.timezone().map(Arc::from)),
     ))
+}
+
+/// `a / b` rounded up, for positive `b`.
+fn ceil_div(a: i64, b: i64) -> Option<i64> {
+    let q = a.div_euclid(b);
+    if a.rem_euclid(b) == 0 {
+        Some(q)
+    } else {
+        q.checked_add(1)
+    }
 }
 
 impl ScalarUDFImpl for BinOncePerBin {
@@ -104,7 +168,19 @@ impl ScalarUDFImpl for BinOncePerBin {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if let TypeSignature::OneOf(forms) = &self.inner.signature().type_signature
+            && forms.iter().any(|form| match form {
+                TypeSignature::Exact(form) => is_form(form, arg_types),
+                _ => false,
+            })
+        {
+            return Ok(arg_types.to_vec());
+        }
+        as_datafusion_coerces(arg_types, &self.inner)
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -125,12 +201,23 @@ impl ScalarUDFImpl for BinOncePerBin {
             args.args.first().and_then(fixed_stride),
             origin,
             args.args.get(1),
-        ) && matches!(
-            values.data_type(),
-            DataType::Timestamp(TimeUnit::Nanosecond, _)
         ) {
-            let values = values.as_primitive::<TimestampNanosecondType>();
-            if let Some(binned) = bin_sorted(values, stride, origin) {
+            let binned = match values.data_type() {
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => bin_sorted(
+                    values.as_primitive::<TimestampNanosecondType>(),
+                    1,
+                    stride,
+                    origin,
+                ),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => bin_sorted(
+                    values.as_primitive::<TimestampMicrosecondType>(),
+                    1_000,
+                    stride,
+                    origin,
+                ),
+                _ => None,
+            };
+            if let Some(binned) = binned {
                 return Ok(ColumnarValue::Array(binned));
             }
         }
@@ -157,7 +244,9 @@ impl ScalarUDFImpl for BinOncePerBin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::IntervalMonthDayNanoArray;
+    use arrow::array::{
+        IntervalMonthDayNanoArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+    };
     use arrow::datatypes::{Field, IntervalDayTime, IntervalMonthDayNano};
     use datafusion::config::ConfigOptions;
 
@@ -235,10 +324,17 @@ mod tests {
             Some(i64::MAX),
             Some(i64::MIN),
         ];
+        let arrays = |rows: &Vec<Option<i64>>, zone: Option<&str>| -> [ArrayRef; 2] {
+            [
+                Arc::new(TimestampNanosecondArray::from(rows.clone()).with_timezone_opt(zone)),
+                Arc::new(TimestampMicrosecondArray::from(rows.clone()).with_timezone_opt(zone)),
+            ]
+        };
         for rows in [&values, &shuffled, &extremes] {
-            for zone in [None, Some("+00:00")] {
-                let array: ArrayRef =
-                    Arc::new(TimestampNanosecondArray::from(rows.clone()).with_timezone_opt(zone));
+            for (zone, array) in [None, Some("+00:00")]
+                .into_iter()
+                .flat_map(|zone| arrays(rows, zone).map(|a| (zone, a)))
+            {
                 for stride in &strides {
                     for origin in origins {
                         let mut args = vec![
@@ -257,12 +353,14 @@ mod tests {
                             (Ok(got), Ok(expected)) => assert_eq!(
                                 got.as_ref(),
                                 expected.as_ref(),
-                                "{stride:?} from {origin:?}"
+                                "{stride:?} from {origin:?} ({})",
+                                array.data_type()
                             ),
                             (got, expected) => assert_eq!(
                                 got.is_err(),
                                 expected.is_err(),
-                                "{stride:?} from {origin:?}"
+                                "{stride:?} from {origin:?} ({})",
+                                array.data_type()
                             ),
                         }
                     }
@@ -278,5 +376,35 @@ mod tests {
             ColumnarValue::Array(Arc::new(TimestampNanosecondArray::from(vec![Some(5)]))),
         ];
         assert!(bin(&ours, args, 1).is_err());
+    }
+
+    /// Arguments of one of DataFusion's forms stay as they are; others are
+    /// coerced as DataFusion coerces them.
+    #[test]
+    fn exact_forms_are_not_cast() {
+        let udf = date_bin();
+        let stride = DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano);
+        let micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let origin = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00".into()));
+        let given = vec![stride.clone(), micros.clone(), origin.clone()];
+        assert_eq!(udf.coerce_types(&given).unwrap(), given);
+        let given = vec![stride.clone(), micros.clone()];
+        assert_eq!(udf.coerce_types(&given).unwrap(), given);
+        let theirs = datafusion::functions::datetime::date_bin();
+        for given in [
+            vec![stride.clone(), DataType::Utf8, origin.clone()],
+            vec![
+                stride.clone(),
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                origin.clone(),
+            ],
+            vec![stride, DataType::Date32],
+        ] {
+            assert_eq!(
+                udf.coerce_types(&given).ok(),
+                as_datafusion_coerces(&given, &theirs).ok(),
+                "{given:?}"
+            );
+        }
     }
 }

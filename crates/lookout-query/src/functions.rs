@@ -475,6 +475,15 @@ impl GroupsAccumulator for PercentileGroups {
         self.groups.resize_with(total_num_groups, Vec::new);
         let floats = arrow::compute::cast(&values[0], &DataType::Float64)?;
         let floats = floats.as_primitive::<Float64Type>();
+        if opt_filter.is_none() && floats.null_count() == 0 {
+            // Rows of one group come in runs (files are sorted by time and
+            // grouped by time bucket): each run is copied whole.
+            let values = floats.values();
+            for (group, rows) in runs(group_indices) {
+                self.groups[group].extend_from_slice(&values[rows]);
+            }
+            return Ok(());
+        }
         for (row, group) in group_indices.iter().enumerate() {
             let selected = opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row));
             if selected && floats.is_valid(row) {
@@ -513,11 +522,15 @@ impl GroupsAccumulator for PercentileGroups {
             }
             let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
             let target = &mut self.groups[*group];
-            target.extend(
-                (start..end)
-                    .filter(|i| inner.is_valid(*i))
-                    .map(|i| inner.value(i)),
-            );
+            if inner.null_count() == 0 {
+                target.extend_from_slice(&inner.values()[start..end]);
+            } else {
+                target.extend(
+                    (start..end)
+                        .filter(|i| inner.is_valid(*i))
+                        .map(|i| inner.value(i)),
+                );
+            }
         }
         Ok(())
     }
@@ -548,6 +561,21 @@ impl GroupsAccumulator for PercentileGroups {
                 .map(|g| g.capacity() * 8 + 24)
                 .sum::<usize>()
     }
+}
+
+/// The runs of equal ids in `group_indices`: each group with its rows.
+fn runs(group_indices: &[usize]) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let group = *group_indices.get(start)?;
+        let length = group_indices[start..]
+            .iter()
+            .take_while(|g| **g == group)
+            .count();
+        let rows = start..start + length;
+        start += length;
+        Some((group, rows))
+    })
 }
 
 #[derive(Debug)]
@@ -842,6 +870,33 @@ mod tests {
         assert_eq!(interpolate(&v, 0.0), 1.0);
         assert_eq!(interpolate(&v, 1.0), 4.0);
         assert!((interpolate(&v, 0.1) - 1.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn runs_of_groups_are_added_whole_as_row_by_row() {
+        assert_eq!(
+            runs(&[2, 2, 0, 1, 1, 1, 2]).collect::<Vec<_>>(),
+            vec![(2, 0..2), (0, 2..3), (1, 3..6), (2, 6..7)]
+        );
+        assert_eq!(runs(&[]).count(), 0);
+        let values: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(0..7));
+        let groups = [2, 2, 0, 1, 1, 1, 2];
+        let states = [None, Some(BooleanArray::from(vec![true; 7]))].map(|filter| {
+            let mut acc = PercentileGroups {
+                groups: Vec::new(),
+                fractions: vec![0.5],
+                as_list: false,
+                discrete: false,
+            };
+            acc.update_batch(std::slice::from_ref(&values), &groups, filter.as_ref(), 3)
+                .unwrap();
+            acc.groups
+        });
+        assert_eq!(
+            states[0],
+            vec![vec![2.0], vec![3.0, 4.0, 5.0], vec![0.0, 1.0, 6.0]]
+        );
+        assert_eq!(states[0], states[1]);
     }
 
     #[test]
