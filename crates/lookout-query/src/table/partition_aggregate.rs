@@ -573,8 +573,6 @@ fn sums_runs(aggregate: &AggregateFunctionExpr) -> bool {
         && SMALL_STATES.contains(&aggregate.fun().name())
 }
 
-/// A one-row slice holding the value every row of a string `column` holds,
-/// or None when the rows differ (or the column is not Utf8).
 /// Numbers the rows of `columns` (the partition value's number, then the
 /// other group columns) into `ids`. Files are sorted by time, so a time
 /// bucket holds for hundreds of rows in a row: each run of rows equal in
@@ -624,6 +622,8 @@ fn is_slice_of(column: &ArrayRef, of: &ArrayRef) -> bool {
         && part_end <= whole_end
 }
 
+/// A one-row slice holding the value every row of a string `column` holds,
+/// or None when the rows differ (or the column is not Utf8).
 fn repeated_value(column: &ArrayRef) -> Option<ArrayRef> {
     let rows = column.len();
     if rows == 0 {
