@@ -324,3 +324,6 @@ SELECT model, count(*) * 100.0 / sum(count(*)) OVER () AS share FROM events GROU
 SELECT ts FROM events ORDER BY ts LIMIT 1 OFFSET 100;
 -- unsupported: TABLESAMPLE
 SELECT count(*) FROM events TABLESAMPLE SYSTEM (10);
+-- WITHIN GROUP (ORDER BY ... DESC) ranks from the largest value.
+SELECT percentile_cont(0.1) WITHIN GROUP (ORDER BY latency_ms DESC), percentile_disc(0.1) WITHIN GROUP (ORDER BY latency_ms DESC), percentile_cont(0.9) WITHIN GROUP (ORDER BY latency_ms) FROM events;
+SELECT model, percentile_cont(ARRAY[0.25, 0.75]) WITHIN GROUP (ORDER BY score DESC), percentile_disc(0.5) WITHIN GROUP (ORDER BY score DESC), percentile_disc(0.5) WITHIN GROUP (ORDER BY score) FROM events GROUP BY model ORDER BY model;

@@ -11,6 +11,7 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::error::Result;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
@@ -354,11 +355,18 @@ impl AggregateUDFImpl for PercentileCont {
             fractions,
             as_list,
             discrete: self.discrete,
+            descending: descending(&args),
         }))
     }
 
     fn supports_within_group_clause(&self) -> bool {
         true
+    }
+
+    /// The rows may come in any order: the values are ranked when the
+    /// result is computed, in the direction `WITHIN GROUP` gives.
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        AggregateOrderSensitivity::Insensitive
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -375,8 +383,16 @@ impl AggregateUDFImpl for PercentileCont {
             fractions,
             as_list,
             discrete: self.discrete,
+            descending: descending(&args),
         }))
     }
+}
+
+/// Whether `WITHIN GROUP (ORDER BY x DESC)` ranks the values from the
+/// largest, as PostgreSQL does: `percentile_cont(0.1)` is then the value a
+/// tenth of the way down from the top.
+fn descending(args: &AccumulatorArgs) -> bool {
+    args.order_bys.first().is_some_and(|o| o.options.descending)
 }
 
 fn float_list_field() -> FieldRef {
@@ -406,9 +422,25 @@ fn lists(values: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
     ))
 }
 
-/// The percentiles of `values` (reordered in place); `None` when there are
+/// The percentiles of `values` (reordered in place) ranked from the
+/// smallest, or from the largest if `descending`; `None` when there are
 /// none. Only the ranks the fractions need are put in place, by selection.
-fn percentiles(values: &mut [f64], fractions: &[f64], discrete: bool) -> Option<Vec<f64>> {
+fn percentiles(
+    values: &mut [f64],
+    fractions: &[f64],
+    discrete: bool,
+    descending: bool,
+) -> Option<Vec<f64>> {
+    if descending {
+        // Ranked from the largest, values are ranked as their negations
+        // from the smallest; negation is exact, and undone afterwards (a
+        // window frame evaluates the same values again).
+        let negate = |values: &mut [f64]| values.iter_mut().for_each(|v| *v = -*v);
+        negate(values);
+        let result = percentiles(values, fractions, discrete, false);
+        negate(values);
+        return result.map(|r| r.into_iter().map(|v| -v).collect());
+    }
     if values.is_empty() {
         return None;
     }
@@ -462,6 +494,7 @@ struct PercentileGroups {
     fractions: Vec<f64>,
     as_list: bool,
     discrete: bool,
+    descending: bool,
 }
 
 impl GroupsAccumulator for PercentileGroups {
@@ -497,7 +530,7 @@ impl GroupsAccumulator for PercentileGroups {
         let mut taken = emit_to.take_needed(&mut self.groups);
         let results = taken
             .iter_mut()
-            .map(|values| percentiles(values, &self.fractions, self.discrete));
+            .map(|values| percentiles(values, &self.fractions, self.discrete, self.descending));
         Ok(result_array(results, self.as_list))
     }
 
@@ -584,6 +617,7 @@ struct PercentileAccumulator {
     fractions: Vec<f64>,
     as_list: bool,
     discrete: bool,
+    descending: bool,
 }
 
 impl PercentileAccumulator {
@@ -628,7 +662,12 @@ impl Accumulator for PercentileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let result = percentiles(&mut self.values, &self.fractions, self.discrete);
+        let result = percentiles(
+            &mut self.values,
+            &self.fractions,
+            self.discrete,
+            self.descending,
+        );
         ScalarValue::try_from_array(&result_array(std::iter::once(result), self.as_list), 0)
     }
 
@@ -887,6 +926,7 @@ mod tests {
                 fractions: vec![0.5],
                 as_list: false,
                 discrete: false,
+                descending: false,
             };
             acc.update_batch(std::slice::from_ref(&values), &groups, filter.as_ref(), 3)
                 .unwrap();
@@ -927,7 +967,7 @@ mod tests {
                         false => interpolate(&sorted, *q),
                     })
                     .collect();
-                let got = percentiles(&mut values.clone(), &fractions, discrete);
+                let got = percentiles(&mut values.clone(), &fractions, discrete, false);
                 assert_eq!(got, Some(expected), "case {case}, discrete {discrete}");
             }
         }
