@@ -50,3 +50,5 @@ SELECT true IS DISTINCT FROM false AND false, false IS NOT DISTINCT FROM false O
 SELECT k, v FROM o WHERE k IS DISTINCT FROM 'a' AND v IS NOT DISTINCT FROM 2 ORDER BY ts;
 SELECT count(*) FROM o WHERE k IS NOT DISTINCT FROM 'b' OR v IS DISTINCT FROM NULL AND v > 2;
 SELECT k, NOT k IS DISTINCT FROM 'a', k = 'b' IS NOT DISTINCT FROM true FROM o ORDER BY ts;
+-- A unary minus binds tighter than ^ (and than * and +).
+SELECT -2 ^ 2, - 3 ^ 2 * 2, -(2) ^ 3, -2::float8 ^ 2, 2 - -2 ^ 2, -v ^ 2 FROM o ORDER BY ts;

@@ -1,16 +1,22 @@
-//! The SQL dialect Lookout parses: sqlparser's PostgreSQL dialect with the
-//! precedence of `IS [NOT] DISTINCT FROM` made PostgreSQL's.
+//! The SQL dialect Lookout parses: sqlparser's PostgreSQL dialect with two
+//! precedences made PostgreSQL's, where sqlparser's gave a different
+//! answer, silently:
 //!
-//! sqlparser reads the right side of `IS DISTINCT FROM` as a whole
-//! expression, so `a IS DISTINCT FROM b AND c` became `a IS DISTINCT FROM
-//! (b AND c)`: a different answer, silently, where PostgreSQL reads `(a IS
-//! DISTINCT FROM b) AND c` (`IS` binds tighter than `NOT`, `AND` and `OR`,
-//! looser than comparisons).
+//! - sqlparser reads the right side of `IS DISTINCT FROM` as a whole
+//!   expression, so `a IS DISTINCT FROM b AND c` became `a IS DISTINCT FROM
+//!   (b AND c)`, where PostgreSQL reads `(a IS DISTINCT FROM b) AND c`
+//!   (`IS` binds tighter than `NOT`, `AND` and `OR`, looser than
+//!   comparisons);
+//! - sqlparser lets `^` (and `AT TIME ZONE`) bind tighter than a unary
+//!   minus, so `-2 ^ 2` was `-(2 ^ 2)` = -4, where PostgreSQL's unary minus
+//!   binds tighter than both (only `.`, `::`, `[ ]` and `COLLATE` bind
+//!   tighter): `(-2) ^ 2` = 4.
 
-use datafusion::sql::sqlparser::ast::Expr;
+use datafusion::sql::sqlparser::ast::{Expr, UnaryOperator};
 use datafusion::sql::sqlparser::dialect::{Dialect, PostgreSqlDialect, Precedence};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 /// PostgreSQL as Lookout parses it; see the module's documentation.
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,6 +36,23 @@ impl Dialect for Postgres {
     /// PostgreSQL's, so every such place reads as it does for PostgreSQL.
     fn dialect(&self) -> std::any::TypeId {
         std::any::TypeId::of::<PostgreSqlDialect>()
+    }
+
+    fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+        let op = match parser.peek_token_ref().token {
+            Token::Minus => UnaryOperator::Minus,
+            Token::Plus => UnaryOperator::Plus,
+            _ => return None,
+        };
+        parser.next_token();
+        Some(
+            parser
+                .parse_subexpr(self.prec_value(Precedence::AtTz))
+                .map(|operand| Expr::UnaryOp {
+                    op,
+                    expr: Box::new(operand),
+                }),
+        )
     }
 
     fn parse_infix(
@@ -155,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn is_distinct_from_binds_as_in_postgres() {
+    fn operators_bind_as_in_postgres() {
         for (sql, same_as) in [
             (
                 "SELECT a IS DISTINCT FROM b AND c",
@@ -181,6 +204,11 @@ mod tests {
                 "SELECT a = b IS NOT DISTINCT FROM c",
                 "SELECT (a = b) IS NOT DISTINCT FROM c",
             ),
+            ("SELECT -2 ^ 2", "SELECT (-2) ^ 2"),
+            ("SELECT - a ^ b * c", "SELECT ((-a) ^ b) * c"),
+            ("SELECT -a::int ^ 2", "SELECT (-(a::int)) ^ 2"),
+            ("SELECT -a[1] + b", "SELECT (-(a[1])) + b"),
+            ("SELECT +a ^ 2 - -b", "SELECT ((+a) ^ 2) - (-b)"),
         ] {
             assert_eq!(tree(sql), tree(same_as), "{sql}");
             assert_ne!(tree(sql), tree(&sql.replace("SELECT ", "SELECT 0 + ")));
