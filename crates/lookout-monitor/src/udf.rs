@@ -489,9 +489,10 @@ impl<A: Aggregate> Grouped<A> {
 /// of samples again at each step). States past the array's 2 GiB are an
 /// error, not a panic.
 fn encoded_states<A: Aggregate>(aggregate: &A, states: &[A::State]) -> Result<BinaryArray> {
-    // Held bytes bound the encoded ones closely enough for a reservation.
+    // Held bytes bound the encoded ones closely enough for a reservation,
+    // which never needs to pass what one array can hold.
     let estimate: usize = states.iter().map(|s| aggregate.size(s)).sum();
-    let mut values = Vec::with_capacity(estimate);
+    let mut values = Vec::with_capacity(estimate.min(i32::MAX as usize));
     let mut offsets = Vec::with_capacity(states.len() + 1);
     offsets.push(0i32);
     for state in states {
