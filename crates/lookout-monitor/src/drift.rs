@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use std::ops::Range;
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
+use arrow::buffer::{Buffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::AccumulatorArgs;
 
+use crate::quantile_bins::quantile_bins;
 use crate::stats;
 use crate::udf::{Accumulators, Aggregate, Spec, float, selected};
 
@@ -65,6 +69,9 @@ pub(crate) struct Samples {
 #[derive(Debug, Default)]
 pub(crate) struct Chunked {
     chunks: Vec<Vec<f64>>,
+    /// Values merged from another state's encoding, held as slices of that
+    /// array's buffer instead of copied out of it.
+    shared: Vec<ScalarBuffer<f64>>,
     len: usize,
 }
 
@@ -127,10 +134,23 @@ impl Chunked {
         self.chunks.push(chunk);
     }
 
+    /// Adds the values encoded at `bytes` (as [`Chunked::extend_from_le_bytes`]
+    /// takes them) of `buffer`, as a slice of it where it is aligned for
+    /// `f64`s.
+    fn extend_from_buffer(&mut self, buffer: &Buffer, bytes: Range<usize>) {
+        let values = buffer.slice_with_length(bytes.start, bytes.len() / 8 * 8);
+        if cfg!(target_endian = "little") && values.as_ptr().align_offset(align_of::<f64>()) == 0 {
+            self.len += values.len() / 8;
+            self.shared.push(ScalarBuffer::from(values));
+        } else {
+            self.extend_from_le_bytes(&buffer.as_slice()[bytes]);
+        }
+    }
+
     /// Appends the count, then the values as little-endian `f64`s.
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.len as u64).to_le_bytes());
-        for chunk in &self.chunks {
+        for chunk in self.slices() {
             if cfg!(target_endian = "little") {
                 out.extend_from_slice(bytemuck::cast_slice(chunk));
             } else {
@@ -148,6 +168,7 @@ impl Chunked {
         Chunked {
             len: values.len(),
             chunks: vec![values],
+            shared: Vec::new(),
         }
     }
 
@@ -155,25 +176,30 @@ impl Chunked {
     /// them back with [`Chunked::from_vec`], as a window frame evaluates the
     /// same state again after more rows.
     fn take_all(&mut self) -> Vec<f64> {
-        let all = match self.chunks.len() {
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut all = Vec::with_capacity(self.len);
-                for chunk in self.chunks.drain(..) {
-                    all.extend_from_slice(&chunk);
-                }
-                all
-            }
+        let all = match (self.chunks.len(), self.shared.is_empty()) {
+            (1, true) => self.chunks.pop().unwrap_or_default(),
+            _ => self.slices().concat(),
         };
         self.chunks.clear();
+        self.shared.clear();
         self.len = 0;
         all
+    }
+
+    /// The chunks as slices.
+    fn slices(&self) -> Vec<&[f64]> {
+        let shared = self.shared.iter().map(|values| &values[..]);
+        self.chunks
+            .iter()
+            .map(Vec::as_slice)
+            .chain(shared)
+            .collect()
     }
 
     /// Counts per bin of [`stats::bin_counts`], chunk by chunk.
     fn bin_counts(&self, edges: &[f64]) -> Vec<f64> {
         let mut total = vec![0.0; edges.len() + 1];
-        for chunk in &self.chunks {
+        for chunk in self.slices() {
             for (t, c) in total.iter_mut().zip(stats::bin_counts(chunk, edges)) {
                 *t += c;
             }
@@ -183,7 +209,9 @@ impl Chunked {
 
     fn held_bytes(&self) -> usize {
         8 * self.chunks.iter().map(Vec::capacity).sum::<usize>()
+            + 8 * self.shared.iter().map(ScalarBuffer::len).sum::<usize>()
             + std::mem::size_of::<Vec<f64>>() * self.chunks.capacity()
+            + std::mem::size_of::<ScalarBuffer<f64>>() * self.shared.capacity()
     }
 }
 
@@ -256,6 +284,21 @@ impl Aggregate for NumericDrift {
         Ok(())
     }
 
+    fn merge_row(&self, state: &mut Samples, states: &BinaryArray, row: usize) -> Result<()> {
+        let encoded = states.value(row);
+        let start = states.value_offsets()[row] as usize;
+        let mut reader = Bytes(encoded);
+        for target in [&mut state.base, &mut state.cur] {
+            let n = reader.u64()? as usize;
+            let at = start + (encoded.len() - reader.0.len());
+            let bytes = reader.take(n.saturating_mul(8))?;
+            if !bytes.is_empty() {
+                target.extend_from_buffer(states.values(), at..at + bytes.len());
+            }
+        }
+        Ok(())
+    }
+
     fn encode(&self, state: &Samples) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + 8 * (state.base.len + state.cur.len));
         self.encode_into(state, &mut out);
@@ -273,13 +316,10 @@ impl Aggregate for NumericDrift {
         }
         let value = match self.measure {
             Measure::Psi | Measure::Kl | Measure::Js => {
-                // Binned measures need only the baseline's quantiles, found by
-                // selection in linear time rather than by sorting.
-                let mut base = state.base.take_all();
-                let edges = stats::quantile_edges(&mut base, self.bins);
-                let b = stats::bin_counts(&base, &edges);
+                // Binned measures need only the baseline's quantiles, found
+                // without sorting or moving its values.
+                let (edges, b) = quantile_bins(&state.base.slices(), self.bins);
                 let c = state.cur.bin_counts(&edges);
-                state.base = Chunked::from_vec(base);
                 match self.measure {
                     Measure::Psi => stats::psi(&b, &c),
                     Measure::Kl => stats::kl(&b, &c),
@@ -643,6 +683,33 @@ mod tests {
         );
         assert_eq!(merged.take_all(), expected);
         assert!(merged.is_empty());
+    }
+
+    #[test]
+    fn merged_rows_share_the_buffer_or_copy_it_when_unaligned() {
+        let drift = NumericDrift {
+            measure: Measure::Psi,
+            bins: 10,
+        };
+        let all = values(CHUNK + 100);
+        let mut state = Samples::default();
+        state.base.extend_finite(&all[..CHUNK]);
+        state.cur.extend_finite(&all[CHUNK..]);
+        let encoded = drift.encode(&state);
+        let expected = drift.evaluate(&mut state).expect("evaluate");
+        for pad in [0usize, 3] {
+            // A value of `pad` bytes before the state moves it off the
+            // alignment of f64s: its values are then copied.
+            let array = BinaryArray::from_iter_values([vec![0u8; pad], encoded.clone()]);
+            let mut merged = Samples::default();
+            drift.merge_row(&mut merged, &array, 1).expect("merge");
+            assert_eq!(merged.base.shared.len(), usize::from(pad == 0));
+            assert_eq!(drift.evaluate(&mut merged).expect("evaluate"), expected);
+            let mut again = Vec::new();
+            drift.encode_into(&merged, &mut again);
+            assert_eq!(again, encoded);
+            assert_eq!(merged.base.take_all(), all[..CHUNK]);
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod docs;
 mod drift;
 mod embedding;
 mod kolmogorov;
+mod quantile_bins;
 mod rollups;
 mod sampling;
 mod score;

@@ -227,6 +227,13 @@ pub(crate) trait Aggregate: Debug + Send + Sync + 'static {
 
     fn merge(&self, state: &mut Self::State, encoded: &[u8]) -> Result<()>;
 
+    /// Merges the state encoded at `row` of `states`. Aggregates whose
+    /// states hold many values may keep slices of the array's buffer
+    /// instead of copying the values out of it.
+    fn merge_row(&self, state: &mut Self::State, states: &BinaryArray, row: usize) -> Result<()> {
+        self.merge(state, states.value(row))
+    }
+
     fn encode(&self, state: &Self::State) -> Vec<u8>;
 
     /// Appends [`Aggregate::encode`]'s bytes to `out`; aggregates with
@@ -367,8 +374,8 @@ impl<A: Aggregate> Accumulator for Single<A> {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let encoded = binary(&states[0])?;
-        for bytes in encoded.iter().flatten() {
-            self.aggregate.merge(&mut self.state, bytes)?;
+        for row in (0..encoded.len()).filter(|row| encoded.is_valid(*row)) {
+            self.aggregate.merge_row(&mut self.state, encoded, row)?;
         }
         Ok(())
     }
@@ -426,7 +433,7 @@ impl<A: Aggregate> GroupsAccumulator for Grouped<A> {
         for (row, group) in group_indices.iter().enumerate() {
             if encoded.is_valid(row) {
                 self.aggregate
-                    .merge(&mut self.states[*group], encoded.value(row))?;
+                    .merge_row(&mut self.states[*group], encoded, row)?;
             }
         }
         Ok(())

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
@@ -440,14 +440,19 @@ impl Groups {
             (true, None, Some(&group)) => Some(group),
             _ => None,
         };
-        if let Some(group) = run_group {
-            let by_rows = filters
-                .iter()
-                .zip(&self.runs_natively)
-                .any(|(filter, native)| filter.is_some() || !native);
-            if by_rows {
-                self.group_ids.resize(rows, group);
-            }
+        // Which aggregates add this batch as a run: a FILTER is applied as
+        // NULLs, so an aggregate without arguments keeps the row-by-row path.
+        let on_runs: Vec<bool> = (0..arguments.len())
+            .map(|i| {
+                run_group.is_some()
+                    && self.runs_natively[i]
+                    && (filters[i].is_none() || !arguments[i].is_empty())
+            })
+            .collect();
+        if let Some(group) = run_group
+            && on_runs.iter().any(|on| !on)
+        {
+            self.group_ids.resize(rows, group);
         }
         if run_group.is_some() && run_group != self.run_group {
             self.flush_runs()?;
@@ -456,14 +461,15 @@ impl Groups {
         let total = self.len();
         for (index, (values, filter)) in arguments.iter().zip(filters).enumerate() {
             let filter = filter.as_ref().map(|f| f.as_boolean());
-            // With a FILTER the groups accumulator is kept: filtering the
-            // arguments first copies them, which costs more than it saves.
-            if run_group.is_some() && filter.is_none() && self.runs_natively[index] {
+            if on_runs[index] {
                 let run = match &mut self.runs[index] {
                     Some(run) => run,
                     empty => empty.insert(self.aggregates[index].create_accumulator()?),
                 };
-                run.update_batch(values)?;
+                match filter {
+                    None => run.update_batch(values)?,
+                    Some(filter) => run.update_batch(&filtered_as_nulls(values, filter)?)?,
+                }
             } else {
                 self.accumulators[index].update_batch(values, &self.group_ids, filter, total)?;
             }
@@ -562,9 +568,24 @@ fn accumulator(aggregate: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsA
     }
 }
 
+/// `values` with the rows `filter` does not select (false or NULL) made
+/// NULL: the aggregates of [`sums_runs`] pass over NULLs, so this is their
+/// FILTER without copying the values (filtering would copy them).
+fn filtered_as_nulls(values: &[ArrayRef], filter: &BooleanArray) -> Result<Vec<ArrayRef>> {
+    let selected = match filter.nulls() {
+        Some(nulls) => filter.values() & nulls.inner(),
+        None => filter.values().clone(),
+    };
+    let dropped = BooleanArray::new(!&selected, None);
+    values
+        .iter()
+        .map(|v| Ok(arrow::compute::nullif(v, &dropped)?))
+        .collect()
+}
+
 /// Whether runs of `aggregate` are summed apart and merged (see
 /// `Groups::runs`): DataFusion's own aggregates whose state is a few
-/// scalars. An aggregate that keeps its rows (a sample, a sketch) would
+/// scalars, and that pass over NULL arguments. An aggregate that keeps its rows (a sample, a sketch) would
 /// copy them into its state and back once per run.
 fn sums_runs(aggregate: &AggregateFunctionExpr) -> bool {
     const SMALL_STATES: [&str; 7] = ["count", "sum", "min", "max", "avg", "bool_and", "bool_or"];
@@ -957,6 +978,8 @@ mod tests {
             // that keep the groups accumulator (FILTER, DISTINCT, states
             // that are not a few scalars).
             "SELECT model, count(n), max(segment), min(segment), sum(n) FILTER (WHERE n > 40), bool_or(n > 100), round(var_samp(n), 6), median(n), count(DISTINCT segment) FROM t GROUP BY model ORDER BY model",
+            // Runs with a FILTER (false and NULL conditions) made NULLs.
+            "SELECT model, count(*) FILTER (WHERE n > 40), count(*) FILTER (WHERE n IS NULL), avg(n) FILTER (WHERE n % 3 = 0), min(segment) FILTER (WHERE n < 60), max(n) FILTER (WHERE segment = 'b'), bool_and(n > 10) FILTER (WHERE n > 20), sum(n) FILTER (WHERE NULL), count(n) FROM t GROUP BY model ORDER BY model",
             "SELECT model, segment, count(*), count(n) FILTER (WHERE n % 2 = 0), max(segment) FROM t GROUP BY model, segment ORDER BY model, segment",
             "SELECT segment, model, count(DISTINCT n), sum(n) FROM t WHERE n > 3 GROUP BY segment, model ORDER BY segment, model",
             "SELECT model, n, count(*) FROM t GROUP BY model, n ORDER BY model, n",
