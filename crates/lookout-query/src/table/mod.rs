@@ -16,6 +16,7 @@ pub(crate) mod partition_aggregate;
 pub(crate) mod provider;
 pub(crate) mod returning;
 pub(crate) mod scan_exec;
+pub(crate) mod state_exchange;
 pub(crate) mod status;
 pub(crate) mod versions;
 pub(crate) mod write_check;

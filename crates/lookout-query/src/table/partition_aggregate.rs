@@ -42,6 +42,7 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
@@ -49,6 +50,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, stream};
 
 use crate::table::scan_exec::LookoutScanExec;
+use crate::table::state_exchange::StateExchangeExec;
 
 /// The physical optimizer rule: a partial aggregation grouped by a table's
 /// partition column (found by following the aggregation's input down to the
@@ -72,6 +74,7 @@ impl PhysicalOptimizerRule for PartitionKeyAggregation {
             })
         })
         .data()
+        .and_then(exchange_states)
     }
 
     fn name(&self) -> &str {
@@ -81,6 +84,27 @@ impl PhysicalOptimizerRule for PartitionKeyAggregation {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with each hash repartitioning of a [`PartitionKeyAggregateExec`]'s
+/// states replaced by a [`StateExchangeExec`], which routes them alike
+/// without copying them.
+fn exchange_states(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let exchange = node
+            .downcast_ref::<RepartitionExec>()
+            .filter(|r| {
+                r.input()
+                    .downcast_ref::<PartitionKeyAggregateExec>()
+                    .is_some()
+            })
+            .and_then(StateExchangeExec::replacing);
+        Ok(match exchange {
+            Some(exec) => Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(node),
+        })
+    })
+    .data()
 }
 
 /// A partial aggregation that numbers its partition-column groups per batch.
@@ -957,6 +981,7 @@ mod tests {
                 })
             })
             .data()
+            .and_then(exchange_states)
             .expect("rewrite")
         } else {
             plan
