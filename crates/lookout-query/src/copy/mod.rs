@@ -263,6 +263,13 @@ fn parse_bool(s: &str) -> std::result::Result<bool, ()> {
 
 fn parse_float(s: &str) -> std::result::Result<f64, ()> {
     let t = s.trim();
+    // Numbers, nearly every value, parse without the lowercased copy the
+    // spelled-out values need.
+    if t.bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
+        return t.parse().map_err(drop);
+    }
     match t.to_ascii_lowercase().as_str() {
         "nan" => Ok(f64::NAN),
         "infinity" | "+infinity" | "inf" => Ok(f64::INFINITY),
@@ -873,7 +880,7 @@ fn split_text<'a>(
     while i <= bytes.len() {
         if i == bytes.len() || bytes[i] == delim {
             let raw = &record[start..i];
-            out.push(if raw == format.null {
+            out.push(if is_null(raw, &format.null) {
                 None
             } else if escaped {
                 Some(std::borrow::Cow::Owned(unescape_text(raw)?))
@@ -951,6 +958,22 @@ fn unescape_text(raw: &str) -> std::result::Result<String, SplitError> {
     String::from_utf8(out).map_err(|_| SplitError::Encoding)
 }
 
+/// Where the field starting at `from` ends: the next delimiter, or the end.
+/// A byte loop: fields are short, and `str::find` costs a searcher's set-up
+/// and a comparison call for each one (a sixth of a CSV COPY's decoding).
+fn field_end(bytes: &[u8], from: usize, delim: u8) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|b| *b == delim)
+        .map_or(bytes.len(), |k| from + k)
+}
+
+/// Whether a field's raw text is the null string, without a comparison
+/// call for the common case of lengths that differ or are both zero.
+fn is_null(raw: &str, null: &str) -> bool {
+    raw.len() == null.len() && (null.is_empty() || raw == null)
+}
+
 fn split_csv<'a>(
     record: &'a str,
     format: &CopyFormat,
@@ -995,18 +1018,14 @@ fn split_csv<'a>(
                 return Err(SplitError::UnterminatedQuote);
             }
             // Anything between the closing quote and the delimiter is kept, as Postgres does.
-            let end = record[j..]
-                .find(delim as char)
-                .map_or(record.len(), |k| j + k);
+            let end = field_end(bytes, j, delim);
             value.push_str(&record[j..end]);
             out.push(Some(std::borrow::Cow::Owned(value)));
             i = end;
         } else {
-            let end = record[i..]
-                .find(delim as char)
-                .map_or(record.len(), |k| i + k);
+            let end = field_end(bytes, i, delim);
             let raw = &record[i..end];
-            if raw == format.null {
+            if is_null(raw, &format.null) {
                 out.push(None);
             } else {
                 out.push(Some(std::borrow::Cow::Borrowed(raw)));
