@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-    new_null_array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Float64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray, new_null_array,
 };
 use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::compute::{self, take_record_batch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
+    SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
 use arrow::util::display::FormatOptions;
 use bytes::Bytes;
 use chrono::DateTime;
@@ -198,16 +202,26 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
     }
     let mut out = Vec::with_capacity(groups.len());
     let whole = groups.len() == 1;
-    for ((p, b), rows) in groups {
-        let slice = if whole {
+    let t = times.values();
+    for ((p, b), mut rows) in groups {
+        let sorted = rows
+            .windows(2)
+            .all(|w| t[w[0] as usize] <= t[w[1] as usize]);
+        let slice = if whole && sorted {
             batch.clone()
         } else {
+            // Ordered before the one copy that takes the slice, rather than
+            // copied again by a sort afterwards; stable, so rows of equal
+            // time keep the order they arrived in.
+            if !sorted {
+                rows.sort_by_key(|r| t[*r as usize]);
+            }
             take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?
         };
         out.push(PartitionSlice {
             partition: p.map(str::to_string),
             bucket_start: b,
-            batch: sort_by_time(&slice, def)?,
+            batch: slice,
         });
     }
     Ok(out)
@@ -318,31 +332,25 @@ pub fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>
             ..ColumnStats::default()
         };
         let (min, max) = match col.data_type() {
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Timestamp(_, _)
-            | DataType::Date32 => {
-                let c = compute::cast(col, &DataType::Int64)?;
-                let c = c.as_primitive::<Int64Type>();
-                (
-                    compute::min(c).map(StatValue::Int),
-                    compute::max(c).map(StatValue::Int),
-                )
+            DataType::Int8 => int_range::<Int8Type>(col),
+            DataType::Int16 => int_range::<Int16Type>(col),
+            DataType::Int32 => int_range::<Int32Type>(col),
+            DataType::Int64 => int_range::<Int64Type>(col),
+            DataType::Date32 => int_range::<Date32Type>(col),
+            DataType::Timestamp(TimeUnit::Second, _) => int_range::<TimestampSecondType>(col),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                int_range::<TimestampMillisecondType>(col)
             }
-            DataType::Float32 | DataType::Float64 => {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                int_range::<TimestampMicrosecondType>(col)
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                int_range::<TimestampNanosecondType>(col)
+            }
+            DataType::Float64 => float_range(col.as_primitive::<Float64Type>()),
+            DataType::Float32 => {
                 let c = compute::cast(col, &DataType::Float64)?;
-                let c = c.as_primitive::<Float64Type>();
-                // NaN makes min/max meaningless for pruning; leave them out.
-                if c.iter().flatten().any(f64::is_nan) {
-                    (None, None)
-                } else {
-                    (
-                        compute::min(c).map(StatValue::Float),
-                        compute::max(c).map(StatValue::Float),
-                    )
-                }
+                float_range(c.as_primitive::<Float64Type>())
             }
             DataType::Utf8 => {
                 let c: &StringArray = col.as_string::<i32>();
@@ -370,6 +378,32 @@ pub fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>
         out.insert(field.name().clone(), stats);
     }
     Ok(out)
+}
+
+/// Minimum and maximum of an integer-like column, read in its own width
+/// (no widened copy of the column).
+fn int_range<T>(col: &ArrayRef) -> (Option<StatValue>, Option<StatValue>)
+where
+    T: ArrowPrimitiveType,
+    T::Native: Into<i64>,
+{
+    let c = col.as_primitive::<T>();
+    (
+        compute::min(c).map(|v| StatValue::Int(v.into())),
+        compute::max(c).map(|v| StatValue::Int(v.into())),
+    )
+}
+
+/// Minimum and maximum of a float column; none when it holds a NaN, which
+/// makes them meaningless for pruning. Arrow orders floats totally, so a
+/// NaN is the maximum (or, with its sign bit set, the minimum) if present.
+fn float_range(c: &Float64Array) -> (Option<StatValue>, Option<StatValue>) {
+    match (compute::min(c), compute::max(c)) {
+        (Some(lo), Some(hi)) if !lo.is_nan() && !hi.is_nan() => {
+            (Some(StatValue::Float(lo)), Some(StatValue::Float(hi)))
+        }
+        _ => (None, None),
+    }
 }
 
 /// The statistics of a file written batch by batch: [`column_stats`] of
@@ -519,6 +553,75 @@ mod tests {
         }
     }
 
+    /// A NaN anywhere (either sign, first, last or among NULLs) leaves a
+    /// float column's range out, so pruning never skips a file holding a
+    /// value that compares greater than every number; integers of every
+    /// width and timestamps keep their range.
+    #[test]
+    fn ranges_of_each_type_and_nan_anywhere() {
+        let stats = |col: ArrayRef| {
+            let b = RecordBatch::try_from_iter(vec![("c", col)]).expect("batch");
+            let s = column_stats(&b)
+                .expect("stats")
+                .remove("c")
+                .expect("column");
+            (s.min, s.max)
+        };
+        let neg_nan = -f64::NAN;
+        for values in [
+            vec![Some(f64::NAN), Some(1.0), Some(2.0)],
+            vec![Some(1.0), Some(2.0), Some(f64::NAN)],
+            vec![None, Some(neg_nan), Some(2.0)],
+            vec![Some(f64::NAN)],
+        ] {
+            assert_eq!(
+                stats(Arc::new(Float64Array::from(values.clone()))),
+                (None, None),
+                "{values:?}"
+            );
+        }
+        assert_eq!(
+            stats(Arc::new(Float64Array::from(vec![
+                Some(2.0),
+                None,
+                Some(-0.5),
+                Some(f64::INFINITY)
+            ]))),
+            (
+                Some(StatValue::Float(-0.5)),
+                Some(StatValue::Float(f64::INFINITY))
+            )
+        );
+        assert_eq!(
+            stats(Arc::new(arrow::array::Float32Array::from(vec![
+                1.5f32,
+                f32::NAN
+            ]))),
+            (None, None)
+        );
+        assert_eq!(
+            stats(Arc::new(arrow::array::Int16Array::from(vec![
+                Some(-7i16),
+                None,
+                Some(300)
+            ]))),
+            (Some(StatValue::Int(-7)), Some(StatValue::Int(300)))
+        );
+        assert_eq!(
+            stats(Arc::new(arrow::array::Int32Array::from(vec![i32::MIN, 0]))),
+            (
+                Some(StatValue::Int(i64::from(i32::MIN))),
+                Some(StatValue::Int(0))
+            )
+        );
+        assert_eq!(
+            stats(Arc::new(
+                TimestampMicrosecondArray::from(vec![5, -3]).with_timezone("UTC")
+            )),
+            (Some(StatValue::Int(-3)), Some(StatValue::Int(5)))
+        );
+    }
+
     fn def() -> TableDef {
         let schema = crate::schema::test_schema();
         TableDef::new(1, "events", &schema, None, None, None, None).expect("def")
@@ -560,6 +663,36 @@ mod tests {
         );
         let first = time_values(&parts[0].batch, &def).expect("times");
         assert_eq!(first.values().to_vec(), vec![1, 2]);
+    }
+
+    /// Rows out of time order within a partition come out sorted, rows of
+    /// equal time in the order they arrived.
+    #[test]
+    fn split_sorts_each_slice_stably() {
+        let def = def();
+        let b = batch(&def, vec![5, 3, 5, 1, 4], vec!["a", "b", "a", "a", "b"]);
+        let order = |p: &PartitionSlice| {
+            let arrival = p
+                .batch
+                .column(2)
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec();
+            let times = time_values(&p.batch, &def)
+                .expect("times")
+                .values()
+                .to_vec();
+            (times, arrival)
+        };
+        let parts = split_partitions(&b, &def).expect("split");
+        assert_eq!(order(&parts[0]), (vec![1, 5, 5], vec![3.0, 0.0, 2.0]));
+        assert_eq!(order(&parts[1]), (vec![3, 4], vec![1.0, 4.0]));
+        let one = batch(&def, vec![5, 1, 5, 1], vec!["a"; 4]);
+        let parts = split_partitions(&one, &def).expect("split");
+        assert_eq!(
+            order(&parts[0]),
+            (vec![1, 1, 5, 5], vec![1.0, 3.0, 0.0, 2.0])
+        );
     }
 
     #[test]

@@ -1455,7 +1455,7 @@ pub(super) mod tests {
         let s = Storage::open(
             dir.path(),
             StorageOptions {
-                load_open_bytes: 1024 * 1024,
+                load_open_bytes: 16 * 1024,
                 target_file_rows: 700,
                 ..quiet()
             },
