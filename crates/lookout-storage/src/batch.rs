@@ -229,12 +229,18 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
 
 /// The rows ordered by the time column (stable; a no-op when already sorted).
 pub fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
-    let times = time_values(batch, def)?;
-    if times.values().windows(2).all(|w| w[0] <= w[1]) {
+    let t = time_values(batch, def)?.values();
+    if t.windows(2).all(|w| w[0] <= w[1]) {
         return Ok(batch.clone());
     }
-    let indices = compute::sort_to_indices(times, None, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    // Arrow's `sort_to_indices` is unstable; rows of equal time keep their
+    // arrival order here, as in `split_partitions`.
+    let mut rows: Vec<u32> = (0..t.len() as u32).collect();
+    rows.sort_by_key(|r| t[*r as usize]);
+    Ok(take_record_batch(
+        batch,
+        &arrow::array::UInt32Array::from(rows),
+    )?)
 }
 
 const PATH_UNSAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
