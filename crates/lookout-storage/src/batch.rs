@@ -12,9 +12,9 @@ use arrow::array::{
 use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::compute::{self, take_record_batch};
 use arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
-    SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    DataType, Date32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use arrow::util::display::FormatOptions;
 use bytes::Bytes;
@@ -192,14 +192,25 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
         ),
         None => None,
     };
-    let mut groups: BTreeMap<(Option<&str>, i64), Vec<u32>> = BTreeMap::new();
+    // Rows of one partition usually come in runs, so each row is first
+    // compared with the previous row's key; a hash lookup finds the others.
+    let mut index: ahash::AHashMap<(Option<&str>, i64), usize> = ahash::AHashMap::new();
+    let mut groups: Vec<((Option<&str>, i64), Vec<u32>)> = Vec::new();
+    let mut last: Option<((Option<&str>, i64), usize)> = None;
     for (i, t) in times.values().iter().enumerate() {
         let p = parts.and_then(|a| a.is_valid(i).then(|| a.value(i)));
-        groups
-            .entry((p, bucket_start(*t, bucket)))
-            .or_default()
-            .push(i as u32);
+        let key = (p, bucket_start(*t, bucket));
+        let g = match last {
+            Some((k, g)) if k == key => g,
+            _ => *index.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        groups[g].1.push(i as u32);
+        last = Some((key, g));
     }
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(groups.len());
     let whole = groups.len() == 1;
     let t = times.values();
@@ -284,9 +295,8 @@ pub fn file_path(
 /// Encodes rows as a zstd Parquet file with page statistics.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let schema = batch.schema();
     let mut writer =
-        ArrowWriter::try_new(&mut buf, schema.clone(), Some(writer_properties(&schema)?))?;
+        ArrowWriter::try_new(&mut buf, batch.schema(), Some(writer_properties(batch)?))?;
     writer.write(batch)?;
     writer.close()?;
     Ok(buf)
@@ -294,28 +304,52 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
 
 /// How every data file is written: zstd level 1, row groups of
 /// [`ROW_GROUP_ROWS`], page statistics (for the page index), and no
-/// dictionary for floating-point and timestamp columns.
+/// dictionary for columns whose values rarely repeat, judged from `first`,
+/// the file's first rows.
 ///
 /// Measurements, latencies, costs, scores and times rarely repeat: their
 /// dictionary grew with nearly every value (a row group of doubles stays
 /// under the writer's 1 MiB dictionary limit, so it never fell back to
 /// plain), and interning every value was a fifth of a load's encoding.
-pub fn writer_properties(schema: &Schema) -> Result<WriterProperties> {
+/// Text such as request ids is the same: each row group's dictionary is
+/// built until it passes the limit, then dropped, so every value is
+/// hashed for nothing.
+pub fn writer_properties(first: &RecordBatch) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page);
-    for field in schema.fields() {
-        if matches!(
-            field.data_type(),
-            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Timestamp(_, _)
-        ) {
+    for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+        let plain = match field.data_type() {
+            DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Timestamp(_, _) => true,
+            DataType::Utf8 => mostly_distinct(column.as_string::<i32>()),
+            _ => false,
+        };
+        if plain {
             props =
                 props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
         }
     }
     Ok(props.build())
 }
+
+/// Whether nearly all of the first [`DISTINCT_SAMPLE`] non-null values
+/// differ (a dictionary would not pay); too few values to tell keep it.
+fn mostly_distinct(text: &StringArray) -> bool {
+    let mut seen = ahash::AHashSet::with_capacity(DISTINCT_SAMPLE);
+    let mut values = 0;
+    for v in text.iter().flatten().take(DISTINCT_SAMPLE) {
+        seen.insert(v);
+        values += 1;
+    }
+    values >= DISTINCT_SAMPLE / 4 && seen.len() * 10 >= values * 9
+}
+
+/// Values looked at to decide whether a text column gets a dictionary.
+const DISTINCT_SAMPLE: usize = 1024;
 
 /// Decodes a whole Parquet file.
 pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
@@ -732,5 +766,30 @@ mod tests {
         let err = conform(&input, &def, &def.schema().expect("schema")).unwrap_err();
         assert!(err.to_string().contains("\"model\""), "{err}");
         assert!(err.to_string().contains("row 2"), "{err}");
+    }
+
+    /// Text whose values nearly all differ is written without a dictionary;
+    /// text that repeats, and text too short to judge, keeps one.
+    #[test]
+    fn dictionaries_only_for_text_that_repeats() {
+        let n = 2000;
+        let ids: StringArray = (0..n).map(|i| Some(format!("req-{i}"))).collect();
+        let models: StringArray = (0..n).map(|i| Some(format!("m{}", i % 5))).collect();
+        let few: StringArray = (0..10)
+            .map(|i| Some(format!("x{i}")))
+            .chain((10..n).map(|_| None))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("request_id", DataType::Utf8, true),
+            Field::new("model", DataType::Utf8, true),
+            Field::new("few", DataType::Utf8, true),
+        ]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(models), Arc::new(few)])
+            .expect("batch");
+        let props = writer_properties(&b).expect("properties");
+        let dict = |c: &str| props.dictionary_enabled(&ColumnPath::from(c));
+        assert!(!dict("request_id"));
+        assert!(dict("model"));
+        assert!(dict("few"));
     }
 }

@@ -243,7 +243,7 @@ impl Encoder {
                 let writer = ArrowWriter::try_new(
                     Vec::new(),
                     rows.schema(),
-                    Some(batch::writer_properties(&rows.schema())?),
+                    Some(batch::writer_properties(rows)?),
                 )?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
