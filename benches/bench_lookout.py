@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Lookout side of the comparison: import, Parquet COPY, COPY FROM STDIN (CSV)
+"""Lookout side of the comparison: import, Parquet COPY, COPY FROM STDIN (CSV over psql,
+and psycopg write_row in text and binary)
 and the monitoring queries over one persistent connection, timed the way the
 anchor scripts time DuckDB and PostgreSQL (client wall time, warm-up + median).
 
@@ -131,6 +132,27 @@ def measure_server(a, files, rows, res, con, port):
     med = statistics.median(times)
     res["copy_stdin_csv"] = {"median_s": med, "rows": n, "rows_per_s": n / med}
     print(f"[lookout] COPY FROM STDIN csv {n / med:,.0f} rows/s", file=sys.stderr)
+
+    # 5. The same rows through psycopg's copy.write_row, text and binary (the
+    # client's own formatting is inside the time, as a loader would see it).
+    c.execute("SET TimeZone = 'UTC'")
+    tuples = c.execute(f"SELECT * FROM read_parquet({files!r}) LIMIT 1000000").fetchall()
+    types = ["timestamptz"] + ["text"] * 5 + ["float8"] * 2 + ["int4"] * 2 + ["float8", "text", "float8", "text"] \
+        + ["float8"] * 3 + ["int2"]
+    for fmt in ("text", "binary"):
+        con.execute("DROP TABLE IF EXISTS events_ingest")
+        con.execute(INGEST_DDL)
+        t = time.perf_counter()
+        with con.cursor() as cur:
+            with cur.copy(f"COPY events_ingest FROM STDIN WITH (FORMAT {fmt})") as cp:
+                if fmt == "binary":
+                    cp.set_types(types)
+                for row in tuples:
+                    cp.write_row(row)
+        el = time.perf_counter() - t
+        n = con.execute("SELECT count(*) FROM events_ingest").fetchone()[0]
+        res[f"copy_write_row_{fmt}"] = {"seconds": el, "rows": n, "rows_per_s": n / el}
+        print(f"[lookout] psycopg write_row {fmt} {n / el:,.0f} rows/s", file=sys.stderr)
 
 
 if __name__ == "__main__":

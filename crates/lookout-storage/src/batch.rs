@@ -194,9 +194,10 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
     };
     // Rows of one partition usually come in runs, so each row is first
     // compared with the previous row's key; a hash lookup finds the others.
-    let mut index: ahash::AHashMap<(Option<&str>, i64), usize> = ahash::AHashMap::new();
-    let mut groups: Vec<((Option<&str>, i64), Vec<u32>)> = Vec::new();
-    let mut last: Option<((Option<&str>, i64), usize)> = None;
+    type Key<'a> = (Option<&'a str>, i64);
+    let mut index: ahash::AHashMap<Key, usize> = ahash::AHashMap::new();
+    let mut groups: Vec<(Key, Vec<u32>)> = Vec::new();
+    let mut last: Option<(Key, usize)> = None;
     for (i, t) in times.values().iter().enumerate() {
         let p = parts.and_then(|a| a.is_valid(i).then(|| a.value(i)));
         let key = (p, bucket_start(*t, bucket));
