@@ -23,12 +23,20 @@ import duckdb
 import psycopg
 
 RUNS = 5
-INGEST_DDL = """CREATE TABLE events_ingest (
-    ts TIMESTAMPTZ NOT NULL, model TEXT NOT NULL, model_version TEXT, segment TEXT, region TEXT,
-    request_id TEXT, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, prompt_tokens INT,
-    completion_tokens INT, cost_usd DOUBLE PRECISION, status TEXT, feature_x DOUBLE PRECISION,
-    feature_cat TEXT, score_relevance DOUBLE PRECISION, score_groundedness DOUBLE PRECISION,
-    score_safety DOUBLE PRECISION, feedback SMALLINT)"""
+# The bench events' columns: name, SQL type, and the type psycopg's binary
+# COPY is told to send.
+INGEST_COLUMNS = [
+    ("ts", "TIMESTAMPTZ NOT NULL", "timestamptz"), ("model", "TEXT NOT NULL", "text"),
+    ("model_version", "TEXT", "text"), ("segment", "TEXT", "text"), ("region", "TEXT", "text"),
+    ("request_id", "TEXT", "text"), ("latency_ms", "DOUBLE PRECISION", "float8"),
+    ("ttft_ms", "DOUBLE PRECISION", "float8"), ("prompt_tokens", "INT", "int4"),
+    ("completion_tokens", "INT", "int4"), ("cost_usd", "DOUBLE PRECISION", "float8"),
+    ("status", "TEXT", "text"), ("feature_x", "DOUBLE PRECISION", "float8"),
+    ("feature_cat", "TEXT", "text"), ("score_relevance", "DOUBLE PRECISION", "float8"),
+    ("score_groundedness", "DOUBLE PRECISION", "float8"),
+    ("score_safety", "DOUBLE PRECISION", "float8"), ("feedback", "SMALLINT", "int2"),
+]
+INGEST_DDL = "CREATE TABLE events_ingest (" + ", ".join(f"{n} {t}" for n, t, _ in INGEST_COLUMNS) + ")"
 
 
 def free_port():
@@ -135,10 +143,7 @@ def measure_server(a, files, rows, res, con, port):
 
     # 5. The same rows through psycopg's copy.write_row, text and binary (the
     # client's own formatting is inside the time, as a loader would see it).
-    c.execute("SET TimeZone = 'UTC'")
     tuples = c.execute(f"SELECT * FROM read_parquet({files!r}) LIMIT 1000000").fetchall()
-    types = ["timestamptz"] + ["text"] * 5 + ["float8"] * 2 + ["int4"] * 2 + ["float8", "text", "float8", "text"] \
-        + ["float8"] * 3 + ["int2"]
     for fmt in ("text", "binary"):
         con.execute("DROP TABLE IF EXISTS events_ingest")
         con.execute(INGEST_DDL)
@@ -146,7 +151,7 @@ def measure_server(a, files, rows, res, con, port):
         with con.cursor() as cur:
             with cur.copy(f"COPY events_ingest FROM STDIN WITH (FORMAT {fmt})") as cp:
                 if fmt == "binary":
-                    cp.set_types(types)
+                    cp.set_types([t for _, _, t in INGEST_COLUMNS])
                 for row in tuples:
                     cp.write_row(row)
         el = time.perf_counter() - t

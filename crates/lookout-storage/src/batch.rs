@@ -213,27 +213,11 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
     }
     groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(groups.len());
-    let whole = groups.len() == 1;
-    let t = times.values();
-    for ((p, b), mut rows) in groups {
-        let sorted = rows
-            .windows(2)
-            .all(|w| t[w[0] as usize] <= t[w[1] as usize]);
-        let slice = if whole && sorted {
-            batch.clone()
-        } else {
-            // Ordered before the one copy that takes the slice, rather than
-            // copied again by a sort afterwards; stable, so rows of equal
-            // time keep the order they arrived in.
-            if !sorted {
-                rows.sort_by_key(|r| t[*r as usize]);
-            }
-            take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?
-        };
+    for ((p, b), rows) in groups {
         out.push(PartitionSlice {
             partition: p.map(str::to_string),
             bucket_start: b,
-            batch: slice,
+            batch: take_in_time_order(batch, times.values(), rows)?,
         });
     }
     Ok(out)
@@ -242,13 +226,23 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
 /// The rows ordered by the time column (stable; a no-op when already sorted).
 pub fn sort_by_time(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
     let t = time_values(batch, def)?.values();
-    if t.windows(2).all(|w| w[0] <= w[1]) {
+    take_in_time_order(batch, t, (0..t.len() as u32).collect())
+}
+
+/// The rows `rows` (ascending row numbers) of `batch`, whose times are `t`,
+/// ordered by time in one copy; the batch itself when they are all of it,
+/// already in order. Stable (Arrow's `sort_to_indices` is not): rows of
+/// equal time keep their arrival order.
+fn take_in_time_order(batch: &RecordBatch, t: &[i64], mut rows: Vec<u32>) -> Result<RecordBatch> {
+    let sorted = rows
+        .windows(2)
+        .all(|w| t[w[0] as usize] <= t[w[1] as usize]);
+    if sorted && rows.len() == batch.num_rows() {
         return Ok(batch.clone());
     }
-    // Arrow's `sort_to_indices` is unstable; rows of equal time keep their
-    // arrival order here, as in `split_partitions`.
-    let mut rows: Vec<u32> = (0..t.len() as u32).collect();
-    rows.sort_by_key(|r| t[*r as usize]);
+    if !sorted {
+        rows.sort_by_key(|r| t[*r as usize]);
+    }
     Ok(take_record_batch(
         batch,
         &arrow::array::UInt32Array::from(rows),

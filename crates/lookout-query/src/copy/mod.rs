@@ -242,12 +242,12 @@ impl ColumnBuilder {
             ColumnBuilder::F64(b) => Arc::new(primitive(b)),
             ColumnBuilder::Text(b) => {
                 let a = b.finish();
-                *b = StringBuilder::with_capacity(Array::len(&a), a.value_data().len());
+                *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
                 Arc::new(a)
             }
             ColumnBuilder::Bytes(b) => {
                 let a = b.finish();
-                *b = BinaryBuilder::with_capacity(Array::len(&a), a.value_data().len());
+                *b = BinaryBuilder::with_capacity(a.len(), a.value_data().len());
                 Arc::new(a)
             }
             ColumnBuilder::Date(b) => Arc::new(primitive(b)),
