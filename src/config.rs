@@ -165,6 +165,8 @@ pub(crate) struct CacheSection {
     /// Decoded table columns kept in memory between queries, e.g. "4 GiB";
     /// "0" turns the cache off (default: a quarter of the machine's memory).
     pub(crate) memory: Option<String>,
+    /// Plans of recent queries each session keeps (default 64; 0 = none).
+    pub(crate) plans: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +268,10 @@ impl FileConfig {
             storage,
             file_access,
             query_threads: self.server.query_threads.unwrap_or(0),
+            plan_cache: self
+                .cache
+                .plans
+                .unwrap_or(lookout_query::DEFAULT_PLAN_CACHE),
             ..LookoutOptions::default()
         };
         if let Some(m) = &self.server.query_memory {

@@ -69,6 +69,7 @@ pub use ext::one_expression;
 pub use pg::compat::is_oid_field;
 pub use session::Session;
 pub use session::copy_in::CopyReceiver;
+pub use session::plan_cache::{PlanCacheFigures, PlanCacheStats};
 pub use session::prepare::Prepared;
 pub use table::column_cache::{CacheStats, ColumnCache};
 
@@ -266,6 +267,9 @@ pub struct LookoutOptions {
     /// (see [`ColumnCache`]); `None` = a quarter of the machine's memory,
     /// `Some(0)` = no cache.
     pub cache_memory: Option<usize>,
+    /// Plans of recent queries each session keeps, so a query sent again
+    /// is not parsed and planned again (see `lookout.plan_cache`); 0 = none.
+    pub plan_cache: usize,
 }
 
 impl Default for LookoutOptions {
@@ -276,9 +280,13 @@ impl Default for LookoutOptions {
             query_threads: 0,
             query_memory: 0,
             cache_memory: None,
+            plan_cache: DEFAULT_PLAN_CACHE,
         }
     }
 }
+
+/// Plans each session keeps by default ([`LookoutOptions::plan_cache`]).
+pub const DEFAULT_PLAN_CACHE: usize = 64;
 
 /// An open Lookout database. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -302,6 +310,8 @@ pub struct Lookout {
     roles: Arc<RwLock<Option<Arc<dyn RoleDirectory>>>>,
     /// Decoded columns of stored files, shared by every session.
     column_cache: Arc<ColumnCache>,
+    /// What the sessions' plan caches count.
+    plan_cache: Arc<PlanCacheStats>,
     /// Extensions' background tasks, stopped on close.
     background: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     metrics: metrics::QueryMetrics,
@@ -362,6 +372,7 @@ impl Lookout {
         let lookout = Lookout {
             metrics,
             column_cache,
+            plan_cache: Arc::default(),
             ingest: Ingest::new(storage.clone(), kinds.clone()),
             kinds,
             storage,
@@ -559,6 +570,11 @@ impl Lookout {
     /// The cache of decoded columns every scan reads through.
     pub fn column_cache(&self) -> &Arc<ColumnCache> {
         &self.column_cache
+    }
+
+    /// How the sessions' plan caches are used (`lookout.plan_cache`).
+    pub fn plan_cache_stats(&self) -> Arc<PlanCacheStats> {
+        Arc::clone(&self.plan_cache)
     }
 
     pub(crate) fn options(&self) -> &LookoutOptions {

@@ -10,6 +10,9 @@ mod copy;
 pub(crate) mod copy_in;
 mod cursors;
 mod ddl;
+pub(crate) mod plan_cache;
+#[cfg(test)]
+mod plan_cache_tests;
 pub(crate) mod prepare;
 pub(crate) mod settings;
 
@@ -58,6 +61,8 @@ pub struct Session {
     access: crate::ext::Access,
     /// The open (or failed) transaction block, if any.
     transaction: TransactionState,
+    /// Plans of the queries this session ran recently.
+    plans: std::sync::Mutex<plan_cache::PlanCache>,
 }
 
 impl std::fmt::Debug for Session {
@@ -221,6 +226,8 @@ impl Session {
         for udf in crate::functions::session_users(published.clone()) {
             ctx.register_udf(udf);
         }
+        let plans =
+            plan_cache::PlanCache::new(lookout.options().plan_cache, lookout.plan_cache_stats());
         let session = Session {
             lookout,
             ctx,
@@ -233,19 +240,26 @@ impl Session {
             user: "lookout".to_string(),
             access: crate::ext::Access::Admin,
             transaction: TransactionState::Idle,
+            plans: std::sync::Mutex::new(plans),
         };
         session.publish();
         session
     }
 
-    /// Makes the settings as they now are visible to `current_setting()`.
+    /// Makes the settings as they now are visible to `current_setting()`,
+    /// and drops the plans made under the settings before.
     fn publish(&self) {
+        self.plan_cache().clear();
         let values = self
             .setting_names()
             .into_iter()
             .filter_map(|n| self.setting(&n).map(|v| (n, v)))
             .collect();
         self.published.replace(values);
+    }
+
+    fn plan_cache(&self) -> std::sync::MutexGuard<'_, plan_cache::PlanCache> {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The instant `now()` returns in this session, if fixed by `SET lookout.now`.

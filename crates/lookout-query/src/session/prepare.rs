@@ -1,6 +1,7 @@
 //! Prepared statements: planned once with their parameters' types, planned
 //! again when a table they read changed, run with the parameters' values.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -10,6 +11,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use lookout_storage::ExternalTable;
 use lookout_storage::TableDef;
 
 use super::{Session, handled_here, show_column};
@@ -34,6 +36,19 @@ pub struct Prepared {
     tables: Vec<(String, Option<TableDef>)>,
     /// A write's `RETURNING` list, planned over the rows it writes.
     returning: Option<LogicalPlan>,
+    /// The views and external tables defined when it was planned, if it
+    /// names one: a plan made before one of them changed is made again.
+    definitions: Option<Arc<Definitions>>,
+}
+
+/// View definitions and external tables, by name, as the manifest holds them.
+type Definitions = (BTreeMap<String, String>, BTreeMap<String, ExternalTable>);
+
+impl Prepared {
+    /// The plan, for statements DataFusion runs.
+    pub(super) fn plan(&self) -> Option<&LogicalPlan> {
+        self.plan.as_ref()
+    }
 }
 
 /// Placeholders cast to a type (`$1::oid[]`), with that type.
@@ -146,6 +161,7 @@ impl Session {
                     catalog: false,
                     tables: Vec::new(),
                     returning: None,
+                    definitions: None,
                 }));
             }
         };
@@ -169,12 +185,27 @@ impl Session {
                 catalog: false,
                 tables: Vec::new(),
                 returning: None,
+                definitions: None,
             }));
         }
         self.plan(stmt).await.map(Some)
     }
 
+    /// Plans one statement, or takes the plan this session made of the
+    /// same query before (see [`super::plan_cache`]).
     pub(super) async fn plan(&self, stmt: Statement) -> Result<Prepared> {
+        if let Some(kept) = self.plan_cache().get(&stmt, |p| self.tables_unchanged(p)) {
+            return Ok(kept);
+        }
+        let key = matches!(stmt, Statement::Query(_)).then(|| stmt.clone());
+        let prepared = self.plan_statement(stmt).await?;
+        if let Some(key) = key {
+            self.plan_cache().put(key, &prepared);
+        }
+        Ok(prepared)
+    }
+
+    async fn plan_statement(&self, stmt: Statement) -> Result<Prepared> {
         let storage = self.lookout.storage();
         let mut stmt = crate::pg::compat::name_insert_columns(stmt, |name| {
             let def = storage.table(&table_name(name).ok()?).ok()?;
@@ -196,6 +227,8 @@ impl Session {
                     .collect(),
             )
         })?;
+        // Before planning: a view replaced meanwhile makes it planned again.
+        let definitions = self.definitions_read(&stmt);
         // Kept as written: a plan made again starts from it.
         let written = stmt.clone();
         let returning = crate::table::returning::split(&mut stmt)?;
@@ -287,6 +320,7 @@ impl Session {
             catalog,
             tables,
             returning: returning.map(|(plan, _)| plan),
+            definitions,
         })
     }
 
@@ -318,18 +352,13 @@ impl Session {
         &self,
         prepared: &'a Prepared,
     ) -> Result<std::borrow::Cow<'a, Prepared>> {
-        let storage = self.lookout.storage();
-        let unchanged = prepared
-            .tables
-            .iter()
-            .all(|(name, def)| storage.table(name).ok().as_ref() == def.as_ref());
-        if unchanged {
+        if self.tables_unchanged(prepared) {
             return Ok(std::borrow::Cow::Borrowed(prepared));
         }
         let Command::Sql(stmt) = &prepared.statement else {
             return Ok(std::borrow::Cow::Borrowed(prepared));
         };
-        let replanned = self.plan(stmt.clone()).await?;
+        let replanned = self.plan_statement(stmt.clone()).await?;
         let shape = |s: &Option<SchemaRef>| {
             s.as_ref().map(|s| {
                 s.fields()
@@ -346,6 +375,39 @@ impl Session {
             ));
         }
         Ok(std::borrow::Cow::Owned(replanned))
+    }
+
+    /// The views and external tables defined now, if `stmt` names one of
+    /// them: the planner puts a view's definition (and those of the views it
+    /// reads) into the plan, where their names are no longer seen.
+    fn definitions_read(&self, stmt: &Statement) -> Option<Arc<Definitions>> {
+        use std::ops::ControlFlow;
+        let manifest = self.lookout.storage().manifest().ok()?;
+        let names_one =
+            datafusion::sql::sqlparser::ast::visit_relations(stmt, |name| match table_name(name) {
+                Ok(name) if manifest.views.contains_key(&name) => ControlFlow::Break(()),
+                Ok(name) if manifest.external.contains_key(&name) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            })
+            .is_break();
+        names_one.then(|| Arc::new((manifest.views.clone(), manifest.external.clone())))
+    }
+
+    /// Whether the tables `prepared` reads, and the views and external
+    /// tables it names, are defined as when it was planned.
+    fn tables_unchanged(&self, prepared: &Prepared) -> bool {
+        let storage = self.lookout.storage();
+        let definitions = match &prepared.definitions {
+            None => true,
+            Some(defined) => storage
+                .manifest()
+                .is_ok_and(|m| m.views == defined.0 && m.external == defined.1),
+        };
+        definitions
+            && prepared
+                .tables
+                .iter()
+                .all(|(name, def)| storage.table(name).ok().as_ref() == def.as_ref())
     }
 
     /// Runs a prepared statement with parameter values.

@@ -1,5 +1,6 @@
 //! Built-in tables of the `lookout` schema that report the engine's state
-//! (`lookout.column_cache`, `lookout.replication`): one row computed when
+//! (`lookout.column_cache`, `lookout.plan_cache`, `lookout.replication`):
+//! one row computed when
 //! the query runs, so a prepared statement sees the figures of each
 //! execution.
 
@@ -19,7 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::table::provider::storage_err;
 
 /// The names of the built-in status tables, which no stored table may take.
-pub(crate) const STATUS_TABLES: [&str; 2] = ["column_cache", "replication"];
+pub(crate) const STATUS_TABLES: [&str; 3] = ["column_cache", "plan_cache", "replication"];
 
 /// Computes a status table's row.
 type RowFn = Arc<dyn Fn(&SchemaRef) -> datafusion::error::Result<RecordBatch> + Send + Sync>;
@@ -43,6 +44,7 @@ impl StatusTable {
     pub(crate) fn open(lookout: &crate::Lookout, name: &str) -> Option<StatusTable> {
         match name {
             "column_cache" => Some(column_cache(lookout)),
+            "plan_cache" => Some(plan_cache(lookout)),
             "replication" => Some(replication(lookout)),
             _ => None,
         }
@@ -83,6 +85,39 @@ fn column_cache(lookout: &crate::Lookout) -> StatusTable {
                     int_value(s.used_bytes),
                     int_value(s.columns),
                     int_value(s.files),
+                    int_value(s.hits),
+                    int_value(s.misses),
+                    int_value(s.evictions),
+                    Arc::new(Float64Array::from(vec![ratio])),
+                ],
+            )?)
+        }),
+    }
+}
+
+/// `lookout.plan_cache`: the plans sessions keep of the queries they ran.
+fn plan_cache(lookout: &crate::Lookout) -> StatusTable {
+    let schema = Arc::new(Schema::new(vec![
+        int("budget_per_session"),
+        int("plans"),
+        int("hits"),
+        int("misses"),
+        int("evictions"),
+        Field::new("hit_ratio", DataType::Float64, true),
+    ]));
+    let stats = lookout.plan_cache_stats();
+    let budget = lookout.options().plan_cache as u64;
+    StatusTable {
+        schema,
+        row: Arc::new(move |schema| {
+            let s = stats.figures();
+            let uses = s.hits + s.misses;
+            let ratio = (uses > 0).then(|| s.hits as f64 / uses as f64);
+            Ok(RecordBatch::try_new(
+                Arc::clone(schema),
+                vec![
+                    int_value(budget),
+                    int_value(s.plans),
                     int_value(s.hits),
                     int_value(s.misses),
                     int_value(s.evictions),
