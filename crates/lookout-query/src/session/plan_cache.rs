@@ -1,20 +1,18 @@
 //! Plans of the queries a session ran recently, by their parsed text.
 //!
-//! Dashboards, alert rules and drivers that do not prepare send the same
-//! query again and again; parsing it and planning it from SQL was a third of
-//! a short query's time. A query is planned once and its plan kept as a
-//! prepared statement keeps its own (not yet optimized, so `now()` and the
-//! snapshot of the data are taken at each execution), and it is only kept
-//! when nothing in it was fixed at planning time beyond the definitions of
-//! the tables it reads:
+//! Dashboards and drivers that do not prepare send the same query again and
+//! again; planning it from SQL was a fifth of a short query's time. A query
+//! is planned once and its plan kept as a prepared statement keeps its own
+//! (not yet optimized, so `now()` and the snapshot of the data are taken at
+//! each execution), and only when nothing in it was fixed at planning time
+//! beyond the definitions of the tables and views it reads:
 //!
-//! - every table it scans is a stored Lookout table (not a view, a catalog
-//!   or status table, or an external table, whose contents or definitions
-//!   are read while planning);
-//! - a kept plan is used again only while those tables' definitions are
-//!   the ones it was planned with, and every kept plan is dropped when a
-//!   setting changes (`SET`, `RESET`, `set_config`, a new role), since
-//!   settings reach the planner;
+//! - every table it scans is a stored Lookout table (not a catalog, status
+//!   or external table, whose contents may be read while planning);
+//! - a kept plan is used again only while those tables, and the views and
+//!   external tables the query names, are defined as when it was planned,
+//!   and every kept plan is dropped when a setting changes (`SET`, `RESET`,
+//!   `set_config`, a new role), since settings reach the planner;
 //! - it is small (a bounded number of plan nodes and expressions), and a
 //!   session keeps at most `[cache] plans` of them, least recently used out.
 
