@@ -268,7 +268,7 @@ pub struct LookoutOptions {
     /// `Some(0)` = no cache.
     pub cache_memory: Option<usize>,
     /// Plans of recent queries each session keeps, so a query sent again
-    /// is not parsed and planned again (see `lookout.plan_cache`); 0 = none.
+    /// is not planned from SQL again (see `lookout.plan_cache`); 0 = none.
     pub plan_cache: usize,
 }
 
