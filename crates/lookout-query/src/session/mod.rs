@@ -630,10 +630,15 @@ impl Session {
                 tag: "DEALLOCATE",
                 rows: None,
             }),
-            Statement::Discard { .. } => Ok(Output::Command {
-                tag: "DISCARD ALL",
-                rows: None,
-            }),
+            // Poolers send it when a connection changes hands: the plans
+            // kept go, as PostgreSQL's `DISCARD PLANS` drops its own.
+            Statement::Discard { .. } => {
+                self.plan_cache().clear();
+                Ok(Output::Command {
+                    tag: "DISCARD ALL",
+                    rows: None,
+                })
+            }
             Statement::StartTransaction { .. } => {
                 // BEGIN inside a block keeps the block, as PostgreSQL does.
                 if matches!(self.transaction, TransactionState::Idle) {

@@ -1,7 +1,8 @@
 //! Plans of the queries a session ran recently, by their parsed text.
 //!
 //! Dashboards and drivers that do not prepare send the same query again and
-//! again; planning it from SQL was a fifth of a short query's time. A query
+//! again; planning it from SQL was a tenth of a short query's time (and
+//! optimizing and planning it physically a quarter, which stays). A query
 //! is planned once and its plan kept as a prepared statement keeps its own
 //! (not yet optimized, so `now()` and the snapshot of the data are taken at
 //! each execution), and only when nothing in it was fixed at planning time
@@ -12,9 +13,11 @@
 //! - a kept plan is used again only while those tables, and the views and
 //!   external tables the query names, are defined as when it was planned,
 //!   and every kept plan is dropped when a setting changes (`SET`, `RESET`,
-//!   `set_config`, a new role), since settings reach the planner;
-//! - it is small (a bounded number of plan nodes and expressions), and a
-//!   session keeps at most `[cache] plans` of them, least recently used out.
+//!   `set_config`, a new role), since settings reach the planner, and at
+//!   `DISCARD`;
+//! - it is small (at most 2,000 plan nodes and expressions, a statement of
+//!   at most 16 KiB), and a session keeps at most `[cache] plans` of them,
+//!   least recently used out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +36,9 @@ use crate::table::versions::LatestVersions;
 /// queries have tens to a few hundred; a statement that is mostly a long
 /// `IN` list or `VALUES` is cheap to plan again and costly to keep.
 const MAX_PLAN_ITEMS: usize = 2_000;
+
+/// Length of the longest statement whose plan is kept, written out.
+const MAX_STATEMENT_BYTES: usize = 16 << 10;
 
 /// Counters every session's cache adds to, shown in `lookout.plan_cache`.
 #[derive(Debug, Default)]
@@ -101,7 +107,9 @@ impl PlanCache {
         statement: &Statement,
         fresh: impl FnOnce(&Prepared) -> bool,
     ) -> Option<Prepared> {
-        if self.plans.is_empty() {
+        // Only queries are looked up: hashing a large `INSERT` for nothing
+        // would cost every bulk insert.
+        if self.plans.is_empty() || !self.keeps(statement) {
             return None;
         }
         self.clock += 1;
@@ -116,12 +124,20 @@ impl PlanCache {
         Some(kept.prepared.clone())
     }
 
-    /// Keeps `prepared`, planned from `statement`, if it may be used again.
+    /// Whether the cache may keep the plan of `statement`: a query, and
+    /// room for plans at all.
+    pub(crate) fn keeps(&self, statement: &Statement) -> bool {
+        self.capacity > 0 && matches!(statement, Statement::Query(_))
+    }
+
+    /// Keeps `prepared`, planned from `statement` (one it [`keeps`](Self::keeps)),
+    /// if it may be used again.
     pub(crate) fn put(&mut self, statement: Statement, prepared: &Prepared) {
-        if self.capacity == 0
-            || !matches!(statement, Statement::Query(_))
-            || prepared.catalog
+        if prepared.catalog
             || !prepared.plan().is_some_and(reusable)
+            // Last, as it writes the statement out: a long literal is as
+            // costly to keep as many plan nodes.
+            || statement.to_string().len() > MAX_STATEMENT_BYTES
         {
             return;
         }

@@ -26,11 +26,17 @@ async fn open(plans: usize) -> (tempfile::TempDir, Lookout) {
     (dir, db)
 }
 
-async fn text(session: &mut Session, sql: &str) -> String {
-    let batches = session
+/// Runs `sql`; its rows.
+async fn run(session: &mut Session, sql: &str) -> Vec<arrow::array::RecordBatch> {
+    session
         .query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Runs `sql`; its rows as a table.
+async fn text(session: &mut Session, sql: &str) -> String {
+    let batches = run(session, sql).await;
     pretty_format_batches(&batches).expect("format").to_string()
 }
 
@@ -93,10 +99,11 @@ async fn a_changed_table_is_planned_again() {
 async fn catalogs_and_status_tables_are_not_kept_and_views_are_read_as_defined() {
     let (_dir, db) = open(8).await;
     let mut session = db.session();
-    session
-        .query("CREATE VIEW v AS SELECT n FROM t WHERE model = 'a'")
-        .await
-        .expect("view");
+    run(
+        &mut session,
+        "CREATE VIEW v AS SELECT n FROM t WHERE model = 'a'",
+    )
+    .await;
     let plans = figures(&db).plans;
     for sql in [
         "SELECT relname FROM pg_catalog.pg_class WHERE relname = 'v'",
@@ -120,10 +127,11 @@ async fn catalogs_and_status_tables_are_not_kept_and_views_are_read_as_defined()
         plans + 2,
         "the view's query was not kept"
     );
-    session
-        .query("CREATE OR REPLACE VIEW v AS SELECT n FROM t WHERE model = 'b'")
-        .await
-        .expect("replace");
+    run(
+        &mut session,
+        "CREATE OR REPLACE VIEW v AS SELECT n FROM t WHERE model = 'b'",
+    )
+    .await;
     let replaced = text(&mut session, "SELECT * FROM v").await;
     assert!(replaced.contains("| 2 |"), "{replaced}");
     db.close().await.expect("close");
@@ -135,21 +143,22 @@ async fn settings_drop_the_kept_plans_and_blocks_see_their_writes() {
     let mut session = db.session();
     text(&mut session, SUM).await;
     assert!(figures(&db).plans >= 1);
-    session
-        .query("SET application_name = 'dashboards'")
-        .await
-        .expect("set");
+    run(&mut session, "SET application_name = 'dashboards'").await;
     assert_eq!(figures(&db).plans, 0, "SET keeps plans made before it");
     text(&mut session, SUM).await;
+    run(&mut session, "DISCARD ALL").await;
+    assert_eq!(figures(&db).plans, 0, "DISCARD keeps plans made before it");
+    text(&mut session, SUM).await;
     // A plan kept outside a block reads the block's own writes inside it.
-    session.query("BEGIN").await.expect("begin");
-    session
-        .query("INSERT INTO t VALUES ('2025-01-01T03:00:00Z', 'c', 100)")
-        .await
-        .expect("insert");
+    run(&mut session, "BEGIN").await;
+    run(
+        &mut session,
+        "INSERT INTO t VALUES ('2025-01-01T03:00:00Z', 'c', 100)",
+    )
+    .await;
     let inside = text(&mut session, SUM).await;
     assert!(inside.contains("| 3 | 103   |"), "{inside}");
-    session.query("ROLLBACK").await.expect("rollback");
+    run(&mut session, "ROLLBACK").await;
     let outside = text(&mut session, SUM).await;
     assert!(outside.contains("| 2 | 3     |"), "{outside}");
     db.close().await.expect("close");
@@ -202,24 +211,23 @@ async fn no_plans_are_kept_when_the_budget_is_zero() {
 async fn a_prepared_statement_reads_a_replaced_view() {
     let (_dir, db) = open(8).await;
     let mut session = db.session();
-    session
-        .query("CREATE VIEW v AS SELECT n FROM t WHERE model = 'a'")
-        .await
-        .expect("view");
+    run(
+        &mut session,
+        "CREATE VIEW v AS SELECT n FROM t WHERE model = 'a'",
+    )
+    .await;
     // A view over the view that will be replaced.
-    session
-        .query("CREATE VIEW w AS SELECT * FROM v")
-        .await
-        .expect("view");
+    run(&mut session, "CREATE VIEW w AS SELECT * FROM v").await;
     let prepared = session
         .prepare("SELECT * FROM w")
         .await
         .expect("prepare")
         .expect("a statement");
-    session
-        .query("CREATE OR REPLACE VIEW v AS SELECT n FROM t WHERE model = 'b'")
-        .await
-        .expect("replace");
+    run(
+        &mut session,
+        "CREATE OR REPLACE VIEW v AS SELECT n FROM t WHERE model = 'b'",
+    )
+    .await;
     let out = session
         .execute_prepared(&prepared, Vec::new())
         .await
@@ -232,5 +240,20 @@ async fn a_prepared_statement_reads_a_replaced_view() {
         .expect("rows");
     let text = pretty_format_batches(&batches).expect("format").to_string();
     assert!(text.contains("| 2 |"), "{text}");
+    db.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_long_statement_is_run_but_not_kept() {
+    let (_dir, db) = open(8).await;
+    let mut session = db.session();
+    let long = format!(
+        "SELECT count(*) FROM t WHERE model <> '{}'",
+        "x".repeat(20_000)
+    );
+    text(&mut session, &long).await;
+    text(&mut session, &long).await;
+    let f = figures(&db);
+    assert_eq!((f.plans, f.hits), (0, 0), "{f:?}");
     db.close().await.expect("close");
 }

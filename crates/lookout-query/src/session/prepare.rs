@@ -197,7 +197,7 @@ impl Session {
         if let Some(kept) = self.plan_cache().get(&stmt, |p| self.tables_unchanged(p)) {
             return Ok(kept);
         }
-        let key = matches!(stmt, Statement::Query(_)).then(|| stmt.clone());
+        let key = self.plan_cache().keeps(&stmt).then(|| stmt.clone());
         let prepared = self.plan_statement(stmt).await?;
         if let Some(key) = key {
             self.plan_cache().put(key, &prepared);
@@ -396,18 +396,17 @@ impl Session {
     /// Whether the tables `prepared` reads, and the views and external
     /// tables it names, are defined as when it was planned.
     fn tables_unchanged(&self, prepared: &Prepared) -> bool {
-        let storage = self.lookout.storage();
-        let definitions = match &prepared.definitions {
-            None => true,
-            Some(defined) => storage
-                .manifest()
-                .is_ok_and(|m| m.views == defined.0 && m.external == defined.1),
+        let Ok(manifest) = self.lookout.storage().manifest() else {
+            return false;
         };
+        let definitions = prepared
+            .definitions
+            .as_ref()
+            .is_none_or(|d| manifest.views == d.0 && manifest.external == d.1);
         definitions
-            && prepared
-                .tables
-                .iter()
-                .all(|(name, def)| storage.table(name).ok().as_ref() == def.as_ref())
+            && prepared.tables.iter().all(|(name, def)| {
+                manifest.tables.get(name).map(|entry| &entry.def) == def.as_ref()
+            })
     }
 
     /// Runs a prepared statement with parameter values.

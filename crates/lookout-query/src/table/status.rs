@@ -76,8 +76,6 @@ fn column_cache(lookout: &crate::Lookout) -> StatusTable {
         schema,
         row: Arc::new(move |schema| {
             let s = cache.stats();
-            let reads = s.hits + s.misses;
-            let ratio = (reads > 0).then(|| s.hits as f64 / reads as f64);
             Ok(RecordBatch::try_new(
                 Arc::clone(schema),
                 vec![
@@ -88,11 +86,19 @@ fn column_cache(lookout: &crate::Lookout) -> StatusTable {
                     int_value(s.hits),
                     int_value(s.misses),
                     int_value(s.evictions),
-                    Arc::new(Float64Array::from(vec![ratio])),
+                    hit_ratio(s.hits, s.misses),
                 ],
             )?)
         }),
     }
+}
+
+/// Hits over uses, NULL before the first use.
+fn hit_ratio(hits: u64, misses: u64) -> ArrayRef {
+    let uses = hits + misses;
+    Arc::new(Float64Array::from(vec![
+        (uses > 0).then(|| hits as f64 / uses as f64),
+    ]))
 }
 
 /// `lookout.plan_cache`: the plans sessions keep of the queries they ran.
@@ -111,8 +117,6 @@ fn plan_cache(lookout: &crate::Lookout) -> StatusTable {
         schema,
         row: Arc::new(move |schema| {
             let s = stats.figures();
-            let uses = s.hits + s.misses;
-            let ratio = (uses > 0).then(|| s.hits as f64 / uses as f64);
             Ok(RecordBatch::try_new(
                 Arc::clone(schema),
                 vec![
@@ -121,7 +125,7 @@ fn plan_cache(lookout: &crate::Lookout) -> StatusTable {
                     int_value(s.hits),
                     int_value(s.misses),
                     int_value(s.evictions),
-                    Arc::new(Float64Array::from(vec![ratio])),
+                    hit_ratio(s.hits, s.misses),
                 ],
             )?)
         }),
