@@ -3,22 +3,30 @@
 //! bytes (a tenth of the decoded rows) instead of every decoded row until
 //! the end, and encoding runs beside decoding instead of after it.
 //!
-//! Partitions are spread over a fixed number of encoder threads, so each writer is owned by one thread and rows of one partition keep
-//! their order. A file is finished when it reaches the target row count, or,
-//! when the open files' bytes pass the memory bound, the file written to
-//! least recently is finished first: loads in time order (the usual case)
-//! then finish each day's files as the load moves past that day.
+//! Partitions are spread over encoder threads, so each writer is owned by
+//! one thread and rows of one partition keep their order. The threads'
+//! queues share one budget of decoded bytes: a thread behind on a busy
+//! partition does not stop the caller from feeding the others, which an
+//! equal cap per queue did (partitions' traffic is skewed, so one queue
+//! filled while the other thread idled).
+//!
+//! A file is finished when it reaches the target row count, or, when the
+//! open files' bytes pass the memory bound, the file written to least
+//! recently is finished first: loads in time order (the usual case) then
+//! finish each day's files as the load moves past that day.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Storage;
-use crate::batch::{self, StatsAccumulator};
+use crate::batch::{self, WrittenStats};
 use crate::error::{Result, StorageError};
 use crate::manifest::FileMeta;
 use crate::manifest::put_new;
@@ -27,14 +35,20 @@ use crate::schema::TableDef;
 /// A partition: its column's value and the start of its time bucket.
 pub(super) type PartitionKey = (Option<String>, i64);
 
-/// Encoder threads; the machine this is tuned on has two cores, one of which
-/// the caller's decoding keeps busy.
-const ENCODERS: usize = 2;
-/// Slices queued per encoder before the caller waits.
-const QUEUE: usize = 16;
+/// Encoder threads: one per core, at least two, at most [`MAX_ENCODERS`].
+/// Each holds its partitions' open files within its share of
+/// `[storage] load_memory`, so more threads than cores would finish files
+/// of partitions still being written (four threads on two cores made 69
+/// files of the bench load where two made 56), for no gain once the queues
+/// share a budget.
+const MAX_ENCODERS: usize = 16;
+/// Decoded bytes queued for all encoders before the caller waits, in KiB.
+const QUEUED_KIB: usize = 128 * 1024;
 
 enum Job {
-    Rows(PartitionKey, RecordBatch),
+    /// A partition's rows, and their share of the queue budget, given back
+    /// once they are encoded.
+    Rows(PartitionKey, RecordBatch, OwnedSemaphorePermit),
     /// All rows were sent: finish every file and report.
     Finish,
 }
@@ -42,7 +56,9 @@ enum Job {
 /// The encoder threads of one bulk load.
 pub(super) struct PartitionSink {
     storage: Storage,
-    senders: Vec<mpsc::Sender<Job>>,
+    senders: Vec<mpsc::UnboundedSender<Job>>,
+    /// The queue budget, in KiB of decoded rows.
+    room: Arc<Semaphore>,
     /// The encoder of each partition seen, and the rows sent to each encoder.
     lanes: HashMap<PartitionKey, usize>,
     sent: Vec<u64>,
@@ -57,20 +73,23 @@ struct EncoderResult {
 
 impl PartitionSink {
     pub(super) fn new(storage: &Storage, def: &TableDef) -> Self {
-        let mut senders = Vec::with_capacity(ENCODERS);
-        let mut workers = Vec::with_capacity(ENCODERS);
-        for _ in 0..ENCODERS {
-            let (tx, rx) = mpsc::channel(QUEUE);
+        let encoders = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(2, MAX_ENCODERS);
+        let mut senders = Vec::with_capacity(encoders);
+        let mut workers = Vec::with_capacity(encoders);
+        for _ in 0..encoders {
+            let (tx, rx) = mpsc::unbounded_channel();
             let encoder = Encoder {
                 storage: storage.clone(),
                 def: def.clone(),
                 open: HashMap::new(),
                 open_bytes: 0,
-                open_bytes_limit: storage.inner.options.load_open_bytes / ENCODERS,
+                open_bytes_limit: storage.inner.options.load_open_bytes / encoders,
+                put_bytes: 0,
                 clock: 0,
                 stored: Vec::new(),
                 puts: VecDeque::new(),
-                put_bytes: 0,
                 runtime: tokio::runtime::Handle::current(),
             };
             senders.push(tx);
@@ -78,6 +97,7 @@ impl PartitionSink {
         }
         PartitionSink {
             storage: storage.clone(),
+            room: Arc::new(Semaphore::new(QUEUED_KIB)),
             sent: vec![0; senders.len()],
             senders,
             lanes: HashMap::new(),
@@ -85,9 +105,9 @@ impl PartitionSink {
         }
     }
 
-    /// Queues one partition's rows (sorted by time); waits while the encoder
-    /// of that partition is behind. An error means an encoder stopped; its
-    /// cause comes from [`PartitionSink::finish`].
+    /// Queues one partition's rows (sorted by time); waits while the rows
+    /// queued for all encoders fill the budget. An error means an encoder
+    /// stopped; its cause comes from [`PartitionSink::finish`].
     pub(super) async fn send(&mut self, key: PartitionKey, rows: RecordBatch) -> Result<()> {
         let n = rows.num_rows() as u64;
         let lane = match self.lanes.get(&key) {
@@ -104,9 +124,14 @@ impl PartitionSink {
             }
         };
         self.sent[lane] += n;
-        self.senders[lane]
-            .send(Job::Rows(key, rows))
+        // A slice larger than the whole budget waits for all of it.
+        let kib = (rows.get_array_memory_size() / 1024).clamp(1, QUEUED_KIB) as u32;
+        let permit = Arc::clone(&self.room)
+            .acquire_many_owned(kib)
             .await
+            .map_err(|_| StorageError::Corrupt("a bulk-load queue closed".into()))?;
+        self.senders[lane]
+            .send(Job::Rows(key, rows, permit))
             .map_err(|_| StorageError::Corrupt("a bulk-load encoder stopped".into()))
     }
 
@@ -115,7 +140,7 @@ impl PartitionSink {
     pub(super) async fn finish(mut self) -> Result<Vec<FileMeta>> {
         for tx in &self.senders {
             // A closed channel means that encoder failed; its error follows.
-            let _ = tx.send(Job::Finish).await;
+            let _ = tx.send(Job::Finish);
         }
         let (stored, failed) = self.join().await;
         match failed {
@@ -168,11 +193,12 @@ impl PartitionSink {
 /// One file being written.
 struct OpenFile {
     writer: ArrowWriter<Vec<u8>>,
+    schema: SchemaRef,
     file_id: u64,
     rows: u64,
     min_time: i64,
     max_time: i64,
-    stats: StatsAccumulator,
+    stats: WrittenStats,
     /// Encoded bytes held: the finished row groups and the one in progress.
     bytes: usize,
     last_written: u64,
@@ -198,13 +224,13 @@ struct Encoder {
 type PutTask = tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>;
 
 impl Encoder {
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> EncoderResult {
+    fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) -> EncoderResult {
         // `None` when the load was abandoned (an error elsewhere, or the
         // caller went away): nothing of this encoder's is kept, and the
         // error that abandoned it is the caller's to report.
         let outcome = loop {
             match jobs.blocking_recv() {
-                Some(Job::Rows(key, rows)) => {
+                Some(Job::Rows(key, rows, _room)) => {
                     if let Err(e) = self.append(key, &rows) {
                         break Some(Err(e));
                     }
@@ -247,18 +273,19 @@ impl Encoder {
                 )?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
+                    schema: rows.schema(),
                     file_id: self.storage.reserve_file_ids(1),
                     rows: 0,
                     min_time: lo,
                     max_time: hi,
-                    stats: StatsAccumulator::default(),
+                    stats: WrittenStats::default(),
                     bytes: 0,
                     last_written: 0,
                 })
             }
         };
         file.writer.write(rows)?;
-        file.stats.add(rows)?;
+        file.stats.add(rows);
         file.rows += rows.num_rows() as u64;
         file.min_time = file.min_time.min(lo);
         file.max_time = file.max_time.max(hi);
@@ -297,8 +324,11 @@ impl Encoder {
             return Ok(());
         };
         self.open_bytes -= file.bytes;
+        let mut writer = file.writer;
+        writer.flush()?;
+        let stats = file.stats.finish(&file.schema, writer.flushed_row_groups());
         // Writes the footer.
-        let bytes = file.writer.into_inner()?;
+        let bytes = writer.into_inner()?;
         let path = batch::file_path(
             &self.def,
             key.0.as_deref(),
@@ -314,7 +344,7 @@ impl Encoder {
             max_time: file.max_time,
             rows: file.rows,
             size: bytes.len() as u64,
-            stats: file.stats.finish(),
+            stats,
             deletes: None,
         };
         // Stored on the runtime while this thread goes on encoding.

@@ -333,7 +333,7 @@ impl Storage {
                     all = batch::sort_by_time(&all, &def)?;
                 }
                 let path = batch::file_path(&def, key.0.as_deref(), key.1, &run, first_id);
-                let bytes = batch::encode_parquet(&all)?;
+                let (bytes, stats) = batch::encode_parquet(&all)?;
                 let times = batch::time_values(&all, &def)?;
                 let meta = FileMeta {
                     path: path.clone(),
@@ -343,7 +343,7 @@ impl Storage {
                     max_time: arrow::compute::max(times).unwrap_or(0),
                     rows: all.num_rows() as u64,
                     size: bytes.len() as u64,
-                    stats: batch::column_stats(&all)?,
+                    stats,
                     deletes: None,
                 };
                 Ok(vec![(path, bytes, meta)])
