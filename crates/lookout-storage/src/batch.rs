@@ -363,7 +363,10 @@ pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
 /// truncated maximum would be wrong.
 const MAX_STAT_TEXT: usize = 64;
 
-/// Minimum, maximum and null count of each column.
+/// Minimum, maximum and null count of each column, computed from the rows:
+/// the definition of what a file's statistics say. Files are written with
+/// [`WrittenStats`], which reads the same from the Parquet writer; the
+/// tests hold the two equal.
 pub fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>> {
     let mut out = BTreeMap::new();
     for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
@@ -511,10 +514,12 @@ fn has_nan(col: &ArrayRef) -> bool {
     }
 }
 
+/// A column's minimum and maximum.
+type Range = (Option<StatValue>, Option<StatValue>);
+
 /// A column's range over the writer's chunks: `None` when some chunk with
 /// values has no exact range (text longer than [`MAX_STAT_TEXT`], a type
 /// [`column_stats`] keeps no range for), `(None, None)` when all are NULL.
-type Range = (Option<StatValue>, Option<StatValue>);
 fn chunk_range(field: &Field, row_groups: &[RowGroupMetaData]) -> Option<Range> {
     let (mut lo, mut hi): Range = (None, None);
     for rg in row_groups {
