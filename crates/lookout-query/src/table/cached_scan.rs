@@ -986,7 +986,7 @@ mod tests {
         );
         let decoded = models.get_array_memory_size();
         let batch = RecordBatch::try_new(schema, vec![Arc::new(models)]).unwrap();
-        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap());
+        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap().0);
         let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
             .parse_and_finish(&bytes)
             .unwrap();
@@ -1013,7 +1013,7 @@ mod tests {
             vec![Arc::new(tiers.clone()), Arc::new(ids)],
         )
         .unwrap();
-        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap());
+        let bytes = bytes::Bytes::from(lookout_storage::batch::encode_parquet(&batch).unwrap().0);
         let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new()).unwrap();
         let fields: Vec<&FieldRef> = schema.fields().iter().collect();
         let metadata = with_codes(metadata, &fields).unwrap();
