@@ -13,7 +13,7 @@ use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::compute::{self, take_record_batch};
 use arrow::datatypes::{
     DataType, Date32Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::util::display::FormatOptions;
@@ -296,9 +296,9 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<(Vec<u8>, BTreeMap<String, 
     let mut writer = ArrowWriter::try_new(buf, batch.schema(), Some(writer_properties(batch)?))?;
     writer.write(batch)?;
     writer.flush()?;
-    let mut stats = WrittenStats::default();
+    let mut stats = WrittenStats::new(batch.schema());
     stats.add(batch);
-    let stats = stats.finish(batch.schema_ref(), writer.flushed_row_groups());
+    let stats = stats.finish(writer.flushed_row_groups());
     Ok((writer.into_inner()?, stats))
 }
 
@@ -454,19 +454,28 @@ fn float_range(c: &Float64Array) -> (Option<StatValue>, Option<StatValue>) {
 /// writer computed for its column chunks (comparing every value again was a
 /// twentieth of a load's work); what Parquet leaves out is counted here:
 /// NaN, which its ranges skip but which makes ours unknown.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WrittenStats {
+    schema: SchemaRef,
     nulls: Vec<u64>,
     nan: Vec<bool>,
 }
 
 impl WrittenStats {
-    /// Counts a batch handed to the writer.
+    /// Statistics of a file of rows of `schema`, the writer's schema.
+    pub fn new(schema: SchemaRef) -> Self {
+        let columns = schema.fields().len();
+        WrittenStats {
+            schema,
+            nulls: vec![0; columns],
+            nan: vec![false; columns],
+        }
+    }
+
+    /// Counts a batch handed to the writer (of the schema given at
+    /// [`WrittenStats::new`]).
     pub fn add(&mut self, batch: &RecordBatch) {
-        let columns = batch.num_columns();
-        self.nulls.resize(columns, 0);
-        self.nan.resize(columns, false);
-        for (i, col) in batch.columns().iter().enumerate() {
+        for (i, col) in batch.columns().iter().enumerate().take(self.nulls.len()) {
             self.nulls[i] += col.null_count() as u64;
             self.nan[i] = self.nan[i] || has_nan(col);
         }
@@ -474,13 +483,9 @@ impl WrittenStats {
 
     /// The statistics of every row added, given the row groups the writer
     /// flushed (all of them: call after its last flush).
-    pub fn finish(
-        self,
-        schema: &Schema,
-        row_groups: &[RowGroupMetaData],
-    ) -> BTreeMap<String, ColumnStats> {
+    pub fn finish(self, row_groups: &[RowGroupMetaData]) -> BTreeMap<String, ColumnStats> {
         let mut out = BTreeMap::new();
-        for (i, field) in schema.fields().iter().enumerate() {
+        for (i, field) in self.schema.fields().iter().enumerate() {
             let nan = self.nan.get(i).copied().unwrap_or(false);
             let (min, max) = if nan {
                 (None, None)
@@ -737,7 +742,7 @@ mod tests {
                         .build();
                     let mut writer = ArrowWriter::try_new(Vec::new(), whole.schema(), Some(props))
                         .expect("writer");
-                    let mut stats = WrittenStats::default();
+                    let mut stats = WrittenStats::new(whole.schema());
                     let mut at = 0;
                     for end in [cut[0], cut[1], whole.num_rows()] {
                         let part = whole.slice(at, end - at);
@@ -746,7 +751,7 @@ mod tests {
                         at = end;
                     }
                     writer.flush().expect("flush");
-                    let got = stats.finish(&whole.schema(), writer.flushed_row_groups());
+                    let got = stats.finish(writer.flushed_row_groups());
                     assert_eq!(
                         got, expected,
                         "cut at {cut:?}, groups of {group_rows}, {floats:?} {texts:?}"

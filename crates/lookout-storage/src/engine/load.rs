@@ -19,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
@@ -193,7 +192,6 @@ impl PartitionSink {
 /// One file being written.
 struct OpenFile {
     writer: ArrowWriter<Vec<u8>>,
-    schema: SchemaRef,
     file_id: u64,
     rows: u64,
     min_time: i64,
@@ -273,12 +271,11 @@ impl Encoder {
                 )?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
-                    schema: rows.schema(),
                     file_id: self.storage.reserve_file_ids(1),
                     rows: 0,
                     min_time: lo,
                     max_time: hi,
-                    stats: WrittenStats::default(),
+                    stats: WrittenStats::new(rows.schema()),
                     bytes: 0,
                     last_written: 0,
                 })
@@ -326,7 +323,7 @@ impl Encoder {
         self.open_bytes -= file.bytes;
         let mut writer = file.writer;
         writer.flush()?;
-        let stats = file.stats.finish(&file.schema, writer.flushed_row_groups());
+        let stats = file.stats.finish(writer.flushed_row_groups());
         // Writes the footer.
         let bytes = writer.into_inner()?;
         let path = batch::file_path(
