@@ -10,6 +10,11 @@
 //! the same hash, to the same outputs, but sends batches whose rows are
 //! large as slices of one row each: no byte of a state is copied. Batches of
 //! small rows are routed as `RepartitionExec` routes them.
+//!
+//! Rows waiting for an output are charged to the query's memory pool, as
+//! `RepartitionExec` charges them: a batch sent as slices once, until its
+//! last slice is taken; a copied part on its own. A query whose waiting
+//! states pass its budget fails with `ResourcesExhausted` (53200).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{Partitioning, PhysicalExpr};
@@ -38,7 +44,15 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 /// batch; smaller ones are copied, as `RepartitionExec` copies them.
 const LARGE_ROW_BYTES: usize = 64 * 1024;
 
-type Sent = Result<RecordBatch>;
+/// Rows on their way to an output, with the memory they hold charged to
+/// the pool until the output takes them.
+struct Routed {
+    batch: RecordBatch,
+    /// Shared by the slices of one batch; the last one taken frees it.
+    _charge: Arc<MemoryReservation>,
+}
+
+type Sent = Result<Routed>;
 
 /// A hash repartitioning of partial aggregation states (see the module).
 pub(crate) struct StateExchangeExec {
@@ -136,6 +150,8 @@ impl StateExchangeExec {
                 )?,
                 senders: senders.clone(),
                 gate: Arc::clone(&gate),
+                reservation: MemoryConsumer::new(format!("StateExchangeExec[{partition}]"))
+                    .register(context.memory_pool()),
                 sliced: MetricBuilder::new(&self.metrics).counter("rows_sliced", partition),
             };
             tasks.push(SpawnedTask::spawn(router.run(rows)));
@@ -161,6 +177,8 @@ struct Router {
     partitioner: BatchPartitioner,
     senders: Vec<UnboundedSender<Sent>>,
     gate: Arc<Gate>,
+    /// Grown by what the next send holds, then handed over with it.
+    reservation: MemoryReservation,
     sliced: Count,
 }
 
@@ -189,16 +207,29 @@ impl Router {
             return Ok(());
         }
         let (senders, gate) = (&self.senders, &self.gate);
-        let send = |output: usize, part: RecordBatch| -> Result<()> {
+        let send = |output: usize, part: RecordBatch, charge: &Arc<MemoryReservation>| {
+            let routed = Routed {
+                batch: part,
+                _charge: Arc::clone(charge),
+            };
             // A receiver that is gone stopped reading: its rows are not needed.
-            if senders[output].send(Ok(part)).is_ok() {
+            if senders[output].send(Ok(routed)).is_ok() {
                 gate.sent(output);
             }
-            Ok(())
         };
-        if batch.get_array_memory_size() / rows < LARGE_ROW_BYTES {
-            return self.partitioner.partition(batch, send);
+        let bytes = batch.get_array_memory_size();
+        if bytes / rows < LARGE_ROW_BYTES {
+            // Each part is a copy, charged on its own.
+            let reservation = &mut self.reservation;
+            return self.partitioner.partition(batch, |output, part| {
+                reservation.try_grow(part.get_array_memory_size())?;
+                send(output, part, &Arc::new(reservation.take()));
+                Ok(())
+            });
         }
+        // The slices share the batch's buffers: it is charged once.
+        self.reservation.try_grow(bytes)?;
+        let charge = Arc::new(self.reservation.take());
         // Hash the keys (with each row's number) as DataFusion does, then
         // send each row as a slice of the batch.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.exprs.len() + 1);
@@ -228,7 +259,7 @@ impl Router {
                 })?;
             for row in numbers.values() {
                 sliced.add(1);
-                send(output, batch.slice(*row as usize, 1))?;
+                send(output, batch.slice(*row as usize, 1), &charge);
             }
             Ok(())
         })
@@ -362,7 +393,9 @@ impl ExecutionPlan for StateExchangeExec {
             if next.is_ok() {
                 held.0.received(partition);
             }
-            Some((next, (receiver, held)))
+            // The consumer charges what it keeps of the rows to its own
+            // reservation; theirs is freed here (the slices' with the last).
+            Some((next.map(|routed| routed.batch), (receiver, held)))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.input.schema(),
@@ -378,7 +411,9 @@ mod tests {
     use arrow::compute::concat_batches;
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::datasource::source::DataSourceExec;
-    use datafusion::prelude::SessionContext;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
 
     /// Two input partitions of (key, state) rows; `state_bytes` sets how
     /// large a row is, so both ways of routing are taken.
@@ -412,16 +447,36 @@ mod tests {
 
     /// Each output's rows, sorted, as text.
     async fn outputs(plan: Arc<dyn ExecutionPlan>) -> Vec<Vec<String>> {
-        let context = SessionContext::new().task_ctx();
+        outputs_in(plan, SessionContext::new().task_ctx())
+            .await
+            .expect("outputs")
+    }
+
+    /// A task context whose memory pool holds `limit` bytes.
+    fn context_with_memory(limit: usize) -> (Arc<TaskContext>, Arc<dyn MemoryPool>) {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::clone(&pool))
+            .build_arc()
+            .expect("runtime");
+        let session = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        (session.task_ctx(), pool)
+    }
+
+    /// Like [`outputs`], in `context`; the first error of any output.
+    async fn outputs_in(
+        plan: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+    ) -> Result<Vec<Vec<String>>> {
         let count = plan.properties().partitioning.partition_count();
         let mut all = Vec::new();
         for output in 0..count {
             let batches: Vec<RecordBatch> = plan
-                .execute(output, Arc::clone(&context))
-                .expect("execute")
-                .map(|b| b.expect("batch"))
-                .collect()
-                .await;
+                .execute(output, Arc::clone(&context))?
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_>>()?;
             let merged = concat_batches(&plan.schema(), &batches).expect("concat");
             let keys = merged
                 .column(0)
@@ -445,7 +500,7 @@ mod tests {
             rows.sort();
             all.push(rows);
         }
-        all
+        Ok(all)
     }
 
     #[tokio::test]
@@ -473,5 +528,64 @@ mod tests {
                 .map_or(0, |v| v.as_usize());
             assert_eq!(sliced, if state_bytes > 16 { 2 * 8 } else { 0 });
         }
+    }
+
+    fn exchange(state_bytes: usize) -> (Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>) {
+        let key: Arc<dyn PhysicalExpr> = Arc::new(Column::new("model", 0));
+        let repartition =
+            RepartitionExec::try_new(input(state_bytes), Partitioning::Hash(vec![key], 3))
+                .expect("repartition");
+        let exchange = StateExchangeExec::replacing(&repartition).expect("exchange");
+        (Arc::new(exchange), Arc::new(repartition))
+    }
+
+    #[tokio::test]
+    async fn charges_waiting_rows_to_the_memory_pool() {
+        for state_bytes in [16, LARGE_ROW_BYTES + 1] {
+            let (exchange, repartition) = exchange(state_bytes);
+            let expected = outputs(repartition).await;
+            let (context, pool) = context_with_memory(64 << 20);
+            // Output 0 read to its end: every router is done, and the rows
+            // of the other outputs wait, charged.
+            let mut streams: Vec<SendableRecordBatchStream> = (0..3)
+                .map(|o| exchange.execute(o, Arc::clone(&context)).expect("execute"))
+                .collect();
+            while let Some(b) = streams[0].next().await {
+                b.expect("batch");
+            }
+            let waiting = expected[1].len() + expected[2].len();
+            assert!(waiting > 0);
+            assert!(
+                pool.reserved() > 0,
+                "{state_bytes}-byte rows waiting, none charged"
+            );
+            for stream in &mut streams[1..] {
+                while let Some(b) = stream.next().await {
+                    b.expect("batch");
+                }
+            }
+            drop(streams);
+            assert_eq!(pool.reserved(), 0, "{state_bytes}-byte rows left charged");
+            // All outputs again, in a fresh pool: the same rows, nothing kept.
+            let (context, pool) = context_with_memory(64 << 20);
+            let got = outputs_in(Arc::clone(&exchange), context).await;
+            assert_eq!(got.expect("outputs"), expected);
+            assert_eq!(pool.reserved(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn fails_when_waiting_states_pass_the_budget() {
+        let (exchange, _) = exchange(LARGE_ROW_BYTES + 1);
+        // Less than one row's state.
+        let (context, pool) = context_with_memory(LARGE_ROW_BYTES / 2);
+        let failed = outputs_in(exchange, context)
+            .await
+            .expect_err("over budget");
+        assert!(
+            matches!(failed.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{failed}"
+        );
+        assert_eq!(pool.reserved(), 0);
     }
 }
