@@ -13,8 +13,10 @@
 //!
 //! Rows waiting for an output are charged to the query's memory pool, as
 //! `RepartitionExec` charges them: a batch sent as slices once, until its
-//! last slice is taken; a copied part on its own. A query whose waiting
-//! states pass its budget fails with `ResourcesExhausted` (53200).
+//! last slice is taken; a copied part on its own. Unlike `RepartitionExec`
+//! nothing is spilled (writing states out and back would be the copies this
+//! node exists to avoid): a query whose waiting states pass its budget
+//! fails with `ResourcesExhausted` (53200).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
