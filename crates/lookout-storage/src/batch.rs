@@ -13,7 +13,7 @@ use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::compute::{self, take_record_batch};
 use arrow::datatypes::{
     DataType, Date32Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
 use arrow::util::display::FormatOptions;
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::RowGroupMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::{Statistics, ValueStatistics};
@@ -303,9 +303,9 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<(Vec<u8>, BTreeMap<String, 
 }
 
 /// How every data file is written: zstd level 1, row groups of
-/// [`ROW_GROUP_ROWS`], page statistics (for the page index), and no
-/// dictionary for columns whose values rarely repeat, judged from `first`,
-/// the file's first rows.
+/// [`ROW_GROUP_ROWS`], page statistics (for the page index), and per
+/// column, judged from `first`, the file's first rows: no dictionary where
+/// values rarely repeat, and no compression where it would not pay.
 ///
 /// Measurements, latencies, costs, scores and times rarely repeat: their
 /// dictionary grew with nearly every value (a row group of doubles stays
@@ -314,27 +314,128 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<(Vec<u8>, BTreeMap<String, 
 /// Text such as request ids is the same: each row group's dictionary is
 /// built until it passes the limit, then dropped, so every value is
 /// hashed for nothing.
+///
+/// Compression was a fifth of a load's CPU, spent on every byte alike.
+/// Times are stored as bit-packed deltas: a file is a run of slices sorted
+/// by time, so they take fewer bytes than zstd makes of the plain values,
+/// and zstd finds nothing more in them. Text without a dictionary keeps its
+/// lengths apart from its bytes (`DELTA_LENGTH_BYTE_ARRAY`), so zstd reads
+/// fewer bytes and finds more in them. Floating-point columns whose first
+/// values zstd cannot shrink by a tenth (noise-like features) are stored
+/// uncompressed.
 pub fn writer_properties(first: &RecordBatch) -> Result<WriterProperties> {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page);
     for (field, column) in first.schema().fields().iter().zip(first.columns()) {
-        let plain = match field.data_type() {
-            DataType::Float16
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Timestamp(_, _) => true,
-            DataType::Utf8 => mostly_distinct(column.as_string::<i32>()),
-            _ => false,
+        let path = || ColumnPath::from(field.name().as_str());
+        // (no dictionary, its encoding instead, compressed)
+        let (encoding, compressed) = match field.data_type() {
+            DataType::Timestamp(_, _) => (Some(Encoding::DELTA_BINARY_PACKED), false),
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                (Some(Encoding::PLAIN), zstd_pays(column))
+            }
+            DataType::Utf8 if mostly_distinct(column.as_string::<i32>()) => {
+                (Some(Encoding::DELTA_LENGTH_BYTE_ARRAY), true)
+            }
+            _ => (None, true),
         };
-        if plain {
-            props =
-                props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        if let Some(encoding) = encoding {
+            props = props
+                .set_column_dictionary_enabled(path(), false)
+                .set_column_encoding(path(), encoding);
+        }
+        if !compressed {
+            props = props.set_column_compression(path(), Compression::UNCOMPRESSED);
         }
     }
     Ok(props.build())
 }
+
+/// An estimate of the memory held by a Parquet file being written, for a
+/// load's bound on its open files: the bytes encoded so far (finished row
+/// groups, pages and dictionaries) and, for each dictionary or
+/// delta-encoded column, a page's worth of 8-byte values: dictionary keys
+/// are kept as 8-byte integers until their page is encoded, and a delta
+/// encoder keeps the part of its buffer its largest page touched.
+///
+/// Not `ArrowWriter::memory_size`: that counts buffers' capacity, and each
+/// delta encoder reserves 1 MiB when it is made, of which only a page's
+/// bytes are ever touched (a page is at most 20,000 rows), so a file of a
+/// few rows counted megabytes and a load of many partitions finished a file
+/// per slice.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterMemory {
+    page_bytes_per_row: usize,
+    page_rows: usize,
+}
+
+impl WriterMemory {
+    /// The estimate for files of `schema` written with `props`.
+    pub fn new(schema: &Schema, props: &WriterProperties) -> Self {
+        let paged_columns = schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                let path = ColumnPath::from(f.name().as_str());
+                props.dictionary_enabled(&path)
+                    || matches!(
+                        props.encoding(&path),
+                        Some(
+                            Encoding::DELTA_BINARY_PACKED
+                                | Encoding::DELTA_LENGTH_BYTE_ARRAY
+                                | Encoding::DELTA_BYTE_ARRAY
+                        )
+                    )
+            })
+            .count();
+        WriterMemory {
+            page_bytes_per_row: paged_columns * std::mem::size_of::<u64>(),
+            // A page is closed once it reaches its row limit, checked after
+            // each write batch.
+            page_rows: props.data_page_row_count_limit() + props.write_batch_size(),
+        }
+    }
+
+    /// The bytes `writer` holds now.
+    pub fn of(&self, writer: &ArrowWriter<Vec<u8>>) -> usize {
+        let pages = writer.in_progress_rows().min(self.page_rows) * self.page_bytes_per_row;
+        writer.inner().len() + writer.in_progress_size() + pages
+    }
+}
+
+/// Whether zstd level 1 shrinks the first [`COMPRESSION_SAMPLE`] non-null
+/// values of a fixed-width column, as Parquet stores them plain, by at
+/// least a tenth; too few values to tell, or a failure, keep compression.
+fn zstd_pays(column: &ArrayRef) -> bool {
+    let data = column.to_data();
+    let (Some(width), Some(values)) = (data.data_type().primitive_width(), data.buffers().first())
+    else {
+        return true;
+    };
+    let mut plain = Vec::with_capacity(COMPRESSION_SAMPLE * width);
+    for row in (0..data.len())
+        .filter(|&r| data.is_valid(r))
+        .take(COMPRESSION_SAMPLE)
+    {
+        let at = (data.offset() + row) * width;
+        let Some(value) = values.as_slice().get(at..at + width) else {
+            return true;
+        };
+        plain.extend_from_slice(value);
+    }
+    if plain.len() < COMPRESSION_SAMPLE / 4 * width {
+        return true;
+    }
+    match zstd::bulk::compress(&plain, 1) {
+        Ok(packed) => packed.len() * 10 <= plain.len() * 9,
+        Err(_) => true,
+    }
+}
+
+/// Values looked at to decide whether a column is compressed.
+const COMPRESSION_SAMPLE: usize = 8192;
 
 /// Whether nearly all of the first [`DISTINCT_SAMPLE`] non-null values
 /// differ (a dictionary would not pay); too few values to tell keep it.
@@ -959,5 +1060,71 @@ mod tests {
         assert!(!dict("request_id"));
         assert!(dict("model"));
         assert!(dict("few"));
+    }
+
+    /// Times are bit-packed deltas without zstd, distinct text keeps its
+    /// lengths apart; floating-point noise is stored uncompressed, rounded
+    /// measurements compressed; all read back as written.
+    #[test]
+    fn compression_only_where_it_pays() {
+        let n: usize = 20_000;
+        let mut state = 42u64;
+        let mut noise = || {
+            // splitmix64: every mantissa bit varies.
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as f64 / u64::MAX as f64
+        };
+        let noisy: Float64Array = (0..n).map(|_| Some(noise())).collect();
+        let rounded: Float64Array = (0..n)
+            .map(|i| Some(((i * 7919) % 5000) as f64 / 10.0))
+            .collect();
+        let few: Float64Array = (0..n).map(|i| (i < 100).then(&mut noise)).collect();
+        let ts = TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|i| i * 1_000_003));
+        let ids: StringArray = (0..n)
+            .map(|i| (i % 7 != 0).then(|| format!("{:016x}", i * 2_654_435_761)))
+            .collect();
+        let b = RecordBatch::try_from_iter(vec![
+            ("noisy", Arc::new(noisy) as ArrayRef),
+            ("rounded", Arc::new(rounded) as ArrayRef),
+            ("few", Arc::new(few) as ArrayRef),
+            ("ts", Arc::new(ts) as ArrayRef),
+            ("id", Arc::new(ids) as ArrayRef),
+        ])
+        .expect("batch");
+        let props = writer_properties(&b).expect("properties");
+        let compression = |c: &str| props.compression(&ColumnPath::from(c));
+        assert_eq!(compression("noisy"), Compression::UNCOMPRESSED);
+        assert!(matches!(compression("rounded"), Compression::ZSTD(_)));
+        assert!(matches!(compression("few"), Compression::ZSTD(_)));
+        assert_eq!(compression("ts"), Compression::UNCOMPRESSED);
+        assert_eq!(
+            props.encoding(&ColumnPath::from("ts")),
+            Some(Encoding::DELTA_BINARY_PACKED)
+        );
+        let (bytes, _) = encode_parquet(&b).expect("encode");
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let file = SerializedFileReader::new(Bytes::from(bytes.clone())).expect("file");
+        let chunk = |i: usize| file.metadata().row_group(0).column(i).clone();
+        assert_eq!(chunk(0).compression(), Compression::UNCOMPRESSED);
+        assert!(
+            chunk(3)
+                .encodings()
+                .any(|e| e == Encoding::DELTA_BINARY_PACKED)
+        );
+        assert!(
+            chunk(4)
+                .encodings()
+                .any(|e| e == Encoding::DELTA_LENGTH_BYTE_ARRAY)
+        );
+        // Deltas of regular times take a fraction of the plain 8 bytes.
+        assert!(chunk(3).compressed_size() < (n * 8 / 4) as i64);
+        let back = decode_parquet(Bytes::from(bytes)).expect("decode");
+        assert_eq!(
+            compute::concat_batches(&b.schema(), &back).expect("concat"),
+            b
+        );
     }
 }

@@ -25,7 +25,7 @@ use parquet::arrow::ArrowWriter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Storage;
-use crate::batch::{self, WrittenStats};
+use crate::batch::{self, WriterMemory, WrittenStats};
 use crate::error::{Result, StorageError};
 use crate::manifest::FileMeta;
 use crate::manifest::put_new;
@@ -192,12 +192,14 @@ impl PartitionSink {
 /// One file being written.
 struct OpenFile {
     writer: ArrowWriter<Vec<u8>>,
+    /// How the bytes it holds are counted.
+    memory: WriterMemory,
     file_id: u64,
     rows: u64,
     min_time: i64,
     max_time: i64,
     stats: WrittenStats,
-    /// Encoded bytes held: the finished row groups and the one in progress.
+    /// Bytes held, as `memory` counts them.
     bytes: usize,
     last_written: u64,
 }
@@ -264,13 +266,12 @@ impl Encoder {
         let file = match self.open.get_mut(&key) {
             Some(f) => f,
             None => {
-                let writer = ArrowWriter::try_new(
-                    Vec::new(),
-                    rows.schema(),
-                    Some(batch::writer_properties(rows)?),
-                )?;
+                let props = batch::writer_properties(rows)?;
+                let memory = WriterMemory::new(&rows.schema(), &props);
+                let writer = ArrowWriter::try_new(Vec::new(), rows.schema(), Some(props))?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
+                    memory,
                     file_id: self.storage.reserve_file_ids(1),
                     rows: 0,
                     min_time: lo,
@@ -287,7 +288,7 @@ impl Encoder {
         file.min_time = file.min_time.min(lo);
         file.max_time = file.max_time.max(hi);
         file.last_written = self.clock;
-        let bytes = file.writer.memory_size() + file.writer.inner().len();
+        let bytes = file.memory.of(&file.writer);
         self.open_bytes = self.open_bytes + bytes - file.bytes;
         file.bytes = bytes;
         if file.rows >= self.storage.inner.options.target_file_rows as u64 {

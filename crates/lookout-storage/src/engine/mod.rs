@@ -1445,6 +1445,44 @@ pub(super) mod tests {
         assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
     }
 
+    /// Hundreds of partitions written in turns, well within the bound: each
+    /// keeps one file open to the end (what an open file holds is its
+    /// encoded bytes, not the buffers its encoders reserve).
+    #[tokio::test]
+    async fn bulk_load_keeps_many_small_partitions_in_one_file_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(
+            dir.path(),
+            StorageOptions {
+                load_open_bytes: 64 * 1024 * 1024,
+                ..quiet()
+            },
+        )
+        .await
+        .expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        let models: Vec<String> = (0..300).map(|m| format!("model-{m:03}")).collect();
+        let slices: Vec<Result<RecordBatch>> = (0..4i64)
+            .flat_map(|turn| {
+                models.iter().map(move |m| {
+                    let ts: Vec<i64> = (0..50i64).map(|r| (turn * 50 + r) * 1_000_000).collect();
+                    Ok(batch(&ts, m))
+                })
+            })
+            .collect();
+        let loaded = s
+            .bulk_load("t", futures::stream::iter(slices))
+            .await
+            .expect("load");
+        assert_eq!(loaded, 300 * 200);
+        let snap = s.snapshot("t").expect("snapshot");
+        let rows: Vec<u64> = snap.files.iter().map(|f| f.rows).collect();
+        assert_eq!(rows.len(), 300, "{rows:?}");
+        assert!(rows.iter().all(|r| *r == 200), "{rows:?}");
+    }
+
     /// A load of many partitions, out of time order, through a bound so
     /// small that files are finished early: every row lands once, each file
     /// holds one partition with its true time range and statistics, and a
