@@ -29,6 +29,7 @@ use parquet::schema::types::ColumnPath;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::error::{Result, StorageError};
+use crate::file_buffer::FileBuffer;
 use crate::manifest::{ColumnStats, StatValue};
 use crate::schema::TableDef;
 
@@ -366,14 +367,14 @@ pub fn writer_properties(first: &RecordBatch) -> Result<WriterProperties> {
 /// few rows counted megabytes and a load of many partitions finished a file
 /// per slice.
 #[derive(Debug, Clone, Copy)]
-pub struct WriterMemory {
+pub(crate) struct WriterMemory {
     page_bytes_per_row: usize,
     page_rows: usize,
 }
 
 impl WriterMemory {
     /// The estimate for files of `schema` written with `props`.
-    pub fn new(schema: &Schema, props: &WriterProperties) -> Self {
+    pub(crate) fn new(schema: &Schema, props: &WriterProperties) -> Self {
         let paged_columns = schema
             .fields()
             .iter()
@@ -399,7 +400,7 @@ impl WriterMemory {
     }
 
     /// The bytes `writer` holds now.
-    pub fn of(&self, writer: &ArrowWriter<Vec<u8>>) -> usize {
+    pub(crate) fn of(&self, writer: &ArrowWriter<FileBuffer>) -> usize {
         let pages = writer.in_progress_rows().min(self.page_rows) * self.page_bytes_per_row;
         writer.inner().len() + writer.in_progress_size() + pages
     }

@@ -14,6 +14,7 @@ pub mod batch;
 pub mod clock;
 mod engine;
 mod error;
+mod file_buffer;
 mod lease;
 pub mod manifest;
 mod metrics;

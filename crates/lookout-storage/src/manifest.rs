@@ -305,11 +305,11 @@ impl Manifest {
 pub(crate) async fn put_new(
     store: &dyn ObjectStore,
     path: &Path,
-    bytes: Vec<u8>,
+    bytes: impl Into<PutPayload>,
 ) -> object_store::Result<object_store::PutResult> {
     let opts = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    store.put_opts(path, PutPayload::from(bytes), opts).await
+    store.put_opts(path, bytes.into(), opts).await
 }

@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::Storage;
 use crate::batch::{self, WriterMemory, WrittenStats};
 use crate::error::{Result, StorageError};
+use crate::file_buffer::FileBuffer;
 use crate::manifest::FileMeta;
 use crate::manifest::put_new;
 use crate::schema::TableDef;
@@ -191,7 +192,7 @@ impl PartitionSink {
 
 /// One file being written.
 struct OpenFile {
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<FileBuffer>,
     /// How the bytes it holds are counted.
     memory: WriterMemory,
     file_id: u64,
@@ -268,7 +269,7 @@ impl Encoder {
             None => {
                 let props = batch::writer_properties(rows)?;
                 let memory = WriterMemory::new(&rows.schema(), &props);
-                let writer = ArrowWriter::try_new(Vec::new(), rows.schema(), Some(props))?;
+                let writer = ArrowWriter::try_new(FileBuffer::new(), rows.schema(), Some(props))?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
                     memory,
@@ -348,9 +349,10 @@ impl Encoder {
         // Stored on the runtime while this thread goes on encoding.
         let store = std::sync::Arc::clone(&self.storage.inner.store);
         let size = bytes.len();
-        let put = self
-            .runtime
-            .spawn(async move { put_new(store.as_ref(), &Path::from(path.as_str()), bytes).await });
+        let payload = bytes.into_payload();
+        let put = self.runtime.spawn(async move {
+            put_new(store.as_ref(), &Path::from(path.as_str()), payload).await
+        });
         self.puts.push_back((put, size));
         self.put_bytes += size;
         self.stored.push(meta);
