@@ -20,7 +20,8 @@ const MAX_CHUNK: usize = 8 * 1024 * 1024;
 
 /// Bytes written so far, in chunks. Each new chunk is as large as all the
 /// chunks before it (between [`FIRST_CHUNK`] and [`MAX_CHUNK`]), so a file
-/// takes few chunks and wastes at most the room left in the last one.
+/// takes few chunks; the room a chunk leaves when the next write does not
+/// fit is left unwritten (the bound on open files counts bytes written).
 #[derive(Debug, Default)]
 pub(crate) struct FileBuffer {
     full: Vec<Bytes>,
