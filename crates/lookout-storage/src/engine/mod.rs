@@ -1073,6 +1073,16 @@ pub(super) mod tests {
         .expect("batch")
     }
 
+    /// A storage in `dir` opened with `options`, holding the empty table
+    /// `t` of [`schema`].
+    pub(super) async fn with_table_t(dir: &std::path::Path, options: StorageOptions) -> Storage {
+        let s = Storage::open(dir, options).await.expect("open");
+        s.create_table("t", &schema(), CreateTable::default(), false)
+            .await
+            .expect("create");
+        s
+    }
+
     pub(super) fn quiet() -> StorageOptions {
         StorageOptions {
             background: false,
@@ -1451,18 +1461,14 @@ pub(super) mod tests {
     #[tokio::test]
     async fn bulk_load_keeps_many_small_partitions_in_one_file_each() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Storage::open(
+        let s = with_table_t(
             dir.path(),
             StorageOptions {
                 load_open_bytes: 64 * 1024 * 1024,
                 ..quiet()
             },
         )
-        .await
-        .expect("open");
-        s.create_table("t", &schema(), CreateTable::default(), false)
-            .await
-            .expect("create");
+        .await;
         let models: Vec<String> = (0..300).map(|m| format!("model-{m:03}")).collect();
         let slices: Vec<Result<RecordBatch>> = (0..4i64)
             .flat_map(|turn| {
@@ -1490,7 +1496,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn bulk_load_streams_partitions_under_a_memory_bound() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = Storage::open(
+        let s = with_table_t(
             dir.path(),
             StorageOptions {
                 load_open_bytes: 16 * 1024,
@@ -1498,11 +1504,7 @@ pub(super) mod tests {
                 ..quiet()
             },
         )
-        .await
-        .expect("open");
-        s.create_table("t", &schema(), CreateTable::default(), false)
-            .await
-            .expect("create");
+        .await;
         let models = ["a", "b", "c", "d", "e"];
         let make = |round: i64| -> Vec<Result<RecordBatch>> {
             (0..40i64)
