@@ -10,8 +10,11 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use lookout_storage::{CreateTable, StorageError};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::properties::WriterProperties;
 
 use crate::Lookout;
@@ -99,13 +102,13 @@ pub(crate) async fn import_opened(
     let reader = std::thread::spawn(move || {
         let mut rows = 0u64;
         for (path, file) in files {
-            let opened = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| open_error(&path, e))
-                .and_then(|b| {
-                    b.with_batch_size(128 * 1024)
+            let opened = reader_metadata(&file)
+                .and_then(|metadata| {
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+                        .with_batch_size(128 * 1024)
                         .build()
-                        .map_err(|e| open_error(&path, e))
-                });
+                })
+                .map_err(|e| open_error(&path, e));
             let reader = match opened {
                 Ok(r) => r,
                 Err(e) => {
@@ -134,6 +137,67 @@ pub(crate) async fn import_opened(
     let loaded = lookout.ingest().bulk_load(table, rx).await;
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     loaded
+}
+
+/// How a file to import is read: as its schema says, except that text
+/// columns whose every chunk is dictionary-encoded with a small dictionary
+/// are read as Arrow dictionaries. The reader then hands over the file's
+/// dictionary and its keys instead of expanding every value, and the load
+/// moves keys (see `conform_keeping_dictionaries` in storage); the files it
+/// writes hold the text as text.
+fn reader_metadata(file: &std::fs::File) -> parquet::errors::Result<ArrowReaderMetadata> {
+    let metadata = ArrowReaderMetadata::load(file, ArrowReaderOptions::new())?;
+    let parquet = metadata.metadata();
+    let columns = parquet.file_metadata().schema_descr();
+    let schema = metadata.schema();
+    let mut kept = false;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let leaf = (0..columns.num_columns())
+                .find(|&i| columns.column(i).path().parts() == [field.name().as_str()]);
+            let small_dictionaries = |leaf: usize| {
+                parquet.num_row_groups() > 0
+                    && parquet
+                        .row_groups()
+                        .iter()
+                        .all(|rg| only_small_dictionary(rg.column(leaf)))
+            };
+            if field.data_type() == &DataType::Utf8 && leaf.is_some_and(small_dictionaries) {
+                kept = true;
+                let text =
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+                field.as_ref().clone().with_data_type(text)
+            } else {
+                field.as_ref().clone()
+            }
+        })
+        .collect();
+    if !kept {
+        return Ok(metadata);
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    ArrowReaderMetadata::try_new(
+        Arc::clone(parquet),
+        ArrowReaderOptions::new().with_schema(Arc::new(schema)),
+    )
+}
+
+/// Largest dictionary page (compressed, with its header) of a column read
+/// as an Arrow dictionary: each slice of a load carries the dictionary with
+/// its keys, and past a few thousand values the text is better copied.
+const MAX_KEPT_DICTIONARY_BYTES: i64 = 64 * 1024;
+
+/// Whether every data page of a column chunk is dictionary-encoded (the
+/// writer never fell back to plain values) and its dictionary is small.
+fn only_small_dictionary(chunk: &ColumnChunkMetaData) -> bool {
+    let Some(dictionary_at) = chunk.dictionary_page_offset() else {
+        return false;
+    };
+    chunk.page_encoding_stats_mask().is_some_and(|pages| {
+        pages.is_only(Encoding::RLE_DICTIONARY) || pages.is_only(Encoding::PLAIN_DICTIONARY)
+    }) && chunk.data_page_offset() - dictionary_at <= MAX_KEPT_DICTIONARY_BYTES
 }
 
 /// Writes query results to a server-side file; returns the row count.
@@ -198,4 +262,85 @@ pub(crate) async fn export_file(
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, AsArray, StringArray, TimestampMicrosecondArray};
+    use arrow::compute::{cast, concat_batches};
+
+    use super::*;
+
+    /// Text whose chunks are all dictionary pages with a small dictionary
+    /// is read as a dictionary; text the writer stopped encoding with a
+    /// dictionary, or with a large one, is read as text; the values are the
+    /// same either way.
+    #[test]
+    fn low_cardinality_text_is_read_as_dictionaries() {
+        let rows = 10_000usize;
+        let text = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..rows).map(f)))
+        };
+        let times =
+            TimestampMicrosecondArray::from_iter_values(0..rows as i64).with_timezone("UTC");
+        let written = RecordBatch::try_from_iter(vec![
+            ("ts", Arc::new(times) as ArrayRef),
+            (
+                "segment",
+                text(&|i| ["free", "pro", "team"][i % 3].to_string()),
+            ),
+            ("request_id", text(&|i| format!("request-{i:08}"))),
+            ("prompt", text(&|i| format!("{:0>60}", i % 5_000))),
+        ])
+        .expect("batch");
+        let mut file = tempfile::tempfile().expect("tempfile");
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(4_000))
+            .set_column_dictionary_page_size_limit("request_id".into(), 4 * 1024)
+            .build();
+        let mut writer = ArrowWriter::try_new(
+            file.try_clone().expect("clone"),
+            written.schema(),
+            Some(props),
+        )
+        .expect("writer");
+        writer.write(&written).expect("write");
+        writer.close().expect("close");
+
+        let metadata = reader_metadata(&file).expect("metadata");
+        let types: Vec<&DataType> = metadata
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        assert_eq!(types[1], &dictionary, "few values");
+        assert_eq!(
+            types[2],
+            &DataType::Utf8,
+            "the writer fell back to plain pages"
+        );
+        assert_eq!(types[3], &DataType::Utf8, "a dictionary of 300 KB");
+
+        use std::io::Seek;
+        file.rewind().expect("rewind");
+        let read: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+                .with_batch_size(3_000)
+                .build()
+                .expect("reader")
+                .collect::<std::result::Result<_, _>>()
+                .expect("read");
+        let read = concat_batches(&read[0].schema(), &read).expect("concat");
+        for (i, column) in written.columns().iter().enumerate() {
+            let got = cast(read.column(i), column.data_type()).expect("cast");
+            assert_eq!(&got, column, "column {i}");
+        }
+        assert!(
+            read.column(1)
+                .as_dictionary_opt::<arrow::datatypes::Int32Type>()
+                .is_some()
+        );
+    }
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Float64Array, PrimitiveArray,
-    RecordBatch, StringArray, TimestampMicrosecondArray, new_null_array,
+    RecordBatch, StringArray, TimestampMicrosecondArray, TypedDictionaryArray, new_null_array,
 };
 use arrow::compute::kernels::cast::{CastOptions, cast_with_options};
 use arrow::compute::{self, take_record_batch};
+use arrow::datatypes::ArrowNativeType;
 use arrow::datatypes::{
     DataType, Date32Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
@@ -62,6 +63,40 @@ pub fn register_value_format(format: Box<dyn ValueFormat>) {
 /// columns filled with NULL, values cast to the column types. Errors name the
 /// column and the first offending row (1-based).
 pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Result<RecordBatch> {
+    conform_to(batch, def, schema, false)
+}
+
+/// Like [`conform`], except that a text column given as a dictionary of
+/// text (`Dictionary(Int32, Utf8)`, without NULL values in the dictionary)
+/// stays one, and the batch's schema says so: a bulk load then moves
+/// 4-byte keys where it would copy strings, and the Parquet writer takes
+/// the dictionary as the text it stands for. Only for rows bound for
+/// [`split_partitions`] and the writer; columns of a type with a
+/// [`ValueFormat`] are still checked as text.
+pub fn conform_keeping_dictionaries(
+    batch: &RecordBatch,
+    def: &TableDef,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    conform_to(batch, def, schema, true)
+}
+
+/// Whether `column` is text kept as a dictionary by
+/// [`conform_keeping_dictionaries`] for a column declared as `field`.
+fn is_kept_dictionary(field: &Field, column: &ArrayRef) -> bool {
+    field.data_type() == &DataType::Utf8
+        && crate::schema::sql_type_of(field).is_none()
+        && column.as_dictionary_opt::<Int32Type>().is_some_and(|d| {
+            d.values().data_type() == &DataType::Utf8 && d.values().null_count() == 0
+        })
+}
+
+fn conform_to(
+    batch: &RecordBatch,
+    def: &TableDef,
+    schema: &SchemaRef,
+    keep_dictionaries: bool,
+) -> Result<RecordBatch> {
     let input = batch.schema();
     for f in input.fields() {
         if schema.field_with_name(f.name()).is_err() {
@@ -77,11 +112,15 @@ pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Resul
         format_options: FormatOptions::default(),
     };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    let mut kept_dictionaries = false;
     for field in schema.fields() {
         let column = match input.index_of(field.name()) {
             Ok(i) => {
                 let col = batch.column(i);
-                if col.data_type() == field.data_type() {
+                if keep_dictionaries && is_kept_dictionary(field, col) {
+                    kept_dictionaries = true;
+                    Arc::clone(col)
+                } else if col.data_type() == field.data_type() {
                     Arc::clone(col)
                 } else {
                     cast_with_options(col, field.data_type(), &cast_opts).map_err(|e| {
@@ -118,7 +157,18 @@ pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Resul
         }
         columns.push(column);
     }
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    let schema = if kept_dictionaries {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    } else {
+        Arc::clone(schema)
+    };
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn first_bad_cast_row(col: &ArrayRef, to: &DataType) -> Option<usize> {
@@ -187,12 +237,9 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
     let bucket = def.options.bucket_micros;
     let times = time_values(batch, def)?;
     let parts = match &def.options.partition_column {
-        Some(p) => Some(
-            batch
-                .column_by_name(p)
-                .ok_or_else(|| StorageError::Corrupt("partition column missing".into()))?
-                .as_string::<i32>(),
-        ),
+        Some(p) => Some(TextColumn::of(batch.column_by_name(p).ok_or_else(
+            || StorageError::Corrupt("partition column missing".into()),
+        )?)?),
         None => None,
     };
     // Rows of one partition usually come in runs, so each row is first
@@ -202,7 +249,7 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
     let mut groups: Vec<(Key, Vec<u32>)> = Vec::new();
     let mut last: Option<(Key, usize)> = None;
     for (i, t) in times.values().iter().enumerate() {
-        let p = parts.and_then(|a| a.is_valid(i).then(|| a.value(i)));
+        let p = parts.as_ref().and_then(|a| a.value(i));
         let key = (p, bucket_start(*t, bucket));
         let g = match last {
             Some((k, g)) if k == key => g,
@@ -224,6 +271,36 @@ pub fn split_partitions(batch: &RecordBatch, def: &TableDef) -> Result<Vec<Parti
         });
     }
     Ok(out)
+}
+
+/// A text column as [`conform_keeping_dictionaries`] leaves it.
+enum TextColumn<'a> {
+    Plain(&'a StringArray),
+    Dictionary(TypedDictionaryArray<'a, Int32Type, StringArray>),
+}
+
+impl<'a> TextColumn<'a> {
+    fn of(column: &'a ArrayRef) -> Result<Self> {
+        if let Some(text) = column.as_string_opt::<i32>() {
+            return Ok(TextColumn::Plain(text));
+        }
+        column
+            .as_dictionary_opt::<Int32Type>()
+            .and_then(|d| d.downcast_dict::<StringArray>())
+            .map(TextColumn::Dictionary)
+            .ok_or_else(|| StorageError::Corrupt("partition column is not text".into()))
+    }
+
+    /// The value of row `i`, `None` for NULL.
+    fn value(&self, i: usize) -> Option<&'a str> {
+        match self {
+            TextColumn::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            TextColumn::Dictionary(d) => {
+                let key = d.keys().is_valid(i).then(|| d.keys().value(i).as_usize())?;
+                d.values().is_valid(key).then(|| d.values().value(key))
+            }
+        }
+    }
 }
 
 /// The rows ordered by the time column (stable; a no-op when already sorted).

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
@@ -72,7 +73,9 @@ struct EncoderResult {
 }
 
 impl PartitionSink {
-    pub(super) fn new(storage: &Storage, def: &TableDef) -> Self {
+    /// A sink for rows of `def`, whose files are written with `schema`
+    /// (the table's: text sent as a dictionary is written as text).
+    pub(super) fn new(storage: &Storage, def: &TableDef, schema: SchemaRef) -> Self {
         let encoders = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(2, MAX_ENCODERS);
@@ -83,6 +86,7 @@ impl PartitionSink {
             let encoder = Encoder {
                 storage: storage.clone(),
                 def: def.clone(),
+                schema: Arc::clone(&schema),
                 open: HashMap::new(),
                 open_bytes: 0,
                 open_bytes_limit: storage.inner.options.load_open_bytes / encoders,
@@ -208,6 +212,8 @@ struct OpenFile {
 struct Encoder {
     storage: Storage,
     def: TableDef,
+    /// The schema files are written with.
+    schema: SchemaRef,
     open: HashMap<PartitionKey, OpenFile>,
     open_bytes: usize,
     open_bytes_limit: usize,
@@ -268,8 +274,9 @@ impl Encoder {
             Some(f) => f,
             None => {
                 let props = batch::writer_properties(rows)?;
-                let memory = WriterMemory::new(&rows.schema(), &props);
-                let writer = ArrowWriter::try_new(FileBuffer::new(), rows.schema(), Some(props))?;
+                let memory = WriterMemory::new(&self.schema, &props);
+                let writer =
+                    ArrowWriter::try_new(FileBuffer::new(), Arc::clone(&self.schema), Some(props))?;
                 self.open.entry(key.clone()).or_insert(OpenFile {
                     writer,
                     memory,
@@ -277,7 +284,7 @@ impl Encoder {
                     rows: 0,
                     min_time: lo,
                     max_time: hi,
-                    stats: WrittenStats::new(rows.schema()),
+                    stats: WrittenStats::new(Arc::clone(&self.schema)),
                     bytes: 0,
                     last_written: 0,
                 })

@@ -1455,6 +1455,118 @@ pub(super) mod tests {
         assert_eq!(s.snapshot("t").expect("snap").files.len(), 2);
     }
 
+    /// Text given as dictionaries (as an import reads low-cardinality
+    /// columns) is loaded as the text it stands for, mixed in one file
+    /// with text given plainly; the files say text, and a dictionary with
+    /// NULL among its values, or a NULL key in a NOT NULL column, is
+    /// handled as the same text would be.
+    #[tokio::test]
+    async fn bulk_load_takes_text_given_as_dictionaries() {
+        use arrow::array::{ArrayRef, DictionaryArray, Int32Array};
+        use arrow::datatypes::Int32Type;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Storage::open(dir.path(), quiet()).await.expect("open");
+        let table = Arc::new(Schema::new(vec![
+            Field::new("ts", crate::schema::time_type(), false),
+            Field::new("model", DataType::Utf8, false),
+            Field::new("tag", DataType::Utf8, true),
+        ]));
+        s.create_table("d", &table, CreateTable::default(), false)
+            .await
+            .expect("create");
+        let dictionary = |keys: Vec<Option<i32>>, values: Vec<Option<&str>>| -> ArrayRef {
+            Arc::new(
+                DictionaryArray::<Int32Type>::try_new(
+                    Int32Array::from(keys),
+                    Arc::new(StringArray::from(values)),
+                )
+                .expect("dictionary"),
+            )
+        };
+        let rows = |ts: Vec<i64>, model: ArrayRef, tag: ArrayRef| -> Result<RecordBatch> {
+            let ts = Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC"));
+            Ok(RecordBatch::try_from_iter(vec![
+                ("ts", ts as ArrayRef),
+                ("model", model),
+                ("tag", tag),
+            ])?)
+        };
+        let load = vec![
+            rows(
+                vec![4, 1, 3, 2],
+                dictionary(
+                    vec![Some(0), Some(1), Some(1), Some(0)],
+                    vec![Some("b"), Some("a")],
+                ),
+                dictionary(
+                    vec![Some(1), None, Some(0), Some(1)],
+                    vec![Some("x"), Some("y")],
+                ),
+            ),
+            rows(
+                vec![5, 6],
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(StringArray::from(vec![Some("z"), None])),
+            ),
+            rows(
+                vec![7, 8],
+                dictionary(vec![Some(0), Some(0)], vec![Some("a")]),
+                dictionary(vec![Some(0), Some(1)], vec![None, Some("w")]),
+            ),
+        ];
+        assert_eq!(
+            s.bulk_load("d", futures::stream::iter(load))
+                .await
+                .expect("load"),
+            8
+        );
+        let snap = s.snapshot("d").expect("snapshot");
+        assert_eq!(snap.files.len(), 2, "one file per model");
+        let mut loaded = Vec::new();
+        for f in snap.files.iter() {
+            let bytes = std::fs::read(dir.path().join("data").join(&f.path)).expect("read");
+            let parts = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
+            let all = arrow::compute::concat_batches(&parts[0].schema(), &parts).expect("concat");
+            assert_eq!(all.schema(), table, "files hold text as text");
+            assert_eq!(batch::column_stats(&all).expect("stats"), f.stats);
+            let ts = all
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let (model, tag) = (
+                all.column(1).as_string::<i32>(),
+                all.column(2).as_string::<i32>(),
+            );
+            for r in 0..all.num_rows() {
+                let tag = tag.is_valid(r).then(|| tag.value(r).to_string());
+                loaded.push((ts.value(r), model.value(r).to_string(), tag));
+            }
+        }
+        loaded.sort();
+        let text = |v: &str| Some(v.to_string());
+        let expected = vec![
+            (1, "a".to_string(), None),
+            (2, "b".to_string(), text("y")),
+            (3, "a".to_string(), text("x")),
+            (4, "b".to_string(), text("y")),
+            (5, "a".to_string(), text("z")),
+            (6, "b".to_string(), None),
+            (7, "a".to_string(), None),
+            (8, "a".to_string(), text("w")),
+        ];
+        assert_eq!(loaded, expected);
+        let null_model = rows(
+            vec![9],
+            dictionary(vec![None], vec![Some("a")]),
+            Arc::new(StringArray::from(vec![Some("v")])),
+        );
+        let err = s
+            .bulk_load("d", futures::stream::iter(vec![null_model]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::NotNull(_)), "{err}");
+        assert_eq!(live_rows(&s, "d"), 8);
+    }
+
     /// Hundreds of partitions written in turns, well within the bound: each
     /// keeps one file open to the end (what an open file holds is its
     /// encoded bytes, not the buffers its encoders reserve).

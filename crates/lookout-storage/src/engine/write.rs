@@ -207,12 +207,13 @@ impl Storage {
             let schema = def.schema()?;
             (def, schema)
         };
-        let mut sink = PartitionSink::new(self, &def);
+        let mut sink = PartitionSink::new(self, &def, Arc::clone(&schema));
         let mut rows = 0u64;
         let streamed: Result<()> = async {
             while let Some(next) = batches.next().await {
                 let input = next?;
-                let b = batch::conform(&input, &def, &schema).map_err(|e| offset_error(e, rows))?;
+                let b = batch::conform_keeping_dictionaries(&input, &def, &schema)
+                    .map_err(|e| offset_error(e, rows))?;
                 self.check_horizon(&def, &b)
                     .map_err(|e| offset_error(e, rows))?;
                 rows += b.num_rows() as u64;
