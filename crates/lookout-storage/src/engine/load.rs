@@ -3,27 +3,28 @@
 //! bytes (a tenth of the decoded rows) instead of every decoded row until
 //! the end, and encoding runs beside decoding instead of after it.
 //!
-//! Partitions are spread over encoder threads, so each writer is owned by
-//! one thread and rows of one partition keep their order. The threads'
-//! queues share one budget of decoded bytes: a thread behind on a busy
-//! partition does not stop the caller from feeding the others, which an
-//! equal cap per queue did (partitions' traffic is skewed, so one queue
-//! filled while the other thread idled).
+//! Rows are queued per partition, and an idle encoder thread takes the
+//! partition whose rows have waited longest, with its open file: one
+//! encoder writes a partition at a time, so its rows keep their order, and
+//! no thread idles while another has rows waiting. (Partitions tied to one
+//! thread each left a core idle at the end of a load while the other worked
+//! through its queue.) The queues share one budget of decoded bytes.
 //!
 //! A file is finished when it reaches the target row count, or, when the
 //! open files' bytes pass the memory bound, the file written to least
 //! recently is finished first: loads in time order (the usual case) then
-//! finish each day's files as the load moves past that day.
+//! finish each day's files as the load moves past that day. Once all rows
+//! are sent, the encoders finish the open files between them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Storage;
 use crate::batch::{self, WriterMemory, WrittenStats};
@@ -37,33 +38,181 @@ use crate::schema::TableDef;
 pub(super) type PartitionKey = (Option<String>, i64);
 
 /// Encoder threads: one per core, at least two, at most [`MAX_ENCODERS`].
-/// Each holds its partitions' open files within its share of
-/// `[storage] load_memory`, so more threads than cores would finish files
-/// of partitions still being written (four threads on two cores made 69
-/// files of the bench load where two made 56), for no gain once the queues
-/// share a budget.
 const MAX_ENCODERS: usize = 16;
-/// Decoded bytes queued for all encoders before the caller waits, in KiB.
+/// Decoded bytes queued for the encoders before the caller waits, in KiB.
 const QUEUED_KIB: usize = 128 * 1024;
 
-enum Job {
-    /// A partition's rows, and their share of the queue budget, given back
-    /// once they are encoded.
-    Rows(PartitionKey, RecordBatch, OwnedSemaphorePermit),
-    /// All rows were sent: finish every file and report.
-    Finish,
-}
+/// Rows queued for a partition, with their share of the queue budget,
+/// given back once they are encoded.
+type Queued = (RecordBatch, OwnedSemaphorePermit);
 
 /// The encoder threads of one bulk load.
 pub(super) struct PartitionSink {
     storage: Storage,
-    senders: Vec<mpsc::UnboundedSender<Job>>,
-    /// The queue budget, in KiB of decoded rows.
-    room: Arc<Semaphore>,
-    /// The encoder of each partition seen, and the rows sent to each encoder.
-    lanes: HashMap<PartitionKey, usize>,
-    sent: Vec<u64>,
+    shared: Arc<Shared>,
     workers: Vec<tokio::task::JoinHandle<EncoderResult>>,
+}
+
+/// What the encoders of one load share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when rows are queued, a partition is put back, or the
+    /// load ends.
+    changed: Condvar,
+    /// The queue budget, in KiB of decoded rows; closed when an encoder
+    /// fails, so that the caller stops sending.
+    room: Arc<Semaphore>,
+    /// `[storage] load_open_bytes`.
+    open_bytes_limit: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the load and wakes every encoder. `Abandon` overrides
+    /// `Finish` (an encoder failed while the files were being finished).
+    fn end(&self, end: End) {
+        let mut state = self.lock();
+        if state.end != Some(End::Abandon) {
+            state.end = Some(end);
+        }
+        if end == End::Abandon {
+            // Their permits go back, and the caller's next send fails.
+            for p in state.partitions.values_mut() {
+                p.queued.clear();
+            }
+            state.ready.clear();
+            self.room.close();
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    partitions: HashMap<PartitionKey, Partition>,
+    /// Partitions with rows queued and no encoder on them, longest
+    /// waiting first.
+    ready: VecDeque<PartitionKey>,
+    /// Bytes held by open files, as [`WriterMemory`] counts them.
+    open_bytes: usize,
+    /// Bytes of finished files not yet stored: they count against the
+    /// memory bound with the open files.
+    put_bytes: usize,
+    /// Ticks at each partition put back, for "written to least recently".
+    clock: u64,
+    end: Option<End>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// All rows were sent: finish every file.
+    Finish,
+    /// The load failed or was dropped: keep nothing.
+    Abandon,
+}
+
+#[derive(Default)]
+struct Partition {
+    queued: VecDeque<Queued>,
+    /// The open file; `None` when none is open, or an encoder holds it.
+    file: Option<OpenFile>,
+    /// An encoder is writing the partition's rows.
+    busy: bool,
+    /// The bytes of its open file counted in [`State::open_bytes`].
+    bytes: usize,
+    last_written: u64,
+}
+
+/// What an encoder does next.
+enum Task {
+    /// Append a partition's queued rows to its file (if one is open).
+    Write(PartitionKey, VecDeque<Queued>, Option<OpenFile>),
+    /// Finish a file: the memory bound, or the end of the load.
+    Finish(PartitionKey, OpenFile),
+    /// The load ended and nothing is left to do.
+    Stop(End),
+}
+
+impl State {
+    /// The next task, or `None` to wait for one.
+    fn next_task(&mut self, open_bytes_limit: usize) -> Option<Task> {
+        match self.end {
+            Some(End::Abandon) => return Some(Task::Stop(End::Abandon)),
+            Some(End::Finish) if self.ready.is_empty() => {
+                return Some(match self.take_file(|_| true) {
+                    Some((key, file)) => Task::Finish(key, file),
+                    None if self.partitions.values().any(|p| p.busy) => return None,
+                    None => Task::Stop(End::Finish),
+                });
+            }
+            _ => {}
+        }
+        if self.open_bytes > open_bytes_limit
+            && let Some((key, file)) = self.take_file(|p| p.last_written)
+        {
+            return Some(Task::Finish(key, file));
+        }
+        let key = self.ready.pop_front()?;
+        let p = self.partitions.get_mut(&key)?;
+        p.busy = true;
+        let rows = std::mem::take(&mut p.queued);
+        let file = p.file.take();
+        Some(Task::Write(key, rows, file))
+    }
+
+    /// Takes the open file, of a partition no encoder holds, that `rank`
+    /// puts first.
+    fn take_file<R: Ord>(
+        &mut self,
+        rank: impl Fn(&Partition) -> R,
+    ) -> Option<(PartitionKey, OpenFile)> {
+        let (key, p) = self
+            .partitions
+            .iter_mut()
+            .filter(|(_, p)| !p.busy && p.file.is_some())
+            .min_by_key(|(_, p)| rank(p))?;
+        let file = p.file.take()?;
+        self.open_bytes -= p.bytes;
+        p.bytes = 0;
+        let key = key.clone();
+        self.forget_if_idle(&key);
+        Some((key, file))
+    }
+
+    /// Drops a partition with no open file, no rows queued and no encoder
+    /// on it, so that the partitions scanned stay those a load holds.
+    fn forget_if_idle(&mut self, key: &PartitionKey) {
+        if self
+            .partitions
+            .get(key)
+            .is_some_and(|p| !p.busy && p.file.is_none() && p.queued.is_empty())
+        {
+            self.partitions.remove(key);
+        }
+    }
+
+    /// Puts back a partition an encoder wrote to, with its open file.
+    fn put_back(&mut self, key: PartitionKey, file: Option<OpenFile>) {
+        self.clock += 1;
+        let Some(p) = self.partitions.get_mut(&key) else {
+            return;
+        };
+        let bytes = file.as_ref().map_or(0, |f| f.bytes);
+        self.open_bytes = self.open_bytes - p.bytes + bytes;
+        p.bytes = bytes;
+        p.file = file;
+        p.busy = false;
+        p.last_written = self.clock;
+        if p.queued.is_empty() {
+            self.forget_if_idle(&key);
+        } else {
+            self.ready.push_back(key);
+        }
+    }
 }
 
 /// What an encoder stored, and the first error that stopped it.
@@ -79,73 +228,62 @@ impl PartitionSink {
         let encoders = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(2, MAX_ENCODERS);
-        let mut senders = Vec::with_capacity(encoders);
-        let mut workers = Vec::with_capacity(encoders);
-        for _ in 0..encoders {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let encoder = Encoder {
-                storage: storage.clone(),
-                def: def.clone(),
-                schema: Arc::clone(&schema),
-                open: HashMap::new(),
-                open_bytes: 0,
-                open_bytes_limit: storage.inner.options.load_open_bytes / encoders,
-                put_bytes: 0,
-                clock: 0,
-                stored: Vec::new(),
-                puts: VecDeque::new(),
-                runtime: tokio::runtime::Handle::current(),
-            };
-            senders.push(tx);
-            workers.push(tokio::task::spawn_blocking(move || encoder.run(rx)));
-        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            room: Arc::new(Semaphore::new(QUEUED_KIB)),
+            open_bytes_limit: storage.inner.options.load_open_bytes,
+        });
+        let workers = (0..encoders)
+            .map(|_| {
+                let encoder = Encoder {
+                    storage: storage.clone(),
+                    def: def.clone(),
+                    schema: Arc::clone(&schema),
+                    shared: Arc::clone(&shared),
+                    stored: Vec::new(),
+                    puts: VecDeque::new(),
+                    runtime: tokio::runtime::Handle::current(),
+                };
+                tokio::task::spawn_blocking(move || encoder.run())
+            })
+            .collect();
         PartitionSink {
             storage: storage.clone(),
-            room: Arc::new(Semaphore::new(QUEUED_KIB)),
-            sent: vec![0; senders.len()],
-            senders,
-            lanes: HashMap::new(),
+            shared,
             workers,
         }
     }
 
     /// Queues one partition's rows (sorted by time); waits while the rows
-    /// queued for all encoders fill the budget. An error means an encoder
+    /// queued for the encoders fill the budget. An error means an encoder
     /// stopped; its cause comes from [`PartitionSink::finish`].
     pub(super) async fn send(&mut self, key: PartitionKey, rows: RecordBatch) -> Result<()> {
-        let n = rows.num_rows() as u64;
-        let lane = match self.lanes.get(&key) {
-            Some(lane) => *lane,
-            None => {
-                // A new partition goes to the encoder that was sent the
-                // fewest rows, which keeps both busy when few partitions
-                // are active at a time (a load in time order).
-                let lane = (0..self.sent.len())
-                    .min_by_key(|i| self.sent[*i])
-                    .unwrap_or(0);
-                self.lanes.insert(key.clone(), lane);
-                lane
-            }
-        };
-        self.sent[lane] += n;
+        let stopped = || StorageError::Corrupt("a bulk-load encoder stopped".into());
         // A slice larger than the whole budget waits for all of it.
         let kib = (rows.get_array_memory_size() / 1024).clamp(1, QUEUED_KIB) as u32;
-        let permit = Arc::clone(&self.room)
+        let permit = Arc::clone(&self.shared.room)
             .acquire_many_owned(kib)
             .await
-            .map_err(|_| StorageError::Corrupt("a bulk-load queue closed".into()))?;
-        self.senders[lane]
-            .send(Job::Rows(key, rows, permit))
-            .map_err(|_| StorageError::Corrupt("a bulk-load encoder stopped".into()))
+            .map_err(|_| stopped())?;
+        let mut state = self.shared.lock();
+        if state.end.is_some() {
+            return Err(stopped());
+        }
+        let p = state.partitions.entry(key.clone()).or_default();
+        p.queued.push_back((rows, permit));
+        if !p.busy && p.queued.len() == 1 {
+            state.ready.push_back(key);
+        }
+        drop(state);
+        self.shared.changed.notify_one();
+        Ok(())
     }
 
     /// Finishes every file and returns the stored files, not yet
     /// committed. On an error the files stored so far are deleted.
     pub(super) async fn finish(mut self) -> Result<Vec<FileMeta>> {
-        for tx in &self.senders {
-            // A closed channel means that encoder failed; its error follows.
-            let _ = tx.send(Job::Finish);
-        }
+        self.shared.end(End::Finish);
         let (stored, failed) = self.join().await;
         match failed {
             None => Ok(stored),
@@ -167,14 +305,14 @@ impl PartitionSink {
     /// Drops the load: every encoder deletes what it stored. Returns the
     /// error an encoder stopped with, if one did.
     pub(super) async fn abandon(mut self) -> Option<StorageError> {
+        self.shared.end(End::Abandon);
         self.join().await.1
     }
 
-    /// Closes the queues and waits for the encoders: what they stored,
-    /// and the first error (an encoder whose queue closed before `Finish`
-    /// deletes its files and reports nothing).
+    /// Waits for the encoders: what they stored, and the first error (an
+    /// encoder stopped by an abandoned load deletes its files and reports
+    /// nothing).
     async fn join(&mut self) -> (Vec<FileMeta>, Option<StorageError>) {
-        self.senders.clear();
         let mut stored = Vec::new();
         let mut failed = None;
         for worker in self.workers.drain(..) {
@@ -194,6 +332,16 @@ impl PartitionSink {
     }
 }
 
+impl Drop for PartitionSink {
+    /// A load dropped before its end (its caller went away) keeps nothing,
+    /// and its encoders stop.
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.shared.end(End::Abandon);
+        }
+    }
+}
+
 /// One file being written.
 struct OpenFile {
     writer: ArrowWriter<FileBuffer>,
@@ -206,130 +354,134 @@ struct OpenFile {
     stats: WrittenStats,
     /// Bytes held, as `memory` counts them.
     bytes: usize,
-    last_written: u64,
 }
 
+/// One encoder thread.
 struct Encoder {
     storage: Storage,
     def: TableDef,
     /// The schema files are written with.
     schema: SchemaRef,
-    open: HashMap<PartitionKey, OpenFile>,
-    open_bytes: usize,
-    open_bytes_limit: usize,
-    clock: u64,
+    shared: Arc<Shared>,
     /// Files handed to the store (their writes may still be under way).
     stored: Vec<FileMeta>,
     /// File writes under way, oldest first, with their sizes.
     puts: VecDeque<(PutTask, usize)>,
-    /// Bytes of finished files not yet written: they count against the
-    /// memory bound with the open files.
-    put_bytes: usize,
     runtime: tokio::runtime::Handle,
 }
 
 type PutTask = tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>;
 
 impl Encoder {
-    fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) -> EncoderResult {
-        // `None` when the load was abandoned (an error elsewhere, or the
-        // caller went away): nothing of this encoder's is kept, and the
-        // error that abandoned it is the caller's to report.
+    fn run(mut self) -> EncoderResult {
         let outcome = loop {
-            match jobs.blocking_recv() {
-                Some(Job::Rows(key, rows, _room)) => {
-                    if let Err(e) = self.append(key, &rows) {
-                        break Some(Err(e));
+            let task = {
+                let mut state = self.shared.lock();
+                loop {
+                    if let Some(task) = state.next_task(self.shared.open_bytes_limit) {
+                        break task;
                     }
+                    state = self
+                        .shared
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
-                Some(Job::Finish) => {
-                    break Some(self.finish_all().and_then(|()| self.await_puts()));
-                }
-                None => break None,
-            }
-        };
-        match outcome {
-            Some(Ok(())) => EncoderResult {
-                stored: std::mem::take(&mut self.stored),
-                failed: None,
-            },
-            failed => {
-                self.delete_stored();
-                EncoderResult {
-                    stored: Vec::new(),
-                    failed: failed.and_then(Result::err),
-                }
-            }
-        }
-    }
-
-    fn append(&mut self, key: PartitionKey, rows: &RecordBatch) -> Result<()> {
-        self.clock += 1;
-        let times = batch::time_values(rows, &self.def)?;
-        let (lo, hi) = (
-            arrow::compute::min(times).unwrap_or(0),
-            arrow::compute::max(times).unwrap_or(0),
-        );
-        let file = match self.open.get_mut(&key) {
-            Some(f) => f,
-            None => {
-                let props = batch::writer_properties(rows)?;
-                let memory = WriterMemory::new(&self.schema, &props);
-                let writer =
-                    ArrowWriter::try_new(FileBuffer::new(), Arc::clone(&self.schema), Some(props))?;
-                self.open.entry(key.clone()).or_insert(OpenFile {
-                    writer,
-                    memory,
-                    file_id: self.storage.reserve_file_ids(1),
-                    rows: 0,
-                    min_time: lo,
-                    max_time: hi,
-                    stats: WrittenStats::new(Arc::clone(&self.schema)),
-                    bytes: 0,
-                    last_written: 0,
-                })
-            }
-        };
-        file.writer.write(rows)?;
-        file.stats.add(rows);
-        file.rows += rows.num_rows() as u64;
-        file.min_time = file.min_time.min(lo);
-        file.max_time = file.max_time.max(hi);
-        file.last_written = self.clock;
-        let bytes = file.memory.of(&file.writer);
-        self.open_bytes = self.open_bytes + bytes - file.bytes;
-        file.bytes = bytes;
-        if file.rows >= self.storage.inner.options.target_file_rows as u64 {
-            self.finish_file(&key)?;
-        }
-        while self.open_bytes > self.open_bytes_limit && !self.open.is_empty() {
-            let Some(oldest) = self
-                .open
-                .iter()
-                .min_by_key(|(_, f)| f.last_written)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
             };
-            self.finish_file(&oldest)?;
+            let done = match task {
+                Task::Write(key, rows, file) => match self.write(&key, rows, file) {
+                    Ok(file) => {
+                        self.shared.lock().put_back(key, file);
+                        self.shared.changed.notify_all();
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                Task::Finish(key, file) => self.finish_file(&key, file),
+                Task::Stop(end) => break Ok(end),
+            };
+            if let Err(e) = done {
+                break Err(e);
+            }
+        };
+        // `Abandon` when the load failed elsewhere or its caller went away:
+        // nothing of this encoder's is kept, and the error is not its own.
+        let failed = match outcome {
+            Ok(End::Finish) => match self.await_puts() {
+                Ok(()) => {
+                    return EncoderResult {
+                        stored: std::mem::take(&mut self.stored),
+                        failed: None,
+                    };
+                }
+                Err(e) => Some(e),
+            },
+            Ok(End::Abandon) => None,
+            Err(e) => Some(e),
+        };
+        if failed.is_some() {
+            self.shared.end(End::Abandon);
         }
-        Ok(())
+        self.delete_stored();
+        EncoderResult {
+            stored: Vec::new(),
+            failed,
+        }
     }
 
-    fn finish_all(&mut self) -> Result<()> {
-        let keys: Vec<PartitionKey> = self.open.keys().cloned().collect();
-        for key in keys {
-            self.finish_file(&key)?;
+    /// Appends rows to a partition's file, opening one if none is, and
+    /// finishing it when it reaches the target row count. Returns the file
+    /// left open.
+    fn write(
+        &mut self,
+        key: &PartitionKey,
+        rows: VecDeque<Queued>,
+        mut file: Option<OpenFile>,
+    ) -> Result<Option<OpenFile>> {
+        for (rows, room) in rows {
+            let mut open = match file.take() {
+                Some(f) => f,
+                None => self.open_file(&rows)?,
+            };
+            let times = batch::time_values(&rows, &self.def)?;
+            if let (Some(lo), Some(hi)) = (arrow::compute::min(times), arrow::compute::max(times)) {
+                open.min_time = open.min_time.min(lo);
+                open.max_time = open.max_time.max(hi);
+            }
+            open.writer.write(&rows)?;
+            open.stats.add(&rows);
+            open.rows += rows.num_rows() as u64;
+            open.bytes = open.memory.of(&open.writer);
+            drop(room);
+            if open.rows >= self.storage.inner.options.target_file_rows as u64 {
+                self.finish_file(key, open)?;
+            } else {
+                file = Some(open);
+            }
         }
-        Ok(())
+        Ok(file)
+    }
+
+    /// A new file for rows like `first`.
+    fn open_file(&self, first: &RecordBatch) -> Result<OpenFile> {
+        let props = batch::writer_properties(first)?;
+        let memory = WriterMemory::new(&self.schema, &props);
+        let writer =
+            ArrowWriter::try_new(FileBuffer::new(), Arc::clone(&self.schema), Some(props))?;
+        Ok(OpenFile {
+            writer,
+            memory,
+            file_id: self.storage.reserve_file_ids(1),
+            rows: 0,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            stats: WrittenStats::new(Arc::clone(&self.schema)),
+            bytes: 0,
+        })
     }
 
     /// Writes the footer and stores the file (not yet committed).
-    fn finish_file(&mut self, key: &PartitionKey) -> Result<()> {
-        let Some(file) = self.open.remove(key) else {
-            return Ok(());
-        };
-        self.open_bytes -= file.bytes;
+    fn finish_file(&mut self, key: &PartitionKey, file: OpenFile) -> Result<()> {
         let mut writer = file.writer;
         writer.flush()?;
         let stats = file.stats.finish(writer.flushed_row_groups());
@@ -354,20 +506,25 @@ impl Encoder {
             deletes: None,
         };
         // Stored on the runtime while this thread goes on encoding.
-        let store = std::sync::Arc::clone(&self.storage.inner.store);
+        let store = Arc::clone(&self.storage.inner.store);
         let size = bytes.len();
         let payload = bytes.into_payload();
         let put = self.runtime.spawn(async move {
             put_new(store.as_ref(), &Path::from(path.as_str()), payload).await
         });
         self.puts.push_back((put, size));
-        self.put_bytes += size;
+        self.shared.lock().put_bytes += size;
         self.stored.push(meta);
         // On a slow store, writes waiting to finish would hold their bytes
         // past the bound: encoding waits for the oldest ones first.
-        while let Some((oldest, _)) = self.puts.front()
-            && (oldest.is_finished() || self.open_bytes + self.put_bytes > self.open_bytes_limit)
-        {
+        while let Some((oldest, _)) = self.puts.front() {
+            let over = {
+                let state = self.shared.lock();
+                state.open_bytes + state.put_bytes > self.shared.open_bytes_limit
+            };
+            if !(oldest.is_finished() || over) {
+                break;
+            }
             self.await_oldest_put()?;
         }
         Ok(())
@@ -378,7 +535,7 @@ impl Encoder {
         let Some((put, size)) = self.puts.pop_front() else {
             return Ok(());
         };
-        self.put_bytes -= size;
+        self.shared.lock().put_bytes -= size;
         match self.runtime.block_on(put) {
             Ok(r) => r.map(|_| ()).map_err(StorageError::from),
             Err(e) => Err(StorageError::Corrupt(format!("file write failed: {e}"))),

@@ -1567,6 +1567,125 @@ pub(super) mod tests {
         assert_eq!(live_rows(&s, "d"), 8);
     }
 
+    /// A store that refuses data files once `allowed` have been stored.
+    #[derive(Debug)]
+    struct RefusingStore {
+        inner: object_store::memory::InMemory,
+        allowed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for RefusingStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "RefusingStore")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for RefusingStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let data_file = location.as_ref().ends_with(".parquet");
+            if data_file
+                && self
+                    .allowed
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+            {
+                return Err(object_store::Error::Generic {
+                    store: "RefusingStore",
+                    source: "the disk is full".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A file the store refuses in the middle of a load, while the caller
+    /// is still sending: the load fails with the store's error, instead of
+    /// waiting for room in the encoders' queues, and leaves no data file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_load_stops_when_the_store_refuses_a_file() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(RefusingStore {
+            inner: object_store::memory::InMemory::new(),
+            allowed: 3.into(),
+        });
+        let s = with_table_t(
+            dir.path(),
+            StorageOptions {
+                object_store: Some(Arc::clone(&store) as Arc<dyn ObjectStore>),
+                target_file_rows: 100,
+                ..quiet()
+            },
+        )
+        .await;
+        let models = ["a", "b", "c", "d", "e"];
+        let slices = (0..2_000i64).map(move |i| {
+            let ts: Vec<i64> = (0..50i64).map(|r| (i * 50 + r) * 1_000).collect();
+            Ok(batch(&ts, models[(i % 5) as usize]))
+        });
+        let load = s.bulk_load("t", futures::stream::iter(slices));
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), load)
+            .await
+            .expect("the load ends")
+            .unwrap_err();
+        assert!(err.to_string().contains("the disk is full"), "{err}");
+        assert_eq!(live_rows(&s, "t"), 0);
+        let files: Vec<_> = store.list(None).try_collect().await.expect("list");
+        let data = files
+            .iter()
+            .filter(|f| f.location.as_ref().ends_with(".parquet"))
+            .count();
+        assert_eq!(data, 0, "{files:?}");
+    }
+
     /// Hundreds of partitions written in turns, well within the bound: each
     /// keeps one file open to the end (what an open file holds is its
     /// encoded bytes, not the buffers its encoders reserve).
@@ -1611,7 +1730,9 @@ pub(super) mod tests {
         let s = with_table_t(
             dir.path(),
             StorageOptions {
-                load_open_bytes: 16 * 1024,
+                // The bound holds for the whole load (not a share per
+                // encoder): under it, a few of the 15 partitions' files fit.
+                load_open_bytes: 8 * 1024,
                 target_file_rows: 700,
                 ..quiet()
             },
