@@ -197,7 +197,10 @@ fn only_small_dictionary(chunk: &ColumnChunkMetaData) -> bool {
     };
     chunk.page_encoding_stats_mask().is_some_and(|pages| {
         pages.is_only(Encoding::RLE_DICTIONARY) || pages.is_only(Encoding::PLAIN_DICTIONARY)
-    }) && chunk.data_page_offset() - dictionary_at <= MAX_KEPT_DICTIONARY_BYTES
+    }) && chunk
+        .data_page_offset()
+        .checked_sub(dictionary_at)
+        .is_some_and(|bytes| (0..=MAX_KEPT_DICTIONARY_BYTES).contains(&bytes))
 }
 
 /// Writes query results to a server-side file; returns the row count.
