@@ -66,14 +66,15 @@ pub fn conform(batch: &RecordBatch, def: &TableDef, schema: &SchemaRef) -> Resul
     conform_to(batch, def, schema, false)
 }
 
-/// Like [`conform`], except that a text column given as a dictionary of
-/// text (`Dictionary(Int32, Utf8)`, without NULL values in the dictionary)
-/// stays one, and the batch's schema says so: a bulk load then moves
-/// 4-byte keys where it would copy strings, and the Parquet writer takes
-/// the dictionary as the text it stands for. Only for rows bound for
-/// [`split_partitions`] and the writer; columns of a type with a
-/// [`ValueFormat`] are still checked as text.
-pub fn conform_keeping_dictionaries(
+/// Like [`conform`], except that a text column given as a small
+/// dictionary of text (`Dictionary(Int32, Utf8)`, at most
+/// [`MAX_KEPT_DICTIONARY_BYTES`] of values, none NULL) stays one, and the
+/// batch's schema says so: a bulk load then moves 4-byte keys where it
+/// would copy strings, and the Parquet writer takes the dictionary as the
+/// text it stands for. Only for rows bound for [`split_partitions`] and the
+/// writer; columns of a type with a [`ValueFormat`] are still checked as
+/// text.
+pub(crate) fn conform_keeping_dictionaries(
     batch: &RecordBatch,
     def: &TableDef,
     schema: &SchemaRef,
@@ -87,9 +88,18 @@ fn is_kept_dictionary(field: &Field, column: &ArrayRef) -> bool {
     field.data_type() == &DataType::Utf8
         && crate::schema::sql_type_of(field).is_none()
         && column.as_dictionary_opt::<Int32Type>().is_some_and(|d| {
-            d.values().data_type() == &DataType::Utf8 && d.values().null_count() == 0
+            d.values().data_type() == &DataType::Utf8
+                && d.values().null_count() == 0
+                && d.values().get_array_memory_size() <= MAX_KEPT_DICTIONARY_BYTES
         })
 }
+
+/// The largest dictionary (its values' bytes) a bulk load keeps as one.
+/// Every slice split from a batch holds its dictionary and counts it
+/// against the load's queue budget, so a dictionary is kept only while
+/// that costs little; a larger one, whatever the file's metadata claimed,
+/// is cast to text.
+const MAX_KEPT_DICTIONARY_BYTES: usize = 64 * 1024;
 
 fn conform_to(
     batch: &RecordBatch,
@@ -1113,6 +1123,56 @@ mod tests {
         let err = conform(&input, &def, &def.schema().expect("schema")).unwrap_err();
         assert!(err.to_string().contains("\"model\""), "{err}");
         assert!(err.to_string().contains("row 2"), "{err}");
+    }
+
+    /// A small dictionary of text stays one for a bulk load (and splits as
+    /// its text would); a large one is cast to text, and so is one with
+    /// NULL among its values, whose NULL rows then meet NOT NULL.
+    #[test]
+    fn loads_keep_only_small_dictionaries_of_text() {
+        use arrow::array::{DictionaryArray, Int32Array};
+        let def = def();
+        let schema = def.schema().expect("schema");
+        let with_model = |values: StringArray| {
+            let keys = Int32Array::from(vec![0, 1, 0]);
+            let model =
+                DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).expect("dictionary");
+            let ts = TimestampMicrosecondArray::from(vec![3, 2, DAY_MICROS]).with_timezone("UTC");
+            let b = RecordBatch::try_from_iter(vec![
+                ("ts", Arc::new(ts) as ArrayRef),
+                ("model", Arc::new(model) as ArrayRef),
+            ])
+            .expect("batch");
+            conform_keeping_dictionaries(&b, &def, &schema)
+        };
+        let small = with_model(StringArray::from(vec!["a", "b"])).expect("small");
+        assert!(matches!(
+            small.schema().field(1).data_type(),
+            DataType::Dictionary(_, _)
+        ));
+        let slices = split_partitions(&small, &def).expect("split");
+        let keys: Vec<_> = slices
+            .iter()
+            .map(|s| (s.partition.as_deref(), s.bucket_start, s.batch.num_rows()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (Some("a"), 0, 1),
+                (Some("a"), DAY_MICROS, 1),
+                (Some("b"), 0, 1)
+            ]
+        );
+
+        let long = |i: usize| format!("{i:0>100}");
+        let large = with_model(StringArray::from_iter_values((0..1_000).map(long))).expect("large");
+        assert_eq!(large.schema().field(1).data_type(), &DataType::Utf8);
+        assert_eq!(large.column(1).as_string::<i32>().value(1), long(1));
+        let null_value = with_model(StringArray::from(vec![Some("a"), None])).unwrap_err();
+        assert!(
+            matches!(&null_value, StorageError::NotNull(m) if m.contains("row 2")),
+            "{null_value}"
+        );
     }
 
     /// Text whose values nearly all differ is written without a dictionary;

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -261,7 +261,7 @@ impl PartitionSink {
     pub(super) async fn send(&mut self, key: PartitionKey, rows: RecordBatch) -> Result<()> {
         let stopped = || StorageError::Corrupt("a bulk-load encoder stopped".into());
         // A slice larger than the whole budget waits for all of it.
-        let kib = (queued_bytes(&rows) / 1024).clamp(1, QUEUED_KIB) as u32;
+        let kib = (rows.get_array_memory_size() / 1024).clamp(1, QUEUED_KIB) as u32;
         let permit = Arc::clone(&self.shared.room)
             .acquire_many_owned(kib)
             .await
@@ -330,20 +330,6 @@ impl PartitionSink {
         }
         (stored, failed)
     }
-}
-
-/// The bytes a slice holds of its own: a dictionary column counts its
-/// keys, since its values are shared by every slice of the batch it was
-/// split from (counted per slice, a batch split into many partitions would
-/// count its dictionaries many times over against the queue budget).
-fn queued_bytes(rows: &RecordBatch) -> usize {
-    rows.columns()
-        .iter()
-        .map(|c| match c.as_any_dictionary_opt() {
-            Some(d) => d.keys().get_array_memory_size(),
-            None => c.get_array_memory_size(),
-        })
-        .sum()
 }
 
 impl Drop for PartitionSink {
@@ -577,32 +563,5 @@ impl Encoder {
                 .runtime
                 .block_on(store.delete(&Path::from(f.path.as_str())));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use arrow::array::{DictionaryArray, Int32Array, StringArray};
-    use arrow::datatypes::Int32Type;
-
-    use super::*;
-
-    #[test]
-    fn a_slice_counts_its_dictionary_keys_not_the_shared_values() {
-        let values = StringArray::from_iter_values((0..10_000).map(|i| format!("value {i:05}")));
-        let text = DictionaryArray::<Int32Type>::try_new(
-            Int32Array::from(vec![0, 1, 2, 3]),
-            Arc::new(values),
-        )
-        .expect("dictionary");
-        let rows = RecordBatch::try_from_iter(vec![("tag", Arc::new(text) as _)]).expect("batch");
-        assert!(rows.get_array_memory_size() > 100_000);
-        assert!(queued_bytes(&rows) < 1_024, "{}", queued_bytes(&rows));
-        let plain = rows
-            .column(0)
-            .as_any_dictionary()
-            .keys()
-            .get_array_memory_size();
-        assert_eq!(queued_bytes(&rows), plain);
     }
 }

@@ -1090,6 +1090,13 @@ pub(super) mod tests {
         }
     }
 
+    /// Every row of a data file of a storage in `dir` on the local disk.
+    fn file_rows(dir: &std::path::Path, f: &FileMeta) -> RecordBatch {
+        let bytes = std::fs::read(dir.join("data").join(&f.path)).expect("read");
+        let parts = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
+        arrow::compute::concat_batches(&parts[0].schema(), &parts).expect("concat")
+    }
+
     pub(super) fn live_rows(s: &Storage, table: &str) -> u64 {
         let snap = s.snapshot(table).expect("snapshot");
         let files: u64 = snap
@@ -1524,9 +1531,7 @@ pub(super) mod tests {
         assert_eq!(snap.files.len(), 2, "one file per model");
         let mut loaded = Vec::new();
         for f in snap.files.iter() {
-            let bytes = std::fs::read(dir.path().join("data").join(&f.path)).expect("read");
-            let parts = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
-            let all = arrow::compute::concat_batches(&parts[0].schema(), &parts).expect("concat");
+            let all = file_rows(dir.path(), f);
             assert_eq!(all.schema(), table, "files hold text as text");
             assert_eq!(batch::column_stats(&all).expect("stats"), f.stats);
             let ts = all
@@ -1764,9 +1769,7 @@ pub(super) mod tests {
         assert!(snap.files.len() > 15, "{rows:?}");
         assert!(rows.iter().filter(|r| **r > 50).count() > 5, "{rows:?}");
         for f in snap.files.iter() {
-            let bytes = std::fs::read(dir.path().join("data").join(&f.path)).expect("read");
-            let rows = batch::decode_parquet(bytes::Bytes::from(bytes)).expect("decode");
-            let all = arrow::compute::concat_batches(&rows[0].schema(), &rows).expect("concat");
+            let all = file_rows(dir.path(), f);
             assert_eq!(all.num_rows() as u64, f.rows);
             assert_eq!(batch::column_stats(&all).expect("stats"), f.stats);
             let times = all
