@@ -1175,6 +1175,78 @@ mod tests {
         );
     }
 
+    /// The Parquet writer (patched, vendor/parquet/LOOKOUT.md) writes text
+    /// given as a dictionary byte for byte as the same text given plain:
+    /// unused and unordered values, NULL keys, several pages per chunk,
+    /// page statistics, bloom filters, and dictionaries larger than a
+    /// mini-batch (the writer's own per-row path).
+    #[test]
+    fn the_writer_writes_dictionaries_of_text_as_their_text() {
+        use arrow::array::{DictionaryArray, Int32Array};
+        use arrow::compute::cast;
+        let rows = 5_000;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) % n
+        };
+        let dictionary = |distinct: usize, keys: Vec<Option<i32>>| {
+            let values =
+                StringArray::from_iter_values((0..distinct).rev().map(|i| format!("v{}", i * 7)));
+            let array =
+                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), Arc::new(values))
+                    .expect("dictionary");
+            Arc::new(array) as ArrayRef
+        };
+        let few: Vec<_> = (0..rows)
+            .map(|_| (next(10) != 0).then(|| next(12) as i32))
+            .collect();
+        let many: Vec<_> = (0..rows).map(|_| Some(next(3_000) as i32)).collect();
+        let constant = vec![Some(3); rows];
+        let columns = [
+            dictionary(40, few),
+            dictionary(3_000, many),
+            dictionary(5, constant),
+        ];
+        let names = ["few", "many", "constant"];
+        let text_schema = Arc::new(Schema::new(
+            names.map(|n| Field::new(n, DataType::Utf8, true)).to_vec(),
+        ));
+        let as_text: Vec<ArrayRef> = columns
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8).expect("cast"))
+            .collect();
+        let dict_fields = names.map(|n| Field::new(n, columns[0].data_type().clone(), true));
+        let batches = [
+            RecordBatch::try_new(
+                Arc::new(Schema::new(dict_fields.to_vec())),
+                columns.to_vec(),
+            ),
+            RecordBatch::try_new(Arc::clone(&text_schema), as_text),
+        ]
+        .map(|b| b.expect("batch"));
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(700)
+            .set_write_batch_size(512)
+            .set_bloom_filter_enabled(true)
+            .build();
+        let files = batches.map(|batch| {
+            let mut writer =
+                ArrowWriter::try_new(Vec::new(), Arc::clone(&text_schema), Some(props.clone()))
+                    .expect("writer");
+            for start in (0..rows).step_by(1_500) {
+                let len = 1_500.min(rows - start);
+                writer.write(&batch.slice(start, len)).expect("write");
+            }
+            writer.into_inner().expect("close")
+        });
+        assert!(files[0].len() > 10_000);
+        assert!(files[0] == files[1], "the files differ");
+    }
+
     /// Text whose values nearly all differ is written without a dictionary;
     /// text that repeats, and text too short to judge, keeps one.
     #[test]
