@@ -1037,6 +1037,14 @@ mod tests {
         .expect("batch")
     }
 
+    /// Each slice's partition, time bucket and row count.
+    fn slice_keys(slices: &[PartitionSlice]) -> Vec<(Option<&str>, i64, usize)> {
+        slices
+            .iter()
+            .map(|s| (s.partition.as_deref(), s.bucket_start, s.batch.num_rows()))
+            .collect()
+    }
+
     #[test]
     fn splits_by_model_and_day_sorted_by_time() {
         let def = def();
@@ -1046,16 +1054,12 @@ mod tests {
             vec!["a", "b", "a", "a"],
         );
         let parts = split_partitions(&b, &def).expect("split");
-        let keys: Vec<_> = parts
-            .iter()
-            .map(|p| (p.partition.clone(), p.bucket_start, p.batch.num_rows()))
-            .collect();
         assert_eq!(
-            keys,
-            vec![
-                (Some("a".into()), 0, 2),
-                (Some("a".into()), DAY_MICROS, 1),
-                (Some("b".into()), 0, 1)
+            slice_keys(&parts),
+            [
+                (Some("a"), 0, 2),
+                (Some("a"), DAY_MICROS, 1),
+                (Some("b"), 0, 1)
             ]
         );
         let first = time_values(&parts[0].batch, &def).expect("times");
@@ -1151,12 +1155,8 @@ mod tests {
             DataType::Dictionary(_, _)
         ));
         let slices = split_partitions(&small, &def).expect("split");
-        let keys: Vec<_> = slices
-            .iter()
-            .map(|s| (s.partition.as_deref(), s.bucket_start, s.batch.num_rows()))
-            .collect();
         assert_eq!(
-            keys,
+            slice_keys(&slices),
             [
                 (Some("a"), 0, 1),
                 (Some("a"), DAY_MICROS, 1),

@@ -473,21 +473,12 @@ impl ColumnValueEncoder for ByteArrayEncoder {
     }
 
     fn write_gather(&mut self, values: &Self::Values, indices: &[usize]) -> Result<()> {
-        // Lookout: an `Int32` dictionary of text takes the per-key path when
-        // it has no more values than rows to write.
-        if self.geo_stats_accumulator.is_none() && self.dict_encoder.is_some() {
-            if let Some(dict) = values
-                .as_any()
-                .downcast_ref::<DictionaryArray<arrow_array::types::Int32Type>>()
-            {
-                if let Some(text) = dict.values().as_any().downcast_ref::<StringArray>() {
-                    if text.len() <= indices.len()
-                        && encode_int32_dictionary(dict.keys().values(), text, indices, self)
-                    {
-                        return Ok(());
-                    }
-                }
-            }
+        // Lookout: see `encode_int32_dictionary`.
+        let dictionary = values
+            .as_any()
+            .downcast_ref::<DictionaryArray<arrow_array::types::Int32Type>>();
+        if dictionary.is_some_and(|d| encode_int32_dictionary(d, indices, self)) {
+            return Ok(());
         }
         downcast_op!(
             values.data_type(),
@@ -673,14 +664,8 @@ where
     if encoder.statistics_enabled != EnabledStatistics::None {
         if let Some(accumulator) = encoder.geo_stats_accumulator.as_mut() {
             update_geo_stats_accumulator(accumulator.as_mut(), values, indices.clone());
-        } else if let Some((min, max)) = compute_min_max(values, indices.clone()) {
-            if encoder.min_value.as_ref().is_none_or(|m| m > &min) {
-                encoder.min_value = Some(min);
-            }
-
-            if encoder.max_value.as_ref().is_none_or(|m| m < &max) {
-                encoder.max_value = Some(max);
-            }
+        } else if let Some(bounds) = compute_min_max(values, indices.clone()) {
+            encoder.widen_min_max(bounds);
         }
     }
 
@@ -697,20 +682,40 @@ where
     }
 }
 
-/// Lookout: encodes the rows `indices` of an `Int32` dictionary of text,
-/// interning each distinct key once and taking statistics and bloom filter
-/// entries over the distinct values used, instead of once per row. Writes the
-/// same pages as [`encode`]. Returns `false`, having written nothing, when a
-/// key is out of range (possible only in NULL slots), leaving the rows to
-/// [`encode`].
+impl ByteArrayEncoder {
+    /// Widens the chunk's minimum and maximum to take in `(min, max)`.
+    fn widen_min_max(&mut self, (min, max): (ByteArray, ByteArray)) {
+        if self.min_value.as_ref().is_none_or(|m| m > &min) {
+            self.min_value = Some(min);
+        }
+
+        if self.max_value.as_ref().is_none_or(|m| m < &max) {
+            self.max_value = Some(max);
+        }
+    }
+}
+
+/// Lookout: encodes the rows `indices` of an `Int32` dictionary of text
+/// with no more values than rows, interning each distinct key once and
+/// taking statistics and bloom filter entries over the distinct values used,
+/// instead of once per row. Writes the same pages as [`encode`]. Returns
+/// `false`, having written nothing, for any other dictionary, a column
+/// without a dictionary encoder or with geospatial statistics, or a key out
+/// of range (possible only in NULL slots), leaving the rows to [`encode`].
 fn encode_int32_dictionary(
-    keys: &[i32],
-    values: &StringArray,
+    dictionary: &DictionaryArray<arrow_array::types::Int32Type>,
     indices: &[usize],
     encoder: &mut ByteArrayEncoder,
 ) -> bool {
+    let Some(values) = dictionary.values().as_any().downcast_ref::<StringArray>() else {
+        return false;
+    };
+    let keys = dictionary.keys().values();
     let in_range = |i: &usize| keys.get(*i).is_some_and(|k| (*k as usize) < values.len());
-    if !indices.iter().all(in_range) {
+    if values.len() > indices.len()
+        || encoder.geo_stats_accumulator.is_some()
+        || !indices.iter().all(in_range)
+    {
         return false;
     }
     let Some(dict_encoder) = encoder.dict_encoder.as_mut() else {
@@ -729,30 +734,15 @@ fn encode_int32_dictionary(
         dict_encoder.indices.push(id);
         dict_encoder.variable_length_bytes += values.value_length(key) as i64;
     }
-    let used = || {
-        interned
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| **id != NOT_INTERNED)
-            .map(|(key, _)| values.value(key))
-    };
+    let used_keys = || (0..values.len()).filter(|k| interned[*k] != NOT_INTERNED);
     if encoder.statistics_enabled != EnabledStatistics::None {
-        let mut distinct = used();
-        if let Some(first) = distinct.next() {
-            let (min, max) = distinct.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v)));
-            let min: ByteArray = min.as_bytes().to_vec().into();
-            let max: ByteArray = max.as_bytes().to_vec().into();
-            if encoder.min_value.as_ref().is_none_or(|m| m > &min) {
-                encoder.min_value = Some(min);
-            }
-            if encoder.max_value.as_ref().is_none_or(|m| m < &max) {
-                encoder.max_value = Some(max);
-            }
+        if let Some(bounds) = compute_min_max(values, used_keys()) {
+            encoder.widen_min_max(bounds);
         }
     }
     if let Some(bloom_filter) = &mut encoder.bloom_filter {
-        for value in used() {
-            bloom_filter.insert(value.as_bytes());
+        for key in used_keys() {
+            bloom_filter.insert(values.value(key).as_bytes());
         }
     }
     true
