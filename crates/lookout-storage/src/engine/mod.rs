@@ -1756,10 +1756,15 @@ pub(super) mod tests {
                 })
                 .collect()
         };
-        let loaded = s
-            .bulk_load("t", futures::stream::iter(make(0)))
-            .await
-            .expect("load");
+        // Rows arrive over time, as from a reader, so that the encoders
+        // meet the bound while the load goes on (all rows queued at once
+        // would each be written in one turn, then finished at the end).
+        let paced = futures::StreamExt::then(futures::stream::iter(make(0)), |b| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            b
+        });
+        let paced = Box::pin(paced);
+        let loaded = s.bulk_load("t", paced).await.expect("load");
         assert_eq!(loaded, 2000);
         assert_eq!(live_rows(&s, "t"), 2000);
         let snap = s.snapshot("t").expect("snapshot");
