@@ -243,6 +243,7 @@ impl PartitionSink {
                     shared: Arc::clone(&shared),
                     stored: Vec::new(),
                     puts: VecDeque::new(),
+                    syncs: Vec::new(),
                     runtime: tokio::runtime::Handle::current(),
                 };
                 tokio::task::spawn_blocking(move || encoder.run())
@@ -367,10 +368,15 @@ struct Encoder {
     stored: Vec<FileMeta>,
     /// File writes under way, oldest first, with their sizes.
     puts: VecDeque<(PutTask, usize)>,
+    /// Fsyncs of stored files under way.
+    syncs: Vec<SyncTask>,
     runtime: tokio::runtime::Handle,
 }
 
-type PutTask = tokio::task::JoinHandle<object_store::Result<object_store::PutResult>>;
+/// A file write: its bytes to the store, then, on the local disk, the
+/// start of its fsync.
+type PutTask = tokio::task::JoinHandle<Result<Option<SyncTask>>>;
+type SyncTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
 impl Encoder {
     fn run(mut self) -> EncoderResult {
@@ -507,10 +513,20 @@ impl Encoder {
         };
         // Stored on the runtime while this thread goes on encoding.
         let store = Arc::clone(&self.storage.inner.store);
+        let on_disk = match &self.storage.inner.local {
+            Some((local, _)) => Some(local.path_to_filesystem(&Path::from(path.as_str()))?),
+            None => None,
+        };
         let size = bytes.len();
         let payload = bytes.into_payload();
         let put = self.runtime.spawn(async move {
-            put_new(store.as_ref(), &Path::from(path.as_str()), payload).await
+            put_new(store.as_ref(), &Path::from(path.as_str()), payload).await?;
+            // Written back while the load goes on encoding: the commit
+            // fsyncs every new file again, then with little left to write,
+            // instead of waiting for all of a load's bytes at its end.
+            Ok(on_disk.map(|file| {
+                tokio::task::spawn_blocking(move || std::fs::File::open(file)?.sync_all())
+            }))
         });
         self.puts.push_back((put, size));
         self.shared.lock().put_bytes += size;
@@ -537,16 +553,29 @@ impl Encoder {
         };
         self.shared.lock().put_bytes -= size;
         match self.runtime.block_on(put) {
-            Ok(r) => r.map(|_| ()).map_err(StorageError::from),
+            Ok(r) => {
+                self.syncs.extend(r?);
+                Ok(())
+            }
             Err(e) => Err(StorageError::Corrupt(format!("file write failed: {e}"))),
         }
     }
 
-    /// Waits for every file write; the first error is the load's.
+    /// Waits for every file write and fsync; the first error is the load's
+    /// (a failed fsync too: the kernel may not report it again at commit).
     fn await_puts(&mut self) -> Result<()> {
         let mut outcome = Ok(());
         while !self.puts.is_empty() {
             let done = self.await_oldest_put();
+            if outcome.is_ok() {
+                outcome = done;
+            }
+        }
+        for sync in self.syncs.drain(..) {
+            let done = match self.runtime.block_on(sync) {
+                Ok(r) => r.map_err(StorageError::from),
+                Err(e) => Err(StorageError::Corrupt(format!("file fsync failed: {e}"))),
+            };
             if outcome.is_ok() {
                 outcome = done;
             }
