@@ -12,8 +12,11 @@
 //!
 //! A file is finished when it reaches the target row count, or, when the
 //! open files' bytes pass the memory bound, the file written to least
-//! recently is finished first: loads in time order (the usual case) then
-//! finish each day's files as the load moves past that day. Once all rows
+//! recently is finished first. A file is also finished once the load has
+//! moved past its time bucket: when the last two input batches hold no
+//! rows of it or of any earlier bucket. Loads in time order (the usual
+//! case) then finish each day's files, and the disk writes them back,
+//! while the next day is encoded, instead of all at the end. Once all rows
 //! are sent, the encoders finish the open files between them.
 
 use std::collections::{HashMap, VecDeque};
@@ -50,6 +53,8 @@ type Queued = (RecordBatch, OwnedSemaphorePermit);
 pub(super) struct PartitionSink {
     storage: Storage,
     shared: Arc<Shared>,
+    /// The earliest bucket of the last input batch.
+    last_earliest: Option<i64>,
     workers: Vec<tokio::task::JoinHandle<EncoderResult>>,
 }
 
@@ -91,7 +96,6 @@ impl Shared {
     }
 }
 
-#[derive(Default)]
 struct State {
     partitions: HashMap<PartitionKey, Partition>,
     /// Partitions with rows queued and no encoder on them, longest
@@ -104,6 +108,11 @@ struct State {
     put_bytes: usize,
     /// Ticks at each partition put back, for "written to least recently".
     clock: u64,
+    /// Files of buckets starting before this one are finished: the load
+    /// has moved past them.
+    passed_before: i64,
+    /// A file the load has moved past may be open and free to finish.
+    look_for_passed: bool,
     end: Option<End>,
 }
 
@@ -137,13 +146,28 @@ enum Task {
     Stop(End),
 }
 
+impl Default for State {
+    fn default() -> Self {
+        State {
+            partitions: HashMap::new(),
+            ready: VecDeque::new(),
+            open_bytes: 0,
+            put_bytes: 0,
+            clock: 0,
+            passed_before: i64::MIN,
+            look_for_passed: false,
+            end: None,
+        }
+    }
+}
+
 impl State {
     /// The next task, or `None` to wait for one.
     fn next_task(&mut self, open_bytes_limit: usize) -> Option<Task> {
         match self.end {
             Some(End::Abandon) => return Some(Task::Stop(End::Abandon)),
             Some(End::Finish) if self.ready.is_empty() => {
-                return Some(match self.take_file(|_| true) {
+                return Some(match self.take_file(|_, _| true, |_| ()) {
                     Some((key, file)) => Task::Finish(key, file),
                     None if self.partitions.values().any(|p| p.busy) => return None,
                     None => Task::Stop(End::Finish),
@@ -152,9 +176,17 @@ impl State {
             _ => {}
         }
         if self.open_bytes > open_bytes_limit
-            && let Some((key, file)) = self.take_file(|p| p.last_written)
+            && let Some((key, file)) = self.take_file(|_, _| true, |p| p.last_written)
         {
             return Some(Task::Finish(key, file));
+        }
+        if self.look_for_passed {
+            let before = self.passed_before;
+            let passed = |key: &PartitionKey, p: &Partition| key.1 < before && p.queued.is_empty();
+            match self.take_file(passed, |p| p.last_written) {
+                Some((key, file)) => return Some(Task::Finish(key, file)),
+                None => self.look_for_passed = false,
+            }
         }
         let key = self.ready.pop_front()?;
         let p = self.partitions.get_mut(&key)?;
@@ -164,16 +196,17 @@ impl State {
         Some(Task::Write(key, rows, file))
     }
 
-    /// Takes the open file, of a partition no encoder holds, that `rank`
-    /// puts first.
+    /// Takes the open file, of an `eligible` partition no encoder holds,
+    /// that `rank` puts first.
     fn take_file<R: Ord>(
         &mut self,
+        eligible: impl Fn(&PartitionKey, &Partition) -> bool,
         rank: impl Fn(&Partition) -> R,
     ) -> Option<(PartitionKey, OpenFile)> {
         let (key, p) = self
             .partitions
             .iter_mut()
-            .filter(|(_, p)| !p.busy && p.file.is_some())
+            .filter(|(key, p)| !p.busy && p.file.is_some() && eligible(key, p))
             .min_by_key(|(_, p)| rank(p))?;
         let file = p.file.take()?;
         self.open_bytes -= p.bytes;
@@ -208,6 +241,7 @@ impl State {
         p.busy = false;
         p.last_written = self.clock;
         if p.queued.is_empty() {
+            self.look_for_passed |= p.file.is_some() && key.1 < self.passed_before;
             self.forget_if_idle(&key);
         } else {
             self.ready.push_back(key);
@@ -252,6 +286,7 @@ impl PartitionSink {
         PartitionSink {
             storage: storage.clone(),
             shared,
+            last_earliest: None,
             workers,
         }
     }
@@ -279,6 +314,23 @@ impl PartitionSink {
         drop(state);
         self.shared.changed.notify_one();
         Ok(())
+    }
+
+    /// Marks the end of an input batch whose earliest rows fall in the
+    /// bucket starting at `earliest`: files of buckets before the earliest
+    /// of the last two batches are finished. (Two, so that rows a little
+    /// out of order at a bucket's end do not each start a new file.)
+    pub(super) fn batch_sent(&mut self, earliest: i64) {
+        let passed_before = self.last_earliest.map_or(i64::MIN, |l| l.min(earliest));
+        self.last_earliest = Some(earliest);
+        let mut state = self.shared.lock();
+        let rose = passed_before > state.passed_before;
+        state.passed_before = passed_before;
+        state.look_for_passed |= rose;
+        drop(state);
+        if rose {
+            self.shared.changed.notify_one();
+        }
     }
 
     /// Finishes every file and returns the stored files, not yet

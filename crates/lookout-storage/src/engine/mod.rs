@@ -1830,6 +1830,56 @@ pub(super) mod tests {
         );
     }
 
+    /// A load in time order finishes a day's file once two input batches
+    /// have held only later days, while it goes on: the first day's file
+    /// is on disk before the load's last rows are sent, and each day still
+    /// has one file.
+    #[tokio::test]
+    async fn bulk_load_finishes_the_days_it_has_moved_past() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = with_table_t(dir.path(), quiet()).await;
+        let day = |d: i64| -> Result<RecordBatch> {
+            let ts: Vec<i64> = (0..50i64).map(|r| d * DAY_MICROS + r * 1_000_000).collect();
+            Ok(batch(&ts, "a"))
+        };
+        let root = dir.path().to_path_buf();
+        let first_day_stored = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&first_day_stored);
+        // Holds back the last rows until the first day's file is stored,
+        // for at most 20 s.
+        let gate = async move {
+            for _ in 0..2000 {
+                let stored = walk(&root)
+                    .iter()
+                    .any(|p| p.contains("date=1970-01-01") && p.ends_with(".parquet"));
+                if stored {
+                    seen.store(true, Ordering::SeqCst);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            day(1)
+        };
+        let batches = futures::stream::iter([day(0), day(0), day(1), day(1)])
+            .chain(futures::stream::once(gate))
+            .chain(futures::stream::iter([day(2)]));
+        let loaded = s.bulk_load("t", Box::pin(batches)).await.expect("load");
+        assert_eq!(loaded, 300);
+        assert!(
+            first_day_stored.load(Ordering::SeqCst),
+            "the first day's file was stored only at the load's end"
+        );
+        let snap = s.snapshot("t").expect("snapshot");
+        let mut files: Vec<(i64, u64)> = snap
+            .files
+            .iter()
+            .map(|f| (f.bucket_start, f.rows))
+            .collect();
+        files.sort();
+        assert_eq!(files, [(0, 100), (DAY_MICROS, 150), (2 * DAY_MICROS, 50)]);
+    }
+
     fn walk(dir: &FsPath) -> Vec<String> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).expect("read_dir").flatten() {

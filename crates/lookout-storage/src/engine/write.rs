@@ -217,9 +217,14 @@ impl Storage {
                 self.check_horizon(&def, &b)
                     .map_err(|e| offset_error(e, rows))?;
                 rows += b.num_rows() as u64;
-                for slice in batch::split_partitions(&b, &def)? {
+                let slices = batch::split_partitions(&b, &def)?;
+                let earliest = slices.iter().map(|s| s.bucket_start).min();
+                for slice in slices {
                     sink.send((slice.partition, slice.bucket_start), slice.batch)
                         .await?;
+                }
+                if let Some(earliest) = earliest {
+                    sink.batch_sent(earliest);
                 }
             }
             Ok(())
