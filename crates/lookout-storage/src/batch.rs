@@ -724,10 +724,7 @@ impl WrittenStats {
 
 /// Whether a float column holds a NaN among its valid values.
 fn has_nan(col: &ArrayRef) -> bool {
-    fn any<T: ArrowPrimitiveType>(
-        c: &PrimitiveArray<T>,
-        nan: impl Fn(&T::Native) -> bool + Copy,
-    ) -> bool {
+    fn any<T: ArrowPrimitiveType>(c: &PrimitiveArray<T>, nan: impl Fn(&T::Native) -> bool) -> bool {
         // Blocks of values, so that the test vectorises; validity is looked
         // at only in a block holding a NaN (a NULL's slot may hold one).
         const BLOCK: usize = 64;

@@ -96,6 +96,7 @@ impl Shared {
     }
 }
 
+#[derive(Default)]
 struct State {
     partitions: HashMap<PartitionKey, Partition>,
     /// Partitions with rows queued and no encoder on them, longest
@@ -109,8 +110,8 @@ struct State {
     /// Ticks at each partition put back, for "written to least recently".
     clock: u64,
     /// Files of buckets starting before this one are finished: the load
-    /// has moved past them.
-    passed_before: i64,
+    /// has moved past them (`None` until two input batches were sent).
+    passed_before: Option<i64>,
     /// A file the load has moved past may be open and free to finish.
     look_for_passed: bool,
     end: Option<End>,
@@ -146,21 +147,6 @@ enum Task {
     Stop(End),
 }
 
-impl Default for State {
-    fn default() -> Self {
-        State {
-            partitions: HashMap::new(),
-            ready: VecDeque::new(),
-            open_bytes: 0,
-            put_bytes: 0,
-            clock: 0,
-            passed_before: i64::MIN,
-            look_for_passed: false,
-            end: None,
-        }
-    }
-}
-
 impl State {
     /// The next task, or `None` to wait for one.
     fn next_task(&mut self, open_bytes_limit: usize) -> Option<Task> {
@@ -182,7 +168,9 @@ impl State {
         }
         if self.look_for_passed {
             let before = self.passed_before;
-            let passed = |key: &PartitionKey, p: &Partition| key.1 < before && p.queued.is_empty();
+            let passed = |key: &PartitionKey, p: &Partition| {
+                before.is_some_and(|b| key.1 < b) && p.queued.is_empty()
+            };
             match self.take_file(passed, |p| p.last_written) {
                 Some((key, file)) => return Some(Task::Finish(key, file)),
                 None => self.look_for_passed = false,
@@ -241,7 +229,8 @@ impl State {
         p.busy = false;
         p.last_written = self.clock;
         if p.queued.is_empty() {
-            self.look_for_passed |= p.file.is_some() && key.1 < self.passed_before;
+            self.look_for_passed |=
+                p.file.is_some() && self.passed_before.is_some_and(|b| key.1 < b);
             self.forget_if_idle(&key);
         } else {
             self.ready.push_back(key);
@@ -321,7 +310,7 @@ impl PartitionSink {
     /// of the last two batches are finished. (Two, so that rows a little
     /// out of order at a bucket's end do not each start a new file.)
     pub(super) fn batch_sent(&mut self, earliest: i64) {
-        let passed_before = self.last_earliest.map_or(i64::MIN, |l| l.min(earliest));
+        let passed_before = self.last_earliest.map(|last| last.min(earliest));
         self.last_earliest = Some(earliest);
         let mut state = self.shared.lock();
         let rose = passed_before > state.passed_before;
@@ -552,8 +541,9 @@ impl Encoder {
             &self.storage.inner.run,
             file.file_id,
         );
+        let object = Path::from(path.as_str());
         let meta = FileMeta {
-            path: path.clone(),
+            path,
             partition: key.0.clone(),
             bucket_start: key.1,
             min_time: file.min_time,
@@ -566,13 +556,13 @@ impl Encoder {
         // Stored on the runtime while this thread goes on encoding.
         let store = Arc::clone(&self.storage.inner.store);
         let on_disk = match &self.storage.inner.local {
-            Some((local, _)) => Some(local.path_to_filesystem(&Path::from(path.as_str()))?),
+            Some((local, _)) => Some(local.path_to_filesystem(&object)?),
             None => None,
         };
         let size = bytes.len();
         let payload = bytes.into_payload();
         let put = self.runtime.spawn(async move {
-            put_new(store.as_ref(), &Path::from(path.as_str()), payload).await?;
+            put_new(store.as_ref(), &object, payload).await?;
             // Written back while the load goes on encoding: the commit
             // fsyncs every new file again, then with little left to write,
             // instead of waiting for all of a load's bytes at its end.
