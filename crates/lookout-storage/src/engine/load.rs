@@ -29,7 +29,7 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Storage, local_file};
+use super::Storage;
 use crate::batch::{self, WriterMemory, WrittenStats};
 use crate::error::{Result, StorageError};
 use crate::file_buffer::FileBuffer;
@@ -556,7 +556,7 @@ impl Encoder {
         // Stored on the runtime while this thread goes on encoding.
         let store = Arc::clone(&self.storage.inner.store);
         let on_disk = match &self.storage.inner.local {
-            Some((local, _)) => Some(local_file(local, &meta.path)?),
+            Some((local, _)) => Some(local.path_to_filesystem(&object)?),
             None => None,
         };
         let size = bytes.len();

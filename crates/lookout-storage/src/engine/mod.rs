@@ -772,7 +772,7 @@ impl Storage {
         let Some((local, root)) = &self.inner.local else {
             return m.commit(self.inner.store.as_ref()).await;
         };
-        let on_disk = |path: &str| local_file(local, path);
+        let on_disk = |path: &str| local.path_to_filesystem(&object_store::path::Path::from(path));
         let known: std::collections::HashSet<&str> = old
             .tables
             .values()
@@ -856,11 +856,6 @@ async fn background_loop(engine: std::sync::Weak<Inner>) {
             }
         }
     }
-}
-
-/// Where the object at `path` lives in a local store's directory.
-pub(super) fn local_file(local: &LocalFileSystem, path: &str) -> Result<PathBuf> {
-    Ok(local.path_to_filesystem(&object_store::path::Path::from(path))?)
 }
 
 /// Fsyncs files under `root`, then every directory from theirs up to `root`.
